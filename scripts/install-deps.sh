@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs satlab's build and test dependencies from Debian 12's archive.
+# Idempotent: packages already present are skipped, so a second run is quick.
+# Usage: scripts/install-deps.sh [core|test|all]   (default: all)
+#   core  compiler, CMake, gRPC, protobuf, Abseil, Eigen, spdlog, ... (build + run)
+#   test  core + what the test suite drives for real (Python gRPC, Node, Prometheus,
+#         Chromium, gnuplot, podman)
+set -euo pipefail
+
+profile=${1:-all}
+
+core=(build-essential cmake ninja-build ccache pkg-config git ca-certificates
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev libspdlog-dev libfmt-dev libeigen3-dev libgtest-dev libgmock-dev
+  libbenchmark-dev libsqlite3-dev libcpp-httplib-dev nlohmann-json3-dev
+  libopenblas-dev gnuplot-nox clang-format)
+test_extra=(python3 python3-grpcio python3-protobuf python3-numpy python3-sklearn
+  prometheus chromium fonts-dejavu-core libjs-chart.js
+  podman buildah debootstrap runc uidmap slirp4netns fuse-overlayfs curl)
+
+case "$profile" in
+  core) want=("${core[@]}") ;;
+  test | all) want=("${core[@]}" "${test_extra[@]}") ;;
+  *) echo "usage: $0 [core|test|all]" >&2; exit 2 ;;
+esac
+
+# The machine image ships Node.js 20 with its own npm (which conflicts with
+# Debian's npm package); take Debian's only where no node is installed.
+if [[ $profile != core ]] && ! command -v npm >/dev/null; then
+  want+=(nodejs npm)
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#want[@]} packages present"
+  exit 0
+fi
+
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+$sudo apt-get update -q
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,153 @@
+// A dense multilayer perceptron with its optimizer state: forward pass,
+// backpropagation, saturation statistics and optimizer steps, in float32 or
+// float64. Not thread-safe: the caller serializes writers and readers (the
+// service holds one writer at a time and a reader lock for the rest).
+#ifndef SATLAB_SERVER_ENGINE_NETWORK_H_
+#define SATLAB_SERVER_ENGINE_NETWORK_H_
+
+#include <cstdint>
+#include <memory>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "server/engine/spec.h"
+
+namespace satlab::engine {
+
+// A matrix in the network's precision; results are returned this way so the
+// service can copy them to the wire with one memcpy.
+using AnyMatrix = std::variant<RowMatrix<float>, RowMatrix<double>>;
+
+// A borrowed, read-only row-major matrix in either precision (e.g. straight
+// over a request's packed floats). Exactly one of f32/f64 is non-null.
+struct MatrixView {
+  const float* f32 = nullptr;
+  const double* f64 = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+// Saturation statistics of one layer (see proto LayerStats).
+struct LayerStats {
+  double mean_derivative = 0;
+  double saturated_fraction = 0;
+  int64_t dead_units = 0;
+  double weight_gradient_norm = 0;
+  double bias_gradient_norm = 0;
+  double mean_activation = 0;
+};
+
+struct SaturationStats {
+  std::vector<LayerStats> layers;
+  // ||delta|| / ||a - y|| over the batch at the output; 1 when a == y.
+  double output_attenuation = 1;
+};
+
+struct ForwardResult {
+  AnyMatrix outputs;       // [batch, output_units]
+  std::vector<AnyMatrix> z;  // per layer [batch, units]; empty unless asked
+  std::vector<AnyMatrix> a;  // per layer [batch, units]; empty unless asked
+};
+
+struct GradientResult {
+  Loss loss = Loss::kMse;
+  double loss_value = 0;              // mean over the batch
+  std::vector<AnyMatrix> weight_grads;  // per layer [fan_in, units]
+  std::vector<AnyMatrix> bias_grads;    // per layer [1, units]
+  AnyMatrix output_delta;             // dC_x/dz per sample, [batch, out]
+  SaturationStats stats;
+  double accuracy = 0;
+};
+
+struct StepResult {
+  int64_t step = 0;  // after the step
+  double loss = 0;
+  int64_t batch_size = 0;
+  SaturationStats stats;
+  bool diverged = false;
+  double accuracy = 0;
+};
+
+struct EvalResult {
+  double loss = 0;
+  double accuracy = 0;
+  int64_t samples = 0;
+  SaturationStats stats;
+};
+
+// Implementation interface; one per precision (network.cc).
+class NetworkImpl;
+
+class Network {
+ public:
+  // Validates `spec` against `limits` (ValidateSpec) and builds the network
+  // with parameters drawn as spec.init says. Errors: INVALID_ARGUMENT,
+  // RESOURCE_EXHAUSTED.
+  static absl::StatusOr<std::unique_ptr<Network>> Create(const NetworkSpec& spec,
+                                                         const Limits& limits);
+  ~Network();
+  Network(const Network&) = delete;
+  Network& operator=(const Network&) = delete;
+
+  // A deep copy: parameters, optimizer state and step.
+  std::unique_ptr<Network> Clone() const;
+
+  const NetworkSpec& spec() const { return spec_; }
+  DType dtype() const { return spec_.dtype; }
+  int input_size() const { return spec_.input_size; }
+  int output_size() const { return spec_.layers.back().units; }
+  int num_layers() const { return static_cast<int>(spec_.layers.size()); }
+  int64_t step() const;
+  int64_t samples_seen() const;
+  int64_t parameter_count() const { return ParameterCount(spec_); }
+
+  // Parameters in the network's precision: weights [fan_in, units], biases
+  // [1, units] for layer `layer`.
+  AnyMatrix weights(int layer) const;
+  AnyMatrix biases(int layer) const;
+
+  // Replaces every layer's parameters. `params` must hold num_layers()
+  // entries with exact shapes and finite values; otherwise INVALID_ARGUMENT
+  // naming `layers[i].weights` / `layers[i].biases` and nothing changes.
+  // With `reset_optimizer_state`, momentum/Adam moments go back to zero.
+  absl::Status SetParameters(absl::Span<const LayerParams> params,
+                             bool reset_optimizer_state);
+
+  // Checks a batch before any arithmetic: shape [rows >= 1, input_size] for
+  // inputs, [rows, output_size] for targets, finite values, targets in range
+  // for the loss (bce/cce: [0, 1]). `field` prefixes messages
+  // (e.g. "batch"). Pass targets == nullptr for input-only checks.
+  absl::Status ValidateBatch(const MatrixView& inputs, const MatrixView* targets,
+                             Loss loss, absl::string_view field,
+                             int64_t max_rows) const;
+
+  // The calls below assume ValidateBatch passed (they assert shapes).
+
+  ForwardResult Forward(const MatrixView& inputs, bool include_layers) const;
+
+  // Gradients under `loss` (which must suit the output activation —
+  // CheckLossActivation), parameters untouched.
+  GradientResult ComputeGradients(const MatrixView& inputs,
+                                  const MatrixView& targets, Loss loss) const;
+
+  // One optimizer step under spec().loss. A non-finite loss or gradient sets
+  // `diverged` and leaves parameters and optimizer state unchanged; the step
+  // counter advances either way.
+  StepResult TrainStep(const MatrixView& inputs, const MatrixView& targets);
+
+  // Loss, accuracy and statistics over a dataset; no update.
+  EvalResult Evaluate(const MatrixView& inputs, const MatrixView& targets) const;
+
+ private:
+  Network(NetworkSpec spec, std::unique_ptr<NetworkImpl> impl);
+
+  NetworkSpec spec_;
+  std::unique_ptr<NetworkImpl> impl_;
+};
+
+}  // namespace satlab::engine
+
+#endif  // SATLAB_SERVER_ENGINE_NETWORK_H_
