@@ -1,0 +1,298 @@
+'use strict';
+// Node.js client of satlab.v1.TrainingService.
+//
+// Messages are plain objects with the proto's snake_case field names, enums as
+// their names ('ACTIVATION_SIGMOID'), int64 as Number. Tensors are
+//   { shape: [rows, cols], float_values: Float32Array }   or
+//   { shape: [rows, cols], double_values: Float64Array }
+// (plain arrays are accepted on input). Unlike @grpc/proto-loader, which
+// turns every packed float into a JS number and back (~30 MB/s), the Tensor
+// codec here copies packed values straight between typed arrays and the
+// protobuf bytes: it replaces the encoder/decoder of satlab.v1.Tensor inside
+// protobufjs, so every message that embeds a Tensor (Minibatch, Forward,
+// ComputeGradients, parameters, ...) gets it.
+
+const os = require('os');
+const path = require('path');
+const grpc = require('@grpc/grpc-js');
+const protobuf = require('protobufjs');
+const Long = require('long');
+
+protobuf.util.Long = Long;
+protobuf.configure();
+
+const PROTO_ROOT = process.env.SATLAB_PROTO_ROOT || path.resolve(__dirname, '..', '..', 'proto');
+const SERVICE_NAME = 'satlab.v1.TrainingService';
+const LITTLE_ENDIAN = os.endianness() === 'LE';
+
+// Objects handed to the user: enums by name, int64 as Number, defaults filled.
+const TO_OBJECT = { longs: Number, enums: String, defaults: true, oneofs: true, arrays: true };
+
+function loadRoot() {
+  const root = new protobuf.Root();
+  root.resolvePath = (origin, target) => {
+    if (target.startsWith('google/protobuf/')) return target; // bundled in protobufjs
+    return path.isAbsolute(target) ? target : path.join(PROTO_ROOT, target);
+  };
+  root.loadSync('satlab/v1/training_service.proto', { keepCase: true });
+  root.resolveAll();
+  installTensorCodec(root.lookupType('satlab.v1.Tensor'));
+  return root;
+}
+
+function toNumber(v) {
+  return typeof v === 'number' ? v : Long.fromValue(v).toNumber();
+}
+
+// Bytes of a typed array as a Buffer view (no copy).
+function bytesOf(arr) {
+  return Buffer.from(arr.buffer, arr.byteOffset, arr.byteLength);
+}
+
+// A copy of `n` bytes at `pos` of `buf` as a fresh, aligned typed array.
+function typedCopy(Ctor, buf, pos, n) {
+  const size = Ctor.BYTES_PER_ELEMENT;
+  if (n % size !== 0) throw new Error(`satlab.v1.Tensor: packed field of ${n} bytes is not a multiple of ${size}`);
+  const out = new Ctor(n / size);
+  if (LITTLE_ENDIAN) {
+    new Uint8Array(out.buffer).set(buf.subarray(pos, pos + n));
+  } else {
+    const view = new DataView(buf.buffer, buf.byteOffset + pos, n);
+    for (let i = 0; i < out.length; i++) out[i] = size === 4 ? view.getFloat32(i * 4, true) : view.getFloat64(i * 8, true);
+  }
+  return out;
+}
+
+function asTyped(Ctor, values) {
+  if (values instanceof Ctor) return values;
+  return Ctor.from(values);
+}
+
+function littleEndianBytes(arr) {
+  if (LITTLE_ENDIAN) return bytesOf(arr);
+  const buf = Buffer.alloc(arr.byteLength);
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  for (let i = 0; i < arr.length; i++) {
+    if (arr.BYTES_PER_ELEMENT === 4) view.setFloat32(i * 4, arr[i], true);
+    else view.setFloat64(i * 8, arr[i], true);
+  }
+  return buf;
+}
+
+function concatTyped(Ctor, parts) {
+  if (parts.length === 1) return parts[0];
+  const out = new Ctor(parts.reduce((s, p) => s + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
+}
+
+// Replaces protobufjs's generated codec of satlab.v1.Tensor. Parent messages'
+// generated code calls types[i].encode/decode/fromObject/toObject on this
+// Type object, so the overrides apply to every message embedding a Tensor.
+function installTensorCodec(Tensor) {
+  Tensor.setup();
+  const Writer = protobuf.Writer;
+  const Reader = protobuf.Reader;
+
+  Tensor.fromObject = (d) => d;         // keep typed arrays as they are
+  Tensor.verify = () => null;
+  Tensor.create = (p) => p || {};
+
+  Tensor.encode = (m, w) => {
+    w = w || Writer.create();
+    const shape = m.shape || [];
+    if (shape.length) {
+      w.uint32(10).fork();               // field 1, packed int64
+      for (const d of shape) w.int64(d);
+      w.ldelim();
+    }
+    const f = m.float_values;
+    const d = m.double_values;
+    if (f && f.length) w.uint32(18).bytes(littleEndianBytes(asTyped(Float32Array, f)));  // field 2
+    if (d && d.length) w.uint32(26).bytes(littleEndianBytes(asTyped(Float64Array, d)));  // field 3
+    return w;
+  };
+
+  Tensor.decode = (r, length) => {
+    if (!(r instanceof Reader)) r = Reader.create(r);
+    const end = length === undefined ? r.len : r.pos + length;
+    const shape = [];
+    const floats = [];
+    const doubles = [];
+    while (r.pos < end) {
+      const tag = r.uint32();
+      const field = tag >>> 3;
+      const wire = tag & 7;
+      if (field === 1 && wire === 2) {
+        const e = r.uint32() + r.pos;
+        while (r.pos < e) shape.push(toNumber(r.int64()));
+      } else if (field === 1 && wire === 0) {
+        shape.push(toNumber(r.int64()));
+      } else if ((field === 2 || field === 3) && wire === 2) {
+        const n = r.uint32();
+        const Ctor = field === 2 ? Float32Array : Float64Array;
+        (field === 2 ? floats : doubles).push(typedCopy(Ctor, r.buf, r.pos, n));
+        r.pos += n;
+      } else if (field === 2 && wire === 5) {
+        floats.push(Float32Array.of(r.float()));
+      } else if (field === 3 && wire === 1) {
+        doubles.push(Float64Array.of(r.double()));
+      } else {
+        r.skipType(wire);
+      }
+    }
+    return {
+      shape,
+      float_values: concatTyped(Float32Array, floats.length ? floats : [new Float32Array(0)]),
+      double_values: concatTyped(Float64Array, doubles.length ? doubles : [new Float64Array(0)]),
+    };
+  };
+
+  Tensor.toObject = (m) => m;
+}
+
+/** A Tensor from values (array or typed array) and a shape; dtype 'float32' or 'float64'. */
+function tensor(values, shape, dtype) {
+  if (!dtype) dtype = values instanceof Float64Array ? 'float64' : 'float32';
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (n !== values.length) throw new Error(`tensor: shape [${shape}] needs ${n} values, got ${values.length}`);
+  if (dtype === 'float32') return { shape: [...shape], float_values: asTyped(Float32Array, values) };
+  if (dtype === 'float64') return { shape: [...shape], double_values: asTyped(Float64Array, values) };
+  throw new Error(`tensor: dtype must be float32 or float64, got ${dtype}`);
+}
+
+/** The values of a decoded Tensor (whichever precision it carries). */
+function values(t) {
+  if (!t) return new Float64Array(0);
+  return t.float_values && t.float_values.length ? t.float_values : (t.double_values || new Float64Array(0));
+}
+
+/** A Tensor as an array of rows (for printing; keep typed arrays for math). */
+function rows(t) {
+  const v = values(t);
+  if (t.shape.length !== 2) return Array.from(v);
+  const [r, c] = t.shape;
+  const out = [];
+  for (let i = 0; i < r; i++) out.push(Array.from(v.subarray(i * c, (i + 1) * c)));
+  return out;
+}
+
+function lowerFirst(s) { return s[0].toLowerCase() + s.slice(1); }
+
+let cachedRoot = null;
+function root() {
+  if (!cachedRoot) cachedRoot = loadRoot();
+  return cachedRoot;
+}
+
+/** A grpc-js service definition of satlab.v1.TrainingService using the fast codec. */
+function serviceDefinition(r = root()) {
+  const service = r.lookupService(SERVICE_NAME);
+  const def = {};
+  for (const method of service.methodsArray) {
+    method.resolve();
+    const Req = method.resolvedRequestType;
+    const Res = method.resolvedResponseType;
+    def[lowerFirst(method.name)] = {
+      path: `/${SERVICE_NAME}/${method.name}`,
+      requestStream: !!method.requestStream,
+      responseStream: !!method.responseStream,
+      requestSerialize: (obj) => {
+        const u8 = Req.encode(Req.fromObject(obj)).finish();
+        return Buffer.isBuffer(u8) ? u8 : Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+      },
+      requestDeserialize: (buf) => Req.toObject(Req.decode(buf), TO_OBJECT),
+      responseSerialize: (obj) => Buffer.from(Res.encode(Res.fromObject(obj)).finish()),
+      responseDeserialize: (buf) => Res.toObject(Res.decode(buf), TO_OBJECT),
+    };
+  }
+  return def;
+}
+
+let healthTypes = null;
+function healthDefinition() {
+  if (!healthTypes) {
+    const file = require.resolve('grpc-health-check/proto/health/v1/health.proto');
+    const hr = new protobuf.Root().loadSync(file, { keepCase: true });
+    healthTypes = {
+      Req: hr.lookupType('grpc.health.v1.HealthCheckRequest'),
+      Res: hr.lookupType('grpc.health.v1.HealthCheckResponse'),
+    };
+  }
+  const { Req, Res } = healthTypes;
+  const m = (name, responseStream) => ({
+    path: `/grpc.health.v1.Health/${name}`,
+    requestStream: false,
+    responseStream,
+    requestSerialize: (o) => Buffer.from(Req.encode(Req.fromObject(o)).finish()),
+    requestDeserialize: (b) => Req.toObject(Req.decode(b), TO_OBJECT),
+    responseSerialize: (o) => Buffer.from(Res.encode(Res.fromObject(o)).finish()),
+    responseDeserialize: (b) => Res.toObject(Res.decode(b), TO_OBJECT),
+  });
+  return { check: m('Check', false), watch: m('Watch', true) };
+}
+
+const DEFAULT_OPTIONS = {
+  'grpc.max_receive_message_length': 64 * 1024 * 1024,
+  'grpc.max_send_message_length': 64 * 1024 * 1024,
+};
+
+/**
+ * A connection to one satlab server.
+ *
+ * Unary RPCs return Promises: client.createNetwork({network: {spec}}, {deadlineMs}).
+ * Streams return grpc-js call objects: train() is a duplex (write TrainRequest,
+ * 'data' TrainResponse, end()); watchMetrics(req) and runExperiment(req) are
+ * readable streams (also async-iterable). Errors carry .code (grpc.status)
+ * and .details.
+ */
+class Client {
+  constructor(target, { credentials, options, deadlineMs = 30000 } = {}) {
+    const Ctor = grpc.makeGenericClientConstructor(serviceDefinition(), 'TrainingService');
+    const HealthCtor = grpc.makeGenericClientConstructor(healthDefinition(), 'Health');
+    const creds = credentials || grpc.credentials.createInsecure();
+    const opts = { ...DEFAULT_OPTIONS, ...(options || {}) };
+    this.raw = new Ctor(target, creds, opts);
+    // Share the channel: health calls go over the same connection.
+    this.healthRaw = new HealthCtor(target, creds, { ...opts, channelOverride: this.raw.getChannel() });
+    this.deadlineMs = deadlineMs;
+    for (const [name, def] of Object.entries(serviceDefinition())) {
+      if (def.requestStream || def.responseStream) {
+        this[name] = (req, callOpts = {}) => {
+          const meta = new grpc.Metadata();
+          const o = callOpts.deadlineMs ? { deadline: Date.now() + callOpts.deadlineMs } : {};
+          return def.requestStream ? this.raw[name](meta, o) : this.raw[name](req || {}, meta, o);
+        };
+      } else {
+        this[name] = (req, callOpts = {}) => this._unary(this.raw, name, req, callOpts);
+      }
+    }
+  }
+
+  _unary(stub, name, req, { deadlineMs } = {}) {
+    const deadline = Date.now() + (deadlineMs || this.deadlineMs);
+    return new Promise((resolve, reject) => {
+      stub[name](req || {}, new grpc.Metadata(), { deadline }, (err, res) => (err ? reject(err) : resolve(res)));
+    });
+  }
+
+  /** Resolves when connected; rejects after timeoutMs. */
+  waitReady(timeoutMs = 10000) {
+    return new Promise((resolve, reject) => {
+      this.raw.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+
+  /** grpc.health.v1 Check: resolves to 'SERVING', 'NOT_SERVING', ... */
+  async health(service = SERVICE_NAME, { deadlineMs = 5000 } = {}) {
+    const res = await this._unary(this.healthRaw, 'check', { service }, { deadlineMs });
+    return res.status;
+  }
+
+  close() {
+    this.raw.close();
+  }
+}
+
+module.exports = { Client, tensor, values, rows, serviceDefinition, root, SERVICE_NAME, PROTO_ROOT, grpc };

@@ -1,0 +1,259 @@
+"""satlab.Client: a thin, numpy-first wrapper over the generated stubs.
+
+Tensors go in as array-likes and come back as numpy arrays; everything else
+is the generated protobuf message, so every field documented in
+proto/satlab/v1 is at hand. Errors are grpc.RpcError with the server's code
+and message (INVALID_ARGUMENT names the offending field).
+"""
+
+import dataclasses
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import grpc
+import numpy as np
+
+from satlab._std import health_pb2, health_pb2_grpc
+from satlab.tensor import from_tensor, to_tensor
+from satlab.v1 import experiment_pb2, network_pb2
+from satlab.v1 import training_service_pb2 as pb
+from satlab.v1 import training_service_pb2_grpc as pb_grpc
+
+SERVICE_NAME = "satlab.v1.TrainingService"
+
+# The server's receive limit is configurable; allow large replies by default.
+_DEFAULT_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+def _enum(enum_type, prefix, value):
+    """'sigmoid' / 'SIGMOID' / 'ACTIVATION_SIGMOID' / 2 -> 2."""
+    if isinstance(value, int):
+        return value
+    name = str(value).upper()
+    if not name.startswith(prefix):
+        name = prefix + name
+    try:
+        return enum_type.Value(name)
+    except ValueError:
+        choices = [n[len(prefix):].lower() for n in enum_type.keys()
+                   if not n.endswith("UNSPECIFIED")]
+        raise ValueError(f"{prefix.rstrip('_').lower()}: unknown {value!r}; one of {choices}") from None
+
+
+def activation(value):
+    return _enum(network_pb2.Activation, "ACTIVATION_", value)
+
+
+def loss(value):
+    return _enum(network_pb2.Loss, "LOSS_", value)
+
+
+def sgd(learning_rate, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """An Optimizer message for SGD (PyTorch's convention)."""
+    return network_pb2.Optimizer(sgd=network_pb2.Sgd(
+        learning_rate=learning_rate, momentum=momentum, nesterov=nesterov,
+        weight_decay=weight_decay))
+
+
+def adam(learning_rate, beta1=0.0, beta2=0.0, epsilon=0.0, weight_decay=0.0):
+    """An Optimizer message for Adam (0 means the server's default)."""
+    return network_pb2.Optimizer(adam=network_pb2.Adam(
+        learning_rate=learning_rate, beta1=beta1, beta2=beta2, epsilon=epsilon,
+        weight_decay=weight_decay))
+
+
+def _layer_parameters(weights, biases, dtype=None):
+    p = network_pb2.LayerParameters()
+    to_tensor(np.atleast_2d(weights), dtype, out=p.weights)
+    to_tensor(np.atleast_1d(biases), dtype, out=p.biases)
+    return p
+
+
+def _minibatch(msg, inputs, targets, dtype=None):
+    to_tensor(np.atleast_2d(inputs), dtype, out=msg.inputs)
+    to_tensor(np.atleast_2d(targets), dtype, out=msg.targets)
+    return msg
+
+
+def _name(network):
+    """Accepts 'networks/x', 'x' or a Network message."""
+    if isinstance(network, network_pb2.Network):
+        return network.name
+    network = str(network)
+    return network if network.startswith("networks/") else "networks/" + network
+
+
+@dataclasses.dataclass
+class Gradients:
+    """Loss and gradients of one minibatch under one loss (numpy arrays)."""
+    loss: str                                  # e.g. "mse"
+    loss_value: float                          # mean loss over the batch
+    layers: List[Tuple[np.ndarray, np.ndarray]]  # (dC/dW [fan_in, units], dC/db [units])
+    output_delta: np.ndarray                   # dC_x/dz at the output, [batch, outputs]
+    saturation: network_pb2.SaturationStats
+
+    @classmethod
+    def from_proto(cls, g):
+        return cls(
+            loss=network_pb2.Loss.Name(g.loss)[len("LOSS_"):].lower(),
+            loss_value=g.loss_value,
+            layers=[(from_tensor(l.weights), from_tensor(l.biases)) for l in g.layers],
+            output_delta=from_tensor(g.output_delta),
+            saturation=g.saturation)
+
+
+class Client:
+    """A connection to one satlab server.
+
+    target: "host:port". credentials: grpc.ChannelCredentials for TLS, or None
+    for plaintext. timeout: default deadline in seconds of unary calls.
+    """
+
+    def __init__(self, target, credentials=None, timeout=30.0, options=None):
+        opts = list(_DEFAULT_OPTIONS) + list(options or [])
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=opts)
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=opts)
+        self.stub = pb_grpc.TrainingServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self.timeout = timeout
+
+    # -- lifecycle -----------------------------------------------------------
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def wait_ready(self, timeout=10.0):
+        """Blocks until the channel is connected; raises grpc.FutureTimeoutError."""
+        grpc.channel_ready_future(self._channel).result(timeout=timeout)
+
+    def health(self, service=SERVICE_NAME, timeout=5.0):
+        """grpc.health.v1 Check: 'SERVING', 'NOT_SERVING', ..."""
+        r = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
+
+    # -- resources -----------------------------------------------------------
+    def create_network(self, input_size, layers, loss="mse", *, network_id="",
+                       init="uniform_fan_in", seed=0, parameters=None,
+                       optimizer=None, dtype="float64", saturation_threshold=0.0):
+        """Creates an MLP and returns the Network message.
+
+        layers: [(units, activation), ...] (activation as "sigmoid", "relu", ...),
+          or LayerSpec messages.
+        parameters: [(W [fan_in, units], b [units]), ...] for explicit initial
+          parameters (sets init="explicit").
+        optimizer: sgd(...)/adam(...); None means the server default (SGD 0.1).
+        """
+        spec = network_pb2.NetworkSpec(input_size=input_size, loss=_enum(network_pb2.Loss, "LOSS_", loss),
+                                       dtype=_enum(network_pb2.DType, "DTYPE_", dtype),
+                                       saturation_threshold=saturation_threshold)
+        for layer in layers:
+            if isinstance(layer, network_pb2.LayerSpec):
+                spec.layers.append(layer)
+            else:
+                units, act = layer
+                spec.layers.add(units=units, activation=activation(act))
+        if parameters is not None:
+            init = "explicit"
+            for w, b in parameters:
+                spec.init.parameters.append(_layer_parameters(w, b))
+        spec.init.scheme = _enum(network_pb2.InitScheme, "INIT_SCHEME_", init)
+        spec.init.seed = seed
+        if optimizer is not None:
+            spec.optimizer.CopyFrom(optimizer)
+        req = pb.CreateNetworkRequest(network=network_pb2.Network(spec=spec), network_id=network_id)
+        return self.stub.CreateNetwork(req, timeout=self.timeout).network
+
+    def get_network(self, network):
+        return self.stub.GetNetwork(pb.GetNetworkRequest(name=_name(network)),
+                                    timeout=self.timeout).network
+
+    def list_networks(self, page_size=0) -> Iterator[network_pb2.Network]:
+        """Yields every network, fetching pages as needed."""
+        token = ""
+        while True:
+            r = self.stub.ListNetworks(pb.ListNetworksRequest(page_size=page_size, page_token=token),
+                                       timeout=self.timeout)
+            yield from r.networks
+            token = r.next_page_token
+            if not token:
+                return
+
+    def delete_network(self, network):
+        self.stub.DeleteNetwork(pb.DeleteNetworkRequest(name=_name(network)), timeout=self.timeout)
+
+    def get_parameters(self, network) -> List[Tuple[np.ndarray, np.ndarray]]:
+        """[(W [fan_in, units], b [units]), ...] in the network's dtype."""
+        r = self.stub.GetParameters(pb.GetParametersRequest(name=_name(network)), timeout=self.timeout)
+        return [(from_tensor(l.weights), from_tensor(l.biases)) for l in r.layers]
+
+    def set_parameters(self, network, parameters, reset_optimizer_state=False):
+        """Replaces all parameters: [(W, b), ...]; returns the Network."""
+        req = pb.SetParametersRequest(name=_name(network), reset_optimizer_state=reset_optimizer_state)
+        for w, b in parameters:
+            req.layers.append(_layer_parameters(w, b))
+        return self.stub.SetParameters(req, timeout=self.timeout).network
+
+    # -- compute -------------------------------------------------------------
+    def forward(self, network, inputs, include_layers=False):
+        """Outputs [batch, outputs]; with include_layers, (outputs, [(z, a), ...])."""
+        req = pb.ForwardRequest(name=_name(network), include_layers=include_layers)
+        to_tensor(np.atleast_2d(inputs), out=req.inputs)
+        r = self.stub.Forward(req, timeout=self.timeout)
+        out = from_tensor(r.outputs)
+        if not include_layers:
+            return out
+        return out, [(from_tensor(l.z), from_tensor(l.a)) for l in r.layers]
+
+    def compute_gradients(self, network, inputs, targets, counterfactual_losses: Sequence = ()):
+        """Gradients under the network's loss, and a dict loss-name -> Gradients
+        of the counterfactual losses: (Gradients, {"bce": Gradients, ...})."""
+        req = pb.ComputeGradientsRequest(name=_name(network))
+        _minibatch(req.batch, inputs, targets)
+        req.counterfactual_losses.extend(loss(l) for l in counterfactual_losses)
+        r = self.stub.ComputeGradients(req, timeout=self.timeout)
+        other = [Gradients.from_proto(g) for g in r.counterfactuals]
+        return Gradients.from_proto(r.gradients), {g.loss: g for g in other}
+
+    def train_step(self, network, inputs, targets) -> network_pb2.StepResult:
+        req = pb.TrainStepRequest(name=_name(network))
+        _minibatch(req.batch, inputs, targets)
+        return self.stub.TrainStep(req, timeout=self.timeout).result
+
+    def train(self, network, batches: Iterable, report_every=1, timeout=None) -> Iterator[pb.TrainResponse]:
+        """Streams (inputs, targets) pairs through Train; yields TrainResponses
+        as the server reports them (every `report_every` steps and the last)."""
+        name = _name(network)
+
+        def requests():
+            yield pb.TrainRequest(name=name, report_every=report_every)
+            for x, y in batches:
+                req = pb.TrainRequest()
+                _minibatch(req.batch, x, y)
+                yield req
+
+        return self.stub.Train(requests(), timeout=timeout)
+
+    def evaluate(self, network, inputs, targets) -> pb.EvaluateResponse:
+        req = pb.EvaluateRequest(name=_name(network))
+        _minibatch(req.data, inputs, targets)
+        return self.stub.Evaluate(req, timeout=self.timeout)
+
+    def watch_metrics(self, network=None, start_step=0, timeout=None) -> Iterator[pb.WatchMetricsResponse]:
+        """Metric events of one network (or all when None): replay, then live.
+        Cancel the returned iterator (.cancel()) to stop."""
+        name = "" if network is None else _name(network)
+        return self.stub.WatchMetrics(pb.WatchMetricsRequest(name=name, start_step=start_step),
+                                      timeout=timeout)
+
+    def run_experiment(self, spec: experiment_pb2.ExperimentSpec, timeout=None) -> Iterator[pb.RunExperimentResponse]:
+        """Streams EpochMetrics messages, then the ExperimentSummary."""
+        return self.stub.RunExperiment(pb.RunExperimentRequest(spec=spec), timeout=timeout)
