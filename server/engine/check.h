@@ -1,0 +1,35 @@
+// Validation helpers shared by ValidateSpec, Network::ValidateBatch and
+// Network::SetParameters. They read raw memory only (no Eigen arithmetic), so
+// they are safe on anything whose shape has been checked.
+#ifndef SATLAB_SERVER_ENGINE_CHECK_H_
+#define SATLAB_SERVER_ENGINE_CHECK_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "server/engine/spec.h"
+
+namespace satlab::engine {
+
+// "[rows, cols]".
+std::string ShapeString(int64_t rows, int64_t cols);
+
+// OK, or INVALID_ARGUMENT "<field>: non-finite value nan at (r, c)" for the
+// first non-finite element of a row-major [rows, cols] array.
+absl::Status CheckFinite(const float* data, int64_t rows, int64_t cols,
+                         absl::string_view field);
+absl::Status CheckFinite(const double* data, int64_t rows, int64_t cols,
+                         absl::string_view field);
+
+// Shape [fan_in, units] / [units], finite values and, for float32 networks,
+// values representable as finite float32. Fields: "<prefix>.weights",
+// "<prefix>.biases". INVALID_ARGUMENT otherwise.
+absl::Status CheckLayerParams(const LayerParams& params, int64_t fan_in,
+                              int64_t units, DType dtype,
+                              absl::string_view prefix);
+
+}  // namespace satlab::engine
+
+#endif  // SATLAB_SERVER_ENGINE_CHECK_H_

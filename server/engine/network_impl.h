@@ -1,0 +1,48 @@
+// The precision-specific implementation behind Network (one per dtype).
+// Internal to the engine.
+#ifndef SATLAB_SERVER_ENGINE_NETWORK_IMPL_H_
+#define SATLAB_SERVER_ENGINE_NETWORK_IMPL_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/types/span.h"
+#include "server/engine/network.h"
+#include "server/engine/spec.h"
+
+namespace satlab::engine {
+
+// Network forwards to this after validating; the preconditions of each call
+// are those of the matching Network method. Const methods allocate their own
+// scratch space and may run concurrently; TrainStep and SetParameters need
+// exclusive access.
+class NetworkImpl {
+ public:
+  virtual ~NetworkImpl() = default;
+
+  virtual std::unique_ptr<NetworkImpl> Clone() const = 0;
+  virtual int64_t step() const = 0;
+  virtual int64_t samples_seen() const = 0;
+  virtual AnyMatrix weights(int layer) const = 0;
+  virtual AnyMatrix biases(int layer) const = 0;
+  // `params` has been checked (CheckLayerParams).
+  virtual void SetParameters(absl::Span<const LayerParams> params,
+                             bool reset_optimizer_state) = 0;
+  virtual ForwardResult Forward(const MatrixView& inputs,
+                                bool include_layers) const = 0;
+  virtual GradientResult ComputeGradients(const MatrixView& inputs,
+                                          const MatrixView& targets,
+                                          Loss loss) const = 0;
+  virtual StepResult TrainStep(const MatrixView& inputs,
+                               const MatrixView& targets) = 0;
+  virtual EvalResult Evaluate(const MatrixView& inputs,
+                              const MatrixView& targets) const = 0;
+};
+
+// A network of a validated spec in spec.dtype, with parameters drawn as
+// spec.init says.
+std::unique_ptr<NetworkImpl> MakeNetworkImpl(const NetworkSpec& spec);
+
+}  // namespace satlab::engine
+
+#endif  // SATLAB_SERVER_ENGINE_NETWORK_IMPL_H_

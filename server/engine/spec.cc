@@ -1,0 +1,259 @@
+#include "server/engine/spec.h"
+
+#include <cmath>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "server/engine/activation.h"
+#include "server/engine/check.h"
+#include "server/engine/loss.h"
+
+namespace satlab::engine {
+namespace {
+
+constexpr absl::string_view kPrefix = "network.spec.";
+
+absl::Status Invalid(absl::string_view field, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(kPrefix, field, ": ", what));
+}
+
+absl::Status Exhausted(absl::string_view field, absl::string_view what) {
+  return absl::ResourceExhaustedError(absl::StrCat(kPrefix, field, ": ", what));
+}
+
+// "expected in [lo, hi), got x" style range checks; NaN fails all of them.
+bool InHalfOpen(double x, double lo, double hi) { return x >= lo && x < hi; }
+
+absl::Status CheckOptimizer(const OptimizerSpec& o) {
+  const bool adam = o.kind == OptimizerKind::kAdam;
+  if (!adam && o.kind != OptimizerKind::kSgd) {
+    return Invalid("optimizer", absl::StrCat("expected sgd or adam, got ",
+                                             static_cast<int>(o.kind)));
+  }
+  const std::string p = adam ? "optimizer.adam." : "optimizer.sgd.";
+  if (!(o.learning_rate > 0) || !std::isfinite(o.learning_rate)) {
+    return Invalid(absl::StrCat(p, "learning_rate"),
+                   absl::StrCat("expected finite > 0, got ", o.learning_rate));
+  }
+  if (!(o.weight_decay >= 0) || !std::isfinite(o.weight_decay)) {
+    return Invalid(absl::StrCat(p, "weight_decay"),
+                   absl::StrCat("expected finite >= 0, got ", o.weight_decay));
+  }
+  if (!adam) {
+    if (!InHalfOpen(o.momentum, 0, 1)) {
+      return Invalid(absl::StrCat(p, "momentum"),
+                     absl::StrCat("expected in [0, 1), got ", o.momentum));
+    }
+    if (o.nesterov && o.momentum == 0) {
+      return Invalid(absl::StrCat(p, "nesterov"),
+                     "expected momentum > 0 with nesterov, got momentum 0");
+    }
+    return absl::OkStatus();
+  }
+  if (!InHalfOpen(o.beta1, 0, 1)) {
+    return Invalid(absl::StrCat(p, "beta1"),
+                   absl::StrCat("expected in [0, 1), got ", o.beta1));
+  }
+  if (!InHalfOpen(o.beta2, 0, 1)) {
+    return Invalid(absl::StrCat(p, "beta2"),
+                   absl::StrCat("expected in [0, 1), got ", o.beta2));
+  }
+  if (!(o.epsilon > 0) || !std::isfinite(o.epsilon)) {
+    return Invalid(absl::StrCat(p, "epsilon"),
+                   absl::StrCat("expected finite > 0, got ", o.epsilon));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckInit(const NetworkSpec& spec) {
+  const InitSpec& init = spec.init;
+  const int scheme = static_cast<int>(init.scheme);
+  if (scheme < 0 || scheme > static_cast<int>(InitScheme::kExplicit)) {
+    return Invalid("init.scheme",
+                   absl::StrCat("expected a valid scheme, got ", scheme));
+  }
+  if (init.scheme == InitScheme::kNormal) {
+    if (!std::isfinite(init.mean)) {
+      return Invalid("init.mean",
+                     absl::StrCat("expected a finite value, got ", init.mean));
+    }
+    if (!(init.std > 0) || !std::isfinite(init.std)) {
+      return Invalid("init.std",
+                     absl::StrCat("expected finite > 0, got ", init.std));
+    }
+  }
+  if (init.scheme != InitScheme::kExplicit) {
+    if (!init.explicit_params.empty()) {
+      return Invalid("init.parameters",
+                     absl::StrCat("expected none with scheme ",
+                                  InitSchemeName(init.scheme), ", got ",
+                                  init.explicit_params.size(), " entries"));
+    }
+    return absl::OkStatus();
+  }
+  if (init.explicit_params.size() != spec.layers.size()) {
+    return Invalid("init.parameters",
+                   absl::StrCat("expected ", spec.layers.size(),
+                                " entries (one per layer), got ",
+                                init.explicit_params.size()));
+  }
+  int64_t fan_in = spec.input_size;
+  for (size_t l = 0; l < spec.layers.size(); ++l) {
+    const int64_t units = spec.layers[l].units;
+    if (absl::Status s =
+            CheckLayerParams(init.explicit_params[l], fan_in, units, spec.dtype,
+                             absl::StrCat(kPrefix, "init.parameters[", l, "]"));
+        !s.ok()) {
+      return s;
+    }
+    fan_in = units;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::string_view ActivationName(Activation a) {
+  if (!IsValidActivation(a)) return "unknown";
+  return GetActivationOps<double>(a).name;
+}
+
+absl::string_view LossName(Loss l) {
+  switch (l) {
+    case Loss::kMse:
+      return "mse";
+    case Loss::kBce:
+      return "bce";
+    case Loss::kCce:
+      return "cce";
+  }
+  return "unknown";
+}
+
+absl::string_view InitSchemeName(InitScheme s) {
+  switch (s) {
+    case InitScheme::kZeros:
+      return "zeros";
+    case InitScheme::kUniformFanIn:
+      return "uniform_fan_in";
+    case InitScheme::kGlorotUniform:
+      return "glorot_uniform";
+    case InitScheme::kGlorotNormal:
+      return "glorot_normal";
+    case InitScheme::kHeNormal:
+      return "he_normal";
+    case InitScheme::kNormal:
+      return "normal";
+    case InitScheme::kExplicit:
+      return "explicit";
+  }
+  return "unknown";
+}
+
+absl::Status CheckLossActivation(Loss loss, Activation activation,
+                                 absl::string_view field) {
+  if (!IsValidLoss(loss)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": expected mse, bce or cce, got ", static_cast<int>(loss)));
+  }
+  Activation needed;
+  switch (loss) {
+    case Loss::kBce:
+      needed = Activation::kSigmoid;
+      break;
+    case Loss::kCce:
+      needed = Activation::kSoftmax;
+      break;
+    default:
+      return absl::OkStatus();  // mse takes any output
+  }
+  if (activation == needed) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      field, ": ", LossName(loss), " needs a ", ActivationName(needed),
+      " output layer, got ", ActivationName(activation)));
+}
+
+absl::Status ValidateSpec(const NetworkSpec& spec, const Limits& limits) {
+  if (spec.input_size < 1) {
+    return Invalid("input_size",
+                   absl::StrCat("expected >= 1, got ", spec.input_size));
+  }
+  if (spec.input_size > limits.max_units) {
+    return Exhausted("input_size",
+                     absl::StrCat("expected at most ", limits.max_units,
+                                  ", got ", spec.input_size));
+  }
+  if (spec.layers.empty()) {
+    return Invalid("layers", "expected at least 1 layer, got 0");
+  }
+  if (static_cast<int64_t>(spec.layers.size()) > limits.max_layers) {
+    return Exhausted("layers",
+                     absl::StrCat("expected at most ", limits.max_layers,
+                                  " layers, got ", spec.layers.size()));
+  }
+  for (size_t l = 0; l < spec.layers.size(); ++l) {
+    const LayerSpec& layer = spec.layers[l];
+    const std::string field = absl::StrCat("layers[", l, "].");
+    if (layer.units < 1) {
+      return Invalid(absl::StrCat(field, "units"),
+                     absl::StrCat("expected >= 1, got ", layer.units));
+    }
+    if (layer.units > limits.max_units) {
+      return Exhausted(absl::StrCat(field, "units"),
+                       absl::StrCat("expected at most ", limits.max_units,
+                                    ", got ", layer.units));
+    }
+    if (!IsValidActivation(layer.activation)) {
+      return Invalid(absl::StrCat(field, "activation"),
+                     absl::StrCat("expected a valid activation, got ",
+                                  static_cast<int>(layer.activation)));
+    }
+    if (GetActivationOps<double>(layer.activation).output_only &&
+        l + 1 != spec.layers.size()) {
+      return Invalid(absl::StrCat(field, "activation"),
+                     absl::StrCat(ActivationName(layer.activation),
+                                  " is allowed on the output layer only"));
+    }
+    if (layer.activation == Activation::kLeakyRelu &&
+        !InHalfOpen(layer.leaky_relu_slope, 0, 1)) {
+      return Invalid(
+          absl::StrCat(field, "leaky_relu_slope"),
+          absl::StrCat("expected in [0, 1), got ", layer.leaky_relu_slope));
+    }
+  }
+  if (absl::Status s =
+          CheckLossActivation(spec.loss, spec.layers.back().activation,
+                              absl::StrCat(kPrefix, "loss"));
+      !s.ok()) {
+    return s;
+  }
+  if (spec.dtype != DType::kFloat32 && spec.dtype != DType::kFloat64) {
+    return Invalid("dtype", absl::StrCat("expected float32 or float64, got ",
+                                         static_cast<int>(spec.dtype)));
+  }
+  if (!(spec.saturation_threshold > 0 && spec.saturation_threshold < 1)) {
+    return Invalid(
+        "saturation_threshold",
+        absl::StrCat("expected in (0, 1), got ", spec.saturation_threshold));
+  }
+  if (const int64_t count = ParameterCount(spec);
+      count > limits.max_parameters) {
+    return Exhausted("layers",
+                     absl::StrCat("expected at most ", limits.max_parameters,
+                                  " parameters, got ", count));
+  }
+  if (absl::Status s = CheckOptimizer(spec.optimizer); !s.ok()) return s;
+  return CheckInit(spec);
+}
+
+int64_t ParameterCount(const NetworkSpec& spec) {
+  int64_t count = 0;
+  int64_t fan_in = spec.input_size;
+  for (const LayerSpec& layer : spec.layers) {
+    count += fan_in * layer.units + layer.units;
+    fan_in = layer.units;
+  }
+  return count;
+}
+
+}  // namespace satlab::engine
