@@ -1,0 +1,233 @@
+// satlab's engine in process: TrainStep, Forward and ComputeGradients of the
+// bench cases (bench/bench_cases.h), plus the batch validation the service
+// runs before each of them, and the heap bytes one network costs.
+//
+// Usage: engine_bench --threads=N [--passive] [google benchmark flags]
+// [--passive] sets OMP_WAIT_POLICY=PASSIVE.
+// N is applied to every pool the engine could use (Eigen's OpenMP pool via
+// OMP_NUM_THREADS, OpenBLAS via OPENBLAS_NUM_THREADS) before the libraries
+// load, by re-executing once (see FixThreadEnvironment).
+#include <malloc.h>
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "Eigen/Core"
+#include "bench/bench_cases.h"
+#include "benchmark/benchmark.h"
+#include "server/engine/network.h"
+#include "server/engine/spec.h"
+
+namespace satlab::bench {
+namespace {
+
+using engine::Activation;
+using engine::DType;
+using engine::Loss;
+using engine::MatrixView;
+using engine::Network;
+using engine::NetworkSpec;
+
+NetworkSpec SpecFor(const BenchCase& c, DType dtype) {
+  NetworkSpec spec;
+  spec.input_size = c.sizes[0];
+  const int layers = static_cast<int>(c.sizes.size()) - 1;
+  for (int l = 1; l <= layers; ++l) {
+    engine::LayerSpec layer;
+    layer.units = c.sizes[l];
+    layer.activation = (l == layers && c.loss == OutputLoss::kSoftmaxCce)
+                           ? Activation::kSoftmax
+                           : Activation::kSigmoid;
+    spec.layers.push_back(layer);
+  }
+  spec.loss = c.loss == OutputLoss::kSoftmaxCce ? Loss::kCce : Loss::kMse;
+  spec.init.scheme = engine::InitScheme::kGlorotUniform;
+  spec.init.seed = 42;
+  spec.optimizer.kind = engine::OptimizerKind::kSgd;
+  spec.optimizer.learning_rate = kLearningRate;
+  spec.dtype = dtype;
+  return spec;
+}
+
+// A ring of minibatches in precision T: inputs in [-0.5, 0.5), targets
+// one-hot (cce) or uniform in [0, 1) (mse).
+template <typename T>
+struct Batches {
+  std::vector<std::vector<T>> inputs, targets;
+  int rows = 0, in_cols = 0, out_cols = 0;
+
+  explicit Batches(const BenchCase& c)
+      : rows(c.batch), in_cols(c.sizes.front()), out_cols(c.sizes.back()) {
+    std::mt19937_64 rng(42);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    for (int i = 0; i < kMinibatchRing; ++i) {
+      std::vector<T> x(static_cast<size_t>(rows) * in_cols);
+      for (T& v : x) v = static_cast<T>(u(rng) - 0.5);
+      std::vector<T> y(static_cast<size_t>(rows) * out_cols, T(0));
+      if (c.loss == OutputLoss::kSoftmaxCce) {
+        for (int r = 0; r < rows; ++r) y[r * out_cols + rng() % out_cols] = T(1);
+      } else {
+        for (T& v : y) v = static_cast<T>(u(rng));
+      }
+      inputs.push_back(std::move(x));
+      targets.push_back(std::move(y));
+    }
+  }
+  MatrixView View(const std::vector<T>& data, int cols) const {
+    MatrixView v;
+    if constexpr (std::is_same_v<T, float>) {
+      v.f32 = data.data();
+    } else {
+      v.f64 = data.data();
+    }
+    v.rows = rows;
+    v.cols = cols;
+    return v;
+  }
+  MatrixView X(int i) const { return View(inputs[i % kMinibatchRing], in_cols); }
+  MatrixView Y(int i) const { return View(targets[i % kMinibatchRing], out_cols); }
+};
+
+std::unique_ptr<Network> MustCreate(const NetworkSpec& spec) {
+  auto net = Network::Create(spec, engine::Limits());
+  if (!net.ok()) {
+    std::fprintf(stderr, "Network::Create: %s\n", net.status().ToString().c_str());
+    std::abort();
+  }
+  return std::move(net).value();
+}
+
+enum class Op { kTrainStep, kForward, kGradients, kValidate };
+
+template <typename T>
+void BM_Engine(benchmark::State& state, const BenchCase& c, Op op) {
+  const DType dtype = std::is_same_v<T, float> ? DType::kFloat32 : DType::kFloat64;
+  std::unique_ptr<Network> net = MustCreate(SpecFor(c, dtype));
+  const Batches<T> data(c);
+  const Loss loss = net->spec().loss;
+  int i = 0;
+  double sink = 0;
+  for (auto _ : state) {
+    const MatrixView x = data.X(i), y = data.Y(i);
+    ++i;
+    switch (op) {
+      case Op::kTrainStep:
+        sink += net->TrainStep(x, y).loss;
+        break;
+      case Op::kForward: {
+        engine::ForwardResult r = net->Forward(x, /*include_layers=*/false);
+        benchmark::DoNotOptimize(r);
+        break;
+      }
+      case Op::kGradients:
+        sink += net->ComputeGradients(x, y, loss).loss_value;
+        break;
+      case Op::kValidate:
+        sink += net->ValidateBatch(x, &y, loss, "batch", 1'000'000).ok();
+        break;
+    }
+  }
+  benchmark::DoNotOptimize(sink);
+}
+
+// Heap bytes per network (HeapBytesInUse before and after creating
+// `count` of them), at rest after Create and again after one TrainStep each
+// (which adds whatever the step keeps: optimizer state allocated lazily,
+// cached workspaces), against the bytes its parameters and optimizer state
+// need: parameters × sizeof(T) × (1 + 1 if momentum).
+// glibc's bytes in use: small chunks (uordblks) plus mmap'd ones (hblkhd).
+double HeapBytesInUse() {
+  const struct mallinfo2 m = mallinfo2();
+  return static_cast<double>(m.uordblks) + static_cast<double>(m.hblkhd);
+}
+
+template <typename T>
+void BM_NetworkBytes(benchmark::State& state, const BenchCase& c, double momentum) {
+  const DType dtype = std::is_same_v<T, float> ? DType::kFloat32 : DType::kFloat64;
+  NetworkSpec spec = SpecFor(c, dtype);
+  spec.optimizer.momentum = momentum;
+  const int count = c.sizes[0] > 100 ? 20 : 1000;
+  const Batches<T> data(c);
+  double after_create = 0, after_step = 0;
+  for (auto _ : state) {
+    std::vector<std::unique_ptr<Network>> nets;
+    nets.reserve(count);
+    malloc_trim(0);
+    const double before = HeapBytesInUse();
+    for (int i = 0; i < count; ++i) nets.push_back(MustCreate(spec));
+    after_create = (HeapBytesInUse() - before) / count;
+    for (auto& n : nets) n->TrainStep(data.X(0), data.Y(0));
+    after_step = (HeapBytesInUse() - before) / count;
+  }
+  const double params = static_cast<double>(engine::ParameterCount(spec));
+  const double state_bytes = params * sizeof(T) * (1.0 + (momentum != 0 ? 1.0 : 0.0));
+  const double budget = 1.1 * state_bytes + 4096;
+  state.counters["bytes_after_create"] = after_create;
+  state.counters["bytes_after_step"] = after_step;
+  state.counters["param_optimizer_bytes"] = state_bytes;
+  state.counters["budget_bytes"] = budget;
+}
+
+}  // namespace
+}  // namespace satlab::bench
+
+int main(int argc, char** argv) {
+  using namespace satlab::bench;
+  std::vector<char*> original_argv(argv, argv + argc);
+  original_argv.push_back(nullptr);
+  const int threads = TakeThreadsFlag(&argc, argv);
+  bool passive = false;
+  int out = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--passive") {
+      passive = true;
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  argc = out;
+  FixThreadEnvironment(threads, threads, passive, original_argv.data());
+  Eigen::setNbThreads(threads);
+  const std::pair<Op, const char*> ops[] = {{Op::kTrainStep, "engine_train"},
+                                            {Op::kForward, "engine_forward"},
+                                            {Op::kGradients, "engine_gradients"},
+                                            {Op::kValidate, "engine_validate"}};
+  for (const auto& [op, prefix] : ops) {
+    for (const BenchCase& c : BenchCases()) {
+      const std::string base = std::string(prefix) + "/" + c.name;
+      benchmark::RegisterBenchmark((base + "/f32").c_str(),
+                                   [&c, op = op](benchmark::State& s) {
+                                     BM_Engine<float>(s, c, op);
+                                   })
+          ->Unit(benchmark::kMicrosecond)->UseRealTime();
+      benchmark::RegisterBenchmark((base + "/f64").c_str(),
+                                   [&c, op = op](benchmark::State& s) {
+                                     BM_Engine<double>(s, c, op);
+                                   })
+          ->Unit(benchmark::kMicrosecond)->UseRealTime();
+    }
+  }
+  for (const BenchCase& c : BenchCases()) {
+    if (c.loss == OutputLoss::kSoftmaxCce) continue;  // same bytes as mse
+    for (double momentum : {0.0, 0.9}) {
+      const std::string suffix = momentum != 0 ? "/momentum" : "/sgd";
+      benchmark::RegisterBenchmark(
+          ("engine_bytes/" + std::string(c.name) + "/f32" + suffix).c_str(),
+          [&c, momentum](benchmark::State& s) { BM_NetworkBytes<float>(s, c, momentum); })
+          ->Iterations(1)->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(
+          ("engine_bytes/" + std::string(c.name) + "/f64" + suffix).c_str(),
+          [&c, momentum](benchmark::State& s) { BM_NetworkBytes<double>(s, c, momentum); })
+          ->Iterations(1)->Unit(benchmark::kMillisecond);
+    }
+  }
+  benchmark::AddCustomContext("threads", std::to_string(threads));
+  benchmark::AddCustomContext("eigen_threads", std::to_string(Eigen::nbThreads()));
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
