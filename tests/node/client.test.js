@@ -1,0 +1,189 @@
+'use strict';
+// The Node client (client/node) against a live satlab-server.
+// Run: SATLAB_SERVER_BIN=build/server/satlab-server node --test tests/node/
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const path = require('path');
+const { execFile } = require('child_process');
+const { promisify } = require('util');
+const crypto = require('crypto');
+
+const CLIENT_DIR = path.resolve(__dirname, '..', '..', 'client', 'node');
+const { Client, tensor, values, rows, root, grpc } = require(path.join(CLIENT_DIR, 'satlab.js'));
+const { startServer } = require('./live_server.js');
+
+const run = promisify(execFile);
+const sigmoid = (z) => 1 / (1 + Math.exp(-z));
+const unique = (p) => `${p}-${crypto.randomBytes(5).toString('hex')}`;
+
+let server;
+let client;
+
+test.before(async () => {
+  server = await startServer();
+  client = new Client(server.address, { deadlineMs: 20000 });
+  await client.waitReady(10000);
+});
+
+test.after(async () => {
+  if (client) client.close();
+  if (server) {
+    const code = await server.stop();
+    assert.equal(code, 0, `satlab-server exit code after SIGTERM: ${server.log()}`);
+  }
+});
+
+function neuronSpec(loss) {
+  return {
+    input_size: 1,
+    layers: [{ units: 1, activation: 'ACTIVATION_SIGMOID' }],
+    loss,
+    init: {
+      scheme: 'INIT_SCHEME_EXPLICIT',
+      parameters: [{ weights: tensor([2], [1, 1], 'float64'), biases: tensor([2], [1], 'float64') }],
+    },
+    optimizer: { sgd: { learning_rate: 0.15 } },
+    dtype: 'DTYPE_FLOAT64',
+  };
+}
+
+test('TensorCodec_PackedFloats_IdenticalToProtobufjsAndExact', () => {
+  const Minibatch = root().lookupType('satlab.v1.Minibatch');
+  const x = Float32Array.from({ length: 12 }, (_, i) => i / 7);
+  const y = Float64Array.from([1, 0, 1]);
+  const msg = { inputs: tensor(x, [3, 4]), targets: tensor(y, [3, 1]) };
+  const bytes = Minibatch.encode(Minibatch.fromObject(msg)).finish();
+  // Reference encoding with protobufjs's generic writer (element by element).
+  const w = require('protobufjs').Writer.create();
+  w.uint32(10).fork().uint32(10).fork().int64(3).int64(4).ldelim().uint32(18).fork();
+  for (const v of x) w.float(v);
+  w.ldelim().ldelim();
+  w.uint32(18).fork().uint32(10).fork().int64(3).int64(1).ldelim().uint32(26).fork();
+  for (const v of y) w.double(v);
+  w.ldelim().ldelim();
+  assert.deepEqual(Buffer.from(bytes), Buffer.from(w.finish()));
+  const back = Minibatch.toObject(Minibatch.decode(bytes));
+  assert.deepEqual(back.inputs.shape, [3, 4]);
+  assert.ok(back.inputs.float_values instanceof Float32Array);
+  assert.deepEqual(Array.from(back.inputs.float_values), Array.from(x));
+  assert.deepEqual(Array.from(back.targets.double_values), [1, 0, 1]);
+  assert.throws(() => tensor([1, 2, 3], [2, 2]), /needs 4 values, got 3/);
+});
+
+test('Health_Service_Serving', async () => {
+  assert.equal(await client.health(), 'SERVING');
+  assert.equal(await client.health(''), 'SERVING');
+});
+
+test('ComputeGradients_SingleNeuron_MseAttenuatedBceNot', async () => {
+  const { network } = await client.createNetwork({ network: { spec: neuronSpec('LOSS_MSE') }, network_id: unique('node') });
+  try {
+    const res = await client.computeGradients({
+      name: network.name,
+      batch: { inputs: tensor([1], [1, 1], 'float64'), targets: tensor([0], [1, 1], 'float64') },
+      counterfactual_losses: ['LOSS_BCE'],
+    });
+    const a = sigmoid(4);
+    const mse = res.gradients;
+    const bce = res.counterfactuals[0];
+    assert.equal(mse.loss, 'LOSS_MSE');
+    assert.equal(bce.loss, 'LOSS_BCE');
+    const dwMse = values(mse.layers[0].weights)[0];
+    const dwBce = values(bce.layers[0].weights)[0];
+    assert.ok(Math.abs(dwMse - 0.017345) < 1e-6, `mse dC/dw ${dwMse}`);
+    assert.ok(Math.abs(dwBce - 0.982014) < 1e-6, `bce dC/dw ${dwBce}`);
+    assert.ok(Math.abs(mse.saturation.output_attenuation - a * (1 - a)) < 1e-9);
+    assert.ok(Math.abs(bce.saturation.output_attenuation - 1) < 1e-9);
+    assert.deepEqual(rows(bce.output_delta), [[a]]);
+  } finally {
+    await client.deleteNetwork({ name: network.name });
+  }
+});
+
+test('Forward_LargeFloat32Batch_ValuesExact', async () => {
+  const n = 4000;
+  const cols = 50;
+  const { network } = await client.createNetwork({
+    network: {
+      spec: {
+        input_size: cols,
+        layers: [{ units: 1, activation: 'ACTIVATION_IDENTITY' }],
+        loss: 'LOSS_MSE',
+        init: { scheme: 'INIT_SCHEME_EXPLICIT', parameters: [{ weights: tensor(new Float32Array(cols).fill(1), [cols, 1]), biases: tensor([0.5], [1]) }] },
+        dtype: 'DTYPE_FLOAT32',
+      },
+    },
+  });
+  try {
+    // Integers: sums are exact in float32.
+    const x = Float32Array.from({ length: n * cols }, (_, i) => i % 7);
+    const res = await client.forward({ name: network.name, inputs: tensor(x, [n, cols]) });
+    assert.deepEqual(res.outputs.shape, [n, 1]);
+    assert.ok(res.outputs.float_values instanceof Float32Array);
+    for (let r = 0; r < n; r += 997) {
+      let s = 0.5;
+      for (let c = 0; c < cols; c++) s += x[r * cols + c];
+      assert.equal(res.outputs.float_values[r], s);
+    }
+  } finally {
+    await client.deleteNetwork({ name: network.name });
+  }
+});
+
+test('Train_StreamOfMinibatches_ReportsEveryKAndLast', async () => {
+  const { network } = await client.createNetwork({ network: { spec: neuronSpec('LOSS_BCE') } });
+  try {
+    const call = client.train();
+    const results = [];
+    const done = new Promise((resolve, reject) => {
+      call.on('data', (r) => results.push(r));
+      call.on('error', reject);
+      call.on('end', resolve);
+    });
+    call.write({ name: network.name, report_every: 4 });
+    for (let i = 0; i < 10; i++) {
+      call.write({ batch: { inputs: tensor([1], [1, 1]), targets: tensor([0], [1, 1]) } });
+    }
+    call.end();
+    await done;
+    assert.deepEqual(results.map((r) => r.result.step), [4, 8, 10]);
+    assert.equal(results.at(-1).batches_applied, 10);
+    assert.ok(results.at(-1).result.loss < results[0].result.loss);
+    const { network: after } = await client.getNetwork({ name: network.name });
+    assert.equal(after.step, 10);
+  } finally {
+    await client.deleteNetwork({ name: network.name });
+  }
+});
+
+test('Errors_UnknownNetworkAndBadShape_StatusCodes', async () => {
+  await assert.rejects(client.getNetwork({ name: `networks/${unique('missing')}` }),
+    (e) => e.code === grpc.status.NOT_FOUND);
+  const { network } = await client.createNetwork({ network: { spec: neuronSpec('LOSS_MSE') } });
+  try {
+    await assert.rejects(client.trainStep({
+      name: network.name,
+      batch: { inputs: tensor([1, 2, 3, 4, 5, 6], [2, 3]), targets: tensor([0, 0], [2, 1]) },
+    }), (e) => e.code === grpc.status.INVALID_ARGUMENT && /inputs/.test(e.details));
+  } finally {
+    await client.deleteNetwork({ name: network.name });
+  }
+});
+
+test('TrainStreamExample_StreamsAndReports', async () => {
+  const { stdout } = await run(process.execPath, [path.join(CLIENT_DIR, 'examples', 'train_stream.js'),
+    '--server', server.address, '--batches', '40', '--batch-size', '64', '--report-every', '10'], { timeout: 120000 });
+  const steps = [...stdout.matchAll(/^step\s+(\d+)/gm)].map((m) => Number(m[1]));
+  assert.deepEqual(steps, [10, 20, 30, 40]);
+  assert.match(stdout, /streamed 40 minibatches of 64 rows/);
+});
+
+test('ReflectionExample_ListsAndDescribesWithoutLocalProtos', async () => {
+  const { stdout } = await run(process.execPath, [path.join(CLIENT_DIR, 'examples', 'reflection.js'),
+    '--server', server.address], { timeout: 60000 });
+  assert.match(stdout, /satlab\.v1\.TrainingService/);
+  assert.match(stdout, /grpc\.health\.v1\.Health/);
+  assert.match(stdout, /rpc Train\(stream satlab\.v1\.TrainRequest\) returns \(stream satlab\.v1\.TrainResponse\)/);
+  assert.match(stdout, /ListNetworks via reflected descriptors: \d+ network/);
+});

@@ -1,0 +1,242 @@
+"""satlab.Client (Python) against a live satlab-server."""
+
+import os
+import pathlib
+import subprocess
+import sys
+import unittest
+import uuid
+
+import grpc
+import numpy as np
+
+from live_server import LiveServer
+
+import satlab
+from satlab.v1 import experiment_pb2, network_pb2
+
+REPO = pathlib.Path(__file__).resolve().parent.parent.parent
+EXAMPLES = REPO / "client" / "python" / "examples"
+
+server = None
+
+
+def setUpModule():
+    global server
+    server = LiveServer(os.environ["SATLAB_SERVER_BIN"]).start()
+
+
+def tearDownModule():
+    code = server.stop()
+    if code not in (0, None):
+        raise RuntimeError(f"satlab-server exited with {code} after SIGTERM: {server.log()}")
+
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def unique(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class ClientTest(unittest.TestCase):
+    def setUp(self):
+        self.c = satlab.Client(server.address, timeout=20)
+        self.c.wait_ready(10)
+        self.created = []
+
+    def tearDown(self):
+        for name in self.created:
+            try:
+                self.c.delete_network(name)
+            except grpc.RpcError:
+                pass
+        self.c.close()
+
+    def create(self, **kwargs):
+        kwargs.setdefault("network_id", unique("py"))
+        net = self.c.create_network(**kwargs)
+        self.created.append(net.name)
+        return net
+
+    def neuron(self, loss="mse", lr=0.15):
+        return self.create(input_size=1, layers=[(1, "sigmoid")], loss=loss,
+                           parameters=[(np.array([[2.0]]), np.array([2.0]))],
+                           optimizer=satlab.sgd(lr), dtype="float64")
+
+    def test_Health_Service_Serving(self):
+        self.assertEqual(self.c.health(), "SERVING")
+        self.assertEqual(self.c.health(""), "SERVING")
+
+    def test_ComputeGradients_SingleNeuron_MseAttenuatedBceNot(self):
+        net = self.neuron("mse")
+        x, y = np.array([[1.0]]), np.array([[0.0]])
+        g, other = self.c.compute_gradients(net, x, y, counterfactual_losses=["bce"])
+        a = sigmoid(4.0)
+        self.assertEqual(g.loss, "mse")
+        self.assertAlmostEqual(g.loss_value, 0.5 * a * a, places=12)
+        dw, db = g.layers[0]
+        self.assertEqual(dw.shape, (1, 1))
+        self.assertEqual(db.shape, (1,))
+        self.assertAlmostEqual(dw[0, 0], 0.017345, places=6)
+        self.assertAlmostEqual(dw[0, 0], a * a * (1 - a), places=12)
+        self.assertAlmostEqual(g.saturation.output_attenuation, a * (1 - a), places=9)
+        bce = other["bce"]
+        self.assertAlmostEqual(bce.layers[0][0][0, 0], 0.982014, places=6)
+        self.assertAlmostEqual(bce.loss_value, -np.log(1 - a), places=9)
+        self.assertAlmostEqual(bce.saturation.output_attenuation, 1.0, places=9)
+        np.testing.assert_allclose(bce.output_delta, [[a]], rtol=1e-12)
+        # Parameters untouched.
+        w, b = self.c.get_parameters(net)[0]
+        self.assertEqual((w[0, 0], b[0]), (2.0, 2.0))
+
+    def test_Parameters_RoundTrip_BitExact(self):
+        rng = np.random.default_rng(7)
+        for dtype, npdtype in (("float64", np.float64), ("float32", np.float32)):
+            net = self.create(input_size=5, layers=[(4, "tanh"), (3, "sigmoid")], loss="mse", dtype=dtype)
+            params = [(rng.standard_normal((5, 4)).astype(npdtype), rng.standard_normal(4).astype(npdtype)),
+                      (rng.standard_normal((4, 3)).astype(npdtype), rng.standard_normal(3).astype(npdtype))]
+            self.c.set_parameters(net, params)
+            got = self.c.get_parameters(net)
+            for (w, b), (gw, gb) in zip(params, got):
+                self.assertEqual(gw.dtype, npdtype)
+                np.testing.assert_array_equal(gw, w)
+                np.testing.assert_array_equal(gb, b)
+
+    def test_Forward_TwoLayers_MatchesNumpy(self):
+        rng = np.random.default_rng(1)
+        params = [(rng.standard_normal((3, 4)), rng.standard_normal(4)),
+                  (rng.standard_normal((4, 2)), rng.standard_normal(2))]
+        net = self.create(input_size=3, layers=[(4, "tanh"), (2, "sigmoid")], loss="bce",
+                          parameters=params, dtype="float64")
+        x = rng.standard_normal((6, 3))
+        out, layers = self.c.forward(net, x, include_layers=True)
+        z1 = x @ params[0][0] + params[0][1]
+        a1 = np.tanh(z1)
+        z2 = a1 @ params[1][0] + params[1][1]
+        np.testing.assert_allclose(out, sigmoid(z2), rtol=1e-12)
+        np.testing.assert_allclose(layers[0][0], z1, rtol=1e-12)
+        np.testing.assert_allclose(layers[0][1], a1, rtol=1e-12)
+        self.assertEqual(len(layers), 2)
+
+    def test_Forward_LargeFloat32Batch_ShapeAndValues(self):
+        net = self.create(input_size=100, layers=[(1, "identity")], loss="mse", dtype="float32",
+                          parameters=[(np.ones((100, 1), np.float32), np.zeros(1, np.float32))])
+        x = np.random.default_rng(2).random((5000, 100), dtype=np.float32)
+        out = self.c.forward(net, x)
+        self.assertEqual(out.shape, (5000, 1))
+        self.assertEqual(out.dtype, np.float32)
+        np.testing.assert_allclose(out[:, 0], x.sum(axis=1), rtol=1e-4)
+
+    def test_TrainStep_Bce_LossFallsFasterThanMse(self):
+        x, y = np.array([[1.0]]), np.array([[0.0]])
+        losses = {}
+        for loss in ("mse", "bce"):
+            net = self.neuron(loss)
+            first = self.c.train_step(net, x, y)
+            self.assertEqual(first.step, 1)
+            self.assertEqual(first.batch_size, 1)
+            self.assertFalse(first.diverged)
+            for _ in range(29):
+                r = self.c.train_step(net, x, y)
+            self.assertEqual(r.step, 30)
+            losses[loss] = (first.loss, r.loss)
+            self.assertEqual(self.c.get_network(net).step, 30)
+        # Relative progress after 30 steps: bce is well off the plateau, mse barely moved.
+        mse_drop = 1 - losses["mse"][1] / losses["mse"][0]
+        bce_drop = 1 - losses["bce"][1] / losses["bce"][0]
+        self.assertGreater(bce_drop, 0.3)
+        self.assertLess(mse_drop, 0.1)
+
+    def test_Train_Stream_ReportsEveryKAndLast(self):
+        net = self.create(input_size=2, layers=[(4, "tanh"), (1, "sigmoid")], loss="bce", seed=3,
+                          optimizer=satlab.sgd(0.5))
+        xor_x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
+        xor_y = np.array([[0], [1], [1], [0]], dtype=np.float64)
+        batches = [(xor_x, xor_y)] * 22
+        responses = list(self.c.train(net, batches, report_every=5, timeout=60))
+        steps = [r.result.step for r in responses]
+        self.assertEqual(steps, [5, 10, 15, 20, 22])
+        self.assertEqual(responses[-1].batches_applied, 22)
+        ev = self.c.evaluate(net, xor_x, xor_y)
+        self.assertEqual(ev.samples, 4)
+        self.assertEqual(ev.step, 22)
+        self.assertTrue(0 <= ev.accuracy <= 1)
+
+    def test_ListNetworks_Paginated_SeesAll(self):
+        names = {self.create(input_size=1, layers=[(1, "sigmoid")], loss="mse").name for _ in range(3)}
+        listed = {n.name for n in self.c.list_networks(page_size=2)}
+        self.assertTrue(names <= listed, f"{names} not in {listed}")
+
+    def test_Errors_UnknownNetworkAndBadShape_CodesAndFieldNames(self):
+        with self.assertRaises(grpc.RpcError) as e:
+            self.c.get_network("networks/" + unique("missing"))
+        self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+        net = self.neuron()
+        with self.assertRaises(grpc.RpcError) as e:
+            self.c.train_step(net, np.ones((2, 3)), np.zeros((2, 1)))
+        self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("inputs", e.exception.details())
+        with self.assertRaises(grpc.RpcError) as e:
+            self.create(input_size=1, layers=[(1, "relu")], loss="bce")
+        self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        with self.assertRaises(ValueError):
+            self.create(input_size=1, layers=[(1, "no-such-activation")], loss="mse")
+
+    def test_RunExperiment_TwoVariants_StreamsEpochsThenSummary(self):
+        spec = experiment_pb2.ExperimentSpec(
+            display_name=unique("py-exp"), epochs=3, batch_size=4,
+            dataset=experiment_pb2.Dataset(builtin=experiment_pb2.BuiltinDataset(
+                kind=experiment_pb2.DATASET_KIND_XOR, samples=8, single_output=True, seed=1)),
+            init=network_pb2.Initialization(scheme=network_pb2.INIT_SCHEME_UNIFORM_FAN_IN, seed=5),
+            optimizer=satlab.sgd(0.5))
+        spec.hidden_layers.add(units=3, activation=network_pb2.ACTIVATION_TANH)
+        spec.variants.add(output_activation=network_pb2.ACTIVATION_SIGMOID, loss=network_pb2.LOSS_MSE)
+        spec.variants.add(output_activation=network_pb2.ACTIVATION_SIGMOID, loss=network_pb2.LOSS_BCE)
+        msgs = list(self.c.run_experiment(spec, timeout=60))
+        epochs = [m.epoch for m in msgs if m.WhichOneof("kind") == "epoch"]
+        self.assertEqual(msgs[-1].WhichOneof("kind"), "summary")
+        self.assertEqual({e.variant for e in epochs}, {0, 1})
+        self.assertEqual(max(e.epoch for e in epochs), 3)
+        self.assertEqual(len(msgs[-1].summary.variants), 2)
+
+    def test_WatchMetrics_Replay_SeesSteps(self):
+        net = self.neuron("bce")
+        for _ in range(3):
+            self.c.train_step(net, np.array([[1.0]]), np.array([[0.0]]))
+        stream = self.c.watch_metrics(net, start_step=0, timeout=20)
+        steps = []
+        for msg in stream:
+            if msg.event.WhichOneof("kind") == "step":
+                self.assertEqual(msg.event.network, net.name)
+                steps.append(msg.event.step.step)
+            if len(steps) == 3:
+                break
+        stream.cancel()
+        self.assertEqual(steps, [1, 2, 3])
+
+
+class ExamplesTest(unittest.TestCase):
+    def run_example(self, name, *args):
+        r = subprocess.run([sys.executable, str(EXAMPLES / name), "--server", server.address, *args],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        return r.stdout
+
+    def test_MseVsBceExample_PrintsNielsenGradients(self):
+        out = self.run_example("mse_vs_bce.py", "--steps", "30")
+        self.assertIn("0.017345", out)
+        self.assertIn("0.982014", out)
+
+    def test_ReflectionDemo_ListsAndDescribesWithoutLocalProtos(self):
+        out = self.run_example("reflection_demo.py")
+        self.assertIn("satlab.v1.TrainingService", out)
+        self.assertIn("grpc.health.v1.Health", out)
+        self.assertIn("rpc Train(stream satlab.v1.TrainRequest) returns (stream satlab.v1.TrainResponse)", out)
+        self.assertIn("rpc ComputeGradients(satlab.v1.ComputeGradientsRequest)", out)
+        self.assertIn("ListNetworks via reflected descriptors", out)
+
+
+if __name__ == "__main__":
+    unittest.main()
