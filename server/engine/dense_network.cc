@@ -18,7 +18,7 @@ namespace {
 
 // Evaluate/ComputeGradients process a large batch in chunks of about this
 // many elements of the widest layer, to bound memory.
-constexpr int64_t kChunkElements = int64_t{1} << 21;
+constexpr int64_t kChunkElements = int64_t{1} << 16;
 
 // The view as a [rows, cols] matrix of T: mapped without a copy when it is
 // already in T, otherwise rounded once into *storage.
