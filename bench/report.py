@@ -1,0 +1,382 @@
+#!/usr/bin/python3
+"""Reads the JSON files bench/run_all.sh collected (Google Benchmark's
+--benchmark_out format, which bench/pytorch_anchor.py imitates), takes the
+median of each measurement over the repetitions, and writes
+docs/benchmarks.md.
+
+File names: <program>[-<config>]_t<threads>_r<rep>.json, e.g.
+engine_t2_r3.json, libtorch-blas2_t2_r1.json. Benchmark names:
+<kind>/<case>/<dtype>[/...]; every time is the wall-clock (real) time.
+
+Usage: report.py RESULTS_DIR OUT.md [--machine FILE] [--elapsed SECONDS]
+"""
+import argparse
+import collections
+import glob
+import json
+import os
+import re
+import statistics
+
+CASES = ["1-1_b1_mse", "2-16-16-1_b32_mse", "784-256-256-10_b128_cce",
+         "784-256-256-10_b128_mse"]
+TINY = CASES[:2]
+BIG = CASES[2:]
+DTYPES = ["f32", "f64"]
+THREADS = ["1", "2"]
+
+UNIT_TO_US = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}
+
+
+def load(results_dir):
+    """Returns ({(kind, config, case, dtype, threads): [us, ...]},
+                {(kind, case, dtype, threads, counter): [value, ...]},
+                {program: context})."""
+    times = collections.defaultdict(list)
+    counters = collections.defaultdict(list)
+    contexts = {}
+    pat = re.compile(r"^(?P<prog>[a-z_]+)(?:-(?P<cfg>[a-z0-9_]+))?_t(?P<t>\d+)_r(?P<r>\d+)\.json$")
+    for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
+        m = pat.match(os.path.basename(path))
+        if not m:
+            continue
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+        except (OSError, json.JSONDecodeError):
+            continue
+        threads, cfg = m["t"], m["cfg"] or ""
+        contexts.setdefault(m["prog"] + ("-" + cfg if cfg else ""), doc.get("context", {}))
+        for b in doc.get("benchmarks", []):
+            if b.get("run_type", "iteration") != "iteration" or b.get("error_occurred"):
+                continue
+            parts = b["name"].split("/")
+            if len(parts) < 3:
+                continue
+            kind, case, dtype = parts[0], parts[1], parts[2]
+            rest = [p for p in parts[3:] if p not in ("real_time",)
+                    and not p.startswith("iterations:")]
+            if rest:  # e.g. engine_bytes/.../sgd
+                case_key = case + "/" + "/".join(rest)
+            else:
+                case_key = case
+            t = b["real_time"] * UNIT_TO_US[b.get("time_unit", "ns")]
+            times[(kind, cfg, case_key, dtype, threads)].append(t)
+            for k, v in b.items():
+                if isinstance(v, (int, float)) and k not in (
+                        "real_time", "cpu_time", "iterations", "repetitions",
+                        "repetition_index", "threads", "family_index",
+                        "per_family_instance_index"):
+                    counters[(kind, case_key, dtype, threads, k)].append(v)
+    return times, counters, contexts
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+class Results:
+    def __init__(self, times, counters):
+        self.times, self.counters = times, counters
+
+    def configs(self, kind):
+        return sorted({k[1] for k in self.times if k[0] == kind})
+
+    def time(self, kind, case, dtype, threads, cfg=None):
+        """Median µs; with cfg None, the best (lowest median) config.
+        Returns (median, config, samples)."""
+        best = (None, None, [])
+        for c in ([cfg] if cfg is not None else self.configs(kind)):
+            xs = self.times.get((kind, c, case, dtype, threads), [])
+            m = med(xs)
+            if m is not None and (best[0] is None or m < best[0]):
+                best = (m, c, xs)
+        return best
+
+    def counter(self, kind, case, dtype, threads, name):
+        return med(self.counters.get((kind, case, dtype, threads, name), []))
+
+
+def fmt_us(x):
+    if x is None:
+        return "—"
+    if x >= 1000:
+        return f"{x / 1000:.2f} ms"
+    if x >= 10:
+        return f"{x:.0f} µs"
+    return f"{x:.2f} µs"
+
+
+def fmt_ratio(x, target=None, higher_is_better=True):
+    if x is None:
+        return "—"
+    s = f"{x:.2f}×" if x < 100 else f"{x:.0f}×"
+    if target is not None:
+        ok = x >= target if higher_is_better else x <= target
+        s += " ✅" if ok else " ❌"
+    return s
+
+
+def fmt_bytes(x):
+    if x is None:
+        return "—"
+    if x >= 1 << 20:
+        return f"{x / (1 << 20):.2f} MiB"
+    if x >= 1 << 10:
+        return f"{x / 1024:.1f} KiB"
+    return f"{x:.0f} B"
+
+
+def spread(xs):
+    if len(xs) < 2:
+        return ""
+    m = statistics.median(xs)
+    return f" (±{100 * (max(xs) - min(xs)) / 2 / m:.0f}%)" if m else ""
+
+
+def main_table(r, out, verdicts):
+    out.append("| shape | dtype | threads | ours (engine TrainStep) | GEMM floor | PyTorch (best config) | LibTorch (best config) "
+               "| ours / floor (≤ 1.15) | PyTorch / ours | LibTorch / ours |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    for case in CASES:
+        big = case in BIG
+        for dtype in DTYPES:
+            for t in THREADS:
+                ours, _, ours_xs = r.time("engine_train", case, dtype, t, "")
+                floor, _, _ = r.time("gemm_floor", case, dtype, t, "")
+                pt, pt_cfg, _ = r.time("pytorch", case, dtype, t)
+                lt, lt_cfg, _ = r.time("libtorch", case, dtype, t)
+                vs_floor = ours / floor if ours and floor else None
+                vs_pt = pt / ours if ours and pt else None
+                vs_lt = lt / ours if ours and lt else None
+                if big:
+                    tf, tp, tl = 1.15, 1.3, 1.3
+                else:
+                    tf, tp, tl = None, 100, 10
+                for name, val, tgt, hib in (("floor", vs_floor, tf, False),
+                                            ("pytorch", vs_pt, tp, True),
+                                            ("libtorch", vs_lt, tl, True)):
+                    if tgt is not None and val is not None:
+                        verdicts.append((case, dtype, t, name, val, tgt,
+                                         val >= tgt if hib else val <= tgt))
+                out.append(
+                    f"| {case} | {dtype} | {t} | {fmt_us(ours)}{spread(ours_xs)} | {fmt_us(floor)} "
+                    f"| {fmt_us(pt)}{' [' + pt_cfg + ']' if pt_cfg else ''} "
+                    f"| {fmt_us(lt)}{' [' + lt_cfg + ']' if lt_cfg else ''} "
+                    f"| {fmt_ratio(vs_floor, tf, False) if big else fmt_ratio(vs_floor)} "
+                    f"| {fmt_ratio(vs_pt, tp)} | {fmt_ratio(vs_lt, tl)} |")
+
+
+def ops_table(r, out):
+    out.append("| shape | dtype | threads | TrainStep | Forward | ComputeGradients | ValidateBatch |")
+    out.append("|---|---|---|---|---|---|---|")
+    for case in CASES:
+        for dtype in DTYPES:
+            for t in THREADS:
+                cells = [fmt_us(r.time(k, case, dtype, t, "")[0]) for k in
+                         ("engine_train", "engine_forward", "engine_gradients",
+                          "engine_validate")]
+                out.append(f"| {case} | {dtype} | {t} | " + " | ".join(cells) + " |")
+
+
+def grpc_tables(r, out, verdicts):
+    rows = []
+    for case in TINY:
+        for dtype in DTYPES:
+            for t in THREADS:
+                step, _, _ = r.time("grpc_train_step", case, dtype, t, "")
+                echo, _, _ = r.time("grpc_echo", case, dtype, t, "")
+                if step is None and echo is None:
+                    continue
+                ratio = step / echo if step and echo else None
+                if ratio is not None:
+                    verdicts.append((case, dtype, t, "grpc_vs_echo", ratio, 1.2, ratio <= 1.2))
+                rows.append(f"| {case} | {dtype} | {t} | {fmt_us(step)} | {fmt_us(echo)} "
+                            f"| {fmt_ratio(ratio, 1.2, False)} |")
+    if rows:
+        out.append("TrainStep over loopback next to a bare echo RPC of the same request and "
+                   "response sizes, served by the same server (unary, one call at a time):")
+        out.append("")
+        out.append("| shape | dtype | threads | TrainStep RPC | echo RPC | TrainStep / echo (≤ 1.2) |")
+        out.append("|---|---|---|---|---|---|")
+        out.extend(rows)
+        out.append("")
+    rows = []
+    for case in CASES:
+        for dtype in DTYPES:
+            for t in THREADS:
+                stream, _, _ = r.time("grpc_stream", case, dtype, t, "")
+                local, _, _ = r.time("grpc_in_process", case, dtype, t, "")
+                if stream is None:
+                    continue
+                frac = local / stream if local and stream else None
+                if frac is not None and case in BIG:
+                    verdicts.append((case, dtype, t, "stream_vs_in_process", frac, 0.85, frac >= 0.85))
+                rows.append(f"| {case} | {dtype} | {t} | {1e6 / stream:,.0f} | "
+                            f"{(1e6 / local) if local else 0:,.0f} | "
+                            f"{(100 * frac) if frac else 0:.0f}%"
+                            f"{(' ✅' if frac >= 0.85 else ' ❌') if frac is not None and case in BIG else ''} |")
+    if rows:
+        out.append("Train stream (client streams minibatches, server streams a StepResult per step) "
+                   "against the same steps in process, same program, same run:")
+        out.append("")
+        out.append("| shape | dtype | threads | stream steps/s | in-process steps/s | stream / in-process (≥ 85% for 784-256-256-10) |")
+        out.append("|---|---|---|---|---|---|")
+        out.extend(rows)
+        out.append("")
+
+
+def memory_tables(r, out, verdicts):
+    rows = []
+    for case in CASES:
+        for dtype in DTYPES:
+            for opt in ("sgd", "momentum"):
+                key = f"{case}/{opt}"
+                create = r.counter("engine_bytes", key, dtype, "1", "bytes_after_create")
+                if create is None:
+                    continue
+                step = r.counter("engine_bytes", key, dtype, "1", "bytes_after_step")
+                need = r.counter("engine_bytes", key, dtype, "1", "param_optimizer_bytes")
+                budget = r.counter("engine_bytes", key, dtype, "1", "budget_bytes")
+                ok_c = create <= budget
+                ok_s = step <= budget
+                verdicts.append((case, dtype, opt, "bytes_at_rest", create / budget, 1.0, ok_c))
+                verdicts.append((case, dtype, opt, "bytes_after_step", step / budget, 1.0, ok_s))
+                rows.append(f"| {case} | {dtype} | {opt} | {fmt_bytes(need)} | {fmt_bytes(budget)} "
+                            f"| {fmt_bytes(create)} {'✅' if ok_c else '❌'} "
+                            f"| {fmt_bytes(step)} {'✅' if ok_s else '❌'} |")
+    if rows:
+        out.append("Heap bytes per network (glibc in-use bytes over many networks), at rest after "
+                   "CreateNetwork and after one TrainStep each, against the parameter + optimizer-state "
+                   "bytes (SGD: none; momentum: one velocity per parameter). Budget = 1.1 × that + 4 KiB.")
+        out.append("")
+        out.append("| shape | dtype | optimizer | params + optimizer state | budget | after create | after one step |")
+        out.append("|---|---|---|---|---|---|---|")
+        out.extend(rows)
+        out.append("")
+    rss = []
+    for key in sorted({k[1] for k in r.counters if k[0] == "server_rss"}):
+        for dtype in DTYPES:
+            base = r.counter("server_rss", key, dtype, "1", "rss_before_bytes")
+            after = r.counter("server_rss", key, dtype, "1", "rss_after_bytes")
+            n = r.counter("server_rss", key, dtype, "1", "networks")
+            if after is None:
+                continue
+            ok = after < 100 * (1 << 20)
+            verdicts.append((key, dtype, "-", "rss_10k_networks", after / (1 << 20), 100, ok))
+            rss.append(f"| {key} | {dtype} | {n:,.0f} | {fmt_bytes(base)} | {fmt_bytes(after)} "
+                       f"{'✅' if ok else '❌'} | {fmt_bytes((after - base) / n) if n else '—'} |")
+    if rss:
+        out.append("RSS of a real `satlab-server` process (VmRSS) before and after creating the "
+                   "networks through the C++ client (target: < 100 MiB for 10,000 tiny networks):")
+        out.append("")
+        out.append("| networks of | dtype | count | RSS idle | RSS with networks | per network |")
+        out.append("|---|---|---|---|---|---|")
+        out.extend(rss)
+        out.append("")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("out")
+    ap.add_argument("--machine", default=None)
+    ap.add_argument("--elapsed", default=None)
+    ap.add_argument("--reps", default=None)
+    ap.add_argument("--notes", default=None, help="markdown appended verbatim")
+    a = ap.parse_args()
+    times, counters, contexts = load(a.results)
+    r = Results(times, counters)
+    out, verdicts = [], []
+    out.append("# Benchmarks")
+    out.append("")
+    out.append("Generated by `bench/run_all.sh` (do not edit the tables by hand; the notes at "
+               "the end come from `bench/notes.md`). Every number is the **median over "
+               f"{a.reps or 'several'} interleaved repetitions** of one run: each repetition runs every "
+               "program once per thread count, in rotating order, so all ratios compare "
+               "measurements taken minutes apart on the same machine. Times are wall-clock per "
+               "step. These machines are shared and noisy (±25% between runs); the ± after our "
+               "time is half the min–max range over the repetitions.")
+    out.append("")
+    out.append("Rerun everything (build included, installs python3-torch/libtorch-dev if missing):")
+    out.append("")
+    out.append("    bench/run_all.sh            # REPS=5 by default; writes this file")
+    out.append("")
+    if a.elapsed:
+        out.append(f"This run took {a.elapsed} (build excluded).")
+        out.append("")
+    out.append("## Machine")
+    out.append("")
+    if a.machine and os.path.exists(a.machine):
+        out.append("```")
+        with open(a.machine) as f:
+            out.append(f.read().rstrip())
+        out.append("```")
+        out.append("")
+    out.append("## Training step: ours vs the GEMM floor, PyTorch and LibTorch")
+    out.append("")
+    out.append("Same networks, batch, initial scale, data and optimizer (plain SGD, lr 0.01) everywhere; "
+               "sigmoid hidden layers; `_mse` = sigmoid output + MSE (½Σ(a−y)² per sample, mean over "
+               "the batch), `_cce` = softmax + cross-entropy from logits. *threads* is the core count "
+               "each contender may use, each in its best configuration for it (see below). "
+               "Ratios > 1 in the PyTorch/LibTorch columns mean we are faster "
+               "(their step time / ours = our steps/s / theirs). Targets: 784-256-256-10 ≤ 1.15× the "
+               "floor and ≥ 1.3× both frameworks; tiny nets ≥ 100× PyTorch and ≥ 10× LibTorch.")
+    out.append("")
+    main_table(r, out, verdicts)
+    out.append("")
+    out.append("Configurations (chosen per row: the lowest median wins): "
+               "`t1` = 1 torch thread, OpenBLAS 1 thread; `t2` = 2 torch (OpenMP) threads, OpenBLAS "
+               "2 threads, `OMP_WAIT_POLICY=PASSIVE`; `t1blas2` = 1 torch thread, OpenBLAS 2 threads. "
+               "Without PASSIVE, 2+2 threads run 5–7× slower (the pools spin against each other). "
+               "The GEMM floor uses OpenBLAS with `openblas_set_num_threads(threads)`; the engine "
+               "gets `OMP_NUM_THREADS`/`OPENBLAS_NUM_THREADS`/`Eigen::setNbThreads` = threads.")
+    out.append("")
+    for prog, ctx in sorted(contexts.items()):
+        keep = {k: v for k, v in ctx.items() if k in (
+            "threads", "openblas_threads", "omp_wait_policy", "eigen_threads",
+            "openblas_config", "torch")}
+        if keep:
+            out.append(f"- `{prog}`: " + ", ".join(f"{k}={v}" for k, v in sorted(keep.items())))
+    out.append("")
+    out.append("## Engine calls in process")
+    out.append("")
+    ops_table(r, out)
+    out.append("")
+    out.append("## Over gRPC (loopback)")
+    out.append("")
+    before = len(out)
+    grpc_tables(r, out, verdicts)
+    if len(out) == before:
+        out.append("(not measured in this run)")
+        out.append("")
+    out.append("## Memory")
+    out.append("")
+    before = len(out)
+    memory_tables(r, out, verdicts)
+    if len(out) == before:
+        out.append("(not measured in this run)")
+        out.append("")
+    out.append("## Targets")
+    out.append("")
+    met = sum(1 for v in verdicts if v[6])
+    out.append(f"{met} of {len(verdicts)} checks met in this run.")
+    out.append("")
+    missed = [v for v in verdicts if not v[6]]
+    if missed:
+        out.append("Missed:")
+        out.append("")
+        for case, dtype, t, what, val, tgt, _ in missed:
+            out.append(f"- {case} {dtype} threads/opt={t}: {what} = {val:.2f} (target {tgt})")
+        out.append("")
+    if a.notes and os.path.exists(a.notes):
+        with open(a.notes) as f:
+            out.append(f.read().rstrip())
+        out.append("")
+    with open(a.out, "w") as f:
+        f.write("\n".join(out) + "\n")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
