@@ -1,0 +1,210 @@
+#include "client/cli/data.h"
+
+#include <zlib.h>
+
+#include <numeric>
+#include <random>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace satlab::cli {
+namespace {
+
+// Parses one line of numbers; false if any field is not a number.
+bool ParseRow(absl::string_view line, std::vector<double>* out) {
+  out->clear();
+  for (absl::string_view field :
+       absl::StrSplit(line, absl::ByAnyChar(", \t;"), absl::SkipEmpty())) {
+    double v;
+    if (!absl::SimpleAtod(field, &v)) return false;
+    out->push_back(v);
+  }
+  return !out->empty();
+}
+
+absl::StatusOr<Matrix> FromLines(const std::vector<std::string>& lines,
+                                 const std::string& what, bool allow_header) {
+  Matrix m;
+  std::vector<double> row;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    absl::string_view line = absl::StripAsciiWhitespace(lines[i]);
+    if (line.empty() || absl::StartsWith(line, "#")) continue;
+    if (!ParseRow(line, &row)) {
+      if (allow_header && m.rows == 0 && i == 0) continue;  // header
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": line ", i + 1, " is not a list of numbers: \"", line, "\""));
+    }
+    if (m.rows == 0) {
+      m.cols = static_cast<int64_t>(row.size());
+    } else if (static_cast<int64_t>(row.size()) != m.cols) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": line ", i + 1, " has ", row.size(),
+                       " values, expected ", m.cols));
+    }
+    m.values.insert(m.values.end(), row.begin(), row.end());
+    ++m.rows;
+  }
+  if (m.rows == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": no data"));
+  }
+  return m;
+}
+
+}  // namespace
+
+absl::StatusOr<Matrix> ParseMatrix(const std::string& text,
+                                   const std::string& what) {
+  if (absl::StartsWith(text, "@")) return ReadCsv(text.substr(1));
+  // Rows are separated by ';', values within a row by commas or spaces.
+  const std::vector<std::string> lines = absl::StrSplit(text, ';');
+  Matrix m;
+  std::vector<double> row;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (!ParseRow(lines[i], &row)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": row ", i + 1, " is not a list of numbers: \"", lines[i],
+          "\" (write rows as 1,2;3,4)"));
+    }
+    if (i == 0) {
+      m.cols = static_cast<int64_t>(row.size());
+    } else if (static_cast<int64_t>(row.size()) != m.cols) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": row ", i + 1, " has ", row.size(), " values, expected ",
+          m.cols));
+    }
+    m.values.insert(m.values.end(), row.begin(), row.end());
+    ++m.rows;
+  }
+  return m;
+}
+
+absl::StatusOr<Matrix> ReadCsv(const std::string& path) {
+  // gzopen reads uncompressed files transparently.
+  gzFile file = gzopen(path.c_str(), "rb");
+  if (file == nullptr) {
+    return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  }
+  std::vector<std::string> lines;
+  std::string current;
+  char buffer[1 << 16];
+  while (gzgets(file, buffer, sizeof(buffer)) != nullptr) {
+    current += buffer;
+    if (!current.empty() && current.back() == '\n') {
+      lines.push_back(std::move(current));
+      current.clear();
+    }
+  }
+  if (!current.empty()) lines.push_back(std::move(current));
+  int error = Z_OK;
+  const char* message = gzerror(file, &error);
+  const bool failed = error != Z_OK && error != Z_STREAM_END;
+  const std::string error_text = failed ? message : "";
+  gzclose(file);
+  if (failed) {
+    return absl::DataLossError(absl::StrCat(path, ": ", error_text));
+  }
+  return FromLines(lines, path, /*allow_header=*/true);
+}
+
+absl::StatusOr<Dataset> SplitDataset(const Matrix& csv,
+                                     const DatasetOptions& options) {
+  const int64_t k = options.target_columns;
+  if (k < 1 || k >= csv.cols) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--targets: expected 1..", csv.cols - 1, " target columns for a ",
+        csv.cols, "-column file, got ", k));
+  }
+  if (options.one_hot > 0 && k != 1) {
+    return absl::InvalidArgumentError(
+        "--one-hot needs exactly one target column (--targets 1)");
+  }
+  Dataset d;
+  d.inputs.rows = d.targets.rows = csv.rows;
+  d.inputs.cols = csv.cols - k;
+  d.targets.cols = options.one_hot > 0 ? options.one_hot : k;
+  d.inputs.values.reserve(csv.rows * d.inputs.cols);
+  d.targets.values.reserve(csv.rows * d.targets.cols);
+  for (int64_t r = 0; r < csv.rows; ++r) {
+    const double* row = &csv.values[r * csv.cols];
+    for (int64_t c = 0; c < d.inputs.cols; ++c) {
+      d.inputs.values.push_back(row[c] * options.input_scale);
+    }
+    if (options.one_hot > 0) {
+      const double label = row[csv.cols - 1];
+      const int64_t cls = static_cast<int64_t>(label);
+      if (cls != label || cls < 0 || cls >= options.one_hot) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "row ", r + 1, ": class label ", label, " is not an integer in 0..",
+            options.one_hot - 1, " (--one-hot ", options.one_hot, ")"));
+      }
+      for (int64_t c = 0; c < options.one_hot; ++c) {
+        d.targets.values.push_back(c == cls ? 1.0 : 0.0);
+      }
+    } else {
+      for (int64_t c = d.inputs.cols; c < csv.cols; ++c) {
+        d.targets.values.push_back(row[c]);
+      }
+    }
+  }
+  return d;
+}
+
+v1::Tensor RowsToTensor(const Matrix& m, const std::vector<int64_t>& order,
+                        size_t begin, size_t end) {
+  v1::Tensor t;
+  t.add_shape(static_cast<int64_t>(end - begin));
+  t.add_shape(m.cols);
+  auto* values = t.mutable_double_values();
+  values->Reserve(static_cast<int>((end - begin) * m.cols));
+  for (size_t i = begin; i < end; ++i) {
+    const double* row = &m.values[order[i] * m.cols];
+    values->Add(row, row + m.cols);
+  }
+  return t;
+}
+
+v1::Tensor ToTensor(const Matrix& m) {
+  v1::Tensor t;
+  t.add_shape(m.rows);
+  t.add_shape(m.cols);
+  t.mutable_double_values()->Add(m.values.begin(), m.values.end());
+  return t;
+}
+
+std::vector<v1::Minibatch> EpochBatches(const Dataset& data,
+                                        int64_t batch_size, bool shuffle,
+                                        uint64_t seed, int epoch) {
+  std::vector<int64_t> order(data.inputs.rows);
+  std::iota(order.begin(), order.end(), 0);
+  if (shuffle) {
+    std::mt19937_64 rng(seed + static_cast<uint64_t>(epoch));
+    for (size_t i = order.size(); i > 1; --i) {
+      // Rejection sampling keeps the draw unbiased and portable.
+      const uint64_t n = i;
+      const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+      uint64_t x;
+      do {
+        x = rng();
+      } while (x >= limit);
+      std::swap(order[i - 1], order[x % n]);
+    }
+  }
+  std::vector<v1::Minibatch> batches;
+  for (size_t begin = 0; begin < order.size();
+       begin += static_cast<size_t>(batch_size)) {
+    const size_t end =
+        std::min(order.size(), begin + static_cast<size_t>(batch_size));
+    v1::Minibatch b;
+    *b.mutable_inputs() = RowsToTensor(data.inputs, order, begin, end);
+    *b.mutable_targets() = RowsToTensor(data.targets, order, begin, end);
+    batches.push_back(std::move(b));
+  }
+  return batches;
+}
+
+}  // namespace satlab::cli

@@ -1,0 +1,124 @@
+// satlab-server: flags (or SATLAB_* environment variables) -> ServerOptions
+// -> Server::Create -> wait for SIGTERM/SIGINT -> graceful shutdown.
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "server/logging.h"
+#include "server/service/server.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, host, "127.0.0.1",
+          "Address to listen on for gRPC (0.0.0.0 for every interface, as in "
+          "a container).");
+ABSL_FLAG(int, port, 50051, "gRPC port; 0 picks a free port (printed).");
+ABSL_FLAG(int, compute_threads, 0,
+          "Threads running numerics; 0 means one per core.");
+ABSL_FLAG(int, max_queued_calls, 1024,
+          "Calls waiting for a compute thread before RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_networks, 10000, "Networks the server holds at most.");
+ABSL_FLAG(int64_t, max_parameters, 50'000'000,
+          "Trainable scalars per network at most.");
+ABSL_FLAG(int64_t, max_layers, 64, "Layers per network at most.");
+ABSL_FLAG(int64_t, max_units, 65536, "Units per layer at most.");
+ABSL_FLAG(int64_t, max_batch_rows, 1'000'000,
+          "Rows per minibatch (or Evaluate dataset) at most.");
+ABSL_FLAG(int, max_message_bytes, 64 << 20,
+          "Largest gRPC message received or sent, in bytes.");
+ABSL_FLAG(int, train_stream_window, 4,
+          "Minibatches a Train stream buffers ahead (and results it holds "
+          "unsent) before it stops reading.");
+ABSL_FLAG(double, shutdown_grace_seconds, 10,
+          "On SIGTERM/SIGINT, seconds in-flight calls get to finish.");
+ABSL_FLAG(std::string, log_format, "text", "Log format: text or json.");
+ABSL_FLAG(std::string, log_level, "info",
+          "Log level: trace, debug, info, warn, error.");
+
+namespace {
+
+// Every flag defined in this file may also come from SATLAB_<FLAG> in the
+// environment; a command-line flag wins over the environment.
+void ApplyEnvironment() {
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (!absl::StrContains(flag->Filename(), "server/main.cc")) continue;
+    const std::string env =
+        absl::StrCat("SATLAB_", absl::AsciiStrToUpper(std::string(name)));
+    const char* value = std::getenv(env.c_str());
+    if (value == nullptr) continue;
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      std::fprintf(stderr, "satlab-server: %s=%s: %s\n", env.c_str(), value,
+                   error.c_str());
+      std::exit(2);
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "satlab-server: gRPC training service for small neural networks.\n"
+      "Every flag can also be set as SATLAB_<FLAG> (e.g. SATLAB_PORT=0).");
+  ApplyEnvironment();
+  absl::ParseCommandLine(argc, argv);
+
+  if (absl::Status s = satlab::server::ConfigureLogging(
+          absl::GetFlag(FLAGS_log_format), absl::GetFlag(FLAGS_log_level));
+      !s.ok()) {
+    std::fprintf(stderr, "satlab-server: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+
+  // Block the stop signals in every thread; one waits for them below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  satlab::service::ServerOptions options;
+  options.listen_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":",
+                                        absl::GetFlag(FLAGS_port));
+  options.compute_threads = absl::GetFlag(FLAGS_compute_threads);
+  options.max_queued_calls = absl::GetFlag(FLAGS_max_queued_calls);
+  options.max_networks = absl::GetFlag(FLAGS_max_networks);
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.service.limits.max_parameters = absl::GetFlag(FLAGS_max_parameters);
+  options.service.limits.max_layers = absl::GetFlag(FLAGS_max_layers);
+  options.service.limits.max_units = absl::GetFlag(FLAGS_max_units);
+  options.service.limits.max_batch_rows = absl::GetFlag(FLAGS_max_batch_rows);
+  options.service.train_stream_window =
+      absl::GetFlag(FLAGS_train_stream_window);
+
+  auto server = satlab::service::Server::Create(options);
+  if (!server.ok()) {
+    spdlog::critical("cannot start: {}", server.status().ToString());
+    return 1;
+  }
+  // Tests and scripts read the bound port from this line.
+  std::printf("listening on %s\n", (*server)->address().c_str());
+  std::fflush(stdout);
+  spdlog::info("satlab-server listening on {} ({} compute threads)",
+               (*server)->address(), (*server)->executor()->threads());
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  spdlog::info("received {}, draining (grace {} s)", strsignal(signal_number),
+               absl::GetFlag(FLAGS_shutdown_grace_seconds));
+  (*server)->Shutdown(
+      absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
+  spdlog::info("stopped");
+  return 0;
+}

@@ -1,0 +1,494 @@
+#include "server/service/convert.h"
+
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace satlab::service {
+namespace {
+
+constexpr absl::string_view kNetworkPrefix = "networks/";
+
+std::string ShapeString(const pb::Tensor& t) {
+  return absl::StrCat("[", absl::StrJoin(t.shape(), ", "), "]");
+}
+
+// Checks the tensor's dims and data count; `rank` is 1 or 2.
+absl::Status CheckTensor(const pb::Tensor& t, int rank,
+                         absl::string_view field) {
+  if (t.shape_size() != rank) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": expected a rank-", rank, " shape",
+                     rank == 2 ? " [rows, cols]" : " [n]", ", got ",
+                     ShapeString(t)));
+  }
+  int64_t count = 1;
+  for (int i = 0; i < rank; ++i) {
+    if (t.shape(i) < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".shape[", i, "]: expected >= 1, got ",
+                       t.shape(i), t.shape(i) == 0 ? " (empty batch)" : ""));
+    }
+    if (t.shape(i) > (int64_t{1} << 40) / count) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": shape ", ShapeString(t), " is too large"));
+    }
+    count *= t.shape(i);
+  }
+  const bool has_float = t.float_values_size() > 0;
+  const bool has_double = t.double_values_size() > 0;
+  if (has_float && has_double) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": set float_values or double_values, not both"));
+  }
+  const int64_t got = has_float ? t.float_values_size() : t.double_values_size();
+  if (got != count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": shape ", ShapeString(t), " needs ", count,
+                     " values, got ", got));
+  }
+  return absl::OkStatus();
+}
+
+// Float64 copy of a tensor whose shape CheckTensor accepted.
+engine::RowMatrix<double> ToDouble(const pb::Tensor& t, int64_t rows,
+                                   int64_t cols) {
+  if (t.float_values_size() > 0) {
+    return Eigen::Map<const engine::RowMatrix<float>>(t.float_values().data(),
+                                                      rows, cols)
+        .cast<double>();
+  }
+  return Eigen::Map<const engine::RowMatrix<double>>(t.double_values().data(),
+                                                     rows, cols);
+}
+
+absl::Status CheckFinite(const engine::RowMatrix<double>& m,
+                         absl::string_view field) {
+  for (Eigen::Index r = 0; r < m.rows(); ++r) {
+    for (Eigen::Index c = 0; c < m.cols(); ++c) {
+      if (!std::isfinite(m(r, c))) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ": expected finite values, got ", m(r, c), " at [", r,
+            ", ", c, "]"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+template <typename Enum>
+absl::Status UnknownEnum(absl::string_view field, absl::string_view what,
+                         Enum value) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      field, ": expected a ", what, ", got ", static_cast<int>(value),
+      static_cast<int>(value) == 0 ? " (unspecified)" : " (unknown value)"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ParseNetworkName(absl::string_view name,
+                                             absl::string_view field) {
+  if (!absl::StartsWith(name, kNetworkPrefix) ||
+      name.size() == kNetworkPrefix.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": expected networks/{network_id}, got \"", name, "\""));
+  }
+  std::string id(name.substr(kNetworkPrefix.size()));
+  if (absl::Status s = ValidateNetworkId(id); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": ", s.message()));
+  }
+  return id;
+}
+
+std::string NetworkName(absl::string_view id) {
+  return absl::StrCat(kNetworkPrefix, id);
+}
+
+absl::Status ValidateNetworkId(absl::string_view id) {
+  bool ok = !id.empty() && id.size() <= 63 && absl::ascii_islower(id[0]);
+  for (char c : id) {
+    ok = ok && (absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-');
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected an id of 1-63 characters [a-z0-9-] starting with a letter, "
+        "got \"",
+        id, "\""));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<engine::MatrixView> MatrixViewOf(const pb::Tensor& tensor,
+                                                absl::string_view field) {
+  if (absl::Status s = CheckTensor(tensor, 2, field); !s.ok()) return s;
+  engine::MatrixView view;
+  view.rows = tensor.shape(0);
+  view.cols = tensor.shape(1);
+  if (tensor.float_values_size() > 0) {
+    view.f32 = tensor.float_values().data();
+  } else {
+    view.f64 = tensor.double_values().data();
+  }
+  return view;
+}
+
+void ToProto(const engine::AnyMatrix& matrix, bool as_vector,
+             pb::Tensor* out) {
+  std::visit(
+      [&](const auto& m) {
+        using Scalar = typename std::decay_t<decltype(m)>::Scalar;
+        out->Clear();
+        if (as_vector) {
+          out->add_shape(m.size());
+        } else {
+          out->add_shape(m.rows());
+          out->add_shape(m.cols());
+        }
+        auto* values = [&] {
+          if constexpr (std::is_same_v<Scalar, float>) {
+            return out->mutable_float_values();
+          } else {
+            return out->mutable_double_values();
+          }
+        }();
+        values->Resize(static_cast<int>(m.size()), Scalar{0});
+        std::memcpy(values->mutable_data(), m.data(),
+                    sizeof(Scalar) * static_cast<size_t>(m.size()));
+      },
+      matrix);
+}
+
+absl::StatusOr<std::vector<engine::LayerParams>> ParamsFromProto(
+    const google::protobuf::RepeatedPtrField<pb::LayerParameters>& layers,
+    const std::vector<std::pair<int, int>>& shapes, absl::string_view field) {
+  if (layers.size() != static_cast<int>(shapes.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": expected ", shapes.size(),
+                     " layers, got ", layers.size()));
+  }
+  std::vector<engine::LayerParams> params(shapes.size());
+  for (int i = 0; i < layers.size(); ++i) {
+    const auto [fan_in, units] = shapes[i];
+    const std::string wfield = absl::StrCat(field, "[", i, "].weights");
+    const std::string bfield = absl::StrCat(field, "[", i, "].biases");
+    const pb::Tensor& w = layers[i].weights();
+    const pb::Tensor& b = layers[i].biases();
+    if (absl::Status s = CheckTensor(w, 2, wfield); !s.ok()) return s;
+    if (w.shape(0) != fan_in || w.shape(1) != units) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(wfield, ": expected shape [", fan_in, ", ", units,
+                       "], got ", ShapeString(w)));
+    }
+    // Biases are [units]; [1, units] is accepted too.
+    const int brank = b.shape_size() == 2 ? 2 : 1;
+    if (absl::Status s = CheckTensor(b, brank, bfield); !s.ok()) return s;
+    if ((brank == 1 && b.shape(0) != units) ||
+        (brank == 2 && (b.shape(0) != 1 || b.shape(1) != units))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          bfield, ": expected shape [", units, "], got ", ShapeString(b)));
+    }
+    params[i].weights = ToDouble(w, fan_in, units);
+    params[i].biases = ToDouble(b, 1, units);
+    if (absl::Status s = CheckFinite(params[i].weights, wfield); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = CheckFinite(params[i].biases, bfield); !s.ok()) {
+      return s;
+    }
+  }
+  return params;
+}
+
+absl::StatusOr<engine::Activation> ActivationFromProto(
+    pb::Activation a, absl::string_view field) {
+  switch (a) {
+    case pb::ACTIVATION_IDENTITY:
+      return engine::Activation::kIdentity;
+    case pb::ACTIVATION_SIGMOID:
+      return engine::Activation::kSigmoid;
+    case pb::ACTIVATION_TANH:
+      return engine::Activation::kTanh;
+    case pb::ACTIVATION_RELU:
+      return engine::Activation::kRelu;
+    case pb::ACTIVATION_LEAKY_RELU:
+      return engine::Activation::kLeakyRelu;
+    case pb::ACTIVATION_SOFTPLUS:
+      return engine::Activation::kSoftplus;
+    case pb::ACTIVATION_SOFTMAX:
+      return engine::Activation::kSoftmax;
+    default:
+      return UnknownEnum(field, "satlab.v1.Activation", a);
+  }
+}
+
+pb::Activation ActivationToProto(engine::Activation a) {
+  switch (a) {
+    case engine::Activation::kIdentity:
+      return pb::ACTIVATION_IDENTITY;
+    case engine::Activation::kSigmoid:
+      return pb::ACTIVATION_SIGMOID;
+    case engine::Activation::kTanh:
+      return pb::ACTIVATION_TANH;
+    case engine::Activation::kRelu:
+      return pb::ACTIVATION_RELU;
+    case engine::Activation::kLeakyRelu:
+      return pb::ACTIVATION_LEAKY_RELU;
+    case engine::Activation::kSoftplus:
+      return pb::ACTIVATION_SOFTPLUS;
+    case engine::Activation::kSoftmax:
+      return pb::ACTIVATION_SOFTMAX;
+  }
+  return pb::ACTIVATION_UNSPECIFIED;
+}
+
+absl::StatusOr<engine::Loss> LossFromProto(pb::Loss l,
+                                           absl::string_view field) {
+  switch (l) {
+    case pb::LOSS_MSE:
+      return engine::Loss::kMse;
+    case pb::LOSS_BCE:
+      return engine::Loss::kBce;
+    case pb::LOSS_CCE:
+      return engine::Loss::kCce;
+    default:
+      return UnknownEnum(field, "satlab.v1.Loss", l);
+  }
+}
+
+pb::Loss LossToProto(engine::Loss l) {
+  switch (l) {
+    case engine::Loss::kMse:
+      return pb::LOSS_MSE;
+    case engine::Loss::kBce:
+      return pb::LOSS_BCE;
+    case engine::Loss::kCce:
+      return pb::LOSS_CCE;
+  }
+  return pb::LOSS_UNSPECIFIED;
+}
+
+absl::StatusOr<engine::DType> DTypeFromProto(pb::DType d,
+                                             absl::string_view field) {
+  switch (d) {
+    case pb::DTYPE_UNSPECIFIED:
+    case pb::DTYPE_FLOAT64:
+      return engine::DType::kFloat64;
+    case pb::DTYPE_FLOAT32:
+      return engine::DType::kFloat32;
+    default:
+      return UnknownEnum(field, "satlab.v1.DType", d);
+  }
+}
+
+absl::StatusOr<engine::OptimizerSpec> OptimizerFromProto(
+    const pb::Optimizer& optimizer, absl::string_view field) {
+  engine::OptimizerSpec out;
+  switch (optimizer.kind_case()) {
+    case pb::Optimizer::KIND_NOT_SET:
+      break;  // SGD, lr 0.1
+    case pb::Optimizer::kSgd:
+      out.kind = engine::OptimizerKind::kSgd;
+      out.learning_rate = optimizer.sgd().learning_rate();
+      out.momentum = optimizer.sgd().momentum();
+      out.nesterov = optimizer.sgd().nesterov();
+      out.weight_decay = optimizer.sgd().weight_decay();
+      break;
+    case pb::Optimizer::kAdam: {
+      const pb::Adam& adam = optimizer.adam();
+      out.kind = engine::OptimizerKind::kAdam;
+      out.learning_rate = adam.learning_rate();
+      if (adam.beta1() != 0) out.beta1 = adam.beta1();
+      if (adam.beta2() != 0) out.beta2 = adam.beta2();
+      if (adam.epsilon() != 0) out.epsilon = adam.epsilon();
+      out.weight_decay = adam.weight_decay();
+      break;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<engine::NetworkSpec> SpecFromProto(const pb::NetworkSpec& spec,
+                                                  absl::string_view field) {
+  engine::NetworkSpec out;
+  out.input_size = spec.input_size();
+  for (int i = 0; i < spec.layers_size(); ++i) {
+    const pb::LayerSpec& layer = spec.layers(i);
+    engine::LayerSpec l;
+    l.units = layer.units();
+    auto activation = ActivationFromProto(
+        layer.activation(), absl::StrCat(field, ".layers[", i, "].activation"));
+    if (!activation.ok()) return activation.status();
+    l.activation = *activation;
+    if (layer.leaky_relu_slope() != 0) {
+      l.leaky_relu_slope = layer.leaky_relu_slope();
+    }
+    out.layers.push_back(l);
+  }
+  auto loss = LossFromProto(spec.loss(), absl::StrCat(field, ".loss"));
+  if (!loss.ok()) return loss.status();
+  out.loss = *loss;
+  auto dtype = DTypeFromProto(spec.dtype(), absl::StrCat(field, ".dtype"));
+  if (!dtype.ok()) return dtype.status();
+  out.dtype = *dtype;
+  auto optimizer =
+      OptimizerFromProto(spec.optimizer(), absl::StrCat(field, ".optimizer"));
+  if (!optimizer.ok()) return optimizer.status();
+  out.optimizer = *optimizer;
+  if (spec.saturation_threshold() != 0) {
+    out.saturation_threshold = spec.saturation_threshold();
+  }
+
+  const pb::Initialization& init = spec.init();
+  const std::string init_field = absl::StrCat(field, ".init");
+  out.init.seed = init.seed();
+  out.init.mean = init.mean();
+  out.init.std = init.std();
+  switch (init.scheme()) {
+    case pb::INIT_SCHEME_UNSPECIFIED:
+    case pb::INIT_SCHEME_UNIFORM_FAN_IN:
+      out.init.scheme = engine::InitScheme::kUniformFanIn;
+      break;
+    case pb::INIT_SCHEME_ZEROS:
+      out.init.scheme = engine::InitScheme::kZeros;
+      break;
+    case pb::INIT_SCHEME_GLOROT_UNIFORM:
+      out.init.scheme = engine::InitScheme::kGlorotUniform;
+      break;
+    case pb::INIT_SCHEME_GLOROT_NORMAL:
+      out.init.scheme = engine::InitScheme::kGlorotNormal;
+      break;
+    case pb::INIT_SCHEME_HE_NORMAL:
+      out.init.scheme = engine::InitScheme::kHeNormal;
+      break;
+    case pb::INIT_SCHEME_NORMAL:
+      out.init.scheme = engine::InitScheme::kNormal;
+      break;
+    case pb::INIT_SCHEME_EXPLICIT:
+      out.init.scheme = engine::InitScheme::kExplicit;
+      break;
+    default:
+      return UnknownEnum(absl::StrCat(init_field, ".scheme"),
+                         "satlab.v1.InitScheme", init.scheme());
+  }
+  if (out.init.scheme == engine::InitScheme::kExplicit) {
+    // Shapes can only be checked once the layer sizes are known to be sane;
+    // ValidateSpec rechecks them, this keeps the proto-level errors precise.
+    std::vector<std::pair<int, int>> shapes;
+    int fan_in = out.input_size;
+    for (const auto& l : out.layers) {
+      if (fan_in < 1 || l.units < 1) break;
+      shapes.emplace_back(fan_in, l.units);
+      fan_in = l.units;
+    }
+    if (shapes.size() == out.layers.size() && !shapes.empty()) {
+      auto params = ParamsFromProto(init.parameters(), shapes,
+                                    absl::StrCat(init_field, ".parameters"));
+      if (!params.ok()) return params.status();
+      out.init.explicit_params = *std::move(params);
+    }
+  } else if (init.parameters_size() > 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        init_field, ".parameters: only allowed with INIT_SCHEME_EXPLICIT"));
+  }
+  return out;
+}
+
+void SpecToProto(const engine::NetworkSpec& spec, pb::NetworkSpec* out) {
+  out->Clear();
+  out->set_input_size(spec.input_size);
+  for (const auto& l : spec.layers) {
+    pb::LayerSpec* layer = out->add_layers();
+    layer->set_units(l.units);
+    layer->set_activation(ActivationToProto(l.activation));
+    if (l.activation == engine::Activation::kLeakyRelu) {
+      layer->set_leaky_relu_slope(l.leaky_relu_slope);
+    }
+  }
+  out->set_loss(LossToProto(spec.loss));
+  pb::Initialization* init = out->mutable_init();
+  init->set_seed(spec.init.seed);
+  switch (spec.init.scheme) {
+    case engine::InitScheme::kZeros:
+      init->set_scheme(pb::INIT_SCHEME_ZEROS);
+      break;
+    case engine::InitScheme::kUniformFanIn:
+      init->set_scheme(pb::INIT_SCHEME_UNIFORM_FAN_IN);
+      break;
+    case engine::InitScheme::kGlorotUniform:
+      init->set_scheme(pb::INIT_SCHEME_GLOROT_UNIFORM);
+      break;
+    case engine::InitScheme::kGlorotNormal:
+      init->set_scheme(pb::INIT_SCHEME_GLOROT_NORMAL);
+      break;
+    case engine::InitScheme::kHeNormal:
+      init->set_scheme(pb::INIT_SCHEME_HE_NORMAL);
+      break;
+    case engine::InitScheme::kNormal:
+      init->set_scheme(pb::INIT_SCHEME_NORMAL);
+      init->set_mean(spec.init.mean);
+      init->set_std(spec.init.std);
+      break;
+    case engine::InitScheme::kExplicit:
+      init->set_scheme(pb::INIT_SCHEME_EXPLICIT);
+      break;
+  }
+  const engine::OptimizerSpec& o = spec.optimizer;
+  if (o.kind == engine::OptimizerKind::kSgd) {
+    pb::Sgd* sgd = out->mutable_optimizer()->mutable_sgd();
+    sgd->set_learning_rate(o.learning_rate);
+    sgd->set_momentum(o.momentum);
+    sgd->set_nesterov(o.nesterov);
+    sgd->set_weight_decay(o.weight_decay);
+  } else {
+    pb::Adam* adam = out->mutable_optimizer()->mutable_adam();
+    adam->set_learning_rate(o.learning_rate);
+    adam->set_beta1(o.beta1);
+    adam->set_beta2(o.beta2);
+    adam->set_epsilon(o.epsilon);
+    adam->set_weight_decay(o.weight_decay);
+  }
+  out->set_dtype(spec.dtype == engine::DType::kFloat32 ? pb::DTYPE_FLOAT32
+                                                       : pb::DTYPE_FLOAT64);
+  out->set_saturation_threshold(spec.saturation_threshold);
+}
+
+void StatsToProto(const engine::SaturationStats& stats,
+                  pb::SaturationStats* out) {
+  out->Clear();
+  out->set_output_attenuation(stats.output_attenuation);
+  for (size_t i = 0; i < stats.layers.size(); ++i) {
+    const engine::LayerStats& s = stats.layers[i];
+    pb::LayerStats* l = out->add_layers();
+    l->set_layer(static_cast<int>(i));
+    l->set_mean_derivative(s.mean_derivative);
+    l->set_saturated_fraction(s.saturated_fraction);
+    l->set_dead_units(s.dead_units);
+    l->set_weight_gradient_norm(s.weight_gradient_norm);
+    l->set_bias_gradient_norm(s.bias_gradient_norm);
+    l->set_mean_activation(s.mean_activation);
+  }
+}
+
+void StepResultToProto(const engine::StepResult& result, pb::StepResult* out) {
+  out->set_step(result.step);
+  out->set_loss(result.loss);
+  out->set_batch_size(result.batch_size);
+  out->set_diverged(result.diverged);
+  out->set_accuracy(result.accuracy);
+  StatsToProto(result.stats, out->mutable_saturation());
+}
+
+void TimeToProto(absl::Time t, google::protobuf::Timestamp* out) {
+  const int64_t nanos = absl::ToUnixNanos(t);
+  out->set_seconds(nanos / 1'000'000'000);
+  out->set_nanos(static_cast<int32_t>(nanos % 1'000'000'000));
+}
+
+}  // namespace satlab::service

@@ -1,0 +1,76 @@
+// Conversions between satlab.v1 messages and engine types. The only place
+// that knows both; every handler (unary and streaming) goes through it.
+#ifndef SATLAB_SERVER_SERVICE_CONVERT_H_
+#define SATLAB_SERVER_SERVICE_CONVERT_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "google/protobuf/timestamp.pb.h"
+#include "satlab/v1/experiment.pb.h"
+#include "satlab/v1/network.pb.h"
+#include "satlab/v1/tensor.pb.h"
+#include "server/engine/network.h"
+#include "server/engine/spec.h"
+
+namespace satlab::service {
+
+namespace pb = ::satlab::v1;
+
+// `networks/{id}` -> id. INVALID_ARGUMENT naming `field` otherwise.
+absl::StatusOr<std::string> ParseNetworkName(absl::string_view name,
+                                             absl::string_view field);
+std::string NetworkName(absl::string_view id);
+
+// Checks a client-chosen id: 1-63 of [a-z0-9-], starting with a letter.
+absl::Status ValidateNetworkId(absl::string_view id);
+
+// Borrowed view over a rank-2 tensor's packed data (no copy). Checks rank,
+// dims >= 1, exactly one of float/double values set, and that the count
+// matches the shape; INVALID_ARGUMENT naming `field` otherwise. The view
+// points into `tensor`, which must outlive it.
+absl::StatusOr<engine::MatrixView> MatrixViewOf(const pb::Tensor& tensor,
+                                                absl::string_view field);
+
+// Copies a matrix into `out` with one bulk copy per tensor. With
+// `as_vector`, the shape is [cols] (for biases, whose matrix is one row).
+void ToProto(const engine::AnyMatrix& matrix, bool as_vector, pb::Tensor* out);
+
+// Explicit parameters (SetParameters, INIT_SCHEME_EXPLICIT) into float64
+// matrices. Checks shapes against the layer sizes given as
+// (fan_in, units) per layer, and finiteness; fields named `field[i].weights`.
+absl::StatusOr<std::vector<engine::LayerParams>> ParamsFromProto(
+    const google::protobuf::RepeatedPtrField<pb::LayerParameters>& layers,
+    const std::vector<std::pair<int, int>>& shapes, absl::string_view field);
+
+// Spec conversion with defaults (unset dtype -> float64, unset init ->
+// uniform_fan_in, unset optimizer -> SGD lr 0.1, theta 0 -> 0.1). Unknown
+// or UNSPECIFIED enums where one is required -> INVALID_ARGUMENT naming the
+// field (`field` is the prefix, e.g. "network.spec").
+absl::StatusOr<engine::NetworkSpec> SpecFromProto(const pb::NetworkSpec& spec,
+                                                  absl::string_view field);
+void SpecToProto(const engine::NetworkSpec& spec, pb::NetworkSpec* out);
+
+absl::StatusOr<engine::Activation> ActivationFromProto(pb::Activation a,
+                                                       absl::string_view field);
+absl::StatusOr<engine::Loss> LossFromProto(pb::Loss l, absl::string_view field);
+pb::Activation ActivationToProto(engine::Activation a);
+pb::Loss LossToProto(engine::Loss l);
+absl::StatusOr<engine::OptimizerSpec> OptimizerFromProto(
+    const pb::Optimizer& optimizer, absl::string_view field);
+absl::StatusOr<engine::DType> DTypeFromProto(pb::DType d,
+                                             absl::string_view field);
+
+void StatsToProto(const engine::SaturationStats& stats,
+                  pb::SaturationStats* out);
+void StepResultToProto(const engine::StepResult& result, pb::StepResult* out);
+
+void TimeToProto(absl::Time t, google::protobuf::Timestamp* out);
+
+}  // namespace satlab::service
+
+#endif  // SATLAB_SERVER_SERVICE_CONVERT_H_

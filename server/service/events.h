@@ -1,0 +1,24 @@
+// Observer of what the service does to networks, for metrics and dashboards.
+// Called on executor threads right after the change; implementations must be
+// cheap and must not block (they hand events to their own buffers).
+#ifndef SATLAB_SERVER_SERVICE_EVENTS_H_
+#define SATLAB_SERVER_SERVICE_EVENTS_H_
+
+#include "absl/strings/string_view.h"
+#include "server/engine/network.h"
+
+namespace satlab::service {
+
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  // After an optimizer step of `network` (`networks/{id}`).
+  virtual void OnStep(absl::string_view network,
+                      const engine::StepResult& result) = 0;
+  // After `network` was deleted.
+  virtual void OnNetworkDeleted(absl::string_view network) = 0;
+};
+
+}  // namespace satlab::service
+
+#endif  // SATLAB_SERVER_SERVICE_EVENTS_H_

@@ -1,0 +1,82 @@
+// The satlab gRPC server: TrainingService + health + reflection, with its
+// executor and store. main.cc turns flags into ServerOptions and calls
+// Server::Create; tests do the same in process on port 0.
+#ifndef SATLAB_SERVER_SERVICE_SERVER_H_
+#define SATLAB_SERVER_SERVICE_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "server/service/events.h"
+#include "server/service/executor.h"
+#include "server/service/training_service.h"
+#include "server/store/network_store.h"
+
+namespace satlab::service {
+
+// The name health checks use for the training service.
+inline constexpr char kServiceName[] = "satlab.v1.TrainingService";
+
+struct ServerOptions {
+  // host:port to listen on; port 0 picks a free port (see Server::port()).
+  std::string listen_address = "127.0.0.1:50051";
+  // Compute threads; 0 means one per core.
+  int compute_threads = 0;
+  // Calls waiting for a compute thread before RESOURCE_EXHAUSTED.
+  int max_queued_calls = 1024;
+  int64_t max_networks = 10000;
+  // Largest request or response message, bytes.
+  int max_message_bytes = 64 << 20;
+  ServiceOptions service;
+  // Extra observers of steps and deletions (metrics); may be null. Not owned.
+  EventSink* events = nullptr;
+  // Extra services to register (e.g. a benchmark's echo service); not owned.
+  std::vector<grpc::Service*> extra_services;
+};
+
+class Server {
+ public:
+  // Builds and starts the server. UNAVAILABLE if the address cannot be bound
+  // (in use, or not local), INVALID_ARGUMENT for bad options.
+  static absl::StatusOr<std::unique_ptr<Server>> Create(
+      const ServerOptions& options);
+  // Shuts down (as Shutdown with a 5 s grace period) if still running.
+  ~Server();
+
+  // The bound port.
+  int port() const { return port_; }
+  std::string address() const;
+
+  // Graceful stop: health goes NOT_SERVING, new calls are refused, in-flight
+  // calls get `grace` to finish before they are cancelled, then the compute
+  // threads drain. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+  // Blocks until Shutdown has completed.
+  void Wait();
+
+  TrainingServiceImpl* service() { return service_.get(); }
+  store::NetworkStore* store() { return store_.get(); }
+  Executor* executor() { return executor_.get(); }
+
+ private:
+  Server() = default;
+
+  ServerOptions options_;
+  std::string host_;
+  int port_ = 0;
+  std::unique_ptr<store::NetworkStore> store_;
+  std::unique_ptr<Executor> executor_;
+  std::unique_ptr<TrainingServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  absl::Mutex mu_;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace satlab::service
+
+#endif  // SATLAB_SERVER_SERVICE_SERVER_H_

@@ -1,0 +1,110 @@
+// satlab.v1.TrainingService over the callback API. Handlers are thin: they
+// convert the request (convert.h), run the engine on the executor, convert
+// the result, and map the status in one place (status.h).
+#ifndef SATLAB_SERVER_SERVICE_TRAINING_SERVICE_H_
+#define SATLAB_SERVER_SERVICE_TRAINING_SERVICE_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "grpcpp/grpcpp.h"
+#include "satlab/v1/training_service.grpc.pb.h"
+#include "server/engine/network.h"
+#include "server/service/events.h"
+#include "server/service/executor.h"
+#include "server/store/network_store.h"
+
+namespace satlab::service {
+
+namespace pb = ::satlab::v1;
+
+struct ServiceOptions {
+  engine::Limits limits;
+  // Steps a Train stream may have queued or unsent before it stops reading
+  // (flow control towards a client that writes faster than we compute, or
+  // reads slower than we answer).
+  int train_stream_window = 4;
+};
+
+class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
+ public:
+  // `store`, `executor` and `events` (may be null) must outlive the service.
+  TrainingServiceImpl(const ServiceOptions& options, store::NetworkStore* store,
+                      Executor* executor, EventSink* events);
+
+  grpc::ServerUnaryReactor* CreateNetwork(
+      grpc::CallbackServerContext* ctx, const pb::CreateNetworkRequest* request,
+      pb::CreateNetworkResponse* response) override;
+  grpc::ServerUnaryReactor* GetNetwork(grpc::CallbackServerContext* ctx,
+                                       const pb::GetNetworkRequest* request,
+                                       pb::GetNetworkResponse* response) override;
+  grpc::ServerUnaryReactor* ListNetworks(
+      grpc::CallbackServerContext* ctx, const pb::ListNetworksRequest* request,
+      pb::ListNetworksResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteNetwork(
+      grpc::CallbackServerContext* ctx, const pb::DeleteNetworkRequest* request,
+      pb::DeleteNetworkResponse* response) override;
+  grpc::ServerUnaryReactor* GetParameters(
+      grpc::CallbackServerContext* ctx, const pb::GetParametersRequest* request,
+      pb::GetParametersResponse* response) override;
+  grpc::ServerUnaryReactor* SetParameters(
+      grpc::CallbackServerContext* ctx, const pb::SetParametersRequest* request,
+      pb::SetParametersResponse* response) override;
+  grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* ctx,
+                                    const pb::ForwardRequest* request,
+                                    pb::ForwardResponse* response) override;
+  grpc::ServerUnaryReactor* ComputeGradients(
+      grpc::CallbackServerContext* ctx,
+      const pb::ComputeGradientsRequest* request,
+      pb::ComputeGradientsResponse* response) override;
+  grpc::ServerUnaryReactor* TrainStep(grpc::CallbackServerContext* ctx,
+                                      const pb::TrainStepRequest* request,
+                                      pb::TrainStepResponse* response) override;
+  grpc::ServerBidiReactor<pb::TrainRequest, pb::TrainResponse>* Train(
+      grpc::CallbackServerContext* ctx) override;
+  grpc::ServerUnaryReactor* Evaluate(grpc::CallbackServerContext* ctx,
+                                     const pb::EvaluateRequest* request,
+                                     pb::EvaluateResponse* response) override;
+
+  // --- Shared by the unary handlers and the streaming reactors. ---
+
+  // The network named `name` (`networks/{id}`), reading `field` for errors.
+  // The single lookup every RPC uses (a caller identity will join here).
+  absl::StatusOr<std::shared_ptr<store::NetworkEntry>> FindNetwork(
+      absl::string_view name, absl::string_view field) const;
+
+  // One optimizer step on `entry`, whose writer slot the caller holds.
+  // Validates the batch first (`field` prefixes messages); on error nothing
+  // changes. Reports the step to the event sink.
+  absl::StatusOr<engine::StepResult> ApplyStep(store::NetworkEntry& entry,
+                                               const pb::Minibatch& batch,
+                                               absl::string_view field);
+
+  Executor* executor() const { return executor_; }
+  const ServiceOptions& options() const { return options_; }
+
+  // ABORTED status for a busy network.
+  static absl::Status BusyError(absl::string_view id);
+
+ private:
+  // Runs `work` on the executor and finishes the call with its status;
+  // RESOURCE_EXHAUSTED when the executor queue is full. Cancelled or
+  // expired calls are answered without running `work`.
+  grpc::ServerUnaryReactor* RunUnary(grpc::CallbackServerContext* ctx,
+                                     absl::AnyInvocable<absl::Status() &&> work);
+
+  void NetworkToProto(const store::NetworkEntry& entry, pb::Network* out) const;
+
+  const ServiceOptions options_;
+  store::NetworkStore* const store_;
+  Executor* const executor_;
+  EventSink* const events_;
+};
+
+}  // namespace satlab::service
+
+#endif  // SATLAB_SERVER_SERVICE_TRAINING_SERVICE_H_
