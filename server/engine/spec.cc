@@ -24,6 +24,36 @@ absl::Status Exhausted(absl::string_view field, absl::string_view what) {
 // "expected in [lo, hi), got x" style range checks; NaN fails all of them.
 bool InHalfOpen(double x, double lo, double hi) { return x >= lo && x < hi; }
 
+// A positive hyperparameter of a float32 network must stay finite and
+// non-zero when rounded to float32.
+absl::Status CheckFloat32(double x, bool positive, absl::string_view field) {
+  const float f = static_cast<float>(x);
+  if (!std::isfinite(f)) {
+    return Invalid(field, absl::StrCat(x, " is not a finite float32"));
+  }
+  if (positive && f == 0) {
+    return Invalid(field, absl::StrCat(x, " rounds to 0 in float32"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckOptimizerFloat32(const OptimizerSpec& o) {
+  const std::string p =
+      o.kind == OptimizerKind::kAdam ? "optimizer.adam." : "optimizer.sgd.";
+  if (absl::Status s =
+          CheckFloat32(o.learning_rate, true, absl::StrCat(p, "learning_rate"));
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s =
+          CheckFloat32(o.weight_decay, false, absl::StrCat(p, "weight_decay"));
+      !s.ok()) {
+    return s;
+  }
+  if (o.kind != OptimizerKind::kAdam) return absl::OkStatus();
+  return CheckFloat32(o.epsilon, true, absl::StrCat(p, "epsilon"));
+}
+
 absl::Status CheckOptimizer(const OptimizerSpec& o) {
   const bool adam = o.kind == OptimizerKind::kAdam;
   if (!adam && o.kind != OptimizerKind::kSgd) {
@@ -243,6 +273,11 @@ absl::Status ValidateSpec(const NetworkSpec& spec, const Limits& limits) {
                                   " parameters, got ", count));
   }
   if (absl::Status s = CheckOptimizer(spec.optimizer); !s.ok()) return s;
+  if (spec.dtype == DType::kFloat32) {
+    if (absl::Status s = CheckOptimizerFloat32(spec.optimizer); !s.ok()) {
+      return s;
+    }
+  }
   return CheckInit(spec);
 }
 

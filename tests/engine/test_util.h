@@ -3,6 +3,7 @@
 #define SATLAB_TESTS_ENGINE_TEST_UTIL_H_
 
 #include <memory>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -23,6 +24,12 @@ inline MatrixView View(const RowMatrix<float>& m) {
 template <typename T>
 const RowMatrix<T>& Get(const AnyMatrix& m) {
   return std::get<RowMatrix<T>>(m);
+}
+// From a temporary (net.weights(l)): by value, so `const auto& w = ...` keeps
+// it alive.
+template <typename T>
+RowMatrix<T> Get(AnyMatrix&& m) {
+  return std::get<RowMatrix<T>>(std::move(m));
 }
 
 // Any-precision matrix as double.
