@@ -5,6 +5,7 @@
 #define SATLAB_SERVER_SERVICE_EVENTS_H_
 
 #include "absl/strings/string_view.h"
+#include "satlab/v1/metrics.pb.h"
 #include "server/engine/network.h"
 
 namespace satlab::service {
@@ -17,6 +18,9 @@ class EventSink {
                       const engine::StepResult& result) = 0;
   // After `network` was deleted.
   virtual void OnNetworkDeleted(absl::string_view network) = 0;
+  // After each epoch of an experiment variant, and once at its end (with
+  // `summary` set).
+  virtual void OnExperimentProgress(const v1::ExperimentProgress& progress) = 0;
 };
 
 }  // namespace satlab::service

@@ -7,8 +7,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/service/convert.h"
+#include "server/service/experiment_reactor.h"
 #include "server/service/status.h"
 #include "server/service/train_reactor.h"
+#include "server/service/watch_reactor.h"
 
 namespace satlab::service {
 namespace {
@@ -378,6 +380,18 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::Evaluate(
     response->set_step(net.step());
     return absl::OkStatus();
   });
+}
+
+grpc::ServerWriteReactor<pb::WatchMetricsResponse>*
+TrainingServiceImpl::WatchMetrics(grpc::CallbackServerContext* ctx,
+                                  const pb::WatchMetricsRequest* request) {
+  return NewWatchReactor(this, ctx, request);
+}
+
+grpc::ServerWriteReactor<pb::RunExperimentResponse>*
+TrainingServiceImpl::RunExperiment(grpc::CallbackServerContext* ctx,
+                                   const pb::RunExperimentRequest* request) {
+  return NewExperimentReactor(this, ctx, request);
 }
 
 }  // namespace satlab::service

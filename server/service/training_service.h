@@ -69,6 +69,12 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   grpc::ServerUnaryReactor* Evaluate(grpc::CallbackServerContext* ctx,
                                      const pb::EvaluateRequest* request,
                                      pb::EvaluateResponse* response) override;
+  grpc::ServerWriteReactor<pb::WatchMetricsResponse>* WatchMetrics(
+      grpc::CallbackServerContext* ctx,
+      const pb::WatchMetricsRequest* request) override;
+  grpc::ServerWriteReactor<pb::RunExperimentResponse>* RunExperiment(
+      grpc::CallbackServerContext* ctx,
+      const pb::RunExperimentRequest* request) override;
 
   // --- Shared by the unary handlers and the streaming reactors. ---
 
@@ -85,6 +91,8 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
                                                absl::string_view field);
 
   Executor* executor() const { return executor_; }
+  // Null when the server runs without observers.
+  EventSink* events() const { return events_; }
   const ServiceOptions& options() const { return options_; }
 
   // ABORTED status for a busy network.
