@@ -6,11 +6,16 @@
 set -euo pipefail
 cli=${1:-build/client/cli/satlab}
 server=${2:-127.0.0.1:50051}
-satlab() { "$cli" --server "$server" "$@"; }
+# Prints each command as a user would type it, then runs it.
+satlab() {
+  printf '\n$ satlab'
+  printf ' %q' "$@"
+  printf '\n'
+  "$cli" --server "$server" "$@"
+}
 
-set -x
+"$cli" --server "$server" delete neuron >/dev/null 2>&1 || true
 satlab health
-satlab delete neuron >/dev/null 2>&1 || true
 satlab create neuron --input-size 1 --layers 1:sigmoid --loss mse \
   --params '{"layers":[{"weights":[[2]],"biases":[2]}]}'
 satlab grad neuron --inputs 1 --targets 0 --counterfactual bce
