@@ -44,8 +44,8 @@ std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
-  return grpc::CreateCustomChannel(
-      options.target, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(options.target,
+                                   grpc::InsecureChannelCredentials(), args);
 }
 
 void SetTimeout(grpc::ClientContext* ctx, absl::Duration timeout) {
@@ -70,8 +70,8 @@ void Client::Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const {
   ctx->set_wait_for_ready(options_.wait_for_ready);
 }
 
-absl::StatusOr<v1::Network> Client::CreateNetwork(const v1::NetworkSpec& spec,
-                                                  absl::string_view network_id) {
+absl::StatusOr<v1::Network> Client::CreateNetwork(
+    const v1::NetworkSpec& spec, absl::string_view network_id) {
   grpc::ClientContext ctx;
   Prepare(&ctx, options_.timeout);
   v1::CreateNetworkRequest request;
@@ -347,8 +347,7 @@ absl::StatusOr<bool> Client::CheckHealth(absl::string_view service) {
   absl::Notification done;
   grpc::Status status;
   generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(),
-                    &request_buffer, &response_buffer,
-                    [&](grpc::Status s) {
+                    &request_buffer, &response_buffer, [&](grpc::Status s) {
                       status = std::move(s);
                       done.Notify();
                     });
@@ -368,8 +367,8 @@ absl::StatusOr<bool> Client::CheckHealth(absl::string_view service) {
 
 TrainSession::TrainSession(
     std::unique_ptr<grpc::ClientContext> ctx,
-    std::unique_ptr<grpc::ClientReaderWriter<v1::TrainRequest,
-                                             v1::TrainResponse>>
+    std::unique_ptr<
+        grpc::ClientReaderWriter<v1::TrainRequest, v1::TrainResponse>>
         stream,
     std::string name, int report_every)
     : ctx_(std::move(ctx)),

@@ -74,7 +74,8 @@ class Client {
       absl::string_view name);
   absl::StatusOr<v1::Network> SetParameters(
       const v1::SetParametersRequest& request);
-  absl::StatusOr<v1::ForwardResponse> Forward(const v1::ForwardRequest& request);
+  absl::StatusOr<v1::ForwardResponse> Forward(
+      const v1::ForwardRequest& request);
   absl::StatusOr<v1::ComputeGradientsResponse> ComputeGradients(
       const v1::ComputeGradientsRequest& request);
   absl::StatusOr<v1::StepResult> TrainStep(absl::string_view name,

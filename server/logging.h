@@ -10,7 +10,8 @@ namespace satlab::server {
 
 // `format`: "text" or "json"; `level`: trace|debug|info|warn|error.
 // INVALID_ARGUMENT for anything else.
-absl::Status ConfigureLogging(absl::string_view format, absl::string_view level);
+absl::Status ConfigureLogging(absl::string_view format,
+                              absl::string_view level);
 
 }  // namespace satlab::server
 

@@ -120,8 +120,7 @@ absl::StatusOr<int64_t> Args::GetInt(const std::string& name) const {
   return value;
 }
 
-absl::StatusOr<std::string> Args::Arg(size_t i,
-                                             const std::string& what) const {
+absl::StatusOr<std::string> Args::Arg(size_t i, const std::string& what) const {
   if (i >= positional_.size()) {
     return absl::InvalidArgumentError(
         absl::StrCat("missing ", what, " (usage: ", usage_, ")"));

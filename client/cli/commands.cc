@@ -25,13 +25,14 @@ namespace {
   if (!lhs##_or.ok()) return lhs##_or.status(); \
   auto lhs = *std::move(lhs##_or)
 
-#define SATLAB_RETURN_IF_ERROR(expr)              \
-  do {                                            \
+#define SATLAB_RETURN_IF_ERROR(expr)                   \
+  do {                                                 \
     if (absl::Status _s = (expr); !_s.ok()) return _s; \
   } while (0)
 
 // Parses argv; on --help prints the help and returns false.
-absl::StatusOr<bool> ParseArgs(Args& args, const std::vector<std::string>& argv) {
+absl::StatusOr<bool> ParseArgs(Args& args,
+                               const std::vector<std::string>& argv) {
   SATLAB_RETURN_IF_ERROR(args.Parse(argv));
   if (args.help_requested()) {
     std::cout << args.Help();
@@ -72,8 +73,8 @@ std::string Brief(const v1::Tensor& t) {
 }
 
 void PrintStats(const v1::SaturationStats& stats) {
-  Table table({"LAYER", "MEAN_F'(Z)", "SATURATED", "DEAD", "|DW|", "|DB|",
-               "MEAN_A"});
+  Table table(
+      {"LAYER", "MEAN_F'(Z)", "SATURATED", "DEAD", "|DW|", "|DB|", "MEAN_A"});
   for (const auto& l : stats.layers()) {
     table.AddRow({absl::StrCat(l.layer()), Num(l.mean_derivative()),
                   Num(l.saturated_fraction()), absl::StrCat(l.dead_units()),
@@ -99,12 +100,13 @@ absl::StatusOr<v1::Minibatch> BatchFromArgs(const Args& args) {
 
 Args& DataOptions(Args& args) {
   return args
-      .Option("data", "CSV file (.csv or .csv.gz); the last --targets columns "
-                      "are targets")
-      .Option("targets", "number of target columns at the end of each row",
-              "1")
-      .Option("one-hot", "the target column holds class indices 0..N-1: "
-                         "expand to N one-hot columns",
+      .Option("data",
+              "CSV file (.csv or .csv.gz); the last --targets columns "
+              "are targets")
+      .Option("targets", "number of target columns at the end of each row", "1")
+      .Option("one-hot",
+              "the target column holds class indices 0..N-1: "
+              "expand to N one-hot columns",
               "0")
       .Option("input-scale", "multiply every input by this", "1");
 }
@@ -124,25 +126,30 @@ absl::StatusOr<Dataset> DatasetFromArgs(const Args& args) {
 // --- commands ---
 
 absl::Status Create(Context& ctx, const std::vector<std::string>& argv) {
-  Args args("satlab create [ID] --input-size N --layers U:ACT[,U:ACT...] "
-            "--loss LOSS [options]",
-            "Creates a network. ID is optional (the server assigns one).");
+  Args args(
+      "satlab create [ID] --input-size N --layers U:ACT[,U:ACT...] "
+      "--loss LOSS [options]",
+      "Creates a network. ID is optional (the server assigns one).");
   args.Positional("ID", "network id: [a-z][a-z0-9-]*, at most 63 characters")
-      .Option("spec", "read the whole NetworkSpec from a proto3 JSON file "
-                      "(other spec options are ignored)")
+      .Option("spec",
+              "read the whole NetworkSpec from a proto3 JSON file "
+              "(other spec options are ignored)")
       .Option("input-size", "number of input features")
-      .Option("layers", "comma-separated units:activation, first hidden "
-                        "to output, e.g. 30:sigmoid,10:softmax")
+      .Option("layers",
+              "comma-separated units:activation, first hidden "
+              "to output, e.g. 30:sigmoid,10:softmax")
       .Option("loss", "mse, bce or cce")
-      .Option("init", "zeros, uniform_fan_in, glorot_uniform, glorot_normal, "
-                      "he_normal, normal, explicit",
+      .Option("init",
+              "zeros, uniform_fan_in, glorot_uniform, glorot_normal, "
+              "he_normal, normal, explicit",
               "uniform_fan_in")
       .Option("seed", "seed of the initialization", "0")
       .Option("mean", "mean of --init normal", "0")
       .Option("std", "standard deviation of --init normal", "1")
-      .Option("params", "--init explicit: parameters as JSON "
-                        "{\"layers\":[{\"weights\":[[..]],\"biases\":[..]}]} "
-                        "or @file.json")
+      .Option("params",
+              "--init explicit: parameters as JSON "
+              "{\"layers\":[{\"weights\":[[..]],\"biases\":[..]}]} "
+              "or @file.json")
       .Option("optimizer", "sgd or adam", "sgd")
       .Option("lr", "learning rate", "0.1")
       .Option("momentum", "SGD momentum", "0")
@@ -189,7 +196,8 @@ absl::Status Create(Context& ctx, const std::vector<std::string>& argv) {
     spec.set_loss(loss);
     v1::InitScheme scheme;
     if (!v1::InitScheme_Parse(
-            absl::StrCat("INIT_SCHEME_", absl::AsciiStrToUpper(args.Get("init"))),
+            absl::StrCat("INIT_SCHEME_",
+                         absl::AsciiStrToUpper(args.Get("init"))),
             &scheme)) {
       return absl::InvalidArgumentError(
           absl::StrCat("--init: unknown scheme \"", args.Get("init"), "\""));
@@ -229,9 +237,9 @@ absl::Status Create(Context& ctx, const std::vector<std::string>& argv) {
       sgd->set_nesterov(args.GetFlag("nesterov"));
       sgd->set_weight_decay(weight_decay);
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--optimizer: expected sgd or adam, got \"", args.Get("optimizer"),
-          "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--optimizer: expected sgd or adam, got \"",
+                       args.Get("optimizer"), "\""));
     }
     const std::string dtype = args.Get("dtype");
     if (dtype != "float32" && dtype != "float64") {
@@ -258,7 +266,8 @@ absl::Status Get(Context& ctx, const std::vector<std::string>& argv) {
   SATLAB_ASSIGN_OR_RETURN(go, ParseArgs(args, argv));
   if (!go) return absl::OkStatus();
   SATLAB_ASSIGN_OR_RETURN(name, args.Arg(0, "NAME"));
-  SATLAB_ASSIGN_OR_RETURN(network, ctx.client->GetNetwork(NetworkNameArg(name)));
+  SATLAB_ASSIGN_OR_RETURN(network,
+                          ctx.client->GetNetwork(NetworkNameArg(name)));
   if (ctx.json) {
     std::cout << ToJson(network) << "\n";
   } else {
@@ -276,9 +285,9 @@ absl::Status List(Context& ctx, const std::vector<std::string>& argv) {
   if (!go) return absl::OkStatus();
   if (args.Has("page-size")) {
     SATLAB_ASSIGN_OR_RETURN(size, args.GetInt("page-size"));
-    SATLAB_ASSIGN_OR_RETURN(page, ctx.client->ListNetworks(
-                                      static_cast<int>(size),
-                                      args.Get("page-token")));
+    SATLAB_ASSIGN_OR_RETURN(page,
+                            ctx.client->ListNetworks(static_cast<int>(size),
+                                                     args.Get("page-token")));
     if (ctx.json) {
       std::cout << ToJson(page) << "\n";
       return absl::OkStatus();
@@ -365,8 +374,9 @@ absl::Status ForwardCmd(Context& ctx, const std::vector<std::string>& argv) {
   Args args("satlab forward NAME --inputs M [--layers]",
             "Runs inputs through a network.");
   args.Positional("NAME", "networks/ID or ID")
-      .Option("inputs", "rows separated by ';', values by ',' (1,2;3,4), or "
-                        "@file.csv")
+      .Option("inputs",
+              "rows separated by ';', values by ',' (1,2;3,4), or "
+              "@file.csv")
       .Flag("layers", "also print every layer's z and a");
   SATLAB_ASSIGN_OR_RETURN(go, ParseArgs(args, argv));
   if (!go) return absl::OkStatus();
@@ -398,10 +408,11 @@ absl::Status ForwardCmd(Context& ctx, const std::vector<std::string>& argv) {
 }
 
 absl::Status Grad(Context& ctx, const std::vector<std::string>& argv) {
-  Args args("satlab grad NAME --inputs M --targets M [--counterfactual LOSS,...]",
-            "Loss, gradients, output delta and saturation for one minibatch; "
-            "parameters stay as they are. --counterfactual computes the same "
-            "under other losses, on the same batch and parameters.");
+  Args args(
+      "satlab grad NAME --inputs M --targets M [--counterfactual LOSS,...]",
+      "Loss, gradients, output delta and saturation for one minibatch; "
+      "parameters stay as they are. --counterfactual computes the same "
+      "under other losses, on the same batch and parameters.");
   args.Positional("NAME", "networks/ID or ID")
       .Option("inputs", "inputs: 1,2;3,4 or @file.csv")
       .Option("targets", "targets: 0;1 or @file.csv")
@@ -430,7 +441,8 @@ absl::Status Grad(Context& ctx, const std::vector<std::string>& argv) {
   std::cout << request.name() << " at step " << response.step() << "\n\n";
   Table table({"LOSS", "", "VALUE", "ATTENUATION", "OUTPUT_DELTA"});
   for (size_t i = 0; i < all.size(); ++i) {
-    table.AddRow({LossName(all[i]->loss()), i == 0 ? "(own)" : "(counterfactual)",
+    table.AddRow({LossName(all[i]->loss()),
+                  i == 0 ? "(own)" : "(counterfactual)",
                   Num(all[i]->loss_value()),
                   Num(all[i]->saturation().output_attenuation()),
                   Brief(all[i]->output_delta())});
@@ -440,7 +452,8 @@ absl::Status Grad(Context& ctx, const std::vector<std::string>& argv) {
   for (int l = 0; l < response.gradients().layers_size(); ++l) {
     for (const v1::Gradients* g : all) {
       grads.AddRow({absl::StrCat(l), LossName(g->loss()),
-                    Brief(g->layers(l).weights()), Brief(g->layers(l).biases())});
+                    Brief(g->layers(l).weights()),
+                    Brief(g->layers(l).biases())});
     }
   }
   std::cout << grads.ToString() << "\nsaturation (" << LossName(all[0]->loss())
@@ -493,7 +506,8 @@ absl::Status Train(Context& ctx, const std::vector<std::string>& argv) {
   if (!go) return absl::OkStatus();
   SATLAB_ASSIGN_OR_RETURN(name_arg, args.Arg(0, "NAME"));
   const std::string name = NetworkNameArg(name_arg);
-  if (!args.Has("data")) return absl::InvalidArgumentError("train needs --data");
+  if (!args.Has("data"))
+    return absl::InvalidArgumentError("train needs --data");
   SATLAB_ASSIGN_OR_RETURN(data, DatasetFromArgs(args));
   SATLAB_ASSIGN_OR_RETURN(epochs, args.GetInt("epochs"));
   SATLAB_ASSIGN_OR_RETURN(batch_size, args.GetInt("batch-size"));
@@ -531,12 +545,12 @@ absl::Status Train(Context& ctx, const std::vector<std::string>& argv) {
     table.AddRow({absl::StrCat(epoch + 1), absl::StrCat(eval.step()),
                   Num(eval.loss()), Num(eval.accuracy()),
                   Num(eval.saturation().output_attenuation())});
-    json_epochs.push_back({{"epoch", epoch + 1},
-                           {"step", eval.step()},
-                           {"loss", eval.loss()},
-                           {"accuracy", eval.accuracy()},
-                           {"outputAttenuation",
-                            eval.saturation().output_attenuation()}});
+    json_epochs.push_back(
+        {{"epoch", epoch + 1},
+         {"step", eval.step()},
+         {"loss", eval.loss()},
+         {"accuracy", eval.accuracy()},
+         {"outputAttenuation", eval.saturation().output_attenuation()}});
   }
   bar.Finish("done");
   if (ctx.json) {
@@ -585,8 +599,9 @@ absl::Status Health(Context& ctx, const std::vector<std::string>& argv) {
   Args args("satlab health [SERVICE]",
             "grpc.health.v1 check; exit 0 when SERVING (for container "
             "health checks).");
-  args.Positional("SERVICE", "service name (default satlab.v1.TrainingService;"
-                             " \"\" for the whole server)");
+  args.Positional("SERVICE",
+                  "service name (default satlab.v1.TrainingService;"
+                  " \"\" for the whole server)");
   SATLAB_ASSIGN_OR_RETURN(go, ParseArgs(args, argv));
   if (!go) return absl::OkStatus();
   const std::string service = args.positional().empty()

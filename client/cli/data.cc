@@ -66,16 +66,16 @@ absl::StatusOr<Matrix> ParseMatrix(const std::string& text,
   std::vector<double> row;
   for (size_t i = 0; i < lines.size(); ++i) {
     if (!ParseRow(lines[i], &row)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, ": row ", i + 1, " is not a list of numbers: \"", lines[i],
-          "\" (write rows as 1,2;3,4)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": row ", i + 1, " is not a list of numbers: \"",
+                       lines[i], "\" (write rows as 1,2;3,4)"));
     }
     if (i == 0) {
       m.cols = static_cast<int64_t>(row.size());
     } else if (static_cast<int64_t>(row.size()) != m.cols) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, ": row ", i + 1, " has ", row.size(), " values, expected ",
-          m.cols));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": row ", i + 1, " has ", row.size(),
+                       " values, expected ", m.cols));
     }
     m.values.insert(m.values.end(), row.begin(), row.end());
     ++m.rows;
@@ -176,9 +176,9 @@ v1::Tensor ToTensor(const Matrix& m) {
   return t;
 }
 
-std::vector<v1::Minibatch> EpochBatches(const Dataset& data,
-                                        int64_t batch_size, bool shuffle,
-                                        uint64_t seed, int epoch) {
+std::vector<v1::Minibatch> EpochBatches(const Dataset& data, int64_t batch_size,
+                                        bool shuffle, uint64_t seed,
+                                        int epoch) {
   std::vector<int64_t> order(data.inputs.rows);
   std::iota(order.begin(), order.end(), 0);
   if (shuffle) {

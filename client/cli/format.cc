@@ -146,8 +146,8 @@ absl::Status ParamsFromJson(const std::string& text,
     const std::string field = absl::StrCat("layers[", i, "]");
     if (!layer.is_object() || !layer.contains("weights") ||
         !layer.contains("biases")) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": expected {\"weights\": ..., \"biases\": ...}"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": expected {\"weights\": ..., \"biases\": ...}"));
     }
     auto weights = TensorFromJson(layer["weights"], field + ".weights");
     if (!weights.ok()) return weights.status();
@@ -184,8 +184,7 @@ absl::StatusOr<v1::Activation> ParseActivation(const std::string& name) {
 
 absl::StatusOr<v1::Loss> ParseLoss(const std::string& name) {
   v1::Loss l;
-  if (!v1::Loss_Parse(absl::StrCat("LOSS_", absl::AsciiStrToUpper(name)),
-                      &l) ||
+  if (!v1::Loss_Parse(absl::StrCat("LOSS_", absl::AsciiStrToUpper(name)), &l) ||
       l == v1::LOSS_UNSPECIFIED) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown loss \"", name, "\" (mse, bce, cce)"));

@@ -1,5 +1,6 @@
 // Output for the CLI: aligned text tables for people, JSON for machines,
-// and the friendly parameter JSON ({"layers":[{"weights":[[..]],"biases":[..]}]}).
+// and the friendly parameter JSON
+// ({"layers":[{"weights":[[..]],"biases":[..]}]}).
 #ifndef SATLAB_CLIENT_CLI_FORMAT_H_
 #define SATLAB_CLIENT_CLI_FORMAT_H_
 

@@ -13,11 +13,10 @@
 namespace {
 
 void PrintUsage() {
-  std::cout
-      << "usage: satlab [--server HOST:PORT] [--json] [--quiet] "
-         "[--timeout SECONDS] COMMAND [ARGS]\n\n"
-         "Client of satlab-server (default server $SATLAB_SERVER or "
-         "127.0.0.1:50051).\n\ncommands:\n";
+  std::cout << "usage: satlab [--server HOST:PORT] [--json] [--quiet] "
+               "[--timeout SECONDS] COMMAND [ARGS]\n\n"
+               "Client of satlab-server (default server $SATLAB_SERVER or "
+               "127.0.0.1:50051).\n\ncommands:\n";
   for (const auto& c : satlab::cli::AllCommands()) {
     std::cout << absl::StrFormat("  %-12s %s\n", c.name, c.summary);
   }

@@ -23,10 +23,9 @@ std::string ShapeString(const pb::Tensor& t) {
 absl::Status CheckTensor(const pb::Tensor& t, int rank,
                          absl::string_view field) {
   if (t.shape_size() != rank) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": expected a rank-", rank, " shape",
-                     rank == 2 ? " [rows, cols]" : " [n]", ", got ",
-                     ShapeString(t)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": expected a rank-", rank, " shape",
+        rank == 2 ? " [rows, cols]" : " [n]", ", got ", ShapeString(t)));
   }
   int64_t count = 1;
   for (int i = 0; i < rank; ++i) {
@@ -44,10 +43,11 @@ absl::Status CheckTensor(const pb::Tensor& t, int rank,
   const bool has_float = t.float_values_size() > 0;
   const bool has_double = t.double_values_size() > 0;
   if (has_float && has_double) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ": set float_values or double_values, not both"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": set float_values or double_values, not both"));
   }
-  const int64_t got = has_float ? t.float_values_size() : t.double_values_size();
+  const int64_t got =
+      has_float ? t.float_values_size() : t.double_values_size();
   if (got != count) {
     return absl::InvalidArgumentError(
         absl::StrCat(field, ": shape ", ShapeString(t), " needs ", count,
@@ -73,9 +73,9 @@ absl::Status CheckFinite(const engine::RowMatrix<double>& m,
   for (Eigen::Index r = 0; r < m.rows(); ++r) {
     for (Eigen::Index c = 0; c < m.cols(); ++c) {
       if (!std::isfinite(m(r, c))) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            field, ": expected finite values, got ", m(r, c), " at [", r,
-            ", ", c, "]"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ": expected finite values, got ", m(r, c),
+                         " at [", r, ", ", c, "]"));
       }
     }
   }
@@ -101,8 +101,7 @@ absl::StatusOr<std::string> ParseNetworkName(absl::string_view name,
   }
   std::string id(name.substr(kNetworkPrefix.size()));
   if (absl::Status s = ValidateNetworkId(id); !s.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": ", s.message()));
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", s.message()));
   }
   return id;
 }
@@ -139,8 +138,7 @@ absl::StatusOr<engine::MatrixView> MatrixViewOf(const pb::Tensor& tensor,
   return view;
 }
 
-void ToProto(const engine::AnyMatrix& matrix, bool as_vector,
-             pb::Tensor* out) {
+void ToProto(const engine::AnyMatrix& matrix, bool as_vector, pb::Tensor* out) {
   std::visit(
       [&](const auto& m) {
         using Scalar = typename std::decay_t<decltype(m)>::Scalar;
@@ -169,9 +167,8 @@ absl::StatusOr<std::vector<engine::LayerParams>> ParamsFromProto(
     const google::protobuf::RepeatedPtrField<pb::LayerParameters>& layers,
     const std::vector<std::pair<int, int>>& shapes, absl::string_view field) {
   if (layers.size() != static_cast<int>(shapes.size())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": expected ", shapes.size(),
-                     " layers, got ", layers.size()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": expected ", shapes.size(), " layers, got ", layers.size()));
   }
   std::vector<engine::LayerParams> params(shapes.size());
   for (int i = 0; i < layers.size(); ++i) {

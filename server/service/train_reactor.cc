@@ -51,10 +51,9 @@ void TrainReactor::OnReadDone(bool ok) {
     }
   } else if (!incoming_.name().empty() &&
              incoming_.name() != NetworkName(entry_->id)) {
-    FinishWith(absl::InvalidArgumentError(
-        absl::StrCat("name: this stream trains networks/", entry_->id,
-                     ", message ", batches_received_ + 1, " names \"",
-                     incoming_.name(), "\"")));
+    FinishWith(absl::InvalidArgumentError(absl::StrCat(
+        "name: this stream trains networks/", entry_->id, ", message ",
+        batches_received_ + 1, " names \"", incoming_.name(), "\"")));
     return;
   }
   if (incoming_.has_batch()) {
@@ -107,8 +106,8 @@ void TrainReactor::ComputeOne() {
     if (!result.ok()) {
       result = absl::Status(
           result.status().code(),
-          absl::StrCat("minibatch ", index + 1, " of this stream: ",
-                       result.status().message()));
+          absl::StrCat("minibatch ", index + 1,
+                       " of this stream: ", result.status().message()));
     }
   }
 

@@ -24,8 +24,8 @@ std::string NewNetworkId() {
   static std::mt19937_64* rng ABSL_GUARDED_BY(mu) = nullptr;
   absl::MutexLock lock(&mu);
   if (rng == nullptr) rng = new std::mt19937_64(std::random_device{}());
-  return absl::StrCat("net-", absl::Hex((*rng)() & 0xffffffffffffULL,
-                                        absl::kZeroPad12));
+  return absl::StrCat(
+      "net-", absl::Hex((*rng)() & 0xffffffffffffULL, absl::kZeroPad12));
 }
 
 // Views of a minibatch's inputs and targets, validated against `network`.
@@ -69,8 +69,8 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::RunUnary(
     grpc::CallbackServerContext* ctx,
     absl::AnyInvocable<absl::Status() &&> work) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  const bool queued = executor_->TrySubmit(
-      [ctx, reactor, work = std::move(work)]() mutable {
+  const bool queued =
+      executor_->TrySubmit([ctx, reactor, work = std::move(work)]() mutable {
         if (ctx->IsCancelled()) {
           reactor->Finish(grpc::Status::CANCELLED);
           return;
@@ -83,9 +83,9 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::RunUnary(
         reactor->Finish(ToGrpcStatus(std::move(work)()));
       });
   if (!queued) {
-    reactor->Finish(grpc::Status(
-        grpc::StatusCode::RESOURCE_EXHAUSTED,
-        "the server's compute queue is full (--max_queued_calls); retry later"));
+    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 "the server's compute queue is full "
+                                 "(--max_queued_calls); retry later"));
   }
   return reactor;
 }
@@ -152,9 +152,9 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ListNetworks(
     pb::ListNetworksResponse* response) {
   return RunUnary(ctx, [this, request, response]() -> absl::Status {
     if (request->page_size() < 0 || request->page_size() > kMaxPageSize) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("page_size: expected 0..", kMaxPageSize, ", got ",
-                       request->page_size()));
+      return absl::InvalidArgumentError(absl::StrCat("page_size: expected 0..",
+                                                     kMaxPageSize, ", got ",
+                                                     request->page_size()));
     }
     // The page token is the last id of the previous page.
     const std::string& after = request->page_token();
@@ -293,8 +293,8 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ComputeGradients(
     // Targets must suit every requested loss (bce/cce need [0, 1]).
     BatchViews views;
     for (engine::Loss loss : losses) {
-      auto checked = CheckedBatch(net, request->batch(), loss, "batch",
-                                  options_.limits);
+      auto checked =
+          CheckedBatch(net, request->batch(), loss, "batch", options_.limits);
       if (!checked.ok()) return checked.status();
       views = *checked;
     }
@@ -368,9 +368,8 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::Evaluate(
     if (!entry.ok()) return entry.status();
     absl::ReaderMutexLock lock(&(*entry)->mu);
     const engine::Network& net = *(*entry)->network;
-    auto views =
-        CheckedBatch(net, request->data(), net.spec().loss, "data",
-                     options_.limits);
+    auto views = CheckedBatch(net, request->data(), net.spec().loss, "data",
+                              options_.limits);
     if (!views.ok()) return views.status();
     engine::EvalResult result = net.Evaluate(views->inputs, views->targets);
     response->set_loss(result.loss);

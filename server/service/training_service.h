@@ -39,9 +39,9 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   grpc::ServerUnaryReactor* CreateNetwork(
       grpc::CallbackServerContext* ctx, const pb::CreateNetworkRequest* request,
       pb::CreateNetworkResponse* response) override;
-  grpc::ServerUnaryReactor* GetNetwork(grpc::CallbackServerContext* ctx,
-                                       const pb::GetNetworkRequest* request,
-                                       pb::GetNetworkResponse* response) override;
+  grpc::ServerUnaryReactor* GetNetwork(
+      grpc::CallbackServerContext* ctx, const pb::GetNetworkRequest* request,
+      pb::GetNetworkResponse* response) override;
   grpc::ServerUnaryReactor* ListNetworks(
       grpc::CallbackServerContext* ctx, const pb::ListNetworksRequest* request,
       pb::ListNetworksResponse* response) override;
@@ -102,8 +102,9 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   // Runs `work` on the executor and finishes the call with its status;
   // RESOURCE_EXHAUSTED when the executor queue is full. Cancelled or
   // expired calls are answered without running `work`.
-  grpc::ServerUnaryReactor* RunUnary(grpc::CallbackServerContext* ctx,
-                                     absl::AnyInvocable<absl::Status() &&> work);
+  grpc::ServerUnaryReactor* RunUnary(
+      grpc::CallbackServerContext* ctx,
+      absl::AnyInvocable<absl::Status() &&> work);
 
   void NetworkToProto(const store::NetworkEntry& entry, pb::Network* out) const;
 

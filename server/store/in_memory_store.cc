@@ -18,9 +18,9 @@ class InMemoryStore final : public NetworkStore {
           absl::StrCat("networks/", entry->id, " already exists"));
     }
     if (static_cast<int64_t>(entries_.size()) >= max_networks_) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "the server holds its limit of ", max_networks_,
-          " networks (--max_networks); delete one first"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the server holds its limit of ", max_networks_,
+                       " networks (--max_networks); delete one first"));
     }
     const std::string id = entry->id;
     entries_.emplace(id, std::move(entry));

@@ -65,8 +65,8 @@ class NetworkStore {
       absl::string_view id) const = 0;
 
   // Up to `limit` entries with id > `after`, in id order.
-  virtual std::vector<std::shared_ptr<NetworkEntry>> List(absl::string_view after,
-                                                          int limit) const = 0;
+  virtual std::vector<std::shared_ptr<NetworkEntry>> List(
+      absl::string_view after, int limit) const = 0;
 
   // Removes the entry (marking it deleted); NOT_FOUND if absent.
   virtual absl::Status Erase(absl::string_view id) = 0;

@@ -39,8 +39,8 @@ class ServiceTest : public ::testing::Test {
 };
 
 // One sigmoid neuron with w = b = 2 (the seed example), under `loss`.
-inline v1::NetworkSpec NeuronSpec(v1::Loss loss = v1::LOSS_MSE,
-                                  double w = 2.0, double b = 2.0) {
+inline v1::NetworkSpec NeuronSpec(v1::Loss loss = v1::LOSS_MSE, double w = 2.0,
+                                  double b = 2.0) {
   v1::NetworkSpec spec;
   spec.set_input_size(1);
   auto* layer = spec.add_layers();
@@ -87,7 +87,8 @@ inline v1::Minibatch MakeBatch(int rows, int inputs, int outputs, int salt) {
     }
     const int cls = (r + salt) % std::max(outputs, 2);
     for (int c = 0; c < outputs; ++c) {
-      y.push_back(outputs == 1 ? (cls == 1 ? 1.0 : 0.0) : (c == cls ? 1.0 : 0.0));
+      y.push_back(outputs == 1 ? (cls == 1 ? 1.0 : 0.0)
+                               : (c == cls ? 1.0 : 0.0));
     }
   }
   v1::Minibatch batch;

@@ -32,7 +32,8 @@ class TrainingServiceTest : public ServiceTest {};
 TEST_F(TrainingServiceTest, CreateNetwork_ServerAssignedId_FillsResource) {
   auto network = client_->CreateNetwork(SmallSpec(3, 4, 2, v1::LOSS_CCE, 1));
   ASSERT_TRUE(network.ok()) << network.status();
-  EXPECT_THAT(network->name(), ::testing::MatchesRegex("networks/net-[0-9a-f]{12}"));
+  EXPECT_THAT(network->name(),
+              ::testing::MatchesRegex("networks/net-[0-9a-f]{12}"));
   EXPECT_EQ(network->step(), 0);
   EXPECT_EQ(network->parameter_count(), 3 * 4 + 4 + 4 * 2 + 2);
   EXPECT_GT(network->create_time().seconds(), 1700000000);
@@ -66,7 +67,8 @@ TEST_F(TrainingServiceTest, CreateNetwork_BadSpec_InvalidArgumentNamingField) {
          s.mutable_layers(0)->set_activation(static_cast<v1::Activation>(99));
        },
        "network.spec.layers[0].activation"},
-      {"unspecified loss", [](v1::NetworkSpec& s) { s.set_loss(v1::LOSS_UNSPECIFIED); },
+      {"unspecified loss",
+       [](v1::NetworkSpec& s) { s.set_loss(v1::LOSS_UNSPECIFIED); },
        "network.spec.loss"},
       {"bce on tanh outputs",
        [](v1::NetworkSpec& s) {
@@ -79,7 +81,8 @@ TEST_F(TrainingServiceTest, CreateNetwork_BadSpec_InvalidArgumentNamingField) {
          s.mutable_layers(0)->set_activation(v1::ACTIVATION_SOFTMAX);
        },
        "network.spec.layers[0].activation"},
-      {"zero units", [](v1::NetworkSpec& s) { s.mutable_layers(0)->set_units(0); },
+      {"zero units",
+       [](v1::NetworkSpec& s) { s.mutable_layers(0)->set_units(0); },
        "network.spec.layers[0].units"},
       {"zero inputs", [](v1::NetworkSpec& s) { s.set_input_size(0); },
        "network.spec.input_size"},
@@ -115,12 +118,14 @@ TEST_F(TrainingServiceTest, CreateNetwork_BadSpec_InvalidArgumentNamingField) {
   EXPECT_TRUE(list->empty()) << "a rejected create left a network behind";
 }
 
-TEST_F(TrainingServiceTest, CreateNetwork_OverParameterLimit_ResourceExhausted) {
+TEST_F(TrainingServiceTest,
+       CreateNetwork_OverParameterLimit_ResourceExhausted) {
   TearDown();
   options_.service.limits.max_parameters = 100;
   Start();
-  EXPECT_THAT(client_->CreateNetwork(SmallSpec(30, 30, 2, v1::LOSS_CCE, 1)).status(),
-              StatusIs(absl::StatusCode::kResourceExhausted, "parameters"));
+  EXPECT_THAT(
+      client_->CreateNetwork(SmallSpec(30, 30, 2, v1::LOSS_CCE, 1)).status(),
+      StatusIs(absl::StatusCode::kResourceExhausted, "parameters"));
 }
 
 TEST_F(TrainingServiceTest, CreateNetwork_OverNetworkLimit_ResourceExhausted) {
@@ -159,9 +164,9 @@ TEST_F(TrainingServiceTest, ListNetworks_Pages_InNameOrderWithoutGaps) {
     ++pages;
   } while (!token.empty());
   EXPECT_EQ(pages, 3);
-  EXPECT_THAT(names, ::testing::ElementsAre("networks/a", "networks/b",
-                                            "networks/c", "networks/d",
-                                            "networks/e"));
+  EXPECT_THAT(names,
+              ::testing::ElementsAre("networks/a", "networks/b", "networks/c",
+                                     "networks/d", "networks/e"));
 }
 
 TEST_F(TrainingServiceTest, ListNetworks_BadPageSize_InvalidArgument) {
@@ -184,15 +189,18 @@ TEST_F(TrainingServiceTest, DeleteNetwork_Existing_GoneAfterwards) {
 
 TEST_F(TrainingServiceTest, Parameters_RoundTrip_BitExactInBothPrecisions) {
   for (v1::DType dtype : {v1::DTYPE_FLOAT32, v1::DTYPE_FLOAT64}) {
-    auto a = client_->CreateNetwork(SmallSpec(5, 7, 3, v1::LOSS_CCE, 11, dtype));
-    auto b = client_->CreateNetwork(SmallSpec(5, 7, 3, v1::LOSS_CCE, 99, dtype));
+    auto a =
+        client_->CreateNetwork(SmallSpec(5, 7, 3, v1::LOSS_CCE, 11, dtype));
+    auto b =
+        client_->CreateNetwork(SmallSpec(5, 7, 3, v1::LOSS_CCE, 99, dtype));
     ASSERT_TRUE(a.ok() && b.ok());
     auto params = client_->GetParameters(a->name());
     ASSERT_TRUE(params.ok());
     // Responses carry the network's own precision.
     EXPECT_EQ(params->layers(0).weights().float_values_size() > 0,
               dtype == v1::DTYPE_FLOAT32);
-    EXPECT_THAT(params->layers(0).weights().shape(), ::testing::ElementsAre(5, 7));
+    EXPECT_THAT(params->layers(0).weights().shape(),
+                ::testing::ElementsAre(5, 7));
     EXPECT_THAT(params->layers(0).biases().shape(), ::testing::ElementsAre(7));
     v1::SetParametersRequest set;
     set.set_name(b->name());
@@ -219,19 +227,25 @@ TEST_F(TrainingServiceTest, SetParameters_BadInput_RejectedAndUnchanged) {
   const std::vector<Case> cases = {
       {"wrong weight shape",
        [](v1::SetParametersRequest& r) {
-         *r.mutable_layers(1)->mutable_weights() = MakeTensor(3, 2, {1, 2, 3, 4, 5, 6});
+         *r.mutable_layers(1)->mutable_weights() =
+             MakeTensor(3, 2, {1, 2, 3, 4, 5, 6});
        },
        "layers[1].weights: expected shape [3, 1]"},
       {"NaN bias",
        [](v1::SetParametersRequest& r) {
-         r.mutable_layers(0)->mutable_biases()->set_double_values(1, std::nan(""));
+         r.mutable_layers(0)->mutable_biases()->set_double_values(1,
+                                                                  std::nan(""));
        },
        "layers[0].biases"},
-      {"missing layer", [](v1::SetParametersRequest& r) { r.mutable_layers()->RemoveLast(); },
+      {"missing layer",
+       [](v1::SetParametersRequest& r) { r.mutable_layers()->RemoveLast(); },
        "layers: expected 2 layers, got 1"},
       {"count mismatch",
        [](v1::SetParametersRequest& r) {
-         r.mutable_layers(0)->mutable_weights()->mutable_double_values()->RemoveLast();
+         r.mutable_layers(0)
+             ->mutable_weights()
+             ->mutable_double_values()
+             ->RemoveLast();
        },
        "layers[0].weights: shape [2, 3] needs 6 values, got 5"},
   };
@@ -262,7 +276,8 @@ TEST_F(TrainingServiceTest, Forward_SingleNeuron_MatchesSigmoid) {
   EXPECT_DOUBLE_EQ(out[0], 1 / (1 + std::exp(-4.0)));
   EXPECT_DOUBLE_EQ(out[1], 0.5);
   ASSERT_EQ(response->layers_size(), 1);
-  EXPECT_THAT(TensorValues(response->layers(0).z()), ::testing::ElementsAre(4.0, 0.0));
+  EXPECT_THAT(TensorValues(response->layers(0).z()),
+              ::testing::ElementsAre(4.0, 0.0));
 }
 
 TEST_F(TrainingServiceTest, Forward_BadInputs_InvalidArgumentNamingField) {
@@ -318,7 +333,8 @@ TEST_F(TrainingServiceTest, ComputeGradients_SeedNeuron_MseVersusBce) {
   EXPECT_EQ(ParamBytes(*client_, "networks/neuron"), before);
 }
 
-TEST_F(TrainingServiceTest, ComputeGradients_IncompatibleCounterfactual_Rejected) {
+TEST_F(TrainingServiceTest,
+       ComputeGradients_IncompatibleCounterfactual_Rejected) {
   ASSERT_TRUE(client_->CreateNetwork(NeuronSpec(), "neuron").ok());
   v1::ComputeGradientsRequest request;
   request.set_name("networks/neuron");
@@ -394,8 +410,9 @@ TEST_F(TrainingServiceTest, TrainStep_OverBatchRowLimit_ResourceExhausted) {
   options_.service.limits.max_batch_rows = 4;
   Start();
   ASSERT_TRUE(client_->CreateNetwork(NeuronSpec(), "neuron").ok());
-  EXPECT_THAT(client_->TrainStep("networks/neuron", MakeBatch(5, 1, 1, 0)).status(),
-              StatusIs(absl::StatusCode::kResourceExhausted, "batch"));
+  EXPECT_THAT(
+      client_->TrainStep("networks/neuron", MakeBatch(5, 1, 1, 0)).status(),
+      StatusIs(absl::StatusCode::kResourceExhausted, "batch"));
 }
 
 TEST_F(TrainingServiceTest, TrainStep_OverMessageLimit_ResourceExhausted) {
@@ -446,8 +463,10 @@ TEST_F(TrainingServiceTest, Evaluate_MatchesComputeGradientsLoss) {
 
 TEST_F(TrainingServiceTest, Determinism_SameSeedSameBatches_BitwiseEqual) {
   for (v1::DType dtype : {v1::DTYPE_FLOAT32, v1::DTYPE_FLOAT64}) {
-    auto a = client_->CreateNetwork(SmallSpec(4, 8, 3, v1::LOSS_CCE, 42, dtype));
-    auto b = client_->CreateNetwork(SmallSpec(4, 8, 3, v1::LOSS_CCE, 42, dtype));
+    auto a =
+        client_->CreateNetwork(SmallSpec(4, 8, 3, v1::LOSS_CCE, 42, dtype));
+    auto b =
+        client_->CreateNetwork(SmallSpec(4, 8, 3, v1::LOSS_CCE, 42, dtype));
     ASSERT_TRUE(a.ok() && b.ok());
     for (int i = 0; i < 10; ++i) {
       ASSERT_TRUE(client_->TrainStep(a->name(), MakeBatch(8, 4, 3, i)).ok());
@@ -464,11 +483,12 @@ TEST_F(TrainingServiceTest, Train_Stream_EqualsTrainStepsBitwise) {
   std::vector<v1::Minibatch> batches;
   for (int i = 0; i < 25; ++i) batches.push_back(MakeBatch(6, 4, 3, i));
   std::vector<int64_t> steps;
-  auto last = client_->Train(streamed->name(), batches, TrainOptions{},
-                             [&](const v1::TrainResponse& r) {
-                               steps.push_back(r.result().step());
-                               EXPECT_EQ(r.batches_applied(), r.result().step());
-                             });
+  auto last =
+      client_->Train(streamed->name(), batches, TrainOptions{},
+                     [&](const v1::TrainResponse& r) {
+                       steps.push_back(r.result().step());
+                       EXPECT_EQ(r.batches_applied(), r.result().step());
+                     });
   ASSERT_TRUE(last.ok()) << last.status();
   EXPECT_EQ(last->step(), 25);
   ASSERT_EQ(steps.size(), 25u);
@@ -486,10 +506,9 @@ TEST_F(TrainingServiceTest, Train_ReportEvery_ReportsMultiplesAndTheLast) {
   TrainOptions options;
   options.report_every = 3;
   std::vector<int64_t> steps;
-  auto last = client_->Train(net->name(), batches, options,
-                             [&](const v1::TrainResponse& r) {
-                               steps.push_back(r.result().step());
-                             });
+  auto last = client_->Train(
+      net->name(), batches, options,
+      [&](const v1::TrainResponse& r) { steps.push_back(r.result().step()); });
   ASSERT_TRUE(last.ok()) << last.status();
   EXPECT_THAT(steps, ::testing::ElementsAre(3, 6, 9, 10));
 }
@@ -533,14 +552,16 @@ TEST_F(TrainingServiceTest, SecondWriter_WhileStreamOpen_AbortedReadersServed) {
   ASSERT_TRUE((*session)->Write(MakeBatch(1, 1, 1, 0)));
   v1::TrainResponse response;
   ASSERT_TRUE((*session)->Read(&response));  // the stream holds the slot now
-  EXPECT_THAT(client_->TrainStep("networks/busy", MakeBatch(1, 1, 1, 0)).status(),
-              StatusIs(absl::StatusCode::kAborted, "another caller"));
+  EXPECT_THAT(
+      client_->TrainStep("networks/busy", MakeBatch(1, 1, 1, 0)).status(),
+      StatusIs(absl::StatusCode::kAborted, "another caller"));
   v1::SetParametersRequest set;
   set.set_name("networks/busy");
   auto* layer = set.add_layers();
   *layer->mutable_weights() = MakeTensor(1, 1, {0});
   *layer->mutable_biases() = MakeVector({0});
-  EXPECT_EQ(client_->SetParameters(set).status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(client_->SetParameters(set).status().code(),
+            absl::StatusCode::kAborted);
   auto other = client_->StartTraining("networks/busy", TrainOptions{});
   ASSERT_TRUE(other.ok());
   (*other)->Write(MakeBatch(1, 1, 1, 0));
@@ -589,7 +610,8 @@ TEST_F(TrainingServiceTest, Train_ClientCancels_SlotReleased) {
   // The server releases the writer slot once it sees the cancellation.
   absl::Status status;
   for (int i = 0; i < 100; ++i) {
-    status = client_->TrainStep("networks/cancelled", MakeBatch(1, 1, 1, 0)).status();
+    status = client_->TrainStep("networks/cancelled", MakeBatch(1, 1, 1, 0))
+                 .status();
     if (status.ok()) break;
     absl::SleepFor(absl::Milliseconds(20));
   }
