@@ -47,17 +47,17 @@ struct SaturationStats {
 };
 
 struct ForwardResult {
-  AnyMatrix outputs;       // [batch, output_units]
+  AnyMatrix outputs;         // [batch, output_units]
   std::vector<AnyMatrix> z;  // per layer [batch, units]; empty unless asked
   std::vector<AnyMatrix> a;  // per layer [batch, units]; empty unless asked
 };
 
 struct GradientResult {
   Loss loss = Loss::kMse;
-  double loss_value = 0;              // mean over the batch
+  double loss_value = 0;                // mean over the batch
   std::vector<AnyMatrix> weight_grads;  // per layer [fan_in, units]
   std::vector<AnyMatrix> bias_grads;    // per layer [1, units]
-  AnyMatrix output_delta;             // dC_x/dz per sample, [batch, out]
+  AnyMatrix output_delta;               // dC_x/dz per sample, [batch, out]
   SaturationStats stats;
   double accuracy = 0;
 };
@@ -86,8 +86,8 @@ class Network {
   // Validates `spec` against `limits` (ValidateSpec) and builds the network
   // with parameters drawn as spec.init says. Errors: INVALID_ARGUMENT,
   // RESOURCE_EXHAUSTED.
-  static absl::StatusOr<std::unique_ptr<Network>> Create(const NetworkSpec& spec,
-                                                         const Limits& limits);
+  static absl::StatusOr<std::unique_ptr<Network>> Create(
+      const NetworkSpec& spec, const Limits& limits);
   ~Network();
   Network(const Network&) = delete;
   Network& operator=(const Network&) = delete;
@@ -120,9 +120,9 @@ class Network {
   // inputs, [rows, output_size] for targets, finite values, targets in range
   // for the loss (bce/cce: [0, 1]). `field` prefixes messages
   // (e.g. "batch"). Pass targets == nullptr for input-only checks.
-  absl::Status ValidateBatch(const MatrixView& inputs, const MatrixView* targets,
-                             Loss loss, absl::string_view field,
-                             int64_t max_rows) const;
+  absl::Status ValidateBatch(const MatrixView& inputs,
+                             const MatrixView* targets, Loss loss,
+                             absl::string_view field, int64_t max_rows) const;
 
   // The calls below assume ValidateBatch passed (they assert shapes).
 
@@ -139,7 +139,8 @@ class Network {
   StepResult TrainStep(const MatrixView& inputs, const MatrixView& targets);
 
   // Loss, accuracy and statistics over a dataset; no update.
-  EvalResult Evaluate(const MatrixView& inputs, const MatrixView& targets) const;
+  EvalResult Evaluate(const MatrixView& inputs,
+                      const MatrixView& targets) const;
 
  private:
   Network(NetworkSpec spec, std::unique_ptr<NetworkImpl> impl);

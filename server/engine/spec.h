@@ -16,7 +16,8 @@ namespace satlab::engine {
 
 // Row-major dense matrix: one row per sample, as on the wire.
 template <typename T>
-using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using RowMatrix =
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <typename T>
 using RowVector = Eigen::Matrix<T, 1, Eigen::Dynamic>;
 
@@ -67,8 +68,8 @@ struct LayerParams {
 struct InitSpec {
   InitScheme scheme = InitScheme::kUniformFanIn;
   uint64_t seed = 0;
-  double mean = 0.0;  // kNormal
-  double std = 1.0;   // kNormal
+  double mean = 0.0;                         // kNormal
+  double std = 1.0;                          // kNormal
   std::vector<LayerParams> explicit_params;  // kExplicit: one per layer
 };
 

@@ -1,0 +1,170 @@
+// Unit tests of the CLI's data handling: inline matrices, CSV (plain and
+// gzip), one-hot targets, epoch minibatches, option parsing, parameter JSON.
+#include <zlib.h>
+
+#include <cstdio>
+#include <fstream>
+#include <set>
+
+#include "client/cli/args.h"
+#include "client/cli/data.h"
+#include "client/cli/format.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace satlab::cli {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::string TempPath(const std::string& name) {
+  return ::testing::TempDir() + "/" + name;
+}
+
+TEST(ParseMatrixTest, RowsAndColumns_RowMajor) {
+  auto m = ParseMatrix("1,2;3, 4", "--inputs");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->rows, 2);
+  EXPECT_EQ(m->cols, 2);
+  EXPECT_THAT(m->values, ElementsAre(1, 2, 3, 4));
+}
+
+TEST(ParseMatrixTest, RaggedOrNonNumeric_NamesTheRow) {
+  EXPECT_THAT(ParseMatrix("1,2;3", "--inputs").status().message(),
+              HasSubstr("--inputs: row 2 has 1 values, expected 2"));
+  EXPECT_THAT(ParseMatrix("1,x", "--targets").status().message(),
+              HasSubstr("--targets: row 1 is not a list of numbers"));
+}
+
+TEST(ReadCsvTest, HeaderCommentsAndGzip_Read) {
+  const std::string plain = TempPath("plain.csv");
+  {
+    std::ofstream out(plain);
+    out << "a,b,label\n# comment\n1,2,0\n3,4,1\n";
+  }
+  auto m = ReadCsv(plain);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->rows, 2);
+  EXPECT_THAT(m->values, ElementsAre(1, 2, 0, 3, 4, 1));
+
+  const std::string gz = TempPath("data.csv.gz");
+  gzFile f = gzopen(gz.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  gzputs(f, "5,6,1\n7,8,0\n");
+  gzclose(f);
+  auto z = ReadCsv(gz);
+  ASSERT_TRUE(z.ok()) << z.status();
+  EXPECT_THAT(z->values, ElementsAre(5, 6, 1, 7, 8, 0));
+}
+
+TEST(ReadCsvTest, MissingFileOrRaggedRow_Error) {
+  EXPECT_EQ(ReadCsv(TempPath("absent.csv")).status().code(),
+            absl::StatusCode::kNotFound);
+  const std::string ragged = TempPath("ragged.csv");
+  {
+    std::ofstream out(ragged);
+    out << "1,2\n3\n";
+  }
+  EXPECT_THAT(ReadCsv(ragged).status().message(),
+              HasSubstr("line 2 has 1 values, expected 2"));
+}
+
+TEST(SplitDatasetTest, OneHot_ExpandsLabelsAndScalesInputs) {
+  Matrix csv{2, 3, {16, 8, 2, 0, 4, 0}};
+  DatasetOptions options;
+  options.one_hot = 3;
+  options.input_scale = 1.0 / 16;
+  auto d = SplitDataset(csv, options);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_THAT(d->inputs.values, ElementsAre(1, 0.5, 0, 0.25));
+  EXPECT_THAT(d->targets.values, ElementsAre(0, 0, 1, 1, 0, 0));
+}
+
+TEST(SplitDatasetTest, BadLabelOrColumns_Error) {
+  Matrix csv{1, 2, {1, 3}};
+  DatasetOptions options;
+  options.one_hot = 3;
+  EXPECT_THAT(SplitDataset(csv, options).status().message(),
+              HasSubstr("class label 3 is not an integer in 0..2"));
+  options = DatasetOptions{};
+  options.target_columns = 2;
+  EXPECT_THAT(SplitDataset(csv, options).status().message(),
+              HasSubstr("--targets"));
+}
+
+TEST(EpochBatchesTest, SeededShuffle_CoversEveryRowOnceAndRepeats) {
+  Dataset d;
+  d.inputs = {10, 1, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}};
+  d.targets = d.inputs;
+  auto a = EpochBatches(d, 4, true, 7, 0);
+  auto b = EpochBatches(d, 4, true, 7, 0);
+  auto c = EpochBatches(d, 4, true, 7, 1);
+  ASSERT_EQ(a.size(), 3u);
+  EXPECT_EQ(a.back().inputs().shape(0), 2);
+  std::multiset<double> seen;
+  std::string a_bytes, b_bytes, c_bytes;
+  for (size_t i = 0; i < a.size(); ++i) {
+    for (double v : a[i].inputs().double_values()) seen.insert(v);
+    a_bytes += a[i].SerializeAsString();
+    b_bytes += b[i].SerializeAsString();
+    c_bytes += c[i].SerializeAsString();
+  }
+  EXPECT_EQ(seen, std::multiset<double>({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  EXPECT_EQ(a_bytes, b_bytes);  // same seed and epoch: same order
+  EXPECT_NE(a_bytes, c_bytes);  // next epoch: another order
+}
+
+TEST(ArgsTest, OptionsFlagsPositionalsAndErrors) {
+  Args args("satlab x NAME", "test");
+  args.Option("lr", "learning rate", "0.1").Flag("fast", "go fast");
+  ASSERT_TRUE(args.Parse({"net", "--lr=0.5", "--fast"}).ok());
+  EXPECT_EQ(args.Get("lr"), "0.5");
+  EXPECT_TRUE(args.GetFlag("fast"));
+  EXPECT_THAT(args.positional(), ElementsAre("net"));
+  Args other("satlab x", "test");
+  other.Option("lr", "learning rate", "0.1");
+  EXPECT_THAT(other.Parse({"--nope"}).message(),
+              HasSubstr("unknown option --nope"));
+  EXPECT_THAT(other.Parse({"--lr"}).message(), HasSubstr("--lr needs a value"));
+  ASSERT_TRUE(other.Parse({"--lr", "abc"}).ok());
+  EXPECT_THAT(other.GetDouble("lr").status().message(),
+              HasSubstr("--lr: expected a number, got \"abc\""));
+  EXPECT_THAT(other.Arg(0, "NAME").status().message(),
+              HasSubstr("missing NAME"));
+}
+
+TEST(ParamsJsonTest, RoundTripAndErrors) {
+  v1::SetParametersRequest request;
+  ASSERT_TRUE(
+      ParamsFromJson(R"({"layers":[{"weights":[[1,2],[3,4]],"biases":[5,6]}]})",
+                     &request)
+          .ok());
+  ASSERT_EQ(request.layers_size(), 1);
+  EXPECT_THAT(request.layers(0).weights().shape(), ElementsAre(2, 2));
+  EXPECT_THAT(request.layers(0).weights().double_values(),
+              ElementsAre(1, 2, 3, 4));
+  EXPECT_THAT(request.layers(0).biases().shape(), ElementsAre(2));
+  v1::GetParametersResponse response;
+  *response.mutable_layers() = request.layers();
+  const auto json = ParamsToJson(response);
+  EXPECT_EQ(json["layers"][0]["weights"][1][0], 3.0);
+
+  v1::SetParametersRequest bad;
+  EXPECT_THAT(ParamsFromJson(
+                  R"({"layers":[{"weights":[[1,2],[3]],"biases":[1]}]})", &bad)
+                  .message(),
+              HasSubstr("layers[0].weights[1]: expected a row of 2 numbers"));
+  EXPECT_THAT(ParamsFromJson("not json", &bad).message(),
+              HasSubstr("expected JSON"));
+}
+
+TEST(TableTest, AlignsColumnsAndRightAlignsNumbers) {
+  Table t({"NAME", "LOSS"});
+  t.AddRow({"a", "1.5"});
+  t.AddRow({"longer", "10"});
+  EXPECT_EQ(t.ToString(), "NAME    LOSS\na        1.5\nlonger    10\n");
+}
+
+}  // namespace
+}  // namespace satlab::cli
