@@ -1,0 +1,443 @@
+// satlab over gRPC on loopback, against the transport floor and the engine
+// in process, all in one program and one run:
+//
+//   grpc_echo/<case>/<dtype>        unary echo of a request and a response
+//                                   as large as TrainStep's (bench/echo.proto),
+//                                   served by the same server
+//   grpc_train_step/<case>/<dtype>  TrainStep through satlab::Client
+//   grpc_stream/<case>/<dtype>      Train stream, one StepResult per step:
+//                                   time per step received, the client
+//                                   writing ahead as flow control allows
+//   grpc_in_process/<case>/<dtype>  Network::TrainStep on the same spec
+//
+// The server is satlab::service::Server in this process (port 0,
+// compute_threads = --threads), the client a satlab::Client over a
+// loopback channel.
+//
+// With --rss --server=PATH instead: starts PATH (satlab-server) as a child
+// on port 0 and reports its VmRSS idle, after creating 10,000 tiny networks,
+// and after one TrainStep on each (benchmarks server_rss/...).
+//
+// Usage: grpc_bench --threads=N [google benchmark flags]
+//        grpc_bench --rss --server=PATH [google benchmark flags]
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "bench/bench_cases.h"
+#include "benchmark/benchmark.h"
+#include "client/client.h"
+#include "echo.grpc.pb.h"  // generated from bench/echo.proto
+#include "grpcpp/grpcpp.h"
+#include "server/engine/network.h"
+#include "server/service/server.h"
+
+namespace satlab::bench {
+namespace {
+
+// ---------------------------------------------------------------------------
+// The echo service: answers inline with a payload of the requested size.
+class EchoServiceImpl final : public EchoService::CallbackService {
+ public:
+  grpc::ServerUnaryReactor* Echo(grpc::CallbackServerContext* ctx,
+                                 const EchoRequest* request,
+                                 EchoResponse* response) override {
+    response->mutable_payload()->assign(
+        static_cast<size_t>(std::max(0, request->response_bytes())), 'x');
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+};
+
+// ---------------------------------------------------------------------------
+// Specs and minibatches of the bench cases, as protos.
+v1::NetworkSpec ProtoSpec(const BenchCase& c, bool f32) {
+  v1::NetworkSpec spec;
+  spec.set_input_size(c.sizes[0]);
+  const int layers = static_cast<int>(c.sizes.size()) - 1;
+  for (int l = 1; l <= layers; ++l) {
+    v1::LayerSpec* layer = spec.add_layers();
+    layer->set_units(c.sizes[l]);
+    layer->set_activation((l == layers && c.loss == OutputLoss::kSoftmaxCce)
+                              ? v1::ACTIVATION_SOFTMAX
+                              : v1::ACTIVATION_SIGMOID);
+  }
+  spec.set_loss(c.loss == OutputLoss::kSoftmaxCce ? v1::LOSS_CCE : v1::LOSS_MSE);
+  spec.mutable_init()->set_scheme(v1::INIT_SCHEME_GLOROT_UNIFORM);
+  spec.mutable_init()->set_seed(42);
+  spec.mutable_optimizer()->mutable_sgd()->set_learning_rate(kLearningRate);
+  spec.set_dtype(f32 ? v1::DTYPE_FLOAT32 : v1::DTYPE_FLOAT64);
+  return spec;
+}
+
+engine::NetworkSpec EngineSpec(const BenchCase& c, bool f32) {
+  engine::NetworkSpec spec;
+  spec.input_size = c.sizes[0];
+  const int layers = static_cast<int>(c.sizes.size()) - 1;
+  for (int l = 1; l <= layers; ++l) {
+    engine::LayerSpec layer;
+    layer.units = c.sizes[l];
+    layer.activation = (l == layers && c.loss == OutputLoss::kSoftmaxCce)
+                           ? engine::Activation::kSoftmax
+                           : engine::Activation::kSigmoid;
+    spec.layers.push_back(layer);
+  }
+  spec.loss = c.loss == OutputLoss::kSoftmaxCce ? engine::Loss::kCce : engine::Loss::kMse;
+  spec.init.scheme = engine::InitScheme::kGlorotUniform;
+  spec.init.seed = 42;
+  spec.optimizer.learning_rate = kLearningRate;
+  spec.dtype = f32 ? engine::DType::kFloat32 : engine::DType::kFloat64;
+  return spec;
+}
+
+// kMinibatchRing minibatches: inputs in [-0.5, 0.5), targets one-hot (cce)
+// or uniform in [0, 1) (mse), in the network's precision.
+std::vector<v1::Minibatch> ProtoBatches(const BenchCase& c, bool f32) {
+  std::mt19937_64 rng(42);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  const int rows = c.batch, in = c.sizes.front(), out = c.sizes.back();
+  std::vector<v1::Minibatch> batches;
+  for (int i = 0; i < kMinibatchRing; ++i) {
+    std::vector<double> x(static_cast<size_t>(rows) * in), y(static_cast<size_t>(rows) * out, 0.0);
+    for (double& v : x) v = u(rng) - 0.5;
+    if (c.loss == OutputLoss::kSoftmaxCce) {
+      for (int r = 0; r < rows; ++r) y[r * out + rng() % out] = 1.0;
+    } else {
+      for (double& v : y) v = u(rng);
+    }
+    v1::Minibatch b;
+    auto fill = [f32](v1::Tensor* t, int r, int k, const std::vector<double>& v) {
+      t->add_shape(r);
+      t->add_shape(k);
+      for (double d : v) {
+        if (f32) {
+          t->add_float_values(static_cast<float>(d));
+        } else {
+          t->add_double_values(d);
+        }
+      }
+    };
+    fill(b.mutable_inputs(), rows, in, x);
+    fill(b.mutable_targets(), rows, out, y);
+    batches.push_back(std::move(b));
+  }
+  return batches;
+}
+
+template <typename T>
+engine::MatrixView View(const v1::Tensor& t);
+template <>
+engine::MatrixView View<float>(const v1::Tensor& t) {
+  engine::MatrixView v;
+  v.f32 = t.float_values().data();
+  v.rows = t.shape(0);
+  v.cols = t.shape(1);
+  return v;
+}
+template <>
+engine::MatrixView View<double>(const v1::Tensor& t) {
+  engine::MatrixView v;
+  v.f64 = t.double_values().data();
+  v.rows = t.shape(0);
+  v.cols = t.shape(1);
+  return v;
+}
+
+void Fail(benchmark::State& state, const absl::Status& s) {
+  state.SkipWithError(s.ToString().c_str());
+}
+
+// ---------------------------------------------------------------------------
+// One in-process server + client for the whole program.
+struct Harness {
+  std::unique_ptr<service::Server> server;
+  EchoServiceImpl echo;
+  std::unique_ptr<Client> client;
+  std::unique_ptr<EchoService::Stub> echo_stub;
+  int counter = 0;
+};
+Harness* g_harness = nullptr;
+
+absl::StatusOr<std::string> NewNetwork(const BenchCase& c, bool f32) {
+  auto net = g_harness->client->CreateNetwork(
+      ProtoSpec(c, f32), "bench-" + std::to_string(g_harness->counter++));
+  if (!net.ok()) return net.status();
+  return net->name();
+}
+
+void BM_Echo(benchmark::State& state, const BenchCase& c, bool f32) {
+  // Same bytes as a TrainStep request/response of this case.
+  const std::vector<v1::Minibatch> batches = ProtoBatches(c, f32);
+  v1::TrainStepRequest step_request;
+  step_request.set_name("networks/bench-000");
+  *step_request.mutable_batch() = batches[0];
+  auto name = NewNetwork(c, f32);
+  if (!name.ok()) return Fail(state, name.status());
+  auto result = g_harness->client->TrainStep(*name, batches[0]);
+  if (!result.ok()) return Fail(state, result.status());
+  v1::TrainStepResponse step_response;
+  *step_response.mutable_result() = *result;
+  EchoRequest request;
+  request.mutable_payload()->assign(step_request.ByteSizeLong(), 'x');
+  request.set_response_bytes(static_cast<int>(step_response.ByteSizeLong()));
+  for (auto _ : state) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    EchoResponse response;
+    grpc::Status s = g_harness->echo_stub->Echo(&ctx, request, &response);
+    if (!s.ok()) return Fail(state, FromGrpc(s));
+  }
+  state.counters["request_bytes"] = static_cast<double>(request.ByteSizeLong());
+  state.counters["response_bytes"] = static_cast<double>(step_response.ByteSizeLong());
+}
+
+void BM_TrainStepRpc(benchmark::State& state, const BenchCase& c, bool f32) {
+  const std::vector<v1::Minibatch> batches = ProtoBatches(c, f32);
+  auto name = NewNetwork(c, f32);
+  if (!name.ok()) return Fail(state, name.status());
+  int i = 0;
+  for (auto _ : state) {
+    auto result = g_harness->client->TrainStep(*name, batches[i++ % kMinibatchRing]);
+    if (!result.ok()) return Fail(state, result.status());
+  }
+}
+
+void BM_TrainStream(benchmark::State& state, const BenchCase& c, bool f32) {
+  const std::vector<v1::Minibatch> batches = ProtoBatches(c, f32);
+  auto name = NewNetwork(c, f32);
+  if (!name.ok()) return Fail(state, name.status());
+  TrainOptions options;
+  options.report_every = 1;
+  auto session = g_harness->client->StartTraining(*name, options);
+  if (!session.ok()) return Fail(state, session.status());
+  TrainSession* stream = session->get();
+  // The writer runs ahead (as far as flow control lets it) while the loop
+  // below receives one StepResult per iteration.
+  const int64_t steps = static_cast<int64_t>(state.max_iterations);
+  std::thread writer([&] {
+    for (int64_t i = 0; i < steps; ++i) {
+      if (!stream->Write(batches[i % kMinibatchRing])) return;
+    }
+    stream->WritesDone();
+  });
+  v1::TrainResponse response;
+  bool broken = false;
+  for (auto _ : state) {
+    if (!stream->Read(&response)) {
+      broken = true;
+      break;
+    }
+  }
+  writer.join();
+  while (!broken && stream->Read(&response)) {
+  }
+  absl::Status s = stream->Finish();
+  if (broken || !s.ok()) {
+    Fail(state, s.ok() ? absl::InternalError("stream ended early") : s);
+  }
+}
+
+template <typename T>
+void BM_InProcess(benchmark::State& state, const BenchCase& c) {
+  const bool f32 = std::is_same_v<T, float>;
+  const std::vector<v1::Minibatch> batches = ProtoBatches(c, f32);
+  auto net = engine::Network::Create(EngineSpec(c, f32), engine::Limits());
+  if (!net.ok()) return Fail(state, net.status());
+  int i = 0;
+  for (auto _ : state) {
+    const v1::Minibatch& b = batches[i++ % kMinibatchRing];
+    benchmark::DoNotOptimize((*net)->TrainStep(View<T>(b.inputs()), View<T>(b.targets())));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// --rss: a real satlab-server process.
+double VmRssBytes(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) * 1024.0;
+  }
+  return 0;
+}
+
+void BM_ServerRss(benchmark::State& state, const std::string& server_path,
+                  const BenchCase& c, bool f32, int networks) {
+  for (auto _ : state) {
+    int out_pipe[2];
+    if (pipe(out_pipe) != 0) return Fail(state, absl::InternalError("pipe"));
+    const pid_t pid = fork();
+    if (pid == 0) {
+      dup2(out_pipe[1], 1);
+      close(out_pipe[0]);
+      const std::string max = "--max_networks=" + std::to_string(networks + 10);
+      execl(server_path.c_str(), server_path.c_str(), "--port=0", max.c_str(),
+            "--log_level=warn", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(out_pipe[1]);
+    FILE* out = fdopen(out_pipe[0], "r");
+    char line[512] = {0};
+    std::string address;
+    while (std::fgets(line, sizeof line, out) != nullptr) {
+      if (std::strncmp(line, "listening on ", 13) == 0) {
+        address = std::string(line + 13);
+        while (!address.empty() && (address.back() == '\n' || address.back() == '\r')) {
+          address.pop_back();
+        }
+        break;
+      }
+    }
+    auto stop = [&] {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+      fclose(out);
+    };
+    if (address.empty()) {
+      stop();
+      return Fail(state, absl::UnavailableError("satlab-server did not start"));
+    }
+    ClientOptions options;
+    options.target = address;
+    options.wait_for_ready = true;
+    Client client(options);
+    auto health = client.CheckHealth("");
+    absl::SleepFor(absl::Milliseconds(200));
+    const double idle = VmRssBytes(pid);
+    const v1::NetworkSpec spec = ProtoSpec(c, f32);
+    std::vector<std::string> names;
+    names.reserve(networks);
+    for (int i = 0; i < networks; ++i) {
+      auto net = client.CreateNetwork(spec);
+      if (!net.ok()) {
+        stop();
+        return Fail(state, net.status());
+      }
+      names.push_back(net->name());
+    }
+    const double created = VmRssBytes(pid);
+    const std::vector<v1::Minibatch> batches = ProtoBatches(c, f32);
+    for (const std::string& name : names) {
+      auto r = client.TrainStep(name, batches[0]);
+      if (!r.ok()) {
+        stop();
+        return Fail(state, r.status());
+      }
+    }
+    const double stepped = VmRssBytes(pid);
+    stop();
+    state.counters["networks"] = networks;
+    state.counters["rss_before_bytes"] = idle;
+    state.counters["rss_after_bytes"] = created;
+    state.counters["rss_after_step_bytes"] = stepped;
+  }
+}
+
+int RunRss(int argc, char** argv, const std::string& server_path) {
+  // 1-1 in float32 only (its float64 twin differs by 8 bytes a network).
+  static const std::pair<const BenchCase*, bool> runs[] = {
+      {&BenchCases()[0], true}, {&BenchCases()[1], true}, {&BenchCases()[1], false}};
+  for (const auto& run : runs) {
+    const BenchCase* c = run.first;
+    const bool f32 = run.second;
+    {
+      benchmark::RegisterBenchmark(
+          ("server_rss/" + std::string(c->name) + (f32 ? "/f32" : "/f64")).c_str(),
+          [c, f32, server_path](benchmark::State& s) {
+            BM_ServerRss(s, server_path, *c, f32, 10000);
+          })
+          ->Iterations(1)->Unit(benchmark::kSecond);
+    }
+  }
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
+
+}  // namespace
+}  // namespace satlab::bench
+
+int main(int argc, char** argv) {
+  using namespace satlab::bench;
+  std::vector<char*> original_argv(argv, argv + argc);
+  original_argv.push_back(nullptr);
+  const int threads = TakeThreadsFlag(&argc, argv);
+  bool rss = false;
+  std::string server_path;
+  int out = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--rss") == 0) {
+      rss = true;
+    } else if (std::strncmp(argv[i], "--server=", 9) == 0) {
+      server_path = argv[i] + 9;
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  argc = out;
+  if (rss) return RunRss(argc, argv, server_path);
+  FixThreadEnvironment(threads, threads, false, original_argv.data());
+
+  satlab::service::ServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.compute_threads = threads;
+  Harness harness;
+  options.extra_services.push_back(&harness.echo);
+  auto server = satlab::service::Server::Create(options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "Server::Create: %s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  harness.server = std::move(server).value();
+  satlab::ClientOptions client_options;
+  client_options.target = harness.server->address();
+  harness.client = std::make_unique<satlab::Client>(client_options);
+  harness.echo_stub = EchoService::NewStub(harness.client->channel());
+  g_harness = &harness;
+
+  for (const BenchCase& c : BenchCases()) {
+    const bool tiny = c.sizes[0] < 100;
+    for (bool f32 : {true, false}) {
+      const std::string suffix = std::string(c.name) + (f32 ? "/f32" : "/f64");
+      if (tiny) {
+        benchmark::RegisterBenchmark(("grpc_echo/" + suffix).c_str(),
+                                     [&c, f32](benchmark::State& s) { BM_Echo(s, c, f32); })
+            ->Unit(benchmark::kMicrosecond)->UseRealTime();
+        benchmark::RegisterBenchmark(("grpc_train_step/" + suffix).c_str(),
+                                     [&c, f32](benchmark::State& s) { BM_TrainStepRpc(s, c, f32); })
+            ->Unit(benchmark::kMicrosecond)->UseRealTime();
+      }
+      benchmark::RegisterBenchmark(("grpc_stream/" + suffix).c_str(),
+                                   [&c, f32](benchmark::State& s) { BM_TrainStream(s, c, f32); })
+          ->Unit(benchmark::kMicrosecond)->UseRealTime();
+      if (f32) {
+        benchmark::RegisterBenchmark(("grpc_in_process/" + suffix).c_str(),
+                                     [&c](benchmark::State& s) { BM_InProcess<float>(s, c); })
+            ->Unit(benchmark::kMicrosecond)->UseRealTime();
+      } else {
+        benchmark::RegisterBenchmark(("grpc_in_process/" + suffix).c_str(),
+                                     [&c](benchmark::State& s) { BM_InProcess<double>(s, c); })
+            ->Unit(benchmark::kMicrosecond)->UseRealTime();
+      }
+    }
+  }
+  benchmark::AddCustomContext("threads", std::to_string(threads));
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  harness.server->Shutdown(absl::Seconds(1));
+  return 0;
+}
