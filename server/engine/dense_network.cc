@@ -3,6 +3,7 @@
 // l = 0). Every matrix is row-major, one row per sample.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -180,8 +181,7 @@ class DenseNetwork final : public NetworkImpl {
     // Nothing is applied unless the loss, every gradient and every updated
     // value are finite.
     result.diverged = !std::isfinite(result.loss) || !AllFinite(ws.grads) ||
-                      !optimizer_.UpdateIsFinite(params_, ws.grads);
-    if (!result.diverged) optimizer_.Apply(ws.grads, &params_);
+                      !optimizer_.Step(ws.grads, &params_);
     ++step_;
     samples_seen_ += n;
     result.step = step_;
@@ -199,7 +199,7 @@ class DenseNetwork final : public NetworkImpl {
     double derivative_sum = 0;  // sum of f'(z) over (unit, sample)
     int64_t saturated = 0;      // count of f'(z) < theta max f'
     double activation_sum = 0;  // sum of a over (unit, sample)
-    Eigen::Array<bool, 1, Eigen::Dynamic> alive;  // [1, units]: some z > 0
+    Eigen::Array<T, 1, Eigen::Dynamic> max_z;  // [1, units]: max_x z
   };
 
   // Scratch space of one pass; TrainStep keeps one alive across steps.
@@ -230,7 +230,7 @@ class DenseNetwork final : public NetworkImpl {
       ws.grads.weights.emplace_back(params_.weights[l].rows(),
                                     params_.weights[l].cols());
       ws.grads.biases.emplace_back(params_.biases[l].cols());
-      ws.sums[l].alive.resize(params_.biases[l].cols());
+      ws.sums[l].max_z.resize(params_.biases[l].cols());
     }
     return ws;
   }
@@ -241,7 +241,7 @@ class DenseNetwork final : public NetworkImpl {
       s.derivative_sum = 0;
       s.saturated = 0;
       s.activation_sum = 0;
-      s.alive.setConstant(false);
+      s.max_z.setConstant(-std::numeric_limits<T>::infinity());
     }
     for (auto& w : ws->grads.weights) w.setZero();
     for (auto& b : ws->grads.biases) b.setZero();
@@ -280,7 +280,10 @@ class DenseNetwork final : public NetworkImpl {
       s.saturated += (ws->d[l].array() < threshold).count();
       s.activation_sum += static_cast<double>(ws->a[l].sum());
       if (ops.can_die) {
-        s.alive = s.alive || (ws->z[l].array() > T(0)).colwise().any();
+        // Column maxima of Z_l, one contiguous row at a time (row-major).
+        for (Eigen::Index r = 0; r < ws->z[l].rows(); ++r) {
+          s.max_z = s.max_z.max(ws->z[l].row(r).array());
+        }
       }
     }
     const RowMatrix<T>& a_out = ws->a[last];
@@ -336,15 +339,16 @@ class DenseNetwork final : public NetworkImpl {
 
   SaturationStats FinishStats(const Workspace& ws, int64_t n) const {
     SaturationStats stats;
+    stats.layers.reserve(layers_.size());
     for (size_t l = 0; l < layers_.size(); ++l) {
       const LayerSums& s = ws.sums[l];
       const double count =
-          static_cast<double>(n) * static_cast<double>(s.alive.size());
+          static_cast<double>(n) * static_cast<double>(s.max_z.size());
       LayerStats& out = stats.layers.emplace_back();
       out.mean_derivative = s.derivative_sum / count;
       out.saturated_fraction = static_cast<double>(s.saturated) / count;
       out.dead_units =
-          layers_[l].ops->can_die ? (!s.alive).count() : int64_t{0};
+          layers_[l].ops->can_die ? (s.max_z <= T(0)).count() : int64_t{0};
       out.weight_gradient_norm =
           static_cast<double>(ws.grads.weights[l].norm());
       out.bias_gradient_norm = static_cast<double>(ws.grads.biases[l].norm());

@@ -11,8 +11,8 @@
 
 namespace satlab::engine {
 
-// Parameters (or gradients) of all layers: weights [fan_in, units] and
-// biases [1, units].
+// Parameters (or gradients, or optimizer state) of all layers: weights
+// [fan_in, units] and biases [1, units].
 template <typename T>
 struct ParamSet {
   std::vector<RowMatrix<T>> weights;
@@ -22,36 +22,33 @@ struct ParamSet {
 template <typename T>
 class Optimizer {
  public:
-  // `shapes` gives the parameter shapes; state starts at zero.
+  // `shapes` gives the parameter shapes; state starts at zero. Every buffer
+  // is allocated here, none in Step.
   Optimizer(const OptimizerSpec& spec, const ParamSet<T>& shapes);
 
-  // Whether Apply(params, grads) would leave every parameter and state value
-  // finite. Reads only; no allocation.
-  bool UpdateIsFinite(const ParamSet<T>& params,
-                      const ParamSet<T>& grads) const;
-
-  // One step: params -= update(grads), state advanced (Adam's t += 1).
-  void Apply(const ParamSet<T>& grads, ParamSet<T>* params);
+  // One update of *params from `grads`. The new parameters and state are
+  // computed into spare buffers and swapped in only if all are finite;
+  // otherwise returns false and changes nothing (Adam's t included).
+  bool Step(const ParamSet<T>& grads, ParamSet<T>* params);
 
   // Zeroes momentum / moments and Adam's t.
   void Reset();
-
-  int64_t adam_step() const { return t_; }
 
  private:
   using Flat = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
   using ConstFlat = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
-  // Updates (kApply, Flat views) or checks (!kApply, ConstFlat views) one
-  // tensor p with gradient g and state m, v (flat views of equal size;
-  // state the optimizer does not use is empty and never read).
-  template <bool kApply, typename View>
-  bool Tensor(View p, ConstFlat g, View m, View v) const;
+  // Writes the updated p, m, v of one tensor into p_next, m_next, v_next
+  // (state the optimizer does not keep is empty and never touched) and
+  // returns whether they are all finite.
+  bool Tensor(ConstFlat p, ConstFlat g, ConstFlat m, ConstFlat v, Flat p_next,
+              Flat m_next, Flat v_next) const;
 
   OptimizerSpec spec_;
   // SGD: m = velocity (only when momentum > 0). Adam: m, v = moments.
-  ParamSet<T> m_;
-  ParamSet<T> v_;
+  ParamSet<T> m_, v_;
+  // Spare buffers the next values are computed into, then swapped in.
+  ParamSet<T> p_next_, m_next_, v_next_;
   int64_t t_ = 0;  // Adam steps applied since creation / last Reset
 };
 
