@@ -295,4 +295,4 @@ class Client {
   }
 }
 
-module.exports = { Client, tensor, values, rows, serviceDefinition, root, SERVICE_NAME, PROTO_ROOT, grpc };
+module.exports = { Client, tensor, values, rows, serviceDefinition, root, SERVICE_NAME, PROTO_ROOT, grpc, protobuf };

@@ -10,7 +10,7 @@ const { promisify } = require('util');
 const crypto = require('crypto');
 
 const CLIENT_DIR = path.resolve(__dirname, '..', '..', 'client', 'node');
-const { Client, tensor, values, rows, root, grpc } = require(path.join(CLIENT_DIR, 'satlab.js'));
+const { Client, tensor, values, rows, root, grpc, protobuf } = require(path.join(CLIENT_DIR, 'satlab.js'));
 const { startServer } = require('./live_server.js');
 
 const run = promisify(execFile);
@@ -55,7 +55,7 @@ test('TensorCodec_PackedFloats_IdenticalToProtobufjsAndExact', () => {
   const msg = { inputs: tensor(x, [3, 4]), targets: tensor(y, [3, 1]) };
   const bytes = Minibatch.encode(Minibatch.fromObject(msg)).finish();
   // Reference encoding with protobufjs's generic writer (element by element).
-  const w = require('protobufjs').Writer.create();
+  const w = protobuf.Writer.create();
   w.uint32(10).fork().uint32(10).fork().int64(3).int64(4).ldelim().uint32(18).fork();
   for (const v of x) w.float(v);
   w.ldelim().ldelim();

@@ -100,10 +100,18 @@ def main(argv=None):
         service = r.service(args.service)
         describe(service)
         req_desc = service.methods_by_name["CreateNetwork"].input_type
-        print(f"message {req_desc.full_name}:")
+        print(f"message {req_desc.full_name} {{")
+        type_names = {v: k[len("TYPE_"):].lower()
+                      for k, v in descriptor_pb2.FieldDescriptorProto.Type.items()}
         for f in req_desc.fields:
-            kind = f.message_type.full_name if f.message_type else f.type
-            print(f"  {f.name} = {f.number}  ({kind})")
+            if f.message_type:
+                kind = f.message_type.full_name
+            elif f.enum_type:
+                kind = f.enum_type.full_name
+            else:
+                kind = type_names[f.type]
+            print(f"  {kind} {f.name} = {f.number};")
+        print("}")
 
         # A call built only from the reflected descriptors.
         method = service.methods_by_name["ListNetworks"]
