@@ -21,20 +21,6 @@ absl::Status CheckFiniteImpl(const T* data, int64_t rows, int64_t cols,
                    " at (", index / cols, ", ", index % cols, ")"));
 }
 
-// First value of a finite double array whose float32 rounding overflows.
-absl::Status CheckFitsFloat32(const double* data, int64_t rows, int64_t cols,
-                              absl::string_view field) {
-  const double* end = data + rows * cols;
-  const double* bad = std::find_if(data, end, [](double x) {
-    return !std::isfinite(static_cast<float>(x));
-  });
-  if (bad == end) return absl::OkStatus();
-  const int64_t index = bad - data;
-  return absl::InvalidArgumentError(absl::StrCat(
-      field, ": value ", *bad, " at (", index / cols, ", ", index % cols,
-      ") overflows float32 (|x| <= ", std::numeric_limits<float>::max(), ")"));
-}
-
 absl::Status CheckValues(const double* data, int64_t rows, int64_t cols,
                          DType dtype, absl::string_view field) {
   if (absl::Status s = CheckFinite(data, rows, cols, field); !s.ok()) return s;
@@ -57,6 +43,20 @@ absl::Status CheckFinite(const float* data, int64_t rows, int64_t cols,
 absl::Status CheckFinite(const double* data, int64_t rows, int64_t cols,
                          absl::string_view field) {
   return CheckFiniteImpl(data, rows, cols, field);
+}
+
+absl::Status CheckFitsFloat32(const double* data, int64_t rows, int64_t cols,
+                              absl::string_view field) {
+  const double* end = data + rows * cols;
+  // Compared, not cast: a double-to-float cast out of range is undefined.
+  const double* bad = std::find_if(data, end, [](double x) {
+    return std::abs(x) > std::numeric_limits<float>::max();
+  });
+  if (bad == end) return absl::OkStatus();
+  const int64_t index = bad - data;
+  return absl::InvalidArgumentError(absl::StrCat(
+      field, ": value ", *bad, " at (", index / cols, ", ", index % cols,
+      ") overflows float32 (|x| <= ", std::numeric_limits<float>::max(), ")"));
 }
 
 absl::Status CheckLayerParams(const LayerParams& params, int64_t fan_in,

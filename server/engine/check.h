@@ -23,6 +23,12 @@ absl::Status CheckFinite(const float* data, int64_t rows, int64_t cols,
 absl::Status CheckFinite(const double* data, int64_t rows, int64_t cols,
                          absl::string_view field);
 
+// OK, or INVALID_ARGUMENT "<field>: value 1e+300 at (r, c) overflows
+// float32" for the first element of a finite row-major [rows, cols] array
+// whose magnitude exceeds the largest float.
+absl::Status CheckFitsFloat32(const double* data, int64_t rows, int64_t cols,
+                              absl::string_view field);
+
 // Shape [fan_in, units] / [units], finite values and, for float32 networks,
 // values representable as finite float32. Fields: "<prefix>.weights",
 // "<prefix>.biases". INVALID_ARGUMENT otherwise.

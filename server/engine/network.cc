@@ -15,8 +15,8 @@ namespace {
 // Shape, finiteness and (for `range_loss` bce/cce) [0, 1] range of one
 // batch tensor. `rows` < 0 means "any number of rows >= 1".
 absl::Status CheckBatchMatrix(const MatrixView& m, int64_t rows, int64_t cols,
-                              absl::string_view field, int64_t max_rows,
-                              absl::string_view rows_from) {
+                              DType dtype, absl::string_view field,
+                              int64_t max_rows, absl::string_view rows_from) {
   if (m.rows < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat(field, ": expected at least 1 row, got ", m.rows));
@@ -39,8 +39,15 @@ absl::Status CheckBatchMatrix(const MatrixView& m, int64_t rows, int64_t cols,
         field, ": expected exactly one of float32 or float64 data, got ",
         m.f32 == nullptr ? "none" : "both"));
   }
-  return m.f32 != nullptr ? CheckFinite(m.f32, m.rows, m.cols, field)
-                          : CheckFinite(m.f64, m.rows, m.cols, field);
+  if (m.f32 != nullptr) return CheckFinite(m.f32, m.rows, m.cols, field);
+  if (absl::Status s = CheckFinite(m.f64, m.rows, m.cols, field); !s.ok()) {
+    return s;
+  }
+  // float64 data for a float32 network is rounded once; it must fit.
+  if (dtype == DType::kFloat32) {
+    return CheckFitsFloat32(m.f64, m.rows, m.cols, field);
+  }
+  return absl::OkStatus();
 }
 
 template <typename T>
@@ -105,15 +112,16 @@ absl::Status Network::ValidateBatch(const MatrixView& inputs,
                                     absl::string_view field,
                                     int64_t max_rows) const {
   const std::string inputs_field = absl::StrCat(field, ".inputs");
-  if (absl::Status s = CheckBatchMatrix(inputs, -1, input_size(), inputs_field,
-                                        max_rows, "");
+  if (absl::Status s = CheckBatchMatrix(inputs, -1, input_size(), dtype(),
+                                        inputs_field, max_rows, "");
       !s.ok()) {
     return s;
   }
   if (targets == nullptr) return absl::OkStatus();
   const std::string targets_field = absl::StrCat(field, ".targets");
-  if (absl::Status s = CheckBatchMatrix(*targets, inputs.rows, output_size(),
-                                        targets_field, max_rows, inputs_field);
+  if (absl::Status s =
+          CheckBatchMatrix(*targets, inputs.rows, output_size(), dtype(),
+                           targets_field, max_rows, inputs_field);
       !s.ok()) {
     return s;
   }

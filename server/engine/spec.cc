@@ -1,6 +1,7 @@
 #include "server/engine/spec.h"
 
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -27,11 +28,12 @@ bool InHalfOpen(double x, double lo, double hi) { return x >= lo && x < hi; }
 // A positive hyperparameter of a float32 network must stay finite and
 // non-zero when rounded to float32.
 absl::Status CheckFloat32(double x, bool positive, absl::string_view field) {
-  const float f = static_cast<float>(x);
-  if (!std::isfinite(f)) {
+  // Compared before the cast: a double-to-float cast out of range is
+  // undefined.
+  if (std::abs(x) > std::numeric_limits<float>::max()) {
     return Invalid(field, absl::StrCat(x, " is not a finite float32"));
   }
-  if (positive && f == 0) {
+  if (positive && static_cast<float>(x) == 0) {
     return Invalid(field, absl::StrCat(x, " rounds to 0 in float32"));
   }
   return absl::OkStatus();
@@ -110,6 +112,18 @@ absl::Status CheckInit(const NetworkSpec& spec) {
     if (!(init.std > 0) || !std::isfinite(init.std)) {
       return Invalid("init.std",
                      absl::StrCat("expected finite > 0, got ", init.std));
+    }
+    // Box-Muller draws lie within 8.6 standard deviations of the mean (53-bit
+    // uniforms), so this bound keeps every parameter finite in the dtype.
+    const double largest = std::abs(init.mean) + 9 * init.std;
+    const double limit = spec.dtype == DType::kFloat32
+                             ? std::numeric_limits<float>::max()
+                             : std::numeric_limits<double>::max();
+    if (!(largest <= limit)) {
+      return Invalid("init.std",
+                     absl::StrCat("expected |mean| + 9 std <= ", limit,
+                                  " (draws must fit the dtype), got mean ",
+                                  init.mean, ", std ", init.std));
     }
   }
   if (init.scheme != InitScheme::kExplicit) {

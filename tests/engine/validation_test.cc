@@ -269,6 +269,15 @@ INSTANTIATE_TEST_SUITE_P(
             },
             "network.spec.init.std: expected finite > 0, got 0"),
         Invalid(
+            "NormalDrawsOverflowFloat32",
+            [](NetworkSpec& s) {
+              s.dtype = DType::kFloat32;
+              s.init.scheme = InitScheme::kNormal;
+              s.init.std = 1e38;
+            },
+            "network.spec.init.std: expected |mean| + 9 std <= "
+            "3.40282e+38"),
+        Invalid(
             "NormalMeanInf",
             [](NetworkSpec& s) {
               s.init.scheme = InitScheme::kNormal;
@@ -444,6 +453,24 @@ TEST(BatchValidation, NoData_Rejected) {
   EXPECT_THAT(std::string(s.message()),
               HasSubstr("minibatch.inputs: expected exactly one of float32 or "
                         "float64 data, got none"));
+}
+
+TEST(BatchValidation, Float64BeyondFloat32Range_RejectedForFloat32Network) {
+  NetworkSpec spec = ValidSpec();
+  spec.dtype = DType::kFloat32;
+  auto net = MakeNetwork(spec);
+  RowMatrix<double> x = RowMatrix<double>::Zero(2, 4);
+  x(1, 3) = 1e39;
+  const absl::Status s =
+      net->ValidateBatch(View(x), nullptr, Loss::kMse, "batch", 10);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("batch.inputs: value 1e+39 at (1, 3) overflows "
+                        "float32"));
+  // The same values are fine for a float64 network.
+  auto f64 = MakeNetwork(ValidSpec());
+  EXPECT_TRUE(
+      f64->ValidateBatch(View(x), nullptr, Loss::kMse, "batch", 10).ok());
 }
 
 TEST(BatchValidation, InputsOnly_Accepted) {
