@@ -9,7 +9,10 @@ const readline = require('readline');
 async function startServer(binary = process.env.SATLAB_SERVER_BIN, extraArgs = [], timeoutMs = 30000) {
   if (!binary) throw new Error('SATLAB_SERVER_BIN is not set');
   fs.accessSync(binary, fs.constants.X_OK);
-  const proc = spawn(binary, ['--host=127.0.0.1', '--port=0', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // The HTTP side port too is chosen at run time (the default 9464 would
+  // collide with any other server on this machine).
+  const env = { ...process.env, SATLAB_HTTP_PORT: process.env.SATLAB_HTTP_PORT || '0' };
+  const proc = spawn(binary, ['--host=127.0.0.1', '--port=0', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
   const address = await new Promise((resolve, reject) => {

@@ -24,9 +24,12 @@ class LiveServer:
             raise RuntimeError(f"satlab-server not executable: {self.binary}")
         self.stderr_path = f"/tmp/satlab-pytest-server-{os.getpid()}.log"
         self._stderr = open(self.stderr_path, "w")
+        # The HTTP side port too is chosen at run time (the default 9464 would
+        # collide with any other server on this machine).
+        env = dict(os.environ, SATLAB_HTTP_PORT=os.environ.get("SATLAB_HTTP_PORT", "0"))
         self.proc = subprocess.Popen(
             [self.binary, "--host=127.0.0.1", "--port=0", *self.extra_args],
-            stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+            stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
