@@ -15,12 +15,14 @@
 // the bare-step time measured once at startup in the same process.
 //
 // Usage: metrics_overhead_bench [--threads=N] [google benchmark flags]
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
 #include <random>
 #include <vector>
 
+#include "Eigen/Core"
 #include "bench/bench_cases.h"
 #include "benchmark/benchmark.h"
 #include "server/engine/network.h"
@@ -103,8 +105,8 @@ struct Metrics {
     hub = *service::MetricsHub::Create({});
     draining = hub->Subscribe({"", -1});
     idle = hub->Subscribe({"networks/bench", -1});
-    grpc.RecordStarted(kMethod, grpc::experimental::ServerRpcInfo::Type::
-                                    BIDI_STREAMING);
+    grpc.RecordStarted(kMethod,
+                       grpc::experimental::ServerRpcInfo::Type::BIDI_STREAMING);
   }
   void Record(const engine::StepResult& result) {
     grpc.RecordMessage(kMethod, /*received=*/true);
@@ -164,19 +166,42 @@ void BM_MetricsOnly(benchmark::State& state) {
   state.counters["bare_step_ms"] = 1e3 * BareStepSeconds<T>();
 }
 
-BENCHMARK(BM_BareStep<float>)->Name("BareStep/784-256-256-10_b128_mse/f32")->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_StepWithMetrics<float>)->Name("StepWithMetrics/784-256-256-10_b128_mse/f32")->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_MetricsOnly<float>)->Name("MetricsOnly/784-256-256-10_b128_mse/f32")->Unit(benchmark::kMicrosecond)->UseRealTime();
-BENCHMARK(BM_BareStep<double>)->Name("BareStep/784-256-256-10_b128_mse/f64")->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_StepWithMetrics<double>)->Name("StepWithMetrics/784-256-256-10_b128_mse/f64")->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_MetricsOnly<double>)->Name("MetricsOnly/784-256-256-10_b128_mse/f64")->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_BareStep<float>)
+    ->Name("BareStep/784-256-256-10_b128_mse/f32")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_StepWithMetrics<float>)
+    ->Name("StepWithMetrics/784-256-256-10_b128_mse/f32")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_MetricsOnly<float>)
+    ->Name("MetricsOnly/784-256-256-10_b128_mse/f32")
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+BENCHMARK(BM_BareStep<double>)
+    ->Name("BareStep/784-256-256-10_b128_mse/f64")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_StepWithMetrics<double>)
+    ->Name("StepWithMetrics/784-256-256-10_b128_mse/f64")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_MetricsOnly<double>)
+    ->Name("MetricsOnly/784-256-256-10_b128_mse/f64")
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace satlab::bench
 
 int main(int argc, char** argv) {
-  const int threads = satlab::bench::TakeThreadsFlag(&argc, argv);
-  (void)threads;  // the engine's pools read OMP_NUM_THREADS (run_all.sh)
+  using namespace satlab::bench;
+  std::vector<char*> original_argv(argv, argv + argc);
+  original_argv.push_back(nullptr);
+  const int threads = TakeThreadsFlag(&argc, argv);
+  FixThreadEnvironment(threads, threads, /*passive=*/false,
+                       original_argv.data());
+  Eigen::setNbThreads(threads);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -4,7 +4,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -15,7 +18,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "server/http/http_server.h"
 #include "server/logging.h"
+#include "server/service/grpc_metrics.h"
+#include "server/service/metrics_hub.h"
 #include "server/service/server.h"
 #include "spdlog/spdlog.h"
 
@@ -41,6 +47,15 @@ ABSL_FLAG(int, train_stream_window, 4,
           "unsent) before it stops reading.");
 ABSL_FLAG(double, shutdown_grace_seconds, 10,
           "On SIGTERM/SIGINT, seconds in-flight calls get to finish.");
+ABSL_FLAG(int, http_port, 9464,
+          "HTTP side port for /metrics (Prometheus) and the live dashboard "
+          "at /, on --host; 0 picks a free port (printed), -1 turns it off.");
+ABSL_FLAG(int64_t, metrics_history, 10000,
+          "Metric events kept for WatchMetrics/dashboard replay (all "
+          "networks together).");
+ABSL_FLAG(int64_t, metrics_subscriber_buffer, 1024,
+          "Events buffered per WatchMetrics or dashboard stream before its "
+          "oldest are dropped (and counted in dropped_events).");
 ABSL_FLAG(std::string, log_format, "text", "Log format: text or json.");
 ABSL_FLAG(std::string, log_level, "info",
           "Log level: trace, debug, info, warn, error.");
@@ -77,7 +92,8 @@ int main(int argc, char** argv) {
   if (absl::Status s = satlab::server::ConfigureLogging(
           absl::GetFlag(FLAGS_log_format), absl::GetFlag(FLAGS_log_level));
       !s.ok()) {
-    std::fprintf(stderr, "satlab-server: %s\n", std::string(s.message()).c_str());
+    std::fprintf(stderr, "satlab-server: %s\n",
+                 std::string(s.message()).c_str());
     return 2;
   }
 
@@ -89,8 +105,8 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   satlab::service::ServerOptions options;
-  options.listen_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":",
-                                        absl::GetFlag(FLAGS_port));
+  options.listen_address =
+      absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
   options.compute_threads = absl::GetFlag(FLAGS_compute_threads);
   options.max_queued_calls = absl::GetFlag(FLAGS_max_queued_calls);
   options.max_networks = absl::GetFlag(FLAGS_max_networks);
@@ -101,6 +117,26 @@ int main(int argc, char** argv) {
   options.service.limits.max_batch_rows = absl::GetFlag(FLAGS_max_batch_rows);
   options.service.train_stream_window =
       absl::GetFlag(FLAGS_train_stream_window);
+
+  // Live metrics: one hub feeds WatchMetrics, /metrics and the dashboard.
+  satlab::service::MetricsHubOptions hub_options;
+  hub_options.history_size = absl::GetFlag(FLAGS_metrics_history);
+  hub_options.subscriber_buffer =
+      absl::GetFlag(FLAGS_metrics_subscriber_buffer);
+  auto hub = satlab::service::MetricsHub::Create(hub_options);
+  if (!hub.ok()) {
+    spdlog::critical("cannot start: {}", hub.status().ToString());
+    return 2;
+  }
+  satlab::service::GrpcServerMetrics grpc_metrics;
+  options.events = hub->get();
+  options.interceptors = [&grpc_metrics] {
+    std::vector<
+        std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        creators;
+    creators.push_back(grpc_metrics.NewInterceptorFactory());
+    return creators;
+  };
 
   auto server = satlab::service::Server::Create(options);
   if (!server.ok()) {
@@ -113,10 +149,32 @@ int main(int argc, char** argv) {
   spdlog::info("satlab-server listening on {} ({} compute threads)",
                (*server)->address(), (*server)->executor()->threads());
 
+  std::unique_ptr<satlab::http::HttpServer> http;
+  if (absl::GetFlag(FLAGS_http_port) >= 0) {
+    satlab::http::HttpServerOptions http_options;
+    http_options.host = absl::GetFlag(FLAGS_host);
+    http_options.port = absl::GetFlag(FLAGS_http_port);
+    auto started = satlab::http::HttpServer::Start(http_options, hub->get(),
+                                                   &grpc_metrics);
+    if (!started.ok()) {
+      spdlog::critical("cannot start: {}", started.status().ToString());
+      return 1;
+    }
+    http = *std::move(started);
+    std::printf("http listening on %s:%d\n", http_options.host.c_str(),
+                http->port());
+    std::fflush(stdout);
+    spdlog::info("metrics and dashboard on http://{}:{}/", http_options.host,
+                 http->port());
+  }
+
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   spdlog::info("received {}, draining (grace {} s)", strsignal(signal_number),
                absl::GetFlag(FLAGS_shutdown_grace_seconds));
+  // Watch streams end at once (UNAVAILABLE) instead of holding the grace.
+  (*hub)->Shutdown();
+  if (http != nullptr) http->Stop();
   (*server)->Shutdown(
       absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
   spdlog::info("stopped");

@@ -50,6 +50,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   for (grpc::Service* extra : options.extra_services) {
     builder.RegisterService(extra);
   }
+  if (options.interceptors) {
+    builder.experimental().SetInterceptorCreators(options.interceptors());
+  }
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     server->executor_->Shutdown();

@@ -4,6 +4,7 @@
 #ifndef SATLAB_SERVER_SERVICE_SERVER_H_
 #define SATLAB_SERVER_SERVICE_SERVER_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/support/server_interceptor.h"
 #include "server/service/events.h"
 #include "server/service/executor.h"
 #include "server/service/training_service.h"
@@ -36,6 +38,10 @@ struct ServerOptions {
   EventSink* events = nullptr;
   // Extra services to register (e.g. a benchmark's echo service); not owned.
   std::vector<grpc::Service*> extra_services;
+  // Makes the server interceptors (e.g. GrpcServerMetrics'); may be empty.
+  std::function<std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>()>
+      interceptors;
 };
 
 class Server {

@@ -1,23 +1,136 @@
+// WatchMetrics: a write reactor fed by a MetricsHub subscription. The hub
+// calls the subscription's listener on the thread that recorded the event;
+// the listener only starts a write when none is outstanding, so a slow
+// client never holds up training — its subscription drops the oldest events
+// and the next response carries the count in `dropped_events`.
 #include "server/service/watch_reactor.h"
+
+#include <memory>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "server/service/metrics_hub.h"
+#include "server/service/status.h"
+#include "server/service/training_service.h"
 
 namespace satlab::service {
 namespace {
 
-// Answers UNIMPLEMENTED until the real reactor lands.
-class Unimplemented final : public grpc::ServerWriteReactor<v1::WatchMetricsResponse> {
+class WatchReactor final
+    : public grpc::ServerWriteReactor<v1::WatchMetricsResponse> {
  public:
-  Unimplemented() {
-    Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "not built yet"));
+  // Answers `status` at once.
+  explicit WatchReactor(const absl::Status& status) {
+    absl::MutexLock lock(&mu_);
+    finished_ = true;
+    Finish(ToGrpcStatus(status));
   }
-  void OnDone() override { delete this; }
+
+  WatchReactor(MetricsHub* hub, WatchFilter filter)
+      : ends_with_deletion_(!filter.network.empty()),
+        subscription_(hub->Subscribe(filter)) {
+    // Not under mu_: the listener takes mu_ while the subscription holds its
+    // listener lock, so mu_ must never be held while calling into it.
+    subscription_->SetListener([this] {
+      absl::MutexLock lock(&mu_);
+      MaybeWrite();
+    });
+    absl::MutexLock lock(&mu_);
+    MaybeWrite();
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED,
+                              "the client stopped reading"));
+      return;
+    }
+    if (last_was_deletion_) {
+      // The watched network is gone: nothing more will come.
+      FinishOnce(grpc::Status::OK);
+      return;
+    }
+    MaybeWrite();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED,
+                            "the client cancelled the stream"));
+  }
+
+  void OnDone() override {
+    // Detaches from the hub at once; Close waits for a running listener.
+    if (subscription_ != nullptr) subscription_->Close();
+    delete this;
+  }
+
+ private:
+  void MaybeWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finished_) return;
+    std::optional<MetricsSubscription::Item> item = subscription_->Pop();
+    if (!item.has_value()) {
+      if (subscription_->closed()) {
+        FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                "the server is shutting down"));
+      }
+      return;
+    }
+    response_.Clear();
+    *response_.mutable_event() = *item->event;
+    response_.set_dropped_events(item->dropped_before);
+    last_was_deletion_ =
+        ends_with_deletion_ && item->event->has_network_deleted();
+    writing_ = true;
+    StartWrite(&response_);
+  }
+
+  void FinishOnce(const grpc::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(status);
+  }
+
+  const bool ends_with_deletion_ = false;
+  // Set before the listener is installed; never reassigned.
+  const std::shared_ptr<MetricsSubscription> subscription_;
+  absl::Mutex mu_;
+  v1::WatchMetricsResponse response_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool last_was_deletion_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace
 
 grpc::ServerWriteReactor<v1::WatchMetricsResponse>* NewWatchReactor(
-    TrainingServiceImpl*, grpc::CallbackServerContext*,
-    const v1::WatchMetricsRequest*) {
-  return new Unimplemented();
+    TrainingServiceImpl* service, grpc::CallbackServerContext* ctx,
+    const v1::WatchMetricsRequest* request) {
+  // The hub is the server's event sink (server/main.cc installs one).
+  auto* hub = dynamic_cast<MetricsHub*>(service->events());
+  if (hub == nullptr) {
+    return new WatchReactor(absl::UnimplementedError(
+        "this server runs without a metrics hub (see --metrics_history)"));
+  }
+  if (request->start_step() < -1) {
+    return new WatchReactor(absl::InvalidArgumentError(
+        absl::StrCat("start_step: expected >= -1 (-1 = live only), got ",
+                     request->start_step())));
+  }
+  WatchFilter filter;
+  if (!request->name().empty()) {
+    // NOT_FOUND for an unknown network, as every RPC naming one.
+    auto entry = service->FindNetwork(request->name(), "name");
+    if (!entry.ok()) return new WatchReactor(entry.status());
+    filter.network = request->name();
+  }
+  filter.start_step = request->start_step();
+  return new WatchReactor(hub, std::move(filter));
 }
 
 }  // namespace satlab::service

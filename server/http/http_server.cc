@@ -1,0 +1,208 @@
+#include "server/http/http_server.h"
+
+#include <httplib.h>
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+#include "nlohmann/json.hpp"
+#include "satlab/v1/training_service.pb.h"
+#include "server/http/assets.h"
+#include "server/http/exposition.h"
+
+namespace satlab::http {
+namespace {
+
+// One SSE message: `id` = the event's sequence, `data` = the
+// WatchMetricsResponse as proto JSON (field names as in the .proto).
+std::string SseMessage(const service::MetricsSubscription::Item& item) {
+  v1::WatchMetricsResponse response;
+  *response.mutable_event() = *item.event;
+  response.set_dropped_events(item.dropped_before);
+  google::protobuf::util::JsonPrintOptions json;
+  json.preserve_proto_field_names = true;
+  json.always_print_primitive_fields = true;
+  std::string data;
+  (void)google::protobuf::util::MessageToJsonString(response, &data, json);
+  return absl::StrCat("id: ", item.event->sequence(), "\ndata: ", data, "\n\n");
+}
+
+nlohmann::json NetworksJson(const service::MetricsHub& hub) {
+  nlohmann::json networks = nlohmann::json::array();
+  for (const service::NetworkGauges& g : hub.Networks()) {
+    nlohmann::json layers = nlohmann::json::array();
+    for (const engine::LayerStats& s : g.layers) {
+      layers.push_back({{"mean_derivative", s.mean_derivative},
+                        {"saturated_fraction", s.saturated_fraction},
+                        {"dead_units", s.dead_units},
+                        {"weight_gradient_norm", s.weight_gradient_norm},
+                        {"bias_gradient_norm", s.bias_gradient_norm},
+                        {"mean_activation", s.mean_activation}});
+    }
+    networks.push_back({{"name", absl::StrCat("networks/", g.id)},
+                        {"step", g.step},
+                        {"loss", g.loss},
+                        {"accuracy", g.accuracy},
+                        {"output_attenuation", g.output_attenuation},
+                        {"diverged", g.diverged},
+                        {"steps_total", g.steps_total},
+                        {"samples_total", g.samples_total},
+                        {"layers", std::move(layers)}});
+  }
+  const service::HubCounters c = hub.Counters();
+  return {{"networks", std::move(networks)},
+          {"events_total", c.events_total},
+          {"dropped_events_total", c.dropped_events_total},
+          {"subscribers", c.subscribers},
+          {"history_events", c.history_events},
+          {"history_size", hub.options().history_size}};
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
+    const HttpServerOptions& options, service::MetricsHub* hub,
+    const service::GrpcServerMetrics* grpc_metrics) {
+  if (hub == nullptr || options.port < 0 || options.port > 65535 ||
+      options.max_event_streams < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "http options: expected a hub, port in [0, 65535] and "
+        "max_event_streams >= 1, got port ",
+        options.port, ", max_event_streams ", options.max_event_streams));
+  }
+  std::unique_ptr<HttpServer> server(new HttpServer());
+  server->options_ = options;
+  server->hub_ = hub;
+  server->grpc_metrics_ = grpc_metrics;
+  server->server_ = std::make_unique<httplib::Server>();
+  // Each event stream holds a thread while open; keep some for the rest.
+  const size_t threads = static_cast<size_t>(options.max_event_streams) + 8;
+  server->server_->new_task_queue = [threads] {
+    return new httplib::ThreadPool(threads);
+  };
+  server->server_->set_keep_alive_timeout(2);
+  server->Routes();
+  if (options.port == 0) {
+    server->port_ = server->server_->bind_to_any_port(options.host);
+  } else if (server->server_->bind_to_port(options.host, options.port)) {
+    server->port_ = options.port;
+  }
+  if (server->port_ <= 0) {
+    return absl::UnavailableError(
+        absl::StrCat("http: could not listen on ", options.host, ":",
+                     options.port, " (address in use or not available)"));
+  }
+  httplib::Server* raw = server->server_.get();
+  server->thread_ = std::thread([raw] { raw->listen_after_bind(); });
+  return server;
+}
+
+HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::Stop() {
+  if (stopping_.exchange(true)) return;
+  std::vector<std::shared_ptr<service::MetricsSubscription>> streams;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& weak : streams_) {
+      if (auto sub = weak.lock()) streams.push_back(std::move(sub));
+    }
+    streams_.clear();
+  }
+  for (const auto& sub : streams) sub->Close();
+  server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void HttpServer::Routes() {
+  httplib::Server& s = *server_;
+
+  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(RenderMetrics(*hub_, grpc_metrics_),
+                    kExpositionContentType);
+  });
+
+  s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ok\n", "text/plain; charset=utf-8");
+  });
+
+  s.Get("/api/networks",
+        [this](const httplib::Request&, httplib::Response& res) {
+          res.set_header("Cache-Control", "no-store");
+          res.set_content(NetworksJson(*hub_).dump(), "application/json");
+        });
+
+  s.Get("/api/events", [this](const httplib::Request& req,
+                              httplib::Response& res) {
+    service::WatchFilter filter;
+    filter.network = req.get_param_value("network");
+    if (req.has_param("start_step") &&
+        (!absl::SimpleAtoi(req.get_param_value("start_step"),
+                           &filter.start_step) ||
+         filter.start_step < -1)) {
+      res.status = 400;
+      res.set_content("start_step: expected an integer >= -1\n",
+                      "text/plain; charset=utf-8");
+      return;
+    }
+    std::shared_ptr<service::MetricsSubscription> sub;
+    {
+      absl::MutexLock lock(&mu_);
+      size_t open = 0;
+      for (const auto& weak : streams_) {
+        auto live = weak.lock();
+        if (live != nullptr && !live->closed()) streams_[open++] = weak;
+      }
+      streams_.resize(open);
+      if (stopping_ || static_cast<int>(open) >= options_.max_event_streams) {
+        res.status = 503;
+        res.set_content("too many event streams\n",
+                        "text/plain; charset=utf-8");
+        return;
+      }
+      sub = hub_->Subscribe(filter);
+      streams_.push_back(sub);
+    }
+    res.set_header("Cache-Control", "no-store");
+    res.set_header("X-Accel-Buffering", "no");
+    const absl::Duration keepalive = options_.event_stream_keepalive;
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [sub, keepalive](size_t, httplib::DataSink& sink) {
+          if (!sub->WaitForEvent(keepalive)) {
+            if (sub->closed()) {
+              sink.done();
+              return true;
+            }
+            const char kComment[] = ": keepalive\n\n";
+            return sink.write(kComment, sizeof(kComment) - 1);
+          }
+          // Send what is waiting in one write (bounded per round).
+          std::string batch;
+          for (int i = 0; i < 256; ++i) {
+            auto item = sub->Pop();
+            if (!item.has_value()) break;
+            batch += SseMessage(*item);
+          }
+          return sink.write(batch.data(), batch.size());
+        },
+        [sub](bool) { sub->Close(); });
+  });
+
+  s.Get(R"(/(|dashboard\.js|dashboard\.css|vendor/chart\.min\.js))",
+        [](const httplib::Request& req, httplib::Response& res) {
+          const Asset* asset = FindAsset(req.path);
+          if (asset == nullptr) {
+            res.status = 404;
+            return;
+          }
+          res.set_header("Cache-Control", "no-cache");
+          res.set_content(asset->body.data(), asset->body.size(),
+                          std::string(asset->content_type));
+        });
+}
+
+}  // namespace satlab::http

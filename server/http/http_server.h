@@ -1,0 +1,80 @@
+// The HTTP side port: /metrics for Prometheus, the live dashboard at /, and
+// the dashboard's data:
+//   GET /metrics                 Prometheus text format (exposition.h)
+//   GET /                        the dashboard (static/, Chart.js embedded)
+//   GET /api/networks            latest gauges of every network, JSON
+//   GET /api/events?network=networks/{id}&start_step=N
+//                                Server-Sent Events: each `data:` line is a
+//                                WatchMetricsResponse in proto JSON (the
+//                                same events, replay and dropped_events
+//                                semantics as WatchMetrics)
+//   GET /healthz                 "ok"
+#ifndef SATLAB_SERVER_HTTP_HTTP_SERVER_H_
+#define SATLAB_SERVER_HTTP_HTTP_SERVER_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/service/grpc_metrics.h"
+#include "server/service/metrics_hub.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace satlab::http {
+
+struct HttpServerOptions {
+  // Address to bind; 0.0.0.0 for every interface.
+  std::string host = "127.0.0.1";
+  // Port; 0 picks a free one (see HttpServer::port()).
+  int port = 9464;
+  // Concurrent /api/events streams; more get 503.
+  int max_event_streams = 32;
+  // A comment line is sent on an idle event stream this often.
+  absl::Duration event_stream_keepalive = absl::Seconds(10);
+};
+
+class HttpServer {
+ public:
+  // Binds and starts serving on a thread of its own. `hub` (required) and
+  // `grpc_metrics` (may be null) must outlive the server. UNAVAILABLE when
+  // the address cannot be bound, INVALID_ARGUMENT for bad options.
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
+      const HttpServerOptions& options, service::MetricsHub* hub,
+      const service::GrpcServerMetrics* grpc_metrics);
+  // Stops (as Stop()).
+  ~HttpServer();
+
+  int port() const { return port_; }
+
+  // Ends the event streams, stops accepting, waits for in-flight requests.
+  // Idempotent.
+  void Stop();
+
+ private:
+  HttpServer() = default;
+  void Routes();
+
+  HttpServerOptions options_;
+  service::MetricsHub* hub_ = nullptr;
+  const service::GrpcServerMetrics* grpc_metrics_ = nullptr;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  absl::Mutex mu_;
+  std::vector<std::weak_ptr<service::MetricsSubscription>> streams_
+      ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace satlab::http
+
+#endif  // SATLAB_SERVER_HTTP_HTTP_SERVER_H_

@@ -1,0 +1,182 @@
+// The one source of live training metrics. MetricsHub is the server's
+// EventSink: every optimizer step, deletion and experiment progress becomes a
+// numbered v1::MetricEvent that is
+//   - kept in a bounded history ring (replay from a step),
+//   - fanned out to subscribers (WatchMetrics streams, the dashboard's SSE),
+//     each with a bounded buffer that drops its oldest events and counts
+//     them when its reader falls behind — training never waits for a reader,
+//   - folded into the latest per-network gauges that /metrics exposes (a
+//     deleted network's entry is removed, so its series disappear).
+//
+// Thread-safe. The EventSink callbacks run on executor threads and cost one
+// small proto, one mutex and one notification per subscriber.
+#ifndef SATLAB_SERVER_SERVICE_METRICS_HUB_H_
+#define SATLAB_SERVER_SERVICE_METRICS_HUB_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "satlab/v1/metrics.pb.h"
+#include "server/engine/network.h"
+#include "server/service/events.h"
+
+namespace satlab::service {
+
+struct MetricsHubOptions {
+  // Events retained for replay (over all networks), >= 1.
+  int64_t history_size = 10000;
+  // Live events buffered per subscriber before the oldest are dropped, >= 1.
+  int64_t subscriber_buffer = 1024;
+};
+
+// Which events a subscriber receives.
+struct WatchFilter {
+  // `networks/{id}` for one network (its steps and its deletion); empty for
+  // every network and every experiment.
+  std::string network;
+  // Replay retained step events with step >= start_step (and retained
+  // deletion/experiment events) before going live; -1 means live only.
+  int64_t start_step = 0;
+};
+
+// A shared, immutable event.
+using EventPtr = std::shared_ptr<const v1::MetricEvent>;
+
+// One reader of the hub's events. Created by MetricsHub::Subscribe; the
+// reader calls Pop (or WaitForEvent then Pop) and Close when done.
+class MetricsSubscription {
+ public:
+  struct Item {
+    EventPtr event;
+    // Events lost just before `event` because the buffer overflowed.
+    int64_t dropped_before = 0;
+  };
+
+  MetricsSubscription(WatchFilter filter, int64_t capacity);
+
+  // The next event (replayed ones first), or nullopt when none is waiting.
+  std::optional<Item> Pop();
+  // Blocks up to `timeout` until an event is waiting or the subscription is
+  // closed; true when an event is waiting.
+  bool WaitForEvent(absl::Duration timeout);
+  // Called (without the hub's locks) after each new event and once from
+  // Close (closed() is then true); it must not block and must not call
+  // SetListener/Close. Replaces any previous listener; after Close returns
+  // it is never called again.
+  void SetListener(std::function<void()> listener);
+  // Stops delivery; Pop then returns what is already buffered. Idempotent;
+  // also called by the hub when it shuts down.
+  void Close();
+  bool closed() const;
+  // Total events dropped so far.
+  int64_t dropped() const;
+  const WatchFilter& filter() const { return filter_; }
+
+ private:
+  friend class MetricsHub;
+  // Queues a live event (drops the oldest live one when full). Returns the
+  // number dropped (0 or 1).
+  int64_t Push(EventPtr event);
+  void Notify();
+
+  const WatchFilter filter_;
+  const int64_t capacity_;
+  mutable absl::Mutex mu_;
+  std::deque<EventPtr> replay_ ABSL_GUARDED_BY(mu_);
+  std::deque<EventPtr> live_ ABSL_GUARDED_BY(mu_);
+  int64_t dropped_pending_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t dropped_total_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  // Separate from mu_ so that a listener may call Pop.
+  absl::Mutex listener_mu_;
+  std::function<void()> listener_ ABSL_GUARDED_BY(listener_mu_);
+};
+
+// Latest training figures of one network (for /metrics and the dashboard).
+struct NetworkGauges {
+  std::string id;  // without the `networks/` prefix
+  int64_t step = 0;
+  double loss = 0;
+  double accuracy = 0;
+  double output_attenuation = 1;
+  bool diverged = false;
+  std::vector<engine::LayerStats> layers;
+  // Counted since this process started.
+  int64_t steps_total = 0;
+  int64_t samples_total = 0;
+  int64_t diverged_steps_total = 0;
+  absl::Time updated;
+};
+
+// Counters of the hub itself.
+struct HubCounters {
+  int64_t events_total = 0;
+  int64_t dropped_events_total = 0;
+  int64_t subscribers = 0;
+  int64_t history_events = 0;
+  int64_t last_sequence = 0;
+};
+
+class MetricsHub final : public EventSink {
+ public:
+  // INVALID_ARGUMENT when a size is < 1.
+  static absl::StatusOr<std::unique_ptr<MetricsHub>> Create(
+      const MetricsHubOptions& options);
+
+  // EventSink.
+  void OnStep(absl::string_view network,
+              const engine::StepResult& result) override;
+  void OnNetworkDeleted(absl::string_view network) override;
+  void OnExperimentProgress(const v1::ExperimentProgress& progress) override;
+
+  // A new subscriber, its replay already queued. After Shutdown the
+  // subscription comes back closed (with nothing to replay).
+  std::shared_ptr<MetricsSubscription> Subscribe(const WatchFilter& filter);
+
+  // Latest gauges of every live network, ordered by id.
+  std::vector<NetworkGauges> Networks() const;
+  HubCounters Counters() const;
+  const MetricsHubOptions& options() const { return options_; }
+
+  // Closes every subscription (streams end) and refuses new ones; events
+  // are still recorded. Idempotent.
+  void Shutdown();
+
+ private:
+  explicit MetricsHub(const MetricsHubOptions& options) : options_(options) {}
+
+  // Numbers, timestamps and retains `event` and queues it for matching
+  // subscribers, which the caller notifies after releasing mu_.
+  void Record(std::shared_ptr<v1::MetricEvent> event,
+              std::vector<std::shared_ptr<MetricsSubscription>>& to_notify)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  static bool Matches(const WatchFilter& filter, const v1::MetricEvent& event,
+                      bool replay);
+
+  const MetricsHubOptions options_;
+  mutable absl::Mutex mu_;
+  int64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
+  std::deque<EventPtr> history_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::weak_ptr<MetricsSubscription>> subscribers_
+      ABSL_GUARDED_BY(mu_);
+  std::map<std::string, NetworkGauges, std::less<>> networks_
+      ABSL_GUARDED_BY(mu_);
+  int64_t dropped_total_ ABSL_GUARDED_BY(mu_) = 0;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace satlab::service
+
+#endif  // SATLAB_SERVER_SERVICE_METRICS_HUB_H_
