@@ -53,21 +53,30 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 }
 process.on('exit', stopAll);
 
-// Waits for a line matching `re` on the child's stdout.
-function waitForLine(child, re, what, timeoutMs = 20000) {
+// Collects a child's stdout so that several lines can be waited for.
+function collectStdout(child) {
+  const out = { text: '', waiters: [] };
+  child.stdout.on('data', (chunk) => {
+    out.text += chunk.toString();
+    for (const w of out.waiters) w();
+  });
+  return out;
+}
+
+// Waits for a line matching `re` in the collected stdout.
+function waitForLine(child, out, re, what, timeoutMs = 20000) {
   return new Promise((resolve, reject) => {
-    let buffer = '';
     const timer = setTimeout(() => reject(new Error(`${what}: no line matching ${re} in ${timeoutMs} ms`)), timeoutMs);
-    const onData = (chunk) => {
-      buffer += chunk.toString();
-      const m = re.exec(buffer);
+    const check = () => {
+      const m = re.exec(out.text);
       if (m) {
         clearTimeout(timer);
-        child.stdout.off('data', onData);
+        out.waiters = out.waiters.filter((w) => w !== check);
         resolve(m);
       }
     };
-    child.stdout.on('data', onData);
+    out.waiters.push(check);
+    check();
     child.on('exit', (code) => reject(new Error(`${what} exited (${code}) before printing ${re}`)));
   });
 }
@@ -80,8 +89,9 @@ export async function startServer(serverBin, tmp) {
     stdio: ['ignore', 'pipe', log],
     env: { ...process.env, SATLAB_HOST: '127.0.0.1' },
   }));
-  const grpc = await waitForLine(child, /^listening on (\S+)$/m, 'satlab-server');
-  const http = await waitForLine(child, /^http listening on (\S+)$/m, 'satlab-server');
+  const out = collectStdout(child);
+  const grpc = await waitForLine(child, out, /^listening on (\S+)$/m, 'satlab-server');
+  const http = await waitForLine(child, out, /^http listening on (\S+)$/m, 'satlab-server');
   return { child, grpcTarget: grpc[1], httpBase: 'http://' + http[1] };
 }
 
