@@ -1,23 +1,514 @@
+// The server side of RunExperiment.
+//
+// The reactor owns one engine::VariantRun per variant. Up to `parallelism`
+// workers run on the service's executor; a worker owns one variant at a
+// time, trains it an epoch at a time, queues each epoch's metrics for the
+// client, and when that variant is done takes the next unclaimed one. So
+// messages of different variants may interleave (each is tagged with its
+// variant); each variant's own messages come in epoch order, and their
+// values do not depend on the interleaving.
+//
+// Fairness and flow control: a worker gives its thread back (resubmits
+// itself) after ~kSliceTime of work, so other calls queued on the executor
+// run in between; it parks while kWindow messages wait to be sent, and
+// OnWriteDone wakes it. Cancellation (client cancel, deadline, broken
+// stream) sets `cancelled_`, which the engine checks before every step; the
+// call finishes once no worker is in flight.
 #include "server/service/experiment_reactor.h"
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/engine/datasets.h"
+#include "server/engine/experiment.h"
+#include "server/service/convert.h"
+#include "server/service/status.h"
+#include "server/service/training_service.h"
 
 namespace satlab::service {
 namespace {
 
-// Answers UNIMPLEMENTED until the real reactor lands.
-class Unimplemented final : public grpc::ServerWriteReactor<v1::RunExperimentResponse> {
- public:
-  Unimplemented() {
-    Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "not built yet"));
+// Messages queued for the client before workers pause.
+constexpr size_t kWindow = 256;
+// Compute a worker does before giving its executor thread back.
+constexpr absl::Duration kSliceTime = absl::Milliseconds(20);
+
+absl::StatusOr<engine::DatasetKind> DatasetKindFromProto(
+    pb::DatasetKind kind, absl::string_view field) {
+  switch (kind) {
+    case pb::DATASET_KIND_SINGLE_SAMPLE:
+      return engine::DatasetKind::kSingleSample;
+    case pb::DATASET_KIND_XOR:
+      return engine::DatasetKind::kXor;
+    case pb::DATASET_KIND_CIRCLES:
+      return engine::DatasetKind::kCircles;
+    case pb::DATASET_KIND_SPIRALS:
+      return engine::DatasetKind::kSpirals;
+    case pb::DATASET_KIND_GAUSSIAN_BLOBS:
+      return engine::DatasetKind::kGaussianBlobs;
+    case pb::DATASET_KIND_K_BLOBS:
+      return engine::DatasetKind::kKBlobs;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": expected a satlab.v1.DatasetKind, got ",
+          static_cast<int>(kind),
+          kind == pb::DATASET_KIND_UNSPECIFIED ? " (unspecified)"
+                                               : " (unknown value)"));
   }
+}
+
+// Matrix of a client-supplied tensor, float64.
+absl::StatusOr<engine::RowMatrix<double>> CopyMatrix(const pb::Tensor& tensor,
+                                                     absl::string_view field) {
+  auto view = MatrixViewOf(tensor, field);
+  if (!view.ok()) return view.status();
+  if (view->f64 != nullptr) {
+    return engine::RowMatrix<double>(
+        Eigen::Map<const engine::RowMatrix<double>>(view->f64, view->rows,
+                                                    view->cols));
+  }
+  return Eigen::Map<const engine::RowMatrix<float>>(view->f32, view->rows,
+                                                    view->cols)
+      .cast<double>();
+}
+
+absl::StatusOr<engine::Dataset> DatasetFromProto(
+    const pb::Dataset& dataset, const engine::ExperimentLimits& limits,
+    std::string* field) {
+  switch (dataset.source_case()) {
+    case pb::Dataset::kBuiltin: {
+      *field = "spec.dataset.builtin";
+      const pb::BuiltinDataset& b = dataset.builtin();
+      auto kind = DatasetKindFromProto(b.kind(), absl::StrCat(*field, ".kind"));
+      if (!kind.ok()) return kind.status();
+      engine::DatasetOptions options;
+      options.kind = *kind;
+      options.samples = b.samples() == 0 ? 200 : b.samples();
+      options.noise = b.noise();
+      options.classes = b.classes() == 0 ? 3 : b.classes();
+      options.seed = b.seed();
+      options.single_output = b.single_output();
+      return engine::GenerateDataset(options, limits.max_samples, *field);
+    }
+    case pb::Dataset::kInline: {
+      *field = "spec.dataset.inline";
+      engine::Dataset data;
+      auto inputs = CopyMatrix(dataset.inline_().inputs(),
+                               absl::StrCat(*field, ".inputs"));
+      if (!inputs.ok()) return inputs.status();
+      auto targets = CopyMatrix(dataset.inline_().targets(),
+                                absl::StrCat(*field, ".targets"));
+      if (!targets.ok()) return targets.status();
+      data.inputs = *std::move(inputs);
+      data.targets = *std::move(targets);
+      return data;
+    }
+    default:
+      return absl::InvalidArgumentError(
+          "spec.dataset: expected builtin or inline data, got neither");
+  }
+}
+
+// ExperimentSpec -> engine spec, given the data's shape (needed to check
+// explicit initial parameters).
+absl::StatusOr<engine::ExperimentSpec> ExperimentFromProto(
+    const pb::ExperimentSpec& spec, const engine::Dataset& data) {
+  engine::ExperimentSpec out;
+  pb::NetworkSpec network;  // variant-independent parts, to reuse SpecFromProto
+  network.set_input_size(static_cast<int>(data.inputs.cols()));
+  for (int i = 0; i < spec.hidden_layers_size(); ++i) {
+    const pb::LayerSpec& layer = spec.hidden_layers(i);
+    auto activation = ActivationFromProto(
+        layer.activation(),
+        absl::StrCat("spec.hidden_layers[", i, "].activation"));
+    if (!activation.ok()) return activation.status();
+    engine::LayerSpec l;
+    l.units = layer.units();
+    l.activation = *activation;
+    if (layer.leaky_relu_slope() != 0)
+      l.leaky_relu_slope = layer.leaky_relu_slope();
+    out.hidden_layers.push_back(l);
+    *network.add_layers() = layer;
+  }
+  for (int v = 0; v < spec.variants_size(); ++v) {
+    const pb::ExperimentVariant& variant = spec.variants(v);
+    const std::string field = absl::StrCat("spec.variants[", v, "]");
+    engine::ExperimentVariantSpec ev;
+    ev.label = variant.label();
+    auto output = ActivationFromProto(
+        variant.output_activation(), absl::StrCat(field, ".output_activation"));
+    if (!output.ok()) return output.status();
+    ev.output_activation = *output;
+    auto loss = LossFromProto(variant.loss(), absl::StrCat(field, ".loss"));
+    if (!loss.ok()) return loss.status();
+    ev.loss = *loss;
+    if (variant.hidden_activation() != pb::ACTIVATION_UNSPECIFIED) {
+      auto hidden =
+          ActivationFromProto(variant.hidden_activation(),
+                              absl::StrCat(field, ".hidden_activation"));
+      if (!hidden.ok()) return hidden.status();
+      ev.hidden_activation = *hidden;
+    }
+    if (variant.has_optimizer()) {
+      auto optimizer = OptimizerFromProto(variant.optimizer(),
+                                          absl::StrCat(field, ".optimizer"));
+      if (!optimizer.ok()) return optimizer.status();
+      ev.optimizer = *optimizer;
+    }
+    out.variants.push_back(std::move(ev));
+  }
+  // The output layer as far as init/optimizer conversion cares.
+  pb::LayerSpec* output = network.add_layers();
+  output->set_units(static_cast<int>(data.targets.cols()));
+  output->set_activation(pb::ACTIVATION_SIGMOID);
+  network.set_loss(pb::LOSS_MSE);
+  *network.mutable_init() = spec.init();
+  *network.mutable_optimizer() = spec.optimizer();
+  network.set_dtype(spec.dtype());
+  network.set_saturation_threshold(spec.saturation_threshold());
+  auto converted = SpecFromProto(network, "spec");
+  if (!converted.ok()) return converted.status();
+  out.init = std::move(converted->init);
+  out.optimizer = converted->optimizer;
+  out.dtype = converted->dtype;
+  out.saturation_threshold = converted->saturation_threshold;
+  out.epochs = spec.epochs();
+  out.batch_size = spec.batch_size();
+  out.shuffle_seed = spec.shuffle_seed();
+  out.shuffle = !spec.no_shuffle();
+  if (spec.parallelism() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "spec.parallelism: expected >= 0, got ", spec.parallelism()));
+  }
+  return out;
+}
+
+void RecordToProto(const engine::EpochRecord& record, absl::string_view label,
+                   pb::EpochMetrics* out) {
+  out->set_variant(record.variant);
+  out->set_label(std::string(label));
+  out->set_epoch(record.epoch);
+  out->set_loss(record.loss);
+  out->set_accuracy(record.accuracy);
+  StatsToProto(record.stats, out->mutable_saturation());
+  out->set_step(record.step);
+  out->set_diverged(record.diverged);
+}
+
+std::string NewExperimentId() {
+  static std::atomic<int64_t> counter{0};
+  return absl::StrCat("exp-", absl::ToUnixMillis(absl::Now()), "-",
+                      counter.fetch_add(1) + 1);
+}
+
+class ExperimentReactor final
+    : public grpc::ServerWriteReactor<v1::RunExperimentResponse> {
+ public:
+  ExperimentReactor(TrainingServiceImpl* service,
+                    grpc::CallbackServerContext* ctx,
+                    const v1::RunExperimentRequest* request)
+      : service_(service),
+        ctx_(ctx),
+        request_(request),
+        start_(absl::Now()),
+        experiment_id_(NewExperimentId()) {
+    absl::MutexLock lock(&mu_);
+    in_flight_ = 1;
+    if (!service_->executor()->TrySubmit([this] { Setup(); })) {
+      in_flight_ = 0;
+      FinishWith(absl::ResourceExhaustedError(
+          "the server's compute queue is full or shutting down; retry later"));
+    }
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    unsent_.pop_front();
+    if (!ok) {
+      cancelled_.store(true);
+      FinishWith(absl::CancelledError("the client stopped reading"));
+      return;
+    }
+    MaybeWrite();
+    WakeParked();
+    MaybeFinish();
+  }
+
+  void OnCancel() override {
+    cancelled_.store(true);
+    absl::MutexLock lock(&mu_);
+    FinishWith(absl::CancelledError(
+        "the experiment was cancelled (by the client or its deadline)"));
+  }
+
   void OnDone() override { delete this; }
+
+ private:
+  // On the executor: converts and validates the request, draws the shared
+  // initial parameters, starts the workers.
+  void Setup() {
+    absl::Status status = Prepare();
+    absl::MutexLock lock(&mu_);
+    --in_flight_;
+    if (!status.ok()) {
+      FinishWith(status);
+      return;
+    }
+    if (final_status_.has_value()) {
+      MaybeFinish();
+      return;
+    }
+    const int threads = service_->executor()->threads();
+    const int parallelism = request_->spec().parallelism() == 0
+                                ? threads
+                                : request_->spec().parallelism();
+    const int workers =
+        std::max(1, std::min<int>(parallelism, static_cast<int>(runs_.size())));
+    for (int w = 0; w < workers; ++w) {
+      const int v = next_variant_++;
+      Submit(v);
+    }
+  }
+
+  absl::Status Prepare() {
+    if (cancelled_.load() || ctx_->IsCancelled()) {
+      return absl::CancelledError("the experiment was cancelled");
+    }
+    const pb::ExperimentSpec& spec = request_->spec();
+    const engine::ExperimentLimits limits;
+    std::string data_field;
+    auto data = DatasetFromProto(spec.dataset(), limits, &data_field);
+    if (!data.ok()) return data.status();
+    data_ = *std::move(data);
+    auto converted = ExperimentFromProto(spec, data_);
+    if (!converted.ok()) return converted.status();
+    spec_ = *std::move(converted);
+    if (absl::Status s = engine::ValidateExperiment(
+            spec_, data_, data_field, service_->options().limits, limits);
+        !s.ok()) {
+      return s;
+    }
+    auto initial = engine::SharedInitialParameters(spec_, data_,
+                                                   service_->options().limits);
+    if (!initial.ok()) return initial.status();
+    initial_ = *std::move(initial);
+    const size_t variants = spec_.variants.size();
+    runs_.resize(variants);
+    for (const auto& variant : spec_.variants) {
+      labels_.push_back(engine::VariantLabel(variant));
+    }
+    absl::MutexLock lock(&mu_);
+    summaries_.resize(variants);
+    epochs_total_ = static_cast<int64_t>(variants) * (spec_.epochs + 1);
+    return absl::OkStatus();
+  }
+
+  // Queues Work(v) on the executor (mu_ held).
+  void Submit(int v) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ++in_flight_;
+    if (!service_->executor()->TrySubmit([this, v] { Work(v); })) {
+      --in_flight_;
+      cancelled_.store(true);
+      FinishWith(absl::UnavailableError(
+          "the server's compute queue is full or shutting down"));
+    }
+  }
+
+  // On the executor: advances variant `v` (owned by this worker) for about
+  // kSliceTime, then resubmits, parks, or moves to the next variant.
+  void Work(int v) {
+    const absl::Time slice_end = absl::Now() + kSliceTime;
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (final_status_.has_value()) {
+          --in_flight_;
+          MaybeFinish();
+          return;
+        }
+        if (unsent_.size() >= kWindow) {  // the client reads slowly: park
+          parked_.push_back(v);
+          --in_flight_;
+          return;
+        }
+        if (absl::Now() >= slice_end) {
+          --in_flight_;
+          Submit(v);
+          return;
+        }
+      }
+      absl::StatusOr<engine::EpochRecord> record = Advance(v);
+      absl::MutexLock lock(&mu_);
+      if (!record.ok()) {
+        cancelled_.store(true);
+        FinishWith(record.status());
+        --in_flight_;
+        MaybeFinish();
+        return;
+      }
+      Publish(*record);
+      if (runs_[v]->done()) {
+        runs_[v].reset();  // frees the network
+        if (++variants_done_ == static_cast<int>(runs_.size())) {
+          PublishSummary();
+        }
+        if (next_variant_ >= static_cast<int>(runs_.size())) {
+          --in_flight_;
+          MaybeFinish();
+          return;
+        }
+        v = next_variant_++;
+      }
+    }
+  }
+
+  // Epoch 0 of a new run, or the next epoch. Runs without mu_.
+  absl::StatusOr<engine::EpochRecord> Advance(int v) {
+    if (runs_[v] == nullptr) {
+      auto run = engine::VariantRun::Create(spec_, &data_, v, initial_,
+                                            service_->options().limits);
+      if (!run.ok()) return run.status();
+      runs_[v] = *std::move(run);
+      return runs_[v]->Evaluate();
+    }
+    return runs_[v]->NextEpoch(cancelled_);
+  }
+
+  void Publish(const engine::EpochRecord& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    summaries_[record.variant].Add(record);
+    ++epochs_done_;
+    v1::RunExperimentResponse& response = unsent_.emplace_back();
+    RecordToProto(record, labels_[record.variant], response.mutable_epoch());
+    response.set_epochs_done(epochs_done_);
+    response.set_epochs_total(epochs_total_);
+    if (EventSink* events = service_->events(); events != nullptr) {
+      v1::ExperimentProgress progress;
+      progress.set_experiment_id(experiment_id_);
+      progress.set_display_name(request_->spec().display_name());
+      *progress.mutable_epoch() = response.epoch();
+      progress.set_epochs_done(epochs_done_);
+      progress.set_epochs_total(epochs_total_);
+      events->OnExperimentProgress(progress);
+    }
+    MaybeWrite();
+  }
+
+  void PublishSummary() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    v1::RunExperimentResponse& response = unsent_.emplace_back();
+    pb::ExperimentSummary* summary = response.mutable_summary();
+    for (size_t v = 0; v < summaries_.size(); ++v) {
+      const engine::VariantSummary s = summaries_[v].Result();
+      pb::VariantSummary* out = summary->add_variants();
+      out->set_variant(static_cast<int>(v));
+      out->set_label(labels_[v]);
+      out->set_final_loss(s.final_loss);
+      out->set_final_accuracy(s.final_accuracy);
+      out->set_initial_loss(s.initial_loss);
+      out->set_epochs_to_half_loss(s.epochs_to_half_loss);
+      out->set_initial_output_attenuation(s.initial_output_attenuation);
+      out->set_mean_output_attenuation(s.mean_output_attenuation);
+      out->set_diverged(s.diverged);
+    }
+    summary->set_elapsed_seconds(absl::ToDoubleSeconds(absl::Now() - start_));
+    summary->set_samples(data_.inputs.rows());
+    summary->set_input_size(static_cast<int>(data_.inputs.cols()));
+    summary->set_output_size(static_cast<int>(data_.targets.cols()));
+    response.set_epochs_done(epochs_done_);
+    response.set_epochs_total(epochs_total_);
+    summary_queued_ = true;
+    if (EventSink* events = service_->events(); events != nullptr) {
+      v1::ExperimentProgress progress;
+      progress.set_experiment_id(experiment_id_);
+      progress.set_display_name(request_->spec().display_name());
+      *progress.mutable_summary() = *summary;
+      progress.set_epochs_done(epochs_done_);
+      progress.set_epochs_total(epochs_total_);
+      events->OnExperimentProgress(progress);
+    }
+    MaybeWrite();
+  }
+
+  void MaybeWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || writing_ || unsent_.empty()) return;
+    writing_ = true;
+    StartWrite(&unsent_.front());
+  }
+
+  void WakeParked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (unsent_.size() >= kWindow / 2) return;
+    std::vector<int> parked;
+    parked.swap(parked_);
+    for (int v : parked) Submit(v);
+  }
+
+  void FinishWith(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!final_status_.has_value()) final_status_ = std::move(status);
+    parked_.clear();
+    MaybeFinish();
+  }
+
+  // Finishes once no worker runs and (on success) everything was sent.
+  void MaybeFinish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || in_flight_ > 0 || writing_) return;
+    if (!final_status_.has_value()) {
+      if (!summary_queued_ || !unsent_.empty()) return;
+    }
+    finished_ = true;
+    Finish(final_status_.has_value() ? ToGrpcStatus(*final_status_)
+                                     : grpc::Status::OK);
+  }
+
+  TrainingServiceImpl* const service_;
+  grpc::CallbackServerContext* const ctx_;
+  const v1::RunExperimentRequest* const request_;
+  const absl::Time start_;
+  const std::string experiment_id_;
+  std::atomic<bool> cancelled_{false};
+
+  // Written by Setup before any worker starts, then read-only (runs_[v] is
+  // touched only by the worker owning v).
+  engine::Dataset data_;
+  engine::ExperimentSpec spec_;
+  std::vector<engine::LayerParams> initial_;
+  std::vector<std::string> labels_;
+  std::vector<std::unique_ptr<engine::VariantRun>> runs_;
+
+  absl::Mutex mu_;
+  std::vector<engine::SummaryAccumulator> summaries_ ABSL_GUARDED_BY(mu_);
+  int in_flight_ ABSL_GUARDED_BY(mu_) =
+      0;  // Setup/Work tasks queued or running
+  int next_variant_ ABSL_GUARDED_BY(mu_) = 0;
+  int variants_done_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<int> parked_ ABSL_GUARDED_BY(mu_);
+  int64_t epochs_done_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t epochs_total_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<v1::RunExperimentResponse> unsent_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool summary_queued_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<absl::Status> final_status_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace
 
 grpc::ServerWriteReactor<v1::RunExperimentResponse>* NewExperimentReactor(
-    TrainingServiceImpl*, grpc::CallbackServerContext*,
-    const v1::RunExperimentRequest*) {
-  return new Unimplemented();
+    TrainingServiceImpl* service, grpc::CallbackServerContext* ctx,
+    const v1::RunExperimentRequest* request) {
+  return new ExperimentReactor(service, ctx, request);
 }
 
 }  // namespace satlab::service

@@ -1,0 +1,362 @@
+#include "server/engine/experiment.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
+
+namespace satlab::engine {
+namespace {
+
+MatrixView ViewOf(const RowMatrix<double>& m) {
+  return {nullptr, m.data(), m.rows(), m.cols()};
+}
+
+// ValidateSpec names fields of a NetworkSpec (`network.spec.layers[2].units`);
+// an experiment's user wrote an ExperimentSpec, so point at its fields.
+absl::Status RenameSpecFields(const absl::Status& status,
+                              const ExperimentSpec& spec, int v) {
+  constexpr absl::string_view kPrefix = "network.spec.";
+  absl::string_view message = status.message();
+  if (!absl::ConsumePrefix(&message, kPrefix)) return status;
+  const std::string variant = absl::StrCat("spec.variants[", v, "]");
+  std::string renamed;
+  if (absl::ConsumePrefix(&message, "optimizer")) {
+    renamed = absl::StrCat(spec.variants[v].optimizer.has_value()
+                               ? absl::StrCat(variant, ".optimizer")
+                               : "spec.optimizer",
+                           message);
+  } else if (absl::ConsumePrefix(&message, "loss")) {
+    renamed = absl::StrCat(variant, ".loss", message);
+  } else if (absl::ConsumePrefix(&message, "layers[")) {
+    const size_t close = message.find(']');
+    int layer = 0;
+    for (char c : message.substr(0, close)) layer = layer * 10 + (c - '0');
+    message.remove_prefix(close == absl::string_view::npos ? message.size()
+                                                           : close + 1);
+    renamed = layer < static_cast<int>(spec.hidden_layers.size())
+                  ? absl::StrCat("spec.hidden_layers[", layer, "]", message)
+                  : absl::StrCat(variant, " (output layer)", message);
+  } else if (absl::ConsumePrefix(&message, "layers")) {
+    renamed = absl::StrCat("spec.hidden_layers", message);
+  } else {
+    renamed = absl::StrCat("spec.", message);
+  }
+  return absl::Status(status.code(), renamed);
+}
+
+absl::Status CheckFinite(const RowMatrix<double>& m, absl::string_view field) {
+  if (m.allFinite()) return absl::OkStatus();
+  for (Eigen::Index r = 0; r < m.rows(); ++r) {
+    for (Eigen::Index c = 0; c < m.cols(); ++c) {
+      if (!std::isfinite(m(r, c))) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ": expected finite values, got ", m(r, c),
+                         " at [", r, ", ", c, "]"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string VariantLabel(const ExperimentVariantSpec& variant) {
+  if (!variant.label.empty()) return variant.label;
+  return absl::StrCat(ActivationName(variant.output_activation), "+",
+                      LossName(variant.loss));
+}
+
+NetworkSpec VariantNetworkSpec(const ExperimentSpec& spec, int v,
+                               int input_size, int output_size) {
+  const ExperimentVariantSpec& variant = spec.variants[v];
+  NetworkSpec out;
+  out.input_size = input_size;
+  out.layers = spec.hidden_layers;
+  if (variant.hidden_activation.has_value()) {
+    for (LayerSpec& layer : out.layers) {
+      layer.activation = *variant.hidden_activation;
+    }
+  }
+  LayerSpec output;
+  output.units = output_size;
+  output.activation = variant.output_activation;
+  out.layers.push_back(output);
+  out.loss = variant.loss;
+  out.init = spec.init;
+  out.optimizer = variant.optimizer.value_or(spec.optimizer);
+  out.dtype = spec.dtype;
+  out.saturation_threshold = spec.saturation_threshold;
+  return out;
+}
+
+absl::Status ValidateExperiment(const ExperimentSpec& spec, const Dataset& data,
+                                absl::string_view data_field,
+                                const Limits& limits,
+                                const ExperimentLimits& experiment_limits) {
+  // The data: shapes, size, finiteness.
+  const int64_t n = data.inputs.rows();
+  if (n < 1 || data.inputs.cols() < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        data_field, ".inputs: expected at least one row and one column, got [",
+        n, ", ", data.inputs.cols(), "]"));
+  }
+  if (data.targets.rows() != n || data.targets.cols() < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(data_field, ".targets: expected ", n,
+                     " rows (as inputs) and at least one column, got [",
+                     data.targets.rows(), ", ", data.targets.cols(), "]"));
+  }
+  if (n > experiment_limits.max_samples) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        data_field, ": expected at most ", experiment_limits.max_samples,
+        " rows (the server's experiment dataset limit), got ", n));
+  }
+  if (absl::Status s =
+          CheckFinite(data.inputs, absl::StrCat(data_field, ".inputs"));
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s =
+          CheckFinite(data.targets, absl::StrCat(data_field, ".targets"));
+      !s.ok()) {
+    return s;
+  }
+
+  // Run length.
+  if (spec.variants.empty()) {
+    return absl::InvalidArgumentError(
+        "spec.variants: expected at least one variant, got none");
+  }
+  if (static_cast<int64_t>(spec.variants.size()) >
+      experiment_limits.max_variants) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "spec.variants: expected at most ", experiment_limits.max_variants,
+        " (the server's variant limit), got ", spec.variants.size()));
+  }
+  if (spec.epochs < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec.epochs: expected >= 1, got ", spec.epochs));
+  }
+  if (spec.epochs > experiment_limits.max_epochs) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "spec.epochs: expected at most ", experiment_limits.max_epochs,
+        " (the server's epoch limit), got ", spec.epochs));
+  }
+  if (spec.batch_size < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec.batch_size: expected >= 0 (0 = whole dataset), got ",
+                     spec.batch_size));
+  }
+  if (spec.batch_size > limits.max_batch_rows) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("spec.batch_size: expected at most ",
+                     limits.max_batch_rows, ", got ", spec.batch_size));
+  }
+
+  // Hidden layers, then each variant's network.
+  for (size_t l = 0; l < spec.hidden_layers.size(); ++l) {
+    if (spec.hidden_layers[l].activation == Activation::kSoftmax) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "spec.hidden_layers[", l,
+          "].activation: softmax is only allowed on the output layer"));
+    }
+  }
+  const int input_size = static_cast<int>(data.inputs.cols());
+  const int output_size = static_cast<int>(data.targets.cols());
+  int64_t parameters = 0;
+  for (size_t v = 0; v < spec.variants.size(); ++v) {
+    const ExperimentVariantSpec& variant = spec.variants[v];
+    const std::string field = absl::StrCat("spec.variants[", v, "]");
+    if (variant.hidden_activation == Activation::kSoftmax) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field,
+          ".hidden_activation: softmax is only allowed on the output layer"));
+    }
+    if (absl::Status s =
+            CheckLossActivation(variant.loss, variant.output_activation,
+                                absl::StrCat(field, ".loss"));
+        !s.ok()) {
+      return s;
+    }
+    const NetworkSpec net =
+        VariantNetworkSpec(spec, static_cast<int>(v), input_size, output_size);
+    if (absl::Status s = ValidateSpec(net, limits); !s.ok()) {
+      return RenameSpecFields(s, spec, static_cast<int>(v));
+    }
+    parameters = std::max(parameters, ParameterCount(net));
+    if (variant.loss != Loss::kMse) {
+      const auto& y = data.targets.array();
+      if ((y < 0).any() || (y > 1).any()) {
+        Eigen::Index r = 0, c = 0;
+        ((y < 0) || (y > 1)).cast<int>().maxCoeff(&r, &c);
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ".loss: ", LossName(variant.loss),
+                         " needs targets in [0, 1], got ", data.targets(r, c),
+                         " at ", data_field, ".targets[", r, ", ", c, "]"));
+      }
+    }
+  }
+  const double work = static_cast<double>(spec.epochs) *
+                      static_cast<double>(n) *
+                      static_cast<double>(spec.variants.size()) *
+                      static_cast<double>(parameters);
+  if (work > static_cast<double>(experiment_limits.max_work)) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "spec.epochs: epochs x samples x variants x parameters = %d x %d x "
+        "%d x %d = %.3g exceeds the server's experiment work limit of %.3g; "
+        "use fewer epochs, rows, variants or units",
+        spec.epochs, n, spec.variants.size(), parameters, work,
+        static_cast<double>(experiment_limits.max_work)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<LayerParams>> SharedInitialParameters(
+    const ExperimentSpec& spec, const Dataset& data, const Limits& limits) {
+  const NetworkSpec net =
+      VariantNetworkSpec(spec, 0, static_cast<int>(data.inputs.cols()),
+                         static_cast<int>(data.targets.cols()));
+  auto network = Network::Create(net, limits);
+  if (!network.ok()) return RenameSpecFields(network.status(), spec, 0);
+  std::vector<LayerParams> params;
+  for (int l = 0; l < (*network)->num_layers(); ++l) {
+    LayerParams p;
+    std::visit([&](const auto& w) { p.weights = w.template cast<double>(); },
+               (*network)->weights(l));
+    std::visit([&](const auto& b) { p.biases = b.template cast<double>(); },
+               (*network)->biases(l));
+    params.push_back(std::move(p));
+  }
+  return params;
+}
+
+VariantRun::VariantRun(const Dataset* data, int variant,
+                       const ExperimentSpec& spec,
+                       std::unique_ptr<Network> network)
+    : data_(data),
+      variant_(variant),
+      epochs_(spec.epochs),
+      batch_size_(
+          spec.batch_size == 0
+              ? data->inputs.rows()
+              : std::min<int64_t>(spec.batch_size, data->inputs.rows())),
+      shuffle_(spec.shuffle),
+      network_(std::move(network)),
+      rng_(spec.shuffle_seed),
+      order_(static_cast<size_t>(data->inputs.rows())) {
+  std::iota(order_.begin(), order_.end(), int64_t{0});
+}
+
+absl::StatusOr<std::unique_ptr<VariantRun>> VariantRun::Create(
+    const ExperimentSpec& spec, const Dataset* data, int variant,
+    absl::Span<const LayerParams> initial, const Limits& limits) {
+  NetworkSpec net =
+      VariantNetworkSpec(spec, variant, static_cast<int>(data->inputs.cols()),
+                         static_cast<int>(data->targets.cols()));
+  net.init = InitSpec{};
+  net.init.scheme = InitScheme::kExplicit;
+  net.init.explicit_params.assign(initial.begin(), initial.end());
+  auto network = Network::Create(net, limits);
+  if (!network.ok()) return RenameSpecFields(network.status(), spec, variant);
+  return std::unique_ptr<VariantRun>(
+      new VariantRun(data, variant, spec, *std::move(network)));
+}
+
+EpochRecord VariantRun::Evaluate() const {
+  const EvalResult eval =
+      network_->Evaluate(ViewOf(data_->inputs), ViewOf(data_->targets));
+  EpochRecord record;
+  record.variant = variant_;
+  record.epoch = epoch_;
+  record.step = network_->step();
+  record.loss = eval.loss;
+  record.accuracy = eval.accuracy;
+  record.stats = eval.stats;
+  record.diverged = diverged_ || !std::isfinite(eval.loss);
+  return record;
+}
+
+absl::StatusOr<EpochRecord> VariantRun::NextEpoch(
+    const std::atomic<bool>& cancelled) {
+  const int64_t n = data_->inputs.rows();
+  if (shuffle_) rng_.Shuffle(absl::MakeSpan(order_));
+  const bool whole = !shuffle_ && batch_size_ == n;
+  for (int64_t start = 0; start < n; start += batch_size_) {
+    if (cancelled.load(std::memory_order_relaxed)) {
+      return absl::CancelledError("the experiment was cancelled");
+    }
+    StepResult step;
+    if (whole) {
+      step = network_->TrainStep(ViewOf(data_->inputs), ViewOf(data_->targets));
+    } else {
+      // Gather rows order_[start, start + rows) into the minibatch.
+      const int64_t rows = std::min(batch_size_, n - start);
+      batch_inputs_.resize(rows, data_->inputs.cols());
+      batch_targets_.resize(rows, data_->targets.cols());
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t source = order_[static_cast<size_t>(start + r)];
+        batch_inputs_.row(r) = data_->inputs.row(source);
+        batch_targets_.row(r) = data_->targets.row(source);
+      }
+      step = network_->TrainStep(ViewOf(batch_inputs_), ViewOf(batch_targets_));
+    }
+    diverged_ = diverged_ || step.diverged;
+  }
+  ++epoch_;
+  return Evaluate();
+}
+
+void SummaryAccumulator::Add(const EpochRecord& record) {
+  const double attenuation = record.stats.output_attenuation;
+  if (count_ == 0) {
+    summary_.initial_loss = record.loss;
+    summary_.initial_output_attenuation = attenuation;
+  } else if (summary_.epochs_to_half_loss == 0 &&
+             record.loss < summary_.initial_loss / 2) {
+    summary_.epochs_to_half_loss = record.epoch;
+  }
+  summary_.final_loss = record.loss;
+  summary_.final_accuracy = record.accuracy;
+  summary_.diverged = summary_.diverged || record.diverged;
+  attenuation_sum_ += attenuation;
+  ++count_;
+  summary_.mean_output_attenuation =
+      attenuation_sum_ / static_cast<double>(count_);
+}
+
+VariantSummary SummaryAccumulator::Result() const { return summary_; }
+
+absl::StatusOr<std::vector<std::vector<EpochRecord>>> RunExperiment(
+    const ExperimentSpec& spec, const Dataset& data, const Limits& limits,
+    const ExperimentLimits& experiment_limits) {
+  if (absl::Status s =
+          ValidateExperiment(spec, data, "dataset", limits, experiment_limits);
+      !s.ok()) {
+    return s;
+  }
+  auto initial = SharedInitialParameters(spec, data, limits);
+  if (!initial.ok()) return initial.status();
+  const std::atomic<bool> never(false);
+  std::vector<std::vector<EpochRecord>> curves;
+  for (size_t v = 0; v < spec.variants.size(); ++v) {
+    auto run =
+        VariantRun::Create(spec, &data, static_cast<int>(v), *initial, limits);
+    if (!run.ok()) return run.status();
+    std::vector<EpochRecord> curve = {(*run)->Evaluate()};
+    while (!(*run)->done()) {
+      auto record = (*run)->NextEpoch(never);
+      if (!record.ok()) return record.status();
+      curve.push_back(*std::move(record));
+    }
+    curves.push_back(std::move(curve));
+  }
+  return curves;
+}
+
+}  // namespace satlab::engine
