@@ -131,6 +131,34 @@ check('compose.yaml: prometheus scrapes satlab:9464', () => {
   assert(/satlab:9464/.test(text), `${path.relative(REPO, p)} has no satlab:9464 target`);
 });
 
+check('compose.yaml: Grafana provisioning points at the compose mounts and the prometheus service', () => {
+  const g = compose.services.grafana;
+  const mounts = Object.fromEntries((g.volumes || []).map((v) => String(v).split(':')).filter((p) => p[0].startsWith('.'))
+    .map(([src, dst]) => [dst, path.resolve(path.dirname(COMPOSE), src)]));
+  const prov = mounts['/etc/grafana/provisioning'];
+  assert(prov, 'no bind mount at /etc/grafana/provisioning');
+  const dashDir = path.join(prov, 'dashboards');
+  for (const f of fs.readdirSync(dashDir).filter((n) => /\.ya?ml$/.test(n))) {
+    for (const p of YAML.parse(fs.readFileSync(path.join(dashDir, f), 'utf8')).providers || []) {
+      const target = p.options && p.options.path;
+      assert(mounts[target], `dashboard provider ${p.name} reads ${target}, which compose does not mount`);
+      const jsons = fs.readdirSync(mounts[target]).filter((n) => n.endsWith('.json'));
+      assert(jsons.length > 0, `no dashboard JSON in ${path.relative(REPO, mounts[target])}`);
+      for (const j of jsons) JSON.parse(fs.readFileSync(path.join(mounts[target], j), 'utf8'));
+    }
+  }
+  const dsDir = path.join(prov, 'datasources');
+  const promPort = (compose.services.prometheus.command || []).join(' ').match(/--web\.listen-address=\S*:(\d+)/);
+  for (const f of fs.readdirSync(dsDir).filter((n) => /\.ya?ml$/.test(n))) {
+    for (const d of YAML.parse(fs.readFileSync(path.join(dsDir, f), 'utf8')).datasources || []) {
+      if (d.type !== 'prometheus') continue;
+      const u = new URL(d.url);
+      assert(compose.services[u.hostname], `datasource ${d.name} points at ${u.hostname}, not a compose service`);
+      assert(!promPort || u.port === promPort[1], `datasource port ${u.port} != prometheus ${promPort && promPort[1]}`);
+    }
+  }
+});
+
 check('compose schema rejects a misspelled key and a bad port type (negative control)', () => {
   const bad = JSON.parse(JSON.stringify(compose));
   bad.services.satlab.helthcheck = bad.services.satlab.healthcheck;
