@@ -622,7 +622,7 @@ absl::Status RunFactor(Context& ctx, const std::string& dir, bool figures) {
        "set label 1 'a=0.6: a(1−a) = 0.24' at 0.6,0.24 point pt 7 offset "
        "1,-1\n"
        "set label 2 'a=0.95: a(1−a) = 0.0475' at 0.95,0.0475 point pt 7 "
-       "offset -12,2",
+       "right offset -1,1.5",
        {{"factor.csv", "1:4", "cross-entropy: δ = a − y", "", "lines"},
         {"factor.csv", "1:3", "mse: δ = (a − y)·a(1 − a)", "", "lines"},
         {"factor.csv", "1:2", "the factor σ′(z) = a(1 − a)", "dashtype 2",
