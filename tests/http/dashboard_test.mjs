@@ -2,8 +2,15 @@
 // dashboard of a satlab-server whose network trains through the CLI, finds
 // the network, watches its loss chart gain points, and saves a screenshot.
 //
+// With --experiment, it instead runs a two-variant experiment (sigmoid+MSE
+// vs sigmoid+BCE on XOR) through `satlab experiment SPEC.json`, selects it,
+// and checks that both variants are charted side by side.
+//
 //   node dashboard_test.mjs --server-bin B --cli-bin C --screenshot OUT.png
-//        [--chromium /usr/bin/chromium]
+//        [--experiment] [--chromium /usr/bin/chromium]
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { chromium } from 'playwright-core';
 import { arg, makeTempDir, requireFile, sleep, startServer, startTraining, stopAll } from './harness.mjs';
 
@@ -11,12 +18,55 @@ const serverBin = arg('server-bin');
 const cliBin = arg('cli-bin');
 const screenshot = arg('screenshot');
 const chromiumBin = requireFile(arg('chromium', '/usr/bin/chromium'), 'chromium (apt-get install chromium)');
+const experimentMode = process.argv.includes('--experiment');
+
+function runExperiment(target, tmp) {
+  const spec = {
+    display_name: 'xor: mse vs cross-entropy',
+    dataset: { builtin: { kind: 'DATASET_KIND_XOR', samples: 64, single_output: true } },
+    hidden_layers: [{ units: 4, activation: 'ACTIVATION_SIGMOID' }],
+    init: { scheme: 'INIT_SCHEME_GLOROT_UNIFORM', seed: '1' },
+    optimizer: { sgd: { learning_rate: 2.0 } },
+    variants: [
+      { label: 'sigmoid+mse', output_activation: 'ACTIVATION_SIGMOID', loss: 'LOSS_MSE' },
+      { label: 'sigmoid+bce', output_activation: 'ACTIVATION_SIGMOID', loss: 'LOSS_BCE' },
+    ],
+    epochs: 60,
+    batch_size: 8,
+  };
+  const file = path.join(tmp, 'xor.json');
+  fs.writeFileSync(file, JSON.stringify(spec));
+  const r = spawnSync(cliBin, ['--server', target, '--quiet', 'experiment', file, '--out',
+    path.join(tmp, 'experiment'), '--no-figures'], { encoding: 'utf8', timeout: 60000 });
+  if (r.status !== 0) throw new Error(`satlab experiment failed (${r.status}): ${r.stderr}${r.stdout}`);
+}
+
+async function experimentView(page, server, tmp) {
+  runExperiment(server.grpcTarget, tmp);
+  await page.goto(server.httpBase + '/', { waitUntil: 'load' });
+  const item = page.locator('#experiments li').first();
+  await item.waitFor({ timeout: 20000 });
+  await item.click();
+  await page.locator('#experiment-view').waitFor({ state: 'visible', timeout: 5000 });
+  await page.locator('#experiment-summary-card').waitFor({ state: 'visible', timeout: 10000 });
+  const title = await page.locator('#experiment-title').textContent();
+  if (title !== 'xor: mse vs cross-entropy') throw new Error(`experiment title is ${title}`);
+  const rows = await page.locator('#experiment-summary tr').count();
+  if (rows !== 3) throw new Error(`summary should have a header and 2 variants, got ${rows} rows`);
+  const labels = await page.evaluate(() =>
+    Chart.getChart(document.querySelector('#chart-exp-loss')).data.datasets.map((d) => `${d.label}:${d.data.length}`));
+  console.log(`experiment loss chart: ${labels.join(', ')}`);
+  if (labels.length !== 2 || !labels.every((l) => Number(l.split(':')[1]) >= 60)) {
+    throw new Error(`expected two variants with >= 60 epochs each, got ${labels}`);
+  }
+}
 
 async function main() {
   const tmp = makeTempDir('satlab-dash-');
   const server = await startServer(serverBin, tmp);
   console.log(`satlab-server grpc ${server.grpcTarget} http ${server.httpBase}`);
-  const trainer = startTraining(cliBin, server.grpcTarget, 'mse-sigmoid', tmp);
+  const trainer = experimentMode ? { stop: async () => {} }
+    : startTraining(cliBin, server.grpcTarget, 'mse-sigmoid', tmp);
 
   const browser = await chromium.launch({
     executablePath: chromiumBin,
@@ -28,6 +78,13 @@ async function main() {
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
     page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    if (experimentMode) {
+      await experimentView(page, server, tmp);
+      if (errors.length > 0) throw new Error(`page errors: ${errors.join('; ')}`);
+      await page.screenshot({ path: screenshot, fullPage: true });
+      console.log(`screenshot ${screenshot}`);
+      return;
+    }
     await page.goto(server.httpBase + '/', { waitUntil: 'load' });
 
     const item = page.locator('#networks li[data-key="networks/mse-sigmoid"]');

@@ -196,6 +196,26 @@ TEST_F(HttpTest, Events_ReplayAsSseInProtoJson) {
   EXPECT_THAT(Get("/api/networks"), HasSubstr("\"name\":\"networks/watched\""));
 }
 
+TEST_F(HttpTest, Events_ExperimentProgressReachesAllNetworksStream) {
+  v1::ExperimentProgress progress;
+  progress.set_experiment_id("exp-1");
+  progress.set_display_name("mse vs bce");
+  progress.mutable_epoch()->set_label("sigmoid+mse");
+  progress.set_epochs_done(1);
+  progress.set_epochs_total(4);
+  hub_->OnExperimentProgress(progress);  // as RunExperiment reports it
+  std::string body;
+  httplib::Client sse("127.0.0.1", http_->port());
+  sse.set_read_timeout(10, 0);
+  sse.Get("/api/events?start_step=0", [&](const char* data, size_t size) {
+    body.append(data, size);
+    return !absl::StrContains(body, "\n\n");
+  });
+  EXPECT_THAT(body, HasSubstr("\"experiment\":{\"experiment_id\":\"exp-1\""));
+  EXPECT_THAT(body, HasSubstr("\"label\":\"sigmoid+mse\""));
+  EXPECT_THAT(body, HasSubstr("\"epochs_total\":\"4\""));
+}
+
 TEST_F(HttpTest, Stop_EndsOpenEventStreams) {
   std::atomic<bool> ended{false};
   std::thread reader([&] {
