@@ -377,7 +377,7 @@ std::vector<Figure> CurveFigures(const Plan& plan,
                std::min<int>(1500, 520 * static_cast<int>(curves.size())),
                520};
     Figure sat{plan.name + "_saturation",
-               plan.title + ": saturated fraction per hidden layer",
+               plan.title + ": mean f′(z) per hidden layer",
                {},
                act.columns,
                act.width,
@@ -388,8 +388,8 @@ std::vector<Figure> CurveFigures(const Plan& plan,
                             false, "set yrange [0:1]", per_layer(c, 2)});
       sat.panels.push_back(
           {c.label, epoch_label,
-           "fraction of (unit, sample) with f′(z) < 0.1·max f′", false,
-           "set yrange [0:1]\nset key top left", per_layer(c, 1)});
+           "mean σ′(z) = a(1 − a) (0.25 = unsaturated; → 0 = saturated)", false,
+           "set yrange [0:0.26]\nset key bottom left", per_layer(c, 0)});
     }
     figures.push_back(act);
     figures.push_back(sat);
@@ -494,7 +494,7 @@ absl::Status RunPlan(Context& ctx, const Plan& plan, const std::string& dir,
                               {"runs", runs_json},
                               {"curves", curves_json}};
   SATLAB_RETURN_IF_ERROR(WriteFile(absl::StrCat(dir, "/", plan.name, ".json"),
-                                   all.dump(1) + "\n"));
+                                   all.dump() + "\n"));
 
   // Summary table (also written as <name>_summary.txt).
   const int e1 = epochs / 6, e2 = epochs / 2;
@@ -622,7 +622,7 @@ absl::Status RunFactor(Context& ctx, const std::string& dir, bool figures) {
        "set label 1 'a=0.6: a(1−a) = 0.24' at 0.6,0.24 point pt 7 offset "
        "1,-1\n"
        "set label 2 'a=0.95: a(1−a) = 0.0475' at 0.95,0.0475 point pt 7 "
-       "right offset -1,1.5",
+       "right offset -1,3",
        {{"factor.csv", "1:4", "cross-entropy: δ = a − y", "", "lines"},
         {"factor.csv", "1:3", "mse: δ = (a − y)·a(1 − a)", "", "lines"},
         {"factor.csv", "1:2", "the factor σ′(z) = a(1 − a)", "dashtype 2",
