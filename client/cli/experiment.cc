@@ -493,8 +493,8 @@ absl::Status RunPlan(Context& ctx, const Plan& plan, const std::string& dir,
                               {"title", plan.title},
                               {"runs", runs_json},
                               {"curves", curves_json}};
-  SATLAB_RETURN_IF_ERROR(WriteFile(absl::StrCat(dir, "/", plan.name, ".json"),
-                                   all.dump() + "\n"));
+  SATLAB_RETURN_IF_ERROR(
+      WriteFile(absl::StrCat(dir, "/", plan.name, ".json"), all.dump() + "\n"));
 
   // Summary table (also written as <name>_summary.txt).
   const int e1 = epochs / 6, e2 = epochs / 2;
