@@ -218,6 +218,8 @@ class DenseNetwork final : public NetworkImpl {
     int64_t correct = 0;
   };
 
+  // Per-layer slots only; matrices get their sizes on first use (Forward
+  // never allocates gradient buffers).
   Workspace MakeWorkspace() const {
     Workspace ws;
     const size_t count = params_.weights.size();
@@ -226,25 +228,25 @@ class DenseNetwork final : public NetworkImpl {
     ws.d.resize(count);
     ws.delta.resize(count);
     ws.sums.resize(count);
-    for (size_t l = 0; l < count; ++l) {
-      ws.grads.weights.emplace_back(params_.weights[l].rows(),
-                                    params_.weights[l].cols());
-      ws.grads.biases.emplace_back(params_.biases[l].cols());
-      ws.sums[l].max_z.resize(params_.biases[l].cols());
-    }
+    ws.grads.weights.resize(count);
+    ws.grads.biases.resize(count);
     return ws;
   }
 
-  // Zeroes the running sums and the gradient accumulators.
+  // Zeroes the running sums and the gradient accumulators (sized like the
+  // parameters; no reallocation when they already are).
   void BeginSums(Workspace* ws) const {
-    for (LayerSums& s : ws->sums) {
+    for (size_t l = 0; l < ws->sums.size(); ++l) {
+      LayerSums& s = ws->sums[l];
       s.derivative_sum = 0;
       s.saturated = 0;
       s.activation_sum = 0;
-      s.max_z.setConstant(-std::numeric_limits<T>::infinity());
+      s.max_z.setConstant(params_.biases[l].cols(),
+                          -std::numeric_limits<T>::infinity());
+      ws->grads.weights[l].setZero(params_.weights[l].rows(),
+                                   params_.weights[l].cols());
+      ws->grads.biases[l].setZero(params_.biases[l].cols());
     }
-    for (auto& w : ws->grads.weights) w.setZero();
-    for (auto& b : ws->grads.biases) b.setZero();
     ws->loss_sum = ws->delta_sq = ws->residual_sq = 0;
     ws->correct = 0;
   }
