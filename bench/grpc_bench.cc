@@ -283,8 +283,10 @@ void BM_ServerRss(benchmark::State& state, const std::string& server_path,
       dup2(out_pipe[1], 1);
       close(out_pipe[0]);
       const std::string max = "--max_networks=" + std::to_string(networks + 10);
-      execl(server_path.c_str(), server_path.c_str(), "--port=0", max.c_str(),
-            "--log_level=warn", static_cast<char*>(nullptr));
+      // Default options otherwise (metrics history, HTTP side port on a
+      // free port): the RSS a deployment would see.
+      execl(server_path.c_str(), server_path.c_str(), "--port=0", "--http_port=0",
+            max.c_str(), "--log_level=warn", static_cast<char*>(nullptr));
       _exit(127);
     }
     close(out_pipe[1]);
