@@ -254,7 +254,12 @@ class ExperimentReactor final
         "the experiment was cancelled (by the client or its deadline)"));
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    // Finish() may have been called by a worker still holding mu_; wait for
+    // it to let go before the memory goes away.
+    { absl::MutexLock lock(&mu_); }
+    delete this;
+  }
 
  private:
   // On the executor: converts and validates the request, draws the shared

@@ -219,6 +219,26 @@ TEST_F(ExperimentServiceTest, EveryVariant_StartsFromTheSameParameters) {
   }
 }
 
+TEST_F(ExperimentServiceTest, SlowReader_GetsEveryEpochInOrder) {
+  // 2 x 3001 messages, far more than the server queues before its workers
+  // pause; the reader dawdles at first so they do pause.
+  const v1::RunExperimentRequest request = Nielsen(2, 2, 3000);
+  int seen = 0;
+  std::vector<int> next_epoch(2, 0);
+  auto summary =
+      client_->RunExperiment(request, [&](const v1::RunExperimentResponse& m) {
+        if (++seen < 20) absl::SleepFor(absl::Milliseconds(20));
+        if (m.has_epoch()) {
+          EXPECT_EQ(m.epoch().epoch(), next_epoch[m.epoch().variant()]++);
+        }
+        return true;
+      });
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(next_epoch[0], 3001);
+  EXPECT_EQ(next_epoch[1], 3001);
+  EXPECT_EQ(seen, 2 * 3001 + 1);
+}
+
 TEST_F(ExperimentServiceTest, BadSpecs_InvalidArgumentNamingTheField) {
   struct Case {
     const char* name;
