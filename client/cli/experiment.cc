@@ -83,6 +83,7 @@ struct Plan {
 // One variant's curve over all epochs (epoch 0 first).
 struct Curve {
   int variant = 0;
+  int run = 0;  // index into Plan::runs
   std::string label;
   std::vector<v1::EpochMetrics> epochs;
   v1::VariantSummary summary;
@@ -111,7 +112,7 @@ Plan NielsenPlan(int epochs) {
   for (const auto& [w, b] : {std::pair{0.6, 0.9}, std::pair{2.0, 2.0}}) {
     Run run;
     v1::ExperimentSpec& spec = run.spec;
-    spec.set_display_name(absl::StrCat("nielsen w=", w, " b=", b));
+    spec.set_display_name(absl::StrCat("nielsen, start w=", w, " b=", b));
     spec.mutable_dataset()->mutable_builtin()->set_kind(
         v1::DATASET_KIND_SINGLE_SAMPLE);
     v1::Initialization* init = spec.mutable_init();
@@ -322,10 +323,29 @@ std::vector<Figure> CurveFigures(const Plan& plan,
   };
   std::vector<Figure> figures;
 
-  Figure loss{plan.name + "_loss", plan.title + ": learning curves", {}, 1};
-  loss.panels.push_back({"", epoch_label,
-                         "mean cost per sample (mse: ½(a−y)²; ce: nats)", false,
-                         "set yrange [0:*]", per_variant("$5")});
+  // Learning curves: one panel per run (e.g. per starting point), so each
+  // compares its losses from identical parameters.
+  const int runs = static_cast<int>(plan.runs.size());
+  Figure loss{plan.name + "_loss",
+              plan.title + ": learning curves",
+              {},
+              runs,
+              runs > 1 ? 1300 : 960,
+              runs > 1 ? 560 : 600};
+  for (int r = 0; r < runs; ++r) {
+    Panel panel{plan.runs[r].spec.display_name(),
+                epoch_label,
+                "mean cost per sample (mse: ½(a−y)²; ce: nats)",
+                false,
+                "set yrange [0:*]",
+                {}};
+    for (const Curve& c : curves) {
+      if (c.run != r) continue;
+      panel.series.push_back(
+          {csv, Using(c.variant, "3", "$5"), c.label, "", "lines"});
+    }
+    loss.panels.push_back(panel);
+  }
   figures.push_back(loss);
 
   if (plan.classification) {
@@ -427,6 +447,7 @@ absl::Status RunPlan(Context& ctx, const Plan& plan, const std::string& dir,
     for (int v = 0; v < run.spec.variants_size(); ++v) {
       Curve c;
       c.variant = offset + v;
+      c.run = static_cast<int>(&run - plan.runs.data());
       curves.push_back(c);
     }
     hidden_layers = std::max(hidden_layers, run.spec.hidden_layers_size());
