@@ -57,6 +57,19 @@ void BM_LibTorchTrainStep(benchmark::State& state, const BenchCase& c,
   const double half_over_batch = 0.5 / c.batch;
   int i = 0;
   double sink = 0;
+  // Untimed warm-up steps (allocator caches, autograd graph), as in
+  // bench/pytorch_anchor.py.
+  for (int warm = 0; warm < 5; ++warm) {
+    opt.zero_grad();
+    torch::Tensor a = net->forward(xs[warm % kMinibatchRing]);
+    torch::Tensor loss = c.loss == OutputLoss::kSoftmaxCce
+                             ? torch::nn::functional::cross_entropy(a, ys[warm % kMinibatchRing])
+                             : torch::mse_loss(a, ys[warm % kMinibatchRing], at::Reduction::Sum) *
+                                   half_over_batch;
+    loss.backward();
+    opt.step();
+    sink += loss.item<double>();
+  }
   for (auto _ : state) {
     const torch::Tensor& x = xs[i % kMinibatchRing];
     const torch::Tensor& y = ys[i % kMinibatchRing];

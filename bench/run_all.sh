@@ -2,7 +2,7 @@
 # Builds the benchmarks and anchors, runs them interleaved and repeated, and
 # writes docs/benchmarks.md with the medians and ratios of this one run.
 #
-#   bench/run_all.sh               # REPS=5 repetitions (~3-4 min once built)
+#   bench/run_all.sh               # REPS=4 repetitions (~4-5 min once built)
 #   REPS=3 bench/run_all.sh        # quicker, noisier
 #   SKIP_BUILD=1 bench/run_all.sh  # reuse build-bench/
 #   OUT=/tmp/b.md bench/run_all.sh # write elsewhere
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-REPS=${REPS:-5}
+REPS=${REPS:-4}
 BUILD=${BUILD_DIR:-$ROOT/build-bench}
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
 MIN_TIME=${MIN_TIME:-0.05}
