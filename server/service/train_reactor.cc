@@ -193,6 +193,11 @@ void TrainReactor::MaybeFinish() {
   Finish(success ? grpc::Status::OK : ToGrpcStatus(*final_status_));
 }
 
-void TrainReactor::OnDone() { delete this; }
+void TrainReactor::OnDone() {
+  // Finish() may have been called by a thread that still holds mu_; wait
+  // for it to let go before the mutex is destroyed with the reactor.
+  { absl::MutexLock lock(&mu_); }
+  delete this;
+}
 
 }  // namespace satlab::service
