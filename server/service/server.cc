@@ -20,9 +20,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   }
   const size_t colon = options.listen_address.rfind(':');
   if (colon == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "listen address: expected host:port, got \"", options.listen_address,
-        "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen address: expected host:port, got \"",
+                     options.listen_address, "\""));
   }
   std::unique_ptr<Server> server(new Server());
   server->options_ = options;
@@ -56,9 +56,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     server->executor_->Shutdown();
-    return absl::UnavailableError(absl::StrCat(
-        "could not listen on ", options.listen_address,
-        " (address in use or not available)"));
+    return absl::UnavailableError(
+        absl::StrCat("could not listen on ", options.listen_address,
+                     " (address in use or not available)"));
   }
   grpc::HealthCheckServiceInterface* health =
       server->server_->GetHealthCheckService();
