@@ -4,9 +4,12 @@
 // series through Prometheus's HTTP API, then evaluates every PromQL
 // expression of the Grafana dashboard: each must return data.
 //
+// Also lints the compose setup's docker/prometheus/prometheus.yml with
+// `promtool check config`.
+//
 //   node prometheus_test.mjs --server-bin B --cli-bin C --dashboard JSON
-//        [--prometheus /usr/bin/prometheus]
-import { spawn } from 'node:child_process';
+//        --compose-config prometheus.yml [--prometheus /usr/bin/prometheus]
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { arg, freePort, makeTempDir, requireFile, sleep, startServer, startTraining, stopAll, track } from './harness.mjs';
@@ -14,8 +17,10 @@ import { arg, freePort, makeTempDir, requireFile, sleep, startServer, startTrain
 const serverBin = arg('server-bin');
 const cliBin = arg('cli-bin');
 const dashboardFile = requireFile(arg('dashboard'), 'Grafana dashboard JSON');
+const composeConfig = requireFile(arg('compose-config'), 'docker/prometheus/prometheus.yml');
 const prometheusBin = requireFile(arg('prometheus', '/usr/bin/prometheus'),
   'prometheus (apt-get install --no-install-recommends prometheus)');
+const promtoolBin = requireFile(path.join(path.dirname(prometheusBin), 'promtool'), 'promtool');
 
 const failures = [];
 function check(ok, what) {
@@ -64,6 +69,9 @@ function dashboardExpressions(file) {
 }
 
 async function main() {
+  const lint = spawnSync(promtoolBin, ['check', 'config', composeConfig], { encoding: 'utf8' });
+  check(lint.status === 0, `promtool check config ${composeConfig}${lint.status === 0 ? '' : ': ' + lint.stdout + lint.stderr}`);
+
   const tmp = makeTempDir('satlab-prom-');
   console.log(`temp dir ${tmp}`);
   const server = await startServer(serverBin, tmp);
