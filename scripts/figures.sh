@@ -26,7 +26,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$build/server/satlab-server" --port=0 >"$tmp/server.out" 2>"$tmp/server.err" &
+"$build/server/satlab-server" --port=0 --http_port=-1 >"$tmp/server.out" 2>"$tmp/server.err" &
 server_pid=$!
 for _ in $(seq 100); do
   grep -q '^listening on ' "$tmp/server.out" 2>/dev/null && break

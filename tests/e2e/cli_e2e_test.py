@@ -37,7 +37,7 @@ class CliEndToEnd(unittest.TestCase):
     def setUpClass(cls):
         # Port 0 through the environment: every flag has a SATLAB_* twin.
         cls.server, cls.address = start_server(env_extra={
-            "SATLAB_PORT": "0", "SATLAB_LOG_FORMAT": "json"})
+            "SATLAB_PORT": "0", "SATLAB_HTTP_PORT": "-1", "SATLAB_LOG_FORMAT": "json"})
         cls.tmp = tempfile.TemporaryDirectory()
 
     @classmethod
@@ -152,7 +152,7 @@ class CliEndToEnd(unittest.TestCase):
 
 class GracefulShutdown(unittest.TestCase):
     def test_sigterm_drains_in_flight_training_and_exits_zero(self):
-        server, address = start_server("--port=0", "--shutdown_grace_seconds=5")
+        server, address = start_server("--port=0", "--http_port=-1", "--shutdown_grace_seconds=5")
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, "data.csv")

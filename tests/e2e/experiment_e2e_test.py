@@ -24,7 +24,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 class ExperimentEndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.server = subprocess.Popen([SERVER, "--port=0"], stdout=subprocess.PIPE,
+        cls.server = subprocess.Popen([SERVER, "--port=0", "--http_port=-1"], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True)
         line = cls.server.stdout.readline()
         match = re.match(r"listening on (\S+):(\d+)", line)
