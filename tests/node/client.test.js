@@ -171,6 +171,46 @@ test('Errors_UnknownNetworkAndBadShape_StatusCodes', async () => {
   }
 });
 
+test('WatchMetricsAndRunExperiment_ServerStreams_AsyncIterable', async () => {
+  const { network } = await client.createNetwork({ network: { spec: neuronSpec('LOSS_BCE') } });
+  try {
+    for (let i = 0; i < 3; i++) {
+      await client.trainStep({ name: network.name, batch: { inputs: tensor([1], [1, 1]), targets: tensor([0], [1, 1]) } });
+    }
+    const watch = client.watchMetrics({ name: network.name, start_step: 0 }, { deadlineMs: 20000 });
+    const steps = [];
+    for await (const { event } of watch) {
+      if (event.step) {
+        assert.equal(event.network, network.name);
+        steps.push(event.step.step);
+      }
+      if (steps.length === 3) break;   // leaving the loop cancels the call
+    }
+    assert.deepEqual(steps, [1, 2, 3]);
+  } finally {
+    await client.deleteNetwork({ name: network.name });
+  }
+
+  const kinds = [];
+  let summary = null;
+  const exp = client.runExperiment({ spec: {
+    display_name: unique('node-exp'), epochs: 2, batch_size: 4,
+    dataset: { builtin: { kind: 'DATASET_KIND_XOR', samples: 8, single_output: true, seed: 1 } },
+    hidden_layers: [{ units: 3, activation: 'ACTIVATION_TANH' }],
+    init: { scheme: 'INIT_SCHEME_UNIFORM_FAN_IN', seed: 5 },
+    variants: [{ output_activation: 'ACTIVATION_SIGMOID', loss: 'LOSS_MSE' },
+               { output_activation: 'ACTIVATION_SIGMOID', loss: 'LOSS_BCE' }],
+    optimizer: { sgd: { learning_rate: 0.5 } },
+  } }, { deadlineMs: 60000 });
+  for await (const msg of exp) {
+    kinds.push(msg.kind);
+    if (msg.kind === 'summary') summary = msg.summary;
+  }
+  assert.ok(kinds.includes('epoch'));
+  assert.equal(kinds.at(-1), 'summary');
+  assert.equal(summary.variants.length, 2);
+});
+
 test('TrainStreamExample_StreamsAndReports', async () => {
   const { stdout } = await run(process.execPath, [path.join(CLIENT_DIR, 'examples', 'train_stream.js'),
     '--server', server.address, '--batches', '40', '--batch-size', '64', '--report-every', '10'], { timeout: 120000 });
