@@ -364,7 +364,7 @@ def main():
         out.append("")
     out.append("## Training step: ours vs the GEMM floor, PyTorch and LibTorch")
     out.append("")
-    out.append("Same networks, batch, initial scale, data and optimizer (plain SGD, lr 0.01) everywhere; "
+    out.append("Same networks, batch, data (a ring of 4 random minibatches) and optimizer (plain SGD, lr 0.01) everywhere (initialization: each library's own, which does not change the work per step); "
                "sigmoid hidden layers; `_mse` = sigmoid output + MSE (½Σ(a−y)² per sample, mean over "
                "the batch), `_cce` = softmax + cross-entropy from logits. *threads* is the core count "
                "each contender may use, each in its best configuration for it (see below). "
