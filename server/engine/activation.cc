@@ -13,10 +13,11 @@ using Array = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <typename T>
 void StableSigmoid(const RowMatrix<T>& z, RowMatrix<T>* out) {
   out->resize(z.rows(), z.cols());
+  // e = exp(-|z|) never overflows; a = 1/(1+e) for z >= 0, e/(1+e) below.
+  // Selecting the numerator first keeps one division per element.
   out->array() = (-z.array().abs()).exp();
-  out->array() = (z.array() >= T(0))
-                     .select(T(1) / (T(1) + out->array()),
-                             out->array() / (T(1) + out->array()));
+  out->array() =
+      (z.array() >= T(0)).select(T(1), out->array()) / (T(1) + out->array());
 }
 
 template <typename T>
