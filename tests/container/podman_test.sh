@@ -154,10 +154,11 @@ fi
 log "runs as uid $uid; root filesystem read-only"
 
 # ---- 8. graceful stop, remove by id ------------------------------------------
-podman stop -t 30 "$cid" >/dev/null
+# (podman again notes on stderr that it has no systemd timer to remove.)
+podman stop -t 30 "$cid" >/dev/null 2>"$workdir/stop.err" || die "podman stop: $(cat "$workdir/stop.err")"
 code=$(podman inspect --format '{{.State.ExitCode}}' "$cid")
 [[ $code == 0 ]] || die "server exit code after SIGTERM: $code"
-podman rm "$cid" >/dev/null
+podman rm "$cid" >/dev/null 2>"$workdir/rm.err" || die "podman rm: $(cat "$workdir/rm.err")"
 cid=""
 log "stopped (exit 0) and removed"
 log "image size: $((size / 1000000)) MB"
