@@ -22,8 +22,8 @@ namespace satlab::bench {
 enum class OutputLoss { kSigmoidMse, kSoftmaxCce };
 
 struct BenchCase {
-  const char* name;         // stable id used in benchmark names and the report
-  std::vector<int> sizes;   // input, hidden..., output
+  const char* name;        // stable id used in benchmark names and the report
+  std::vector<int> sizes;  // input, hidden..., output
   int batch;
   OutputLoss loss;
 };
@@ -32,8 +32,14 @@ inline const std::vector<BenchCase>& BenchCases() {
   static const std::vector<BenchCase> cases = {
       {"1-1_b1_mse", {1, 1}, 1, OutputLoss::kSigmoidMse},
       {"2-16-16-1_b32_mse", {2, 16, 16, 1}, 32, OutputLoss::kSigmoidMse},
-      {"784-256-256-10_b128_cce", {784, 256, 256, 10}, 128, OutputLoss::kSoftmaxCce},
-      {"784-256-256-10_b128_mse", {784, 256, 256, 10}, 128, OutputLoss::kSigmoidMse},
+      {"784-256-256-10_b128_cce",
+       {784, 256, 256, 10},
+       128,
+       OutputLoss::kSoftmaxCce},
+      {"784-256-256-10_b128_mse",
+       {784, 256, 256, 10},
+       128,
+       OutputLoss::kSigmoidMse},
   };
   return cases;
 }

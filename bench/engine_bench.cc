@@ -68,7 +68,8 @@ struct Batches {
       for (T& v : x) v = static_cast<T>(u(rng) - 0.5);
       std::vector<T> y(static_cast<size_t>(rows) * out_cols, T(0));
       if (c.loss == OutputLoss::kSoftmaxCce) {
-        for (int r = 0; r < rows; ++r) y[r * out_cols + rng() % out_cols] = T(1);
+        for (int r = 0; r < rows; ++r)
+          y[r * out_cols + rng() % out_cols] = T(1);
       } else {
         for (T& v : y) v = static_cast<T>(u(rng));
       }
@@ -87,14 +88,19 @@ struct Batches {
     v.cols = cols;
     return v;
   }
-  MatrixView X(int i) const { return View(inputs[i % kMinibatchRing], in_cols); }
-  MatrixView Y(int i) const { return View(targets[i % kMinibatchRing], out_cols); }
+  MatrixView X(int i) const {
+    return View(inputs[i % kMinibatchRing], in_cols);
+  }
+  MatrixView Y(int i) const {
+    return View(targets[i % kMinibatchRing], out_cols);
+  }
 };
 
 std::unique_ptr<Network> MustCreate(const NetworkSpec& spec) {
   auto net = Network::Create(spec, engine::Limits());
   if (!net.ok()) {
-    std::fprintf(stderr, "Network::Create: %s\n", net.status().ToString().c_str());
+    std::fprintf(stderr, "Network::Create: %s\n",
+                 net.status().ToString().c_str());
     std::abort();
   }
   return std::move(net).value();
@@ -104,7 +110,8 @@ enum class Op { kTrainStep, kForward, kGradients, kValidate };
 
 template <typename T>
 void BM_Engine(benchmark::State& state, const BenchCase& c, Op op) {
-  const DType dtype = std::is_same_v<T, float> ? DType::kFloat32 : DType::kFloat64;
+  const DType dtype =
+      std::is_same_v<T, float> ? DType::kFloat32 : DType::kFloat64;
   std::unique_ptr<Network> net = MustCreate(SpecFor(c, dtype));
   const Batches<T> data(c);
   const Loss loss = net->spec().loss;
@@ -147,8 +154,10 @@ double HeapBytesInUse() {
 }
 
 template <typename T>
-void BM_NetworkBytes(benchmark::State& state, const BenchCase& c, double momentum) {
-  const DType dtype = std::is_same_v<T, float> ? DType::kFloat32 : DType::kFloat64;
+void BM_NetworkBytes(benchmark::State& state, const BenchCase& c,
+                     double momentum) {
+  const DType dtype =
+      std::is_same_v<T, float> ? DType::kFloat32 : DType::kFloat64;
   NetworkSpec spec = SpecFor(c, dtype);
   spec.optimizer.momentum = momentum;
   const int count = c.sizes[0] > 100 ? 20 : 1000;
@@ -165,7 +174,8 @@ void BM_NetworkBytes(benchmark::State& state, const BenchCase& c, double momentu
     after_step = (HeapBytesInUse() - before) / count;
   }
   const double params = static_cast<double>(engine::ParameterCount(spec));
-  const double state_bytes = params * sizeof(T) * (1.0 + (momentum != 0 ? 1.0 : 0.0));
+  const double state_bytes =
+      params * sizeof(T) * (1.0 + (momentum != 0 ? 1.0 : 0.0));
   const double budget = 1.1 * state_bytes + 4096;
   state.counters["bytes_after_create"] = after_create;
   state.counters["bytes_after_step"] = after_step;
@@ -193,23 +203,24 @@ int main(int argc, char** argv) {
   argc = out;
   FixThreadEnvironment(threads, threads, passive, original_argv.data());
   Eigen::setNbThreads(threads);
-  const std::pair<Op, const char*> ops[] = {{Op::kTrainStep, "engine_train"},
-                                            {Op::kForward, "engine_forward"},
-                                            {Op::kGradients, "engine_gradients"},
-                                            {Op::kValidate, "engine_validate"}};
+  const std::pair<Op, const char*> ops[] = {
+      {Op::kTrainStep, "engine_train"},
+      {Op::kForward, "engine_forward"},
+      {Op::kGradients, "engine_gradients"},
+      {Op::kValidate, "engine_validate"}};
   for (const auto& [op, prefix] : ops) {
     for (const BenchCase& c : BenchCases()) {
       const std::string base = std::string(prefix) + "/" + c.name;
-      benchmark::RegisterBenchmark((base + "/f32").c_str(),
-                                   [&c, op = op](benchmark::State& s) {
-                                     BM_Engine<float>(s, c, op);
-                                   })
-          ->Unit(benchmark::kMicrosecond)->UseRealTime();
-      benchmark::RegisterBenchmark((base + "/f64").c_str(),
-                                   [&c, op = op](benchmark::State& s) {
-                                     BM_Engine<double>(s, c, op);
-                                   })
-          ->Unit(benchmark::kMicrosecond)->UseRealTime();
+      benchmark::RegisterBenchmark(
+          (base + "/f32").c_str(),
+          [&c, op = op](benchmark::State& s) { BM_Engine<float>(s, c, op); })
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
+      benchmark::RegisterBenchmark(
+          (base + "/f64").c_str(),
+          [&c, op = op](benchmark::State& s) { BM_Engine<double>(s, c, op); })
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
     }
   }
   for (const BenchCase& c : BenchCases()) {
@@ -218,16 +229,23 @@ int main(int argc, char** argv) {
       const std::string suffix = momentum != 0 ? "/momentum" : "/sgd";
       benchmark::RegisterBenchmark(
           ("engine_bytes/" + std::string(c.name) + "/f32" + suffix).c_str(),
-          [&c, momentum](benchmark::State& s) { BM_NetworkBytes<float>(s, c, momentum); })
-          ->Iterations(1)->Unit(benchmark::kMillisecond);
+          [&c, momentum](benchmark::State& s) {
+            BM_NetworkBytes<float>(s, c, momentum);
+          })
+          ->Iterations(1)
+          ->Unit(benchmark::kMillisecond);
       benchmark::RegisterBenchmark(
           ("engine_bytes/" + std::string(c.name) + "/f64" + suffix).c_str(),
-          [&c, momentum](benchmark::State& s) { BM_NetworkBytes<double>(s, c, momentum); })
-          ->Iterations(1)->Unit(benchmark::kMillisecond);
+          [&c, momentum](benchmark::State& s) {
+            BM_NetworkBytes<double>(s, c, momentum);
+          })
+          ->Iterations(1)
+          ->Unit(benchmark::kMillisecond);
     }
   }
   benchmark::AddCustomContext("threads", std::to_string(threads));
-  benchmark::AddCustomContext("eigen_threads", std::to_string(Eigen::nbThreads()));
+  benchmark::AddCustomContext("eigen_threads",
+                              std::to_string(Eigen::nbThreads()));
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -4,9 +4,10 @@
 // cannot be faster than this with the same BLAS.
 //
 // For layers l = 1..L, sizes n_0..n_L, batch B, row-major:
-//   forward          Z_l  [B, n_l]     = A_{l-1} [B, n_{l-1}] · W_l [n_{l-1}, n_l]
-//   weight gradient  dW_l [n_{l-1}, n_l] = A_{l-1}ᵀ [n_{l-1}, B] · δ_l [B, n_l]
-//   input gradient   G_{l-1} [B, n_{l-1}] = δ_l [B, n_l] · W_lᵀ [n_l, n_{l-1}]   (l ≥ 2 only:
+//   forward          Z_l  [B, n_l]     = A_{l-1} [B, n_{l-1}] · W_l [n_{l-1},
+//   n_l] weight gradient  dW_l [n_{l-1}, n_l] = A_{l-1}ᵀ [n_{l-1}, B] · δ_l [B,
+//   n_l] input gradient   G_{l-1} [B, n_{l-1}] = δ_l [B, n_l] · W_lᵀ [n_l,
+//   n_{l-1}]   (l ≥ 2 only:
 //                    nothing needs the gradient with respect to the inputs)
 //
 // Usage: gemm_floor_bench --threads=N [google benchmark flags]
@@ -25,10 +26,12 @@ namespace {
 
 void Gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k,
           const float* a, int lda, const float* b, int ldb, float* c, int ldc) {
-  cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+  cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c,
+              ldc);
 }
 void Gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k,
-          const double* a, int lda, const double* b, int ldb, double* c, int ldc) {
+          const double* a, int lda, const double* b, int ldb, double* c,
+          int ldc) {
   cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, ldc);
 }
 
@@ -61,12 +64,12 @@ void BM_GemmFloor(benchmark::State& state, const BenchCase& c) {
   }
   for (auto _ : state) {
     for (int l = 1; l <= layers; ++l) {
-      Gemm(CblasNoTrans, CblasNoTrans, b, n[l], n[l - 1], a[l - 1].data(), n[l - 1],
-           w[l].data(), n[l], a[l].data(), n[l]);
+      Gemm(CblasNoTrans, CblasNoTrans, b, n[l], n[l - 1], a[l - 1].data(),
+           n[l - 1], w[l].data(), n[l], a[l].data(), n[l]);
     }
     for (int l = layers; l >= 1; --l) {
-      Gemm(CblasTrans, CblasNoTrans, n[l - 1], n[l], b, a[l - 1].data(), n[l - 1],
-           delta[l].data(), n[l], dw[l].data(), n[l]);
+      Gemm(CblasTrans, CblasNoTrans, n[l - 1], n[l], b, a[l - 1].data(),
+           n[l - 1], delta[l].data(), n[l], dw[l].data(), n[l]);
       if (l >= 2) {
         // Written into a[l-1]'s sibling buffer delta[l-1] (values are
         // irrelevant to the timing; shapes are what matter).
@@ -78,9 +81,9 @@ void BM_GemmFloor(benchmark::State& state, const BenchCase& c) {
     benchmark::ClobberMemory();
   }
   state.counters["flops_per_step"] = flops;
-  state.counters["GFLOPS"] = benchmark::Counter(
-      flops * static_cast<double>(state.iterations()) / 1e9,
-      benchmark::Counter::kIsRate);
+  state.counters["GFLOPS"] =
+      benchmark::Counter(flops * static_cast<double>(state.iterations()) / 1e9,
+                         benchmark::Counter::kIsRate);
 }
 
 }  // namespace
@@ -94,11 +97,13 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(
         ("gemm_floor/" + std::string(c.name) + "/f32").c_str(),
         [&c](benchmark::State& s) { BM_GemmFloor<float>(s, c); })
-        ->Unit(benchmark::kMicrosecond)->UseRealTime();
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
     benchmark::RegisterBenchmark(
         ("gemm_floor/" + std::string(c.name) + "/f64").c_str(),
         [&c](benchmark::State& s) { BM_GemmFloor<double>(s, c); })
-        ->Unit(benchmark::kMicrosecond)->UseRealTime();
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
   }
   benchmark::AddCustomContext("threads", std::to_string(threads));
   benchmark::AddCustomContext("openblas_config", openblas_get_config());

@@ -74,7 +74,8 @@ v1::NetworkSpec ProtoSpec(const BenchCase& c, bool f32) {
                               ? v1::ACTIVATION_SOFTMAX
                               : v1::ACTIVATION_SIGMOID);
   }
-  spec.set_loss(c.loss == OutputLoss::kSoftmaxCce ? v1::LOSS_CCE : v1::LOSS_MSE);
+  spec.set_loss(c.loss == OutputLoss::kSoftmaxCce ? v1::LOSS_CCE
+                                                  : v1::LOSS_MSE);
   spec.mutable_init()->set_scheme(v1::INIT_SCHEME_GLOROT_UNIFORM);
   spec.mutable_init()->set_seed(42);
   spec.mutable_optimizer()->mutable_sgd()->set_learning_rate(kLearningRate);
@@ -94,7 +95,8 @@ engine::NetworkSpec EngineSpec(const BenchCase& c, bool f32) {
                            : engine::Activation::kSigmoid;
     spec.layers.push_back(layer);
   }
-  spec.loss = c.loss == OutputLoss::kSoftmaxCce ? engine::Loss::kCce : engine::Loss::kMse;
+  spec.loss = c.loss == OutputLoss::kSoftmaxCce ? engine::Loss::kCce
+                                                : engine::Loss::kMse;
   spec.init.scheme = engine::InitScheme::kGlorotUniform;
   spec.init.seed = 42;
   spec.optimizer.learning_rate = kLearningRate;
@@ -110,7 +112,8 @@ std::vector<v1::Minibatch> ProtoBatches(const BenchCase& c, bool f32) {
   const int rows = c.batch, in = c.sizes.front(), out = c.sizes.back();
   std::vector<v1::Minibatch> batches;
   for (int i = 0; i < kMinibatchRing; ++i) {
-    std::vector<double> x(static_cast<size_t>(rows) * in), y(static_cast<size_t>(rows) * out, 0.0);
+    std::vector<double> x(static_cast<size_t>(rows) * in),
+        y(static_cast<size_t>(rows) * out, 0.0);
     for (double& v : x) v = u(rng) - 0.5;
     if (c.loss == OutputLoss::kSoftmaxCce) {
       for (int r = 0; r < rows; ++r) y[r * out + rng() % out] = 1.0;
@@ -118,7 +121,8 @@ std::vector<v1::Minibatch> ProtoBatches(const BenchCase& c, bool f32) {
       for (double& v : y) v = u(rng);
     }
     v1::Minibatch b;
-    auto fill = [f32](v1::Tensor* t, int r, int k, const std::vector<double>& v) {
+    auto fill = [f32](v1::Tensor* t, int r, int k,
+                      const std::vector<double>& v) {
       t->add_shape(r);
       t->add_shape(k);
       for (double d : v) {
@@ -194,13 +198,15 @@ void BM_Echo(benchmark::State& state, const BenchCase& c, bool f32) {
   request.set_response_bytes(static_cast<int>(step_response.ByteSizeLong()));
   for (auto _ : state) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(30));
     EchoResponse response;
     grpc::Status s = g_harness->echo_stub->Echo(&ctx, request, &response);
     if (!s.ok()) return Fail(state, FromGrpc(s));
   }
   state.counters["request_bytes"] = static_cast<double>(request.ByteSizeLong());
-  state.counters["response_bytes"] = static_cast<double>(step_response.ByteSizeLong());
+  state.counters["response_bytes"] =
+      static_cast<double>(step_response.ByteSizeLong());
 }
 
 void BM_TrainStepRpc(benchmark::State& state, const BenchCase& c, bool f32) {
@@ -213,7 +219,8 @@ void BM_TrainStepRpc(benchmark::State& state, const BenchCase& c, bool f32) {
   }
   int i = 0;
   for (auto _ : state) {
-    auto result = g_harness->client->TrainStep(*name, batches[i++ % kMinibatchRing]);
+    auto result =
+        g_harness->client->TrainStep(*name, batches[i++ % kMinibatchRing]);
     if (!result.ok()) return Fail(state, result.status());
   }
 }
@@ -267,11 +274,13 @@ void BM_InProcess(benchmark::State& state, const BenchCase& c) {
   const std::vector<v1::Minibatch> batches = ProtoBatches(c, f32);
   auto net = engine::Network::Create(EngineSpec(c, f32), engine::Limits());
   if (!net.ok()) return Fail(state, net.status());
-  (*net)->TrainStep(View<T>(batches[0].inputs()), View<T>(batches[0].targets()));  // warm-up
+  (*net)->TrainStep(View<T>(batches[0].inputs()),
+                    View<T>(batches[0].targets()));  // warm-up
   int i = 0;
   for (auto _ : state) {
     const v1::Minibatch& b = batches[i++ % kMinibatchRing];
-    benchmark::DoNotOptimize((*net)->TrainStep(View<T>(b.inputs()), View<T>(b.targets())));
+    benchmark::DoNotOptimize(
+        (*net)->TrainStep(View<T>(b.inputs()), View<T>(b.targets())));
   }
 }
 
@@ -298,8 +307,9 @@ void BM_ServerRss(benchmark::State& state, const std::string& server_path,
       const std::string max = "--max_networks=" + std::to_string(networks + 10);
       // Default options otherwise (metrics history, HTTP side port on a
       // free port): the RSS a deployment would see.
-      execl(server_path.c_str(), server_path.c_str(), "--port=0", "--http_port=0",
-            max.c_str(), "--log_level=warn", static_cast<char*>(nullptr));
+      execl(server_path.c_str(), server_path.c_str(), "--port=0",
+            "--http_port=0", max.c_str(), "--log_level=warn",
+            static_cast<char*>(nullptr));
       _exit(127);
     }
     close(out_pipe[1]);
@@ -309,7 +319,8 @@ void BM_ServerRss(benchmark::State& state, const std::string& server_path,
     while (std::fgets(line, sizeof line, out) != nullptr) {
       if (std::strncmp(line, "listening on ", 13) == 0) {
         address = std::string(line + 13);
-        while (!address.empty() && (address.back() == '\n' || address.back() == '\r')) {
+        while (!address.empty() &&
+               (address.back() == '\n' || address.back() == '\r')) {
           address.pop_back();
         }
         break;
@@ -363,17 +374,21 @@ void BM_ServerRss(benchmark::State& state, const std::string& server_path,
 int RunRss(int argc, char** argv, const std::string& server_path) {
   // 1-1 in float32 only (its float64 twin differs by 8 bytes a network).
   static const std::pair<const BenchCase*, bool> runs[] = {
-      {&BenchCases()[0], true}, {&BenchCases()[1], true}, {&BenchCases()[1], false}};
+      {&BenchCases()[0], true},
+      {&BenchCases()[1], true},
+      {&BenchCases()[1], false}};
   for (const auto& run : runs) {
     const BenchCase* c = run.first;
     const bool f32 = run.second;
     {
       benchmark::RegisterBenchmark(
-          ("server_rss/" + std::string(c->name) + (f32 ? "/f32" : "/f64")).c_str(),
+          ("server_rss/" + std::string(c->name) + (f32 ? "/f32" : "/f64"))
+              .c_str(),
           [c, f32, server_path](benchmark::State& s) {
             BM_ServerRss(s, server_path, *c, f32, 10000);
           })
-          ->Iterations(1)->Unit(benchmark::kSecond);
+          ->Iterations(1)
+          ->Unit(benchmark::kSecond);
     }
   }
   benchmark::Initialize(&argc, argv);
@@ -413,7 +428,8 @@ int main(int argc, char** argv) {
   options.extra_services.push_back(&harness.echo);
   auto server = satlab::service::Server::Create(options);
   if (!server.ok()) {
-    std::fprintf(stderr, "Server::Create: %s\n", server.status().ToString().c_str());
+    std::fprintf(stderr, "Server::Create: %s\n",
+                 server.status().ToString().c_str());
     return 1;
   }
   harness.server = std::move(server).value();
@@ -428,12 +444,16 @@ int main(int argc, char** argv) {
     for (bool f32 : {true, false}) {
       const std::string suffix = std::string(c.name) + (f32 ? "/f32" : "/f64");
       if (tiny) {
-        benchmark::RegisterBenchmark(("grpc_echo/" + suffix).c_str(),
-                                     [&c, f32](benchmark::State& s) { BM_Echo(s, c, f32); })
-            ->Unit(benchmark::kMicrosecond)->UseRealTime();
-        benchmark::RegisterBenchmark(("grpc_train_step/" + suffix).c_str(),
-                                     [&c, f32](benchmark::State& s) { BM_TrainStepRpc(s, c, f32); })
-            ->Unit(benchmark::kMicrosecond)->UseRealTime();
+        benchmark::RegisterBenchmark(
+            ("grpc_echo/" + suffix).c_str(),
+            [&c, f32](benchmark::State& s) { BM_Echo(s, c, f32); })
+            ->Unit(benchmark::kMicrosecond)
+            ->UseRealTime();
+        benchmark::RegisterBenchmark(
+            ("grpc_train_step/" + suffix).c_str(),
+            [&c, f32](benchmark::State& s) { BM_TrainStepRpc(s, c, f32); })
+            ->Unit(benchmark::kMicrosecond)
+            ->UseRealTime();
       }
       auto* stream = benchmark::RegisterBenchmark(
           ("grpc_stream/" + suffix).c_str(),
@@ -442,13 +462,17 @@ int main(int argc, char** argv) {
       // Enough steps that the pipeline's fill and drain do not dominate.
       if (!tiny) stream->MinTime(0.25);
       if (f32) {
-        benchmark::RegisterBenchmark(("grpc_in_process/" + suffix).c_str(),
-                                     [&c](benchmark::State& s) { BM_InProcess<float>(s, c); })
-            ->Unit(benchmark::kMicrosecond)->UseRealTime();
+        benchmark::RegisterBenchmark(
+            ("grpc_in_process/" + suffix).c_str(),
+            [&c](benchmark::State& s) { BM_InProcess<float>(s, c); })
+            ->Unit(benchmark::kMicrosecond)
+            ->UseRealTime();
       } else {
-        benchmark::RegisterBenchmark(("grpc_in_process/" + suffix).c_str(),
-                                     [&c](benchmark::State& s) { BM_InProcess<double>(s, c); })
-            ->Unit(benchmark::kMicrosecond)->UseRealTime();
+        benchmark::RegisterBenchmark(
+            ("grpc_in_process/" + suffix).c_str(),
+            [&c](benchmark::State& s) { BM_InProcess<double>(s, c); })
+            ->Unit(benchmark::kMicrosecond)
+            ->UseRealTime();
       }
     }
   }

@@ -2,7 +2,8 @@
 // torch::nn + torch::optim::SGD through LibTorch's C++ API (Debian's
 // libtorch-dev), reported by Google Benchmark like the engine's own runs.
 //
-// Usage: libtorch_anchor --threads=N [--openblas-threads=M] [--passive|--active]
+// Usage: libtorch_anchor --threads=N [--openblas-threads=M]
+// [--passive|--active]
 //                        [google benchmark flags]
 // N is torch's intra-op pool (at::set_num_threads). OpenBLAS (which LibTorch
 // calls for its GEMMs) and libgomp read their pool size and wait policy from
@@ -43,13 +44,15 @@ void BM_LibTorchTrainStep(benchmark::State& state, const BenchCase& c,
                           torch::Dtype dtype) {
   torch::manual_seed(42);
   torch::nn::Sequential net = Build(c, dtype);
-  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(kLearningRate));
+  torch::optim::SGD opt(net->parameters(),
+                        torch::optim::SGDOptions(kLearningRate));
   const int out = c.sizes.back();
   std::vector<torch::Tensor> xs, ys;
   for (int i = 0; i < kMinibatchRing; ++i) {
     xs.push_back(torch::rand({c.batch, c.sizes[0]}, torch::dtype(dtype)) - 0.5);
     if (c.loss == OutputLoss::kSoftmaxCce) {
-      ys.push_back(torch::randint(0, out, {c.batch}, torch::dtype(torch::kLong)));
+      ys.push_back(
+          torch::randint(0, out, {c.batch}, torch::dtype(torch::kLong)));
     } else {
       ys.push_back(torch::rand({c.batch, out}, torch::dtype(dtype)));
     }
@@ -62,10 +65,12 @@ void BM_LibTorchTrainStep(benchmark::State& state, const BenchCase& c,
   for (int warm = 0; warm < 5; ++warm) {
     opt.zero_grad();
     torch::Tensor a = net->forward(xs[warm % kMinibatchRing]);
-    torch::Tensor loss = c.loss == OutputLoss::kSoftmaxCce
-                             ? torch::nn::functional::cross_entropy(a, ys[warm % kMinibatchRing])
-                             : torch::mse_loss(a, ys[warm % kMinibatchRing], at::Reduction::Sum) *
-                                   half_over_batch;
+    torch::Tensor loss =
+        c.loss == OutputLoss::kSoftmaxCce
+            ? torch::nn::functional::cross_entropy(a, ys[warm % kMinibatchRing])
+            : torch::mse_loss(a, ys[warm % kMinibatchRing],
+                              at::Reduction::Sum) *
+                  half_over_batch;
     loss.backward();
     opt.step();
     sink += loss.item<double>();
@@ -123,13 +128,18 @@ int main(int argc, char** argv) {
                               std::pair{torch::kFloat64, "f64"}}) {
       benchmark::RegisterBenchmark(
           ("libtorch/" + std::string(c.name) + "/" + tag).c_str(),
-          [&c, dtype = dtype](benchmark::State& s) { BM_LibTorchTrainStep(s, c, dtype); })
-          ->Unit(benchmark::kMicrosecond)->UseRealTime();
+          [&c, dtype = dtype](benchmark::State& s) {
+            BM_LibTorchTrainStep(s, c, dtype);
+          })
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
     }
   }
   benchmark::AddCustomContext("threads", std::to_string(threads));
-  benchmark::AddCustomContext("openblas_threads", std::to_string(openblas_threads));
-  benchmark::AddCustomContext("omp_wait_policy", passive == 1 ? "PASSIVE" : "default");
+  benchmark::AddCustomContext("openblas_threads",
+                              std::to_string(openblas_threads));
+  benchmark::AddCustomContext("omp_wait_policy",
+                              passive == 1 ? "PASSIVE" : "default");
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
