@@ -43,7 +43,8 @@ def main():
     if result.testsRun == 0:
         print("run_tests.py: no test ran", file=sys.stderr)
         return 1
-    return 0 if failed == 0 else 1
+    # A skipped test is a check that did not run: it fails the suite.
+    return 0 if failed == 0 and skipped == 0 else 1
 
 
 if __name__ == "__main__":
