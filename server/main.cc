@@ -129,7 +129,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   satlab::service::GrpcServerMetrics grpc_metrics;
-  options.events = hub->get();
+  options.hub = hub->get();
   options.interceptors = [&grpc_metrics] {
     std::vector<
         std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>

@@ -400,7 +400,8 @@ class ExperimentReactor final
     RecordToProto(record, labels_[record.variant], response.mutable_epoch());
     response.set_epochs_done(epochs_done_);
     response.set_epochs_total(epochs_total_);
-    if (EventSink* events = service_->events(); events != nullptr) {
+    {
+      MetricsHub* events = service_->hub();
       v1::ExperimentProgress progress;
       progress.set_experiment_id(experiment_id_);
       progress.set_display_name(request_->spec().display_name());
@@ -435,7 +436,8 @@ class ExperimentReactor final
     response.set_epochs_done(epochs_done_);
     response.set_epochs_total(epochs_total_);
     summary_queued_ = true;
-    if (EventSink* events = service_->events(); events != nullptr) {
+    {
+      MetricsHub* events = service_->hub();
       v1::ExperimentProgress progress;
       progress.set_experiment_id(experiment_id_);
       progress.set_display_name(request_->spec().display_name());

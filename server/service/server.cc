@@ -33,9 +33,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   server->store_ = store::NewInMemoryStore(options.max_networks);
   server->executor_ =
       std::make_unique<Executor>(threads, options.max_queued_calls);
+  MetricsHub* hub = options.hub;
+  if (hub == nullptr) {
+    auto own = MetricsHub::Create(MetricsHubOptions{});
+    if (!own.ok()) return own.status();
+    server->own_hub_ = *std::move(own);
+    hub = server->own_hub_.get();
+  }
   server->service_ = std::make_unique<TrainingServiceImpl>(
-      options.service, server->store_.get(), server->executor_.get(),
-      options.events);
+      options.service, server->store_.get(), server->executor_.get(), hub);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -80,6 +86,8 @@ void Server::Shutdown(absl::Duration grace) {
   if (server_ != nullptr) {
     // NOT_SERVING first, so load balancers and health watchers drain us.
     server_->GetHealthCheckService()->Shutdown();
+    // WatchMetrics streams end now instead of holding the grace period.
+    service_->hub()->Shutdown();
     server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   }
   executor_->Shutdown();

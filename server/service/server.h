@@ -15,6 +15,7 @@
 #include "grpcpp/support/server_interceptor.h"
 #include "server/service/events.h"
 #include "server/service/executor.h"
+#include "server/service/metrics_hub.h"
 #include "server/service/training_service.h"
 #include "server/store/network_store.h"
 
@@ -34,8 +35,10 @@ struct ServerOptions {
   // Largest request or response message, bytes.
   int max_message_bytes = 64 << 20;
   ServiceOptions service;
-  // Extra observers of steps and deletions (metrics); may be null. Not owned.
-  EventSink* events = nullptr;
+  // Receives steps, deletions and experiment progress and serves
+  // WatchMetrics (a MetricsHub). Not owned; when null the server makes its
+  // own hub with default sizes, so WatchMetrics always works.
+  MetricsHub* hub = nullptr;
   // Extra services to register (e.g. a benchmark's echo service); not owned.
   std::vector<grpc::Service*> extra_services;
   // Makes the server interceptors (e.g. GrpcServerMetrics'); may be empty.
@@ -77,6 +80,7 @@ class Server {
   int port_ = 0;
   std::unique_ptr<store::NetworkStore> store_;
   std::unique_ptr<Executor> executor_;
+  std::unique_ptr<MetricsHub> own_hub_;  // when options.hub is null
   std::unique_ptr<TrainingServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   absl::Mutex mu_;

@@ -55,8 +55,8 @@ absl::StatusOr<BatchViews> CheckedBatch(const engine::Network& network,
 
 TrainingServiceImpl::TrainingServiceImpl(const ServiceOptions& options,
                                          store::NetworkStore* store,
-                                         Executor* executor, EventSink* events)
-    : options_(options), store_(store), executor_(executor), events_(events) {}
+                                         Executor* executor, MetricsHub* hub)
+    : options_(options), store_(store), executor_(executor), hub_(hub) {}
 
 absl::Status TrainingServiceImpl::BusyError(absl::string_view id) {
   return absl::AbortedError(absl::StrCat(
@@ -184,7 +184,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::DeleteNetwork(
     auto id = ParseNetworkName(request->name(), "name");
     if (!id.ok()) return id.status();
     if (absl::Status s = store_->Erase(*id); !s.ok()) return s;
-    if (events_ != nullptr) events_->OnNetworkDeleted(request->name());
+    hub_->OnNetworkDeleted(request->name());
     return absl::OkStatus();
   });
 }
@@ -335,7 +335,7 @@ absl::StatusOr<engine::StepResult> TrainingServiceImpl::ApplyStep(
     result = net.TrainStep(views->inputs, views->targets);
     entry.update_time = absl::Now();
   }
-  if (events_ != nullptr) events_->OnStep(NetworkName(entry.id), result);
+  hub_->OnStep(NetworkName(entry.id), result);
   return result;
 }
 

@@ -16,6 +16,7 @@
 #include "server/engine/network.h"
 #include "server/service/events.h"
 #include "server/service/executor.h"
+#include "server/service/metrics_hub.h"
 #include "server/store/network_store.h"
 
 namespace satlab::service {
@@ -32,9 +33,9 @@ struct ServiceOptions {
 
 class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
  public:
-  // `store`, `executor` and `events` (may be null) must outlive the service.
+  // `store`, `executor` and `hub` must outlive the service.
   TrainingServiceImpl(const ServiceOptions& options, store::NetworkStore* store,
-                      Executor* executor, EventSink* events);
+                      Executor* executor, MetricsHub* hub);
 
   grpc::ServerUnaryReactor* CreateNetwork(
       grpc::CallbackServerContext* ctx, const pb::CreateNetworkRequest* request,
@@ -91,8 +92,9 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
                                                absl::string_view field);
 
   Executor* executor() const { return executor_; }
-  // Null when the server runs without observers.
-  EventSink* events() const { return events_; }
+  // The server's metrics hub (never null): WatchMetrics and the dashboard
+  // read it, every step and experiment epoch is reported to it.
+  MetricsHub* hub() const { return hub_; }
   const ServiceOptions& options() const { return options_; }
 
   // ABORTED status for a busy network.
@@ -111,7 +113,7 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   const ServiceOptions options_;
   store::NetworkStore* const store_;
   Executor* const executor_;
-  EventSink* const events_;
+  MetricsHub* const hub_;
 };
 
 }  // namespace satlab::service

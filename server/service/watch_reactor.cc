@@ -111,12 +111,7 @@ class WatchReactor final
 grpc::ServerWriteReactor<v1::WatchMetricsResponse>* NewWatchReactor(
     TrainingServiceImpl* service, grpc::CallbackServerContext* ctx,
     const v1::WatchMetricsRequest* request) {
-  // The hub is the server's event sink (server/main.cc installs one).
-  auto* hub = dynamic_cast<MetricsHub*>(service->events());
-  if (hub == nullptr) {
-    return new WatchReactor(absl::UnimplementedError(
-        "this server runs without a metrics hub (see --metrics_history)"));
-  }
+  MetricsHub* hub = service->hub();
   if (request->start_step() < -1) {
     return new WatchReactor(absl::InvalidArgumentError(
         absl::StrCat("start_step: expected >= -1 (-1 = live only), got ",

@@ -31,7 +31,7 @@ class HttpTest : public ServiceTest {
     auto hub = service::MetricsHub::Create({});
     ASSERT_TRUE(hub.ok());
     hub_ = *std::move(hub);
-    options_.events = hub_.get();
+    options_.hub = hub_.get();
     options_.interceptors = [this] {
       std::vector<std::unique_ptr<
           grpc::experimental::ServerInterceptorFactoryInterface>>

@@ -659,6 +659,27 @@ TEST_F(TrainingServiceTest, ConcurrentReadersAndWriter_SnapshotsConsistent) {
   EXPECT_GT(reads.load(), 0);
 }
 
+TEST_F(TrainingServiceTest,
+       WatchMetrics_ServerWithoutExplicitHub_ReplaysSteps) {
+  ASSERT_TRUE(client_->CreateNetwork(NeuronSpec(), "watched").ok());
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(
+        client_->TrainStep("networks/watched", MakeBatch(1, 1, 1, 0)).ok());
+  }
+  v1::WatchMetricsRequest request;
+  request.set_name("networks/watched");
+  std::vector<int64_t> steps;
+  absl::Status status = client_->WatchMetrics(
+      request,
+      [&](const v1::WatchMetricsResponse& r) {
+        if (r.event().has_step()) steps.push_back(r.event().step().step());
+        return steps.size() < 2;
+      },
+      absl::Seconds(10));
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_THAT(steps, ::testing::ElementsAre(1, 2));
+}
+
 TEST(ServerTest, SamePortTwice_SecondFailsInsteadOfSharing) {
   service::ServerOptions options;
   options.listen_address = "127.0.0.1:0";

@@ -23,7 +23,7 @@ class WatchMetricsTest : public ServiceTest {
     auto hub = service::MetricsHub::Create(hub_options);
     ASSERT_TRUE(hub.ok()) << hub.status();
     hub_ = *std::move(hub);
-    options_.events = hub_.get();
+    options_.hub = hub_.get();
     Start();
   }
   void TearDown() override {
