@@ -9,7 +9,9 @@ server=${2:-127.0.0.1:50051}
 # Prints each command as a user would type it, then runs it.
 satlab() {
   printf '\n$ satlab'
-  printf ' %q' "$@"
+  for arg in "$@"; do
+    if [[ $arg =~ [^A-Za-z0-9_./:=,-] ]]; then printf " '%s'" "$arg"; else printf ' %s' "$arg"; fi
+  done
   printf '\n'
   "$cli" --server "$server" "$@"
 }
