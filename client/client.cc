@@ -72,45 +72,28 @@ void Client::Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const {
 
 absl::StatusOr<v1::Network> Client::CreateNetwork(
     const v1::NetworkSpec& spec, absl::string_view network_id) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx, options_.timeout);
   v1::CreateNetworkRequest request;
   *request.mutable_network()->mutable_spec() = spec;
   request.set_network_id(std::string(network_id));
-  v1::CreateNetworkResponse response;
-  if (absl::Status s = FromGrpc(stub_->CreateNetwork(&ctx, request, &response));
-      !s.ok()) {
-    return s;
-  }
-  return std::move(*response.mutable_network());
+  auto response = Unary(&v1::TrainingService::Stub::CreateNetwork, request);
+  if (!response.ok()) return response.status();
+  return std::move(*response->mutable_network());
 }
 
 absl::StatusOr<v1::Network> Client::GetNetwork(absl::string_view name) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx, options_.timeout);
   v1::GetNetworkRequest request;
   request.set_name(std::string(name));
-  v1::GetNetworkResponse response;
-  if (absl::Status s = FromGrpc(stub_->GetNetwork(&ctx, request, &response));
-      !s.ok()) {
-    return s;
-  }
-  return std::move(*response.mutable_network());
+  auto response = Unary(&v1::TrainingService::Stub::GetNetwork, request);
+  if (!response.ok()) return response.status();
+  return std::move(*response->mutable_network());
 }
 
 absl::StatusOr<v1::ListNetworksResponse> Client::ListNetworks(
     int page_size, absl::string_view page_token) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx, options_.timeout);
   v1::ListNetworksRequest request;
   request.set_page_size(page_size);
   request.set_page_token(std::string(page_token));
-  v1::ListNetworksResponse response;
-  if (absl::Status s = FromGrpc(stub_->ListNetworks(&ctx, request, &response));
-      !s.ok()) {
-    return s;
-  }
-  return response;
+  return Unary(&v1::TrainingService::Stub::ListNetworks, request);
 }
 
 absl::StatusOr<std::vector<v1::Network>> Client::ListAllNetworks() {
@@ -126,93 +109,51 @@ absl::StatusOr<std::vector<v1::Network>> Client::ListAllNetworks() {
 }
 
 absl::Status Client::DeleteNetwork(absl::string_view name) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx, options_.timeout);
   v1::DeleteNetworkRequest request;
   request.set_name(std::string(name));
-  v1::DeleteNetworkResponse response;
-  return FromGrpc(stub_->DeleteNetwork(&ctx, request, &response));
+  return Unary(&v1::TrainingService::Stub::DeleteNetwork, request).status();
 }
 
 absl::StatusOr<v1::GetParametersResponse> Client::GetParameters(
     absl::string_view name) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx, options_.timeout);
   v1::GetParametersRequest request;
   request.set_name(std::string(name));
-  v1::GetParametersResponse response;
-  if (absl::Status s = FromGrpc(stub_->GetParameters(&ctx, request, &response));
-      !s.ok()) {
-    return s;
-  }
-  return response;
+  return Unary(&v1::TrainingService::Stub::GetParameters, request);
 }
 
 absl::StatusOr<v1::Network> Client::SetParameters(
     const v1::SetParametersRequest& request) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx, options_.timeout);
-  v1::SetParametersResponse response;
-  if (absl::Status s = FromGrpc(stub_->SetParameters(&ctx, request, &response));
-      !s.ok()) {
-    return s;
-  }
-  return std::move(*response.mutable_network());
+  auto response = Unary(&v1::TrainingService::Stub::SetParameters, request);
+  if (!response.ok()) return response.status();
+  return std::move(*response->mutable_network());
 }
 
 absl::StatusOr<v1::ForwardResponse> Client::Forward(
     const v1::ForwardRequest& request) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx, options_.timeout);
-  v1::ForwardResponse response;
-  if (absl::Status s = FromGrpc(stub_->Forward(&ctx, request, &response));
-      !s.ok()) {
-    return s;
-  }
-  return response;
+  return Unary(&v1::TrainingService::Stub::Forward, request);
 }
 
 absl::StatusOr<v1::ComputeGradientsResponse> Client::ComputeGradients(
     const v1::ComputeGradientsRequest& request) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx, options_.timeout);
-  v1::ComputeGradientsResponse response;
-  if (absl::Status s =
-          FromGrpc(stub_->ComputeGradients(&ctx, request, &response));
-      !s.ok()) {
-    return s;
-  }
-  return response;
+  return Unary(&v1::TrainingService::Stub::ComputeGradients, request);
 }
 
 absl::StatusOr<v1::StepResult> Client::TrainStep(absl::string_view name,
                                                  const v1::Minibatch& batch) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx, options_.timeout);
   v1::TrainStepRequest request;
   request.set_name(std::string(name));
   *request.mutable_batch() = batch;
-  v1::TrainStepResponse response;
-  if (absl::Status s = FromGrpc(stub_->TrainStep(&ctx, request, &response));
-      !s.ok()) {
-    return s;
-  }
-  return std::move(*response.mutable_result());
+  auto response = Unary(&v1::TrainingService::Stub::TrainStep, request);
+  if (!response.ok()) return response.status();
+  return std::move(*response->mutable_result());
 }
 
 absl::StatusOr<v1::EvaluateResponse> Client::Evaluate(
     absl::string_view name, const v1::Minibatch& data) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx, options_.timeout);
   v1::EvaluateRequest request;
   request.set_name(std::string(name));
   *request.mutable_data() = data;
-  v1::EvaluateResponse response;
-  if (absl::Status s = FromGrpc(stub_->Evaluate(&ctx, request, &response));
-      !s.ok()) {
-    return s;
-  }
-  return response;
+  return Unary(&v1::TrainingService::Stub::Evaluate, request);
 }
 
 absl::StatusOr<std::unique_ptr<TrainSession>> Client::StartTraining(

@@ -119,6 +119,24 @@ class Client {
   // A context with the unary deadline and wait-for-ready set.
   void Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const;
 
+  // One unary call through the stub with the default deadline.
+  template <typename Request, typename Response>
+  absl::StatusOr<Response> Unary(
+      grpc::Status (v1::TrainingService::Stub::*method)(grpc::ClientContext*,
+                                                        const Request&,
+                                                        Response*),
+      const Request& request) {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, options_.timeout);
+    Response response;
+    if (absl::Status s =
+            FromGrpc((stub_.get()->*method)(&ctx, request, &response));
+        !s.ok()) {
+      return s;
+    }
+    return response;
+  }
+
   ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::TrainingService::Stub> stub_;

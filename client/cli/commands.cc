@@ -84,6 +84,25 @@ void PrintStats(const v1::SaturationStats& stats) {
   std::cout << table.ToString();
 }
 
+// `text` itself, or the contents of the file when it is "@path".
+absl::StatusOr<std::string> TextOrFile(const std::string& text) {
+  if (!absl::StartsWith(text, "@")) return text;
+  std::ifstream in(text.substr(1));
+  if (!in) return absl::NotFoundError("cannot open " + text.substr(1));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+// One network as a table, or as JSON with --json.
+void PrintNetwork(const Context& ctx, const v1::Network& network) {
+  if (ctx.json) {
+    std::cout << ToJson(network) << "\n";
+  } else {
+    PrintNetworks({network});
+  }
+}
+
 absl::StatusOr<v1::Minibatch> BatchFromArgs(const Args& args) {
   if (!args.Has("inputs") || !args.Has("targets")) {
     return absl::InvalidArgumentError(
@@ -162,11 +181,8 @@ absl::Status Create(Context& ctx, const std::vector<std::string>& argv) {
 
   v1::NetworkSpec spec;
   if (args.Has("spec")) {
-    std::ifstream in(args.Get("spec"));
-    if (!in) return absl::NotFoundError("cannot open " + args.Get("spec"));
-    std::stringstream text;
-    text << in.rdbuf();
-    if (auto s = google::protobuf::util::JsonStringToMessage(text.str(), &spec);
+    SATLAB_ASSIGN_OR_RETURN(text, TextOrFile("@" + args.Get("spec")));
+    if (auto s = google::protobuf::util::JsonStringToMessage(text, &spec);
         !s.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat(args.Get("spec"), ": ", s.ToString()));
@@ -211,14 +227,7 @@ absl::Status Create(Context& ctx, const std::vector<std::string>& argv) {
     init->set_mean(mean);
     init->set_std(std_dev);
     if (args.Has("params")) {
-      std::string text = args.Get("params");
-      if (absl::StartsWith(text, "@")) {
-        std::ifstream in(text.substr(1));
-        if (!in) return absl::NotFoundError("cannot open " + text.substr(1));
-        std::stringstream buffer;
-        buffer << in.rdbuf();
-        text = buffer.str();
-      }
+      SATLAB_ASSIGN_OR_RETURN(text, TextOrFile(args.Get("params")));
       v1::SetParametersRequest parsed;
       SATLAB_RETURN_IF_ERROR(ParamsFromJson(text, &parsed));
       *init->mutable_parameters() = parsed.layers();
@@ -252,11 +261,7 @@ absl::Status Create(Context& ctx, const std::vector<std::string>& argv) {
   }
   const std::string id = args.positional().empty() ? "" : args.positional()[0];
   SATLAB_ASSIGN_OR_RETURN(network, ctx.client->CreateNetwork(spec, id));
-  if (ctx.json) {
-    std::cout << ToJson(network) << "\n";
-  } else {
-    PrintNetworks({network});
-  }
+  PrintNetwork(ctx, network);
   return absl::OkStatus();
 }
 
@@ -268,11 +273,7 @@ absl::Status Get(Context& ctx, const std::vector<std::string>& argv) {
   SATLAB_ASSIGN_OR_RETURN(name, args.Arg(0, "NAME"));
   SATLAB_ASSIGN_OR_RETURN(network,
                           ctx.client->GetNetwork(NetworkNameArg(name)));
-  if (ctx.json) {
-    std::cout << ToJson(network) << "\n";
-  } else {
-    PrintNetworks({network});
-  }
+  PrintNetwork(ctx, network);
   return absl::OkStatus();
 }
 
@@ -348,14 +349,8 @@ absl::Status Params(Context& ctx, const std::vector<std::string>& argv) {
     return absl::InvalidArgumentError(
         absl::StrCat("params: expected get or set, got \"", verb, "\""));
   }
-  SATLAB_ASSIGN_OR_RETURN(text, args.Arg(2, "JSON"));
-  if (absl::StartsWith(text, "@")) {
-    std::ifstream in(text.substr(1));
-    if (!in) return absl::NotFoundError("cannot open " + text.substr(1));
-    std::stringstream buffer;
-    buffer << in.rdbuf();
-    text = buffer.str();
-  }
+  SATLAB_ASSIGN_OR_RETURN(arg, args.Arg(2, "JSON"));
+  SATLAB_ASSIGN_OR_RETURN(text, TextOrFile(arg));
   v1::SetParametersRequest request;
   request.set_name(NetworkNameArg(name));
   request.set_reset_optimizer_state(args.GetFlag("reset-optimizer"));
