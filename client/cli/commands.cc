@@ -15,20 +15,11 @@
 #include "client/cli/data.h"
 #include "client/cli/format.h"
 #include "client/cli/progress.h"
+#include "client/cli/status_macros.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace satlab::cli {
 namespace {
-
-#define SATLAB_ASSIGN_OR_RETURN(lhs, expr)      \
-  auto lhs##_or = (expr);                       \
-  if (!lhs##_or.ok()) return lhs##_or.status(); \
-  auto lhs = *std::move(lhs##_or)
-
-#define SATLAB_RETURN_IF_ERROR(expr)                   \
-  do {                                                 \
-    if (absl::Status _s = (expr); !_s.ok()) return _s; \
-  } while (0)
 
 // Parses argv; on --help prints the help and returns false.
 absl::StatusOr<bool> ParseArgs(Args& args,

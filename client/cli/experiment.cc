@@ -37,21 +37,12 @@
 #include "client/cli/figures.h"
 #include "client/cli/format.h"
 #include "client/cli/progress.h"
+#include "client/cli/status_macros.h"
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
 
 namespace satlab::cli {
 namespace {
-
-#define SATLAB_ASSIGN_OR_RETURN(lhs, expr)      \
-  auto lhs##_or = (expr);                       \
-  if (!lhs##_or.ok()) return lhs##_or.status(); \
-  auto lhs = *std::move(lhs##_or)
-
-#define SATLAB_RETURN_IF_ERROR(expr)                   \
-  do {                                                 \
-    if (absl::Status _s = (expr); !_s.ok()) return _s; \
-  } while (0)
 
 constexpr char kDigitsPath[] =
     "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz";

@@ -18,38 +18,20 @@ import unittest
 
 SERVER, CLI = sys.argv[1], sys.argv[2]
 
-
-def start_server(*flags, env_extra=None):
-    env = dict(os.environ)
-    env.update(env_extra or {})
-    proc = subprocess.Popen([SERVER, *flags], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    line = proc.stdout.readline()
-    match = re.match(r"listening on (\S+):(\d+)", line)
-    if not match:
-        proc.kill()
-        raise RuntimeError("server did not start: %r %s" % (line, proc.stderr.read()))
-    return proc, "%s:%s" % (match.group(1), match.group(2))
+from live_server import start_server, stop_server  # noqa: E402
 
 
 class CliEndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         # Port 0 through the environment: every flag has a SATLAB_* twin.
-        cls.server, cls.address = start_server(env_extra={
+        cls.server, cls.address = start_server(SERVER, env_extra={
             "SATLAB_PORT": "0", "SATLAB_HTTP_PORT": "-1", "SATLAB_LOG_FORMAT": "json"})
         cls.tmp = tempfile.TemporaryDirectory()
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.send_signal(signal.SIGTERM)
-        try:
-            cls.server.wait(timeout=20)
-        finally:
-            if cls.server.poll() is None:
-                cls.server.kill()
-            cls.server.stdout.close()
-            cls.server.stderr.close()
+        stop_server(cls.server)
         cls.tmp.cleanup()
 
     def cli(self, *args, expect=0, json_out=False):
@@ -152,7 +134,7 @@ class CliEndToEnd(unittest.TestCase):
 
 class GracefulShutdown(unittest.TestCase):
     def test_sigterm_drains_in_flight_training_and_exits_zero(self):
-        server, address = start_server("--port=0", "--http_port=-1", "--shutdown_grace_seconds=5")
+        server, address = start_server(SERVER, "--port=0", "--http_port=-1", "--shutdown_grace_seconds=5")
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, "data.csv")
@@ -189,11 +171,7 @@ class GracefulShutdown(unittest.TestCase):
                                    capture_output=True, text=True)
                 self.assertNotEqual(r.returncode, 0)
         finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
-            server.stdout.close()
-            server.stderr.close()
+            stop_server(server)
 
 
 if __name__ == "__main__":

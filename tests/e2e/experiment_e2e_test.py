@@ -8,9 +8,7 @@ The server picks its own port (--port=0) and is stopped by PID.
 import csv
 import json
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,32 +16,20 @@ import time
 import unittest
 
 SERVER, CLI = sys.argv[1], sys.argv[2]
+
+from live_server import start_server, stop_server  # noqa: E402
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 class ExperimentEndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.server = subprocess.Popen([SERVER, "--port=0", "--http_port=-1"], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True)
-        line = cls.server.stdout.readline()
-        match = re.match(r"listening on (\S+):(\d+)", line)
-        if not match:
-            cls.server.kill()
-            raise RuntimeError("server did not start: %r" % line)
-        cls.address = "%s:%s" % (match.group(1), match.group(2))
+        cls.server, cls.address = start_server(SERVER, "--port=0", "--http_port=-1")
         cls.tmp = tempfile.TemporaryDirectory()
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.send_signal(signal.SIGTERM)
-        try:
-            cls.server.wait(timeout=20)
-        finally:
-            if cls.server.poll() is None:
-                cls.server.kill()
-            cls.server.stdout.close()
-            cls.server.stderr.close()
+        stop_server(cls.server)
         cls.tmp.cleanup()
 
     def run_cli(self, *args):
