@@ -11,90 +11,74 @@ using Array = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 // Stable logistic: with e = exp(-|z|) in (0, 1], sigma(z) = 1 / (1 + e) for
 // z >= 0 and e / (1 + e) for z < 0, so exp never overflows.
 template <typename T>
-void StableSigmoid(const RowMatrix<T>& z, RowMatrix<T>* out) {
-  out->resize(z.rows(), z.cols());
+void StableSigmoid(const ConstRowRef<T>& z, RowRef<T> out) {
   // e = exp(-|z|) never overflows; a = 1/(1+e) for z >= 0, e/(1+e) below.
   // Selecting the numerator first keeps one division per element.
-  out->array() = (-z.array().abs()).exp();
-  out->array() =
-      (z.array() >= T(0)).select(T(1), out->array()) / (T(1) + out->array());
-}
-
-template <typename T>
-void Ones(const RowMatrix<T>& z, RowMatrix<T>* d) {
-  d->setOnes(z.rows(), z.cols());
+  out.array() = (-z.array().abs()).exp();
+  out.array() =
+      (z.array() >= T(0)).select(T(1), out.array()) / (T(1) + out.array());
 }
 
 template <typename T>
 constexpr std::array<ActivationOps<T>, 7> kTable = {{
     // f(z) = z; f' = 1.
-    {Activation::kIdentity, "identity", 1.0, false, false,
-     [](const RowMatrix<T>& z, T, RowMatrix<T>* a) { *a = z; },
-     [](const RowMatrix<T>& z, const RowMatrix<T>&, T, RowMatrix<T>* d) {
-       Ones(z, d);
+    {Activation::kIdentity, "identity", 1.0, false, false, false,
+     [](const ConstRowRef<T>& z, T, RowRef<T> a) { a = z; },
+     [](const ConstRowRef<T>&, const ConstRowRef<T>&, T, RowRef<T> d) {
+       d.setOnes();
      }},
     // f(z) = 1 / (1 + e^-z); f' = a (1 - a) <= 0.25.
-    {Activation::kSigmoid, "sigmoid", 0.25, false, false,
-     [](const RowMatrix<T>& z, T, RowMatrix<T>* a) { StableSigmoid(z, a); },
-     [](const RowMatrix<T>&, const RowMatrix<T>& a, T, RowMatrix<T>* d) {
-       d->resize(a.rows(), a.cols());
-       d->array() = a.array() * (T(1) - a.array());
+    {Activation::kSigmoid, "sigmoid", 0.25, false, false, false,
+     [](const ConstRowRef<T>& z, T, RowRef<T> a) { StableSigmoid<T>(z, a); },
+     [](const ConstRowRef<T>&, const ConstRowRef<T>& a, T, RowRef<T> d) {
+       d.array() = a.array() * (T(1) - a.array());
      }},
     // f(z) = tanh z; f' = 1 - a^2 <= 1.
-    {Activation::kTanh, "tanh", 1.0, false, false,
-     [](const RowMatrix<T>& z, T, RowMatrix<T>* a) {
-       a->resize(z.rows(), z.cols());
-       a->array() = z.array().tanh();
+    {Activation::kTanh, "tanh", 1.0, false, false, false,
+     [](const ConstRowRef<T>& z, T, RowRef<T> a) {
+       a.array() = z.array().tanh();
      },
-     [](const RowMatrix<T>&, const RowMatrix<T>& a, T, RowMatrix<T>* d) {
-       d->resize(a.rows(), a.cols());
-       d->array() = T(1) - a.array().square();
+     [](const ConstRowRef<T>&, const ConstRowRef<T>& a, T, RowRef<T> d) {
+       d.array() = T(1) - a.array().square();
      }},
     // f(z) = max(0, z); f' = [z > 0].
-    {Activation::kRelu, "relu", 1.0, false, true,
-     [](const RowMatrix<T>& z, T, RowMatrix<T>* a) {
-       a->resize(z.rows(), z.cols());
-       a->array() = z.array().max(T(0));
+    {Activation::kRelu, "relu", 1.0, false, false, true,
+     [](const ConstRowRef<T>& z, T, RowRef<T> a) {
+       a.array() = z.array().max(T(0));
      },
-     [](const RowMatrix<T>& z, const RowMatrix<T>&, T, RowMatrix<T>* d) {
-       d->resize(z.rows(), z.cols());
-       d->array() = (z.array() > T(0)).template cast<T>();
+     [](const ConstRowRef<T>& z, const ConstRowRef<T>&, T, RowRef<T> d) {
+       d.array() = (z.array() > T(0)).template cast<T>();
      }},
     // f(z) = z for z > 0, slope z otherwise; f' = 1 or slope.
-    {Activation::kLeakyRelu, "leaky_relu", 1.0, false, true,
-     [](const RowMatrix<T>& z, T slope, RowMatrix<T>* a) {
-       a->resize(z.rows(), z.cols());
-       a->array() = (z.array() > T(0)).select(z.array(), slope * z.array());
+    {Activation::kLeakyRelu, "leaky_relu", 1.0, false, false, true,
+     [](const ConstRowRef<T>& z, T slope, RowRef<T> a) {
+       a.array() = (z.array() > T(0)).select(z.array(), slope * z.array());
      },
-     [](const RowMatrix<T>& z, const RowMatrix<T>&, T slope, RowMatrix<T>* d) {
-       d->resize(z.rows(), z.cols());
-       d->array() = (z.array() > T(0))
-                        .select(Array<T>::Constant(z.rows(), z.cols(), T(1)),
-                                Array<T>::Constant(z.rows(), z.cols(), slope));
+     [](const ConstRowRef<T>& z, const ConstRowRef<T>&, T slope, RowRef<T> d) {
+       d.array() = (z.array() > T(0))
+                       .select(Array<T>::Constant(z.rows(), z.cols(), T(1)),
+                               Array<T>::Constant(z.rows(), z.cols(), slope));
      }},
     // f(z) = log(1 + e^z) = max(z, 0) + log1p(e^-|z|); f' = sigmoid(z) < 1.
-    {Activation::kSoftplus, "softplus", 1.0, false, false,
-     [](const RowMatrix<T>& z, T, RowMatrix<T>* a) {
-       a->resize(z.rows(), z.cols());
-       a->array() = z.array().max(T(0)) + (-z.array().abs()).exp().log1p();
+    {Activation::kSoftplus, "softplus", 1.0, false, false, false,
+     [](const ConstRowRef<T>& z, T, RowRef<T> a) {
+       a.array() = z.array().max(T(0)) + (-z.array().abs()).exp().log1p();
      },
-     [](const RowMatrix<T>& z, const RowMatrix<T>&, T, RowMatrix<T>* d) {
-       StableSigmoid(z, d);
+     [](const ConstRowRef<T>& z, const ConstRowRef<T>&, T, RowRef<T> d) {
+       StableSigmoid<T>(z, d);
      }},
     // a_k = e^{z_k - m} / sum_j e^{z_j - m} per row, m = max_j z_j (so the
     // largest exponent is 0); "f'" = Jacobian diagonal a_k (1 - a_k).
-    {Activation::kSoftmax, "softmax", 0.25, true, false,
-     [](const RowMatrix<T>& z, T, RowMatrix<T>* a) {
-       a->resize(z.rows(), z.cols());
+    {Activation::kSoftmax, "softmax", 0.25, true, true, false,
+     [](const ConstRowRef<T>& z, T, RowRef<T> a) {
        for (Eigen::Index r = 0; r < z.rows(); ++r) {
          const T m = z.row(r).maxCoeff();
-         a->row(r).array() = (z.row(r).array() - m).exp();
-         a->row(r) /= a->row(r).sum();
+         a.row(r).array() = (z.row(r).array() - m).exp();
+         a.row(r) /= a.row(r).sum();
        }
      },
-     [](const RowMatrix<T>&, const RowMatrix<T>& a, T, RowMatrix<T>* d) {
-       d->resize(a.rows(), a.cols());
-       d->array() = a.array() * (T(1) - a.array());
+     [](const ConstRowRef<T>&, const ConstRowRef<T>& a, T, RowRef<T> d) {
+       d.array() = a.array() * (T(1) - a.array());
      }},
 }};
 

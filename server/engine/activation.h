@@ -14,17 +14,23 @@ struct ActivationOps {
   absl::string_view name;  // as in messages: "sigmoid", "leaky_relu", ...
   // Largest value of f' (the saturation threshold is theta * max_derivative).
   double max_derivative;
-  // Softmax: row-wise, allowed on the output layer only.
+  // Softmax: allowed on the output layer only.
   bool output_only;
+  // Softmax: each a_k depends on its whole row. Every other f is
+  // elementwise, and the engine may apply it to a [1, rows * units] view
+  // of contiguous rows (which Eigen vectorizes end to end).
+  bool rowwise;
   // ReLU-like: a unit is "dead" when z <= 0 for every sample.
   bool can_die;
-  // a = f(z), both [n, units]; `slope` is the leaky_relu negative slope.
-  void (*forward)(const RowMatrix<T>& z, T slope, RowMatrix<T>* a);
+  // a = f(z), both [n, units] (a already has z's shape); `slope` is the
+  // leaky_relu negative slope. Views, so that the engine can apply them to
+  // a few rows at a time while those rows are in L1.
+  void (*forward)(const ConstRowRef<T>& z, T slope, RowRef<T> a);
   // d = f'(z), [n, units], given z and a = f(z). For softmax this is the
   // Jacobian diagonal a (1 - a) (statistics only; backprop through softmax
   // uses the full Jacobian, see loss.cc).
-  void (*derivative)(const RowMatrix<T>& z, const RowMatrix<T>& a, T slope,
-                     RowMatrix<T>* d);
+  void (*derivative)(const ConstRowRef<T>& z, const ConstRowRef<T>& a, T slope,
+                     RowRef<T> d);
 };
 
 // Whether `a` is one of the enum's values.

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "server/engine/activation.h"
+#include "server/engine/gemm.h"
 #include "server/engine/init.h"
 #include "server/engine/loss.h"
 #include "server/engine/network_impl.h"
@@ -45,7 +46,7 @@ Eigen::Map<const RowMatrix<T>> AsMatrix(const MatrixView& view,
 // Rows classified correctly: argmax(a) == argmax(y) for several outputs,
 // (a >= 0.5) == (y >= 0.5) for one.
 template <typename T>
-int64_t CountCorrect(const RowMatrix<T>& a, const ConstRowRef<T>& y) {
+int64_t CountCorrect(const ConstRowRef<T>& a, const ConstRowRef<T>& y) {
   if (a.cols() == 1) {
     return ((a.array() >= T(0.5)) == (y.array() >= T(0.5))).count();
   }
@@ -59,16 +60,33 @@ int64_t CountCorrect(const RowMatrix<T>& a, const ConstRowRef<T>& y) {
   return correct;
 }
 
+// Running sums of one layer's statistics over the rows seen so far.
+struct LayerSums {
+  double derivative_sum = 0;  // sum of f'(z) over (unit, sample)
+  int64_t saturated = 0;      // count of f'(z) < theta max f'
+  double activation_sum = 0;  // sum of a over (unit, sample)
+};
+
+// Scratch space of one pass, carved out of one buffer. There is one per
+// thread and precision (thread_local), not one per network: a network owns
+// only its parameters and optimizer state, and once a thread has run the
+// largest shape it sees nothing is allocated in a step. Pointers are
+// per layer; the per-sample buffers hold `capacity_rows` rows.
 template <typename T>
-bool AllFinite(const ParamSet<T>& s) {
-  for (const auto& w : s.weights) {
-    if (!w.allFinite()) return false;
-  }
-  for (const auto& b : s.biases) {
-    if (!b.allFinite()) return false;
-  }
-  return true;
-}
+struct Scratch {
+  Eigen::Matrix<T, Eigen::Dynamic, 1> buffer;  // aligned for SIMD
+  std::vector<T*> z, a, d,
+      delta;  // [rows, units_l]: Z_l, A_l, f'(Z_l), dC/dZ_l
+  std::vector<T*> grad_w, grad_b;     // [fan_in_l, units_l], [1, units_l]
+  std::vector<T*> max_z;              // [1, units_l]: column maxima of Z_l
+  T* output_delta = nullptr;          // [rows, units_L], per-sample delta
+  RowMatrix<T> x_storage, y_storage;  // inputs/targets in the other dtype
+  std::vector<LayerSums> sums;
+  double loss_sum = 0;     // sum of C_x
+  double delta_sq = 0;     // ||delta||_F^2 (per-sample delta)
+  double residual_sq = 0;  // ||a - y||_F^2
+  int64_t correct = 0;
+};
 
 template <typename T>
 class DenseNetwork final : public NetworkImpl {
@@ -77,8 +95,7 @@ class DenseNetwork final : public NetworkImpl {
       : loss_(spec.loss),
         theta_(spec.saturation_threshold),
         params_(InitialParameters<T>(spec)),
-        optimizer_(spec.optimizer, params_),
-        workspace_(MakeWorkspace()) {
+        optimizer_(spec.optimizer, params_) {
     widest_ = spec.input_size;
     for (const LayerSpec& layer : spec.layers) {
       layers_.push_back({&GetActivationOps<T>(layer.activation),
@@ -112,18 +129,21 @@ class DenseNetwork final : public NetworkImpl {
 
   ForwardResult Forward(const MatrixView& inputs,
                         bool include_layers) const override {
-    Workspace ws = MakeWorkspace();
-    const auto x = AsMatrix<T>(inputs, &ws.x_storage);
-    ForwardPass(x, &ws);
+    // Its own scratch, freed on return: the results are copied out of it
+    // anyway, and a large batch here should not stay allocated.
+    const int64_t n = inputs.rows;
+    Scratch<T> s;
+    Prepare(n, /*training=*/false, &s);
+    const auto x = AsMatrix<T>(inputs, &s.x_storage);
+    ForwardPass(x, /*training=*/false, &s);
     ForwardResult result;
-    if (!include_layers) {
-      result.outputs = std::move(ws.a.back());
-      return result;
-    }
-    result.outputs = ws.a.back();
-    for (size_t l = 0; l < layers_.size(); ++l) {
-      result.z.emplace_back(std::move(ws.z[l]));
-      result.a.emplace_back(std::move(ws.a[l]));
+    const size_t last = layers_.size() - 1;
+    result.outputs = RowMatrix<T>(A(s, last, n));
+    if (include_layers) {
+      for (size_t l = 0; l <= last; ++l) {
+        result.z.emplace_back(RowMatrix<T>(Z(s, l, n)));
+        result.a.emplace_back(RowMatrix<T>(A(s, l, n)));
+      }
     }
     return result;
   }
@@ -131,60 +151,61 @@ class DenseNetwork final : public NetworkImpl {
   GradientResult ComputeGradients(const MatrixView& inputs,
                                   const MatrixView& targets,
                                   Loss loss) const override {
-    Workspace ws = MakeWorkspace();
     RowMatrix<T> output_delta(inputs.rows, params_.biases.back().cols());
-    RunBatch(inputs, targets, loss, &ws, &output_delta);
+    Scratch<T>& s = RunBatch(inputs, targets, loss, &output_delta);
     const int64_t n = inputs.rows;
     GradientResult result;
     result.loss = loss;
-    result.loss_value = ws.loss_sum / static_cast<double>(n);
-    result.accuracy = static_cast<double>(ws.correct) / static_cast<double>(n);
-    result.stats = FinishStats(ws, n);
+    result.loss_value = s.loss_sum / static_cast<double>(n);
+    result.accuracy = static_cast<double>(s.correct) / static_cast<double>(n);
+    result.stats = FinishStats(s, n);
     for (size_t l = 0; l < layers_.size(); ++l) {
-      result.weight_grads.emplace_back(std::move(ws.grads.weights[l]));
-      result.bias_grads.emplace_back(RowMatrix<T>(ws.grads.biases[l]));
+      result.weight_grads.emplace_back(RowMatrix<T>(GradW(s, l)));
+      result.bias_grads.emplace_back(RowMatrix<T>(GradB(s, l)));
     }
     result.output_delta = std::move(output_delta);
+    Trim(&s);
     return result;
   }
 
   EvalResult Evaluate(const MatrixView& inputs,
                       const MatrixView& targets) const override {
-    Workspace ws = MakeWorkspace();
-    RunBatch(inputs, targets, loss_, &ws, nullptr);
+    Scratch<T>& s = RunBatch(inputs, targets, loss_, nullptr);
     const int64_t n = inputs.rows;
     EvalResult result;
-    result.loss = ws.loss_sum / static_cast<double>(n);
-    result.accuracy = static_cast<double>(ws.correct) / static_cast<double>(n);
+    result.loss = s.loss_sum / static_cast<double>(n);
+    result.accuracy = static_cast<double>(s.correct) / static_cast<double>(n);
     result.samples = n;
-    result.stats = FinishStats(ws, n);
+    result.stats = FinishStats(s, n);
+    Trim(&s);
     return result;
   }
 
   StepResult TrainStep(const MatrixView& inputs,
                        const MatrixView& targets) override {
-    // One chunk over the whole batch in the persistent workspace: after the
-    // first step of a given batch size nothing is reallocated.
-    Workspace& ws = workspace_;
+    // The whole batch in one chunk, so gradients are written, not summed.
     const int64_t n = inputs.rows;
-    const auto x = AsMatrix<T>(inputs, &ws.x_storage);
-    const auto y = AsMatrix<T>(targets, &ws.y_storage);
-    BeginSums(&ws);
-    ForwardPass(x, &ws);
-    Backward(x, y, loss_, n, &ws);
+    Scratch<T>& s = ThreadScratch();
+    Prepare(n, /*training=*/true, &s);
+    const auto x = AsMatrix<T>(inputs, &s.x_storage);
+    const auto y = AsMatrix<T>(targets, &s.y_storage);
+    BeginSums(&s);
+    ForwardPass(x, /*training=*/true, &s);
+    Backward(x, y, loss_, n, /*accumulate=*/false, &s);
 
     StepResult result;
     result.batch_size = n;
-    result.loss = ws.loss_sum / static_cast<double>(n);
-    result.accuracy = static_cast<double>(ws.correct) / static_cast<double>(n);
-    result.stats = FinishStats(ws, n);
-    // Nothing is applied unless the loss, every gradient and every updated
-    // value are finite.
-    result.diverged = !std::isfinite(result.loss) || !AllFinite(ws.grads) ||
-                      !optimizer_.Step(ws.grads, &params_);
+    result.loss = s.loss_sum / static_cast<double>(n);
+    result.accuracy = static_cast<double>(s.correct) / static_cast<double>(n);
+    result.stats = FinishStats(s, n);
+    // Nothing is applied unless the loss and every updated value are finite
+    // (the optimizer's check covers the gradients).
+    result.diverged = !std::isfinite(result.loss) ||
+                      !optimizer_.Step(s.grad_w, s.grad_b, &params_);
     ++step_;
     samples_seen_ += n;
     result.step = step_;
+    Trim(&s);
     return result;
   }
 
@@ -193,174 +214,250 @@ class DenseNetwork final : public NetworkImpl {
     const ActivationOps<T>* ops;
     T slope;  // leaky_relu only
   };
+  using Map = Eigen::Map<RowMatrix<T>>;
+  using VectorMap = Eigen::Map<RowVector<T>>;
 
-  // Running sums of one layer's statistics over the rows seen so far.
-  struct LayerSums {
-    double derivative_sum = 0;  // sum of f'(z) over (unit, sample)
-    int64_t saturated = 0;      // count of f'(z) < theta max f'
-    double activation_sum = 0;  // sum of a over (unit, sample)
-    Eigen::Array<T, 1, Eigen::Dynamic> max_z;  // [1, units]: max_x z
-  };
+  int64_t Units(size_t l) const { return params_.weights[l].cols(); }
+  int64_t FanIn(size_t l) const { return params_.weights[l].rows(); }
 
-  // Scratch space of one pass; TrainStep keeps one alive across steps.
-  struct Workspace {
-    std::vector<RowMatrix<T>> z;        // Z_l [n, units_l]
-    std::vector<RowMatrix<T>> a;        // A_l = f(Z_l) [n, units_l]
-    std::vector<RowMatrix<T>> d;        // f'(Z_l) [n, units_l]
-    std::vector<RowMatrix<T>> delta;    // Delta_l = dC/dZ_l [n, units_l]
-    RowMatrix<T> output_delta;          // per-sample delta [n, units_L]
-    ParamSet<T> grads;                  // dW_l [fan_in, units], db_l [1, units]
-    RowMatrix<T> x_storage, y_storage;  // inputs/targets in the other dtype
-    std::vector<LayerSums> sums;
-    double loss_sum = 0;     // sum of C_x
-    double delta_sq = 0;     // ||delta||_F^2 (per-sample delta)
-    double residual_sq = 0;  // ||a - y||_F^2
-    int64_t correct = 0;
-  };
-
-  // Per-layer slots only; matrices get their sizes on first use (Forward
-  // never allocates gradient buffers).
-  Workspace MakeWorkspace() const {
-    Workspace ws;
-    const size_t count = params_.weights.size();
-    ws.z.resize(count);
-    ws.a.resize(count);
-    ws.d.resize(count);
-    ws.delta.resize(count);
-    ws.sums.resize(count);
-    ws.grads.weights.resize(count);
-    ws.grads.biases.resize(count);
-    return ws;
+  // The scratch buffers of layer l over the first `rows` rows.
+  Map Z(const Scratch<T>& s, size_t l, int64_t rows) const {
+    return {s.z[l], rows, Units(l)};
+  }
+  Map A(const Scratch<T>& s, size_t l, int64_t rows) const {
+    return {s.a[l], rows, Units(l)};
+  }
+  Map D(const Scratch<T>& s, size_t l, int64_t rows) const {
+    return {s.d[l], rows, Units(l)};
+  }
+  Map Delta(const Scratch<T>& s, size_t l, int64_t rows) const {
+    return {s.delta[l], rows, Units(l)};
+  }
+  Map GradW(const Scratch<T>& s, size_t l) const {
+    return {s.grad_w[l], FanIn(l), Units(l)};
+  }
+  VectorMap GradB(const Scratch<T>& s, size_t l) const {
+    return {s.grad_b[l], Units(l)};
   }
 
-  // Zeroes the running sums and the gradient accumulators (sized like the
-  // parameters; no reallocation when they already are).
-  void BeginSums(Workspace* ws) const {
-    for (size_t l = 0; l < ws->sums.size(); ++l) {
-      LayerSums& s = ws->sums[l];
-      s.derivative_sum = 0;
-      s.saturated = 0;
-      s.activation_sum = 0;
-      s.max_z.setConstant(params_.biases[l].cols(),
-                          -std::numeric_limits<T>::infinity());
-      ws->grads.weights[l].setZero(params_.weights[l].rows(),
-                                   params_.weights[l].cols());
-      ws->grads.biases[l].setZero(params_.biases[l].cols());
+  static Scratch<T>& ThreadScratch() {
+    thread_local Scratch<T> scratch;
+    return scratch;
+  }
+
+  // Frees a thread's scratch after an unusually large pass (a full-batch
+  // step over a big dataset), so that it does not stay allocated for the
+  // life of the thread; the usual sizes are kept and reused.
+  static void Trim(Scratch<T>* s) {
+    constexpr int64_t kKeepBytes = int64_t{32} << 20;
+    if (s->buffer.size() * static_cast<int64_t>(sizeof(T)) > kKeepBytes) {
+      s->buffer.resize(0);
     }
-    ws->loss_sum = ws->delta_sq = ws->residual_sq = 0;
-    ws->correct = 0;
   }
 
-  // Z_l = A_{l-1} W_l + b_l, A_l = f(Z_l) for every layer; A_0 = x [n, in].
-  void ForwardPass(const ConstRowRef<T>& x, Workspace* ws) const {
-    for (size_t l = 0; l < layers_.size(); ++l) {
-      RowMatrix<T>& z = ws->z[l];
-      // [n, units] = [n, fan_in] x [fan_in, units]
-      if (l == 0) {
-        z.noalias() = x * params_.weights[l];
-      } else {
-        z.noalias() = ws->a[l - 1] * params_.weights[l];
+  // Lays *s out for passes of up to `rows` rows of this network
+  // (`training`: with f'(Z), deltas and gradients too), growing its buffer
+  // if needed.
+  void Prepare(int64_t rows, bool training, Scratch<T>* scratch) const {
+    Scratch<T>& s = *scratch;
+    const size_t count = layers_.size();
+    // Every buffer starts on a 64-byte boundary (a multiple of 16 floats or
+    // 8 doubles past the aligned base).
+    constexpr int64_t kAlign = 64 / sizeof(T);
+    auto padded = [](int64_t size) {
+      return (size + kAlign - 1) / kAlign * kAlign;
+    };
+    int64_t total = 0;
+    for (size_t l = 0; l < count; ++l) {
+      const int64_t per_sample = padded(rows * Units(l));
+      total += per_sample * (training ? 4 : 2);
+      if (training) {
+        total += padded(FanIn(l) * Units(l)) + 2 * padded(Units(l));
       }
-      z.rowwise() += params_.biases[l];  // + [1, units] on every row
-      layers_[l].ops->forward(z, layers_[l].slope, &ws->a[l]);
+    }
+    if (training) total += padded(rows * Units(count - 1));
+    if (s.buffer.size() < total) s.buffer.resize(total);
+    T* next = s.buffer.data();
+    auto take = [&](int64_t size) {
+      T* p = next;
+      next += padded(size);
+      return p;
+    };
+    s.z.resize(count);
+    s.a.resize(count);
+    s.d.resize(training ? count : 0);
+    s.delta.resize(training ? count : 0);
+    s.grad_w.resize(training ? count : 0);
+    s.grad_b.resize(training ? count : 0);
+    s.max_z.resize(training ? count : 0);
+    s.sums.resize(count);
+    for (size_t l = 0; l < count; ++l) {
+      s.z[l] = take(rows * Units(l));
+      s.a[l] = take(rows * Units(l));
+      if (!training) continue;
+      s.d[l] = take(rows * Units(l));
+      s.delta[l] = take(rows * Units(l));
+      s.grad_w[l] = take(FanIn(l) * Units(l));
+      s.grad_b[l] = take(Units(l));
+      s.max_z[l] = take(Units(l));
+    }
+    s.output_delta = training ? take(rows * Units(count - 1)) : nullptr;
+  }
+
+  // Zeroes the running sums.
+  void BeginSums(Scratch<T>* s) const {
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      s->sums[l] = LayerSums();
+      VectorMap(s->max_z[l], Units(l))
+          .setConstant(-std::numeric_limits<T>::infinity());
+    }
+    s->loss_sum = s->delta_sq = s->residual_sq = 0;
+    s->correct = 0;
+  }
+
+  // Z_l = A_{l-1} W_l + b_l, A_l = f(Z_l) for every layer; A_0 = x [m, in].
+  // When `training`, also f'(Z_l) and the statistics that need it.
+  void ForwardPass(const ConstRowRef<T>& x, bool training,
+                   Scratch<T>* s) const {
+    const int64_t m = x.rows();
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      // [m, units] = [m, fan_in] x [fan_in, units]
+      const T* input = l == 0 ? x.data() : s->a[l - 1];
+      Gemm<T>(Transpose::kNo, Transpose::kNo, m, Units(l), FanIn(l), input,
+              params_.weights[l].data(), s->z[l], /*accumulate=*/false);
+      Activate(l, m, training, s);
+    }
+  }
+
+  // Adds the bias to Z_l and applies f (and, when `training`, f' and the
+  // statistics) a few rows at a time, so that each block of Z, A and f'
+  // stays in L1 across what would otherwise be five passes over memory.
+  void Activate(size_t l, int64_t m, bool training, Scratch<T>* s) const {
+    constexpr int64_t kBlockElements = 1024;
+    const int64_t units = Units(l);
+    const int64_t block = std::max<int64_t>(1, kBlockElements / units);
+    const ActivationOps<T>& ops = *layers_[l].ops;
+    const T slope = layers_[l].slope;
+    const T threshold = static_cast<T>(theta_ * ops.max_derivative);
+    const RowVector<T>& bias = params_.biases[l];
+    LayerSums& sums = s->sums[l];
+    for (int64_t r = 0; r < m; r += block) {
+      const int64_t rows = std::min(block, m - r);
+      T* const z_data = s->z[l] + r * units;
+      T* const a_data = s->a[l] + r * units;
+      Map(z_data, rows, units).rowwise() += bias;  // + [1, units] per row
+      // An elementwise f sees the block as one row: vectorized end to end,
+      // even for a one-unit layer (whose column would be scalar code).
+      const int64_t view_rows = ops.rowwise ? rows : 1;
+      const int64_t view_cols = rows * units / view_rows;
+      const Map z(z_data, view_rows, view_cols);
+      Map a(a_data, view_rows, view_cols);
+      ops.forward(z, slope, a);
+      if (!training) continue;
+      Map d(s->d[l] + r * units, view_rows, view_cols);
+      ops.derivative(z, a, slope, d);
+      sums.derivative_sum += static_cast<double>(d.sum());
+      sums.saturated += (d.array() < threshold).count();
+      sums.activation_sum += static_cast<double>(a.sum());
+      if (ops.can_die) {
+        VectorMap max_z(s->max_z[l], units);
+        for (int64_t i = 0; i < rows; ++i) {
+          max_z = max_z.cwiseMax(VectorMap(z_data + i * units, units));
+        }
+      }
     }
   }
 
   // After ForwardPass over a chunk (x [m, in], y [m, out]) of a batch of
-  // `total_rows`: adds the chunk's loss, statistics and its share of the
-  // gradient of the mean loss to *ws.
+  // `total_rows`: adds the chunk's loss and statistics, and writes (or with
+  // `accumulate`, adds) its share of the gradient of the mean loss.
   void Backward(const ConstRowRef<T>& x, const ConstRowRef<T>& y, Loss loss,
-                int64_t total_rows, Workspace* ws) const {
+                int64_t total_rows, bool accumulate, Scratch<T>* s) const {
     const size_t last = layers_.size() - 1;
-    // f'(Z_l) [m, units_l] and the statistics that need it.
-    for (size_t l = 0; l <= last; ++l) {
-      const ActivationOps<T>& ops = *layers_[l].ops;
-      ops.derivative(ws->z[l], ws->a[l], layers_[l].slope, &ws->d[l]);
-      LayerSums& s = ws->sums[l];
-      const T threshold = static_cast<T>(theta_ * ops.max_derivative);
-      s.derivative_sum += static_cast<double>(ws->d[l].sum());
-      s.saturated += (ws->d[l].array() < threshold).count();
-      s.activation_sum += static_cast<double>(ws->a[l].sum());
-      if (ops.can_die) {
-        // Column maxima of Z_l, one contiguous row at a time (row-major).
-        for (Eigen::Index r = 0; r < ws->z[l].rows(); ++r) {
-          s.max_z = s.max_z.max(ws->z[l].row(r).array());
-        }
-      }
-    }
-    const RowMatrix<T>& a_out = ws->a[last];
-    ws->loss_sum +=
-        static_cast<double>(LossSum<T>(loss, ws->z[last], a_out, y));
-    ws->correct += CountCorrect<T>(a_out, y);
+    const int64_t m = x.rows();
+    const Map z_out = Z(*s, last, m);
+    const Map a_out = A(*s, last, m);
+    s->loss_sum += static_cast<double>(LossSum<T>(loss, z_out, a_out, y));
+    s->correct += CountCorrect<T>(a_out, y);
     // Per-sample delta = dC_x/dZ_L [m, out].
-    OutputDelta<T>(loss, layers_[last].ops->id, a_out, ws->d[last], y,
-                   &ws->output_delta);
-    ws->delta_sq += static_cast<double>(ws->output_delta.squaredNorm());
-    ws->residual_sq += static_cast<double>((a_out - y).squaredNorm());
+    Map output_delta(s->output_delta, m, Units(last));
+    OutputDelta<T>(loss, layers_[last].ops->id, a_out, D(*s, last, m), y,
+                   output_delta);
+    s->delta_sq += static_cast<double>(output_delta.squaredNorm());
+    s->residual_sq += static_cast<double>((a_out - y).squaredNorm());
 
     // Delta_L = delta / n: gradient of the mean loss w.r.t. Z_L [m, out].
-    ws->delta[last].noalias() = ws->output_delta / static_cast<T>(total_rows);
+    Delta(*s, last, m).noalias() = output_delta / static_cast<T>(total_rows);
     for (size_t l = last + 1; l-- > 0;) {
-      RowMatrix<T>& delta = ws->delta[l];
-      // dW_l += A_{l-1}^T Delta_l: [fan_in, units] = [fan_in, m] x [m, units]
-      if (l == 0) {
-        ws->grads.weights[l].noalias() += x.transpose() * delta;
+      const Map delta = Delta(*s, l, m);
+      // dW_l = A_{l-1}^T Delta_l: [fan_in, units] = [fan_in, m] x [m, units]
+      const T* input = l == 0 ? x.data() : s->a[l - 1];
+      Gemm<T>(Transpose::kYes, Transpose::kNo, FanIn(l), Units(l), m, input,
+              delta.data(), s->grad_w[l], accumulate);
+      // db_l = colsum(Delta_l): [1, units]
+      if (accumulate) {
+        GradB(*s, l) += delta.colwise().sum();
       } else {
-        ws->grads.weights[l].noalias() += ws->a[l - 1].transpose() * delta;
+        GradB(*s, l) = delta.colwise().sum();
       }
-      // db_l += colsum(Delta_l): [1, units]
-      ws->grads.biases[l] += delta.colwise().sum();
       if (l == 0) break;  // no gradient w.r.t. the input X
       // Delta_{l-1} = (Delta_l W_l^T) ⊙ f'(Z_{l-1}):
       // [m, fan_in] = [m, units] x [units, fan_in], then elementwise.
-      ws->delta[l - 1].noalias() = delta * params_.weights[l].transpose();
-      ws->delta[l - 1].array() *= ws->d[l - 1].array();
+      Gemm<T>(Transpose::kNo, Transpose::kYes, m, FanIn(l), Units(l),
+              delta.data(), params_.weights[l].data(), s->delta[l - 1],
+              /*accumulate=*/false);
+      Delta(*s, l - 1, m).array() *= D(*s, l - 1, m).array();
     }
   }
 
   // Forward + Backward over a whole batch in chunks; the per-sample output
   // delta goes to *output_delta [n, out] when given.
-  void RunBatch(const MatrixView& inputs, const MatrixView& targets, Loss loss,
-                Workspace* ws, RowMatrix<T>* output_delta) const {
-    const auto x = AsMatrix<T>(inputs, &ws->x_storage);
-    const auto y = AsMatrix<T>(targets, &ws->y_storage);
+  Scratch<T>& RunBatch(const MatrixView& inputs, const MatrixView& targets,
+                       Loss loss, RowMatrix<T>* output_delta) const {
     const int64_t n = inputs.rows;
-    const int64_t chunk = std::max<int64_t>(256, kChunkElements / widest_);
-    BeginSums(ws);
+    const int64_t chunk =
+        std::min(n, std::max<int64_t>(256, kChunkElements / widest_));
+    Scratch<T>& s = ThreadScratch();
+    Prepare(chunk, /*training=*/true, &s);
+    const auto x = AsMatrix<T>(inputs, &s.x_storage);
+    const auto y = AsMatrix<T>(targets, &s.y_storage);
+    BeginSums(&s);
     for (int64_t start = 0; start < n; start += chunk) {
       const int64_t rows = std::min(chunk, n - start);
       const auto x_chunk = x.middleRows(start, rows);
       const auto y_chunk = y.middleRows(start, rows);
-      ForwardPass(x_chunk, ws);
-      Backward(x_chunk, y_chunk, loss, n, ws);
+      ForwardPass(x_chunk, /*training=*/true, &s);
+      Backward(x_chunk, y_chunk, loss, n, /*accumulate=*/start > 0, &s);
       if (output_delta != nullptr) {
-        output_delta->middleRows(start, rows) = ws->output_delta;
+        output_delta->middleRows(start, rows) =
+            Map(s.output_delta, rows, output_delta->cols());
       }
     }
+    return s;
   }
 
-  SaturationStats FinishStats(const Workspace& ws, int64_t n) const {
+  SaturationStats FinishStats(const Scratch<T>& s, int64_t n) const {
     SaturationStats stats;
     stats.layers.reserve(layers_.size());
     for (size_t l = 0; l < layers_.size(); ++l) {
-      const LayerSums& s = ws.sums[l];
+      const LayerSums& sums = s.sums[l];
       const double count =
-          static_cast<double>(n) * static_cast<double>(s.max_z.size());
+          static_cast<double>(n) * static_cast<double>(Units(l));
       LayerStats& out = stats.layers.emplace_back();
-      out.mean_derivative = s.derivative_sum / count;
-      out.saturated_fraction = static_cast<double>(s.saturated) / count;
+      out.mean_derivative = sums.derivative_sum / count;
+      out.saturated_fraction = static_cast<double>(sums.saturated) / count;
       out.dead_units =
-          layers_[l].ops->can_die ? (s.max_z <= T(0)).count() : int64_t{0};
-      out.weight_gradient_norm =
-          static_cast<double>(ws.grads.weights[l].norm());
-      out.bias_gradient_norm = static_cast<double>(ws.grads.biases[l].norm());
-      out.mean_activation = s.activation_sum / count;
+          layers_[l].ops->can_die
+              ? (VectorMap(s.max_z[l], Units(l)).array() <= T(0)).count()
+              : int64_t{0};
+      out.weight_gradient_norm = static_cast<double>(GradW(s, l).norm());
+      out.bias_gradient_norm = static_cast<double>(GradB(s, l).norm());
+      out.mean_activation = sums.activation_sum / count;
     }
     // ||delta||_F / ||a - y||_F; 1 when a == y.
     stats.output_attenuation =
-        ws.residual_sq == 0
-            ? 1.0
-            : std::sqrt(ws.delta_sq) / std::sqrt(ws.residual_sq);
+        s.residual_sq == 0 ? 1.0
+                           : std::sqrt(s.delta_sq) / std::sqrt(s.residual_sq);
     return stats;
   }
 
@@ -372,7 +469,6 @@ class DenseNetwork final : public NetworkImpl {
   Optimizer<T> optimizer_;
   int64_t step_ = 0;
   int64_t samples_seen_ = 0;
-  Workspace workspace_;  // TrainStep only
 };
 
 }  // namespace

@@ -7,7 +7,7 @@ bool IsValidLoss(Loss l) {
 }
 
 template <typename T>
-T LossSum(Loss loss, const RowMatrix<T>& z, const RowMatrix<T>& a,
+T LossSum(Loss loss, const ConstRowRef<T>& z, const ConstRowRef<T>& a,
           const ConstRowRef<T>& y) {
   switch (loss) {
     case Loss::kMse:
@@ -35,53 +35,50 @@ T LossSum(Loss loss, const RowMatrix<T>& z, const RowMatrix<T>& a,
 }
 
 template <typename T>
-void OutputDelta(Loss loss, Activation output, const RowMatrix<T>& a,
-                 const RowMatrix<T>& d, const ConstRowRef<T>& y,
-                 RowMatrix<T>* delta) {
-  delta->resize(a.rows(), a.cols());
+void OutputDelta(Loss loss, Activation output, const ConstRowRef<T>& a,
+                 const ConstRowRef<T>& d, const ConstRowRef<T>& y,
+                 RowRef<T> delta) {
   switch (loss) {
     case Loss::kMse:
       // dC/da = a - y, [n, out].
-      delta->noalias() = a - y;
+      delta.noalias() = a - y;
       if (output == Activation::kSoftmax) {
         // delta = J^T (a - y) per row, J_jk = a_j ([j == k] - a_k):
         //   delta_k = a_k ((a - y)_k - sum_j a_j (a - y)_j).
         for (Eigen::Index r = 0; r < a.rows(); ++r) {
-          const T s = a.row(r).dot(delta->row(r));
-          delta->row(r).array() =
-              a.row(r).array() * (delta->row(r).array() - s);
+          const T s = a.row(r).dot(delta.row(r));
+          delta.row(r).array() = a.row(r).array() * (delta.row(r).array() - s);
         }
       } else {
         // Elementwise f: delta = (a - y) ⊙ f'(z).
-        delta->array() *= d.array();
+        delta.array() *= d.array();
       }
       return;
     case Loss::kBce:
       // Sigmoid's a (1 - a) cancels against dC/da: delta = a - y exactly.
-      delta->noalias() = a - y;
+      delta.noalias() = a - y;
       return;
     case Loss::kCce:
       // delta_k = a_k sum_j y_j - y_k (a - y for rows summing to 1; a * 1 is
       // exact, so a one-hot row gives a - y bit for bit).
       for (Eigen::Index r = 0; r < a.rows(); ++r) {
-        delta->row(r) = a.row(r) * y.row(r).sum() - y.row(r);
+        delta.row(r) = a.row(r) * y.row(r).sum() - y.row(r);
       }
       return;
   }
 }
 
-template float LossSum<float>(Loss, const RowMatrix<float>&,
-                              const RowMatrix<float>&,
+template float LossSum<float>(Loss, const ConstRowRef<float>&,
+                              const ConstRowRef<float>&,
                               const ConstRowRef<float>&);
-template double LossSum<double>(Loss, const RowMatrix<double>&,
-                                const RowMatrix<double>&,
+template double LossSum<double>(Loss, const ConstRowRef<double>&,
+                                const ConstRowRef<double>&,
                                 const ConstRowRef<double>&);
-template void OutputDelta<float>(Loss, Activation, const RowMatrix<float>&,
-                                 const RowMatrix<float>&,
-                                 const ConstRowRef<float>&, RowMatrix<float>*);
-template void OutputDelta<double>(Loss, Activation, const RowMatrix<double>&,
-                                  const RowMatrix<double>&,
+template void OutputDelta<float>(Loss, Activation, const ConstRowRef<float>&,
+                                 const ConstRowRef<float>&,
+                                 const ConstRowRef<float>&, RowRef<float>);
+template void OutputDelta<double>(Loss, Activation, const ConstRowRef<double>&,
                                   const ConstRowRef<double>&,
-                                  RowMatrix<double>*);
+                                  const ConstRowRef<double>&, RowRef<double>);
 
 }  // namespace satlab::engine

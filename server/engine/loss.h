@@ -9,9 +9,6 @@
 
 namespace satlab::engine {
 
-template <typename T>
-using ConstRowRef = Eigen::Ref<const RowMatrix<T>>;
-
 // Whether `l` is one of the enum's values.
 bool IsValidLoss(Loss l);
 
@@ -22,7 +19,7 @@ bool IsValidLoss(Loss l);
 //   cce: C_x = -sum_k y_k (z_k - logsumexp(z))   (= -sum_k y_k ln a_k)
 // The pair must be allowed (CheckLossActivation).
 template <typename T>
-T LossSum(Loss loss, const RowMatrix<T>& z, const RowMatrix<T>& a,
+T LossSum(Loss loss, const ConstRowRef<T>& z, const ConstRowRef<T>& a,
           const ConstRowRef<T>& y);
 
 // Per-sample output delta dC_x/dz [n, out]:
@@ -31,26 +28,26 @@ T LossSum(Loss loss, const RowMatrix<T>& z, const RowMatrix<T>& a,
 //   bce (sigmoid):      a - y
 //   cce (softmax):      a sum(y) - y
 template <typename T>
-void OutputDelta(Loss loss, Activation output, const RowMatrix<T>& a,
-                 const RowMatrix<T>& d, const ConstRowRef<T>& y,
-                 RowMatrix<T>* delta);
+void OutputDelta(Loss loss, Activation output, const ConstRowRef<T>& a,
+                 const ConstRowRef<T>& d, const ConstRowRef<T>& y,
+                 RowRef<T> delta);
 
-extern template float LossSum<float>(Loss, const RowMatrix<float>&,
-                                     const RowMatrix<float>&,
+extern template float LossSum<float>(Loss, const ConstRowRef<float>&,
+                                     const ConstRowRef<float>&,
                                      const ConstRowRef<float>&);
-extern template double LossSum<double>(Loss, const RowMatrix<double>&,
-                                       const RowMatrix<double>&,
+extern template double LossSum<double>(Loss, const ConstRowRef<double>&,
+                                       const ConstRowRef<double>&,
                                        const ConstRowRef<double>&);
 extern template void OutputDelta<float>(Loss, Activation,
-                                        const RowMatrix<float>&,
-                                        const RowMatrix<float>&,
                                         const ConstRowRef<float>&,
-                                        RowMatrix<float>*);
+                                        const ConstRowRef<float>&,
+                                        const ConstRowRef<float>&,
+                                        RowRef<float>);
 extern template void OutputDelta<double>(Loss, Activation,
-                                         const RowMatrix<double>&,
-                                         const RowMatrix<double>&,
                                          const ConstRowRef<double>&,
-                                         RowMatrix<double>*);
+                                         const ConstRowRef<double>&,
+                                         const ConstRowRef<double>&,
+                                         RowRef<double>);
 
 }  // namespace satlab::engine
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "Eigen/Core"
+#include "absl/types/span.h"
 #include "server/engine/spec.h"
 
 namespace satlab::engine {
@@ -26,29 +27,32 @@ class Optimizer {
   // is allocated here, none in Step.
   Optimizer(const OptimizerSpec& spec, const ParamSet<T>& shapes);
 
-  // One update of *params from `grads`. The new parameters and state are
-  // computed into spare buffers and swapped in only if all are finite;
-  // otherwise returns false and changes nothing (Adam's t included).
-  bool Step(const ParamSet<T>& grads, ParamSet<T>* params);
+  // One update of *params from the gradients, in place. weight_grads[l] and
+  // bias_grads[l] hold as many values as params->weights[l] / biases[l], in
+  // the same order. Two passes: the first evaluates every new parameter and
+  // state value without storing it and checks that all are finite (a
+  // non-finite gradient always makes some new value non-finite); only then
+  // does the second write them. Returns false and changes nothing
+  // (Adam's t included) when a value would not be finite. No spare copy of
+  // the parameters is kept: a network costs its parameters and state.
+  bool Step(absl::Span<const T* const> weight_grads,
+            absl::Span<const T* const> bias_grads, ParamSet<T>* params);
 
   // Zeroes momentum / moments and Adam's t.
   void Reset();
 
  private:
   using Flat = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
-  using ConstFlat = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
-  // Writes the updated p, m, v of one tensor into p_next, m_next, v_next
-  // (state the optimizer does not keep is empty and never touched) and
-  // returns whether they are all finite.
-  bool Tensor(ConstFlat p, ConstFlat g, ConstFlat m, ConstFlat v, Flat p_next,
-              Flat m_next, Flat v_next) const;
+  // Updates p, m, v of one tensor from g (state the optimizer does not keep
+  // is empty and never touched). With `write` false, stores nothing and
+  // returns whether every new value is finite; with `write` true, stores
+  // them and returns true.
+  bool Tensor(Flat p, const T* g, Flat m, Flat v, bool write) const;
 
   OptimizerSpec spec_;
   // SGD: m = velocity (only when momentum > 0). Adam: m, v = moments.
   ParamSet<T> m_, v_;
-  // Spare buffers the next values are computed into, then swapped in.
-  ParamSet<T> p_next_, m_next_, v_next_;
   int64_t t_ = 0;  // Adam steps applied since creation / last Reset
 };
 

@@ -20,6 +20,12 @@ using RowMatrix =
     Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <typename T>
 using RowVector = Eigen::Matrix<T, 1, Eigen::Dynamic>;
+// Views of a RowMatrix, a Map over raw storage or a block of whole rows of
+// either, without a copy.
+template <typename T>
+using RowRef = Eigen::Ref<RowMatrix<T>>;
+template <typename T>
+using ConstRowRef = Eigen::Ref<const RowMatrix<T>>;
 
 enum class DType { kFloat32, kFloat64 };
 

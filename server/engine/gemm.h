@@ -1,0 +1,36 @@
+// Matrix products of the training step, written straight into their
+// destination. Internal to the engine.
+#ifndef SATLAB_SERVER_ENGINE_GEMM_H_
+#define SATLAB_SERVER_ENGINE_GEMM_H_
+
+#include <cstdint>
+
+namespace satlab::engine {
+
+enum class Transpose { kNo, kYes };
+
+// C [m, n] = op(A) op(B), or C += op(A) op(B) when `accumulate`; op(A) is
+// [m, k] and op(B) is [k, n]. Every matrix is row-major and contiguous (a
+// transposed operand is stored as [k, m] / [n, k]). At most one operand is
+// transposed: the step needs A B, A^T B and A B^T only.
+//
+// Large products go to OpenBLAS with beta = 0 or 1: Eigen's own `C = A * B`
+// zeroes C and then calls gemm with beta = 1, one wasted pass over C (the
+// whole weight gradient, per step). Small ones (m n k up to 32^3
+// multiply-adds: the tiny networks) run as plain vectorized loops, because a
+// BLAS call costs ~0.5 us of dispatch and packing whatever its size, more
+// than such a product takes.
+template <typename T>
+void Gemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_t k,
+          const T* a, const T* b, T* c, bool accumulate);
+
+extern template void Gemm<float>(Transpose, Transpose, int64_t, int64_t,
+                                 int64_t, const float*, const float*, float*,
+                                 bool);
+extern template void Gemm<double>(Transpose, Transpose, int64_t, int64_t,
+                                  int64_t, const double*, const double*,
+                                  double*, bool);
+
+}  // namespace satlab::engine
+
+#endif  // SATLAB_SERVER_ENGINE_GEMM_H_
