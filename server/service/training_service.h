@@ -4,7 +4,9 @@
 #ifndef SATLAB_SERVER_SERVICE_TRAINING_SERVICE_H_
 #define SATLAB_SERVER_SERVICE_TRAINING_SERVICE_H_
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/functional/any_invocable.h"
@@ -91,6 +93,19 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
                                                const pb::Minibatch& batch,
                                                absl::string_view field);
 
+  // Multiply-adds (batch rows x parameters) up to which a TrainStep runs on
+  // the callback thread: a few tens of microseconds at most, less than the
+  // executor hand-off it saves for the tiny networks.
+  static constexpr int64_t kInlineStepWork = int64_t{1} << 16;
+
+  // ApplyStep for a gRPC callback thread, which must never wait: runs the
+  // step only if it is tiny (batch rows x parameters <= kInlineStepWork)
+  // and the network's lock is free right now. Otherwise changes nothing and
+  // returns nullopt, and the caller hands the call to the executor.
+  std::optional<absl::StatusOr<engine::StepResult>> TryApplyTinyStep(
+      store::NetworkEntry& entry, const pb::Minibatch& batch,
+      absl::string_view field);
+
   Executor* executor() const { return executor_; }
   // The server's metrics hub (never null): WatchMetrics and the dashboard
   // read it, every step and experiment epoch is reported to it.
@@ -109,6 +124,12 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
       absl::AnyInvocable<absl::Status() &&> work);
 
   void NetworkToProto(const store::NetworkEntry& entry, pb::Network* out) const;
+
+  // The step of ApplyStep, under entry.mu: checks, validates, trains.
+  absl::StatusOr<engine::StepResult> StepLocked(store::NetworkEntry& entry,
+                                                const pb::Minibatch& batch,
+                                                absl::string_view field)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(entry.mu);
 
   const ServiceOptions options_;
   store::NetworkStore* const store_;

@@ -1,6 +1,8 @@
 // In-process tests of every TrainingService RPC over a real gRPC channel on
 // 127.0.0.1:0: happy paths, each documented error code, and proof that a
 // rejected request changes nothing.
+#include "server/service/training_service.h"
+
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -497,6 +499,38 @@ TEST_F(TrainingServiceTest, Train_Stream_EqualsTrainStepsBitwise) {
   }
   EXPECT_EQ(ParamBytes(*client_, streamed->name()),
             ParamBytes(*client_, stepped->name()));
+}
+
+// Tiny steps run on the callback thread, larger ones on the executor
+// (service::TrainingServiceImpl::kInlineStepWork); the Train stream always uses
+// the executor. Both TrainStep paths must give the stream's parameters bit for
+// bit.
+TEST_F(TrainingServiceTest, TrainStep_InlineAndExecutorPaths_EqualStream) {
+  constexpr int64_t kParameters = 4 * 8 + 8 + 8 * 3 + 3;
+  const int tiny_rows = 6;
+  const int large_rows = static_cast<int>(
+      service::TrainingServiceImpl::kInlineStepWork / kParameters + 1);
+  ASSERT_LE(tiny_rows * kParameters,
+            service::TrainingServiceImpl::kInlineStepWork);
+  for (const int rows : {tiny_rows, large_rows}) {
+    auto streamed = client_->CreateNetwork(SmallSpec(4, 8, 3, v1::LOSS_CCE, 9));
+    auto stepped = client_->CreateNetwork(SmallSpec(4, 8, 3, v1::LOSS_CCE, 9));
+    ASSERT_TRUE(streamed.ok() && stepped.ok());
+    std::vector<v1::Minibatch> batches;
+    for (int i = 0; i < 3; ++i) batches.push_back(MakeBatch(rows, 4, 3, i));
+    ASSERT_TRUE(client_
+                    ->Train(streamed->name(), batches, TrainOptions{},
+                            [](const v1::TrainResponse&) {})
+                    .ok());
+    for (const auto& b : batches) {
+      auto result = client_->TrainStep(stepped->name(), b);
+      ASSERT_TRUE(result.ok()) << result.status();
+      EXPECT_EQ(result->batch_size(), rows);
+    }
+    EXPECT_EQ(ParamBytes(*client_, streamed->name()),
+              ParamBytes(*client_, stepped->name()))
+        << rows << " rows";
+  }
 }
 
 TEST_F(TrainingServiceTest, Train_ReportEvery_ReportsMultiplesAndTheLast) {
