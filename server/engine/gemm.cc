@@ -2,7 +2,6 @@
 
 #include <cblas.h>
 
-#include <algorithm>
 #include <type_traits>
 #include <vector>
 
@@ -16,16 +15,16 @@ namespace {
 // 32 x 16 x 16), a BLAS call costs about 0.5 us whatever its size.
 constexpr int64_t kSmallProduct = int64_t{32} * 32 * 32;
 
-// C[m, n] += A B for small shapes, in register tiles: R rows by V SIMD
-// packets of C are summed over all of k in packet accumulators, then added
-// to C once. A(i, p) is a[i * a_row + p * a_col], so that A^T B reads A in
-// place; B is [k, n] row-major. Eigen's small-product path, axpy loops
-// that load and store a row of C per multiply-add, and plain fixed-size
-// arrays (which GCC vectorized across k, with shuffles and spills) all ran
-// 2-4x slower here.
+// C[m, n] (+)= A B for small shapes, in register tiles: R rows by V SIMD
+// packets of C are summed over all of k in packet accumulators, then
+// stored into (or added to) C once. A(i, p) is a[i * a_row + p * a_col], so
+// that A^T B reads A in place; B is [k, n] row-major. Eigen's small-product
+// path, axpy loops that load and store a row of C per multiply-add, and plain
+// fixed-size arrays (which GCC vectorized across k, with shuffles and spills)
+// all ran 2-4x slower here.
 template <typename T, int R, int V>
 void Tile(int64_t i, int64_t j, int64_t n, int64_t k, const T* a, int64_t a_row,
-          int64_t a_col, const T* b, T* c) {
+          int64_t a_col, const T* b, T* c, bool accumulate) {
   namespace ei = Eigen::internal;
   using Packet = typename ei::packet_traits<T>::type;
   constexpr int kLanes = ei::unpacket_traits<Packet>::size;
@@ -48,7 +47,8 @@ void Tile(int64_t i, int64_t j, int64_t n, int64_t k, const T* a, int64_t a_row,
   for (int r = 0; r < R; ++r) {
     for (int v = 0; v < V; ++v) {
       T* out = c + (i + r) * n + j + v * kLanes;
-      ei::pstoreu(out, ei::padd(ei::ploadu<Packet>(out), acc[r][v]));
+      ei::pstoreu(out, accumulate ? ei::padd(ei::ploadu<Packet>(out), acc[r][v])
+                                  : acc[r][v]);
     }
   }
 }
@@ -57,7 +57,7 @@ void Tile(int64_t i, int64_t j, int64_t n, int64_t k, const T* a, int64_t a_row,
 // a time for four independent accumulation chains.
 template <typename T>
 void Column(int64_t j, int64_t m, int64_t n, int64_t k, const T* a,
-            int64_t a_row, int64_t a_col, const T* b, T* c) {
+            int64_t a_row, int64_t a_col, const T* b, T* c, bool accumulate) {
   int64_t i = 0;
   for (; i + 4 <= m; i += 4) {
     T acc[4] = {};
@@ -66,19 +66,23 @@ void Column(int64_t j, int64_t m, int64_t n, int64_t k, const T* a,
       for (int r = 0; r < 4; ++r)
         acc[r] += a[(i + r) * a_row + p * a_col] * b_pj;
     }
-    for (int r = 0; r < 4; ++r) c[(i + r) * n + j] += acc[r];
+    for (int r = 0; r < 4; ++r) {
+      T& out = c[(i + r) * n + j];
+      out = accumulate ? out + acc[r] : acc[r];
+    }
   }
   for (; i < m; ++i) {
     T acc = 0;
     for (int64_t p = 0; p < k; ++p)
       acc += a[i * a_row + p * a_col] * b[p * n + j];
-    c[i * n + j] += acc;
+    T& out = c[i * n + j];
+    out = accumulate ? out + acc : acc;
   }
 }
 
 template <typename T>
 void SmallProduct(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row,
-                  int64_t a_col, const T* b, T* c) {
+                  int64_t a_col, const T* b, T* c, bool accumulate) {
   namespace ei = Eigen::internal;
   constexpr int kLanes =
       ei::unpacket_traits<typename ei::packet_traits<T>::type>::size;
@@ -86,15 +90,19 @@ void SmallProduct(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row,
   int64_t j = 0;
   for (; j + 2 * kLanes <= n; j += 2 * kLanes) {
     int64_t i = 0;
-    for (; i + 4 <= m; i += 4) Tile<T, 4, 2>(i, j, n, k, a, a_row, a_col, b, c);
-    for (; i < m; ++i) Tile<T, 1, 2>(i, j, n, k, a, a_row, a_col, b, c);
+    for (; i + 4 <= m; i += 4)
+      Tile<T, 4, 2>(i, j, n, k, a, a_row, a_col, b, c, accumulate);
+    for (; i < m; ++i)
+      Tile<T, 1, 2>(i, j, n, k, a, a_row, a_col, b, c, accumulate);
   }
   for (; j + kLanes <= n; j += kLanes) {
     int64_t i = 0;
-    for (; i + 4 <= m; i += 4) Tile<T, 4, 1>(i, j, n, k, a, a_row, a_col, b, c);
-    for (; i < m; ++i) Tile<T, 1, 1>(i, j, n, k, a, a_row, a_col, b, c);
+    for (; i + 4 <= m; i += 4)
+      Tile<T, 4, 1>(i, j, n, k, a, a_row, a_col, b, c, accumulate);
+    for (; i < m; ++i)
+      Tile<T, 1, 1>(i, j, n, k, a, a_row, a_col, b, c, accumulate);
   }
-  for (; j < n; ++j) Column(j, m, n, k, a, a_row, a_col, b, c);
+  for (; j < n; ++j) Column(j, m, n, k, a, a_row, a_col, b, c, accumulate);
 }
 
 // src [rows, cols] transposed into this thread's buffer [cols, rows]
@@ -114,14 +122,13 @@ const T* Transposed(const T* src, int64_t rows, int64_t cols) {
 template <typename T>
 void SmallGemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n,
                int64_t k, const T* a, const T* b, T* c, bool accumulate) {
-  if (!accumulate) std::fill(c, c + m * n, T(0));
   // A transposed B here is a weight matrix of at most k n values: copied
   // upright, every tile reads B rows contiguously.
   if (trans_b == Transpose::kYes) b = Transposed(b, n, k);
   if (trans_a == Transpose::kYes) {
-    SmallProduct(m, n, k, a, /*a_row=*/1, /*a_col=*/m, b, c);
+    SmallProduct(m, n, k, a, /*a_row=*/1, /*a_col=*/m, b, c, accumulate);
   } else {
-    SmallProduct(m, n, k, a, /*a_row=*/k, /*a_col=*/1, b, c);
+    SmallProduct(m, n, k, a, /*a_row=*/k, /*a_col=*/1, b, c, accumulate);
   }
 }
 
