@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "server/engine/gemm.h"
 #include "server/http/http_server.h"
 #include "server/logging.h"
 #include "server/service/grpc_metrics.h"
@@ -31,6 +32,11 @@ ABSL_FLAG(std::string, host, "127.0.0.1",
 ABSL_FLAG(int, port, 50051, "gRPC port; 0 picks a free port (printed).");
 ABSL_FLAG(int, compute_threads, 0,
           "Threads running numerics; 0 means one per core.");
+ABSL_FLAG(int, blas_threads, 0,
+          "Cores each large matrix product may use (OpenBLAS's pool); 0 "
+          "keeps OpenBLAS's default (OPENBLAS_NUM_THREADS, else one per "
+          "core). With several compute threads busy at once, compute_threads "
+          "x blas_threads above the core count oversubscribes the CPU.");
 ABSL_FLAG(int, max_queued_calls, 1024,
           "Calls waiting for a compute thread before RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, max_networks, 10000, "Networks the server holds at most.");
@@ -104,6 +110,15 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  const int blas_threads = absl::GetFlag(FLAGS_blas_threads);
+  if (blas_threads < 0) {
+    std::fprintf(stderr,
+                 "satlab-server: --blas_threads: expected >= 0, got %d\n",
+                 blas_threads);
+    return 2;
+  }
+  if (blas_threads > 0) satlab::engine::SetBlasThreads(blas_threads);
+
   satlab::service::ServerOptions options;
   options.listen_address =
       absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
@@ -146,8 +161,11 @@ int main(int argc, char** argv) {
   // Tests and scripts read the bound port from this line.
   std::printf("listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);
-  spdlog::info("satlab-server listening on {} ({} compute threads)",
-               (*server)->address(), (*server)->executor()->threads());
+  spdlog::info(
+      "satlab-server listening on {} ({} compute threads, {} BLAS threads "
+      "per product)",
+      (*server)->address(), (*server)->executor()->threads(),
+      satlab::engine::BlasThreads());
 
   std::unique_ptr<satlab::http::HttpServer> http;
   if (absl::GetFlag(FLAGS_http_port) >= 0) {

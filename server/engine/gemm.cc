@@ -159,6 +159,10 @@ void Gemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_t k,
   }
 }
 
+void SetBlasThreads(int threads) { openblas_set_num_threads(threads); }
+
+int BlasThreads() { return openblas_get_num_threads(); }
+
 template void Gemm<float>(Transpose, Transpose, int64_t, int64_t, int64_t,
                           const float*, const float*, float*, bool);
 template void Gemm<double>(Transpose, Transpose, int64_t, int64_t, int64_t,

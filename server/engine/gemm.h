@@ -1,5 +1,6 @@
 // Matrix products of the training step, written straight into their
-// destination. Internal to the engine.
+// destination, and the size of the BLAS thread pool behind them (which the
+// server sets from --blas_threads).
 #ifndef SATLAB_SERVER_ENGINE_GEMM_H_
 #define SATLAB_SERVER_ENGINE_GEMM_H_
 
@@ -30,6 +31,15 @@ extern template void Gemm<float>(Transpose, Transpose, int64_t, int64_t,
 extern template void Gemm<double>(Transpose, Transpose, int64_t, int64_t,
                                   int64_t, const double*, const double*,
                                   double*, bool);
+
+// OpenBLAS's thread pool, shared by every large product in the process:
+// each may use up to BlasThreads() cores. Its initial size comes from
+// OPENBLAS_NUM_THREADS (else one per core). A server that runs several
+// products at once (compute threads) may want fewer per product, and a
+// Train stream on a 2-core machine runs faster with one BLAS thread and
+// the other core left to the transport (docs/benchmarks.md).
+void SetBlasThreads(int threads);  // threads >= 1
+int BlasThreads();
 
 }  // namespace satlab::engine
 

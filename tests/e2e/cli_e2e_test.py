@@ -132,6 +132,24 @@ class CliEndToEnd(unittest.TestCase):
         self.assertEqual(self.cli("health", "", json_out=True)["status"], "SERVING")
 
 
+class BlasThreadsFlag(unittest.TestCase):
+    def test_pool_size_applied_and_logged(self):
+        server, _ = start_server(SERVER, "--port=0", "--http_port=-1", "--blas_threads=1")
+        try:
+            server.send_signal(signal.SIGTERM)
+            self.assertEqual(server.wait(timeout=30), 0)
+            self.assertIn("1 BLAS threads per product", server.stderr.read())
+        finally:
+            stop_server(server)
+
+    def test_negative_rejected_before_listening(self):
+        r = subprocess.run([SERVER, "--port=0", "--http_port=-1", "--blas_threads=-1"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--blas_threads: expected >= 0, got -1", r.stderr)
+        self.assertNotIn("listening", r.stdout)
+
+
 class GracefulShutdown(unittest.TestCase):
     def test_sigterm_drains_in_flight_training_and_exits_zero(self):
         server, address = start_server(SERVER, "--port=0", "--http_port=-1", "--shutdown_grace_seconds=5")

@@ -100,5 +100,15 @@ TEST(Gemm, SmallProduct_BitwiseRepeatable) {
   EXPECT_EQ(c1, c2);
 }
 
+TEST(Gemm, BlasThreads_SetAndReadBack) {
+  const int initial = BlasThreads();
+  ASSERT_GE(initial, 1);
+  SetBlasThreads(1);
+  EXPECT_EQ(BlasThreads(), 1);
+  SetBlasThreads(2);
+  EXPECT_EQ(BlasThreads(), 2);
+  SetBlasThreads(initial);
+}
+
 }  // namespace
 }  // namespace satlab::engine
