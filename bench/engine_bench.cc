@@ -115,7 +115,7 @@ void BM_Engine(benchmark::State& state, const BenchCase& c, Op op) {
   std::unique_ptr<Network> net = MustCreate(SpecFor(c, dtype));
   const Batches<T> data(c);
   const Loss loss = net->spec().loss;
-  // One untimed step: the first TrainStep allocates the workspace it keeps.
+  // One untimed step: the first TrainStep on this thread sizes its scratch.
   net->TrainStep(data.X(0), data.Y(0));
   int i = 0;
   double sink = 0;
@@ -145,7 +145,7 @@ void BM_Engine(benchmark::State& state, const BenchCase& c, Op op) {
 // Heap bytes per network (HeapBytesInUse before and after creating
 // `count` of them), at rest after Create and again after one TrainStep each
 // (which adds whatever the step keeps: optimizer state allocated lazily,
-// cached workspaces), against the bytes its parameters and optimizer state
+// cached buffers), against the bytes its parameters and optimizer state
 // need: parameters × sizeof(T) × (1 + 1 if momentum). The engine's scratch
 // space belongs to the compute thread, not to a network (one per thread,
 // reused by every network it trains), so one untimed step warms it up

@@ -247,8 +247,8 @@ void BM_TrainStream(benchmark::State& state, const BenchCase& c, bool f32) {
   auto session = g_harness->client->StartTraining(*name, options);
   if (!session.ok()) return Fail(state, session.status());
   TrainSession* stream = session->get();
-  // One untimed step first (stream setup, the network's first-step
-  // workspace), then the writer runs ahead (as far as flow control lets it)
+  // One untimed step first (stream setup, the compute thread's
+  // scratch), then the writer runs ahead (as far as flow control lets it)
   // while the loop receives one StepResult per iteration. The writer starts
   // inside the timed loop so that no step is computed before the clock runs.
   v1::TrainResponse response;

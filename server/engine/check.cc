@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "Eigen/Core"
 #include "absl/strings/str_cat.h"
 
 namespace satlab::engine {
@@ -12,9 +13,14 @@ namespace {
 template <typename T>
 absl::Status CheckFiniteImpl(const T* data, int64_t rows, int64_t cols,
                              absl::string_view field) {
+  // Every finite x gives x * 0 == 0, an infinity or NaN gives NaN: one
+  // vectorized sum clears a whole minibatch (a scalar isfinite scan was 1%
+  // of a 784-256-256-10 step); only a failing batch is searched.
+  const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> values(
+      data, rows * cols);
+  if ((values * T(0)).sum() == T(0)) return absl::OkStatus();
   const T* end = data + rows * cols;
   const T* bad = std::find_if(data, end, [](T x) { return !std::isfinite(x); });
-  if (bad == end) return absl::OkStatus();
   const int64_t index = bad - data;
   return absl::InvalidArgumentError(
       absl::StrCat(field, ": non-finite value ", static_cast<double>(*bad),

@@ -1,5 +1,5 @@
 // Validation helpers shared by ValidateSpec, Network::ValidateBatch and
-// Network::SetParameters. They read raw memory only (no Eigen arithmetic), so
+// Network::SetParameters. They read raw memory of a given shape only, so
 // they are safe on anything whose shape has been checked.
 #ifndef SATLAB_SERVER_ENGINE_CHECK_H_
 #define SATLAB_SERVER_ENGINE_CHECK_H_
