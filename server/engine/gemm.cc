@@ -53,30 +53,60 @@ void Tile(int64_t i, int64_t j, int64_t n, int64_t k, const T* a, int64_t a_row,
   }
 }
 
-// One column j of C (the columns past the last whole packet), four rows at
-// a time for four independent accumulation chains.
+// One column j of C (the columns past the last whole packet; all of C for a
+// one-unit layer), still in SIMD packets: along the rows of C when A is
+// transposed (A^T's column is a contiguous row of A), along k otherwise
+// (each entry is a dot product of a contiguous row of A with B's column).
 template <typename T>
 void Column(int64_t j, int64_t m, int64_t n, int64_t k, const T* a,
             int64_t a_row, int64_t a_col, const T* b, T* c, bool accumulate) {
-  int64_t i = 0;
-  for (; i + 4 <= m; i += 4) {
-    T acc[4] = {};
-    for (int64_t p = 0; p < k; ++p) {
-      const T b_pj = b[p * n + j];
-      for (int r = 0; r < 4; ++r)
-        acc[r] += a[(i + r) * a_row + p * a_col] * b_pj;
-    }
-    for (int r = 0; r < 4; ++r) {
-      T& out = c[(i + r) * n + j];
-      out = accumulate ? out + acc[r] : acc[r];
-    }
-  }
-  for (; i < m; ++i) {
-    T acc = 0;
-    for (int64_t p = 0; p < k; ++p)
-      acc += a[i * a_row + p * a_col] * b[p * n + j];
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<T>::type;
+  constexpr int kLanes = ei::unpacket_traits<Packet>::size;
+  auto store = [&](int64_t i, T value) {
     T& out = c[i * n + j];
-    out = accumulate ? out + acc : acc;
+    out = accumulate ? out + value : value;
+  };
+  if (a_row == 1) {
+    // C(i, j) = sum_p A[p, i] B(p, j), A stored [k, m]: kLanes rows of C
+    // per packet.
+    int64_t i = 0;
+    for (; i + kLanes <= m; i += kLanes) {
+      Packet acc = ei::pset1<Packet>(T(0));
+      for (int64_t p = 0; p < k; ++p) {
+        acc = ei::pmadd(ei::ploadu<Packet>(a + p * a_col + i),
+                        ei::pset1<Packet>(b[p * n + j]), acc);
+      }
+      T lanes[kLanes];
+      ei::pstoreu(lanes, acc);
+      for (int l = 0; l < kLanes; ++l) store(i + l, lanes[l]);
+    }
+    for (; i < m; ++i) {
+      T acc = 0;
+      for (int64_t p = 0; p < k; ++p) acc += a[p * a_col + i] * b[p * n + j];
+      store(i, acc);
+    }
+    return;
+  }
+  // C(i, j) = A.row(i) . B.col(j), A's row contiguous (a_col == 1).
+  for (int64_t i = 0; i < m; ++i) {
+    const T* a_i = a + i * a_row;
+    Packet acc = ei::pset1<Packet>(T(0));
+    int64_t p = 0;
+    for (; p + kLanes <= k; p += kLanes) {
+      Packet b_col;
+      if (n == 1) {  // B is a vector: its column is contiguous
+        b_col = ei::ploadu<Packet>(b + p);
+      } else {
+        T gathered[kLanes];
+        for (int l = 0; l < kLanes; ++l) gathered[l] = b[(p + l) * n + j];
+        b_col = ei::ploadu<Packet>(gathered);
+      }
+      acc = ei::pmadd(ei::ploadu<Packet>(a_i + p), b_col, acc);
+    }
+    T sum = ei::predux(acc);
+    for (; p < k; ++p) sum += a_i[p] * b[p * n + j];
+    store(i, sum);
   }
 }
 
