@@ -1,5 +1,7 @@
 // A fixed pool of compute threads with a bounded queue. gRPC callback
-// threads only enqueue here and return; numerics never run on them.
+// threads enqueue here and return; the only numerics they run themselves are
+// TrainSteps smaller than the hand-off would cost, and only when they need
+// not wait for a lock (TrainingServiceImpl::kInlineStepWork).
 #ifndef SATLAB_SERVER_SERVICE_EXECUTOR_H_
 #define SATLAB_SERVER_SERVICE_EXECUTOR_H_
 
