@@ -67,16 +67,17 @@ struct LayerSums {
   double activation_sum = 0;  // sum of a over (unit, sample)
 };
 
-// Scratch space of one pass, carved out of one buffer. There is one per
-// thread and precision (thread_local), not one per network: a network owns
-// only its parameters and optimizer state, and once a thread has run the
-// largest shape it sees nothing is allocated in a step. Pointers are
-// per layer; the per-sample buffers hold `capacity_rows` rows.
+// Scratch space of one pass, carved out of one buffer. Training passes use
+// one per thread and precision (thread_local), not one per network: a
+// network owns only its parameters and optimizer state, and once a thread
+// has run the largest shape it sees nothing is allocated in a step.
+// Pointers are per layer; the per-sample buffers hold as many rows as the
+// last Prepare was given.
 template <typename T>
 struct Scratch {
   Eigen::Matrix<T, Eigen::Dynamic, 1> buffer;  // aligned for SIMD
-  std::vector<T*> z, a, d,
-      delta;  // [rows, units_l]: Z_l, A_l, f'(Z_l), dC/dZ_l
+  // [rows, units_l]: Z_l, A_l, f'(Z_l), dC/dZ_l.
+  std::vector<T*> z, a, d, delta;
   std::vector<T*> grad_w, grad_b;     // [fan_in_l, units_l], [1, units_l]
   std::vector<T*> max_z;              // [1, units_l]: column maxima of Z_l
   T* output_delta = nullptr;          // [rows, units_L], per-sample delta
@@ -250,9 +251,12 @@ class DenseNetwork final : public NetworkImpl {
   // life of the thread; the usual sizes are kept and reused.
   static void Trim(Scratch<T>* s) {
     constexpr int64_t kKeepBytes = int64_t{32} << 20;
-    if (s->buffer.size() * static_cast<int64_t>(sizeof(T)) > kKeepBytes) {
-      s->buffer.resize(0);
-    }
+    auto too_big = [](int64_t values) {
+      return values * static_cast<int64_t>(sizeof(T)) > kKeepBytes;
+    };
+    if (too_big(s->buffer.size())) s->buffer.resize(0);
+    if (too_big(s->x_storage.size())) s->x_storage.resize(0, 0);
+    if (too_big(s->y_storage.size())) s->y_storage.resize(0, 0);
   }
 
   // Lays *s out for passes of up to `rows` rows of this network
