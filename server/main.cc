@@ -1,7 +1,9 @@
 // satlab-server: flags (or SATLAB_* environment variables) -> ServerOptions
 // -> Server::Create -> wait for SIGTERM/SIGINT -> graceful shutdown.
 #include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -86,6 +88,18 @@ void ApplyEnvironment() {
   }
 }
 
+// The stop signals' handler writes the signal number here (write() is
+// async-signal-safe); main blocks reading the other end.
+int g_stop_pipe[2] = {-1, -1};
+
+void OnStopSignal(int signal_number) {
+  const int saved_errno = errno;
+  // A full pipe means a stop is already pending: nothing more to say.
+  [[maybe_unused]] const ssize_t written =
+      write(g_stop_pipe[1], &signal_number, sizeof(signal_number));
+  errno = saved_errno;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -103,12 +117,21 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // Block the stop signals in every thread; one waits for them below.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // SIGTERM/SIGINT are caught by a handler, not blocked and sigwait()ed:
+  // threads started before main (OpenBLAS's pool starts when the library
+  // loads) do not inherit a mask set here, and a process-directed signal
+  // may land on any of them. Whichever thread takes it, the handler only
+  // writes the signal number to a pipe that main reads below.
+  if (pipe(g_stop_pipe) != 0) {
+    std::perror("satlab-server: pipe");
+    return 1;
+  }
+  struct sigaction on_stop = {};
+  on_stop.sa_handler = OnStopSignal;
+  sigemptyset(&on_stop.sa_mask);
+  on_stop.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &on_stop, nullptr);
+  sigaction(SIGINT, &on_stop, nullptr);
 
   const int blas_threads = absl::GetFlag(FLAGS_blas_threads);
   if (blas_threads < 0) {
@@ -187,7 +210,9 @@ int main(int argc, char** argv) {
   }
 
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  while (read(g_stop_pipe[0], &signal_number, sizeof(signal_number)) < 0 &&
+         errno == EINTR) {
+  }
   spdlog::info("received {}, draining (grace {} s)", strsignal(signal_number),
                absl::GetFlag(FLAGS_shutdown_grace_seconds));
   // Watch streams end at once (UNAVAILABLE) instead of holding the grace.
