@@ -3,10 +3,8 @@
 // parameters only, and an unusually large pass does not leave its scratch
 // allocated.
 #include <malloc.h>
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/allocator_interface.h>
-#endif
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -14,6 +12,12 @@
 #include "gtest/gtest.h"
 #include "server/engine/network.h"
 #include "test_util.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+// From libasan (GCC on Debian ships the library, not
+// <sanitizer/allocator_interface.h>).
+extern "C" size_t __sanitizer_get_current_allocated_bytes();
+#endif
 
 namespace satlab::engine {
 namespace {
