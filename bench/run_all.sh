@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the benchmarks and anchors, runs them interleaved and repeated, and
-# writes docs/benchmarks.md with the medians and ratios of this one run.
+# writes docs/benchmarks.md with the medians and ratios of this one run, and
+# the training-step figure docs/figures/benchmarks_step.{csv,gp,png,svg}.
 #
 #   bench/run_all.sh               # REPS=4 repetitions (~4-5 min once built)
 #   REPS=3 bench/run_all.sh        # quicker, noisier
@@ -27,6 +28,7 @@ $PY -c 'import torch' 2>/dev/null || need+=(python3-torch)
 [ -f /usr/lib/x86_64-linux-gnu/cmake/Torch/TorchConfig.cmake ] || need+=(libtorch-dev)
 [ -f /usr/lib/x86_64-linux-gnu/cmake/openblas/OpenBLASConfig.cmake ] || need+=(libopenblas-dev)
 [ -f /usr/include/benchmark/benchmark.h ] || need+=(libbenchmark-dev)
+command -v gnuplot >/dev/null || need+=(gnuplot-nox)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
