@@ -11,12 +11,12 @@
 
 #include <cstdint>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "Eigen/Core"
 #include "bench/bench_cases.h"
+#include "bench/engine_cases.h"
 #include "benchmark/benchmark.h"
 #include "server/engine/network.h"
 #include "server/engine/spec.h"
@@ -30,81 +30,6 @@ using engine::Loss;
 using engine::MatrixView;
 using engine::Network;
 using engine::NetworkSpec;
-
-NetworkSpec SpecFor(const BenchCase& c, DType dtype) {
-  NetworkSpec spec;
-  spec.input_size = c.sizes[0];
-  const int layers = static_cast<int>(c.sizes.size()) - 1;
-  for (int l = 1; l <= layers; ++l) {
-    engine::LayerSpec layer;
-    layer.units = c.sizes[l];
-    layer.activation = (l == layers && c.loss == OutputLoss::kSoftmaxCce)
-                           ? Activation::kSoftmax
-                           : Activation::kSigmoid;
-    spec.layers.push_back(layer);
-  }
-  spec.loss = c.loss == OutputLoss::kSoftmaxCce ? Loss::kCce : Loss::kMse;
-  spec.init.scheme = engine::InitScheme::kGlorotUniform;
-  spec.init.seed = 42;
-  spec.optimizer.kind = engine::OptimizerKind::kSgd;
-  spec.optimizer.learning_rate = kLearningRate;
-  spec.dtype = dtype;
-  return spec;
-}
-
-// A ring of minibatches in precision T: inputs in [-0.5, 0.5), targets
-// one-hot (cce) or uniform in [0, 1) (mse).
-template <typename T>
-struct Batches {
-  std::vector<std::vector<T>> inputs, targets;
-  int rows = 0, in_cols = 0, out_cols = 0;
-
-  explicit Batches(const BenchCase& c)
-      : rows(c.batch), in_cols(c.sizes.front()), out_cols(c.sizes.back()) {
-    std::mt19937_64 rng(42);
-    std::uniform_real_distribution<double> u(0.0, 1.0);
-    for (int i = 0; i < kMinibatchRing; ++i) {
-      std::vector<T> x(static_cast<size_t>(rows) * in_cols);
-      for (T& v : x) v = static_cast<T>(u(rng) - 0.5);
-      std::vector<T> y(static_cast<size_t>(rows) * out_cols, T(0));
-      if (c.loss == OutputLoss::kSoftmaxCce) {
-        for (int r = 0; r < rows; ++r)
-          y[r * out_cols + rng() % out_cols] = T(1);
-      } else {
-        for (T& v : y) v = static_cast<T>(u(rng));
-      }
-      inputs.push_back(std::move(x));
-      targets.push_back(std::move(y));
-    }
-  }
-  MatrixView View(const std::vector<T>& data, int cols) const {
-    MatrixView v;
-    if constexpr (std::is_same_v<T, float>) {
-      v.f32 = data.data();
-    } else {
-      v.f64 = data.data();
-    }
-    v.rows = rows;
-    v.cols = cols;
-    return v;
-  }
-  MatrixView X(int i) const {
-    return View(inputs[i % kMinibatchRing], in_cols);
-  }
-  MatrixView Y(int i) const {
-    return View(targets[i % kMinibatchRing], out_cols);
-  }
-};
-
-std::unique_ptr<Network> MustCreate(const NetworkSpec& spec) {
-  auto net = Network::Create(spec, engine::Limits());
-  if (!net.ok()) {
-    std::fprintf(stderr, "Network::Create: %s\n",
-                 net.status().ToString().c_str());
-    std::abort();
-  }
-  return std::move(net).value();
-}
 
 enum class Op { kTrainStep, kForward, kGradients, kValidate };
 

@@ -38,11 +38,13 @@
 
 #include "absl/time/time.h"
 #include "bench/bench_cases.h"
+#include "bench/engine_cases.h"
 #include "benchmark/benchmark.h"
 #include "client/client.h"
 #include "echo.grpc.pb.h"  // generated from bench/echo.proto
 #include "grpcpp/grpcpp.h"
 #include "server/engine/network.h"
+#include "server/service/convert.h"
 #include "server/service/server.h"
 
 namespace satlab::bench {
@@ -85,27 +87,6 @@ v1::NetworkSpec ProtoSpec(const BenchCase& c, bool f32) {
   return spec;
 }
 
-engine::NetworkSpec EngineSpec(const BenchCase& c, bool f32) {
-  engine::NetworkSpec spec;
-  spec.input_size = c.sizes[0];
-  const int layers = static_cast<int>(c.sizes.size()) - 1;
-  for (int l = 1; l <= layers; ++l) {
-    engine::LayerSpec layer;
-    layer.units = c.sizes[l];
-    layer.activation = (l == layers && c.loss == OutputLoss::kSoftmaxCce)
-                           ? engine::Activation::kSoftmax
-                           : engine::Activation::kSigmoid;
-    spec.layers.push_back(layer);
-  }
-  spec.loss = c.loss == OutputLoss::kSoftmaxCce ? engine::Loss::kCce
-                                                : engine::Loss::kMse;
-  spec.init.scheme = engine::InitScheme::kGlorotUniform;
-  spec.init.seed = 42;
-  spec.optimizer.learning_rate = kLearningRate;
-  spec.dtype = f32 ? engine::DType::kFloat32 : engine::DType::kFloat64;
-  return spec;
-}
-
 // kMinibatchRing minibatches: inputs in [-0.5, 0.5), targets one-hot (cce)
 // or uniform in [0, 1) (mse), in the network's precision.
 std::vector<v1::Minibatch> ProtoBatches(const BenchCase& c, bool f32) {
@@ -140,25 +121,6 @@ std::vector<v1::Minibatch> ProtoBatches(const BenchCase& c, bool f32) {
     batches.push_back(std::move(b));
   }
   return batches;
-}
-
-template <typename T>
-engine::MatrixView View(const v1::Tensor& t);
-template <>
-engine::MatrixView View<float>(const v1::Tensor& t) {
-  engine::MatrixView v;
-  v.f32 = t.float_values().data();
-  v.rows = t.shape(0);
-  v.cols = t.shape(1);
-  return v;
-}
-template <>
-engine::MatrixView View<double>(const v1::Tensor& t) {
-  engine::MatrixView v;
-  v.f64 = t.double_values().data();
-  v.rows = t.shape(0);
-  v.cols = t.shape(1);
-  return v;
 }
 
 void Fail(benchmark::State& state, const absl::Status& s) {
@@ -285,15 +247,24 @@ template <typename T>
 void BM_InProcess(benchmark::State& state, const BenchCase& c) {
   const bool f32 = std::is_same_v<T, float>;
   const std::vector<v1::Minibatch> batches = ProtoBatches(c, f32);
-  auto net = engine::Network::Create(EngineSpec(c, f32), engine::Limits());
+  // The same Eigen::Map over the request's packed values the service uses.
+  std::vector<std::pair<engine::MatrixView, engine::MatrixView>> views;
+  for (const v1::Minibatch& b : batches) {
+    auto x = service::MatrixViewOf(b.inputs(), "inputs");
+    auto y = service::MatrixViewOf(b.targets(), "targets");
+    if (!x.ok() || !y.ok())
+      return Fail(state, x.ok() ? y.status() : x.status());
+    views.emplace_back(*x, *y);
+  }
+  auto net = engine::Network::Create(
+      SpecFor(c, f32 ? engine::DType::kFloat32 : engine::DType::kFloat64),
+      engine::Limits());
   if (!net.ok()) return Fail(state, net.status());
-  (*net)->TrainStep(View<T>(batches[0].inputs()),
-                    View<T>(batches[0].targets()));  // warm-up
+  (*net)->TrainStep(views[0].first, views[0].second);  // warm-up
   int i = 0;
   for (auto _ : state) {
-    const v1::Minibatch& b = batches[i++ % kMinibatchRing];
-    benchmark::DoNotOptimize(
-        (*net)->TrainStep(View<T>(b.inputs()), View<T>(b.targets())));
+    const auto& [x, y] = views[i++ % kMinibatchRing];
+    benchmark::DoNotOptimize((*net)->TrainStep(x, y));
   }
 }
 

@@ -19,11 +19,12 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
-#include <random>
+#include <string>
 #include <vector>
 
 #include "Eigen/Core"
 #include "bench/bench_cases.h"
+#include "bench/engine_cases.h"
 #include "benchmark/benchmark.h"
 #include "server/engine/network.h"
 #include "server/engine/spec.h"
@@ -35,63 +36,25 @@ namespace {
 
 constexpr const char* kMethod = "/satlab.v1.TrainingService/Train";
 
-engine::NetworkSpec Spec(engine::DType dtype) {
-  engine::NetworkSpec spec;
-  spec.input_size = 784;
-  for (int units : {256, 256, 10}) {
-    engine::LayerSpec layer;
-    layer.units = units;
-    layer.activation = engine::Activation::kSigmoid;
-    spec.layers.push_back(layer);
-  }
-  spec.loss = engine::Loss::kMse;
-  spec.init.scheme = engine::InitScheme::kGlorotUniform;
-  spec.init.seed = 42;
-  spec.optimizer.kind = engine::OptimizerKind::kSgd;
-  spec.optimizer.learning_rate = kLearningRate;
-  spec.dtype = dtype;
-  return spec;
-}
-
-// One network and a ring of minibatches in precision T.
+// 784-256-256-10 batch 128, sigmoid + MSE: one network and its ring of
+// minibatches in precision T.
 template <typename T>
 struct Fixture {
-  std::unique_ptr<engine::Network> net;
-  std::vector<std::vector<T>> x, y;
+  const BenchCase& c = Case();
+  std::unique_ptr<engine::Network> net = MustCreate(
+      SpecFor(c, std::is_same_v<T, float> ? engine::DType::kFloat32
+                                          : engine::DType::kFloat64));
+  Batches<T> data{c};
 
-  Fixture() {
-    const engine::DType dtype = std::is_same_v<T, float>
-                                    ? engine::DType::kFloat32
-                                    : engine::DType::kFloat64;
-    auto created = engine::Network::Create(Spec(dtype), engine::Limits());
-    if (!created.ok()) {
-      std::fprintf(stderr, "%s\n", created.status().ToString().c_str());
-      std::abort();
+  static const BenchCase& Case() {
+    for (const BenchCase& bc : BenchCases()) {
+      if (std::string(bc.name) == "784-256-256-10_b128_mse") return bc;
     }
-    net = *std::move(created);
-    std::mt19937_64 rng(42);
-    std::uniform_real_distribution<double> u(0.0, 1.0);
-    for (int i = 0; i < kMinibatchRing; ++i) {
-      x.emplace_back(128 * 784);
-      y.emplace_back(128 * 10);
-      for (T& v : x.back()) v = static_cast<T>(u(rng) - 0.5);
-      for (T& v : y.back()) v = static_cast<T>(u(rng));
-    }
-  }
-  engine::MatrixView View(const std::vector<T>& data, int cols) const {
-    engine::MatrixView v;
-    if constexpr (std::is_same_v<T, float>) {
-      v.f32 = data.data();
-    } else {
-      v.f64 = data.data();
-    }
-    v.rows = 128;
-    v.cols = cols;
-    return v;
+    std::fprintf(stderr, "no 784-256-256-10_b128_mse bench case\n");
+    std::abort();
   }
   engine::StepResult Step(int i) {
-    return net->TrainStep(View(x[i % kMinibatchRing], 784),
-                          View(y[i % kMinibatchRing], 10));
+    return net->TrainStep(data.X(i), data.Y(i));
   }
 };
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "server/engine/check.h"
 
 namespace satlab::engine {
 namespace {
@@ -48,20 +49,6 @@ absl::Status RenameSpecFields(const absl::Status& status,
     renamed = absl::StrCat("spec.", message);
   }
   return absl::Status(status.code(), renamed);
-}
-
-absl::Status CheckFinite(const RowMatrix<double>& m, absl::string_view field) {
-  if (m.allFinite()) return absl::OkStatus();
-  for (Eigen::Index r = 0; r < m.rows(); ++r) {
-    for (Eigen::Index c = 0; c < m.cols(); ++c) {
-      if (!std::isfinite(m(r, c))) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(field, ": expected finite values, got ", m(r, c),
-                         " at [", r, ", ", c, "]"));
-      }
-    }
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -118,12 +105,14 @@ absl::Status ValidateExperiment(const ExperimentSpec& spec, const Dataset& data,
         " rows (the server's experiment dataset limit), got ", n));
   }
   if (absl::Status s =
-          CheckFinite(data.inputs, absl::StrCat(data_field, ".inputs"));
+          CheckFinite(data.inputs.data(), data.inputs.rows(),
+                      data.inputs.cols(), absl::StrCat(data_field, ".inputs"));
       !s.ok()) {
     return s;
   }
-  if (absl::Status s =
-          CheckFinite(data.targets, absl::StrCat(data_field, ".targets"));
+  if (absl::Status s = CheckFinite(data.targets.data(), data.targets.rows(),
+                                   data.targets.cols(),
+                                   absl::StrCat(data_field, ".targets"));
       !s.ok()) {
     return s;
   }

@@ -1,6 +1,5 @@
 #include "server/service/convert.h"
 
-#include <cmath>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -66,20 +65,6 @@ engine::RowMatrix<double> ToDouble(const pb::Tensor& t, int64_t rows,
   }
   return Eigen::Map<const engine::RowMatrix<double>>(t.double_values().data(),
                                                      rows, cols);
-}
-
-absl::Status CheckFinite(const engine::RowMatrix<double>& m,
-                         absl::string_view field) {
-  for (Eigen::Index r = 0; r < m.rows(); ++r) {
-    for (Eigen::Index c = 0; c < m.cols(); ++c) {
-      if (!std::isfinite(m(r, c))) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(field, ": expected finite values, got ", m(r, c),
-                         " at [", r, ", ", c, "]"));
-      }
-    }
-  }
-  return absl::OkStatus();
 }
 
 template <typename Enum>
@@ -191,14 +176,10 @@ absl::StatusOr<std::vector<engine::LayerParams>> ParamsFromProto(
       return absl::InvalidArgumentError(absl::StrCat(
           bfield, ": expected shape [", units, "], got ", ShapeString(b)));
     }
+    // Values (finite, within float32 for a float32 network) are the
+    // engine's to check: Network::SetParameters and ValidateSpec do.
     params[i].weights = ToDouble(w, fan_in, units);
     params[i].biases = ToDouble(b, 1, units);
-    if (absl::Status s = CheckFinite(params[i].weights, wfield); !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = CheckFinite(params[i].biases, bfield); !s.ok()) {
-      return s;
-    }
   }
   return params;
 }

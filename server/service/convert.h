@@ -42,7 +42,9 @@ void ToProto(const engine::AnyMatrix& matrix, bool as_vector, pb::Tensor* out);
 
 // Explicit parameters (SetParameters, INIT_SCHEME_EXPLICIT) into float64
 // matrices. Checks shapes against the layer sizes given as
-// (fan_in, units) per layer, and finiteness; fields named `field[i].weights`.
+// (fan_in, units) per layer; fields named `field[i].weights`. The values
+// themselves (finite, within float32) are checked by the engine, which
+// receives them next (Network::SetParameters, ValidateSpec).
 absl::StatusOr<std::vector<engine::LayerParams>> ParamsFromProto(
     const google::protobuf::RepeatedPtrField<pb::LayerParameters>& layers,
     const std::vector<std::pair<int, int>>& shapes, absl::string_view field);

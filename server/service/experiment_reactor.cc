@@ -400,16 +400,7 @@ class ExperimentReactor final
     RecordToProto(record, labels_[record.variant], response.mutable_epoch());
     response.set_epochs_done(epochs_done_);
     response.set_epochs_total(epochs_total_);
-    {
-      MetricsHub* events = service_->hub();
-      v1::ExperimentProgress progress;
-      progress.set_experiment_id(experiment_id_);
-      progress.set_display_name(request_->spec().display_name());
-      *progress.mutable_epoch() = response.epoch();
-      progress.set_epochs_done(epochs_done_);
-      progress.set_epochs_total(epochs_total_);
-      events->OnExperimentProgress(progress);
-    }
+    ReportProgress(response);
     MaybeWrite();
   }
 
@@ -436,17 +427,25 @@ class ExperimentReactor final
     response.set_epochs_done(epochs_done_);
     response.set_epochs_total(epochs_total_);
     summary_queued_ = true;
-    {
-      MetricsHub* events = service_->hub();
-      v1::ExperimentProgress progress;
-      progress.set_experiment_id(experiment_id_);
-      progress.set_display_name(request_->spec().display_name());
-      *progress.mutable_summary() = *summary;
-      progress.set_epochs_done(epochs_done_);
-      progress.set_epochs_total(epochs_total_);
-      events->OnExperimentProgress(progress);
-    }
+    ReportProgress(response);
     MaybeWrite();
+  }
+
+  // The same epoch or summary, as a metrics event for WatchMetrics and the
+  // dashboard.
+  void ReportProgress(const v1::RunExperimentResponse& response)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    v1::ExperimentProgress progress;
+    progress.set_experiment_id(experiment_id_);
+    progress.set_display_name(request_->spec().display_name());
+    if (response.has_summary()) {
+      *progress.mutable_summary() = response.summary();
+    } else {
+      *progress.mutable_epoch() = response.epoch();
+    }
+    progress.set_epochs_done(response.epochs_done());
+    progress.set_epochs_total(response.epochs_total());
+    service_->hub()->OnExperimentProgress(progress);
   }
 
   void MaybeWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

@@ -369,9 +369,8 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::TrainStep(
   // A tiny step runs here, on the callback thread: the hand-off to the
   // executor costs two thread wake-ups, tens of microseconds on a loaded
   // machine and more than the step itself (bench/notes.md). Anything
-  // larger, or anything that would have to wait, goes to the executor,
-  // which also reports every error (a failed lookup here just falls
-  // through).
+  // larger, or anything that would have to wait, goes to the executor with
+  // the lookup already done, and the executor reports every error.
   auto found = FindNetwork(request->name(), "name");
   if (found.ok() && (*found)->TryAcquireWriter()) {
     auto done = TryApplyTinyStep(**found, request->batch(), "batch");
@@ -383,17 +382,18 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::TrainStep(
       return reactor;
     }
   }
-  return RunUnary(ctx, [this, request, response]() -> absl::Status {
-    auto entry = FindNetwork(request->name(), "name");
-    if (!entry.ok()) return entry.status();
-    store::NetworkEntry& e = **entry;
-    if (!e.TryAcquireWriter()) return BusyError(e.id);
-    auto result = ApplyStep(e, request->batch(), "batch");
-    e.ReleaseWriter();
-    if (!result.ok()) return result.status();
-    StepResultToProto(*result, response->mutable_result());
-    return absl::OkStatus();
-  });
+  return RunUnary(
+      ctx,
+      [this, request, response, found = std::move(found)]() -> absl::Status {
+        if (!found.ok()) return found.status();
+        store::NetworkEntry& e = **found;
+        if (!e.TryAcquireWriter()) return BusyError(e.id);
+        auto result = ApplyStep(e, request->batch(), "batch");
+        e.ReleaseWriter();
+        if (!result.ok()) return result.status();
+        StepResultToProto(*result, response->mutable_result());
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerBidiReactor<pb::TrainRequest, pb::TrainResponse>*

@@ -6,10 +6,13 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/engine/scalar_nielsen.h"
 #include "tests/engine/test_util.h"
 
 namespace satlab::engine {
 namespace {
+
+using ::satlab::testing::ScalarNielsen;
 
 using ::testing::HasSubstr;
 using testing::Params;
@@ -36,26 +39,6 @@ ExperimentSpec NielsenSpec(double w, double b, int epochs) {
   spec.shuffle = false;
   spec.optimizer.learning_rate = 0.15;
   return spec;
-}
-
-// The same neuron in plain scalars: a = sigma(w + b); mse C = a^2 / 2,
-// dC/dz = a * a(1 - a); bce C = -ln(1 - a), dC/dz = a; w -= eta dC/dz * x,
-// b -= eta dC/dz. Returns the loss before training and after each epoch.
-std::vector<double> ScalarNielsen(double w, double b, bool cross_entropy,
-                                  int epochs) {
-  auto loss = [&] {
-    const double a = 1 / (1 + std::exp(-(w + b)));
-    return cross_entropy ? -std::log(1 - a) : 0.5 * a * a;
-  };
-  std::vector<double> curve = {loss()};
-  for (int e = 0; e < epochs; ++e) {
-    const double a = 1 / (1 + std::exp(-(w + b)));
-    const double delta = cross_entropy ? a : a * a * (1 - a);
-    w -= 0.15 * delta * 1.0;
-    b -= 0.15 * delta;
-    curve.push_back(loss());
-  }
-  return curve;
 }
 
 TEST(RunExperiment, Nielsen_MatchesAPlainScalarSimulation) {

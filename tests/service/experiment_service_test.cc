@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/engine/scalar_nielsen.h"
 #include "tests/service/service_test_util.h"
 
 namespace satlab::testing {
@@ -92,24 +93,6 @@ Result RunAll(Client& client, const v1::RunExperimentRequest& request,
   result.status = summary.status();
   if (summary.ok()) result.summary = *summary;
   return result;
-}
-
-// The neuron in plain scalars (see tests/engine/experiment_test.cc).
-std::vector<double> ScalarNielsen(double w, double b, bool cross_entropy,
-                                  int epochs) {
-  auto loss = [&] {
-    const double a = 1 / (1 + std::exp(-(w + b)));
-    return cross_entropy ? -std::log(1 - a) : 0.5 * a * a;
-  };
-  std::vector<double> curve = {loss()};
-  for (int e = 0; e < epochs; ++e) {
-    const double a = 1 / (1 + std::exp(-(w + b)));
-    const double delta = cross_entropy ? a : a * a * (1 - a);
-    w -= 0.15 * delta;
-    b -= 0.15 * delta;
-    curve.push_back(loss());
-  }
-  return curve;
 }
 
 using ExperimentServiceTest = ServiceTest;
