@@ -39,7 +39,7 @@ fi
 # --- build -----------------------------------------------------------------
 TARGETS=(satlab_bench_gemm_floor satlab_bench_engine satlab_bench_libtorch satlab_bench_grpc)
 if [ -z "${SKIP_BUILD:-}" ]; then
-  cmake -S . -B "$BUILD" -DSATLAB_BUILD_BENCH=ON -DSATLAB_BUILD_TESTS=OFF \
+  cmake -S . -B "$BUILD" -DSATLAB_BUILD_BENCH=ON -DSATLAB_BUILD_TESTS=OFF -DSATLAB_NATIVE=ON \
     -DCMAKE_BUILD_TYPE=Release >"$RESULTS/cmake.log" 2>&1 || { tail -30 "$RESULTS/cmake.log"; exit 1; }
   for t in "${TARGETS[@]}"; do
     cmake --build "$BUILD" -j2 --target "$t" >>"$RESULTS/build.log" 2>&1 \
