@@ -17,6 +17,7 @@ core=(build-essential cmake ninja-build ccache pkg-config git ca-certificates
 test_extra=(python3 python3-grpcio python3-protobuf python3-numpy python3-sklearn
   prometheus chromium fonts-dejavu-core
   podman buildah debootstrap runc uidmap slirp4netns fuse-overlayfs curl)
+clients=(golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc python3-setuptools python3-wheel python3-venv python3-pip python3-matplotlib) && test_extra+=("${clients[@]}")  # issue 16: Go client, Python package, walkthrough
 
 case "$profile" in
   core) want=("${core[@]}") ;;

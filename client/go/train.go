@@ -1,0 +1,177 @@
+package satlab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"google.golang.org/grpc/codes"
+
+	pb "satlab/satlabv1"
+)
+
+// endOfStream maps a stream's final Recv error: io.EOF (status OK) is nil.
+func endOfStream(rpc string, err error) error {
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return wrap(rpc, err)
+}
+
+// TrainOptions configure Train and StartTraining.
+type TrainOptions struct {
+	// ReportEvery: the server sends a StepResult every this many steps (and
+	// for the last step); 0 means 1.
+	ReportEvery int32
+	// MaxResumes: how often Train reopens the stream after UNAVAILABLE.
+	MaxResumes int
+}
+
+// TrainSession is one open Train stream. Send and Recv may run on different
+// goroutines (one each), as grpc-go allows.
+type TrainSession struct {
+	stream pb.TrainingService_TrainClient
+	cancel context.CancelFunc
+}
+
+// StartTraining opens a Train stream on a network. The first Send carries
+// the name and report_every. Cancel ctx (or call Close) to abandon it.
+func (c *Client) StartTraining(ctx context.Context, name string, reportEvery int32) (*TrainSession, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	stream, err := c.rpc.Train(ctx)
+	if err != nil {
+		cancel()
+		return nil, wrap("Train", err)
+	}
+	s := &TrainSession{stream: stream, cancel: cancel}
+	// The header message: name and report_every, no batch. Sending it now
+	// makes the server claim the writer slot before the first minibatch.
+	if err := stream.Send(&pb.TrainRequest{Name: NetworkName(name), ReportEvery: reportEvery}); err != nil {
+		err = s.finish(err)
+		cancel()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Send sends one minibatch. On an error the stream is broken: Recv returns
+// the status.
+func (s *TrainSession) Send(batch *pb.Minibatch) error {
+	if err := s.stream.Send(&pb.TrainRequest{Batch: batch}); err != nil {
+		return s.finish(err)
+	}
+	return nil
+}
+
+// CloseSend half-closes: the server applies what it has and ends the stream.
+func (s *TrainSession) CloseSend() error { return wrap("Train", s.stream.CloseSend()) }
+
+// Recv returns the next result; io.EOF when the stream ended OK, otherwise
+// a *Error with the stream's status.
+func (s *TrainSession) Recv() (*pb.TrainResponse, error) {
+	r, err := s.stream.Recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, io.EOF
+		}
+		return nil, wrap("Train", err)
+	}
+	return r, nil
+}
+
+// Close cancels the stream (if still open) and releases it.
+func (s *TrainSession) Close() { s.cancel() }
+
+// finish turns a Send error into the stream's status: grpc-go's Send
+// returns io.EOF when the server ended the stream, whose status Recv holds.
+func (s *TrainSession) finish(err error) error {
+	if errors.Is(err, io.EOF) {
+		for {
+			if _, rerr := s.stream.Recv(); rerr != nil {
+				if errors.Is(rerr, io.EOF) {
+					return &Error{RPC: "Train", Code: codes.Unknown, Message: "stream closed by the server with OK while sending"}
+				}
+				return wrap("Train", rerr)
+			}
+		}
+	}
+	return wrap("Train", err)
+}
+
+// Train streams batches through a Train session and returns the last
+// StepResult, calling onResult (may be nil) for every result received.
+//
+// Resuming: when the stream breaks with UNAVAILABLE (a restart, a dropped
+// connection) and fewer than opts.MaxResumes resumes have happened, Train
+// reopens it and resends from the first minibatch the server did not apply.
+// That count is the network's step now minus its step before the first
+// attempt, as in the C++ client's Client::Train: the last batches_applied
+// the client saw may lag behind (results come every ReportEvery steps and
+// the last ones may be lost with the stream), the step count cannot.
+func (c *Client) Train(ctx context.Context, name string, batches []*pb.Minibatch, opts TrainOptions,
+	onResult func(*pb.TrainResponse)) (*pb.StepResult, error) {
+	before, err := c.GetNetwork(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	next := 0
+	var last *pb.StepResult
+	for attempt := 0; ; attempt++ {
+		err := c.trainOnce(ctx, name, batches[next:], opts.ReportEvery, func(r *pb.TrainResponse) {
+			last = r.Result
+			if onResult != nil {
+				onResult(r)
+			}
+		})
+		if err == nil {
+			return last, nil
+		}
+		if Code(err) != codes.Unavailable || attempt >= opts.MaxResumes {
+			return last, err
+		}
+		now, gerr := c.GetNetwork(ctx, name)
+		if gerr != nil {
+			return last, gerr
+		}
+		next = int(now.Step - before.Step)
+		if next > len(batches) {
+			return last, &Error{RPC: "Train", Code: codes.DataLoss, Message: fmt.Sprintf(
+				"%s advanced by %d steps but only %d minibatches were sent: another writer trained it meanwhile",
+				NetworkName(name), next, len(batches))}
+		}
+		if next == len(batches) {
+			return last, nil
+		}
+	}
+}
+
+// trainOnce runs one stream over batches: a goroutine writes while this one
+// reads, so results stream back while minibatches are still going out.
+func (c *Client) trainOnce(ctx context.Context, name string, batches []*pb.Minibatch, reportEvery int32,
+	onResult func(*pb.TrainResponse)) error {
+	s, err := c.StartTraining(ctx, name, reportEvery)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	go func() {
+		for _, b := range batches {
+			// A failed Send means the stream ended; Recv reports why.
+			if s.stream.Send(&pb.TrainRequest{Batch: b}) != nil {
+				return
+			}
+		}
+		_ = s.stream.CloseSend()
+	}()
+	for {
+		r, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		onResult(r)
+	}
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# lang.go: the Go client's tests (client/go) against a real satlab-server.
+# Generates the stubs and the vendor tree (client/go/setup.sh), then runs
+# `go test` with the module proxy off: everything comes from Debian's Go
+# sources under /usr/share/gocode.
+# Usage: go_test.sh SATLAB_SERVER_BIN [GOCACHE_DIR]
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+[[ $# -ge 1 && -x $1 ]] || { echo "go_test.sh: first argument must be the satlab-server binary" >&2; exit 1; }
+command -v go >/dev/null || { echo "go_test.sh: go not found (scripts/install-deps.sh test)" >&2; exit 1; }
+export SATLAB_SERVER_BIN=$1
+export GOCACHE=${2:-${GOCACHE:-$repo/build/go-cache}}
+export GOFLAGS=-mod=vendor GOPROXY=off GO111MODULE=on
+"$repo/client/go/setup.sh"
+cd "$repo/client/go"
+go vet ./...
+# -count=1: a cached pass says nothing about the server under test.
+go test -count=1 -v ./...
