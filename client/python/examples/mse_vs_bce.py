@@ -23,7 +23,10 @@ import uuid
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+try:
+    import satlab  # noqa: F401  (the installed package: pip install client/python)
+except ImportError:  # a checkout: client/python after generate.py
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import satlab  # noqa: E402
 
 

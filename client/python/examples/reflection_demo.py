@@ -23,7 +23,10 @@ except ImportError:  # pragma: no cover
     def GetMessageClass(desc):
         return message_factory.MessageFactory(desc.file.pool).GetPrototype(desc)
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+try:
+    import satlab  # noqa: F401  (the installed package: pip install client/python)
+except ImportError:  # a checkout: client/python after generate.py
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from satlab._std import reflection_pb2, reflection_pb2_grpc  # noqa: E402
 
 

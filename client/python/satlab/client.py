@@ -7,7 +7,7 @@ and message (INVALID_ARGUMENT names the offending field).
 """
 
 import dataclasses
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import grpc
 import numpy as np
@@ -20,6 +20,15 @@ from satlab.v1 import training_service_pb2_grpc as pb_grpc
 
 SERVICE_NAME = "satlab.v1.TrainingService"
 
+#: A network: its name ("networks/x"), its bare id ("x") or the Network message.
+NetworkRef = Union[str, network_pb2.Network]
+#: Anything numpy.asarray accepts: ndarray, nested lists, scalars.
+ArrayLike = Any
+#: An enum value by name ("sigmoid", "SIGMOID", "ACTIVATION_SIGMOID") or number.
+EnumLike = Union[str, int]
+#: (W [fan_in, units], b [units]) of one layer.
+LayerParams = Tuple[ArrayLike, ArrayLike]
+
 # The server's receive limit is configurable; allow large replies by default.
 _DEFAULT_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -27,7 +36,7 @@ _DEFAULT_OPTIONS = [
 ]
 
 
-def _enum(enum_type, prefix, value):
+def _enum(enum_type: Any, prefix: str, value: EnumLike) -> int:
     """'sigmoid' / 'SIGMOID' / 'ACTIVATION_SIGMOID' / 2 -> 2."""
     if isinstance(value, int):
         return value
@@ -42,29 +51,33 @@ def _enum(enum_type, prefix, value):
         raise ValueError(f"{prefix.rstrip('_').lower()}: unknown {value!r}; one of {choices}") from None
 
 
-def activation(value):
+def activation(value: EnumLike) -> int:
+    """The Activation enum number of "sigmoid", "relu", ... (or a number)."""
     return _enum(network_pb2.Activation, "ACTIVATION_", value)
 
 
-def loss(value):
+def loss(value: EnumLike) -> int:
+    """The Loss enum number of "mse", "bce", "cce" (or a number)."""
     return _enum(network_pb2.Loss, "LOSS_", value)
 
 
-def sgd(learning_rate, momentum=0.0, nesterov=False, weight_decay=0.0):
+def sgd(learning_rate: float, momentum: float = 0.0, nesterov: bool = False,
+        weight_decay: float = 0.0) -> network_pb2.Optimizer:
     """An Optimizer message for SGD (PyTorch's convention)."""
     return network_pb2.Optimizer(sgd=network_pb2.Sgd(
         learning_rate=learning_rate, momentum=momentum, nesterov=nesterov,
         weight_decay=weight_decay))
 
 
-def adam(learning_rate, beta1=0.0, beta2=0.0, epsilon=0.0, weight_decay=0.0):
+def adam(learning_rate: float, beta1: float = 0.0, beta2: float = 0.0, epsilon: float = 0.0,
+         weight_decay: float = 0.0) -> network_pb2.Optimizer:
     """An Optimizer message for Adam (0 means the server's default)."""
     return network_pb2.Optimizer(adam=network_pb2.Adam(
         learning_rate=learning_rate, beta1=beta1, beta2=beta2, epsilon=epsilon,
         weight_decay=weight_decay))
 
 
-def _layer_parameters(weights, biases, dtype=None):
+def _layer_parameters(weights: ArrayLike, biases: ArrayLike, dtype=None) -> network_pb2.LayerParameters:
     p = network_pb2.LayerParameters()
     to_tensor(np.atleast_2d(weights), dtype, out=p.weights)
     to_tensor(np.atleast_1d(biases), dtype, out=p.biases)
@@ -77,7 +90,7 @@ def _minibatch(msg, inputs, targets, dtype=None):
     return msg
 
 
-def _name(network):
+def _name(network: NetworkRef) -> str:
     """Accepts 'networks/x', 'x' or a Network message."""
     if isinstance(network, network_pb2.Network):
         return network.name
@@ -95,7 +108,8 @@ class Gradients:
     saturation: network_pb2.SaturationStats
 
     @classmethod
-    def from_proto(cls, g):
+    def from_proto(cls, g: pb.Gradients) -> "Gradients":
+        """Converts a satlab.v1.Gradients message."""
         return cls(
             loss=network_pb2.Loss.Name(g.loss)[len("LOSS_"):].lower(),
             loss_value=g.loss_value,
@@ -111,7 +125,8 @@ class Client:
     for plaintext. timeout: default deadline in seconds of unary calls.
     """
 
-    def __init__(self, target, credentials=None, timeout=30.0, options=None):
+    def __init__(self, target: str, credentials: Optional[grpc.ChannelCredentials] = None,
+                 timeout: float = 30.0, options: Optional[Sequence[Tuple[str, Any]]] = None) -> None:
         opts = list(_DEFAULT_OPTIONS) + list(options or [])
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=opts)
@@ -122,28 +137,33 @@ class Client:
         self.timeout = timeout
 
     # -- lifecycle -----------------------------------------------------------
-    def close(self):
+    def close(self) -> None:
+        """Closes the channel; calls in flight end with CANCELLED."""
         self._channel.close()
 
-    def __enter__(self):
+    def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def wait_ready(self, timeout=10.0):
+    def wait_ready(self, timeout: float = 10.0) -> None:
         """Blocks until the channel is connected; raises grpc.FutureTimeoutError."""
         grpc.channel_ready_future(self._channel).result(timeout=timeout)
 
-    def health(self, service=SERVICE_NAME, timeout=5.0):
+    def health(self, service: str = SERVICE_NAME, timeout: float = 5.0) -> str:
         """grpc.health.v1 Check: 'SERVING', 'NOT_SERVING', ..."""
         r = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
 
     # -- resources -----------------------------------------------------------
-    def create_network(self, input_size, layers, loss="mse", *, network_id="",
-                       init="uniform_fan_in", seed=0, parameters=None,
-                       optimizer=None, dtype="float64", saturation_threshold=0.0):
+    def create_network(self, input_size: int,
+                       layers: Sequence[Union[Tuple[int, EnumLike], network_pb2.LayerSpec]],
+                       loss: EnumLike = "mse", *, network_id: str = "",
+                       init: EnumLike = "uniform_fan_in", seed: int = 0,
+                       parameters: Optional[Sequence[LayerParams]] = None,
+                       optimizer: Optional[network_pb2.Optimizer] = None, dtype: EnumLike = "float64",
+                       saturation_threshold: float = 0.0) -> network_pb2.Network:
         """Creates an MLP and returns the Network message.
 
         layers: [(units, activation), ...] (activation as "sigmoid", "relu", ...),
@@ -172,11 +192,12 @@ class Client:
         req = pb.CreateNetworkRequest(network=network_pb2.Network(spec=spec), network_id=network_id)
         return self.stub.CreateNetwork(req, timeout=self.timeout).network
 
-    def get_network(self, network):
+    def get_network(self, network: NetworkRef) -> network_pb2.Network:
+        """The network's metadata (spec, step, samples seen, parameter count)."""
         return self.stub.GetNetwork(pb.GetNetworkRequest(name=_name(network)),
                                     timeout=self.timeout).network
 
-    def list_networks(self, page_size=0) -> Iterator[network_pb2.Network]:
+    def list_networks(self, page_size: int = 0) -> Iterator[network_pb2.Network]:
         """Yields every network, fetching pages as needed."""
         token = ""
         while True:
@@ -187,15 +208,17 @@ class Client:
             if not token:
                 return
 
-    def delete_network(self, network):
+    def delete_network(self, network: NetworkRef) -> None:
+        """Deletes the network; an open Train stream on it ends ABORTED."""
         self.stub.DeleteNetwork(pb.DeleteNetworkRequest(name=_name(network)), timeout=self.timeout)
 
-    def get_parameters(self, network) -> List[Tuple[np.ndarray, np.ndarray]]:
+    def get_parameters(self, network: NetworkRef) -> List[Tuple[np.ndarray, np.ndarray]]:
         """[(W [fan_in, units], b [units]), ...] in the network's dtype."""
         r = self.stub.GetParameters(pb.GetParametersRequest(name=_name(network)), timeout=self.timeout)
         return [(from_tensor(l.weights), from_tensor(l.biases)) for l in r.layers]
 
-    def set_parameters(self, network, parameters, reset_optimizer_state=False):
+    def set_parameters(self, network: NetworkRef, parameters: Sequence[LayerParams],
+                       reset_optimizer_state: bool = False) -> network_pb2.Network:
         """Replaces all parameters: [(W, b), ...]; returns the Network."""
         req = pb.SetParametersRequest(name=_name(network), reset_optimizer_state=reset_optimizer_state)
         for w, b in parameters:
@@ -203,7 +226,8 @@ class Client:
         return self.stub.SetParameters(req, timeout=self.timeout).network
 
     # -- compute -------------------------------------------------------------
-    def forward(self, network, inputs, include_layers=False):
+    def forward(self, network: NetworkRef, inputs: ArrayLike, include_layers: bool = False
+                ) -> Union[np.ndarray, Tuple[np.ndarray, List[Tuple[np.ndarray, np.ndarray]]]]:
         """Outputs [batch, outputs]; with include_layers, (outputs, [(z, a), ...])."""
         req = pb.ForwardRequest(name=_name(network), include_layers=include_layers)
         to_tensor(np.atleast_2d(inputs), out=req.inputs)
@@ -213,7 +237,9 @@ class Client:
             return out
         return out, [(from_tensor(l.z), from_tensor(l.a)) for l in r.layers]
 
-    def compute_gradients(self, network, inputs, targets, counterfactual_losses: Sequence = ()):
+    def compute_gradients(self, network: NetworkRef, inputs: ArrayLike, targets: ArrayLike,
+                          counterfactual_losses: Sequence[EnumLike] = ()
+                          ) -> Tuple["Gradients", Dict[str, "Gradients"]]:
         """Gradients under the network's loss, and a dict loss-name -> Gradients
         of the counterfactual losses: (Gradients, {"bce": Gradients, ...})."""
         req = pb.ComputeGradientsRequest(name=_name(network))
@@ -223,12 +249,15 @@ class Client:
         other = [Gradients.from_proto(g) for g in r.counterfactuals]
         return Gradients.from_proto(r.gradients), {g.loss: g for g in other}
 
-    def train_step(self, network, inputs, targets) -> network_pb2.StepResult:
+    def train_step(self, network: NetworkRef, inputs: ArrayLike, targets: ArrayLike) -> network_pb2.StepResult:
+        """One optimizer step on one minibatch; the StepResult (loss before
+        the step, saturation, the new step count)."""
         req = pb.TrainStepRequest(name=_name(network))
         _minibatch(req.batch, inputs, targets)
         return self.stub.TrainStep(req, timeout=self.timeout).result
 
-    def train(self, network, batches: Iterable, report_every=1, timeout=None) -> Iterator[pb.TrainResponse]:
+    def train(self, network: NetworkRef, batches: Iterable[Tuple[ArrayLike, ArrayLike]],
+              report_every: int = 1, timeout: Optional[float] = None) -> Iterator[pb.TrainResponse]:
         """Streams (inputs, targets) pairs through Train; yields TrainResponses
         as the server reports them (every `report_every` steps and the last)."""
         name = _name(network)
@@ -242,18 +271,21 @@ class Client:
 
         return self.stub.Train(requests(), timeout=timeout)
 
-    def evaluate(self, network, inputs, targets) -> pb.EvaluateResponse:
+    def evaluate(self, network: NetworkRef, inputs: ArrayLike, targets: ArrayLike) -> pb.EvaluateResponse:
+        """Loss, accuracy and saturation over a dataset, without a step."""
         req = pb.EvaluateRequest(name=_name(network))
         _minibatch(req.data, inputs, targets)
         return self.stub.Evaluate(req, timeout=self.timeout)
 
-    def watch_metrics(self, network=None, start_step=0, timeout=None) -> Iterator[pb.WatchMetricsResponse]:
+    def watch_metrics(self, network: Optional[NetworkRef] = None, start_step: int = 0,
+                      timeout: Optional[float] = None) -> Iterator[pb.WatchMetricsResponse]:
         """Metric events of one network (or all when None): replay, then live.
         Cancel the returned iterator (.cancel()) to stop."""
         name = "" if network is None else _name(network)
         return self.stub.WatchMetrics(pb.WatchMetricsRequest(name=name, start_step=start_step),
                                       timeout=timeout)
 
-    def run_experiment(self, spec: experiment_pb2.ExperimentSpec, timeout=None) -> Iterator[pb.RunExperimentResponse]:
+    def run_experiment(self, spec: experiment_pb2.ExperimentSpec,
+                       timeout: Optional[float] = None) -> Iterator[pb.RunExperimentResponse]:
         """Streams EpochMetrics messages, then the ExperimentSummary."""
         return self.stub.RunExperiment(pb.RunExperimentRequest(spec=spec), timeout=timeout)

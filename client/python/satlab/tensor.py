@@ -5,6 +5,8 @@ Python runtime accepts and returns them as bytes-backed repeated fields, so
 both directions go through one bulk copy.
 """
 
+from typing import Any, Optional
+
 import numpy as np
 
 from satlab.v1 import tensor_pb2
@@ -13,7 +15,7 @@ _FLOAT32 = np.dtype("<f4")
 _FLOAT64 = np.dtype("<f8")
 
 
-def to_tensor(array, dtype=None, out=None):
+def to_tensor(array: Any, dtype: Any = None, out: Optional[tensor_pb2.Tensor] = None) -> tensor_pb2.Tensor:
     """Returns a satlab.v1.Tensor holding `array` (rank 1 or 2, row-major).
 
     dtype: np.float32 or np.float64; defaults to the array's own when it is one
@@ -40,7 +42,7 @@ def to_tensor(array, dtype=None, out=None):
     return t
 
 
-def from_tensor(t):
+def from_tensor(t: tensor_pb2.Tensor) -> np.ndarray:
     """Returns the values of a satlab.v1.Tensor as a numpy array of its shape
     (float32 or float64, whichever the tensor carries)."""
     shape = tuple(t.shape)
