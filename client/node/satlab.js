@@ -21,7 +21,13 @@ const Long = require('long');
 protobuf.util.Long = Long;
 protobuf.configure();
 
-const PROTO_ROOT = process.env.SATLAB_PROTO_ROOT || path.resolve(__dirname, '..', '..', 'proto');
+// The packed package carries its own copy of the protos (prepack copies
+// proto/satlab/v1 into ./proto); in the repository they are read from ../../proto.
+const fs = require('fs');
+const PROTO_ROOT = process.env.SATLAB_PROTO_ROOT
+  || [path.join(__dirname, 'proto'), path.resolve(__dirname, '..', '..', 'proto')]
+    .find((dir) => fs.existsSync(path.join(dir, 'satlab', 'v1', 'training_service.proto')))
+  || path.join(__dirname, 'proto');
 const SERVICE_NAME = 'satlab.v1.TrainingService';
 const LITTLE_ENDIAN = os.endianness() === 'LE';
 

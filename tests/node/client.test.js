@@ -9,8 +9,15 @@ const { execFile } = require('child_process');
 const { promisify } = require('util');
 const crypto = require('crypto');
 
+// The package under test is the `npm pack` tarball installed into a temp
+// app (run_packed.js sets these); the examples run from the checkout.
 const CLIENT_DIR = path.resolve(__dirname, '..', '..', 'client', 'node');
-const { Client, tensor, values, rows, root, grpc, protobuf } = require(path.join(CLIENT_DIR, 'satlab.js'));
+const PKG = process.env.SATLAB_CLIENT_PKG;
+const APP = process.env.SATLAB_CLIENT_APP;
+if (!PKG || !APP) {
+  throw new Error('SATLAB_CLIENT_PKG/SATLAB_CLIENT_APP not set: run tests/node/run_packed.js (ctest lang.node)');
+}
+const { Client, tensor, values, rows, root, grpc, protobuf, PROTO_ROOT } = require(PKG);
 const { startServer } = require('./live_server.js');
 
 const run = promisify(execFile);
@@ -227,3 +234,22 @@ test('ReflectionExample_ListsAndDescribesWithoutLocalProtos', async () => {
   assert.match(stdout, /rpc Train\(stream satlab\.v1\.TrainRequest\) returns \(stream satlab\.v1\.TrainResponse\)/);
   assert.match(stdout, /ListNetworks via reflected descriptors: \d+ network/);
 });
+
+test('package: loaded from the installed tarball, with its own protos', () => {
+  const resolved = require.resolve(PKG);
+  assert.ok(resolved.startsWith(path.join(APP, 'node_modules', 'satlab-client')), resolved);
+  assert.equal(PROTO_ROOT, path.join(APP, 'node_modules', 'satlab-client', 'proto'));
+  assert.ok(!resolved.startsWith(CLIENT_DIR), resolved);
+});
+
+// ES module and CommonJS consumers of the installed package, each in its own
+// process with the temp app as cwd (so 'satlab-client' resolves as a user's
+// would), against the live server.
+for (const script of ['esm_check.mjs', 'cjs_check.cjs']) {
+  test(`package: ${script} imports 'satlab-client' and calls the server`, async () => {
+    const { stdout } = await run(process.execPath, [path.join(APP, script), server.address],
+      { cwd: APP, timeout: 30000 });
+    assert.match(stdout, /dC\/dw mse 0\.0173\d* bce 0\.98201\d*/);
+    assert.match(stdout, /default export ok/);
+  });
+}

@@ -1,0 +1,29 @@
+// Type-checked (tsc --strict --noEmit, module nodenext) against the installed
+// package's .d.ts: the CommonJS view of the public API.
+import satlab = require('satlab-client');
+import { Client, tensor, values } from 'satlab-client';
+type ComputeGradientsResponse = satlab.ComputeGradientsResponse;
+type TrainResponse = satlab.TrainResponse;
+
+async function main(address: string): Promise<number> {
+  const c: Client = new Client(address, { deadlineMs: 1000 });
+  const { network } = await c.createNetwork({ network: { spec: { input_size: 1, layers: [{ units: 1, activation: 'ACTIVATION_SIGMOID' }], loss: 'LOSS_MSE' } } });
+  const g: ComputeGradientsResponse = await c.computeGradients({ name: network.name, batch: { inputs: tensor([1], [1, 1]), targets: tensor([0], [1, 1]) } });
+  const stream = c.train();
+  stream.write({ name: network.name, report_every: 1 });
+  stream.on('data', (r: TrainResponse) => console.log(r.batches_applied, r.result.loss));
+  for await (const ev of c.watchMetrics({ name: network.name, start_step: -1 })) {
+    console.log(ev.event.sequence);
+  }
+  // The types are not `any`: these must not compile.
+  // @ts-expect-error network_id is a string
+  await c.createNetwork({ network_id: 5 });
+  // @ts-expect-error no such RPC
+  await c.trainSteps({});
+  // @ts-expect-error loss is an enum name
+  await c.computeGradients({ name: 'x', counterfactual_losses: ['bce'] });
+  const s: string = await c.health();
+  console.log(s, satlab.SERVICE_NAME);
+  return values(g.gradients.layers[0].weights)[0];
+}
+void main;
