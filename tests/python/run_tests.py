@@ -3,7 +3,8 @@
 satlab package installed into a throwaway venv (installed_package.py), not
 the source tree.
 
-Usage: run_tests.py --server-bin PATH [unittest names...]
+Usage: run_tests.py --server-bin PATH --cli-bin PATH [unittest names...]
+(--cli-bin: the C++ `satlab` CLI, which test_walkthrough.py compares with.)
 Exits non-zero on any failure, on a skipped test and when no test ran;
 prints 'N passed, N failed' last.
 """
@@ -47,6 +48,7 @@ def run_suite(names):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--server-bin", default=os.environ.get("SATLAB_SERVER_BIN"))
+    ap.add_argument("--cli-bin", default=os.environ.get("SATLAB_CLI_BIN"))
     ap.add_argument("--in-venv", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("rest", nargs="*")
     args = ap.parse_args()
@@ -61,6 +63,8 @@ def main():
     with tempfile.TemporaryDirectory(prefix="satlab-pytest-") as tmp:
         python = install_into_venv(tmp)
         env = dict(os.environ, SATLAB_SERVER_BIN=os.path.abspath(args.server_bin))
+        if args.cli_bin:
+            env["SATLAB_CLI_BIN"] = os.path.abspath(args.cli_bin)
         env.pop("PYTHONPATH", None)
         # cwd is the temp dir and sys.path[0] this directory: the source tree's
         # client/python is on no path.
