@@ -12,6 +12,8 @@ export SATLAB_SERVER_BIN=$1
 export GOCACHE=${2:-${GOCACHE:-$repo/build/go-cache}}
 export GOFLAGS=-mod=vendor GOPROXY=off GO111MODULE=on
 "$repo/client/go/setup.sh"
+# docs/api.md's Go snippets must compile against this client.
+python3 "$repo/tests/lang/go_doc_snippets.py" "$repo"
 cd "$repo/client/go"
 go vet ./...
 # -count=1: a cached pass says nothing about the server under test.
