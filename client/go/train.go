@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	pb "satlab/satlabv1"
@@ -104,11 +106,15 @@ func (s *TrainSession) finish(err error) error {
 //
 // Resuming: when the stream breaks with UNAVAILABLE (a restart, a dropped
 // connection) and fewer than opts.MaxResumes resumes have happened, Train
-// reopens it and resends from the first minibatch the server did not apply.
-// That count is the network's step now minus its step before the first
-// attempt, as in the C++ client's Client::Train: the last batches_applied
-// the client saw may lag behind (results come every ReportEvery steps and
-// the last ones may be lost with the stream), the step count cannot.
+// waits for the connection to come back, reopens the stream and resends
+// from the first minibatch the server did not apply. That count is the
+// network's step now minus its step before the first attempt, as in the C++
+// client's Client::Train: the last batches_applied the client saw may lag
+// behind (results come every ReportEvery steps and the last ones may be lost
+// with the stream), the step count cannot. A resumed stream that meets
+// ABORTED before any result is retried the same way: the server may not
+// have noticed the broken stream yet, which still holds the writer slot.
+// Exact while nobody else trains the network.
 func (c *Client) Train(ctx context.Context, name string, batches []*pb.Minibatch, opts TrainOptions,
 	onResult func(*pb.TrainResponse)) (*pb.StepResult, error) {
 	before, err := c.GetNetwork(ctx, name)
@@ -118,7 +124,9 @@ func (c *Client) Train(ctx context.Context, name string, batches []*pb.Minibatch
 	next := 0
 	var last *pb.StepResult
 	for attempt := 0; ; attempt++ {
+		received := 0
 		err := c.trainOnce(ctx, name, batches[next:], opts.ReportEvery, func(r *pb.TrainResponse) {
+			received++
 			last = r.Result
 			if onResult != nil {
 				onResult(r)
@@ -127,23 +135,41 @@ func (c *Client) Train(ctx context.Context, name string, batches []*pb.Minibatch
 		if err == nil {
 			return last, nil
 		}
-		if Code(err) != codes.Unavailable || attempt >= opts.MaxResumes {
+		retryable := Code(err) == codes.Unavailable || (attempt > 0 && received == 0 && Code(err) == codes.Aborted)
+		if !retryable || attempt >= opts.MaxResumes {
 			return last, err
 		}
-		now, gerr := c.GetNetwork(ctx, name)
-		if gerr != nil {
-			return last, gerr
+		// Back off a little (50, 100, 200 ms, ...) so that the old stream can end.
+		select {
+		case <-ctx.Done():
+			return last, wrap("Train", ctx.Err())
+		case <-time.After(time.Duration(50<<uint(min(attempt, 5))) * time.Millisecond):
 		}
-		next = int(now.Step - before.Step)
-		if next > len(batches) {
+		// WaitForReady: the channel is reconnecting; a fail-fast call would
+		// meet UNAVAILABLE again.
+		rctx, cancel := c.unaryCtx(ctx)
+		now, gerr := c.rpc.GetNetwork(rctx, &pb.GetNetworkRequest{Name: NetworkName(name)}, grpc.WaitForReady(true))
+		cancel()
+		if gerr != nil {
+			return last, wrap("GetNetwork", gerr)
+		}
+		next = int(now.Network.Step - before.Step)
+		if next > len(batches) || next < 0 {
 			return last, &Error{RPC: "Train", Code: codes.DataLoss, Message: fmt.Sprintf(
-				"%s advanced by %d steps but only %d minibatches were sent: another writer trained it meanwhile",
+				"%s advanced by %d steps but %d minibatches were sent: another writer trained it meanwhile",
 				NetworkName(name), next, len(batches))}
 		}
 		if next == len(batches) {
 			return last, nil
 		}
 	}
+}
+
+func min(a, b int) int {
+	if a < b {
+		return a
+	}
+	return b
 }
 
 // trainOnce runs one stream over batches: a goroutine writes while this one
