@@ -31,7 +31,11 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-plt.rcParams["axes.xmargin"] = 0  # curves start at epoch 0 on the axis, as in the CLI's figures
+# Look like the CLI's gnuplot figures: curves start at epoch 0 on the axis,
+# and the same line colours in the same order (gnuplot's default palette).
+plt.rcParams["axes.xmargin"] = 0
+plt.rcParams["axes.prop_cycle"] = matplotlib.cycler(
+    color=["#9400d3", "#009e73", "#56b4e9", "#e69f00", "#f0e442", "#0072b2", "#e51e10"])
 import numpy as np  # noqa: E402
 
 try:
