@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	pb "satlab/satlabv1"
@@ -260,13 +261,13 @@ func (c *Client) RunExperiment(ctx context.Context, spec *pb.ExperimentSpec, onM
 		m, err := stream.Recv()
 		if err != nil {
 			if err = endOfStream("RunExperiment", err); err == nil {
-				err = &Error{RPC: "RunExperiment", Code: 2, Message: "stream ended without a summary"}
+				err = &Error{RPC: "RunExperiment", Code: codes.Unknown, Message: "stream ended without a summary"}
 			}
 			return nil, err
 		}
 		if onMessage != nil && !onMessage(m) {
 			cancel()
-			return nil, &Error{RPC: "RunExperiment", Code: ErrCanceled.Code, Message: "canceled by onMessage"}
+			return nil, &Error{RPC: "RunExperiment", Code: codes.Canceled, Message: "canceled by onMessage"}
 		}
 		if s := m.GetSummary(); s != nil {
 			return s, nil
