@@ -140,7 +140,8 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
   }
 
   ssize_t write(const char* ptr, size_t size) override {
-    if (write_failed_) return -1;
+    // After a failed read (peer gone, server stopping) nothing is answered.
+    if (write_failed_ || failure_ == Failure::kClosed) return -1;
     const Clock::time_point deadline =
         Clock::now() + ToClock(limits_.write_timeout);
     size_t sent = 0;
@@ -315,10 +316,12 @@ GuardedServer::GuardedServer(const ConnectionLimits& limits)
         switch (current_stream_->failure()) {
           case ConnectionStream::Failure::kRequestTimeout:
             res.status = 408;
+            res.set_header("Connection", "close");
             res.set_content(TimeoutMessage(), "text/plain; charset=utf-8");
             return HandlerResponse::Handled;
           case ConnectionStream::Failure::kRequestTooLarge:
             res.status = 431;
+            res.set_header("Connection", "close");
             res.set_content(TooLargeMessage(), "text/plain; charset=utf-8");
             return HandlerResponse::Handled;
           case ConnectionStream::Failure::kNone:
