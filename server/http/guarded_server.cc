@@ -253,20 +253,16 @@ class GuardedServer::ConnectionPool final : public httplib::TaskQueue {
   }
 
  private:
-  void Work() {
-    absl::MutexLock lock(&mu_);
+  void Work() ABSL_LOCKS_EXCLUDED(mu_) {
+    mu_.Lock();
     --starting_;
     for (;;) {
       ++idle_;
-      mu_.Await(absl::Condition(
-          +[](ConnectionPool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
-            return !p->jobs_.empty() || p->shutting_down_;
-          },
-          this));
+      mu_.Await(absl::Condition(this, &ConnectionPool::HasJobOrShutdown));
       --idle_;
       // Queued connections are still served (they end at once: the stop
       // eventfd is set), so that every accepted socket is closed.
-      if (jobs_.empty()) return;
+      if (jobs_.empty()) break;
       std::function<void()> fn = std::move(jobs_.front());
       jobs_.pop_front();
       mu_.Unlock();
@@ -275,6 +271,11 @@ class GuardedServer::ConnectionPool final : public httplib::TaskQueue {
       --busy_;
       server_->open_.store(busy_, std::memory_order_relaxed);
     }
+    mu_.Unlock();
+  }
+
+  bool HasJobOrShutdown() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !jobs_.empty() || shutting_down_;
   }
 
   GuardedServer* const server_;
