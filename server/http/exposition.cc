@@ -291,8 +291,13 @@ void WriteHttp(const HttpConnectionCounters& c, Writer& w) {
            "HTTP connections accepted and served.");
   w.Sample("satlab_http_connections_accepted_total", {}, c.accepted_total);
   w.Family("satlab_http_connections_rejected_total", "counter",
-           "HTTP connections over --http_max_connections, answered 503.");
+           "HTTP connections over --http_max_connections while every "
+           "connection was busy, answered 503.");
   w.Sample("satlab_http_connections_rejected_total", {}, c.rejected_total);
+  w.Family("satlab_http_connections_evicted_total", "counter",
+           "HTTP connections waiting for a request, closed at "
+           "--http_max_connections to make room for a new one.");
+  w.Sample("satlab_http_connections_evicted_total", {}, c.evicted_total);
   w.Family("satlab_http_request_timeouts_total", "counter",
            "HTTP connections closed because a request did not arrive within "
            "--http_request_timeout_seconds.");

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <list>
 #include <string>
 #include <thread>
 #include <utility>
@@ -34,10 +35,6 @@ Clock::duration ToClock(absl::Duration d) {
   return std::chrono::duration_cast<Clock::duration>(
       absl::ToChronoNanoseconds(d));
 }
-
-// Set by ConnectionPool::enqueue around running a connection's task on the
-// accepting thread: the connection is over the cap and gets Reject().
-thread_local bool t_reject_connection = false;
 
 std::string CannedResponse(absl::string_view status, absl::string_view body) {
   return absl::StrCat("HTTP/1.1 ", status,
@@ -74,8 +71,13 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
  public:
   enum class Failure { kNone, kRequestTimeout, kRequestTooLarge, kClosed };
 
-  ConnectionStream(socket_t sock, int stop_fd, const ConnectionLimits& limits)
-      : sock_(sock), stop_fd_(stop_fd), limits_(limits) {}
+  // `first_deadline`: when the first request must have arrived.
+  ConnectionStream(socket_t sock, int stop_fd, const ConnectionLimits& limits,
+                   Clock::time_point first_deadline)
+      : sock_(sock),
+        stop_fd_(stop_fd),
+        limits_(limits),
+        request_deadline_(first_deadline) {}
 
   // Waits until a request's first byte is here (already buffered, or on the
   // socket) or `deadline` passes. False on timeout or stop.
@@ -91,6 +93,11 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
   }
 
   Failure failure() const { return failure_; }
+  Clock::time_point request_deadline() const { return request_deadline_; }
+  // Set (from the accepting thread) when the connection was closed to make
+  // room for a new one.
+  void MarkEvicted() { evicted_.store(true, std::memory_order_relaxed); }
+  bool evicted() const { return evicted_.load(std::memory_order_relaxed); }
   // Ends the connection after the current response (one whose request
   // cannot be followed by another: its body was never read).
   void CloseAfterResponse() { close_after_response_ = true; }
@@ -202,34 +209,56 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
   char buffer_[4096];
   size_t begin_ = 0;
   size_t end_ = 0;
-  Clock::time_point request_deadline_ = Clock::now();
+  Clock::time_point request_deadline_;
   int64_t request_bytes_ = 0;
   Failure failure_ = Failure::kNone;
   bool wrote_ = false;
   bool close_after_response_ = false;
   bool write_failed_ = false;
   bool write_timed_out_ = false;
+  std::atomic<bool> evicted_{false};
 };
 
 thread_local GuardedServer::ConnectionStream* GuardedServer::current_stream_ =
     nullptr;
+thread_local GuardedServer::ConnectionPool* GuardedServer::accepting_pool_ =
+    nullptr;
 
-// httplib's task queue: one thread per open connection, started on demand
-// and kept for the next one until shutdown. A connection over the cap is
-// never queued: its task runs at once on the accepting thread, which sees
-// t_reject_connection and answers 503.
+// httplib's task queue, used only as a hook: httplib's task for an accepted
+// socket runs at once on the accepting thread and comes back through
+// process_and_close_socket to Accept(). Admitted connections are served one
+// thread each, started on demand and kept for the next until shutdown; a
+// connection that is not admitted is answered 503 there and then. Nothing
+// waits in a queue for a thread that may never come.
 class GuardedServer::ConnectionPool final : public httplib::TaskQueue {
  public:
   explicit ConnectionPool(GuardedServer* server) : server_(server) {}
   ~ConnectionPool() override = default;
 
   void enqueue(std::function<void()> fn) override {
+    accepting_pool_ = this;
+    fn();
+    accepting_pool_ = nullptr;
+  }
+
+  // On the accepting thread: admits `sock` (registered as waiting for its
+  // first request from now on) or rejects it.
+  void Accept(socket_t sock) ABSL_LOCKS_EXCLUDED(mu_) {
+    auto stream = std::make_unique<ConnectionStream>(
+        sock, server_->stop_fd_, server_->limits_,
+        Clock::now() + ToClock(server_->limits_.request_timeout));
     {
       absl::MutexLock lock(&mu_);
-      if (busy_ < server_->limits_.max_connections) {
+      if (Admit()) {
         ++busy_;
         server_->open_.store(busy_, std::memory_order_relaxed);
-        jobs_.push_back(std::move(fn));
+        server_->accepted_total_.fetch_add(1, std::memory_order_relaxed);
+        server_->EnterWaiting(*stream);
+        GuardedServer* server = server_;
+        ConnectionStream* owned = stream.release();
+        jobs_.push_back([server, owned] {
+          server->Serve(std::unique_ptr<ConnectionStream>(owned));
+        });
         if (jobs_.size() > static_cast<size_t>(idle_ + starting_)) {
           ++starting_;
           threads_.emplace_back([this] { Work(); });
@@ -237,9 +266,7 @@ class GuardedServer::ConnectionPool final : public httplib::TaskQueue {
         return;
       }
     }
-    t_reject_connection = true;
-    fn();
-    t_reject_connection = false;
+    server_->Reject(sock);
   }
 
   void shutdown() override {
@@ -274,6 +301,26 @@ class GuardedServer::ConnectionPool final : public httplib::TaskQueue {
     mu_.Unlock();
   }
 
+  // Below the cap a connection is admitted. At the cap the connection that
+  // has waited longest for a request (idle, or trickling one) makes room
+  // and ends within moments. Connections so ending still hold a thread;
+  // at twice the cap the accepting thread waits (up to 100 ms, newcomers
+  // wait in the kernel's accept queue meanwhile) for some to end rather
+  // than start more threads. False: the newcomer gets 503.
+  bool Admit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const int cap = server_->limits_.max_connections;
+    if (busy_ < cap) return true;
+    if (busy_ >= 2 * cap) {
+      mu_.AwaitWithTimeout(absl::Condition(this, &ConnectionPool::BelowCeiling),
+                           absl::Milliseconds(100));
+    }
+    return BelowCeiling() && server_->EvictOldestWaiting();
+  }
+
+  bool BelowCeiling() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return busy_ < 2 * server_->limits_.max_connections;
+  }
+
   bool HasJobOrShutdown() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return !jobs_.empty() || shutting_down_;
   }
@@ -293,6 +340,9 @@ class GuardedServer::ConnectionPool final : public httplib::TaskQueue {
 GuardedServer::GuardedServer(const ConnectionLimits& limits)
     : limits_(limits),
       stop_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      busy_message_(absl::StrCat(
+          "http: closed to make room for other connections (limit ",
+          limits.max_connections, ")\n")),
       rejected_response_(
           CannedResponse("503 Service Unavailable",
                          absl::StrCat("http: too many open connections (limit ",
@@ -329,6 +379,12 @@ GuardedServer::GuardedServer(const ConnectionLimits& limits)
           case ConnectionStream::Failure::kClosed:
             break;
         }
+        if (current_stream_->evicted()) {
+          res.status = 503;
+          res.set_header("Connection", "close");
+          res.set_content(busy_message_, "text/plain; charset=utf-8");
+          return HandlerResponse::Handled;
+        }
         return HandlerResponse::Unhandled;
       }));
 }
@@ -358,6 +414,7 @@ HttpConnectionCounters GuardedServer::Counters() const {
       oversized_requests_total_.load(std::memory_order_relaxed);
   c.write_timeouts_total =
       write_timeouts_total_.load(std::memory_order_relaxed);
+  c.evicted_total = evicted_total_.load(std::memory_order_relaxed);
   return c;
 }
 
@@ -371,8 +428,39 @@ std::string GuardedServer::TooLargeMessage() const {
                       " bytes\n");
 }
 
+void GuardedServer::EnterWaiting(ConnectionStream& stream) {
+  absl::MutexLock lock(&waiting_mu_);
+  waiting_pos_[&stream] = waiting_.insert(waiting_.end(), &stream);
+}
+
+void GuardedServer::LeaveWaiting(ConnectionStream& stream) {
+  absl::MutexLock lock(&waiting_mu_);
+  const auto pos = waiting_pos_.find(&stream);
+  if (pos == waiting_pos_.end()) return;
+  waiting_.erase(pos->second);
+  waiting_pos_.erase(pos);
+}
+
+bool GuardedServer::EvictOldestWaiting() {
+  absl::MutexLock lock(&waiting_mu_);
+  if (waiting_.empty()) return false;
+  ConnectionStream* oldest = waiting_.front();
+  waiting_.pop_front();
+  waiting_pos_.erase(oldest);
+  oldest->MarkEvicted();
+  // Its owner closes the socket only after LeaveWaiting (this mutex), so
+  // the descriptor is still its. Shutting down the read side wakes its
+  // poll: an idle connection ends, one part-way through its headers is
+  // answered 503.
+  shutdown(oldest->socket(), SHUT_RD);
+  evicted_total_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
 httplib::Server::HandlerResponse GuardedServer::Screen(
-    const httplib::Request& req, httplib::Response& res) const {
+    const httplib::Request& req, httplib::Response& res) {
+  // The headers are in: from here the connection is busy, not waiting.
+  if (current_stream_ != nullptr) LeaveWaiting(*current_stream_);
   if (static_cast<int64_t>(req.target.size()) > limits_.max_uri_bytes) {
     res.status = 414;
     res.set_content(absl::StrCat("http: request target longer than ",
@@ -399,25 +487,22 @@ httplib::Server::HandlerResponse GuardedServer::Screen(
 }
 
 bool GuardedServer::process_and_close_socket(socket_t sock) {
-  if (t_reject_connection) {
-    Reject(sock);
-    return true;
-  }
-  accepted_total_.fetch_add(1, std::memory_order_relaxed);
-  Serve(sock);
-  close(sock);
+  accepting_pool_->Accept(sock);
   return true;
 }
 
-void GuardedServer::Serve(socket_t sock) {
-  ConnectionStream stream(sock, stop_fd_, limits_);
+void GuardedServer::Serve(std::unique_ptr<ConnectionStream> owned) {
+  ConnectionStream& stream = *owned;
+  const socket_t sock = stream.socket();
   current_stream_ = &stream;
   // The first request's time counts from the accept: a client that sends
-  // nothing is closed at the request deadline.
-  Clock::time_point deadline = Clock::now() + ToClock(limits_.request_timeout);
+  // nothing is closed at the request deadline. Accept() registered the
+  // connection as waiting.
+  Clock::time_point deadline = stream.request_deadline();
   bool answered_error = false;
   for (int served = 0; served < limits_.max_requests_per_connection; ++served) {
     if (served > 0) {
+      EnterWaiting(stream);
       if (!stream.WaitForRequest(Clock::now() +
                                  ToClock(limits_.keepalive_timeout))) {
         break;
@@ -432,6 +517,8 @@ void GuardedServer::Serve(socket_t sock) {
     const bool last = served + 1 == limits_.max_requests_per_connection;
     const bool ok =
         process_request(stream, last, connection_closed, /*setup_request=*/{});
+    LeaveWaiting(stream);
+    if (stream.evicted()) break;
     if (stream.failure() == ConnectionStream::Failure::kRequestTimeout ||
         stream.failure() == ConnectionStream::Failure::kRequestTooLarge) {
       const bool timeout =
@@ -454,6 +541,7 @@ void GuardedServer::Serve(socket_t sock) {
     }
     if (!ok || connection_closed || stream.close_after_response()) break;
   }
+  LeaveWaiting(stream);
   current_stream_ = nullptr;
   shutdown(sock, SHUT_WR);
   if (answered_error) {
@@ -473,6 +561,7 @@ void GuardedServer::Serve(socket_t sock) {
       if (n > 0) drained += n;
     }
   }
+  close(sock);
 }
 
 void GuardedServer::Reject(socket_t sock) {

@@ -3,9 +3,9 @@
 
 Usage:
   connection_limits_test.py SERVER_BINARY            run the tests
-  connection_limits_test.py SERVER_BINARY --measure  /metrics latency with and
-                                                     without 60 slowloris
-                                                     connections (defaults)
+  connection_limits_test.py SERVER_BINARY --measure [N,N,...]
+      /metrics latency under N slowloris connections for each N (default
+      0,60), with the server's default limits
 
 Starts the real satlab-server on 127.0.0.1 with ports it picks itself. The
 limits are set through SATLAB_* environment variables, so that a binary
@@ -347,28 +347,69 @@ class WriteTimeoutTest(unittest.TestCase):
         self.assertIn(b"satlab_http_write_timeouts_total 1", body)
 
 
+def stalled_reader(port):
+    """A connection that asks for 20 MB (100 pipelined Chart.js) and never
+    reads: the server stays busy writing to it until its write timeout."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /vendor/chart.min.js HTTP/1.1\r\nHost: x\r\n\r\n" * 100)
+    return sock
+
+
+def metric(port, name):
+    status, body, _ = get(port, "/metrics")
+    match = re.search(rb"\n%s (\d+)\n" % name.encode(), body) if status == 200 else None
+    return int(match.group(1)) if match else None
+
+
 class ConnectionCapTest(unittest.TestCase):
-    """--http_max_connections=20: the 21st and later get 503 at once."""
+    """--http_max_connections=20."""
 
     @classmethod
     def setUpClass(cls):
         cls.server, cls.port = start_server({
             "SATLAB_HTTP_MAX_CONNECTIONS": "20",
             "SATLAB_HTTP_MAX_EVENT_STREAMS": "4",
+            "SATLAB_HTTP_WRITE_TIMEOUT_SECONDS": "30",
             "SATLAB_HTTP_REQUEST_TIMEOUT_SECONDS": "30"})
 
     @classmethod
     def tearDownClass(cls):
         stop_server(cls.server)
 
-    def test_over_cap_answered_503_at_once_then_served_again(self):
-        held = [connect(self.port) for _ in range(20)]
+    def test_at_cap_oldest_waiting_connection_makes_room(self):
+        held = [connect(self.port) for _ in range(20)]  # silent: waiting
         try:
             time.sleep(0.5)  # all accepted
-            over = []
-            for _ in range(50):
-                sock = connect(self.port)
-                over.append(sock)
+            for _ in range(5):
+                status, body, seconds = get(self.port, "/metrics")
+                self.assertEqual(status, 200, body)
+                self.assertLess(seconds, 2.0)
+            # The oldest held connections were closed (without an answer:
+            # they had sent nothing), the newest are still open.
+            # The oldest held connections made room (closed without an
+            # answer: they had sent nothing), one per GET at most; the
+            # newest stay open.
+            closed = []
+            for sock in held:
+                data, was_closed = read_until_closed(sock, 0.1)
+                closed.append(was_closed)
+                self.assertEqual(data, b"")
+            self.assertTrue(closed[0], closed)
+            self.assertLessEqual(sum(closed), 5, closed)
+            self.assertFalse(closed[-1], closed)
+        finally:
+            for sock in held:
+                sock.close()
+        self.assertEqual(metric(self.port, "satlab_http_connections_evicted_total"),
+                         sum(closed))
+
+    def test_at_cap_with_every_connection_busy_answered_503_at_once(self):
+        busy = [stalled_reader(self.port) for _ in range(20)]
+        try:
+            time.sleep(1.0)  # all accepted, their writes stalled
+            over = [connect(self.port) for _ in range(50)]
             started = time.monotonic()
             answers = []
             for sock in over:
@@ -380,10 +421,10 @@ class ConnectionCapTest(unittest.TestCase):
             status, body, _ = get(self.port, "/metrics")
             self.assertEqual(status, 503, body)
         finally:
-            for sock in held:
+            for sock in busy:
                 sock.close()
-        # Slots free again as soon as the held connections close.
-        deadline = time.monotonic() + 2
+        # Slots free again as soon as the busy connections close.
+        deadline = time.monotonic() + 3
         status = None
         while time.monotonic() < deadline and status != 200:
             status, body, _ = get(self.port, "/metrics")
@@ -391,40 +432,76 @@ class ConnectionCapTest(unittest.TestCase):
         self.assertEqual(status, 200)
 
 
+class SlowClientsOverCapTest(unittest.TestCase):
+    """60 slowloris and 20 silent connections against
+    --http_max_connections=40, replaced as soon as the server closes them,
+    for 8 s: quick requests still get through."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server, cls.port = start_server({
+            "SATLAB_HTTP_MAX_CONNECTIONS": "40",
+            "SATLAB_HTTP_MAX_EVENT_STREAMS": "4"})
+
+    @classmethod
+    def tearDownClass(cls):
+        stop_server(cls.server)
+
+    def test_slowloris_beyond_cap_does_not_starve_metrics(self):
+        attack = SlowClients(self.port, slow=60, silent=20)
+        slow_answers = []
+        end = time.monotonic() + 8
+        path_index = 0
+        while time.monotonic() < end:
+            path = ("/metrics", "/")[path_index % 2]
+            path_index += 1
+            status, body, seconds = get(self.port, path, timeout=2.0)
+            if status != 200 or seconds > 2.0:
+                slow_answers.append((path, status, round(seconds, 2), body[:80]))
+            time.sleep(0.2)
+        attack.stop()
+        self.assertEqual(slow_answers, [])
+        # Evicted slowloris clients were told why.
+        told = [c for c in attack.closed if c[0] == "slow"]
+        self.assertTrue(told)
+        for kind, seconds, first in told:
+            self.assertTrue(first.startswith(b"HTTP/1.1 503"), first)
+
+
 def percentile(values, p):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def measure():
-    """/metrics latency, default limits: 300 sequential GETs alone, then 300
-    under 60 slowloris connections (replaced whenever the server closes
-    them); each phase stops after 60 s. An answer not back within 5 s counts
-    as a timeout."""
+def measure(attacks):
+    """/metrics latency, default limits: 300 sequential GETs on a new
+    connection each, with `n` slowloris connections open for each n in
+    `attacks` (replaced whenever the server closes them); a phase stops
+    after 60 s. An answer not back within 5 s counts as a timeout."""
     server, port = start_server({})
     try:
-        for label, slow in (("no slowloris", 0), ("60 slowloris", 60)):
+        for slow in attacks:
             attack = SlowClients(port, slow=slow, silent=0) if slow else None
             if attack:
                 time.sleep(1)
-            latencies, timeouts, asked = [], 0, 0
+            latencies, statuses, asked = [], {}, 0
             phase_end = time.monotonic() + 60
             while asked < 300 and time.monotonic() < phase_end:
                 asked += 1
                 status, _, seconds = get(port, "/metrics", timeout=5.0)
+                statuses[status or "timeout"] = statuses.get(status or "timeout", 0) + 1
                 if status == 200:
                     latencies.append(seconds * 1000)
-                else:
-                    timeouts += 1
                 time.sleep(0.02)
             if attack:
                 attack.stop()
+            line = "%3d slowloris: n=%d %s" % (slow, asked, " ".join(
+                "%s=%d" % (k, v) for k, v in sorted(statuses.items(), key=str)))
             if latencies:
-                print("%-13s n=%d ok=%d timeouts=%d p50=%.2f ms p99=%.2f ms max=%.2f ms"
-                      % (label, asked, len(latencies), timeouts, statistics.median(latencies),
-                         percentile(latencies, 99), max(latencies)))
-            else:
-                print("%-13s n=%d ok=0 timeouts=%d" % (label, asked, timeouts))
+                line += " | 200s: p50=%.2f ms p99=%.2f ms max=%.2f ms" % (
+                    statistics.median(latencies), percentile(latencies, 99),
+                    max(latencies))
+            print(line, flush=True)
     finally:
         stop_server(server)
 
@@ -433,6 +510,7 @@ if __name__ == "__main__":
     if not SERVER or not os.access(SERVER, os.X_OK):
         sys.exit("usage: connection_limits_test.py SERVER_BINARY [--measure]")
     if "--measure" in sys.argv:
-        measure()
+        rest = sys.argv[sys.argv.index("--measure") + 1:]
+        measure([int(n) for n in rest[0].split(",")] if rest else [0, 60])
     else:
         unittest.main(argv=[sys.argv[0]] + sys.argv[2:], verbosity=2)
