@@ -70,8 +70,10 @@ ABSL_FLAG(double, http_keepalive_timeout_seconds, 5,
 ABSL_FLAG(int, http_max_requests_per_connection, 100,
           "HTTP: requests served on one connection before it closes.");
 ABSL_FLAG(int, http_max_connections, 256,
-          "HTTP: open connections at most (one thread each); more get 503 "
-          "at once. Must exceed --http_max_event_streams.");
+          "HTTP: open connections at most (one thread each). At the cap the "
+          "one waiting longest for a request is closed to make room; if all "
+          "are busy, a new one gets 503 at once. Must exceed "
+          "--http_max_event_streams.");
 ABSL_FLAG(int, http_max_event_streams, 32,
           "HTTP: concurrent dashboard event streams (/api/events); more get "
           "503.");

@@ -52,8 +52,9 @@ struct HttpServerOptions {
   absl::Duration keepalive_timeout = absl::Seconds(5);
   // Requests served on one connection; the last says `Connection: close`.
   int max_requests_per_connection = 100;
-  // Open connections (each on a thread of its own); more get 503 at once and
-  // are closed. Must exceed max_event_streams.
+  // Open connections (each on a thread of its own). At the cap the one that
+  // has waited longest for a request makes room (guarded_server.h); when
+  // all are busy a new one gets 503 at once. Must exceed max_event_streams.
   int max_connections = 256;
   // Bytes of one request: line + headers (431 beyond) and a body (413).
   int64_t max_request_bytes = 32 * 1024;

@@ -484,12 +484,14 @@ def measure(attacks):
             attack = SlowClients(port, slow=slow, silent=0) if slow else None
             if attack:
                 time.sleep(1)
-            latencies, statuses, asked = [], {}, 0
+            latencies, answered, statuses, asked = [], [], {}, 0
             phase_end = time.monotonic() + 60
             while asked < 300 and time.monotonic() < phase_end:
                 asked += 1
                 status, _, seconds = get(port, "/metrics", timeout=5.0)
                 statuses[status or "timeout"] = statuses.get(status or "timeout", 0) + 1
+                if status is not None:
+                    answered.append(seconds * 1000)
                 if status == 200:
                     latencies.append(seconds * 1000)
                 time.sleep(0.02)
@@ -501,6 +503,9 @@ def measure(attacks):
                 line += " | 200s: p50=%.2f ms p99=%.2f ms max=%.2f ms" % (
                     statistics.median(latencies), percentile(latencies, 99),
                     max(latencies))
+            if answered and len(answered) != len(latencies):
+                line += " | all answers: p50=%.2f ms p99=%.2f ms" % (
+                    statistics.median(answered), percentile(answered, 99))
             print(line, flush=True)
     finally:
         stop_server(server)
