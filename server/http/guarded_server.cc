@@ -379,7 +379,9 @@ GuardedServer::GuardedServer(const ConnectionLimits& limits)
           case ConnectionStream::Failure::kClosed:
             break;
         }
-        if (current_stream_->evicted()) {
+        // 400 is httplib's answer to a request it could not read (here:
+        // cut off by the eviction).
+        if (current_stream_->evicted() && res.status == 400) {
           res.status = 503;
           res.set_header("Connection", "close");
           res.set_content(busy_message_, "text/plain; charset=utf-8");
@@ -391,6 +393,10 @@ GuardedServer::GuardedServer(const ConnectionLimits& limits)
 
 GuardedServer::~GuardedServer() {
   if (stop_fd_ >= 0) close(stop_fd_);
+}
+
+bool GuardedServer::is_valid() const {
+  return stop_fd_ >= 0 && httplib::Server::is_valid();
 }
 
 bool GuardedServer::RaiseBacklog(int backlog) {

@@ -56,6 +56,9 @@ class GuardedServer final : public httplib::Server {
   explicit GuardedServer(const ConnectionLimits& limits);
   ~GuardedServer() override;
 
+  // False if the stop eventfd could not be created.
+  bool is_valid() const override;
+
   // Sets the listening socket's accept backlog (httplib binds with 5, too
   // few for a burst of connections: the excess waits for SYN retries).
   // Call after binding. False if listen() fails.

@@ -132,6 +132,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   limits.max_request_bytes = options.max_request_bytes;
   limits.max_uri_bytes = options.max_uri_bytes;
   server->server_ = std::make_unique<GuardedServer>(limits);
+  if (!server->server_->is_valid()) {
+    return absl::UnavailableError("http: could not create the stop eventfd");
+  }
   server->Routes();
   if (options.port == 0) {
     server->port_ = server->server_->bind_to_any_port(options.host);
