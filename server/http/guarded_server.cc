@@ -31,6 +31,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr char kMalformedMessage[] =
+    "http: malformed request line or headers (a header line has at most "
+    "8192 bytes)\n";
+
 Clock::duration ToClock(absl::Duration d) {
   return std::chrono::duration_cast<Clock::duration>(
       absl::ToChronoNanoseconds(d));
@@ -90,6 +94,7 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
     request_deadline_ = deadline;
     request_bytes_ = 0;
     wrote_ = false;
+    routed_ = false;
   }
 
   Failure failure() const { return failure_; }
@@ -102,6 +107,9 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
   // cannot be followed by another: its body was never read).
   void CloseAfterResponse() { close_after_response_ = true; }
   bool close_after_response() const { return close_after_response_; }
+  // Set once the current request's line and headers were parsed.
+  void MarkRouted() { routed_ = true; }
+  bool routed() const { return routed_; }
   // Whether anything was written since BeginRequest.
   bool wrote() const { return wrote_; }
   bool write_timed_out() const { return write_timed_out_; }
@@ -214,6 +222,7 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
   Failure failure_ = Failure::kNone;
   bool wrote_ = false;
   bool close_after_response_ = false;
+  bool routed_ = false;
   bool write_failed_ = false;
   bool write_timed_out_ = false;
   std::atomic<bool> evicted_{false};
@@ -360,7 +369,7 @@ GuardedServer::GuardedServer(const ConnectionLimits& limits)
       [this](const httplib::Request& req, httplib::Response& res) {
         return Screen(req, res);
       });
-  // httplib answers 400 when reading the headers fails; say why instead.
+  // httplib answers 400 when reading the request fails; say why instead.
   set_error_handler(HandlerWithResponse(
       [this](const httplib::Request&, httplib::Response& res) {
         if (current_stream_ == nullptr) return HandlerResponse::Unhandled;
@@ -379,15 +388,21 @@ GuardedServer::GuardedServer(const ConnectionLimits& limits)
           case ConnectionStream::Failure::kClosed:
             break;
         }
-        // 400 is httplib's answer to a request it could not read (here:
-        // cut off by the eviction).
-        if (current_stream_->evicted() && res.status == 400) {
-          res.status = 503;
-          res.set_header("Connection", "close");
-          res.set_content(busy_message_, "text/plain; charset=utf-8");
-          return HandlerResponse::Handled;
+        // 400 before routing is httplib's answer to a request it could not
+        // parse: cut off by an eviction, or malformed. In the latter case
+        // what follows cannot be trusted to start a request: close.
+        if (res.status != 400 || current_stream_->routed()) {
+          return HandlerResponse::Unhandled;
         }
-        return HandlerResponse::Unhandled;
+        res.set_header("Connection", "close");
+        current_stream_->CloseAfterResponse();
+        if (current_stream_->evicted()) {
+          res.status = 503;
+          res.set_content(busy_message_, "text/plain; charset=utf-8");
+        } else {
+          res.set_content(kMalformedMessage, "text/plain; charset=utf-8");
+        }
+        return HandlerResponse::Handled;
       }));
 }
 
@@ -466,7 +481,10 @@ bool GuardedServer::EvictOldestWaiting() {
 httplib::Server::HandlerResponse GuardedServer::Screen(
     const httplib::Request& req, httplib::Response& res) {
   // The headers are in: from here the connection is busy, not waiting.
-  if (current_stream_ != nullptr) LeaveWaiting(*current_stream_);
+  if (current_stream_ != nullptr) {
+    current_stream_->MarkRouted();
+    LeaveWaiting(*current_stream_);
+  }
   if (static_cast<int64_t>(req.target.size()) > limits_.max_uri_bytes) {
     res.status = 414;
     res.set_content(absl::StrCat("http: request target longer than ",

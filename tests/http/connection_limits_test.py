@@ -255,7 +255,7 @@ class LimitsTest(unittest.TestCase):
             "SATLAB_HTTP_KEEPALIVE_TIMEOUT_SECONDS": "1",
             "SATLAB_HTTP_MAX_REQUESTS_PER_CONNECTION": "3",
             "SATLAB_HTTP_MAX_EVENT_STREAMS": "2",
-            "SATLAB_HTTP_MAX_REQUEST_BYTES": "4096",
+            "SATLAB_HTTP_MAX_REQUEST_BYTES": "16384",
             "SATLAB_HTTP_MAX_URI_BYTES": "1024"})
 
     @classmethod
@@ -271,9 +271,18 @@ class LimitsTest(unittest.TestCase):
 
     def test_oversized_headers_get_431(self):
         request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + \
-            b"".join(b"X-Pad-%d: %s\r\n" % (i, b"p" * 100) for i in range(60)) + b"\r\n"
+            b"".join(b"X-Pad-%d: %s\r\n" % (i, b"p" * 100) for i in range(200)) + b"\r\n"
         data = self.exchange(request)
         self.assertEqual(status_of(data), 431, data[:200])
+
+    def test_malformed_request_gets_one_400_and_close(self):
+        # A header line over httplib's 8192 bytes: httplib gives up on the
+        # request; the rest of the line must not be read as more requests.
+        data = self.exchange(b"GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: " +
+                             b"c" * 9000 + b"\r\n\r\n")
+        self.assertEqual(status_of(data), 400, data[:200])
+        self.assertEqual(data.count(b"HTTP/1.1 "), 1, data[:400])
+        self.assertIn(b"malformed request", data)
 
     def test_long_target_gets_414(self):
         data = self.exchange(b"GET /metrics?" + b"q" * 2000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
