@@ -27,7 +27,6 @@
 #include <httplib.h>
 
 #include <atomic>
-#include <cstddef>
 #include <cstdint>
 #include <list>
 #include <memory>
@@ -41,6 +40,7 @@
 
 namespace satlab::http {
 
+// The fields of HttpServerOptions (http_server.h) of the same names.
 struct ConnectionLimits {
   absl::Duration request_timeout = absl::Seconds(10);
   absl::Duration write_timeout = absl::Seconds(10);
@@ -65,7 +65,8 @@ class GuardedServer final : public httplib::Server {
   bool RaiseBacklog(int backlog);
 
   // Wakes every connection blocked on its socket (they end at once), then
-  // stops the listener (httplib::Server::stop), which joins the threads.
+  // stops the listener (httplib::Server::stop); the listening thread joins
+  // the connections' threads before listen_after_bind() returns.
   void Shutdown();
 
   HttpConnectionCounters Counters() const;
@@ -79,7 +80,7 @@ class GuardedServer final : public httplib::Server {
   // Serves requests on the connection until it closes, a limit ends it or
   // the server stops; then closes its socket.
   void Serve(std::unique_ptr<ConnectionStream> stream);
-  // The accepting thread's answer when every connection slot is taken.
+  // The accepting thread's 503 to a connection it does not admit.
   void Reject(socket_t sock);
   // Answers 414 for a long target and 413 for a declared body over the
   // limit, before httplib reads the body; Unhandled otherwise.
