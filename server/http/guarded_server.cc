@@ -18,6 +18,7 @@
 #include <list>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -30,6 +31,10 @@ namespace satlab::http {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// A connection thread idle this long ends (a burst of connections leaves
+// no crowd of idle threads behind).
+constexpr absl::Duration kIdleThreadLifetime = absl::Seconds(30);
 
 constexpr char kMalformedMessage[] =
     "http: malformed request line or headers (a header line has at most "
@@ -258,6 +263,7 @@ class GuardedServer::ConnectionPool final : public httplib::TaskQueue {
         Clock::now() + ToClock(server_->limits_.request_timeout));
     {
       absl::MutexLock lock(&mu_);
+      JoinExited();
       if (Admit()) {
         ++busy_;
         server_->open_.store(busy_, std::memory_order_relaxed);
@@ -270,7 +276,9 @@ class GuardedServer::ConnectionPool final : public httplib::TaskQueue {
         });
         if (jobs_.size() > static_cast<size_t>(idle_ + starting_)) {
           ++starting_;
-          threads_.emplace_back([this] { Work(); });
+          std::thread thread([this] { Work(); });
+          const std::thread::id id = thread.get_id();
+          threads_.emplace(id, std::move(thread));
         }
         return;
       }
@@ -279,13 +287,14 @@ class GuardedServer::ConnectionPool final : public httplib::TaskQueue {
   }
 
   void shutdown() override {
-    std::vector<std::thread> threads;
+    std::unordered_map<std::thread::id, std::thread> threads;
     {
       absl::MutexLock lock(&mu_);
       shutting_down_ = true;
       threads.swap(threads_);
+      exited_.clear();
     }
-    for (std::thread& t : threads) t.join();
+    for (auto& [id, thread] : threads) thread.join();
   }
 
  private:
@@ -294,11 +303,16 @@ class GuardedServer::ConnectionPool final : public httplib::TaskQueue {
     --starting_;
     for (;;) {
       ++idle_;
-      mu_.Await(absl::Condition(this, &ConnectionPool::HasJobOrShutdown));
+      const bool woken = mu_.AwaitWithTimeout(
+          absl::Condition(this, &ConnectionPool::HasJobOrShutdown),
+          kIdleThreadLifetime);
       --idle_;
       // Queued connections are still served (they end at once: the stop
       // eventfd is set), so that every accepted socket is closed.
-      if (jobs_.empty()) break;
+      if (jobs_.empty()) {
+        if (shutting_down_ || !woken) break;
+        continue;
+      }
       std::function<void()> fn = std::move(jobs_.front());
       jobs_.pop_front();
       mu_.Unlock();
@@ -307,7 +321,19 @@ class GuardedServer::ConnectionPool final : public httplib::TaskQueue {
       --busy_;
       server_->open_.store(busy_, std::memory_order_relaxed);
     }
+    // Past this unlock the thread only returns: joining it cannot block.
+    if (!shutting_down_) exited_.push_back(std::this_thread::get_id());
     mu_.Unlock();
+  }
+
+  // Joins the threads that left Work() for lack of connections.
+  void JoinExited() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (const std::thread::id id : exited_) {
+      auto it = threads_.find(id);
+      it->second.join();
+      threads_.erase(it);
+    }
+    exited_.clear();
   }
 
   // Below the cap a connection is admitted. At the cap the connection that
@@ -337,7 +363,10 @@ class GuardedServer::ConnectionPool final : public httplib::TaskQueue {
   GuardedServer* const server_;
   absl::Mutex mu_;
   std::deque<std::function<void()>> jobs_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<std::thread::id, std::thread> threads_
+      ABSL_GUARDED_BY(mu_);
+  // Threads that ended (idle too long), to join.
+  std::vector<std::thread::id> exited_ ABSL_GUARDED_BY(mu_);
   // Connections being served or waiting for their thread.
   int busy_ ABSL_GUARDED_BY(mu_) = 0;
   // Threads waiting for a job, and threads started but not yet waiting.
