@@ -58,6 +58,31 @@ ABSL_FLAG(double, shutdown_grace_seconds, 10,
 ABSL_FLAG(int, http_port, 9464,
           "HTTP side port for /metrics (Prometheus) and the live dashboard "
           "at /, on --host; 0 picks a free port (printed), -1 turns it off.");
+ABSL_FLAG(double, http_request_timeout_seconds, 10,
+          "HTTP: seconds a request (line, headers, body) has to arrive whole, "
+          "from the accept (or its first byte on a kept-alive connection), "
+          "however slowly it trickles; then 408 and the connection closes.");
+ABSL_FLAG(double, http_write_timeout_seconds, 10,
+          "HTTP: seconds each write (response headers, body, an event) has "
+          "to be taken by the client; then the connection closes.");
+ABSL_FLAG(double, http_keepalive_timeout_seconds, 5,
+          "HTTP: seconds an idle kept-alive connection stays open.");
+ABSL_FLAG(int, http_max_requests_per_connection, 100,
+          "HTTP: requests served on one connection before it closes.");
+ABSL_FLAG(int, http_max_connections, 256,
+          "HTTP: open connections at most (one thread each). At the cap the "
+          "one waiting longest for a request is closed to make room; if all "
+          "are busy, a new one gets 503 at once. Must exceed "
+          "--http_max_event_streams.");
+ABSL_FLAG(int, http_max_event_streams, 32,
+          "HTTP: concurrent dashboard event streams (/api/events); more get "
+          "503.");
+ABSL_FLAG(int64_t, http_max_request_bytes, 32 * 1024,
+          "HTTP: bytes of one request's line and headers (431 beyond) or "
+          "body (413 beyond).");
+ABSL_FLAG(int, http_max_uri_bytes, 8192,
+          "HTTP: bytes of a request target (path and query), at most 8192; "
+          "longer gets 414.");
 ABSL_FLAG(int64_t, metrics_history, 10000,
           "Metric events kept for WatchMetrics/dashboard replay (all "
           "networks together).");
@@ -195,6 +220,20 @@ int main(int argc, char** argv) {
     satlab::http::HttpServerOptions http_options;
     http_options.host = absl::GetFlag(FLAGS_host);
     http_options.port = absl::GetFlag(FLAGS_http_port);
+    http_options.request_timeout =
+        absl::Seconds(absl::GetFlag(FLAGS_http_request_timeout_seconds));
+    http_options.write_timeout =
+        absl::Seconds(absl::GetFlag(FLAGS_http_write_timeout_seconds));
+    http_options.keepalive_timeout =
+        absl::Seconds(absl::GetFlag(FLAGS_http_keepalive_timeout_seconds));
+    http_options.max_requests_per_connection =
+        absl::GetFlag(FLAGS_http_max_requests_per_connection);
+    http_options.max_connections = absl::GetFlag(FLAGS_http_max_connections);
+    http_options.max_event_streams =
+        absl::GetFlag(FLAGS_http_max_event_streams);
+    http_options.max_request_bytes =
+        absl::GetFlag(FLAGS_http_max_request_bytes);
+    http_options.max_uri_bytes = absl::GetFlag(FLAGS_http_max_uri_bytes);
     auto started = satlab::http::HttpServer::Start(http_options, hub->get(),
                                                    &grpc_metrics);
     if (!started.ok()) {

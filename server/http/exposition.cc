@@ -283,15 +283,46 @@ void WriteProcess(Writer& w) {
   w.Sample("process_start_time_seconds", {}, stats->start_time_seconds);
 }
 
+void WriteHttp(const HttpConnectionCounters& c, Writer& w) {
+  w.Family("satlab_http_connections", "gauge",
+           "HTTP connections open on the side port.");
+  w.Sample("satlab_http_connections", {}, c.open);
+  w.Family("satlab_http_connections_accepted_total", "counter",
+           "HTTP connections accepted and served.");
+  w.Sample("satlab_http_connections_accepted_total", {}, c.accepted_total);
+  w.Family("satlab_http_connections_rejected_total", "counter",
+           "HTTP connections over --http_max_connections while every "
+           "connection was busy, answered 503.");
+  w.Sample("satlab_http_connections_rejected_total", {}, c.rejected_total);
+  w.Family("satlab_http_connections_evicted_total", "counter",
+           "HTTP connections waiting for a request, closed at "
+           "--http_max_connections to make room for a new one.");
+  w.Sample("satlab_http_connections_evicted_total", {}, c.evicted_total);
+  w.Family("satlab_http_request_timeouts_total", "counter",
+           "HTTP connections closed because a request did not arrive within "
+           "--http_request_timeout_seconds.");
+  w.Sample("satlab_http_request_timeouts_total", {}, c.request_timeouts_total);
+  w.Family("satlab_http_oversized_requests_total", "counter",
+           "HTTP requests over --http_max_request_bytes (431 or 413).");
+  w.Sample("satlab_http_oversized_requests_total", {},
+           c.oversized_requests_total);
+  w.Family("satlab_http_write_timeouts_total", "counter",
+           "HTTP connections closed because a write was not taken within "
+           "--http_write_timeout_seconds.");
+  w.Sample("satlab_http_write_timeouts_total", {}, c.write_timeouts_total);
+}
+
 }  // namespace
 
 std::string RenderMetrics(const service::MetricsHub& hub,
-                          const service::GrpcServerMetrics* grpc_metrics) {
+                          const service::GrpcServerMetrics* grpc_metrics,
+                          const HttpConnectionCounters* http) {
   std::string out;
   out.reserve(16 << 10);
   Writer w(&out);
   WriteTraining(hub, w);
   if (grpc_metrics != nullptr) WriteGrpc(*grpc_metrics, w);
+  if (http != nullptr) WriteHttp(*http, w);
   WriteProcess(w);
   return out;
 }

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "server/http/connection_counters.h"
 #include "server/service/grpc_metrics.h"
 #include "server/service/metrics_hub.h"
 
@@ -14,10 +15,11 @@ namespace satlab::http {
 inline constexpr char kExpositionContentType[] =
     "text/plain; version=0.0.4; charset=utf-8";
 
-// The whole exposition. `grpc_metrics` may be null (its families are then
-// omitted).
+// The whole exposition. `grpc_metrics` and `http` may be null (their
+// families are then omitted).
 std::string RenderMetrics(const service::MetricsHub& hub,
-                          const service::GrpcServerMetrics* grpc_metrics);
+                          const service::GrpcServerMetrics* grpc_metrics,
+                          const HttpConnectionCounters* http = nullptr);
 
 }  // namespace satlab::http
 

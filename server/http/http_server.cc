@@ -1,20 +1,26 @@
 #include "server/http/http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <string>
 #include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
 #include "satlab/v1/training_service.pb.h"
 #include "server/http/assets.h"
 #include "server/http/exposition.h"
+#include "server/http/guarded_server.h"
 
 namespace satlab::http {
 namespace {
+
+// cpp-httplib answers 414 itself beyond this request-line length.
+constexpr int kHttplibMaxUriBytes = CPPHTTPLIB_REQUEST_URI_MAX_LENGTH;
 
 // One SSE message: `id` = the event's sequence, `data` = the
 // WatchMetricsResponse as proto JSON (field names as in the .proto).
@@ -61,42 +67,90 @@ nlohmann::json NetworksJson(const service::MetricsHub& hub) {
           {"history_size", hub.options().history_size}};
 }
 
+absl::Status ValidateOptions(const HttpServerOptions& o) {
+  const auto positive = [](absl::Duration d) {
+    return d > absl::ZeroDuration();
+  };
+  if (o.port < 0 || o.port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("http port: expected 0..65535, got ", o.port));
+  }
+  if (o.max_event_streams < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "http max_event_streams: expected >= 1, got ", o.max_event_streams));
+  }
+  if (o.max_connections <= o.max_event_streams) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "http max_connections: expected more than max_event_streams (",
+        o.max_event_streams, "), got ", o.max_connections));
+  }
+  if (!positive(o.request_timeout) || !positive(o.write_timeout) ||
+      !positive(o.event_stream_keepalive) ||
+      o.keepalive_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "http timeouts: expected request, write and event stream keepalive "
+        "> 0 and keepalive >= 0, got request ",
+        absl::FormatDuration(o.request_timeout), ", write ",
+        absl::FormatDuration(o.write_timeout), ", event stream keepalive ",
+        absl::FormatDuration(o.event_stream_keepalive), ", keepalive ",
+        absl::FormatDuration(o.keepalive_timeout)));
+  }
+  if (o.max_requests_per_connection < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("http max_requests_per_connection: expected >= 1, got ",
+                     o.max_requests_per_connection));
+  }
+  if (o.max_request_bytes < 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "http max_request_bytes: expected >= 1024, got ", o.max_request_bytes));
+  }
+  if (o.max_uri_bytes < 1 || o.max_uri_bytes > kHttplibMaxUriBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("http max_uri_bytes: expected 1..", kHttplibMaxUriBytes,
+                     ", got ", o.max_uri_bytes));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     const HttpServerOptions& options, service::MetricsHub* hub,
     const service::GrpcServerMetrics* grpc_metrics) {
-  if (hub == nullptr || options.port < 0 || options.port > 65535 ||
-      options.max_event_streams < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "http options: expected a hub, port in [0, 65535] and "
-        "max_event_streams >= 1, got port ",
-        options.port, ", max_event_streams ", options.max_event_streams));
-  }
+  if (hub == nullptr) return absl::InvalidArgumentError("http: hub is null");
+  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
   std::unique_ptr<HttpServer> server(new HttpServer());
   server->options_ = options;
   server->hub_ = hub;
   server->grpc_metrics_ = grpc_metrics;
-  server->server_ = std::make_unique<httplib::Server>();
-  // Each event stream holds a thread while open; keep some for the rest.
-  const size_t threads = static_cast<size_t>(options.max_event_streams) + 8;
-  server->server_->new_task_queue = [threads] {
-    return new httplib::ThreadPool(threads);
-  };
-  server->server_->set_keep_alive_timeout(2);
+  ConnectionLimits limits;
+  limits.request_timeout = options.request_timeout;
+  limits.write_timeout = options.write_timeout;
+  limits.keepalive_timeout = options.keepalive_timeout;
+  limits.max_requests_per_connection = options.max_requests_per_connection;
+  limits.max_connections = options.max_connections;
+  limits.max_request_bytes = options.max_request_bytes;
+  limits.max_uri_bytes = options.max_uri_bytes;
+  server->server_ = std::make_unique<GuardedServer>(limits);
+  if (!server->server_->is_valid()) {
+    return absl::UnavailableError("http: could not create the stop eventfd");
+  }
   server->Routes();
   if (options.port == 0) {
     server->port_ = server->server_->bind_to_any_port(options.host);
   } else if (server->server_->bind_to_port(options.host, options.port)) {
     server->port_ = options.port;
   }
-  if (server->port_ <= 0) {
+  if (server->port_ <= 0 || !server->server_->RaiseBacklog(SOMAXCONN)) {
     return absl::UnavailableError(
         absl::StrCat("http: could not listen on ", options.host, ":",
                      options.port, " (address in use or not available)"));
   }
-  httplib::Server* raw = server->server_.get();
+  GuardedServer* raw = server->server_.get();
   server->thread_ = std::thread([raw] { raw->listen_after_bind(); });
+  // httplib's stop() does nothing until the listener runs: wait for it, so
+  // that an early Stop() cannot leave the thread listening forever.
+  while (!raw->is_running()) absl::SleepFor(absl::Milliseconds(1));
   return server;
 }
 
@@ -113,7 +167,7 @@ void HttpServer::Stop() {
     streams_.clear();
   }
   for (const auto& sub : streams) sub->Close();
-  server_->stop();
+  server_->Shutdown();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -121,7 +175,8 @@ void HttpServer::Routes() {
   httplib::Server& s = *server_;
 
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(RenderMetrics(*hub_, grpc_metrics_),
+    const HttpConnectionCounters connections = server_->Counters();
+    res.set_content(RenderMetrics(*hub_, grpc_metrics_, &connections),
                     kExpositionContentType);
   });
 

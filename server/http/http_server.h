@@ -9,6 +9,8 @@
 //                                same events, replay and dropped_events
 //                                semantics as WatchMetrics)
 //   GET /healthz                 "ok"
+// Connections are bounded (guarded_server.h): a slow, idle or oversized
+// client is cut off at the limits below and cannot starve the others.
 #ifndef SATLAB_SERVER_HTTP_HTTP_SERVER_H_
 #define SATLAB_SERVER_HTTP_HTTP_SERVER_H_
 
@@ -25,21 +27,40 @@
 #include "server/service/grpc_metrics.h"
 #include "server/service/metrics_hub.h"
 
-namespace httplib {
-class Server;
-}
-
 namespace satlab::http {
+
+class GuardedServer;
 
 struct HttpServerOptions {
   // Address to bind; 0.0.0.0 for every interface.
   std::string host = "127.0.0.1";
   // Port; 0 picks a free one (see HttpServer::port()).
   int port = 9464;
-  // Concurrent /api/events streams; more get 503.
+  // Concurrent /api/events streams; more get 503. Each holds a connection.
   int max_event_streams = 32;
   // A comment line is sent on an idle event stream this often.
   absl::Duration event_stream_keepalive = absl::Seconds(10);
+  // A request (line, headers, body) must arrive whole within this, counted
+  // from the accept (from its first byte on a kept-alive connection),
+  // however slowly it trickles; past it: 408 if anything arrived, and the
+  // connection is closed.
+  absl::Duration request_timeout = absl::Seconds(10);
+  // Each write (a response's headers, its body, an event) must be taken by
+  // the kernel within this; past it the connection is closed.
+  absl::Duration write_timeout = absl::Seconds(10);
+  // An idle kept-alive connection is closed after this.
+  absl::Duration keepalive_timeout = absl::Seconds(5);
+  // Requests served on one connection; the last says `Connection: close`.
+  int max_requests_per_connection = 100;
+  // Open connections (each on a thread of its own). At the cap the one that
+  // has waited longest for a request makes room (guarded_server.h); when
+  // all are busy a new one gets 503 at once. Must exceed max_event_streams.
+  int max_connections = 256;
+  // Bytes of one request: line + headers (431 beyond) and a body (413).
+  int64_t max_request_bytes = 32 * 1024;
+  // Bytes of the request target (path and query); longer gets 414. At most
+  // 8192 (cpp-httplib's own limit).
+  int max_uri_bytes = 8192;
 };
 
 class HttpServer {
@@ -66,7 +87,7 @@ class HttpServer {
   HttpServerOptions options_;
   service::MetricsHub* hub_ = nullptr;
   const service::GrpcServerMetrics* grpc_metrics_ = nullptr;
-  std::unique_ptr<httplib::Server> server_;
+  std::unique_ptr<GuardedServer> server_;
   std::thread thread_;
   int port_ = 0;
   std::atomic<bool> stopping_{false};

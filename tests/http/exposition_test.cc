@@ -2,8 +2,14 @@
 // interceptor and a MetricsHub, the HTTP server on 127.0.0.1:0, read with
 // an HTTP client. Checks /metrics content and shape (and lints it with
 // Debian's promtool), the dashboard's files and its SSE stream.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -148,6 +154,15 @@ TEST_F(HttpTest, Metrics_GrpcCallsOfEveryTypeCounted) {
   EXPECT_THAT(text, HasSubstr("process_open_fds "));
 }
 
+TEST_F(HttpTest, Metrics_HttpConnectionCounters) {
+  const std::string text = Get("/metrics");
+  // The connection asking is the one open.
+  EXPECT_THAT(text, HasSubstr("\nsatlab_http_connections 1\n"));
+  EXPECT_THAT(text, HasSubstr("\nsatlab_http_connections_accepted_total "));
+  EXPECT_THAT(text, HasSubstr("\nsatlab_http_connections_rejected_total 0\n"));
+  EXPECT_THAT(text, HasSubstr("\nsatlab_http_request_timeouts_total 0\n"));
+}
+
 TEST_F(HttpTest, Metrics_PromtoolFindsNothing) {
   TrainSomething();
   const std::string path = ::testing::TempDir() + "/satlab_metrics.txt";
@@ -233,6 +248,64 @@ TEST_F(HttpTest, Stop_EndsOpenEventStreams) {
   reader.join();
   EXPECT_TRUE(ended);
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST_F(HttpTest, Stop_ClosesConnectionsMidRequestAtOnce) {
+  // Half a request: the server waits for the rest (up to the 10 s request
+  // timeout) until Stop wakes it.
+  const int sock = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(sock, 0);
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(http_->port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const char kPartial[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n";
+  ASSERT_EQ(send(sock, kPartial, sizeof(kPartial) - 1, 0),
+            static_cast<ssize_t>(sizeof(kPartial) - 1));
+  absl::SleepFor(absl::Milliseconds(100));
+  const absl::Time start = absl::Now();
+  http_->Stop();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  char byte;
+  EXPECT_EQ(recv(sock, &byte, 1, 0), 0);  // closed, nothing answered
+  close(sock);
+}
+
+TEST(HttpServerOptionsTest, Start_RejectsContradictoryLimits) {
+  auto hub = service::MetricsHub::Create({});
+  ASSERT_TRUE(hub.ok());
+  struct Case {
+    const char* field;
+    std::function<void(http::HttpServerOptions&)> change;
+  };
+  const Case cases[] = {
+      {"max_connections",
+       [](http::HttpServerOptions& o) { o.max_connections = 32; }},
+      {"max_event_streams",
+       [](http::HttpServerOptions& o) { o.max_event_streams = 0; }},
+      {"timeouts",
+       [](http::HttpServerOptions& o) {
+         o.request_timeout = absl::ZeroDuration();
+       }},
+      {"timeouts",
+       [](http::HttpServerOptions& o) { o.write_timeout = absl::Seconds(-1); }},
+      {"max_requests_per_connection",
+       [](http::HttpServerOptions& o) { o.max_requests_per_connection = 0; }},
+      {"max_request_bytes",
+       [](http::HttpServerOptions& o) { o.max_request_bytes = 100; }},
+      {"max_uri_bytes",
+       [](http::HttpServerOptions& o) { o.max_uri_bytes = 8193; }},
+  };
+  for (const Case& c : cases) {
+    http::HttpServerOptions options;
+    options.port = 0;
+    c.change(options);
+    auto started = http::HttpServer::Start(options, hub->get(), nullptr);
+    ASSERT_FALSE(started.ok()) << c.field;
+    EXPECT_EQ(started.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(started.status().message()), HasSubstr(c.field));
+  }
 }
 
 }  // namespace
