@@ -529,6 +529,81 @@ std::vector<Case> BadInputCatalogueTest::Cases() {
          });
        },
        Code::kInvalidArgument, "optimizer.sgd.learning_rate"},
+      {"create.init_explicit_biases_two_rows",
+       [=] {
+         return Create([](S& s) {
+           s.mutable_init()->set_scheme(v1::INIT_SCHEME_EXPLICIT);
+           auto* l0 = s.mutable_init()->add_parameters();
+           *l0->mutable_weights() = MakeTensor(2, 3, {0, 0, 0, 0, 0, 0});
+           *l0->mutable_biases() = MakeTensor(2, 3, {0, 0, 0, 0, 0, 0});
+           auto* l1 = s.mutable_init()->add_parameters();
+           *l1->mutable_weights() = MakeTensor(3, 1, {0, 0, 0});
+           *l1->mutable_biases() = MakeVector({0});
+         });
+       },
+       Code::kInvalidArgument, "network.spec.init.parameters[0].biases"},
+      {"create.init_explicit_beyond_float32",
+       [=] {
+         return Create([](S& s) {
+           s.set_dtype(v1::DTYPE_FLOAT32);
+           s.mutable_init()->set_scheme(v1::INIT_SCHEME_EXPLICIT);
+           auto* l0 = s.mutable_init()->add_parameters();
+           *l0->mutable_weights() = MakeTensor(2, 3, {0, 0, 0, 0, 0, 1e39});
+           *l0->mutable_biases() = MakeVector({0, 0, 0});
+           auto* l1 = s.mutable_init()->add_parameters();
+           *l1->mutable_weights() = MakeTensor(3, 1, {0, 0, 0});
+           *l1->mutable_biases() = MakeVector({0});
+         });
+       },
+       Code::kInvalidArgument, "network.spec.init.parameters[0].weights"},
+      {"create.init_explicit_extra_layer",
+       [=] {
+         return Create([](S& s) {
+           s.mutable_init()->set_scheme(v1::INIT_SCHEME_EXPLICIT);
+           for (int i = 0; i < 3; ++i) {
+             auto* l = s.mutable_init()->add_parameters();
+             *l->mutable_weights() = MakeTensor(1, 1, {0});
+             *l->mutable_biases() = MakeVector({0});
+           }
+         });
+       },
+       Code::kInvalidArgument, "network.spec.init.parameters"},
+      {"create.units_negative",
+       [=] { return Create([](S& s) { s.mutable_layers(1)->set_units(-1); }); },
+       Code::kInvalidArgument, "network.spec.layers[1].units"},
+      {"create.softmax_one_hidden_of_three",
+       [=] {
+         return Create([](S& s) {
+           *s.add_layers() = s.layers(1);
+           s.mutable_layers(1)->set_activation(v1::ACTIVATION_SOFTMAX);
+         });
+       },
+       Code::kInvalidArgument, "network.spec.layers[1].activation"},
+      {"create.normal_std_negative",
+       [=] {
+         return Create([](S& s) {
+           s.mutable_init()->set_scheme(v1::INIT_SCHEME_NORMAL);
+           s.mutable_init()->set_std(-1);
+         });
+       },
+       Code::kInvalidArgument, "network.spec.init.std"},
+      {"create.adam_weight_decay_nan",
+       [=] {
+         return Create([](S& s) {
+           s.mutable_optimizer()->mutable_adam()->set_learning_rate(0.01);
+           s.mutable_optimizer()->mutable_adam()->set_weight_decay(kNaN);
+         });
+       },
+       Code::kInvalidArgument, "optimizer.adam.weight_decay"},
+      {"create.float32_adam_epsilon_rounds_to_zero",
+       [=] {
+         return Create([](S& s) {
+           s.set_dtype(v1::DTYPE_FLOAT32);
+           s.mutable_optimizer()->mutable_adam()->set_learning_rate(0.01);
+           s.mutable_optimizer()->mutable_adam()->set_epsilon(1e-50);
+         });
+       },
+       Code::kInvalidArgument, "optimizer.adam.epsilon"},
       {"create.undecodable",
        [=] { return Raw("CreateNetwork", Garbage(64, 1)); },
        Code::kInvalidArgument, "satlab.v1.CreateNetworkRequest"},
@@ -727,6 +802,45 @@ std::vector<Case> BadInputCatalogueTest::Cases() {
          return Forward(Tensor2(1, 2, {0, 0}), "networks/nope");
        },
        Code::kNotFound, "networks/nope"},
+      {"forward.rank_3",
+       [=] {
+         v1::Tensor t = Tensor2(1, 2, {0, 0});
+         t.add_shape(1);
+         return Forward(t);
+       },
+       Code::kInvalidArgument, "inputs"},
+      {"forward.float_and_double_values",
+       [=] {
+         v1::Tensor t = Tensor2(1, 2, {0, 0});
+         t.add_float_values(0);
+         t.add_float_values(0);
+         return Forward(t);
+       },
+       Code::kInvalidArgument, "inputs"},
+      {"forward.float32_nan",
+       [=] {
+         v1::Tensor t;
+         t.add_shape(1);
+         t.add_shape(2);
+         t.add_float_values(0);
+         t.add_float_values(std::numeric_limits<float>::quiet_NaN());
+         return Forward(t, kB);
+       },
+       Code::kInvalidArgument, "inputs"},
+      {"forward.int64_min_dimension",
+       [=] {
+         return Forward(Tensor2(std::numeric_limits<int64_t>::min(), 2, {}));
+       },
+       Code::kInvalidArgument, "inputs.shape[0]"},
+      {"forward.include_layers_bad_inputs",
+       [=] {
+         v1::ForwardRequest request;
+         request.set_name(kA);
+         *request.mutable_inputs() = Tensor2(1, 3, {0, 0, 0});
+         request.set_include_layers(true);
+         return client_->Forward(request).status();
+       },
+       Code::kInvalidArgument, "inputs"},
       {"forward.undecodable", [=] { return Raw("Forward", Garbage(64, 6)); },
        Code::kInvalidArgument, "satlab.v1.ForwardRequest"},
       // --- ComputeGradients ------------------------------------------------
@@ -923,6 +1037,23 @@ std::vector<Case> BadInputCatalogueTest::Cases() {
          return Train({TrainMessage(kA, nullptr), "\xff\xff\xff\xff"});
        },
        Code::kInvalidArgument, "request message 2"},
+      {"train.bad_batch_after_name_only",
+       [=] {
+         v1::Minibatch bad = batch_a;
+         *bad.mutable_targets() = MakeTensor(2, 1, {0, 1});
+         return Train({TrainMessage(kA, nullptr), TrainMessage("", &bad)});
+       },
+       Code::kInvalidArgument, "batch.targets"},
+      {"train.name_too_long",
+       [=] { return Train({TrainMessage(long_name, &batch_a)}); },
+       Code::kInvalidArgument, "name"},
+      {"train.bce_target_out_of_range",
+       [=] {
+         v1::Minibatch bad = BatchB();
+         bad.mutable_targets()->set_double_values(1, -0.5);
+         return Train({TrainMessage(kB, &bad)});
+       },
+       Code::kInvalidArgument, "batch.targets"},
       {"train.name_not_utf8",
        [=] { return Train({StringField(1, "networks/fx-a\xff")}); },
        Code::kInvalidArgument, "satlab.v1.TrainRequest"},
@@ -1139,6 +1270,81 @@ std::vector<Case> BadInputCatalogueTest::Cases() {
        },
        Code::kInvalidArgument,
        "spec.variants[0].label: expected at most 128 bytes, got 129"},
+      {"experiment.dtype_unknown_enum",
+       [=] {
+         return Experiment([](v1::ExperimentSpec& s) {
+           s.set_dtype(static_cast<v1::DType>(9));
+         });
+       },
+       Code::kInvalidArgument, "spec.dtype"},
+      {"experiment.theta_above_one",
+       [=] {
+         return Experiment(
+             [](v1::ExperimentSpec& s) { s.set_saturation_threshold(2); });
+       },
+       Code::kInvalidArgument, "spec.saturation_threshold"},
+      {"experiment.too_many_hidden_layers",
+       [=] {
+         return Experiment([](v1::ExperimentSpec& s) {
+           for (int i = 0; i < 8; ++i) {
+             *s.add_hidden_layers() = s.hidden_layers(0);
+           }
+         });
+       },
+       Code::kResourceExhausted, "spec.hidden_layers"},
+      {"experiment.batch_size_over_rows_limit",
+       [=] {
+         return Experiment(
+             [](v1::ExperimentSpec& s) { s.set_batch_size(1001); });
+       },
+       Code::kResourceExhausted, "spec.batch_size"},
+      {"experiment.inline_inputs_rank_1",
+       [=] {
+         return Experiment([](v1::ExperimentSpec& s) {
+           v1::Minibatch data = MakeBatch(4, 2, 1, 0);
+           *data.mutable_inputs() = MakeVector({0, 1, 0, 1});
+           *s.mutable_dataset()->mutable_inline_() = data;
+         });
+       },
+       Code::kInvalidArgument, "spec.dataset.inline.inputs"},
+      {"experiment.inline_bce_target_out_of_range",
+       [=] {
+         return Experiment([](v1::ExperimentSpec& s) {
+           v1::Minibatch data = MakeBatch(4, 2, 1, 0);
+           data.mutable_targets()->set_double_values(2, 3.0);
+           *s.mutable_dataset()->mutable_inline_() = data;
+           s.mutable_variants(0)->set_loss(v1::LOSS_BCE);
+         });
+       },
+       Code::kInvalidArgument, "spec.variants[0].loss"},
+      {"experiment.init_explicit_wrong_shape",
+       [=] {
+         return Experiment([](v1::ExperimentSpec& s) {
+           s.mutable_init()->set_scheme(v1::INIT_SCHEME_EXPLICIT);
+           auto* l0 = s.mutable_init()->add_parameters();
+           *l0->mutable_weights() = MakeTensor(1, 1, {0});
+           *l0->mutable_biases() = MakeVector({0});
+         });
+       },
+       Code::kInvalidArgument, "spec.init.parameters"},
+      {"experiment.experiment_spec_missing",
+       [=] {
+         return client_
+             ->RunExperiment(
+                 v1::RunExperimentRequest(),
+                 [](const v1::RunExperimentResponse&) { return true; },
+                 absl::Seconds(30))
+             .status();
+       },
+       Code::kInvalidArgument, "spec.dataset"},
+      {"experiment.work_over_limit",
+       [=] {
+         return Experiment([](v1::ExperimentSpec& s) {
+           s.mutable_dataset()->mutable_builtin()->set_samples(100'000);
+           s.set_epochs(100'000);
+         });
+       },
+       Code::kResourceExhausted, "spec.epochs"},
       {"experiment.undecodable",
        [=] { return Raw("RunExperiment", Garbage(64, 13)); },
        Code::kInvalidArgument, "satlab.v1.RunExperimentRequest"},
