@@ -96,6 +96,10 @@ std::string QuoteForError(absl::string_view value) {
 
 absl::StatusOr<std::string> ParseNetworkName(absl::string_view name,
                                              absl::string_view field) {
+  if (absl::Status s = CheckLength(name, kMaxNetworkNameBytes, field);
+      !s.ok()) {
+    return s;
+  }
   if (!absl::StartsWith(name, kNetworkPrefix) ||
       name.size() == kNetworkPrefix.size()) {
     return absl::InvalidArgumentError(absl::StrCat(

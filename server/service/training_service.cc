@@ -158,6 +158,10 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ListNetworks(
     }
     // The page token is the last id of the previous page.
     const std::string& after = request->page_token();
+    if (absl::Status s = CheckLength(after, kMaxNetworkIdBytes, "page_token");
+        !s.ok()) {
+      return s;
+    }
     if (!after.empty() && !ValidateNetworkId(after).ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("page_token: not a token from a previous page: ",
