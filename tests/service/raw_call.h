@@ -39,8 +39,8 @@ inline std::string FromByteBuffer(const grpc::ByteBuffer& buffer) {
   return out;
 }
 
-// 0xff followed by `n` bytes from a fixed seed: not a valid encoding of
-// `type` (checked by the caller with IsUndecodable).
+// 0xff followed by `n` bytes from a fixed seed. Almost never a valid
+// encoding of a message; IsUndecodable tells for sure.
 inline std::string Garbage(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   std::string bytes(1, '\xff');
