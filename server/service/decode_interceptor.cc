@@ -91,9 +91,10 @@ class DecodeInterceptor final : public grpc::experimental::Interceptor {
         train_(TrainMethod() == method_) {}
 
   void Intercept(InterceptorBatchMethods* methods) override {
-    // The cancel notification carries no messages (asking for one aborts).
+    // The server-side cancel notification (ServerContext::TryCancel) carries
+    // no batch: asking it for a message or status aborts the process.
     if (!methods->QueryInterceptionHookPoint(
-            InterceptionHookPoints::POST_RECV_CLOSE)) {
+            InterceptionHookPoints::PRE_SEND_CANCEL)) {
       if (methods->QueryInterceptionHookPoint(
               InterceptionHookPoints::POST_RECV_MESSAGE)) {
         Received(methods->GetRecvMessage());

@@ -3,6 +3,8 @@
 // method, and a Train stream that meets one mid-stream ends with
 // INVALID_ARGUMENT instead of OK, after the results already due.
 #include <algorithm>
+#include <chrono>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -21,6 +23,93 @@ namespace {
 using ::testing::HasSubstr;
 
 class DecodeTest : public ServiceTest {};
+
+// Cancels a call from the server side (ServerContext::TryCancel, which
+// notifies every interceptor) when its client sent "x-cancel-me" metadata,
+// as soon as a request message arrives.
+class CancellingInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit CancellingInterceptor(grpc::experimental::ServerRpcInfo* info)
+      : info_(info) {}
+  void Intercept(
+      grpc::experimental::InterceptorBatchMethods* methods) override {
+    using grpc::experimental::InterceptionHookPoints;
+    if (methods->QueryInterceptionHookPoint(
+            InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
+      cancel_ = methods->GetRecvInitialMetadata()->count("x-cancel-me") > 0;
+    }
+    if (cancel_ && methods->QueryInterceptionHookPoint(
+                       InterceptionHookPoints::POST_RECV_MESSAGE)) {
+      info_->server_context()->TryCancel();
+    }
+    methods->Proceed();
+  }
+
+ private:
+  grpc::experimental::ServerRpcInfo* const info_;
+  bool cancel_ = false;
+};
+
+class CancellingInterceptorFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new CancellingInterceptor(info);
+  }
+};
+
+class ServerCancelTest : public ServiceTest {
+ protected:
+  void SetUp() override {
+    options_.interceptors = [] {
+      std::vector<std::unique_ptr<
+          grpc::experimental::ServerInterceptorFactoryInterface>>
+          creators;
+      creators.push_back(std::make_unique<CancellingInterceptorFactory>());
+      return creators;
+    };
+    Start();
+  }
+};
+
+// A server-side cancel reaches the decode interceptor as a notification
+// without a batch; reading a message from it aborted the process.
+TEST_F(ServerCancelTest, TryCancel_UnaryAndTrain_CancelledAndServerLives) {
+  ASSERT_TRUE(client_->CreateNetwork(NeuronSpec(), "net").ok());
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("x-cancel-me", "1");
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(10));
+    v1::GetNetworkRequest request;
+    request.set_name("networks/net");
+    v1::GetNetworkResponse response;
+    EXPECT_EQ(
+        client_->stub()->GetNetwork(&ctx, request, &response).error_code(),
+        grpc::StatusCode::CANCELLED);
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("x-cancel-me", "1");
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(10));
+    auto stream = client_->stub()->Train(&ctx);
+    // Only the name: with a step queued, a cancel meets the Train reactor's
+    // own bug (issue 10 item 1, fixed by the stream work), not this one.
+    v1::TrainRequest request;
+    request.set_name("networks/net");
+    stream->Write(request);
+    stream->WritesDone();
+    v1::TrainResponse response;
+    while (stream->Read(&response)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  // Still serving. (Whether the writer slot is free yet races with the
+  // client's seeing CANCELLED: the reactor releases it in its own time.)
+  EXPECT_TRUE(client_->GetNetwork("networks/net").ok());
+}
 
 struct MethodCase {
   const char* method;
