@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/stubs/logging.h"
 #include "spdlog/pattern_formatter.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -44,6 +45,18 @@ class JsonEscapedMessage final : public spdlog::custom_flag_formatter {
   }
 };
 
+// Protobuf's own log lines, through spdlog so that they keep --log_format.
+// Its errors while serving are about client bytes (a string field that is
+// not UTF-8: one line per such request, answered INVALID_ARGUMENT), so they
+// are debug output, not the operator's errors.
+void ProtobufLog(google::protobuf::LogLevel level, const char* filename,
+                 int line, const std::string& message) {
+  spdlog::log(level == google::protobuf::LOGLEVEL_FATAL
+                  ? spdlog::level::critical
+                  : spdlog::level::debug,
+              "protobuf {}:{}: {}", filename, line, message);
+}
+
 }  // namespace
 
 absl::Status ConfigureLogging(absl::string_view format,
@@ -69,6 +82,7 @@ absl::Status ConfigureLogging(absl::string_view format,
     return absl::InvalidArgumentError(absl::StrCat(
         "--log_format: expected text or json, got \"", format, "\""));
   }
+  google::protobuf::SetLogHandler(&ProtobufLog);
   return absl::OkStatus();
 }
 

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +20,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/engine/gemm.h"
 #include "server/http/http_server.h"
@@ -95,11 +98,54 @@ ABSL_FLAG(std::string, log_level, "info",
 
 namespace {
 
+constexpr char kUsage[] =
+    "gRPC training service for small neural networks.\n"
+    "Every flag can also be set as SATLAB_<FLAG> (e.g. SATLAB_PORT=0).";
+
+// Whether a flag is one of satlab-server's own (defined in this file), as
+// opposed to one of a library's.
+bool IsServerFlagFile(absl::string_view filename) {
+  return absl::StrContains(filename, "server/main.cc");
+}
+
+// --help: the server's own flags with their defaults, then exit 0. (absl
+// matches "main flags" by the program's name, satlab-server, so its --help
+// printed none; and it exits 1, which scripts read as a failure.)
+void PrintHelp() {
+  std::vector<absl::CommandLineFlag*> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (IsServerFlagFile(flag->Filename())) flags.push_back(flag);
+  }
+  std::sort(flags.begin(), flags.end(),
+            [](const absl::CommandLineFlag* a, const absl::CommandLineFlag* b) {
+              return a->Name() < b->Name();
+            });
+  std::printf(
+      "satlab-server: %s\n\nFlags (--helpfull adds the libraries' "
+      "flags):\n",
+      kUsage);
+  for (const absl::CommandLineFlag* flag : flags) {
+    std::printf("  --%s (default: %s)\n", std::string(flag->Name()).c_str(),
+                flag->DefaultValue().c_str());
+    // The help text, wrapped at 78 columns under a 6-space indent.
+    std::string line;
+    for (absl::string_view word :
+         absl::StrSplit(flag->Help(), ' ', absl::SkipEmpty())) {
+      if (!line.empty() && line.size() + 1 + word.size() > 72) {
+        std::printf("      %s\n", line.c_str());
+        line.clear();
+      }
+      absl::StrAppend(&line, line.empty() ? "" : " ", word);
+    }
+    if (!line.empty()) std::printf("      %s\n", line.c_str());
+  }
+}
+
 // Every flag defined in this file may also come from SATLAB_<FLAG> in the
 // environment; a command-line flag wins over the environment.
 void ApplyEnvironment() {
   for (const auto& [name, flag] : absl::GetAllFlags()) {
-    if (!absl::StrContains(flag->Filename(), "server/main.cc")) continue;
+    if (!IsServerFlagFile(flag->Filename())) continue;
     const std::string env =
         absl::StrCat("SATLAB_", absl::AsciiStrToUpper(std::string(name)));
     const char* value = std::getenv(env.c_str());
@@ -128,9 +174,19 @@ void OnStopSignal(int signal_number) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "satlab-server: gRPC training service for small neural networks.\n"
-      "Every flag can also be set as SATLAB_<FLAG> (e.g. SATLAB_PORT=0).");
+  absl::SetProgramUsageMessage(kUsage);
+  // absl's --helpshort and --help=<substring> also start from these flags.
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = IsServerFlagFile;
+  usage_config.contains_helpshort_flags = IsServerFlagFile;
+  absl::SetFlagsUsageConfig(usage_config);
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-help") {
+      PrintHelp();
+      return 0;
+    }
+  }
   ApplyEnvironment();
   absl::ParseCommandLine(argc, argv);
 

@@ -111,14 +111,16 @@ absl::Status Network::ValidateBatch(const MatrixView& inputs,
                                     const MatrixView* targets, Loss loss,
                                     absl::string_view field,
                                     int64_t max_rows) const {
-  const std::string inputs_field = absl::StrCat(field, ".inputs");
+  // An empty `field` names top-level request fields (Forward's `inputs`).
+  const std::string dot = field.empty() ? "" : ".";
+  const std::string inputs_field = absl::StrCat(field, dot, "inputs");
   if (absl::Status s = CheckBatchMatrix(inputs, -1, input_size(), dtype(),
                                         inputs_field, max_rows, "");
       !s.ok()) {
     return s;
   }
   if (targets == nullptr) return absl::OkStatus();
-  const std::string targets_field = absl::StrCat(field, ".targets");
+  const std::string targets_field = absl::StrCat(field, dot, "targets");
   if (absl::Status s =
           CheckBatchMatrix(*targets, inputs.rows, output_size(), dtype(),
                            targets_field, max_rows, inputs_field);

@@ -119,7 +119,8 @@ class Network {
   // Checks a batch before any arithmetic: shape [rows >= 1, input_size] for
   // inputs, [rows, output_size] for targets, finite values, targets in range
   // for the loss (bce/cce: [0, 1]). `field` prefixes messages
-  // (e.g. "batch"). Pass targets == nullptr for input-only checks.
+  // ("batch" gives "batch.inputs"; "" gives "inputs"). Pass targets ==
+  // nullptr for input-only checks.
   absl::Status ValidateBatch(const MatrixView& inputs,
                              const MatrixView* targets, Loss loss,
                              absl::string_view field, int64_t max_rows) const;

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -77,12 +78,32 @@ absl::Status UnknownEnum(absl::string_view field, absl::string_view what,
 
 }  // namespace
 
+absl::Status CheckLength(absl::string_view value, size_t max,
+                         absl::string_view field) {
+  if (value.size() <= max) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      field, ": expected at most ", max, " bytes, got ", value.size()));
+}
+
+std::string QuoteForError(absl::string_view value) {
+  constexpr size_t kShown = 64;
+  if (value.size() <= kShown) {
+    return absl::StrCat("\"", absl::CHexEscape(value), "\"");
+  }
+  return absl::StrCat("\"", absl::CHexEscape(value.substr(0, kShown)),
+                      "...\" (", value.size(), " bytes)");
+}
+
 absl::StatusOr<std::string> ParseNetworkName(absl::string_view name,
                                              absl::string_view field) {
+  if (absl::Status s = CheckLength(name, kMaxNetworkNameBytes, field);
+      !s.ok()) {
+    return s;
+  }
   if (!absl::StartsWith(name, kNetworkPrefix) ||
       name.size() == kNetworkPrefix.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        field, ": expected networks/{network_id}, got \"", name, "\""));
+        field, ": expected networks/{network_id}, got ", QuoteForError(name)));
   }
   std::string id(name.substr(kNetworkPrefix.size()));
   if (absl::Status s = ValidateNetworkId(id); !s.ok()) {
@@ -96,15 +117,17 @@ std::string NetworkName(absl::string_view id) {
 }
 
 absl::Status ValidateNetworkId(absl::string_view id) {
-  bool ok = !id.empty() && id.size() <= 63 && absl::ascii_islower(id[0]);
+  bool ok = !id.empty() && id.size() <= kMaxNetworkIdBytes &&
+            absl::ascii_islower(id[0]);
   for (char c : id) {
     ok = ok && (absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-');
   }
   if (!ok) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "expected an id of 1-63 characters [a-z0-9-] starting with a letter, "
-        "got \"",
-        id, "\""));
+        "expected an id of 1-", kMaxNetworkIdBytes,
+        " characters [a-z0-9-] starting with a letter, got ",
+        id.size() > kMaxNetworkIdBytes ? absl::StrCat(id.size(), " characters")
+                                       : QuoteForError(id)));
   }
   return absl::OkStatus();
 }

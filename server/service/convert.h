@@ -21,6 +21,28 @@ namespace satlab::service {
 
 namespace pb = ::satlab::v1;
 
+// Longest strings a client may send, in bytes (proto3 strings are UTF-8,
+// which gRPC checks while decoding). Part of the API: the proto states each
+// bound. Everything a request carries is copied at least once, and
+// experiment strings into every retained metric event, so none is
+// unbounded.
+inline constexpr size_t kMaxNetworkIdBytes = 63;
+// "networks/" and an id.
+inline constexpr size_t kMaxNetworkNameBytes = 9 + kMaxNetworkIdBytes;
+inline constexpr size_t kMaxDisplayNameBytes = 256;
+inline constexpr size_t kMaxLabelBytes = 128;
+// Entries of ComputeGradientsRequest.counterfactual_losses (one per loss).
+inline constexpr int kMaxCounterfactualLosses = 3;
+
+// INVALID_ARGUMENT "<field>: expected at most <max> bytes, got <size>" when
+// `value` is longer than `max` bytes.
+absl::Status CheckLength(absl::string_view value, size_t max,
+                         absl::string_view field);
+
+// A client string as error messages quote it: in quotes, non-printable
+// bytes escaped, and cut after 64 bytes (then followed by its length).
+std::string QuoteForError(absl::string_view value);
+
 // `networks/{id}` -> id. INVALID_ARGUMENT naming `field` otherwise.
 absl::StatusOr<std::string> ParseNetworkName(absl::string_view name,
                                              absl::string_view field);

@@ -126,6 +126,12 @@ absl::StatusOr<engine::Dataset> DatasetFromProto(
 absl::StatusOr<engine::ExperimentSpec> ExperimentFromProto(
     const pb::ExperimentSpec& spec, const engine::Dataset& data) {
   engine::ExperimentSpec out;
+  // Both strings go into every metric event the experiment publishes.
+  if (absl::Status s = CheckLength(spec.display_name(), kMaxDisplayNameBytes,
+                                   "spec.display_name");
+      !s.ok()) {
+    return s;
+  }
   pb::NetworkSpec network;  // variant-independent parts, to reuse SpecFromProto
   network.set_input_size(static_cast<int>(data.inputs.cols()));
   for (int i = 0; i < spec.hidden_layers_size(); ++i) {
@@ -146,6 +152,11 @@ absl::StatusOr<engine::ExperimentSpec> ExperimentFromProto(
     const pb::ExperimentVariant& variant = spec.variants(v);
     const std::string field = absl::StrCat("spec.variants[", v, "]");
     engine::ExperimentVariantSpec ev;
+    if (absl::Status s = CheckLength(variant.label(), kMaxLabelBytes,
+                                     absl::StrCat(field, ".label"));
+        !s.ok()) {
+      return s;
+    }
     ev.label = variant.label();
     auto output = ActivationFromProto(
         variant.output_activation(), absl::StrCat(field, ".output_activation"));

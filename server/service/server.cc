@@ -7,6 +7,7 @@
 #include "absl/strings/string_view.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/service/decode_interceptor.h"
 
 namespace satlab::service {
 
@@ -56,9 +57,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   for (grpc::Service* extra : options.extra_services) {
     builder.RegisterService(extra);
   }
+  // The decode interceptor goes first: the others see the status it writes.
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(NewDecodeInterceptorFactory());
   if (options.interceptors) {
-    builder.experimental().SetInterceptorCreators(options.interceptors());
+    for (auto& creator : options.interceptors()) {
+      interceptors.push_back(std::move(creator));
+    }
   }
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     server->executor_->Shutdown();

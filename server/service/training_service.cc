@@ -158,9 +158,14 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ListNetworks(
     }
     // The page token is the last id of the previous page.
     const std::string& after = request->page_token();
+    if (absl::Status s = CheckLength(after, kMaxNetworkIdBytes, "page_token");
+        !s.ok()) {
+      return s;
+    }
     if (!after.empty() && !ValidateNetworkId(after).ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "page_token: not a token from a previous page: \"", after, "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("page_token: not a token from a previous page: ",
+                       QuoteForError(after)));
     }
     const int size =
         request->page_size() == 0 ? kDefaultPageSize : request->page_size();
@@ -249,9 +254,8 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::Forward(
     if (!inputs.ok()) return inputs.status();
     absl::ReaderMutexLock lock(&(*entry)->mu);
     const engine::Network& net = *(*entry)->network;
-    if (absl::Status s =
-            net.ValidateBatch(*inputs, nullptr, net.spec().loss, "inputs",
-                              options_.limits.max_batch_rows);
+    if (absl::Status s = net.ValidateBatch(*inputs, nullptr, net.spec().loss,
+                                           "", options_.limits.max_batch_rows);
         !s.ok()) {
       return s;
     }
@@ -279,6 +283,11 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ComputeGradients(
     const engine::Network& net = *(*entry)->network;
     const engine::Activation output = net.spec().layers.back().activation;
     // Every loss is checked before any is computed: all or nothing.
+    if (request->counterfactual_losses_size() > kMaxCounterfactualLosses) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "counterfactual_losses: expected at most ", kMaxCounterfactualLosses,
+          " entries, got ", request->counterfactual_losses_size()));
+    }
     std::vector<engine::Loss> losses = {net.spec().loss};
     for (int i = 0; i < request->counterfactual_losses_size(); ++i) {
       const std::string field = absl::StrCat("counterfactual_losses[", i, "]");
