@@ -40,8 +40,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     server->own_hub_ = *std::move(own);
     hub = server->own_hub_.get();
   }
+  ServiceOptions service_options = options.service;
+  service_options.max_message_bytes = options.max_message_bytes;
   server->service_ = std::make_unique<TrainingServiceImpl>(
-      options.service, server->store_.get(), server->executor_.get(), hub);
+      service_options, server->store_.get(), server->executor_.get(), hub);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -88,6 +90,9 @@ void Server::Shutdown(absl::Duration grace) {
     server_->GetHealthCheckService()->Shutdown();
     // WatchMetrics streams end now instead of holding the grace period.
     service_->hub()->Shutdown();
+    // Running compute stops when the grace ends, so the calls it serves
+    // finish and the process exits within the grace period.
+    service_->StopComputeAt(absl::Now() + grace);
     server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   }
   executor_->Shutdown();
