@@ -18,6 +18,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
         "server options: max_queued_calls and max_networks must be >= 1, "
         "max_message_bytes >= 1024, compute_threads >= 0");
   }
+  if (options.service.memory_budget_bytes < 0 ||
+      options.service.limits.max_call_scratch_bytes < 1 ||
+      options.service.request_ids_per_network < 0) {
+    return absl::InvalidArgumentError(
+        "server options: memory_budget_bytes must be >= 0 (0 = derived), "
+        "max_call_scratch_bytes >= 1, request_ids_per_network >= 0");
+  }
   const size_t colon = options.listen_address.rfind(':');
   if (colon == std::string::npos) {
     return absl::InvalidArgumentError(
