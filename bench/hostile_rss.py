@@ -63,8 +63,11 @@ def main():
     p.add_argument("--flag", action="append", default=[],
                    help="extra server flag, e.g. --flag=--max_call_scratch_bytes=268435456")
     a = p.parse_args()
+    # Without --budget the flag is left out, so the script also runs against
+    # servers that predate it (main before issue 10).
+    budget = ["--memory_budget_bytes", a.budget] if a.budget != "0" else []
     server, address = start_server(a.server, "--port", "0", "--http_port", "-1",
-                                   "--memory_budget_bytes", a.budget, *a.flag)
+                                   *budget, *a.flag)
     sampler = Sampler(server.pid)
     sampler.start()
 
@@ -95,7 +98,7 @@ def main():
                     print("client cancelled the Forward after %.0f s" % a.seconds)
                 print("during: peak RSS", mib(sampler.peak))
                 time.sleep(3)
-                print(cli("get", "wide"), "(server still serving)")
+                print("after: get ->", cli("get", "wide"))
             else:
                 x = os.path.join(tmp, "x.csv")
                 y = os.path.join(tmp, "y.csv")
