@@ -286,6 +286,40 @@ TEST_F(AdmissionTest, SetParameters_RetryWithRequestId_AppliedOnce) {
   ASSERT_TRUE(fresh.ok()) << fresh.status();
 }
 
+// Found item 2: RunExperiment with batch_size 0 trains on the whole
+// dataset in one step; one whose step would need more scratch than a call
+// may use is refused before it starts, naming the bound.
+TEST_F(AdmissionTest, RunExperiment_FullBatchOverScratchBound_Refused) {
+  options_.service.limits.max_call_scratch_bytes = 16 << 20;
+  StartWith(0);
+  v1::RunExperimentRequest request;
+  v1::ExperimentSpec& spec = *request.mutable_spec();
+  auto* data = spec.mutable_dataset()->mutable_builtin();
+  data->set_kind(v1::DATASET_KIND_K_BLOBS);
+  data->set_samples(100'000);
+  data->set_classes(3);
+  auto* layer = spec.add_hidden_layers();
+  layer->set_units(2000);
+  layer->set_activation(v1::ACTIVATION_SIGMOID);
+  auto* variant = spec.add_variants();
+  variant->set_output_activation(v1::ACTIVATION_SOFTMAX);
+  variant->set_loss(v1::LOSS_CCE);
+  spec.set_epochs(1);
+  spec.set_batch_size(0);  // the whole dataset in one step
+  int messages = 0;
+  auto summary =
+      client_->RunExperiment(request, [&](const v1::RunExperimentResponse&) {
+        ++messages;
+        return true;
+      });
+  EXPECT_EQ(summary.status().code(), absl::StatusCode::kResourceExhausted)
+      << summary.status();
+  EXPECT_THAT(summary.status().message(), HasSubstr("spec.batch_size"));
+  EXPECT_THAT(summary.status().message(), HasSubstr("16777216 bytes"));
+  EXPECT_EQ(messages, 0);
+  ExpectServing();
+}
+
 // Found item 6 (in process): shutdown stops running compute when the grace
 // ends, instead of waiting for it (the e2e test checks the real binary).
 TEST_F(AdmissionTest, Shutdown_LongEvaluate_StopsWithinGrace) {
