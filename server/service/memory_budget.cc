@@ -82,6 +82,11 @@ int64_t MemoryBudget::used() const {
   return used_;
 }
 
+int64_t MemoryBudget::available() const {
+  absl::MutexLock lock(&mu_);
+  return limit_ > used_ ? limit_ - used_ : 0;
+}
+
 void MemoryBudget::Return(int64_t bytes) {
   absl::MutexLock lock(&mu_);
   used_ -= bytes;

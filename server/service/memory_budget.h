@@ -64,6 +64,9 @@ class MemoryBudget : public std::enable_shared_from_this<MemoryBudget> {
 
   int64_t limit() const { return limit_; }
   int64_t used() const;
+  // limit() - used(), at least 0; a hint only (another call may charge
+  // before this one does).
+  int64_t available() const;
 
  private:
   explicit MemoryBudget(int64_t limit_bytes) : limit_(limit_bytes) {}

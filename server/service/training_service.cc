@@ -471,10 +471,21 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::Forward(
         !s.ok()) {
       return s;
     }
-    const engine::CallOptions call = CallOptionsFor(ctx);
-    const int64_t scratch = std::min(
+    engine::CallOptions call = CallOptionsFor(ctx);
+    int64_t scratch = std::min(
         engine::CallScratchBytes(spec, engine::CallKind::kForward, rows),
         call.max_scratch_bytes);
+    // When the budget has less room than that, Forward runs in smaller
+    // chunks, down to one block; with less room than one block it is
+    // refused, saying what that least amount is.
+    const int64_t room = budget_->available() - 2 * bytes;
+    const int64_t block_scratch =
+        engine::CallScratchBytes(spec, engine::CallKind::kForward,
+                                 std::min(rows, engine::BlockRows(spec)));
+    if (room < scratch) {
+      scratch = std::max(room, std::min(scratch, block_scratch));
+    }
+    call.max_scratch_bytes = scratch;
     // The result, its copy in the response, and the scratch.
     auto charge = ChargeCall(2 * bytes + scratch, "Forward");
     if (!charge.ok()) return charge.status();

@@ -139,6 +139,34 @@ TEST_F(AdmissionTest, MemoryBudget_NetworksBeyondIt_RefusedUntilOneIsDeleted) {
   EXPECT_LE(server_->service()->memory_budget().used(), 100'000'000);
 }
 
+// A Forward whose one-pass scratch exceeds what the budget has left runs in
+// smaller chunks (down to one block) instead of being refused, with the
+// same outputs.
+TEST_F(AdmissionTest, MemoryBudget_TightForward_RunsInSmallerChunks) {
+  // 1 -> 8192 -> 1 float32: 4096 rows need 268 MB in one pass, one
+  // 256-row block 16.8 MB; the budget is 64 MiB.
+  StartWith(64 << 20);
+  auto net = client_->CreateNetwork(WideSpec(1, 8192, v1::DTYPE_FLOAT32));
+  ASSERT_TRUE(net.ok()) << net.status();
+  v1::ForwardRequest request;
+  request.set_name(net->name());
+  *request.mutable_inputs() = FloatTensor(4096, 1, 0.25f);
+  auto result = client_->Forward(request);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->outputs().float_values_size(), 4096);
+  // The first 256-row block comes out bitwise as a 256-row request.
+  *request.mutable_inputs() = FloatTensor(256, 1, 0.25f);
+  auto first_block = client_->Forward(request);
+  ASSERT_TRUE(first_block.ok()) << first_block.status();
+  for (int i = 0; i < 256; ++i) {
+    ASSERT_EQ(result->outputs().float_values(i),
+              first_block->outputs().float_values(i))
+        << "row " << i;
+  }
+  EXPECT_EQ(server_->service()->memory_budget().used(),
+            int64_t{8192 * 3 + 1} * 4);  // only the network stays charged
+}
+
 // A call's scratch is charged while it runs: a step that does not fit in
 // what the networks leave is refused, and nothing changes.
 TEST_F(AdmissionTest, MemoryBudget_StepScratchOverWhatIsLeft_Refused) {
