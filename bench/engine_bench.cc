@@ -41,7 +41,7 @@ void BM_Engine(benchmark::State& state, const BenchCase& c, Op op) {
   const Batches<T> data(c);
   const Loss loss = net->spec().loss;
   // One untimed step: the first TrainStep on this thread sizes its scratch.
-  net->TrainStep(data.X(0), data.Y(0));
+  benchmark::DoNotOptimize(net->TrainStep(data.X(0), data.Y(0)));
   int i = 0;
   double sink = 0;
   for (auto _ : state) {
@@ -49,15 +49,15 @@ void BM_Engine(benchmark::State& state, const BenchCase& c, Op op) {
     ++i;
     switch (op) {
       case Op::kTrainStep:
-        sink += net->TrainStep(x, y).loss;
+        sink += net->TrainStep(x, y)->loss;
         break;
       case Op::kForward: {
-        engine::ForwardResult r = net->Forward(x, /*include_layers=*/false);
+        engine::ForwardResult r = *net->Forward(x, /*include_layers=*/false);
         benchmark::DoNotOptimize(r);
         break;
       }
       case Op::kGradients:
-        sink += net->ComputeGradients(x, y, loss).loss_value;
+        sink += net->ComputeGradients(x, y, loss)->loss_value;
         break;
       case Op::kValidate:
         sink += net->ValidateBatch(x, &y, loss, "batch", 1'000'000).ok();
@@ -90,7 +90,7 @@ void BM_NetworkBytes(benchmark::State& state, const BenchCase& c,
   spec.optimizer.momentum = momentum;
   const int count = c.sizes[0] > 100 ? 20 : 1000;
   const Batches<T> data(c);
-  MustCreate(spec)->TrainStep(data.X(0), data.Y(0));
+  benchmark::DoNotOptimize(MustCreate(spec)->TrainStep(data.X(0), data.Y(0)));
   double after_create = 0, after_step = 0;
   for (auto _ : state) {
     std::vector<std::unique_ptr<Network>> nets;
@@ -99,7 +99,9 @@ void BM_NetworkBytes(benchmark::State& state, const BenchCase& c,
     const double before = HeapBytesInUse();
     for (int i = 0; i < count; ++i) nets.push_back(MustCreate(spec));
     after_create = (HeapBytesInUse() - before) / count;
-    for (auto& n : nets) n->TrainStep(data.X(0), data.Y(0));
+    for (auto& n : nets) {
+      benchmark::DoNotOptimize(n->TrainStep(data.X(0), data.Y(0)));
+    }
     after_step = (HeapBytesInUse() - before) / count;
   }
   const double params = static_cast<double>(engine::ParameterCount(spec));

@@ -260,11 +260,12 @@ void BM_InProcess(benchmark::State& state, const BenchCase& c) {
       SpecFor(c, f32 ? engine::DType::kFloat32 : engine::DType::kFloat64),
       engine::Limits());
   if (!net.ok()) return Fail(state, net.status());
-  (*net)->TrainStep(views[0].first, views[0].second);  // warm-up
+  // warm-up
+  benchmark::DoNotOptimize((*net)->TrainStep(views[0].first, views[0].second));
   int i = 0;
   for (auto _ : state) {
     const auto& [x, y] = views[i++ % kMinibatchRing];
-    benchmark::DoNotOptimize((*net)->TrainStep(x, y));
+    benchmark::DoNotOptimize(*(*net)->TrainStep(x, y));
   }
 }
 

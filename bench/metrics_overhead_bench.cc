@@ -54,7 +54,7 @@ struct Fixture {
     std::abort();
   }
   engine::StepResult Step(int i) {
-    return net->TrainStep(data.X(i), data.Y(i));
+    return *net->TrainStep(data.X(i), data.Y(i));
   }
 };
 

@@ -139,10 +139,12 @@ absl::StatusOr<v1::ComputeGradientsResponse> Client::ComputeGradients(
 }
 
 absl::StatusOr<v1::StepResult> Client::TrainStep(absl::string_view name,
-                                                 const v1::Minibatch& batch) {
+                                                 const v1::Minibatch& batch,
+                                                 absl::string_view request_id) {
   v1::TrainStepRequest request;
   request.set_name(std::string(name));
   *request.mutable_batch() = batch;
+  request.set_request_id(std::string(request_id));
   auto response = Unary(&v1::TrainingService::Stub::TrainStep, request);
   if (!response.ok()) return response.status();
   return std::move(*response->mutable_result());

@@ -78,8 +78,14 @@ class Client {
       const v1::ForwardRequest& request);
   absl::StatusOr<v1::ComputeGradientsResponse> ComputeGradients(
       const v1::ComputeGradientsRequest& request);
+  // One step. With a `request_id` (e.g. a UUID, at most 128 printable
+  // characters), calling again with the same id and batch after an error
+  // such as DEADLINE_EXCEEDED or UNAVAILABLE is safe: the server applies the
+  // step at most once and answers a retry with the first result.
+  // (SetParameters takes its request_id in the request.)
   absl::StatusOr<v1::StepResult> TrainStep(absl::string_view name,
-                                           const v1::Minibatch& batch);
+                                           const v1::Minibatch& batch,
+                                           absl::string_view request_id = "");
   absl::StatusOr<v1::EvaluateResponse> Evaluate(absl::string_view name,
                                                 const v1::Minibatch& data);
 

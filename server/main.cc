@@ -51,6 +51,18 @@ ABSL_FLAG(int64_t, max_layers, 64, "Layers per network at most.");
 ABSL_FLAG(int64_t, max_units, 65536, "Units per layer at most.");
 ABSL_FLAG(int64_t, max_batch_rows, 1'000'000,
           "Rows per minibatch (or Evaluate dataset) at most.");
+ABSL_FLAG(int64_t, max_call_scratch_bytes, int64_t{1} << 30,
+          "Scratch memory one Forward/Evaluate/ComputeGradients/TrainStep (or "
+          "experiment step) may use. Forward runs long batches in chunks "
+          "within it; the others are RESOURCE_EXHAUSTED beyond it.");
+ABSL_FLAG(int64_t, memory_budget_bytes, 0,
+          "Server-wide memory budget: network parameters + optimizer state, "
+          "plus running calls' scratch and results. Over it: "
+          "RESOURCE_EXHAUSTED. 0 means 75% of the cgroup limit, else of "
+          "physical memory.");
+ABSL_FLAG(int, request_ids_per_network, 32,
+          "Recent TrainStep/SetParameters request_ids remembered per network "
+          "for idempotent retries.");
 ABSL_FLAG(int, max_message_bytes, 64 << 20,
           "Largest gRPC message received or sent, in bytes.");
 ABSL_FLAG(int, train_stream_window, 4,
@@ -234,6 +246,12 @@ int main(int argc, char** argv) {
   options.service.limits.max_layers = absl::GetFlag(FLAGS_max_layers);
   options.service.limits.max_units = absl::GetFlag(FLAGS_max_units);
   options.service.limits.max_batch_rows = absl::GetFlag(FLAGS_max_batch_rows);
+  options.service.limits.max_call_scratch_bytes =
+      absl::GetFlag(FLAGS_max_call_scratch_bytes);
+  options.service.memory_budget_bytes =
+      absl::GetFlag(FLAGS_memory_budget_bytes);
+  options.service.request_ids_per_network =
+      absl::GetFlag(FLAGS_request_ids_per_network);
   options.service.train_stream_window =
       absl::GetFlag(FLAGS_train_stream_window);
 

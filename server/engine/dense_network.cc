@@ -18,9 +18,29 @@
 namespace satlab::engine {
 namespace {
 
-// Evaluate/ComputeGradients process a large batch in chunks of about this
-// many elements of the widest layer, to bound memory.
-constexpr int64_t kChunkElements = int64_t{1} << 16;
+// Sets *m to [rows, cols]. Eigen frees the old buffer before allocating
+// the new one and keeps the freed pointer if that throws; emptying first
+// leaves *m valid (empty) when the allocation fails, so that a thread's
+// scratch survives a std::bad_alloc.
+template <typename M>
+void Reallocate(M* m, int64_t rows, int64_t cols) {
+  if (m->size() != rows * cols) m->resize(0, 0);
+  m->resize(rows, cols);
+}
+
+// Rows [start, start + rows) of a view.
+MatrixView RowsOf(const MatrixView& view, int64_t start, int64_t rows) {
+  MatrixView out = view;
+  if (out.f32 != nullptr) out.f32 += start * view.cols;
+  if (out.f64 != nullptr) out.f64 += start * view.cols;
+  out.rows = rows;
+  return out;
+}
+
+// The stop check's verdict; OK when there is none.
+absl::Status CheckStop(const StopCheck& stop) {
+  return stop ? stop() : absl::OkStatus();
+}
 
 // The view as a [rows, cols] matrix of T: mapped without a copy when it is
 // already in T, otherwise rounded once into *storage.
@@ -38,6 +58,7 @@ Eigen::Map<const RowMatrix<T>> AsMatrix(const MatrixView& view,
     other = view.f32;
   }
   if (same != nullptr) return {same, view.rows, view.cols};
+  Reallocate(storage, view.rows, view.cols);
   *storage = Eigen::Map<const RowMatrix<Other>>(other, view.rows, view.cols)
                  .template cast<T>();
   return {storage->data(), view.rows, view.cols};
@@ -95,13 +116,12 @@ class DenseNetwork final : public NetworkImpl {
   explicit DenseNetwork(const NetworkSpec& spec)
       : loss_(spec.loss),
         theta_(spec.saturation_threshold),
+        block_rows_(BlockRows(spec)),
         params_(InitialParameters<T>(spec)),
         optimizer_(spec.optimizer, params_) {
-    widest_ = spec.input_size;
     for (const LayerSpec& layer : spec.layers) {
       layers_.push_back({&GetActivationOps<T>(layer.activation),
                          static_cast<T>(layer.leaky_relu_slope)});
-      widest_ = std::max<int64_t>(widest_, layer.units);
     }
   }
 
@@ -128,32 +148,60 @@ class DenseNetwork final : public NetworkImpl {
     if (reset_optimizer_state) optimizer_.Reset();
   }
 
-  ForwardResult Forward(const MatrixView& inputs,
-                        bool include_layers) const override {
-    // Its own scratch, freed on return: the results are copied out of it
-    // anyway, and a large batch here should not stay allocated.
+  absl::StatusOr<ForwardResult> Forward(const MatrixView& inputs,
+                                        bool include_layers, int64_t chunk_rows,
+                                        const StopCheck& stop) const override {
+    // The results are allocated whole first; the rows go through in chunks
+    // of whole blocks (ForwardPass explains why they come out bitwise as
+    // in one pass), with their own scratch, freed on return: a large batch
+    // here should not stay allocated.
     const int64_t n = inputs.rows;
-    Scratch<T> s;
-    Prepare(n, /*training=*/false, &s);
-    const auto x = AsMatrix<T>(inputs, &s.x_storage);
-    ForwardPass(x, /*training=*/false, &s);
-    ForwardResult result;
+    const int64_t chunk = std::min(n, chunk_rows);
     const size_t last = layers_.size() - 1;
-    result.outputs = RowMatrix<T>(A(s, last, n));
+    RowMatrix<T> outputs(n, Units(last));
+    std::vector<RowMatrix<T>> z, a;
     if (include_layers) {
       for (size_t l = 0; l <= last; ++l) {
-        result.z.emplace_back(RowMatrix<T>(Z(s, l, n)));
-        result.a.emplace_back(RowMatrix<T>(A(s, l, n)));
+        z.emplace_back(n, Units(l));
+        a.emplace_back(n, Units(l));
       }
+    }
+    Scratch<T> s;
+    Prepare(chunk, /*training=*/false, &s);
+    for (int64_t start = 0; start < n; start += chunk) {
+      const int64_t rows = std::min(chunk, n - start);
+      const auto x = AsMatrix<T>(RowsOf(inputs, start, rows), &s.x_storage);
+      if (absl::Status st =
+              ForwardPass(x, /*training=*/false, block_rows_, stop, &s);
+          !st.ok()) {
+        return st;
+      }
+      outputs.middleRows(start, rows) = A(s, last, rows);
+      for (size_t l = 0; l < z.size(); ++l) {
+        z[l].middleRows(start, rows) = Z(s, l, rows);
+        a[l].middleRows(start, rows) = A(s, l, rows);
+      }
+    }
+    ForwardResult result;
+    result.outputs = std::move(outputs);
+    for (size_t l = 0; l < z.size(); ++l) {
+      result.z.emplace_back(std::move(z[l]));
+      result.a.emplace_back(std::move(a[l]));
     }
     return result;
   }
 
-  GradientResult ComputeGradients(const MatrixView& inputs,
-                                  const MatrixView& targets,
-                                  Loss loss) const override {
+  absl::StatusOr<GradientResult> ComputeGradients(
+      const MatrixView& inputs, const MatrixView& targets, Loss loss,
+      const StopCheck& stop) const override {
     RowMatrix<T> output_delta(inputs.rows, params_.biases.back().cols());
-    Scratch<T>& s = RunBatch(inputs, targets, loss, &output_delta);
+    Scratch<T>& s = ThreadScratch();
+    if (absl::Status st =
+            RunBatch(inputs, targets, loss, stop, &output_delta, &s);
+        !st.ok()) {
+      Trim(&s);
+      return st;
+    }
     const int64_t n = inputs.rows;
     GradientResult result;
     result.loss = loss;
@@ -169,9 +217,15 @@ class DenseNetwork final : public NetworkImpl {
     return result;
   }
 
-  EvalResult Evaluate(const MatrixView& inputs,
-                      const MatrixView& targets) const override {
-    Scratch<T>& s = RunBatch(inputs, targets, loss_, nullptr);
+  absl::StatusOr<EvalResult> Evaluate(const MatrixView& inputs,
+                                      const MatrixView& targets,
+                                      const StopCheck& stop) const override {
+    Scratch<T>& s = ThreadScratch();
+    if (absl::Status st = RunBatch(inputs, targets, loss_, stop, nullptr, &s);
+        !st.ok()) {
+      Trim(&s);
+      return st;
+    }
     const int64_t n = inputs.rows;
     EvalResult result;
     result.loss = s.loss_sum / static_cast<double>(n);
@@ -182,8 +236,9 @@ class DenseNetwork final : public NetworkImpl {
     return result;
   }
 
-  StepResult TrainStep(const MatrixView& inputs,
-                       const MatrixView& targets) override {
+  absl::StatusOr<StepResult> TrainStep(const MatrixView& inputs,
+                                       const MatrixView& targets,
+                                       const StopCheck& stop) override {
     // The whole batch in one chunk, so gradients are written, not summed.
     const int64_t n = inputs.rows;
     Scratch<T>& s = ThreadScratch();
@@ -191,8 +246,15 @@ class DenseNetwork final : public NetworkImpl {
     const auto x = AsMatrix<T>(inputs, &s.x_storage);
     const auto y = AsMatrix<T>(targets, &s.y_storage);
     BeginSums(&s);
-    ForwardPass(x, /*training=*/true, &s);
-    Backward(x, y, loss_, n, /*accumulate=*/false, &s);
+    absl::Status status = ForwardPass(x, /*training=*/true, n, stop, &s);
+    if (status.ok()) status = Backward(x, y, loss_, n, false, stop, &s);
+    // The last chance to stop: past this point the update is applied and
+    // the step must be reported as done.
+    if (status.ok()) status = CheckStop(stop);
+    if (!status.ok()) {
+      Trim(&s);
+      return status;
+    }
 
     StepResult result;
     result.batch_size = n;
@@ -280,7 +342,10 @@ class DenseNetwork final : public NetworkImpl {
       }
     }
     if (training) total += padded(rows * Units(count - 1));
-    if (s.buffer.size() < total) s.buffer.resize(total);
+    if (s.buffer.size() < total) {
+      s.buffer.resize(0);  // see Reallocate
+      s.buffer.resize(total);
+    }
     T* next = s.buffer.data();
     auto take = [&](int64_t size) {
       T* p = next;
@@ -320,11 +385,20 @@ class DenseNetwork final : public NetworkImpl {
   }
 
   // Z_l = A_{l-1} W_l + b_l, A_l = f(Z_l) for every layer; A_0 = x [m, in].
-  // When `training`, also f'(Z_l) and the statistics that need it.
-  void ForwardPass(const ConstRowRef<T>& x, bool training,
-                   Scratch<T>* s) const {
+  // When `training`, also f'(Z_l) and the statistics that need it. Asks
+  // `stop` before each layer.
+  //
+  // The products go to Gemm `gemm_rows` rows at a time. OpenBLAS splits a
+  // product into blocks whose layout depends on the row count, and rounds
+  // a row differently depending on its block: Forward passes block_rows_,
+  // so that a chunk made of whole blocks issues exactly the calls the
+  // whole batch would for those rows, and comes out bitwise the same.
+  absl::Status ForwardPass(const ConstRowRef<T>& x, bool training,
+                           int64_t gemm_rows, const StopCheck& stop,
+                           Scratch<T>* s) const {
     const int64_t m = x.rows();
     for (size_t l = 0; l < layers_.size(); ++l) {
+      if (absl::Status st = CheckStop(stop); !st.ok()) return st;
       // Z starts as the bias on every row and the product is added to it:
       // no separate pass over Z for the bias, and OpenBLAS skips the pass
       // that zeroes its output when beta is 0.
@@ -332,10 +406,15 @@ class DenseNetwork final : public NetworkImpl {
       Map(s->z[l], m, units).rowwise() = params_.biases[l];
       // [m, units] += [m, fan_in] x [fan_in, units]
       const T* input = l == 0 ? x.data() : s->a[l - 1];
-      Gemm<T>(Transpose::kNo, Transpose::kNo, m, units, FanIn(l), input,
-              params_.weights[l].data(), s->z[l], /*accumulate=*/true);
+      for (int64_t r = 0; r < m; r += gemm_rows) {
+        Gemm<T>(Transpose::kNo, Transpose::kNo, std::min(gemm_rows, m - r),
+                units, FanIn(l), input + r * FanIn(l),
+                params_.weights[l].data(), s->z[l] + r * units,
+                /*accumulate=*/true);
+      }
       Activate(l, m, training, s);
     }
+    return absl::OkStatus();
   }
 
   // Applies f to Z_l (and, when `training`, f' and the
@@ -347,6 +426,21 @@ class DenseNetwork final : public NetworkImpl {
     const int64_t block = std::max<int64_t>(1, kBlockElements / units);
     const ActivationOps<T>& ops = *layers_[l].ops;
     const T slope = layers_[l].slope;
+    if (!training && !ops.rowwise) {
+      // Forward only: blocks of elements, not rows. Each block starts
+      // 64-byte aligned and all but the chunk's last hold whole SIMD
+      // packets, so with chunks of whole blocks (a multiple of 16 rows)
+      // only the batch's last few elements take Eigen's scalar path (which
+      // rounds differently), as in one pass.
+      const int64_t total = m * units;
+      for (int64_t e = 0; e < total; e += kBlockElements) {
+        const int64_t count = std::min(kBlockElements, total - e);
+        const Map z(s->z[l] + e, 1, count);
+        Map a(s->a[l] + e, 1, count);
+        ops.forward(z, slope, a);
+      }
+      return;
+    }
     const T threshold = static_cast<T>(theta_ * ops.max_derivative);
     LayerSums& sums = s->sums[l];
     for (int64_t r = 0; r < m; r += block) {
@@ -378,8 +472,10 @@ class DenseNetwork final : public NetworkImpl {
   // After ForwardPass over a chunk (x [m, in], y [m, out]) of a batch of
   // `total_rows`: adds the chunk's loss and statistics, and writes (or with
   // `accumulate`, adds) its share of the gradient of the mean loss.
-  void Backward(const ConstRowRef<T>& x, const ConstRowRef<T>& y, Loss loss,
-                int64_t total_rows, bool accumulate, Scratch<T>* s) const {
+  // Asks `stop` before each layer.
+  absl::Status Backward(const ConstRowRef<T>& x, const ConstRowRef<T>& y,
+                        Loss loss, int64_t total_rows, bool accumulate,
+                        const StopCheck& stop, Scratch<T>* s) const {
     const size_t last = layers_.size() - 1;
     const int64_t m = x.rows();
     const Map z_out = Z(*s, last, m);
@@ -406,6 +502,7 @@ class DenseNetwork final : public NetworkImpl {
     // Delta_L = delta / n: gradient of the mean loss w.r.t. Z_L [m, out].
     Delta(*s, last, m).noalias() = output_delta / static_cast<T>(total_rows);
     for (size_t l = last + 1; l-- > 0;) {
+      if (absl::Status st = CheckStop(stop); !st.ok()) return st;
       const Map delta = Delta(*s, l, m);
       // dW_l = A_{l-1}^T Delta_l: [fan_in, units] = [fan_in, m] x [m, units]
       const T* input = l == 0 ? x.data() : s->a[l - 1];
@@ -425,32 +522,38 @@ class DenseNetwork final : public NetworkImpl {
               /*accumulate=*/false);
       Delta(*s, l - 1, m).array() *= D(*s, l - 1, m).array();
     }
+    return absl::OkStatus();
   }
 
-  // Forward + Backward over a whole batch in chunks; the per-sample output
-  // delta goes to *output_delta [n, out] when given.
-  Scratch<T>& RunBatch(const MatrixView& inputs, const MatrixView& targets,
-                       Loss loss, RowMatrix<T>* output_delta) const {
+  // Forward + Backward over a whole batch in blocks of block_rows_ rows
+  // (converted to T a block at a time) into *s; the per-sample output delta
+  // goes to *output_delta [n, out] when given.
+  absl::Status RunBatch(const MatrixView& inputs, const MatrixView& targets,
+                        Loss loss, const StopCheck& stop,
+                        RowMatrix<T>* output_delta, Scratch<T>* scratch) const {
+    Scratch<T>& s = *scratch;
     const int64_t n = inputs.rows;
-    const int64_t chunk =
-        std::min(n, std::max<int64_t>(256, kChunkElements / widest_));
-    Scratch<T>& s = ThreadScratch();
+    const int64_t chunk = std::min(n, block_rows_);
     Prepare(chunk, /*training=*/true, &s);
-    const auto x = AsMatrix<T>(inputs, &s.x_storage);
-    const auto y = AsMatrix<T>(targets, &s.y_storage);
     BeginSums(&s);
     for (int64_t start = 0; start < n; start += chunk) {
       const int64_t rows = std::min(chunk, n - start);
-      const auto x_chunk = x.middleRows(start, rows);
-      const auto y_chunk = y.middleRows(start, rows);
-      ForwardPass(x_chunk, /*training=*/true, &s);
-      Backward(x_chunk, y_chunk, loss, n, /*accumulate=*/start > 0, &s);
+      const auto x = AsMatrix<T>(RowsOf(inputs, start, rows), &s.x_storage);
+      const auto y = AsMatrix<T>(RowsOf(targets, start, rows), &s.y_storage);
+      if (absl::Status st = ForwardPass(x, /*training=*/true, rows, stop, &s);
+          !st.ok()) {
+        return st;
+      }
+      if (absl::Status st = Backward(x, y, loss, n, start > 0, stop, &s);
+          !st.ok()) {
+        return st;
+      }
       if (output_delta != nullptr) {
         output_delta->middleRows(start, rows) =
             Map(s.output_delta, rows, output_delta->cols());
       }
     }
-    return s;
+    return absl::OkStatus();
   }
 
   SaturationStats FinishStats(const Scratch<T>& s, int64_t n) const {
@@ -481,7 +584,7 @@ class DenseNetwork final : public NetworkImpl {
   Loss loss_;
   double theta_;
   std::vector<Layer> layers_;
-  int64_t widest_ = 1;  // largest of input_size and units_l
+  int64_t block_rows_;  // BlockRows(spec)
   ParamSet<T> params_;  // W_l [fan_in, units], b_l [1, units]
   Optimizer<T> optimizer_;
   int64_t step_ = 0;

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <new>
 #include <numeric>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -179,6 +181,23 @@ absl::Status ValidateExperiment(const ExperimentSpec& spec, const Dataset& data,
       return RenameSpecFields(s, spec, static_cast<int>(v));
     }
     parameters = std::max(parameters, ParameterCount(net));
+    // Every minibatch is one TrainStep and every epoch ends with an
+    // evaluation of the whole dataset: both must fit the scratch bound.
+    const int64_t batch_rows =
+        spec.batch_size == 0 ? n : std::min(spec.batch_size, n);
+    for (const auto& [kind, rows, what] :
+         {std::tuple(CallKind::kTrainStep, batch_rows, "a minibatch step"),
+          std::tuple(CallKind::kEvaluate, n, "an evaluation")}) {
+      const int64_t needed = CallScratchBytes(net, kind, rows);
+      if (needed > limits.max_call_scratch_bytes) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "spec.batch_size: ", what, " of ", field, " over ", rows,
+            " rows needs ", needed,
+            " bytes of scratch, over the server's per-call scratch limit of ",
+            limits.max_call_scratch_bytes,
+            " bytes; use a smaller batch_size or fewer units"));
+      }
+    }
     if (variant.loss != Loss::kMse) {
       const auto& y = data.targets.array();
       if ((y < 0).any() || (y > 1).any()) {
@@ -207,7 +226,7 @@ absl::Status ValidateExperiment(const ExperimentSpec& spec, const Dataset& data,
 }
 
 absl::StatusOr<std::vector<LayerParams>> SharedInitialParameters(
-    const ExperimentSpec& spec, const Dataset& data, const Limits& limits) {
+    const ExperimentSpec& spec, const Dataset& data, const Limits& limits) try {
   const NetworkSpec net =
       VariantNetworkSpec(spec, 0, static_cast<int>(data.inputs.cols()),
                          static_cast<int>(data.targets.cols()));
@@ -223,13 +242,17 @@ absl::StatusOr<std::vector<LayerParams>> SharedInitialParameters(
     params.push_back(std::move(p));
   }
   return params;
+} catch (const std::bad_alloc&) {
+  return absl::ResourceExhaustedError(
+      "experiment: the server ran out of memory for the initial parameters");
 }
 
 VariantRun::VariantRun(const Dataset* data, int variant,
-                       const ExperimentSpec& spec,
+                       const ExperimentSpec& spec, const Limits& limits,
                        std::unique_ptr<Network> network)
     : data_(data),
       variant_(variant),
+      max_scratch_bytes_(limits.max_call_scratch_bytes),
       epochs_(spec.epochs),
       batch_size_(
           spec.batch_size == 0
@@ -244,7 +267,7 @@ VariantRun::VariantRun(const Dataset* data, int variant,
 
 absl::StatusOr<std::unique_ptr<VariantRun>> VariantRun::Create(
     const ExperimentSpec& spec, const Dataset* data, int variant,
-    absl::Span<const LayerParams> initial, const Limits& limits) {
+    absl::Span<const LayerParams> initial, const Limits& limits) try {
   NetworkSpec net =
       VariantNetworkSpec(spec, variant, static_cast<int>(data->inputs.cols()),
                          static_cast<int>(data->targets.cols()));
@@ -254,12 +277,24 @@ absl::StatusOr<std::unique_ptr<VariantRun>> VariantRun::Create(
   auto network = Network::Create(net, limits);
   if (!network.ok()) return RenameSpecFields(network.status(), spec, variant);
   return std::unique_ptr<VariantRun>(
-      new VariantRun(data, variant, spec, *std::move(network)));
+      new VariantRun(data, variant, spec, limits, *std::move(network)));
+} catch (const std::bad_alloc&) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "spec.variants[", variant, "]: the server ran out of memory"));
 }
 
-EpochRecord VariantRun::Evaluate() const {
-  const EvalResult eval =
-      network_->Evaluate(ViewOf(data_->inputs), ViewOf(data_->targets));
+absl::StatusOr<EpochRecord> VariantRun::Evaluate() const {
+  CallOptions options;
+  options.max_scratch_bytes = max_scratch_bytes_;
+  return EvaluateWith(options);
+}
+
+absl::StatusOr<EpochRecord> VariantRun::EvaluateWith(
+    const CallOptions& options) const {
+  auto evaluated = network_->Evaluate(ViewOf(data_->inputs),
+                                      ViewOf(data_->targets), options);
+  if (!evaluated.ok()) return evaluated.status();
+  const EvalResult& eval = *evaluated;
   EpochRecord record;
   record.variant = variant_;
   record.epoch = epoch_;
@@ -271,34 +306,57 @@ EpochRecord VariantRun::Evaluate() const {
   return record;
 }
 
+absl::Status VariantRun::ResizeBatch(int64_t rows) {
+  try {
+    if (batch_inputs_.rows() != rows) {
+      // Emptied first: Eigen keeps a freed pointer if the allocation throws.
+      batch_inputs_.resize(0, 0);
+      batch_targets_.resize(0, 0);
+    }
+    batch_inputs_.resize(rows, data_->inputs.cols());
+    batch_targets_.resize(rows, data_->targets.cols());
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        "experiment: the server ran out of memory for a minibatch");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<EpochRecord> VariantRun::NextEpoch(
     const std::atomic<bool>& cancelled) {
   const int64_t n = data_->inputs.rows();
   if (shuffle_) rng_.Shuffle(absl::MakeSpan(order_));
   const bool whole = !shuffle_ && batch_size_ == n;
+  CallOptions options;
+  options.max_scratch_bytes = max_scratch_bytes_;
+  options.stop = [&cancelled] {
+    return cancelled.load(std::memory_order_relaxed)
+               ? absl::CancelledError("the experiment was cancelled")
+               : absl::OkStatus();
+  };
   for (int64_t start = 0; start < n; start += batch_size_) {
-    if (cancelled.load(std::memory_order_relaxed)) {
-      return absl::CancelledError("the experiment was cancelled");
-    }
-    StepResult step;
+    if (absl::Status s = options.stop(); !s.ok()) return s;
+    absl::StatusOr<StepResult> step;
     if (whole) {
-      step = network_->TrainStep(ViewOf(data_->inputs), ViewOf(data_->targets));
+      step = network_->TrainStep(ViewOf(data_->inputs), ViewOf(data_->targets),
+                                 options);
     } else {
       // Gather rows order_[start, start + rows) into the minibatch.
       const int64_t rows = std::min(batch_size_, n - start);
-      batch_inputs_.resize(rows, data_->inputs.cols());
-      batch_targets_.resize(rows, data_->targets.cols());
+      if (absl::Status s = ResizeBatch(rows); !s.ok()) return s;
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t source = order_[static_cast<size_t>(start + r)];
         batch_inputs_.row(r) = data_->inputs.row(source);
         batch_targets_.row(r) = data_->targets.row(source);
       }
-      step = network_->TrainStep(ViewOf(batch_inputs_), ViewOf(batch_targets_));
+      step = network_->TrainStep(ViewOf(batch_inputs_), ViewOf(batch_targets_),
+                                 options);
     }
-    diverged_ = diverged_ || step.diverged;
+    if (!step.ok()) return step.status();
+    diverged_ = diverged_ || step->diverged;
   }
   ++epoch_;
-  return Evaluate();
+  return EvaluateWith(options);
 }
 
 void SummaryAccumulator::Add(const EpochRecord& record) {
@@ -337,7 +395,9 @@ absl::StatusOr<std::vector<std::vector<EpochRecord>>> RunExperiment(
     auto run =
         VariantRun::Create(spec, &data, static_cast<int>(v), *initial, limits);
     if (!run.ok()) return run.status();
-    std::vector<EpochRecord> curve = {(*run)->Evaluate()};
+    auto first = (*run)->Evaluate();
+    if (!first.ok()) return first.status();
+    std::vector<EpochRecord> curve = {*std::move(first)};
     while (!(*run)->done()) {
       auto record = (*run)->NextEpoch(never);
       if (!record.ok()) return record.status();

@@ -83,7 +83,8 @@ NetworkSpec VariantNetworkSpec(const ExperimentSpec& spec, int v,
 // follow the proto (`spec.variants[1].loss`, `spec.epochs`, ...);
 // `data_field` names the dataset in messages (e.g. "spec.dataset.inline").
 // INVALID_ARGUMENT for a malformed spec or data, RESOURCE_EXHAUSTED over
-// `limits`/`experiment_limits`.
+// `limits`/`experiment_limits` (including a minibatch or evaluation whose
+// scratch exceeds limits.max_call_scratch_bytes).
 absl::Status ValidateExperiment(const ExperimentSpec& spec, const Dataset& data,
                                 absl::string_view data_field,
                                 const Limits& limits,
@@ -115,12 +116,14 @@ class VariantRun {
       const ExperimentSpec& spec, const Dataset* data, int variant,
       absl::Span<const LayerParams> initial, const Limits& limits);
 
-  // Epoch-0 (or current) metrics without training.
-  EpochRecord Evaluate() const;
+  // Epoch-0 (or current) metrics without training. RESOURCE_EXHAUSTED when
+  // out of memory.
+  absl::StatusOr<EpochRecord> Evaluate() const;
 
   // Trains one epoch (ceil(n / batch_size) steps) and evaluates. CANCELLED
-  // when `cancelled` turns true; it is checked before every step, and the
-  // run must not be continued afterwards.
+  // when `cancelled` turns true; it is checked before every step and
+  // between the layers and blocks of each step and evaluation, and the run
+  // must not be continued afterwards. RESOURCE_EXHAUSTED when out of memory.
   absl::StatusOr<EpochRecord> NextEpoch(const std::atomic<bool>& cancelled);
 
   int epochs_done() const { return epoch_; }
@@ -129,10 +132,16 @@ class VariantRun {
 
  private:
   VariantRun(const Dataset* data, int variant, const ExperimentSpec& spec,
-             std::unique_ptr<Network> network);
+             const Limits& limits, std::unique_ptr<Network> network);
+
+  absl::StatusOr<EpochRecord> EvaluateWith(const CallOptions& options) const;
+  // Sizes the minibatch buffers to `rows`; RESOURCE_EXHAUSTED when out of
+  // memory.
+  absl::Status ResizeBatch(int64_t rows);
 
   const Dataset* const data_;
   const int variant_;
+  const int64_t max_scratch_bytes_;
   const int epochs_;
   const int64_t batch_size_;
   const bool shuffle_;

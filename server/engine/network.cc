@@ -1,6 +1,8 @@
 #include "server/engine/network.h"
 
 #include <algorithm>
+#include <limits>
+#include <new>
 #include <string>
 #include <utility>
 
@@ -64,7 +66,96 @@ absl::Status CheckUnitRange(const T* data, int64_t rows, int64_t cols,
                    " at (", index / cols, ", ", index % cols, ")"));
 }
 
+// Forward, Evaluate and ComputeGradients process a large batch in blocks of
+// about this many elements of the widest layer, to bound memory.
+constexpr int64_t kBlockElements = int64_t{1} << 16;
+
+int64_t DTypeBytes(DType dtype) { return dtype == DType::kFloat32 ? 4 : 8; }
+
+// a * b, saturating at INT64_MAX (both >= 0).
+int64_t SaturatingMul(int64_t a, int64_t b) {
+  if (a != 0 && b > std::numeric_limits<int64_t>::max() / a) {
+    return std::numeric_limits<int64_t>::max();
+  }
+  return a * b;
+}
+
+int64_t SaturatingAdd(int64_t a, int64_t b) {
+  return a > std::numeric_limits<int64_t>::max() - b
+             ? std::numeric_limits<int64_t>::max()
+             : a + b;
+}
+
+// Runs one engine call: a std::bad_alloc (from Eigen or the standard
+// library) becomes RESOURCE_EXHAUSTED naming `what`.
+template <typename F>
+auto Guarded(absl::string_view what, F&& call) -> decltype(call()) {
+  try {
+    return call();
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(what,
+                     ": the server ran out of memory; retry with a "
+                     "smaller batch or network, or later"));
+  }
+}
+
+absl::Status ScratchError(absl::string_view what, int64_t rows, int64_t needed,
+                          int64_t limit) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      what, " needs ", needed, " bytes of scratch for ", rows,
+      " rows of this network, over the server's per-call scratch limit of ",
+      limit, " bytes; send fewer rows"));
+}
+
 }  // namespace
+
+int64_t BlockRows(const NetworkSpec& spec) {
+  int64_t widest = spec.input_size;
+  for (const LayerSpec& layer : spec.layers) {
+    widest = std::max<int64_t>(widest, layer.units);
+  }
+  // A multiple of 16 rows, so that every block of a float or double
+  // buffer starts 64-byte aligned (see Forward).
+  const int64_t rows = kBlockElements / std::max<int64_t>(1, widest) / 16 * 16;
+  return std::max<int64_t>(256, rows);
+}
+
+int64_t CallScratchBytes(const NetworkSpec& spec, CallKind kind, int64_t rows) {
+  // Per-sample values (Z, A; and for training f'(Z), deltas, the output
+  // delta) plus a converted copy of the batch; then, for training, the
+  // gradients and two [1, units] vectors per layer; 64 bytes of alignment
+  // padding per buffer.
+  const bool training = kind != CallKind::kForward;
+  int64_t units = 0, gradients = 0, buffers = 0;
+  int64_t fan_in = spec.input_size;
+  for (const LayerSpec& layer : spec.layers) {
+    units += layer.units;
+    gradients += int64_t{fan_in} * layer.units + 2 * layer.units;
+    buffers += training ? 7 : 2;
+    fan_in = layer.units;
+  }
+  const int64_t outputs = spec.layers.empty() ? 0 : spec.layers.back().units;
+  const int64_t per_row = training
+                              ? 4 * units + outputs + spec.input_size + outputs
+                              : 2 * units + spec.input_size;
+  if (kind == CallKind::kComputeGradients || kind == CallKind::kEvaluate) {
+    rows = std::min(rows, BlockRows(spec));
+  }
+  int64_t values = SaturatingMul(rows, per_row);
+  if (training) values = SaturatingAdd(values, gradients);
+  return SaturatingAdd(SaturatingMul(values, DTypeBytes(spec.dtype)),
+                       64 * (buffers + 3));
+}
+
+int64_t StateBytes(const NetworkSpec& spec) {
+  const OptimizerSpec& o = spec.optimizer;
+  const int64_t copies = 1 + (o.kind == OptimizerKind::kAdam ? 2
+                              : o.momentum > 0               ? 1
+                                                             : 0);
+  return SaturatingMul(SaturatingMul(ParameterCount(spec), copies),
+                       DTypeBytes(spec.dtype));
+}
 
 Network::Network(NetworkSpec spec, std::unique_ptr<NetworkImpl> impl)
     : spec_(std::move(spec)), impl_(std::move(impl)) {}
@@ -74,11 +165,15 @@ Network::~Network() = default;
 absl::StatusOr<std::unique_ptr<Network>> Network::Create(
     const NetworkSpec& spec, const Limits& limits) {
   if (absl::Status s = ValidateSpec(spec, limits); !s.ok()) return s;
-  return std::unique_ptr<Network>(new Network(spec, MakeNetworkImpl(spec)));
+  return Guarded("network", [&]() -> absl::StatusOr<std::unique_ptr<Network>> {
+    return std::unique_ptr<Network>(new Network(spec, MakeNetworkImpl(spec)));
+  });
 }
 
-std::unique_ptr<Network> Network::Clone() const {
-  return std::unique_ptr<Network>(new Network(spec_, impl_->Clone()));
+absl::StatusOr<std::unique_ptr<Network>> Network::Clone() const {
+  return Guarded("network", [&]() -> absl::StatusOr<std::unique_ptr<Network>> {
+    return std::unique_ptr<Network>(new Network(spec_, impl_->Clone()));
+  });
 }
 
 int64_t Network::step() const { return impl_->step(); }
@@ -139,25 +234,73 @@ absl::Status Network::ValidateBatch(const MatrixView& inputs,
                               targets_field);
 }
 
-ForwardResult Network::Forward(const MatrixView& inputs,
-                               bool include_layers) const {
-  return impl_->Forward(inputs, include_layers);
+absl::StatusOr<ForwardResult> Network::Forward(
+    const MatrixView& inputs, bool include_layers,
+    const CallOptions& options) const {
+  // As many rows per chunk as the scratch bound allows, in whole blocks;
+  // all of them when they fit.
+  const int64_t n = inputs.rows;
+  const int64_t limit = options.max_scratch_bytes;
+  int64_t chunk = n;
+  if (CallScratchBytes(spec_, CallKind::kForward, n) > limit) {
+    const int64_t block = BlockRows(spec_);
+    const int64_t per_block =
+        CallScratchBytes(spec_, CallKind::kForward, block);
+    if (per_block > limit) {
+      return ScratchError("Forward", block, per_block, limit);
+    }
+    chunk = block;
+    while (chunk + block < n && CallScratchBytes(spec_, CallKind::kForward,
+                                                 chunk + block) <= limit) {
+      chunk += block;
+    }
+  }
+  return Guarded("Forward", [&] {
+    return impl_->Forward(inputs, include_layers, chunk, options.stop);
+  });
 }
 
-GradientResult Network::ComputeGradients(const MatrixView& inputs,
-                                         const MatrixView& targets,
-                                         Loss loss) const {
-  return impl_->ComputeGradients(inputs, targets, loss);
+absl::StatusOr<GradientResult> Network::ComputeGradients(
+    const MatrixView& inputs, const MatrixView& targets, Loss loss,
+    const CallOptions& options) const {
+  const int64_t needed =
+      CallScratchBytes(spec_, CallKind::kComputeGradients, inputs.rows);
+  if (needed > options.max_scratch_bytes) {
+    return ScratchError("ComputeGradients",
+                        std::min(inputs.rows, BlockRows(spec_)), needed,
+                        options.max_scratch_bytes);
+  }
+  return Guarded("ComputeGradients", [&] {
+    return impl_->ComputeGradients(inputs, targets, loss, options.stop);
+  });
 }
 
-StepResult Network::TrainStep(const MatrixView& inputs,
-                              const MatrixView& targets) {
-  return impl_->TrainStep(inputs, targets);
+absl::StatusOr<StepResult> Network::TrainStep(const MatrixView& inputs,
+                                              const MatrixView& targets,
+                                              const CallOptions& options) {
+  const int64_t needed =
+      CallScratchBytes(spec_, CallKind::kTrainStep, inputs.rows);
+  if (needed > options.max_scratch_bytes) {
+    return ScratchError("TrainStep", inputs.rows, needed,
+                        options.max_scratch_bytes);
+  }
+  return Guarded("TrainStep", [&] {
+    return impl_->TrainStep(inputs, targets, options.stop);
+  });
 }
 
-EvalResult Network::Evaluate(const MatrixView& inputs,
-                             const MatrixView& targets) const {
-  return impl_->Evaluate(inputs, targets);
+absl::StatusOr<EvalResult> Network::Evaluate(const MatrixView& inputs,
+                                             const MatrixView& targets,
+                                             const CallOptions& options) const {
+  const int64_t needed =
+      CallScratchBytes(spec_, CallKind::kEvaluate, inputs.rows);
+  if (needed > options.max_scratch_bytes) {
+    return ScratchError("Evaluate", std::min(inputs.rows, BlockRows(spec_)),
+                        needed, options.max_scratch_bytes);
+  }
+  return Guarded("Evaluate", [&] {
+    return impl_->Evaluate(inputs, targets, options.stop);
+  });
 }
 
 }  // namespace satlab::engine

@@ -6,6 +6,8 @@
 #define SATLAB_SERVER_ENGINE_NETWORK_H_
 
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <memory>
 #include <variant>
 #include <vector>
@@ -78,6 +80,45 @@ struct EvalResult {
   SaturationStats stats;
 };
 
+// What a caller allows one call (Forward, ComputeGradients, TrainStep,
+// Evaluate): how long it may run and how much scratch memory it may use.
+// See CallOptions::stop.
+using StopCheck = std::function<absl::Status()>;
+
+struct CallOptions {
+  // Asked before every chunk of rows and every layer, and by TrainStep right
+  // before it commits its update. A non-OK status (CANCELLED,
+  // DEADLINE_EXCEEDED, UNAVAILABLE, ...) stops the call, which returns that
+  // status and changes nothing. Empty: the call runs to its end. Must not
+  // throw.
+  StopCheck stop;
+  // Bytes of scratch space the call may use, as CallScratchBytes counts
+  // them. Forward processes long batches in chunks of whole blocks
+  // (BlockRows) that fit, with results bitwise identical to one pass;
+  // ComputeGradients and Evaluate run a block at a time, and TrainStep in
+  // one pass, because another split would change the order of the
+  // gradient sums: those are RESOURCE_EXHAUSTED when their scratch is over.
+  int64_t max_scratch_bytes = std::numeric_limits<int64_t>::max();
+};
+
+enum class CallKind { kForward, kComputeGradients, kTrainStep, kEvaluate };
+
+// Rows that ComputeGradients and Evaluate process at a time (and sum in
+// that order), and Forward's unit of chunking: a function of the network's
+// widest layer only, so that results do not depend on server settings.
+int64_t BlockRows(const NetworkSpec& spec);
+
+// Scratch bytes a `kind` call over `rows` rows allocates at its peak,
+// beyond its inputs and its result: activations, derivatives, deltas,
+// gradients, and a converted copy of the batch when its dtype differs from
+// the network's. For Forward, `rows` is one chunk's. Saturates at
+// INT64_MAX.
+int64_t CallScratchBytes(const NetworkSpec& spec, CallKind kind, int64_t rows);
+
+// Bytes the network keeps for its life: parameters plus optimizer state
+// (momentum, Adam moments), in its dtype.
+int64_t StateBytes(const NetworkSpec& spec);
+
 // Implementation interface; one per precision (network.cc).
 class NetworkImpl;
 
@@ -85,15 +126,16 @@ class Network {
  public:
   // Validates `spec` against `limits` (ValidateSpec) and builds the network
   // with parameters drawn as spec.init says. Errors: INVALID_ARGUMENT,
-  // RESOURCE_EXHAUSTED.
+  // RESOURCE_EXHAUSTED (over a limit, or out of memory).
   static absl::StatusOr<std::unique_ptr<Network>> Create(
       const NetworkSpec& spec, const Limits& limits);
   ~Network();
   Network(const Network&) = delete;
   Network& operator=(const Network&) = delete;
 
-  // A deep copy: parameters, optimizer state and step.
-  std::unique_ptr<Network> Clone() const;
+  // A deep copy: parameters, optimizer state and step. RESOURCE_EXHAUSTED
+  // when out of memory.
+  absl::StatusOr<std::unique_ptr<Network>> Clone() const;
 
   const NetworkSpec& spec() const { return spec_; }
   DType dtype() const { return spec_.dtype; }
@@ -105,7 +147,8 @@ class Network {
   int64_t parameter_count() const { return ParameterCount(spec_); }
 
   // Parameters in the network's precision: weights [fan_in, units], biases
-  // [1, units] for layer `layer`.
+  // [1, units] for layer `layer`. Copies: std::bad_alloc when out of memory
+  // (the service's handlers catch it).
   AnyMatrix weights(int layer) const;
   AnyMatrix biases(int layer) const;
 
@@ -125,23 +168,34 @@ class Network {
                              const MatrixView* targets, Loss loss,
                              absl::string_view field, int64_t max_rows) const;
 
-  // The calls below assume ValidateBatch passed (they assert shapes).
+  // The calls below assume ValidateBatch passed (they assert shapes). Each
+  // returns RESOURCE_EXHAUSTED when its scratch is over
+  // options.max_scratch_bytes (saying what it needs and the limit) or an
+  // allocation fails, and options.stop's status when that stops it; no
+  // exception leaves them, and a failed call changes nothing.
 
-  ForwardResult Forward(const MatrixView& inputs, bool include_layers) const;
+  absl::StatusOr<ForwardResult> Forward(const MatrixView& inputs,
+                                        bool include_layers,
+                                        const CallOptions& options = {}) const;
 
   // Gradients under `loss` (which must suit the output activation —
   // CheckLossActivation), parameters untouched.
-  GradientResult ComputeGradients(const MatrixView& inputs,
-                                  const MatrixView& targets, Loss loss) const;
+  absl::StatusOr<GradientResult> ComputeGradients(
+      const MatrixView& inputs, const MatrixView& targets, Loss loss,
+      const CallOptions& options = {}) const;
 
   // One optimizer step under spec().loss. A non-finite loss or gradient sets
   // `diverged` and leaves parameters and optimizer state unchanged; the step
-  // counter advances either way.
-  StepResult TrainStep(const MatrixView& inputs, const MatrixView& targets);
+  // counter advances either way. options.stop is asked last right before
+  // the update is applied: after that the step cannot fail.
+  absl::StatusOr<StepResult> TrainStep(const MatrixView& inputs,
+                                       const MatrixView& targets,
+                                       const CallOptions& options = {});
 
   // Loss, accuracy and statistics over a dataset; no update.
-  EvalResult Evaluate(const MatrixView& inputs,
-                      const MatrixView& targets) const;
+  absl::StatusOr<EvalResult> Evaluate(const MatrixView& inputs,
+                                      const MatrixView& targets,
+                                      const CallOptions& options = {}) const;
 
  private:
   Network(NetworkSpec spec, std::unique_ptr<NetworkImpl> impl);

@@ -13,9 +13,13 @@
 namespace satlab::engine {
 
 // Network forwards to this after validating; the preconditions of each call
-// are those of the matching Network method. Const methods allocate their own
-// scratch space and may run concurrently; TrainStep and SetParameters need
-// exclusive access.
+// are those of the matching Network method, and Network has checked the
+// scratch bound. Const methods allocate their own scratch space and may run
+// concurrently; TrainStep and SetParameters need exclusive access. The calls
+// return `stop`'s status when it stops them (`stop` may be empty) and may
+// throw std::bad_alloc, which Network turns into RESOURCE_EXHAUSTED: they
+// leave the network unchanged and every surviving buffer consistent either
+// way.
 class NetworkImpl {
  public:
   virtual ~NetworkImpl() = default;
@@ -28,15 +32,20 @@ class NetworkImpl {
   // `params` has been checked (CheckLayerParams).
   virtual void SetParameters(absl::Span<const LayerParams> params,
                              bool reset_optimizer_state) = 0;
-  virtual ForwardResult Forward(const MatrixView& inputs,
-                                bool include_layers) const = 0;
-  virtual GradientResult ComputeGradients(const MatrixView& inputs,
-                                          const MatrixView& targets,
-                                          Loss loss) const = 0;
-  virtual StepResult TrainStep(const MatrixView& inputs,
-                               const MatrixView& targets) = 0;
-  virtual EvalResult Evaluate(const MatrixView& inputs,
-                              const MatrixView& targets) const = 0;
+  // Rows in chunks of `chunk_rows` (a multiple of BlockRows, or all of
+  // them).
+  virtual absl::StatusOr<ForwardResult> Forward(
+      const MatrixView& inputs, bool include_layers, int64_t chunk_rows,
+      const StopCheck& stop) const = 0;
+  virtual absl::StatusOr<GradientResult> ComputeGradients(
+      const MatrixView& inputs, const MatrixView& targets, Loss loss,
+      const StopCheck& stop) const = 0;
+  virtual absl::StatusOr<StepResult> TrainStep(const MatrixView& inputs,
+                                               const MatrixView& targets,
+                                               const StopCheck& stop) = 0;
+  virtual absl::StatusOr<EvalResult> Evaluate(const MatrixView& inputs,
+                                              const MatrixView& targets,
+                                              const StopCheck& stop) const = 0;
 };
 
 // A network of a validated spec in spec.dtype, with parameters drawn as

@@ -106,6 +106,9 @@ struct Limits {
   int64_t max_units = 65536;
   int64_t max_parameters = 50'000'000;
   int64_t max_batch_rows = 1'000'000;
+  // Scratch bytes one call may use (CallOptions::max_scratch_bytes):
+  // experiments check their steps against it.
+  int64_t max_call_scratch_bytes = int64_t{1} << 30;
 };
 
 // Whether `activation` can feed `loss`: bce needs sigmoid outputs, cce

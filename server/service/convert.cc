@@ -1,6 +1,7 @@
 #include "server/service/convert.h"
 
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <utility>
 
@@ -146,11 +147,19 @@ absl::StatusOr<engine::MatrixView> MatrixViewOf(const pb::Tensor& tensor,
   return view;
 }
 
-void ToProto(const engine::AnyMatrix& matrix, bool as_vector, pb::Tensor* out) {
-  std::visit(
-      [&](const auto& m) {
+absl::Status ToProto(const engine::AnyMatrix& matrix, bool as_vector,
+                     pb::Tensor* out) {
+  return std::visit(
+      [&](const auto& m) -> absl::Status {
         using Scalar = typename std::decay_t<decltype(m)>::Scalar;
         out->Clear();
+        // RepeatedField sizes are int: a larger count would wrap and the
+        // copy below overrun the field.
+        if (m.size() > std::numeric_limits<int>::max()) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "a result tensor of ", m.size(),
+              " values is over the 2^31 - 1 values a message can hold"));
+        }
         if (as_vector) {
           out->add_shape(m.size());
         } else {
@@ -167,6 +176,7 @@ void ToProto(const engine::AnyMatrix& matrix, bool as_vector, pb::Tensor* out) {
         values->Resize(static_cast<int>(m.size()), Scalar{0});
         std::memcpy(values->mutable_data(), m.data(),
                     sizeof(Scalar) * static_cast<size_t>(m.size()));
+        return absl::OkStatus();
       },
       matrix);
 }

@@ -60,7 +60,10 @@ absl::StatusOr<engine::MatrixView> MatrixViewOf(const pb::Tensor& tensor,
 
 // Copies a matrix into `out` with one bulk copy per tensor. With
 // `as_vector`, the shape is [cols] (for biases, whose matrix is one row).
-void ToProto(const engine::AnyMatrix& matrix, bool as_vector, pb::Tensor* out);
+// RESOURCE_EXHAUSTED (and `out` empty) over 2^31 - 1 values, the most a
+// repeated field holds.
+absl::Status ToProto(const engine::AnyMatrix& matrix, bool as_vector,
+                     pb::Tensor* out);
 
 // Explicit parameters (SetParameters, INIT_SCHEME_EXPLICIT) into float64
 // matrices. Checks shapes against the layer sizes given as

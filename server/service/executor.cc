@@ -1,5 +1,7 @@
 #include "server/service/executor.h"
 
+#include <cstdio>
+#include <new>
 #include <utility>
 
 namespace satlab::service {
@@ -48,7 +50,16 @@ void Executor::WorkerLoop() {
       task = std::move(queue_.front());
       queue_.pop_front();
     }
-    std::move(task)();
+    // Tasks report their own failures (TrainingServiceImpl::RunUnary turns
+    // std::bad_alloc into RESOURCE_EXHAUSTED). This is the last line: an
+    // allocation failure that escaped a task must not take the process
+    // down with every other user's state.
+    try {
+      std::move(task)();
+    } catch (const std::bad_alloc&) {
+      escaped_.fetch_add(1, std::memory_order_relaxed);
+      std::fputs("satlab: executor task ran out of memory\n", stderr);
+    }
   }
 }
 

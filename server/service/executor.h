@@ -5,6 +5,8 @@
 #ifndef SATLAB_SERVER_SERVICE_EXECUTOR_H_
 #define SATLAB_SERVER_SERVICE_EXECUTOR_H_
 
+#include <atomic>
+#include <cstdint>
 #include <deque>
 #include <thread>
 #include <vector>
@@ -34,6 +36,11 @@ class Executor {
 
   int threads() const { return static_cast<int>(workers_.size()); }
   int queued() const;
+  // Tasks that threw std::bad_alloc out (caught, counted, and the worker
+  // carried on).
+  int64_t escaped_allocation_failures() const {
+    return escaped_.load(std::memory_order_relaxed);
+  }
 
  private:
   void WorkerLoop();
@@ -43,6 +50,7 @@ class Executor {
   std::deque<absl::AnyInvocable<void() &&>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;
+  std::atomic<int64_t> escaped_{0};
 };
 
 }  // namespace satlab::service

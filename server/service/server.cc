@@ -19,6 +19,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
         "server options: max_queued_calls and max_networks must be >= 1, "
         "max_message_bytes >= 1024, compute_threads >= 0");
   }
+  if (options.service.memory_budget_bytes < 0 ||
+      options.service.limits.max_call_scratch_bytes < 1 ||
+      options.service.request_ids_per_network < 0) {
+    return absl::InvalidArgumentError(
+        "server options: memory_budget_bytes must be >= 0 (0 = derived), "
+        "max_call_scratch_bytes >= 1, request_ids_per_network >= 0");
+  }
   const size_t colon = options.listen_address.rfind(':');
   if (colon == std::string::npos) {
     return absl::InvalidArgumentError(
@@ -41,8 +48,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     server->own_hub_ = *std::move(own);
     hub = server->own_hub_.get();
   }
+  ServiceOptions service_options = options.service;
+  service_options.max_message_bytes = options.max_message_bytes;
   server->service_ = std::make_unique<TrainingServiceImpl>(
-      options.service, server->store_.get(), server->executor_.get(), hub);
+      service_options, server->store_.get(), server->executor_.get(), hub);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -97,6 +106,9 @@ void Server::Shutdown(absl::Duration grace) {
     server_->GetHealthCheckService()->Shutdown();
     // WatchMetrics streams end now instead of holding the grace period.
     service_->hub()->Shutdown();
+    // Running compute stops when the grace ends, so the calls it serves
+    // finish and the process exits within the grace period.
+    service_->StopComputeAt(absl::Now() + grace);
     server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   }
   executor_->Shutdown();

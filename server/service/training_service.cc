@@ -1,9 +1,12 @@
 #include "server/service/training_service.h"
 
 #include <chrono>
+#include <new>
 #include <random>
 #include <utility>
+#include <vector>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/service/convert.h"
@@ -51,12 +54,143 @@ absl::StatusOr<BatchViews> CheckedBatch(const engine::Network& network,
   return BatchViews{*inputs, *targets};
 }
 
+// Bytes of a tensor of `values` scalars of `scalar_bytes` on the wire,
+// with room for its tags, lengths and shape.
+int64_t TensorBytes(int64_t values, int64_t scalar_bytes) {
+  return values * scalar_bytes + 32;
+}
+
+int64_t ScalarBytes(const engine::NetworkSpec& spec) {
+  return spec.dtype == engine::DType::kFloat32 ? 4 : 8;
+}
+
+// A GetParameters response (or SetParameters request in the network's
+// dtype): every layer's weights and biases.
+int64_t ParametersMessageBytes(const engine::NetworkSpec& spec) {
+  return engine::ParameterCount(spec) * ScalarBytes(spec) +
+         64 * static_cast<int64_t>(spec.layers.size()) + 64;
+}
+
+// RESOURCE_EXHAUSTED when a response of `bytes` cannot be sent.
+absl::Status CheckResponseSize(absl::string_view what, int64_t bytes,
+                               int64_t max_message_bytes,
+                               absl::string_view advice) {
+  if (bytes <= max_message_bytes) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      what, " would take about ", bytes,
+      " bytes, over the server's message limit of ", max_message_bytes,
+      " bytes (--max_message_bytes); ", advice));
+}
+
+constexpr size_t kMaxRequestIdBytes = 128;
+
+// request_id: empty, or 1-128 printable ASCII characters (a UUID fits).
+absl::Status ValidateRequestId(absl::string_view id) {
+  if (id.size() > kMaxRequestIdBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request_id: expected at most ", kMaxRequestIdBytes,
+                     " characters, got ", id.size()));
+  }
+  for (char c : id) {
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          "request_id: expected printable ASCII without spaces (e.g. a "
+          "UUID), got other bytes");
+    }
+  }
+  return absl::OkStatus();
+}
+
+uint64_t Fingerprint(const google::protobuf::Message& request) {
+  return absl::Hash<std::string>()(request.SerializeAsString());
+}
+
 }  // namespace
 
 TrainingServiceImpl::TrainingServiceImpl(const ServiceOptions& options,
                                          store::NetworkStore* store,
                                          Executor* executor, MetricsHub* hub)
-    : options_(options), store_(store), executor_(executor), hub_(hub) {}
+    : options_(options),
+      store_(store),
+      executor_(executor),
+      hub_(hub),
+      budget_(MemoryBudget::Create(options.memory_budget_bytes > 0
+                                       ? options.memory_budget_bytes
+                                       : MemoryBudget::DefaultLimit())) {}
+
+engine::CallOptions TrainingServiceImpl::CallOptionsFor(
+    grpc::CallbackServerContext* ctx) const {
+  engine::CallOptions call;
+  call.max_scratch_bytes = options_.limits.max_call_scratch_bytes;
+  const auto deadline = ctx != nullptr
+                            ? ctx->deadline()
+                            : std::chrono::system_clock::time_point::max();
+  call.stop = [this, ctx, deadline]() -> absl::Status {
+    if (ctx != nullptr && ctx->IsCancelled()) {
+      return absl::CancelledError("the call was cancelled; nothing changed");
+    }
+    const auto now = std::chrono::system_clock::now();
+    if (now >= deadline) {
+      return absl::DeadlineExceededError(
+          "the call's deadline passed before it finished; nothing changed");
+    }
+    if (absl::ToUnixNanos(absl::FromChrono(now)) >=
+        stop_compute_at_nanos_.load(std::memory_order_relaxed)) {
+      return absl::UnavailableError(
+          "the server is shutting down; nothing changed, retry elsewhere or "
+          "later");
+    }
+    return absl::OkStatus();
+  };
+  return call;
+}
+
+void TrainingServiceImpl::StopComputeAt(absl::Time at) {
+  stop_compute_at_nanos_.store(absl::ToUnixNanos(at));
+}
+
+absl::StatusOr<MemoryBudget::Charge> TrainingServiceImpl::ChargeCall(
+    int64_t bytes, absl::string_view what) const {
+  return budget_->TryCharge(bytes, what);
+}
+
+absl::StatusOr<bool> TrainingServiceImpl::FindRequest(
+    const store::NetworkEntry& entry, absl::string_view request_id,
+    uint64_t fingerprint, google::protobuf::Message* response) const {
+  absl::MutexLock lock(&requests_mu_);
+  auto it = requests_.find(entry.id);
+  if (it == requests_.end() || it->second.create_time != entry.create_time) {
+    return false;
+  }
+  for (const RecentRequest& recent : it->second.recent) {
+    if (recent.request_id != request_id) continue;
+    if (recent.fingerprint != fingerprint) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "request_id: \"", request_id, "\" was already used on networks/",
+          entry.id,
+          " for a different request; use a new id for a new request"));
+    }
+    return response->ParseFromString(recent.response);
+  }
+  return false;
+}
+
+void TrainingServiceImpl::RememberRequest(
+    const store::NetworkEntry& entry, absl::string_view request_id,
+    uint64_t fingerprint, const google::protobuf::Message& response) {
+  absl::MutexLock lock(&requests_mu_);
+  NetworkRequests& network = requests_[entry.id];
+  if (network.create_time != entry.create_time) {
+    network.create_time = entry.create_time;
+    network.recent.clear();
+  }
+  network.recent.push_back(
+      {std::string(request_id), fingerprint, response.SerializeAsString()});
+  while (static_cast<int>(network.recent.size()) >
+         options_.request_ids_per_network) {
+    network.recent.pop_front();
+  }
+}
 
 absl::Status TrainingServiceImpl::BusyError(absl::string_view id) {
   return absl::AbortedError(absl::StrCat(
@@ -80,7 +214,15 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::RunUnary(
                                        "deadline passed before the call ran"));
           return;
         }
-        reactor->Finish(ToGrpcStatus(std::move(work)()));
+        absl::Status status;
+        try {
+          status = std::move(work)();
+        } catch (const std::bad_alloc&) {
+          status = absl::ResourceExhaustedError(
+              "the server ran out of memory for this call; nothing changed, "
+              "retry later or with less data");
+        }
+        reactor->Finish(ToGrpcStatus(status));
       });
   if (!queued) {
     reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
@@ -124,10 +266,38 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::CreateNetwork(
     }
     auto spec = SpecFromProto(request->network().spec(), "network.spec");
     if (!spec.ok()) return spec.status();
+    if (absl::Status s = engine::ValidateSpec(*spec, options_.limits);
+        !s.ok()) {
+      return s;
+    }
+    // Every network that can be created can be read and written whole:
+    // its parameters must fit in one message.
+    const int64_t message_bytes = ParametersMessageBytes(*spec);
+    if (message_bytes > options_.max_message_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "network.spec: its ", engine::ParameterCount(*spec),
+          " parameters take ", message_bytes,
+          " bytes as a GetParameters/SetParameters message, over the "
+          "server's message limit of ",
+          options_.max_message_bytes,
+          " bytes (--max_message_bytes; --max_parameters allows ",
+          options_.limits.max_parameters, "); use fewer units or float32"));
+    }
+    auto charge = ChargeCall(
+        engine::StateBytes(*spec),
+        absl::StrCat("networks/", id, ": parameters and optimizer state"));
+    if (!charge.ok()) return charge.status();
     auto network = engine::Network::Create(*spec, options_.limits);
     if (!network.ok()) return network.status();
-    auto entry = std::make_shared<store::NetworkEntry>(id, *std::move(network),
-                                                       absl::Now());
+    // The charge lasts as long as the entry: released when the last
+    // reference (the store's, or a call still using it) goes.
+    auto held = std::make_shared<MemoryBudget::Charge>(*std::move(charge));
+    std::shared_ptr<store::NetworkEntry> entry(
+        new store::NetworkEntry(id, *std::move(network), absl::Now()),
+        [held](store::NetworkEntry* e) {
+          delete e;
+          held->Release();
+        });
     if (absl::Status s = store_->Insert(entry); !s.ok()) return s;
     absl::ReaderMutexLock lock(&entry->mu);
     NetworkToProto(*entry, response->mutable_network());
@@ -189,6 +359,10 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::DeleteNetwork(
     auto id = ParseNetworkName(request->name(), "name");
     if (!id.ok()) return id.status();
     if (absl::Status s = store_->Erase(*id); !s.ok()) return s;
+    {
+      absl::MutexLock lock(&requests_mu_);
+      requests_.erase(*id);
+    }
     hub_->OnNetworkDeleted(request->name());
     return absl::OkStatus();
   });
@@ -202,10 +376,22 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::GetParameters(
     if (!entry.ok()) return entry.status();
     absl::ReaderMutexLock lock(&(*entry)->mu);
     const engine::Network& net = *(*entry)->network;
+    // A copy per layer, then the response.
+    auto charge =
+        ChargeCall(2 * ParametersMessageBytes(net.spec()), "GetParameters");
+    if (!charge.ok()) return charge.status();
     for (int i = 0; i < net.num_layers(); ++i) {
       pb::LayerParameters* layer = response->add_layers();
-      ToProto(net.weights(i), /*as_vector=*/false, layer->mutable_weights());
-      ToProto(net.biases(i), /*as_vector=*/true, layer->mutable_biases());
+      if (absl::Status s = ToProto(net.weights(i), /*as_vector=*/false,
+                                   layer->mutable_weights());
+          !s.ok()) {
+        return s;
+      }
+      if (absl::Status s = ToProto(net.biases(i), /*as_vector=*/true,
+                                   layer->mutable_biases());
+          !s.ok()) {
+        return s;
+      }
     }
     response->set_step(net.step());
     return absl::OkStatus();
@@ -218,9 +404,19 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::SetParameters(
   return RunUnary(ctx, [this, request, response]() -> absl::Status {
     auto entry = FindNetwork(request->name(), "name");
     if (!entry.ok()) return entry.status();
+    if (absl::Status s = ValidateRequestId(request->request_id()); !s.ok()) {
+      return s;
+    }
     store::NetworkEntry& e = **entry;
     if (!e.TryAcquireWriter()) return BusyError(e.id);
+    const uint64_t fingerprint =
+        request->request_id().empty() ? 0 : Fingerprint(*request);
     absl::Status status = [&]() -> absl::Status {
+      if (!request->request_id().empty()) {
+        auto found =
+            FindRequest(e, request->request_id(), fingerprint, response);
+        if (!found.ok() || *found) return found.status();
+      }
       absl::MutexLock lock(&e.mu);
       std::vector<std::pair<int, int>> shapes;
       int fan_in = e.network->input_size();
@@ -237,6 +433,9 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::SetParameters(
       }
       e.update_time = absl::Now();
       NetworkToProto(e, response->mutable_network());
+      if (!request->request_id().empty()) {
+        RememberRequest(e, request->request_id(), fingerprint, *response);
+      }
       return absl::OkStatus();
     }();
     e.ReleaseWriter();
@@ -247,7 +446,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::SetParameters(
 grpc::ServerUnaryReactor* TrainingServiceImpl::Forward(
     grpc::CallbackServerContext* ctx, const pb::ForwardRequest* request,
     pb::ForwardResponse* response) {
-  return RunUnary(ctx, [this, request, response]() -> absl::Status {
+  return RunUnary(ctx, [this, ctx, request, response]() -> absl::Status {
     auto entry = FindNetwork(request->name(), "name");
     if (!entry.ok()) return entry.status();
     auto inputs = MatrixViewOf(request->inputs(), "inputs");
@@ -259,13 +458,58 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::Forward(
         !s.ok()) {
       return s;
     }
-    engine::ForwardResult result =
-        net.Forward(*inputs, request->include_layers());
-    ToProto(result.outputs, false, response->mutable_outputs());
-    for (size_t i = 0; i < result.z.size(); ++i) {
+    // The response, before computing: outputs, and with include_layers z
+    // and a of every layer.
+    const engine::NetworkSpec& spec = net.spec();
+    const int64_t rows = inputs->rows;
+    int64_t bytes = TensorBytes(rows * net.output_size(), ScalarBytes(spec));
+    if (request->include_layers()) {
+      for (const engine::LayerSpec& layer : spec.layers) {
+        bytes += 2 * TensorBytes(rows * layer.units, ScalarBytes(spec));
+      }
+    }
+    if (absl::Status s = CheckResponseSize(
+            "Forward's response", bytes, options_.max_message_bytes,
+            request->include_layers() ? "send fewer rows or omit include_layers"
+                                      : "send fewer rows");
+        !s.ok()) {
+      return s;
+    }
+    engine::CallOptions call = CallOptionsFor(ctx);
+    int64_t scratch = std::min(
+        engine::CallScratchBytes(spec, engine::CallKind::kForward, rows),
+        call.max_scratch_bytes);
+    // When the budget has less room than that, Forward runs in smaller
+    // chunks, down to one block; with less room than one block it is
+    // refused, saying what that least amount is.
+    const int64_t room = budget_->available() - 2 * bytes;
+    const int64_t block_scratch =
+        engine::CallScratchBytes(spec, engine::CallKind::kForward,
+                                 std::min(rows, engine::BlockRows(spec)));
+    if (room < scratch) {
+      scratch = std::max(room, std::min(scratch, block_scratch));
+    }
+    call.max_scratch_bytes = scratch;
+    // The result, its copy in the response, and the scratch.
+    auto charge = ChargeCall(2 * bytes + scratch, "Forward");
+    if (!charge.ok()) return charge.status();
+    auto result = net.Forward(*inputs, request->include_layers(), call);
+    if (!result.ok()) return result.status();
+    if (absl::Status s =
+            ToProto(result->outputs, false, response->mutable_outputs());
+        !s.ok()) {
+      return s;
+    }
+    for (size_t i = 0; i < result->z.size(); ++i) {
       pb::LayerActivations* layer = response->add_layers();
-      ToProto(result.z[i], false, layer->mutable_z());
-      ToProto(result.a[i], false, layer->mutable_a());
+      if (absl::Status s = ToProto(result->z[i], false, layer->mutable_z());
+          !s.ok()) {
+        return s;
+      }
+      if (absl::Status s = ToProto(result->a[i], false, layer->mutable_a());
+          !s.ok()) {
+        return s;
+      }
     }
     response->set_step(net.step());
     return absl::OkStatus();
@@ -276,7 +520,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ComputeGradients(
     grpc::CallbackServerContext* ctx,
     const pb::ComputeGradientsRequest* request,
     pb::ComputeGradientsResponse* response) {
-  return RunUnary(ctx, [this, request, response]() -> absl::Status {
+  return RunUnary(ctx, [this, ctx, request, response]() -> absl::Status {
     auto entry = FindNetwork(request->name(), "name");
     if (!entry.ok()) return entry.status();
     absl::ReaderMutexLock lock(&(*entry)->mu);
@@ -307,19 +551,56 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ComputeGradients(
       if (!checked.ok()) return checked.status();
       views = *checked;
     }
+    // The response, before computing: per loss, every gradient (the size of
+    // the parameters) and the output delta [rows, outputs].
+    const engine::NetworkSpec& spec = net.spec();
+    const int64_t per_loss =
+        ParametersMessageBytes(spec) +
+        TensorBytes(views.inputs.rows * net.output_size(), ScalarBytes(spec)) +
+        1024;
+    const int64_t bytes = per_loss * static_cast<int64_t>(losses.size());
+    if (absl::Status s = CheckResponseSize(
+            "ComputeGradients' response (gradients and output delta per "
+            "loss)",
+            bytes, options_.max_message_bytes,
+            "send fewer rows or fewer counterfactual_losses");
+        !s.ok()) {
+      return s;
+    }
+    const engine::CallOptions call = CallOptionsFor(ctx);
+    auto charge =
+        ChargeCall(2 * bytes + engine::CallScratchBytes(
+                                   spec, engine::CallKind::kComputeGradients,
+                                   views.inputs.rows),
+                   "ComputeGradients");
+    if (!charge.ok()) return charge.status();
     for (size_t i = 0; i < losses.size(); ++i) {
-      engine::GradientResult g =
-          net.ComputeGradients(views.inputs, views.targets, losses[i]);
+      auto computed =
+          net.ComputeGradients(views.inputs, views.targets, losses[i], call);
+      if (!computed.ok()) return computed.status();
+      const engine::GradientResult& g = *computed;
       pb::Gradients* out = i == 0 ? response->mutable_gradients()
                                   : response->add_counterfactuals();
       out->set_loss(LossToProto(g.loss));
       out->set_loss_value(g.loss_value);
       for (size_t l = 0; l < g.weight_grads.size(); ++l) {
         pb::LayerGradients* layer = out->add_layers();
-        ToProto(g.weight_grads[l], false, layer->mutable_weights());
-        ToProto(g.bias_grads[l], true, layer->mutable_biases());
+        if (absl::Status s =
+                ToProto(g.weight_grads[l], false, layer->mutable_weights());
+            !s.ok()) {
+          return s;
+        }
+        if (absl::Status s =
+                ToProto(g.bias_grads[l], true, layer->mutable_biases());
+            !s.ok()) {
+          return s;
+        }
       }
-      ToProto(g.output_delta, false, out->mutable_output_delta());
+      if (absl::Status s =
+              ToProto(g.output_delta, false, out->mutable_output_delta());
+          !s.ok()) {
+        return s;
+      }
       StatsToProto(g.stats, out->mutable_saturation());
     }
     response->set_step(net.step());
@@ -329,7 +610,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ComputeGradients(
 
 absl::StatusOr<engine::StepResult> TrainingServiceImpl::StepLocked(
     store::NetworkEntry& entry, const pb::Minibatch& batch,
-    absl::string_view field) {
+    absl::string_view field, const engine::CallOptions& call) {
   if (entry.deleted.load()) {
     return absl::AbortedError(
         absl::StrCat("networks/", entry.id, " was deleted"));
@@ -338,18 +619,29 @@ absl::StatusOr<engine::StepResult> TrainingServiceImpl::StepLocked(
   auto views =
       CheckedBatch(net, batch, net.spec().loss, field, options_.limits);
   if (!views.ok()) return views.status();
-  engine::StepResult result = net.TrainStep(views->inputs, views->targets);
-  entry.update_time = absl::Now();
+  auto charge = ChargeCall(
+      engine::CallScratchBytes(net.spec(), engine::CallKind::kTrainStep,
+                               views->inputs.rows),
+      "TrainStep");
+  if (!charge.ok()) return charge.status();
+  auto result = net.TrainStep(views->inputs, views->targets, call);
+  if (result.ok()) entry.update_time = absl::Now();
   return result;
 }
 
 absl::StatusOr<engine::StepResult> TrainingServiceImpl::ApplyStep(
     store::NetworkEntry& entry, const pb::Minibatch& batch,
-    absl::string_view field) {
+    absl::string_view field, grpc::CallbackServerContext* ctx) {
+  const engine::CallOptions call = CallOptionsFor(ctx);
   absl::StatusOr<engine::StepResult> result;
   {
     absl::MutexLock lock(&entry.mu);
-    result = StepLocked(entry, batch, field);
+    try {
+      result = StepLocked(entry, batch, field, call);
+    } catch (const std::bad_alloc&) {
+      result = absl::ResourceExhaustedError(
+          "the server ran out of memory for this step; nothing changed");
+    }
   }
   if (result.ok()) hub_->OnStep(NetworkName(entry.id), *result);
   return result;
@@ -366,7 +658,14 @@ TrainingServiceImpl::TryApplyTinyStep(store::NetworkEntry& entry,
     entry.mu.Unlock();
     return std::nullopt;
   }
-  absl::StatusOr<engine::StepResult> result = StepLocked(entry, batch, field);
+  // No call context here: a tiny step takes microseconds.
+  absl::StatusOr<engine::StepResult> result;
+  try {
+    result = StepLocked(entry, batch, field, CallOptionsFor(nullptr));
+  } catch (const std::bad_alloc&) {
+    result = absl::ResourceExhaustedError(
+        "the server ran out of memory for this step; nothing changed");
+  }
   entry.mu.Unlock();
   if (result.ok()) hub_->OnStep(NetworkName(entry.id), *result);
   return result;
@@ -381,7 +680,9 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::TrainStep(
   // larger, or anything that would have to wait, goes to the executor with
   // the lookup already done, and the executor reports every error.
   auto found = FindNetwork(request->name(), "name");
-  if (found.ok() && (*found)->TryAcquireWriter()) {
+  // A step with a request_id goes to the executor, which keeps the ids.
+  if (found.ok() && request->request_id().empty() &&
+      (*found)->TryAcquireWriter()) {
     auto done = TryApplyTinyStep(**found, request->batch(), "batch");
     (*found)->ReleaseWriter();
     if (done.has_value()) {
@@ -393,15 +694,34 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::TrainStep(
   }
   return RunUnary(
       ctx,
-      [this, request, response, found = std::move(found)]() -> absl::Status {
+      [this, ctx, request, response,
+       found = std::move(found)]() -> absl::Status {
         if (!found.ok()) return found.status();
+        if (absl::Status s = ValidateRequestId(request->request_id());
+            !s.ok()) {
+          return s;
+        }
         store::NetworkEntry& e = **found;
         if (!e.TryAcquireWriter()) return BusyError(e.id);
-        auto result = ApplyStep(e, request->batch(), "batch");
+        const std::string& request_id = request->request_id();
+        const uint64_t fingerprint =
+            request_id.empty() ? 0 : Fingerprint(*request);
+        absl::Status status = [&]() -> absl::Status {
+          if (!request_id.empty()) {
+            // A retry of an applied step: its first answer, not a second step.
+            auto found_id = FindRequest(e, request_id, fingerprint, response);
+            if (!found_id.ok() || *found_id) return found_id.status();
+          }
+          auto result = ApplyStep(e, request->batch(), "batch", ctx);
+          if (!result.ok()) return result.status();
+          StepResultToProto(*result, response->mutable_result());
+          if (!request_id.empty()) {
+            RememberRequest(e, request_id, fingerprint, *response);
+          }
+          return absl::OkStatus();
+        }();
         e.ReleaseWriter();
-        if (!result.ok()) return result.status();
-        StepResultToProto(*result, response->mutable_result());
-        return absl::OkStatus();
+        return status;
       });
 }
 
@@ -413,7 +733,7 @@ TrainingServiceImpl::Train(grpc::CallbackServerContext* ctx) {
 grpc::ServerUnaryReactor* TrainingServiceImpl::Evaluate(
     grpc::CallbackServerContext* ctx, const pb::EvaluateRequest* request,
     pb::EvaluateResponse* response) {
-  return RunUnary(ctx, [this, request, response]() -> absl::Status {
+  return RunUnary(ctx, [this, ctx, request, response]() -> absl::Status {
     auto entry = FindNetwork(request->name(), "name");
     if (!entry.ok()) return entry.status();
     absl::ReaderMutexLock lock(&(*entry)->mu);
@@ -421,7 +741,15 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::Evaluate(
     auto views = CheckedBatch(net, request->data(), net.spec().loss, "data",
                               options_.limits);
     if (!views.ok()) return views.status();
-    engine::EvalResult result = net.Evaluate(views->inputs, views->targets);
+    auto charge = ChargeCall(
+        engine::CallScratchBytes(net.spec(), engine::CallKind::kEvaluate,
+                                 views->inputs.rows),
+        "Evaluate");
+    if (!charge.ok()) return charge.status();
+    auto evaluated =
+        net.Evaluate(views->inputs, views->targets, CallOptionsFor(ctx));
+    if (!evaluated.ok()) return evaluated.status();
+    const engine::EvalResult& result = *evaluated;
     response->set_loss(result.loss);
     response->set_accuracy(result.accuracy);
     response->set_samples(result.samples);

@@ -156,7 +156,7 @@ TEST(VariantRun, AloneOrAfterOthers_SameCurve) {
   auto run = VariantRun::Create(spec, &data, 2, *initial, Limits{});
   ASSERT_TRUE(run.ok());
   const std::atomic<bool> never(false);
-  EXPECT_EQ((*run)->Evaluate().loss, (*all)[2][0].loss);
+  EXPECT_EQ((*run)->Evaluate()->loss, (*all)[2][0].loss);
   for (int e = 1; e <= spec.epochs; ++e) {
     auto record = (*run)->NextEpoch(never);
     ASSERT_TRUE(record.ok());

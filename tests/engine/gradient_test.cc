@@ -40,7 +40,7 @@ class GradientCheck : public ::testing::TestWithParam<PairCase> {};
 
 // Whether some relu/leaky z lies within `margin` of the kink at 0.
 bool NearKink(const Network& net, const RowMatrix<double>& x, double margin) {
-  const ForwardResult forward = net.Forward(View(x), true);
+  const ForwardResult forward = *net.Forward(View(x), true);
   for (int l = 0; l < net.num_layers(); ++l) {
     const Activation act = net.spec().layers[l].activation;
     if (act != Activation::kRelu && act != Activation::kLeakyRelu) continue;
@@ -93,12 +93,12 @@ TEST_P(GradientCheck, RandomNetworkFloat64_MatchesCentralDifferences) {
     if (NearKink(*net, x, 1e-3)) continue;  // another seed
 
     const GradientResult grads =
-        net->ComputeGradients(View(x), View(y), c.loss);
+        *net->ComputeGradients(View(x), View(y), c.loss);
     const std::vector<LayerParams> base = Params(*net);
     const double h = 1e-6;
     auto loss_at = [&](const std::vector<LayerParams>& p) {
       EXPECT_TRUE(net->SetParameters(p, false).ok());
-      return net->Evaluate(View(x), View(y)).loss;
+      return net->Evaluate(View(x), View(y))->loss;
     };
     // |analytic - numeric| <= 1e-6 max(|analytic|, |numeric|, 1e-3): a
     // relative error, with an absolute floor of 1e-9 for tiny gradients
@@ -180,8 +180,9 @@ void CheckFusedAtSaturation(Loss loss, double sign) {
   const RowMatrix<T> x = Mat(2, 1, {1, 1}).cast<T>();
   const RowMatrix<T> y =
       (bce ? Mat(2, 1, {0, 1}) : Mat(2, 2, {1, 0, 0, 1})).cast<T>();
-  const GradientResult g = net->ComputeGradients(View(x), View(y), loss);
-  const RowMatrix<T>& a = Get<T>(net->Forward(View(x), false).outputs);
+  const GradientResult g = *net->ComputeGradients(View(x), View(y), loss);
+  const ForwardResult forward = *net->Forward(View(x), false);
+  const RowMatrix<T>& a = Get<T>(forward.outputs);
   EXPECT_TRUE(std::isfinite(g.loss_value));
   // One row is right (C_x = 0), the other wrong by |z| (bce: softplus(1000)
   // = 1000; cce: logsumexp - z_y = 2000): mean |z|/2 or |z|.
@@ -223,8 +224,10 @@ void CheckSingleNeuron(double tolerance) {
   auto bce = MakeNetwork(spec);
   ASSERT_NE(mse, nullptr);
   ASSERT_NE(bce, nullptr);
-  const GradientResult gm = mse->ComputeGradients(View(x), View(y), Loss::kMse);
-  const GradientResult gb = bce->ComputeGradients(View(x), View(y), Loss::kBce);
+  const GradientResult gm =
+      *mse->ComputeGradients(View(x), View(y), Loss::kMse);
+  const GradientResult gb =
+      *bce->ComputeGradients(View(x), View(y), Loss::kBce);
   // mse: dC/dw = x (a - y) a (1 - a) = 0.0173450.
   EXPECT_NEAR(ToDouble(gm.weight_grads[0])(0, 0), 0.0173450, tolerance);
   EXPECT_NEAR(ToDouble(gm.bias_grads[0])(0, 0), 0.0173450, tolerance);
@@ -236,7 +239,7 @@ void CheckSingleNeuron(double tolerance) {
   EXPECT_DOUBLE_EQ(gb.stats.output_attenuation, 1.0);
   // The same numbers through the other entry points.
   EXPECT_NEAR(
-      mse->Evaluate(View(x), View(y)).stats.layers[0].weight_gradient_norm,
+      mse->Evaluate(View(x), View(y))->stats.layers[0].weight_gradient_norm,
       0.0173450, tolerance);
   EXPECT_NEAR(gm.stats.layers[0].mean_derivative, 0.017663, 5e-7);
 }
@@ -253,9 +256,9 @@ TEST(SingleNeuron, LossValues_MatchClosedForms) {
   const RowMatrix<double> x = Mat(1, 1, {1});
   const RowMatrix<double> y = Mat(1, 1, {0});
   const double a = 1 / (1 + std::exp(-4.0));
-  EXPECT_NEAR(net->ComputeGradients(View(x), View(y), Loss::kMse).loss_value,
+  EXPECT_NEAR(net->ComputeGradients(View(x), View(y), Loss::kMse)->loss_value,
               0.5 * a * a, 1e-15);
-  EXPECT_NEAR(net->ComputeGradients(View(x), View(y), Loss::kBce).loss_value,
+  EXPECT_NEAR(net->ComputeGradients(View(x), View(y), Loss::kBce)->loss_value,
               -std::log(1 - a), 1e-13);
 }
 

@@ -61,7 +61,7 @@ void TrainSteps(Network* net, uint64_t data_seed, int steps) {
   for (int s = 0; s < steps; ++s) {
     const RowMatrix<T> x = Uniform(rng, 16, 20, -1, 1).cast<T>();
     const RowMatrix<T> y = OneHot(rng, 16, 5).cast<T>();
-    const StepResult r = net->TrainStep(View(x), View(y));
+    const StepResult r = *net->TrainStep(View(x), View(y));
     ASSERT_FALSE(r.diverged);
   }
 }
@@ -75,7 +75,7 @@ void CheckDeterminism(OptimizerKind kind) {
   TrainSteps<T>(b.get(), 5, 30);
   EXPECT_TRUE(BitwiseEqual<T>(*a, *b));
   // A clone continues exactly like its original.
-  auto c = a->Clone();
+  auto c = *a->Clone();
   EXPECT_EQ(c->step(), 30);
   EXPECT_EQ(c->samples_seen(), 30 * 16);
   TrainSteps<T>(a.get(), 6, 10);
@@ -107,7 +107,7 @@ TEST(Divergence, UpdateOverflows_ReportedParametersUnchanged) {
       ASSERT_NE(net, nullptr);
       const RowMatrix<double> x = Mat(2, 1, {2, 2});
       const RowMatrix<double> y = Mat(2, 1, {0, 0});
-      const StepResult r = net->TrainStep(View(x), View(y));
+      const StepResult r = *net->TrainStep(View(x), View(y));
       EXPECT_TRUE(r.diverged);
       EXPECT_TRUE(std::isfinite(r.loss));
       EXPECT_EQ(r.step, 1);
@@ -128,14 +128,14 @@ TEST(Divergence, InfiniteLoss_ReportedParametersUnchanged) {
   auto net = MakeNetwork(spec);
   const RowMatrix<double> x = Mat(1, 1, {1e300});
   const RowMatrix<double> y = Mat(1, 1, {0});
-  const StepResult r = net->TrainStep(View(x), View(y));
+  const StepResult r = *net->TrainStep(View(x), View(y));
   EXPECT_TRUE(r.diverged);
   EXPECT_FALSE(std::isfinite(r.loss));
   EXPECT_EQ(Get<double>(net->weights(0))(0, 0), 1e300);
   EXPECT_EQ(net->step(), 1);
   // Later finite batches train normally.
   const RowMatrix<double> small = Mat(1, 1, {0});
-  EXPECT_FALSE(net->TrainStep(View(small), View(y)).diverged);
+  EXPECT_FALSE(net->TrainStep(View(small), View(y))->diverged);
 }
 
 TEST(Divergence, HugeLearningRate_ReportsWithoutCrashingStaysFinite) {
@@ -150,7 +150,7 @@ TEST(Divergence, HugeLearningRate_ReportsWithoutCrashingStaysFinite) {
   for (int s = 0; s < 20 && !diverged; ++s) {
     const RowMatrix<float> x = Uniform(rng, 8, 20, -1, 1).cast<float>();
     const RowMatrix<float> y = Uniform(rng, 8, 5, -10, 10).cast<float>();
-    diverged = net->TrainStep(View(x), View(y)).diverged;
+    diverged = net->TrainStep(View(x), View(y))->diverged;
   }
   EXPECT_TRUE(diverged);
   for (const LayerParams& p : Params(*net)) {
@@ -167,7 +167,7 @@ TEST(SaturationStats, SaturatedSigmoidLayer_FractionOne) {
   auto net = MakeNetwork(spec);
   const RowMatrix<double> x = Mat(3, 1, {1, 2, 3});
   const RowMatrix<double> y = Mat(3, 2, {0, 1, 0, 1, 0, 1});
-  const GradientResult g = net->ComputeGradients(View(x), View(y), Loss::kMse);
+  const GradientResult g = *net->ComputeGradients(View(x), View(y), Loss::kMse);
   EXPECT_EQ(g.stats.layers[0].saturated_fraction, 1.0);
   EXPECT_LT(g.stats.layers[0].mean_derivative, 1e-40);
   EXPECT_NEAR(g.stats.layers[0].mean_activation, 0.5, 1e-12);
@@ -176,7 +176,7 @@ TEST(SaturationStats, SaturatedSigmoidLayer_FractionOne) {
   spec.loss = Loss::kBce;
   auto bce = MakeNetwork(spec);
   EXPECT_DOUBLE_EQ(bce->ComputeGradients(View(x), View(y), Loss::kBce)
-                       .stats.output_attenuation,
+                       ->stats.output_attenuation,
                    1.0);
   EXPECT_LT(g.stats.output_attenuation, 1e-40);
 }
@@ -194,7 +194,7 @@ TEST(SaturationStats, DeadReluUnits_Counted) {
     const RowMatrix<double> x = Mat(3, 1, {1, 2, 3});
     const RowMatrix<double> y = Mat(3, 1, {1, 0, 1});
     const GradientResult g =
-        net->ComputeGradients(View(x), View(y), Loss::kBce);
+        *net->ComputeGradients(View(x), View(y), Loss::kBce);
     EXPECT_EQ(g.stats.layers[0].dead_units, 1) << ActivationName(act);
     EXPECT_EQ(g.stats.layers[1].dead_units, 0);
     // relu: f' = 0 on 4 of 9 (unit, sample) pairs -> 4/9 saturated.
@@ -218,7 +218,7 @@ TEST(SaturationStats, FusedPairsRandomNetworks_AttenuationOne) {
     auto net = MakeNetwork(spec);
     const RowMatrix<double> x = Uniform(rng, 10, 4, -1, 1);
     const RowMatrix<double> y = OneHot(rng, 10, 3);
-    const GradientResult g = net->ComputeGradients(View(x), View(y), loss);
+    const GradientResult g = *net->ComputeGradients(View(x), View(y), loss);
     EXPECT_NEAR(g.stats.output_attenuation, 1.0, 1e-15) << LossName(loss);
   }
 }
@@ -228,8 +228,8 @@ TEST(SaturationStats, GradientNorms_MatchComputedGradients) {
   Rng rng(4);
   const RowMatrix<double> x = Uniform(rng, 12, 20, -1, 1);
   const RowMatrix<double> y = OneHot(rng, 12, 5);
-  const GradientResult g = net->ComputeGradients(View(x), View(y), Loss::kCce);
-  const StepResult s = net->TrainStep(View(x), View(y));
+  const GradientResult g = *net->ComputeGradients(View(x), View(y), Loss::kCce);
+  const StepResult s = *net->TrainStep(View(x), View(y));
   for (int l = 0; l < 3; ++l) {
     const double wn = Get<double>(g.weight_grads[l]).norm();
     const double bn = Get<double>(g.bias_grads[l]).norm();
@@ -250,7 +250,7 @@ TEST(Accuracy, ArgmaxAndThreshold_CountRows) {
   auto net = MakeNetwork(spec);
   const RowMatrix<double> x = Mat(3, 2, {0.9, 0.1, 0.2, 0.8, 0.6, 0.4});
   const RowMatrix<double> y = Mat(3, 2, {1, 0, 1, 0, 1, 0});
-  EXPECT_NEAR(net->Evaluate(View(x), View(y)).accuracy, 2.0 / 3, 1e-15);
+  EXPECT_NEAR(net->Evaluate(View(x), View(y))->accuracy, 2.0 / 3, 1e-15);
   // One output: (a >= 0.5) == (y >= 0.5).
   NetworkSpec one =
       testing::ExplicitSpec({{1, Activation::kIdentity}}, 1,
@@ -258,7 +258,7 @@ TEST(Accuracy, ArgmaxAndThreshold_CountRows) {
   auto net1 = MakeNetwork(one);
   const RowMatrix<double> x1 = Mat(4, 1, {0.5, 0.49, 0.9, 0.1});
   const RowMatrix<double> y1 = Mat(4, 1, {1, 0, 0, 1});
-  EXPECT_NEAR(net1->Evaluate(View(x1), View(y1)).accuracy, 0.5, 1e-15);
+  EXPECT_NEAR(net1->Evaluate(View(x1), View(y1))->accuracy, 0.5, 1e-15);
 }
 
 TEST(Forward, IncludeLayers_ReturnsZAndA) {
@@ -268,7 +268,7 @@ TEST(Forward, IncludeLayers_ReturnsZAndA) {
       Loss::kMse);
   auto net = MakeNetwork(spec);
   const RowMatrix<double> x = Mat(2, 1, {1, -2});
-  const ForwardResult f = net->Forward(View(x), true);
+  const ForwardResult f = *net->Forward(View(x), true);
   ASSERT_EQ(f.z.size(), 2u);
   ASSERT_EQ(f.a.size(), 2u);
   EXPECT_TRUE(Get<double>(f.z[0]) == Mat(2, 2, {1.5, -1, -1.5, 2}));
@@ -277,7 +277,7 @@ TEST(Forward, IncludeLayers_ReturnsZAndA) {
   EXPECT_TRUE(Get<double>(f.z[1]) == Mat(2, 1, {2, 5}));
   EXPECT_NEAR(Get<double>(f.outputs)(1, 0), 1 / (1 + std::exp(-5.0)), 1e-16);
   EXPECT_TRUE(Get<double>(f.outputs) == Get<double>(f.a[1]));
-  EXPECT_TRUE(net->Forward(View(x), false).z.empty());
+  EXPECT_TRUE(net->Forward(View(x), false)->z.empty());
 }
 
 TEST(Forward, OtherPrecisionInputs_ConvertedOnce) {
@@ -287,14 +287,14 @@ TEST(Forward, OtherPrecisionInputs_ConvertedOnce) {
     const RowMatrix<double> x64 = Uniform(rng, 6, 20, -1, 1);
     const RowMatrix<float> x32 = x64.cast<float>();
     // The network's own precision, converted by the caller or the engine.
-    const AnyMatrix from32 = net->Forward(View(x32), false).outputs;
-    const AnyMatrix from64 = net->Forward(View(x64), false).outputs;
+    const AnyMatrix from32 = net->Forward(View(x32), false)->outputs;
+    const AnyMatrix from64 = net->Forward(View(x64), false)->outputs;
     if (dtype == DType::kFloat32) {
       EXPECT_TRUE(Get<float>(from32) == Get<float>(from64));
     } else {
       const RowMatrix<double> x32as64 = x32.cast<double>();
       EXPECT_TRUE(Get<double>(from32) ==
-                  Get<double>(net->Forward(View(x32as64), false).outputs));
+                  Get<double>(net->Forward(View(x32as64), false)->outputs));
     }
   }
 }
@@ -310,11 +310,11 @@ TEST(Evaluate, LargeBatchInChunks_MatchesSinglePass) {
   Rng rng(12);
   const RowMatrix<double> x = Uniform(rng, 1000, 64, -1, 1);
   const RowMatrix<double> y = OneHot(rng, 1000, 4);
-  const EvalResult eval = net->Evaluate(View(x), View(y));
+  const EvalResult eval = *net->Evaluate(View(x), View(y));
   const GradientResult grads =
-      net->ComputeGradients(View(x), View(y), Loss::kCce);
-  auto clone = net->Clone();
-  const StepResult step = clone->TrainStep(View(x), View(y));
+      *net->ComputeGradients(View(x), View(y), Loss::kCce);
+  auto clone = *net->Clone();
+  const StepResult step = *clone->TrainStep(View(x), View(y));
   EXPECT_EQ(eval.samples, 1000);
   EXPECT_NEAR(eval.loss, step.loss, 1e-12);
   EXPECT_NEAR(grads.loss_value, step.loss, 1e-12);
@@ -335,7 +335,7 @@ TEST(Evaluate, LargeBatchInChunks_MatchesSinglePass) {
   const RowMatrix<double> tail_x = x.bottomRows(10);
   const RowMatrix<double> tail_y = y.bottomRows(10);
   const GradientResult tail =
-      net->ComputeGradients(View(tail_x), View(tail_y), Loss::kCce);
+      *net->ComputeGradients(View(tail_x), View(tail_y), Loss::kCce);
   EXPECT_TRUE(Get<double>(grads.output_delta)
                   .bottomRows(10)
                   .isApprox(Get<double>(tail.output_delta), 1e-14));
@@ -347,10 +347,10 @@ TEST(ComputeGradients, AnyCall_LeavesParametersAndStepUntouched) {
   Rng rng(2);
   const RowMatrix<float> x = Uniform(rng, 4, 20, -1, 1).cast<float>();
   const RowMatrix<float> y = OneHot(rng, 4, 5).cast<float>();
-  net->ComputeGradients(View(x), View(y), Loss::kCce);
-  net->ComputeGradients(View(x), View(y), Loss::kMse);
-  net->Evaluate(View(x), View(y));
-  net->Forward(View(x), true);
+  EXPECT_TRUE(net->ComputeGradients(View(x), View(y), Loss::kCce).ok());
+  EXPECT_TRUE(net->ComputeGradients(View(x), View(y), Loss::kMse).ok());
+  EXPECT_TRUE(net->Evaluate(View(x), View(y)).ok());
+  EXPECT_TRUE(net->Forward(View(x), true).ok());
   EXPECT_EQ(net->step(), 0);
   EXPECT_TRUE(Params(*net)[0].weights == before[0].weights);
 }
@@ -362,7 +362,7 @@ TEST(ComputeGradients, ConcurrentReaders_SameResults) {
   const RowMatrix<double> x = Uniform(rng, 64, 20, -1, 1);
   const RowMatrix<double> y = OneHot(rng, 64, 5);
   const GradientResult expected =
-      net->ComputeGradients(View(x), View(y), Loss::kCce);
+      *net->ComputeGradients(View(x), View(y), Loss::kCce);
   std::vector<std::thread> threads;
   std::vector<int> ok(4, 0);
   for (int t = 0; t < 4; ++t) {
@@ -370,7 +370,7 @@ TEST(ComputeGradients, ConcurrentReaders_SameResults) {
       bool all = true;
       for (int i = 0; i < 20; ++i) {
         const GradientResult g =
-            net->ComputeGradients(View(x), View(y), Loss::kCce);
+            *net->ComputeGradients(View(x), View(y), Loss::kCce);
         all = all && Get<double>(g.weight_grads[0]) ==
                          Get<double>(expected.weight_grads[0]);
       }

@@ -90,7 +90,7 @@ TEST_P(OptimizerUpdate, TwoSteps_MatchHandComputedValues) {
   const RowMatrix<double> y = Mat(1, 1, {kY});
   Reference reference;
   for (int step = 1; step <= 2; ++step) {
-    const StepResult result = net->TrainStep(View(x), View(y));
+    const StepResult result = *net->TrainStep(View(x), View(y));
     reference.Step(c.spec);
     EXPECT_FALSE(result.diverged);
     EXPECT_EQ(result.step, step);
@@ -134,8 +134,8 @@ TEST(OptimizerUpdate, MomentumSecondStep_UsesVelocity) {
   auto net = Neuron(Sgd(0.1, 0.9, false, 0));
   const RowMatrix<double> x = Mat(1, 1, {kX});
   const RowMatrix<double> y = Mat(1, 1, {kY});
-  net->TrainStep(View(x), View(y));
-  net->TrainStep(View(x), View(y));
+  EXPECT_TRUE(net->TrainStep(View(x), View(y)).ok());
+  EXPECT_TRUE(net->TrainStep(View(x), View(y)).ok());
   EXPECT_NEAR(Get<double>(net->weights(0))(0, 0), -0.2, 1e-15);
   EXPECT_NEAR(Get<double>(net->biases(0))(0, 0), -0.1, 1e-15);
 }
@@ -146,14 +146,14 @@ TEST(OptimizerState, ResetOnSetParameters_RestartsMomentsAndAdamStep) {
   const RowMatrix<double> y = Mat(1, 1, {kY});
   for (const OptimizerSpec& o : {Sgd(0.1, 0.9, false, 0), Adam(0.1, 0)}) {
     auto fresh = Neuron(o);
-    fresh->TrainStep(View(x), View(y));
+    EXPECT_TRUE(fresh->TrainStep(View(x), View(y)).ok());
     const std::vector<LayerParams> initial = {{Mat(1, 1, {kW0}), Vec({kB0})}};
     for (bool reset : {true, false}) {
       auto used = Neuron(o);
-      used->TrainStep(View(x), View(y));
-      used->TrainStep(View(x), View(y));
+      EXPECT_TRUE(used->TrainStep(View(x), View(y)).ok());
+      EXPECT_TRUE(used->TrainStep(View(x), View(y)).ok());
       ASSERT_TRUE(used->SetParameters(initial, reset).ok());
-      used->TrainStep(View(x), View(y));
+      EXPECT_TRUE(used->TrainStep(View(x), View(y)).ok());
       const bool same = Params(*used)[0].weights == Params(*fresh)[0].weights;
       EXPECT_EQ(same, reset) << "reset " << reset;
       EXPECT_EQ(used->step(), 3);
@@ -165,12 +165,12 @@ TEST(TrainStep, Result_ReportsLossBeforeUpdateAndCounts) {
   auto net = Neuron(Sgd(0.1, 0, false, 0));
   const RowMatrix<double> x = Mat(3, 1, {kX, kX, kX});
   const RowMatrix<double> y = Mat(3, 1, {kY, kY, kY});
-  const StepResult first = net->TrainStep(View(x), View(y));
+  const StepResult first = *net->TrainStep(View(x), View(y));
   EXPECT_DOUBLE_EQ(first.loss, 0.5 * 2.5 * 2.5);
   EXPECT_EQ(first.batch_size, 3);
   EXPECT_EQ(first.step, 1);
   EXPECT_EQ(net->samples_seen(), 3);
-  const StepResult second = net->TrainStep(View(x), View(y));
+  const StepResult second = *net->TrainStep(View(x), View(y));
   EXPECT_DOUBLE_EQ(second.loss, 0.5 * 1.25 * 1.25);
   EXPECT_EQ(net->step(), 2);
   EXPECT_EQ(net->samples_seen(), 6);

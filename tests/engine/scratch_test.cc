@@ -51,13 +51,14 @@ TEST(Scratch, SteadyStateStep_AllocatesNothingAndKeepsNothingPerNetwork) {
   const RowMatrix<double> y = RowMatrix<double>::Constant(32, 1, 1.0);
   auto first = MakeNetwork(Spec(8, 64));
   ASSERT_NE(first, nullptr);
-  first->TrainStep(View(x), View(y));  // sizes this thread's scratch
+  EXPECT_TRUE(
+      first->TrainStep(View(x), View(y)).ok());  // sizes this thread's scratch
   auto second = MakeNetwork(Spec(8, 64));
   ASSERT_NE(second, nullptr);
   const int64_t before = HeapBytesInUse();
   for (int i = 0; i < 5; ++i) {
-    first->TrainStep(View(x), View(y));
-    second->TrainStep(View(x), View(y));
+    EXPECT_TRUE(first->TrainStep(View(x), View(y)).ok());
+    EXPECT_TRUE(second->TrainStep(View(x), View(y)).ok());
   }
   // StepResult's per-layer statistics are freed with it; nothing stays.
   EXPECT_EQ(HeapBytesInUse(), before);
@@ -71,7 +72,7 @@ TEST(Scratch, LargePass_ScratchReleasedAfterwards) {
   auto net = MakeNetwork(Spec(4, 1000));
   ASSERT_NE(net, nullptr);
   const int64_t before = HeapBytesInUse();
-  const StepResult result = net->TrainStep(View(x), View(y));
+  const StepResult result = *net->TrainStep(View(x), View(y));
   EXPECT_FALSE(result.diverged);
   EXPECT_LT(HeapBytesInUse() - before, int64_t{1} << 20);
 }
