@@ -35,6 +35,7 @@
 #include "server/engine/experiment.h"
 #include "server/service/convert.h"
 #include "server/service/status.h"
+#include "server/service/stream_registry.h"
 #include "server/service/training_service.h"
 
 namespace satlab::service {
@@ -214,7 +215,8 @@ std::string NewExperimentId() {
 }
 
 class ExperimentReactor final
-    : public grpc::ServerWriteReactor<v1::RunExperimentResponse> {
+    : public grpc::ServerWriteReactor<v1::RunExperimentResponse>,
+      public StreamRegistry::Stream {
  public:
   ExperimentReactor(TrainingServiceImpl* service,
                     grpc::CallbackServerContext* ctx,
@@ -225,6 +227,12 @@ class ExperimentReactor final
         start_(absl::Now()),
         experiment_id_(NewExperimentId()) {
     absl::MutexLock lock(&mu_);
+    if (absl::Status s = service_->streams()->Register(this); !s.ok()) {
+      finished_ = true;
+      Finish(ToGrpcStatus(s));
+      return;
+    }
+    registered_ = true;
     in_flight_ = 1;
     if (!service_->executor()->TrySubmit([this] { Setup(); })) {
       in_flight_ = 0;
@@ -258,6 +266,7 @@ class ExperimentReactor final
     // Finish() may have been called by a worker still holding mu_; wait for
     // it to let go before the memory goes away.
     { absl::MutexLock lock(&mu_); }
+    if (registered_) service_->streams()->Unregister(this);
     delete this;
   }
 
@@ -483,6 +492,8 @@ class ExperimentReactor final
   const v1::RunExperimentRequest* const request_;
   const absl::Time start_;
   const std::string experiment_id_;
+  // False when the open-stream cap refused the call (it finished at once).
+  bool registered_ = false;
   std::atomic<bool> cancelled_{false};
 
   // Written by Setup before any worker starts, then read-only (runs_[v] is

@@ -1,8 +1,10 @@
 #include "server/service/train_reactor.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "server/service/convert.h"
 #include "server/service/status.h"
 #include "server/service/training_service.h"
@@ -13,10 +15,17 @@ TrainReactor::TrainReactor(TrainingServiceImpl* service,
                            grpc::CallbackServerContext* ctx)
     : service_(service),
       ctx_(ctx),
+      registry_(service->streams()),
       window_(std::max(1, service->options().train_stream_window)) {
   absl::MutexLock lock(&mu_);
-  reading_ = true;
-  StartRead(&incoming_);
+  last_activity_ = absl::Now();
+  if (absl::Status s = registry_->Register(this); !s.ok()) {
+    finished_ = true;
+    Finish(ToGrpcStatus(s));
+    return;
+  }
+  registered_ = true;
+  MaybeRead();
 }
 
 absl::Status TrainReactor::Open(const v1::TrainRequest& first) {
@@ -38,6 +47,7 @@ absl::Status TrainReactor::Open(const v1::TrainRequest& first) {
 void TrainReactor::OnReadDone(bool ok) {
   absl::MutexLock lock(&mu_);
   reading_ = false;
+  last_activity_ = absl::Now();
   if (!ok) {  // the client half-closed (or the call broke)
     read_closed_ = true;
     MaybeFinish();
@@ -58,7 +68,10 @@ void TrainReactor::OnReadDone(bool ok) {
   }
   if (incoming_.has_batch()) {
     ++batches_received_;
-    pending_.push_back(std::move(incoming_));
+    const int64_t bytes = static_cast<int64_t>(incoming_.ByteSizeLong());
+    registry_->Charge(bytes);
+    held_bytes_ += bytes;
+    pending_.push_back(Queued{std::move(incoming_), bytes});
   }
   incoming_.Clear();
   MaybeCompute();
@@ -66,20 +79,46 @@ void TrainReactor::OnReadDone(bool ok) {
 }
 
 void TrainReactor::MaybeRead() {
-  if (reading_ || read_closed_ || final_status_.has_value()) return;
-  if (static_cast<int>(pending_.size()) >= window_ ||
-      static_cast<int>(unsent_.size()) >= window_) {
-    return;  // resumed when a step completes or a write drains
+  if (reading_ || read_closed_ || final_status_.has_value() || finished_) {
+    return;
   }
+  // Resumed when a step completes or a write drains.
+  if (static_cast<int>(pending_.size()) >= window_ ||
+      static_cast<int>(unsent_.size()) >= window_ ||
+      held_bytes_ >= registry_->limits().max_stream_buffered_bytes) {
+    return;
+  }
+  if (!registry_->HasBufferRoom(this)) return;  // resumed by OnBufferRoom
   reading_ = true;
   StartRead(&incoming_);
+}
+
+void TrainReactor::OnBufferRoom() {
+  absl::MutexLock lock(&mu_);
+  MaybeRead();
 }
 
 void TrainReactor::MaybeCompute() {
   if (computing_ || pending_.empty() || final_status_.has_value()) return;
   if (static_cast<int>(unsent_.size()) >= window_) return;  // reader is slow
   computing_ = true;
-  if (!service_->executor()->TrySubmit([this] { ComputeOne(); })) {
+  StreamRegistry* const registry = registry_;
+  // The task owns its minibatch: nothing the reactor drops while the task
+  // waits in the queue (pending_, on an error or cancel) is reachable
+  // from it.
+  const bool queued = service_->executor()->TrySubmit(
+      [this, registry, step = std::move(pending_.front()),
+       index = batches_applied_]() mutable {
+        RunStep(step, index);
+        // The reactor may be gone now (RunStep's last critical section may
+        // have finished the call); only the task's own state is touched.
+        step.request = v1::TrainRequest();
+        registry->Release(step.bytes);
+      });
+  pending_.pop_front();
+  if (!queued) {
+    // The dropped task freed its minibatch; its bytes stay in held_bytes_
+    // and go back to the budget in OnDone.
     computing_ = false;
     FinishWith(absl::UnavailableError(
         "the server's compute queue is full or shutting down; resume the "
@@ -87,32 +126,34 @@ void TrainReactor::MaybeCompute() {
   }
 }
 
-void TrainReactor::ComputeOne() {
-  v1::TrainRequest request;
+void TrainReactor::RunStep(const Queued& step, int64_t index) {
   std::shared_ptr<store::NetworkEntry> entry;
-  int64_t index;
   {
     absl::MutexLock lock(&mu_);
-    request = std::move(pending_.front());
-    pending_.pop_front();
-    entry = entry_;
-    index = batches_applied_;
-  }
-  absl::StatusOr<engine::StepResult> result;
-  if (ctx_->IsCancelled()) {
-    result = absl::CancelledError("the client cancelled the stream");
-  } else {
-    result = service_->ApplyStep(*entry, request.batch(), "batch");
-    if (!result.ok()) {
-      result = absl::Status(
-          result.status().code(),
-          absl::StrCat("minibatch ", index + 1,
-                       " of this stream: ", result.status().message()));
+    if (final_status_.has_value()) {
+      // The stream ended (bad message, cancel, deadline, idle) while this
+      // step waited: the client will not see its result, so it is not
+      // applied.
+      computing_ = false;
+      held_bytes_ -= step.bytes;
+      MaybeFinish();
+      return;
     }
+    entry = entry_;
+  }
+  absl::StatusOr<engine::StepResult> result =
+      service_->ApplyStep(*entry, step.request.batch(), "batch");
+  if (!result.ok()) {
+    result = absl::Status(
+        result.status().code(),
+        absl::StrCat("minibatch ", index + 1,
+                     " of this stream: ", result.status().message()));
   }
 
   absl::MutexLock lock(&mu_);
   computing_ = false;
+  held_bytes_ -= step.bytes;
+  last_activity_ = absl::Now();
   if (!result.ok()) {
     FinishWith(result.status());
     return;
@@ -142,6 +183,7 @@ void TrainReactor::MaybeWrite() {
 void TrainReactor::OnWriteDone(bool ok) {
   absl::MutexLock lock(&mu_);
   writing_ = false;
+  last_activity_ = absl::Now();
   unsent_.pop_front();
   if (!ok) {
     unsent_.clear();
@@ -159,9 +201,35 @@ void TrainReactor::OnCancel() {
   FinishWith(absl::CancelledError("the client cancelled the stream"));
 }
 
+void TrainReactor::CheckIdle(absl::Time now, absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  if (finished_ || final_status_.has_value()) return;
+  // Idle means the server waits on the client alone: for its next message
+  // (nothing queued) or for it to take a response. Paused by flow control
+  // on our side, or computing, the clock does not run.
+  const bool waiting_on_client =
+      !computing_ && (writing_ || (reading_ && pending_.empty()));
+  if (!waiting_on_client) {
+    last_activity_ = now;
+    return;
+  }
+  if (now - last_activity_ < timeout) return;
+  const std::string network =
+      entry_ == nullptr ? "no network yet" : NetworkName(entry_->id);
+  FinishWith(absl::DeadlineExceededError(absl::StrCat(
+      "stream idle: no message from the client and no response taken for ",
+      absl::FormatDuration(timeout), " (--stream_idle_timeout_seconds) after ",
+      batches_applied_, " minibatches applied; the writer slot of ", network,
+      " is released, open a new stream to continue")));
+  // A response the client does not read blocks the status behind it:
+  // cancel the call so the pending write fails and the stream can finish.
+  if (writing_) ctx_->TryCancel();
+}
+
 void TrainReactor::FinishWith(absl::Status status) {
+  // Minibatches still in pending_ stay until OnDone, which returns their
+  // bytes to the budget outside mu_ (StreamRegistry's lock order).
   if (!final_status_.has_value()) final_status_ = std::move(status);
-  pending_.clear();
   MaybeFinish();
 }
 
@@ -194,9 +262,17 @@ void TrainReactor::MaybeFinish() {
 }
 
 void TrainReactor::OnDone() {
-  // Finish() may have been called by a thread that still holds mu_; wait
-  // for it to let go before the mutex is destroyed with the reactor.
-  { absl::MutexLock lock(&mu_); }
+  // After Unregister the registry never calls this stream again.
+  if (registered_) registry_->Unregister(this);
+  int64_t held;
+  {
+    // Also waits for a thread that called Finish() under mu_ to let go
+    // before the mutex is destroyed with the reactor.
+    absl::MutexLock lock(&mu_);
+    pending_.clear();
+    held = held_bytes_;
+  }
+  registry_->Release(held);
   delete this;
 }
 

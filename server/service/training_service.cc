@@ -56,7 +56,11 @@ absl::StatusOr<BatchViews> CheckedBatch(const engine::Network& network,
 TrainingServiceImpl::TrainingServiceImpl(const ServiceOptions& options,
                                          store::NetworkStore* store,
                                          Executor* executor, MetricsHub* hub)
-    : options_(options), store_(store), executor_(executor), hub_(hub) {}
+    : options_(options),
+      store_(store),
+      executor_(executor),
+      hub_(hub),
+      streams_(std::make_unique<StreamRegistry>(options.streams)) {}
 
 absl::Status TrainingServiceImpl::BusyError(absl::string_view id) {
   return absl::AbortedError(absl::StrCat(

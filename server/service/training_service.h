@@ -19,6 +19,7 @@
 #include "server/service/events.h"
 #include "server/service/executor.h"
 #include "server/service/metrics_hub.h"
+#include "server/service/stream_registry.h"
 #include "server/store/network_store.h"
 
 namespace satlab::service {
@@ -31,6 +32,8 @@ struct ServiceOptions {
   // (flow control towards a client that writes faster than we compute, or
   // reads slower than we answer).
   int train_stream_window = 4;
+  // Open-stream cap, Train idle timeout, buffered-byte limits.
+  StreamLimits streams;
 };
 
 class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
@@ -110,6 +113,8 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   // The server's metrics hub (never null): WatchMetrics and the dashboard
   // read it, every step and experiment epoch is reported to it.
   MetricsHub* hub() const { return hub_; }
+  // Every open stream; Train, WatchMetrics and RunExperiment register here.
+  StreamRegistry* streams() const { return streams_.get(); }
   const ServiceOptions& options() const { return options_; }
 
   // ABORTED status for a busy network.
@@ -135,6 +140,7 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   store::NetworkStore* const store_;
   Executor* const executor_;
   MetricsHub* const hub_;
+  const std::unique_ptr<StreamRegistry> streams_;
 };
 
 }  // namespace satlab::service
