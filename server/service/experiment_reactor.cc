@@ -226,10 +226,12 @@ class ExperimentReactor final
         request_(request),
         start_(absl::Now()),
         experiment_id_(NewExperimentId()) {
+    // Not under mu_: the registry's lock comes before a stream's.
+    absl::Status registered = service_->streams()->Register(this);
     absl::MutexLock lock(&mu_);
-    if (absl::Status s = service_->streams()->Register(this); !s.ok()) {
+    if (!registered.ok()) {
       finished_ = true;
-      Finish(ToGrpcStatus(s));
+      Finish(ToGrpcStatus(registered));
       return;
     }
     registered_ = true;

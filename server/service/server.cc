@@ -1,5 +1,7 @@
 #include "server/service/server.h"
 
+#include <algorithm>
+#include <limits>
 #include <thread>
 #include <utility>
 
@@ -9,6 +11,16 @@
 #include "grpcpp/health_check_service_interface.h"
 
 namespace satlab::service {
+namespace {
+
+// A duration as a gRPC channel argument: whole milliseconds, saturated to
+// the int range the arguments take.
+int ChannelMillis(absl::Duration d) {
+  return static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(d), 0,
+                                              std::numeric_limits<int>::max()));
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     const ServerOptions& options) {
@@ -17,6 +29,22 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     return absl::InvalidArgumentError(
         "server options: max_queued_calls and max_networks must be >= 1, "
         "max_message_bytes >= 1024, compute_threads >= 0");
+  }
+  const StreamLimits& streams = options.service.streams;
+  if (options.max_streams_per_connection < 1 || options.max_ping_strikes < 0 ||
+      streams.max_open_streams < 1 || streams.max_stream_buffered_bytes < 1 ||
+      streams.max_buffered_bytes < 1 ||
+      options.keepalive_time <= absl::ZeroDuration() ||
+      options.keepalive_timeout <= absl::ZeroDuration() ||
+      options.min_client_ping_interval < absl::ZeroDuration() ||
+      options.max_connection_idle < absl::ZeroDuration() ||
+      options.max_connection_age < absl::ZeroDuration() ||
+      options.max_connection_age_grace < absl::ZeroDuration() ||
+      streams.idle_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "server options: max_streams_per_connection, max_open_streams and "
+        "the buffered-byte limits must be >= 1, keepalive time and timeout "
+        "> 0, max_ping_strikes and the other durations >= 0");
   }
   const size_t colon = options.listen_address.rfind(':');
   if (colon == std::string::npos) {
@@ -49,6 +77,27 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   // A second server on the same port must fail, not silently share it.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             ChannelMillis(options.keepalive_time));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             ChannelMillis(options.keepalive_timeout));
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      ChannelMillis(options.min_client_ping_interval));
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES,
+                             options.max_ping_strikes);
+  if (options.max_connection_idle > absl::ZeroDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                               ChannelMillis(options.max_connection_idle));
+  }
+  if (options.max_connection_age > absl::ZeroDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               ChannelMillis(options.max_connection_age));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               ChannelMillis(options.max_connection_age_grace));
+  }
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             options.max_streams_per_connection);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.AddListeningPort(options.listen_address,
                            grpc::InsecureServerCredentials(), &server->port_);

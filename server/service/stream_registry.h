@@ -31,7 +31,7 @@ struct StreamLimits {
   // response taken by its client, while none of its steps was computing,
   // ends with DEADLINE_EXCEEDED and releases the network's writer slot.
   // Zero turns the timeout off.
-  absl::Duration idle_timeout = absl::Seconds(60);
+  absl::Duration idle_timeout = absl::Seconds(120);
   // Minibatch bytes one Train stream holds received but not yet stepped
   // before it stops reading (gRPC flow control then holds the client back).
   int64_t max_stream_buffered_bytes = int64_t{32} << 20;

@@ -16,12 +16,14 @@ TrainReactor::TrainReactor(TrainingServiceImpl* service,
     : service_(service),
       ctx_(ctx),
       registry_(service->streams()),
-      window_(std::max(1, service->options().train_stream_window)) {
+      window_(std::max(1, service->options().train_stream_window)),
+      last_activity_(absl::Now()) {
+  // Not under mu_: the registry's lock comes before a stream's.
+  absl::Status registered = registry_->Register(this);
   absl::MutexLock lock(&mu_);
-  last_activity_ = absl::Now();
-  if (absl::Status s = registry_->Register(this); !s.ok()) {
+  if (!registered.ok()) {
     finished_ = true;
-    Finish(ToGrpcStatus(s));
+    Finish(ToGrpcStatus(registered));
     return;
   }
   registered_ = true;

@@ -78,7 +78,8 @@ class TrainReactor final
   grpc::CallbackServerContext* const ctx_;
   StreamRegistry* const registry_;
   const int window_;
-  // False when the open-stream cap refused the stream (it finished at once).
+  // Written by the constructor, read by OnDone: false when the open-stream
+  // cap refused the stream (it finished at once).
   bool registered_ = false;
 
   absl::Mutex mu_;
