@@ -67,9 +67,17 @@ ABSL_FLAG(int64_t, max_stream_buffered_bytes, int64_t{32} << 20,
 ABSL_FLAG(int64_t, max_buffered_bytes, int64_t{256} << 20,
           "Minibatch bytes all Train streams together hold before every one "
           "of them stops reading until steps free some.");
+ABSL_FLAG(int64_t, trim_after_bytes, int64_t{64} << 20,
+          "After Train streams released this many buffered bytes, the server "
+          "returns free heap memory to the OS (glibc malloc_trim, at most "
+          "once a second); 0 turns it off.");
 ABSL_FLAG(int, max_streams_per_connection, 100,
           "Calls open at once on one client connection (HTTP/2 "
           "MAX_CONCURRENT_STREAMS); further calls wait in the client.");
+ABSL_FLAG(bool, http2_bdp_probe, false,
+          "gRPC's bandwidth-delay-product probe, which widens stream receive "
+          "windows: on, data for streams that stopped reading piles up in "
+          "the transport beyond --max_buffered_bytes.");
 ABSL_FLAG(double, keepalive_time_seconds, 60,
           "The server pings a connection silent for this long, and closes it "
           "if no answer comes within --keepalive_timeout_seconds.");
@@ -201,8 +209,11 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_max_stream_buffered_bytes);
   options.service.streams.max_buffered_bytes =
       absl::GetFlag(FLAGS_max_buffered_bytes);
+  options.service.streams.trim_after_bytes =
+      absl::GetFlag(FLAGS_trim_after_bytes);
   options.max_streams_per_connection =
       absl::GetFlag(FLAGS_max_streams_per_connection);
+  options.http2_bdp_probe = absl::GetFlag(FLAGS_http2_bdp_probe);
   options.keepalive_time =
       absl::Seconds(absl::GetFlag(FLAGS_keepalive_time_seconds));
   options.keepalive_timeout =

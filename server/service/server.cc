@@ -33,7 +33,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   const StreamLimits& streams = options.service.streams;
   if (options.max_streams_per_connection < 1 || options.max_ping_strikes < 0 ||
       streams.max_open_streams < 1 || streams.max_stream_buffered_bytes < 1 ||
-      streams.max_buffered_bytes < 1 ||
+      streams.max_buffered_bytes < 1 || streams.trim_after_bytes < 0 ||
       options.keepalive_time <= absl::ZeroDuration() ||
       options.keepalive_timeout <= absl::ZeroDuration() ||
       options.min_client_ping_interval < absl::ZeroDuration() ||
@@ -96,6 +96,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
                                ChannelMillis(options.max_connection_age_grace));
   }
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE,
+                             options.http2_bdp_probe ? 1 : 0);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                              options.max_streams_per_connection);
   builder.SetMaxSendMessageSize(options.max_message_bytes);

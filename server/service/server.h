@@ -55,6 +55,13 @@ struct ServerOptions {
   // Calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_
   // STREAMS); further calls wait in the client until one ends.
   int max_streams_per_connection = 100;
+  // gRPC's bandwidth-delay-product probe. On, it widens every stream's
+  // receive window to the measured BDP, so on a fast link data for Train
+  // streams that have stopped reading piles up in the transport, outside
+  // the byte budget (16 streams of 4 MiB minibatches: ~+400 MiB instead of
+  // ~+170 MiB, docs/reliability/stream.md). Off, a stream's window opens
+  // for the message it is reading; loopback throughput is unchanged.
+  bool http2_bdp_probe = false;
   ServiceOptions service;
   // Receives steps, deletions and experiment progress and serves
   // WatchMetrics (a MetricsHub). Not owned; when null the server makes its

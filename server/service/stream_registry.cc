@@ -1,5 +1,9 @@
 #include "server/service/stream_registry.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include <algorithm>
 #include <utility>
 
@@ -8,18 +12,15 @@
 
 namespace satlab::service {
 
-StreamRegistry::StreamRegistry(const StreamLimits& limits) : limits_(limits) {
-  if (limits_.idle_timeout > absl::ZeroDuration()) {
-    monitor_ = std::thread([this] { MonitorLoop(); });
-  }
-}
+StreamRegistry::StreamRegistry(const StreamLimits& limits)
+    : limits_(limits), monitor_([this] { MonitorLoop(); }) {}
 
 StreamRegistry::~StreamRegistry() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  if (monitor_.joinable()) monitor_.join();
+  monitor_.join();
 }
 
 absl::Status StreamRegistry::Register(Stream* stream) {
@@ -45,9 +46,13 @@ void StreamRegistry::Unregister(Stream* stream) {
                  waiters_.end());
 }
 
-bool StreamRegistry::HasBufferRoom(Stream* waiter) {
+bool StreamRegistry::TryReserve(int64_t bytes, Stream* waiter) {
   absl::MutexLock lock(&budget_mu_);
-  if (buffered_bytes_ < limits_.max_buffered_bytes) return true;
+  if (buffered_bytes_ == 0 ||
+      buffered_bytes_ + bytes <= limits_.max_buffered_bytes) {
+    buffered_bytes_ += bytes;
+    return true;
+  }
   if (std::find(waiters_.begin(), waiters_.end(), waiter) == waiters_.end()) {
     waiters_.push_back(waiter);
   }
@@ -64,9 +69,8 @@ void StreamRegistry::Release(int64_t bytes) {
   {
     absl::MutexLock lock(&budget_mu_);
     buffered_bytes_ -= bytes;
-    if (waiters_.empty() || buffered_bytes_ >= limits_.max_buffered_bytes) {
-      return;
-    }
+    released_since_trim_ += bytes;
+    if (waiters_.empty()) return;
   }
   WakeWaiters();
 }
@@ -96,14 +100,39 @@ int64_t StreamRegistry::buffered_bytes() const {
 }
 
 void StreamRegistry::MonitorLoop() {
-  const absl::Duration tick = std::clamp(
-      limits_.idle_timeout / 4, absl::Milliseconds(10), absl::Seconds(1));
-  absl::MutexLock lock(&mu_);
-  while (!mu_.AwaitWithTimeout(absl::Condition(&stopping_), tick)) {
-    const absl::Time now = absl::Now();
-    for (Stream* stream : streams_) {
-      stream->CheckIdle(now, limits_.idle_timeout);
+  const absl::Duration tick =
+      limits_.idle_timeout > absl::ZeroDuration()
+          ? std::clamp(limits_.idle_timeout / 4, absl::Milliseconds(10),
+                       absl::Seconds(1))
+          : absl::Seconds(1);
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), tick)) return;
+      if (limits_.idle_timeout > absl::ZeroDuration()) {
+        const absl::Time now = absl::Now();
+        for (Stream* stream : streams_) {
+          stream->CheckIdle(now, limits_.idle_timeout);
+        }
+      }
     }
+    bool trim = false;
+    {
+      absl::MutexLock lock(&budget_mu_);
+      // After a large release, and once more when the load has ended, so
+      // the tail of a burst is returned too.
+      if (limits_.trim_after_bytes > 0 && released_since_trim_ > 0 &&
+          (released_since_trim_ >= limits_.trim_after_bytes ||
+           buffered_bytes_ == 0)) {
+        released_since_trim_ = 0;
+        trim = true;
+      }
+    }
+#ifdef __GLIBC__
+    // Returns the free pages of every malloc arena to the OS; a few
+    // milliseconds for a heap of hundreds of MiB, on this thread only.
+    if (trim) malloc_trim(0);
+#endif
   }
 }
 

@@ -37,6 +37,11 @@ struct StreamLimits {
   int64_t max_stream_buffered_bytes = int64_t{32} << 20;
   // The same, summed over every Train stream of the server.
   int64_t max_buffered_bytes = int64_t{256} << 20;
+  // Once this many buffered bytes were released since the last time, the
+  // monitor hands free heap memory back to the OS (glibc malloc_trim):
+  // without it the allocator keeps the high-water mark of a burst of large
+  // minibatches (docs/reliability/stream.md). Zero turns it off.
+  int64_t trim_after_bytes = int64_t{64} << 20;
 };
 
 class StreamRegistry {
@@ -68,10 +73,15 @@ class StreamRegistry {
   // this the registry never calls `stream` again.
   void Unregister(Stream* stream) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // True if the shared budget has room for another message. Otherwise
-  // remembers `waiter`, which gets OnBufferRoom once bytes are released.
-  bool HasBufferRoom(Stream* waiter) ABSL_LOCKS_EXCLUDED(budget_mu_);
-  // Counts `bytes` that arrived (always accepted: they are here already).
+  // Reserves `bytes` (the expected size of the message a stream is about
+  // to read) if the budget has room for them, or if nothing is buffered at
+  // all (so a message larger than the budget still gets through, alone).
+  // Otherwise reserves nothing, remembers `waiter`, which gets OnBufferRoom
+  // once bytes are released, and returns false.
+  bool TryReserve(int64_t bytes, Stream* waiter)
+      ABSL_LOCKS_EXCLUDED(budget_mu_);
+  // Counts `bytes` more that arrived beyond a reservation (always accepted:
+  // they are here already).
   void Charge(int64_t bytes) ABSL_LOCKS_EXCLUDED(budget_mu_);
   // Returns `bytes` to the budget and wakes the streams waiting for room.
   // Must not be called while holding any stream's lock.
@@ -82,7 +92,8 @@ class StreamRegistry {
   int64_t buffered_bytes() const ABSL_LOCKS_EXCLUDED(budget_mu_);
 
  private:
-  // Checks every stream for idleness about four times per timeout.
+  // Checks every stream for idleness about four times per timeout (every
+  // second without a timeout), and trims the heap after large releases.
   void MonitorLoop();
   void WakeWaiters() ABSL_LOCKS_EXCLUDED(mu_, budget_mu_);
 
@@ -94,6 +105,7 @@ class StreamRegistry {
 
   mutable absl::Mutex budget_mu_ ABSL_ACQUIRED_AFTER(mu_);
   int64_t buffered_bytes_ ABSL_GUARDED_BY(budget_mu_) = 0;
+  int64_t released_since_trim_ ABSL_GUARDED_BY(budget_mu_) = 0;
   std::vector<Stream*> waiters_ ABSL_GUARDED_BY(budget_mu_);
 
   std::thread monitor_;

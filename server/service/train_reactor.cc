@@ -47,37 +47,58 @@ absl::Status TrainReactor::Open(const v1::TrainRequest& first) {
 }
 
 void TrainReactor::OnReadDone(bool ok) {
-  absl::MutexLock lock(&mu_);
+  // Bytes of the read's reservation the message did not use; returned to
+  // the budget after mu_ is released (StreamRegistry's lock order). The
+  // reactor may be gone by then: only this local and registry_'s copy are
+  // used.
+  int64_t unused = 0;
+  StreamRegistry* const registry = registry_;
+  {
+    absl::MutexLock lock(&mu_);
+    unused = AcceptRead(ok);
+  }
+  registry->Release(unused);
+}
+
+int64_t TrainReactor::AcceptRead(bool ok) {
   reading_ = false;
   last_activity_ = absl::Now();
+  const int64_t reserved = read_reservation_;
+  read_reservation_ = 0;
+  held_bytes_ -= reserved;
   if (!ok) {  // the client half-closed (or the call broke)
     read_closed_ = true;
     MaybeFinish();
-    return;
+    return reserved;
   }
-  if (final_status_.has_value()) return;
+  if (final_status_.has_value()) return reserved;
   if (entry_ == nullptr) {
     if (absl::Status s = Open(incoming_); !s.ok()) {
       FinishWith(s);
-      return;
+      return reserved;
     }
   } else if (!incoming_.name().empty() &&
              incoming_.name() != NetworkName(entry_->id)) {
     FinishWith(absl::InvalidArgumentError(absl::StrCat(
         "name: this stream trains networks/", entry_->id, ", message ",
         batches_received_ + 1, " names \"", incoming_.name(), "\"")));
-    return;
+    return reserved;
   }
+  int64_t unused = reserved;
   if (incoming_.has_batch()) {
     ++batches_received_;
     const int64_t bytes = static_cast<int64_t>(incoming_.ByteSizeLong());
-    registry_->Charge(bytes);
+    // The next message is expected to be about as large as this one.
+    last_message_bytes_ = bytes;
+    if (bytes > reserved) registry_->Charge(bytes - reserved);
+    unused = std::max<int64_t>(0, reserved - bytes);
     held_bytes_ += bytes;
     pending_.push_back(Queued{std::move(incoming_), bytes});
   }
   incoming_.Clear();
   MaybeCompute();
   MaybeRead();
+  return unused;
 }
 
 void TrainReactor::MaybeRead() {
@@ -86,11 +107,19 @@ void TrainReactor::MaybeRead() {
   }
   // Resumed when a step completes or a write drains.
   if (static_cast<int>(pending_.size()) >= window_ ||
-      static_cast<int>(unsent_.size()) >= window_ ||
-      held_bytes_ >= registry_->limits().max_stream_buffered_bytes) {
+      static_cast<int>(unsent_.size()) >= window_) {
     return;
   }
-  if (!registry_->HasBufferRoom(this)) return;  // resumed by OnBufferRoom
+  // The next message is reserved before it is read, at the size of the
+  // last one, so streams that wait for budget do not receive meanwhile.
+  const int64_t expected = last_message_bytes_;
+  if (held_bytes_ > 0 &&
+      held_bytes_ + expected > registry_->limits().max_stream_buffered_bytes) {
+    return;
+  }
+  if (!registry_->TryReserve(expected, this)) return;  // see OnBufferRoom
+  read_reservation_ = expected;
+  held_bytes_ += expected;
   reading_ = true;
   StartRead(&incoming_);
 }

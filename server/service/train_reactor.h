@@ -2,9 +2,10 @@
 //
 // Flow control: the reactor stops reading while `train_stream_window`
 // minibatches wait to be computed, or that many results wait to be sent, or
-// the minibatches it holds reach the per-stream byte limit, or the
-// server-wide byte budget is spent (StreamRegistry); so a fast writer or a
-// slow reader is slowed by gRPC's own flow control instead of growing our
+// the minibatches it holds would pass the per-stream byte limit, or the
+// server-wide byte budget has no room (StreamRegistry; each read reserves
+// the size of the stream's previous minibatch); so a fast writer or a slow
+// reader is slowed by gRPC's own flow control instead of growing our
 // buffers. While one step computes on the executor, the next minibatch is
 // already being received.
 //
@@ -67,6 +68,9 @@ class TrainReactor final
   // Runs on the executor: one step on `step` (minibatch number `index` + 1
   // of the stream), unless the stream ended while it was queued.
   void RunStep(const Queued& step, int64_t index) ABSL_LOCKS_EXCLUDED(mu_);
+  // OnReadDone under mu_: takes the message in. Returns the bytes of the
+  // read's reservation to give back to the budget.
+  int64_t AcceptRead(bool ok) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Resumes reading if it is paused and there is room.
   void MaybeRead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -87,9 +91,13 @@ class TrainReactor final
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
   bool read_closed_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<Queued> pending_ ABSL_GUARDED_BY(mu_);
-  // Bytes of the minibatches in pending_ and of the one computing: charged
-  // to the registry's budget, returned as steps finish and in OnDone.
+  // Bytes of the minibatches in pending_, of the one computing and of the
+  // outstanding read's reservation: charged to the registry's budget,
+  // returned as reads complete, as steps finish and in OnDone.
   int64_t held_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t read_reservation_ ABSL_GUARDED_BY(mu_) = 0;
+  // Size of the last minibatch received: what the next read reserves.
+  int64_t last_message_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool computing_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<v1::TrainResponse> unsent_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
