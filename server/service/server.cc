@@ -20,6 +20,55 @@ int ChannelMillis(absl::Duration d) {
                                               std::numeric_limits<int>::max()));
 }
 
+// The stream and connection limits; names the first one out of range.
+absl::Status CheckStreamAndConnectionLimits(const ServerOptions& options) {
+  const StreamLimits& streams = options.service.streams;
+  const std::pair<const char*, int64_t> at_least_one[] = {
+      {"max_streams_per_connection", options.max_streams_per_connection},
+      {"max_open_streams", streams.max_open_streams},
+      {"max_stream_buffered_bytes", streams.max_stream_buffered_bytes},
+      {"max_buffered_bytes", streams.max_buffered_bytes}};
+  for (const auto& [name, value] : at_least_one) {
+    if (value < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "server options: ", name, ": expected >= 1, got ", value));
+    }
+  }
+  const std::pair<const char*, int64_t> at_least_zero[] = {
+      {"max_ping_strikes", options.max_ping_strikes},
+      {"trim_after_bytes", streams.trim_after_bytes}};
+  for (const auto& [name, value] : at_least_zero) {
+    if (value < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "server options: ", name, ": expected >= 0, got ", value));
+    }
+  }
+  const std::pair<const char*, absl::Duration> positive[] = {
+      {"keepalive_time", options.keepalive_time},
+      {"keepalive_timeout", options.keepalive_timeout}};
+  for (const auto& [name, value] : positive) {
+    if (value <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("server options: ", name, ": expected > 0, got ",
+                       absl::FormatDuration(value)));
+    }
+  }
+  const std::pair<const char*, absl::Duration> non_negative[] = {
+      {"min_client_ping_interval", options.min_client_ping_interval},
+      {"max_connection_idle", options.max_connection_idle},
+      {"max_connection_age", options.max_connection_age},
+      {"max_connection_age_grace", options.max_connection_age_grace},
+      {"stream idle_timeout", streams.idle_timeout}};
+  for (const auto& [name, value] : non_negative) {
+    if (value < absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "server options: ", name, ": expected >= 0 (0 = off), got ",
+          absl::FormatDuration(value)));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(
@@ -30,21 +79,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
         "server options: max_queued_calls and max_networks must be >= 1, "
         "max_message_bytes >= 1024, compute_threads >= 0");
   }
-  const StreamLimits& streams = options.service.streams;
-  if (options.max_streams_per_connection < 1 || options.max_ping_strikes < 0 ||
-      streams.max_open_streams < 1 || streams.max_stream_buffered_bytes < 1 ||
-      streams.max_buffered_bytes < 1 || streams.trim_after_bytes < 0 ||
-      options.keepalive_time <= absl::ZeroDuration() ||
-      options.keepalive_timeout <= absl::ZeroDuration() ||
-      options.min_client_ping_interval < absl::ZeroDuration() ||
-      options.max_connection_idle < absl::ZeroDuration() ||
-      options.max_connection_age < absl::ZeroDuration() ||
-      options.max_connection_age_grace < absl::ZeroDuration() ||
-      streams.idle_timeout < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        "server options: max_streams_per_connection, max_open_streams and "
-        "the buffered-byte limits must be >= 1, keepalive time and timeout "
-        "> 0, max_ping_strikes and the other durations >= 0");
+  if (absl::Status s = CheckStreamAndConnectionLimits(options); !s.ok()) {
+    return s;
   }
   const size_t colon = options.listen_address.rfind(':');
   if (colon == std::string::npos) {

@@ -345,12 +345,14 @@ TEST(StreamLimitsOptionsTest, BadLimits_InvalidArgument) {
   service::ServerOptions options;
   options.listen_address = "127.0.0.1:0";
   options.service.streams.max_open_streams = 0;
-  EXPECT_EQ(service::Server::Create(options).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  absl::Status status = service::Server::Create(options).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("max_open_streams: expected >= 1"));
   options.service.streams.max_open_streams = 1;
   options.keepalive_time = absl::ZeroDuration();
-  EXPECT_EQ(service::Server::Create(options).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  status = service::Server::Create(options).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("keepalive_time: expected > 0"));
 }
 
 }  // namespace
