@@ -68,6 +68,52 @@ ABSL_FLAG(int, max_message_bytes, 64 << 20,
 ABSL_FLAG(int, train_stream_window, 4,
           "Minibatches a Train stream buffers ahead (and results it holds "
           "unsent) before it stops reading.");
+ABSL_FLAG(double, stream_idle_timeout_seconds, 120,
+          "A Train stream that for this long neither sends a message nor "
+          "takes a response (while none of its steps computes) ends with "
+          "DEADLINE_EXCEEDED and releases the network's writer slot; 0 turns "
+          "the timeout off.");
+ABSL_FLAG(int, max_open_streams, 1000,
+          "Train, WatchMetrics and RunExperiment streams open at once, "
+          "server-wide; one more gets RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_stream_buffered_bytes, int64_t{32} << 20,
+          "Minibatch bytes one Train stream holds received but not yet "
+          "stepped before it stops reading (the client's writes then wait).");
+ABSL_FLAG(int64_t, max_buffered_bytes, int64_t{256} << 20,
+          "Minibatch bytes all Train streams together hold before every one "
+          "of them stops reading until steps free some.");
+ABSL_FLAG(int64_t, trim_after_bytes, int64_t{64} << 20,
+          "After Train streams released this many buffered bytes, the server "
+          "returns free heap memory to the OS (glibc malloc_trim, at most "
+          "once a second); 0 turns it off.");
+ABSL_FLAG(int, max_streams_per_connection, 100,
+          "Calls open at once on one client connection (HTTP/2 "
+          "MAX_CONCURRENT_STREAMS); further calls wait in the client.");
+ABSL_FLAG(bool, http2_bdp_probe, false,
+          "gRPC's bandwidth-delay-product probe, which widens stream receive "
+          "windows: on, data for streams that stopped reading piles up in "
+          "the transport beyond --max_buffered_bytes.");
+ABSL_FLAG(double, keepalive_time_seconds, 60,
+          "The server pings a connection silent for this long, and closes it "
+          "if no answer comes within --keepalive_timeout_seconds.");
+ABSL_FLAG(double, keepalive_timeout_seconds, 20,
+          "Time a keepalive ping may go unanswered before the connection is "
+          "closed.");
+ABSL_FLAG(double, min_client_ping_interval_seconds, 10,
+          "Clients may ping at most this often without data; each faster "
+          "ping is a strike.");
+ABSL_FLAG(int, max_ping_strikes, 2,
+          "Strikes after which a connection is closed (GOAWAY "
+          "too_many_pings); 0 allows any number.");
+ABSL_FLAG(double, max_connection_idle_seconds, 600,
+          "A connection without a call for this long is closed (GOAWAY; the "
+          "client reconnects on its next call); 0 turns this off.");
+ABSL_FLAG(double, max_connection_age_seconds, 86400,
+          "A connection older than this gets GOAWAY (the client reconnects); "
+          "0 turns this off.");
+ABSL_FLAG(double, max_connection_age_grace_seconds, 600,
+          "Time the calls of a connection past its age get to finish before "
+          "they are cancelled.");
 ABSL_FLAG(double, shutdown_grace_seconds, 10,
           "On SIGTERM/SIGINT, seconds in-flight calls get to finish.");
 ABSL_FLAG(int, http_port, 9464,
@@ -254,6 +300,32 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_request_ids_per_network);
   options.service.train_stream_window =
       absl::GetFlag(FLAGS_train_stream_window);
+  options.service.streams.idle_timeout =
+      absl::Seconds(absl::GetFlag(FLAGS_stream_idle_timeout_seconds));
+  options.service.streams.max_open_streams =
+      absl::GetFlag(FLAGS_max_open_streams);
+  options.service.streams.max_stream_buffered_bytes =
+      absl::GetFlag(FLAGS_max_stream_buffered_bytes);
+  options.service.streams.max_buffered_bytes =
+      absl::GetFlag(FLAGS_max_buffered_bytes);
+  options.service.streams.trim_after_bytes =
+      absl::GetFlag(FLAGS_trim_after_bytes);
+  options.max_streams_per_connection =
+      absl::GetFlag(FLAGS_max_streams_per_connection);
+  options.http2_bdp_probe = absl::GetFlag(FLAGS_http2_bdp_probe);
+  options.keepalive_time =
+      absl::Seconds(absl::GetFlag(FLAGS_keepalive_time_seconds));
+  options.keepalive_timeout =
+      absl::Seconds(absl::GetFlag(FLAGS_keepalive_timeout_seconds));
+  options.min_client_ping_interval =
+      absl::Seconds(absl::GetFlag(FLAGS_min_client_ping_interval_seconds));
+  options.max_ping_strikes = absl::GetFlag(FLAGS_max_ping_strikes);
+  options.max_connection_idle =
+      absl::Seconds(absl::GetFlag(FLAGS_max_connection_idle_seconds));
+  options.max_connection_age =
+      absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_seconds));
+  options.max_connection_age_grace =
+      absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_grace_seconds));
 
   // Live metrics: one hub feeds WatchMetrics, /metrics and the dashboard.
   satlab::service::MetricsHubOptions hub_options;

@@ -35,6 +35,7 @@
 #include "server/engine/experiment.h"
 #include "server/service/convert.h"
 #include "server/service/status.h"
+#include "server/service/stream_registry.h"
 #include "server/service/training_service.h"
 
 namespace satlab::service {
@@ -225,7 +226,8 @@ std::string NewExperimentId() {
 }
 
 class ExperimentReactor final
-    : public grpc::ServerWriteReactor<v1::RunExperimentResponse> {
+    : public grpc::ServerWriteReactor<v1::RunExperimentResponse>,
+      public StreamRegistry::Stream {
  public:
   ExperimentReactor(TrainingServiceImpl* service,
                     grpc::CallbackServerContext* ctx,
@@ -235,7 +237,15 @@ class ExperimentReactor final
         request_(request),
         start_(absl::Now()),
         experiment_id_(NewExperimentId()) {
+    // Not under mu_: the registry's lock comes before a stream's.
+    absl::Status registered = service_->streams()->Register(this);
     absl::MutexLock lock(&mu_);
+    if (!registered.ok()) {
+      finished_ = true;
+      Finish(ToGrpcStatus(registered));
+      return;
+    }
+    registered_ = true;
     in_flight_ = 1;
     if (!service_->executor()->TrySubmit([this] { Setup(); })) {
       in_flight_ = 0;
@@ -269,6 +279,7 @@ class ExperimentReactor final
     // Finish() may have been called by a worker still holding mu_; wait for
     // it to let go before the memory goes away.
     { absl::MutexLock lock(&mu_); }
+    if (registered_) service_->streams()->Unregister(this);
     delete this;
   }
 
@@ -494,6 +505,8 @@ class ExperimentReactor final
   const v1::RunExperimentRequest* const request_;
   const absl::Time start_;
   const std::string experiment_id_;
+  // False when the open-stream cap refused the call (it finished at once).
+  bool registered_ = false;
   std::atomic<bool> cancelled_{false};
 
   // Written by Setup before any worker starts, then read-only (runs_[v] is

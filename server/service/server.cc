@@ -1,5 +1,7 @@
 #include "server/service/server.h"
 
+#include <algorithm>
+#include <limits>
 #include <thread>
 #include <utility>
 
@@ -10,6 +12,65 @@
 #include "server/service/decode_interceptor.h"
 
 namespace satlab::service {
+namespace {
+
+// A duration as a gRPC channel argument: whole milliseconds, saturated to
+// the int range the arguments take.
+int ChannelMillis(absl::Duration d) {
+  return static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(d), 0,
+                                              std::numeric_limits<int>::max()));
+}
+
+// The stream and connection limits; names the first one out of range.
+absl::Status CheckStreamAndConnectionLimits(const ServerOptions& options) {
+  const StreamLimits& streams = options.service.streams;
+  const std::pair<const char*, int64_t> at_least_one[] = {
+      {"max_streams_per_connection", options.max_streams_per_connection},
+      {"max_open_streams", streams.max_open_streams},
+      {"max_stream_buffered_bytes", streams.max_stream_buffered_bytes},
+      {"max_buffered_bytes", streams.max_buffered_bytes}};
+  for (const auto& [name, value] : at_least_one) {
+    if (value < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "server options: ", name, ": expected >= 1, got ", value));
+    }
+  }
+  const std::pair<const char*, int64_t> at_least_zero[] = {
+      {"max_ping_strikes", options.max_ping_strikes},
+      {"trim_after_bytes", streams.trim_after_bytes}};
+  for (const auto& [name, value] : at_least_zero) {
+    if (value < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "server options: ", name, ": expected >= 0, got ", value));
+    }
+  }
+  const std::pair<const char*, absl::Duration> positive[] = {
+      {"keepalive_time", options.keepalive_time},
+      {"keepalive_timeout", options.keepalive_timeout}};
+  for (const auto& [name, value] : positive) {
+    if (value <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("server options: ", name, ": expected > 0, got ",
+                       absl::FormatDuration(value)));
+    }
+  }
+  const std::pair<const char*, absl::Duration> non_negative[] = {
+      {"min_client_ping_interval", options.min_client_ping_interval},
+      {"max_connection_idle", options.max_connection_idle},
+      {"max_connection_age", options.max_connection_age},
+      {"max_connection_age_grace", options.max_connection_age_grace},
+      {"stream idle_timeout", streams.idle_timeout}};
+  for (const auto& [name, value] : non_negative) {
+    if (value < absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "server options: ", name, ": expected >= 0 (0 = off), got ",
+          absl::FormatDuration(value)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     const ServerOptions& options) {
@@ -25,6 +86,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     return absl::InvalidArgumentError(
         "server options: memory_budget_bytes must be >= 0 (0 = derived), "
         "max_call_scratch_bytes >= 1, request_ids_per_network >= 0");
+  }
+  if (absl::Status s = CheckStreamAndConnectionLimits(options); !s.ok()) {
+    return s;
   }
   const size_t colon = options.listen_address.rfind(':');
   if (colon == std::string::npos) {
@@ -59,6 +123,29 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   // A second server on the same port must fail, not silently share it.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             ChannelMillis(options.keepalive_time));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             ChannelMillis(options.keepalive_timeout));
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      ChannelMillis(options.min_client_ping_interval));
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES,
+                             options.max_ping_strikes);
+  if (options.max_connection_idle > absl::ZeroDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                               ChannelMillis(options.max_connection_idle));
+  }
+  if (options.max_connection_age > absl::ZeroDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               ChannelMillis(options.max_connection_age));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               ChannelMillis(options.max_connection_age_grace));
+  }
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE,
+                             options.http2_bdp_probe ? 1 : 0);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             options.max_streams_per_connection);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.AddListeningPort(options.listen_address,
                            grpc::InsecureServerCredentials(), &server->port_);

@@ -34,6 +34,34 @@ struct ServerOptions {
   int64_t max_networks = 10000;
   // Largest request or response message, bytes.
   int max_message_bytes = 64 << 20;
+  // Connection policy, as gRPC channel arguments (zero turns the age and
+  // idle limits off). The server pings a connection silent for
+  // `keepalive_time` and closes it if no answer comes in
+  // `keepalive_timeout`: a vanished client stops holding its streams.
+  absl::Duration keepalive_time = absl::Seconds(60);
+  absl::Duration keepalive_timeout = absl::Seconds(20);
+  // A client may ping at most this often without data; more often counts a
+  // strike, and after `max_ping_strikes` the connection is closed
+  // (GOAWAY "too_many_pings").
+  absl::Duration min_client_ping_interval = absl::Seconds(10);
+  int max_ping_strikes = 2;
+  // A connection with no call for this long is closed (GOAWAY; clients
+  // reconnect when they next call).
+  absl::Duration max_connection_idle = absl::Minutes(10);
+  // A connection older than this gets GOAWAY; its calls then have
+  // `max_connection_age_grace` to finish before they are cancelled.
+  absl::Duration max_connection_age = absl::Hours(24);
+  absl::Duration max_connection_age_grace = absl::Minutes(10);
+  // Calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_
+  // STREAMS); further calls wait in the client until one ends.
+  int max_streams_per_connection = 100;
+  // gRPC's bandwidth-delay-product probe. On, it widens every stream's
+  // receive window to the measured BDP, so on a fast link data for Train
+  // streams that have stopped reading piles up in the transport, outside
+  // the byte budget (16 streams of 4 MiB minibatches: ~+400 MiB instead of
+  // ~+170 MiB, docs/reliability/stream.md). Off, a stream's window opens
+  // for the message it is reading; loopback throughput is unchanged.
+  bool http2_bdp_probe = false;
   ServiceOptions service;
   // Receives steps, deletions and experiment progress and serves
   // WatchMetrics (a MetricsHub). Not owned; when null the server makes its

@@ -1,8 +1,10 @@
 #include "server/service/train_reactor.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "server/service/convert.h"
 #include "server/service/status.h"
 #include "server/service/training_service.h"
@@ -13,10 +15,19 @@ TrainReactor::TrainReactor(TrainingServiceImpl* service,
                            grpc::CallbackServerContext* ctx)
     : service_(service),
       ctx_(ctx),
-      window_(std::max(1, service->options().train_stream_window)) {
+      registry_(service->streams()),
+      window_(std::max(1, service->options().train_stream_window)),
+      last_activity_(absl::Now()) {
+  // Not under mu_: the registry's lock comes before a stream's.
+  absl::Status registered = registry_->Register(this);
   absl::MutexLock lock(&mu_);
-  reading_ = true;
-  StartRead(&incoming_);
+  if (!registered.ok()) {
+    finished_ = true;
+    Finish(ToGrpcStatus(registered));
+    return;
+  }
+  registered_ = true;
+  MaybeRead();
 }
 
 absl::Status TrainReactor::Open(const v1::TrainRequest& first) {
@@ -36,50 +47,109 @@ absl::Status TrainReactor::Open(const v1::TrainRequest& first) {
 }
 
 void TrainReactor::OnReadDone(bool ok) {
-  absl::MutexLock lock(&mu_);
+  // Bytes of the read's reservation the message did not use; returned to
+  // the budget after mu_ is released (StreamRegistry's lock order). The
+  // reactor may be gone by then: only this local and registry_'s copy are
+  // used.
+  int64_t unused = 0;
+  StreamRegistry* const registry = registry_;
+  {
+    absl::MutexLock lock(&mu_);
+    unused = AcceptRead(ok);
+  }
+  registry->Release(unused);
+}
+
+int64_t TrainReactor::AcceptRead(bool ok) {
   reading_ = false;
+  last_activity_ = absl::Now();
+  const int64_t reserved = read_reservation_;
+  read_reservation_ = 0;
+  held_bytes_ -= reserved;
   if (!ok) {  // the client half-closed (or the call broke)
     read_closed_ = true;
     MaybeFinish();
-    return;
+    return reserved;
   }
-  if (final_status_.has_value()) return;
+  if (final_status_.has_value()) return reserved;
   if (entry_ == nullptr) {
     if (absl::Status s = Open(incoming_); !s.ok()) {
       FinishWith(s);
-      return;
+      return reserved;
     }
   } else if (!incoming_.name().empty() &&
              incoming_.name() != NetworkName(entry_->id)) {
     FinishWith(absl::InvalidArgumentError(absl::StrCat(
         "name: this stream trains networks/", entry_->id, ", message ",
         batches_received_ + 1, " names \"", incoming_.name(), "\"")));
-    return;
+    return reserved;
   }
+  int64_t unused = reserved;
   if (incoming_.has_batch()) {
     ++batches_received_;
-    pending_.push_back(std::move(incoming_));
+    const int64_t bytes = static_cast<int64_t>(incoming_.ByteSizeLong());
+    // The next message is expected to be about as large as this one.
+    last_message_bytes_ = bytes;
+    if (bytes > reserved) registry_->Charge(bytes - reserved);
+    unused = std::max<int64_t>(0, reserved - bytes);
+    held_bytes_ += bytes;
+    pending_.push_back(Queued{std::move(incoming_), bytes});
   }
   incoming_.Clear();
   MaybeCompute();
   MaybeRead();
+  return unused;
 }
 
 void TrainReactor::MaybeRead() {
-  if (reading_ || read_closed_ || final_status_.has_value()) return;
+  if (reading_ || read_closed_ || final_status_.has_value() || finished_) {
+    return;
+  }
+  // Resumed when a step completes or a write drains.
   if (static_cast<int>(pending_.size()) >= window_ ||
       static_cast<int>(unsent_.size()) >= window_) {
-    return;  // resumed when a step completes or a write drains
+    return;
   }
+  // The next message is reserved before it is read, at the size of the
+  // last one, so streams that wait for budget do not receive meanwhile.
+  const int64_t expected = last_message_bytes_;
+  if (held_bytes_ > 0 &&
+      held_bytes_ + expected > registry_->limits().max_stream_buffered_bytes) {
+    return;
+  }
+  if (!registry_->TryReserve(expected, this)) return;  // see OnBufferRoom
+  read_reservation_ = expected;
+  held_bytes_ += expected;
   reading_ = true;
   StartRead(&incoming_);
+}
+
+void TrainReactor::OnBufferRoom() {
+  absl::MutexLock lock(&mu_);
+  MaybeRead();
 }
 
 void TrainReactor::MaybeCompute() {
   if (computing_ || pending_.empty() || final_status_.has_value()) return;
   if (static_cast<int>(unsent_.size()) >= window_) return;  // reader is slow
   computing_ = true;
-  if (!service_->executor()->TrySubmit([this] { ComputeOne(); })) {
+  StreamRegistry* const registry = registry_;
+  // The task owns its minibatch: nothing the reactor drops while the task
+  // waits in the queue (pending_, on an error or cancel) is reachable
+  // from it.
+  const bool queued = service_->executor()->TrySubmit(
+      [this, registry, step = std::move(pending_.front()),
+       index = batches_applied_]() mutable {
+        RunStep(step, index);
+        // The reactor may be gone now (RunStep's last critical section may
+        // have finished the call); only the task's own state is touched.
+        step.request = v1::TrainRequest();
+        registry->Release(step.bytes);
+      });
+  pending_.pop_front();
+  if (!queued) {
+    // The dropped task freed its minibatch; its bytes stay in held_bytes_
+    // and go back to the budget in OnDone.
     computing_ = false;
     FinishWith(absl::UnavailableError(
         "the server's compute queue is full or shutting down; resume the "
@@ -87,32 +157,34 @@ void TrainReactor::MaybeCompute() {
   }
 }
 
-void TrainReactor::ComputeOne() {
-  v1::TrainRequest request;
+void TrainReactor::RunStep(const Queued& step, int64_t index) {
   std::shared_ptr<store::NetworkEntry> entry;
-  int64_t index;
   {
     absl::MutexLock lock(&mu_);
-    request = std::move(pending_.front());
-    pending_.pop_front();
-    entry = entry_;
-    index = batches_applied_;
-  }
-  absl::StatusOr<engine::StepResult> result;
-  if (ctx_->IsCancelled()) {
-    result = absl::CancelledError("the client cancelled the stream");
-  } else {
-    result = service_->ApplyStep(*entry, request.batch(), "batch");
-    if (!result.ok()) {
-      result = absl::Status(
-          result.status().code(),
-          absl::StrCat("minibatch ", index + 1,
-                       " of this stream: ", result.status().message()));
+    if (final_status_.has_value()) {
+      // The stream ended (bad message, cancel, deadline, idle) while this
+      // step waited: the client will not see its result, so it is not
+      // applied.
+      computing_ = false;
+      held_bytes_ -= step.bytes;
+      MaybeFinish();
+      return;
     }
+    entry = entry_;
+  }
+  absl::StatusOr<engine::StepResult> result =
+      service_->ApplyStep(*entry, step.request.batch(), "batch", ctx_);
+  if (!result.ok()) {
+    result = absl::Status(
+        result.status().code(),
+        absl::StrCat("minibatch ", index + 1,
+                     " of this stream: ", result.status().message()));
   }
 
   absl::MutexLock lock(&mu_);
   computing_ = false;
+  held_bytes_ -= step.bytes;
+  last_activity_ = absl::Now();
   if (!result.ok()) {
     FinishWith(result.status());
     return;
@@ -142,6 +214,7 @@ void TrainReactor::MaybeWrite() {
 void TrainReactor::OnWriteDone(bool ok) {
   absl::MutexLock lock(&mu_);
   writing_ = false;
+  last_activity_ = absl::Now();
   unsent_.pop_front();
   if (!ok) {
     unsent_.clear();
@@ -159,9 +232,35 @@ void TrainReactor::OnCancel() {
   FinishWith(absl::CancelledError("the client cancelled the stream"));
 }
 
+void TrainReactor::CheckIdle(absl::Time now, absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  if (finished_ || final_status_.has_value()) return;
+  // Idle means the server waits on the client alone: for its next message
+  // (nothing queued) or for it to take a response. Paused by flow control
+  // on our side, or computing, the clock does not run.
+  const bool waiting_on_client =
+      !computing_ && (writing_ || (reading_ && pending_.empty()));
+  if (!waiting_on_client) {
+    last_activity_ = now;
+    return;
+  }
+  if (now - last_activity_ < timeout) return;
+  const std::string network =
+      entry_ == nullptr ? "no network yet" : NetworkName(entry_->id);
+  FinishWith(absl::DeadlineExceededError(absl::StrCat(
+      "stream idle: no message from the client and no response taken for ",
+      absl::FormatDuration(timeout), " (--stream_idle_timeout_seconds) after ",
+      batches_applied_, " minibatches applied; the writer slot of ", network,
+      " is released, open a new stream to continue")));
+  // A response the client does not read blocks the status behind it:
+  // cancel the call so the pending write fails and the stream can finish.
+  if (writing_) ctx_->TryCancel();
+}
+
 void TrainReactor::FinishWith(absl::Status status) {
+  // Minibatches still in pending_ stay until OnDone, which returns their
+  // bytes to the budget outside mu_ (StreamRegistry's lock order).
   if (!final_status_.has_value()) final_status_ = std::move(status);
-  pending_.clear();
   MaybeFinish();
 }
 
@@ -194,9 +293,17 @@ void TrainReactor::MaybeFinish() {
 }
 
 void TrainReactor::OnDone() {
-  // Finish() may have been called by a thread that still holds mu_; wait
-  // for it to let go before the mutex is destroyed with the reactor.
-  { absl::MutexLock lock(&mu_); }
+  // After Unregister the registry never calls this stream again.
+  if (registered_) registry_->Unregister(this);
+  int64_t held;
+  {
+    // Also waits for a thread that called Finish() under mu_ to let go
+    // before the mutex is destroyed with the reactor.
+    absl::MutexLock lock(&mu_);
+    pending_.clear();
+    held = held_bytes_;
+  }
+  registry_->Release(held);
   delete this;
 }
 

@@ -1,16 +1,27 @@
 // The server side of a Train stream: minibatches in, StepResults out.
 //
-// Flow control: at most `train_stream_window` minibatches wait to be
-// computed and at most that many results wait to be sent; beyond either,
-// the reactor stops reading, so a fast writer or a slow reader is slowed by
-// gRPC's own flow control instead of growing our buffers. While one step
-// computes on the executor, the next minibatch is already being received.
+// Flow control: the reactor stops reading while `train_stream_window`
+// minibatches wait to be computed, or that many results wait to be sent, or
+// the minibatches it holds would pass the per-stream byte limit, or the
+// server-wide byte budget has no room (StreamRegistry; each read reserves
+// the size of the stream's previous minibatch); so a fast writer or a slow
+// reader is slowed by gRPC's own flow control instead of growing our
+// buffers. While one step computes on the executor, the next minibatch is
+// already being received.
 //
 // The stream holds the network's writer slot from its first message until
-// it ends; steps run one at a time, in order, on the executor.
+// it ends; steps run one at a time, in order, on the executor. A stream
+// that sits idle (StreamLimits::idle_timeout) is ended by the registry.
+//
+// Lifetime: gRPC deletes nothing; OnDone deletes the reactor. OnDone cannot
+// come before Finish, and Finish is called only when no step of this stream
+// is queued or running, so an executor task never outlives the reactor: a
+// task touches the reactor only under mu_, owns its minibatch, and after
+// the critical section that may call Finish it touches only the registry.
 #ifndef SATLAB_SERVER_SERVICE_TRAIN_REACTOR_H_
 #define SATLAB_SERVER_SERVICE_TRAIN_REACTOR_H_
 
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -18,8 +29,10 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "satlab/v1/training_service.pb.h"
+#include "server/service/stream_registry.h"
 #include "server/store/network_store.h"
 
 namespace satlab::service {
@@ -27,7 +40,8 @@ namespace satlab::service {
 class TrainingServiceImpl;
 
 class TrainReactor final
-    : public grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainResponse> {
+    : public grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainResponse>,
+      public StreamRegistry::Stream {
  public:
   TrainReactor(TrainingServiceImpl* service, grpc::CallbackServerContext* ctx);
 
@@ -36,14 +50,27 @@ class TrainReactor final
   void OnCancel() override;
   void OnDone() override;
 
+  void CheckIdle(absl::Time now, absl::Duration timeout) override;
+  void OnBufferRoom() override;
+
  private:
+  // A received minibatch and the bytes it was charged to the budget.
+  struct Queued {
+    v1::TrainRequest request;
+    int64_t bytes = 0;
+  };
+
   // Handles the first message: resolves the network, takes its writer slot.
   absl::Status Open(const v1::TrainRequest& first)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Starts the next step on the executor if one is due and none runs.
+  // Hands the front minibatch to the executor if one is due and none runs.
   void MaybeCompute() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Runs on the executor: one step on the front minibatch.
-  void ComputeOne();
+  // Runs on the executor: one step on `step` (minibatch number `index` + 1
+  // of the stream), unless the stream ended while it was queued.
+  void RunStep(const Queued& step, int64_t index) ABSL_LOCKS_EXCLUDED(mu_);
+  // OnReadDone under mu_: takes the message in. Returns the bytes of the
+  // read's reservation to give back to the budget.
+  int64_t AcceptRead(bool ok) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Resumes reading if it is paused and there is room.
   void MaybeRead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -53,18 +80,32 @@ class TrainReactor final
 
   TrainingServiceImpl* const service_;
   grpc::CallbackServerContext* const ctx_;
+  StreamRegistry* const registry_;
   const int window_;
+  // Written by the constructor, read by OnDone: false when the open-stream
+  // cap refused the stream (it finished at once).
+  bool registered_ = false;
 
   absl::Mutex mu_;
   v1::TrainRequest incoming_ ABSL_GUARDED_BY(mu_);
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
   bool read_closed_ ABSL_GUARDED_BY(mu_) = false;
-  std::deque<v1::TrainRequest> pending_ ABSL_GUARDED_BY(mu_);
+  std::deque<Queued> pending_ ABSL_GUARDED_BY(mu_);
+  // Bytes of the minibatches in pending_, of the one computing and of the
+  // outstanding read's reservation: charged to the registry's budget,
+  // returned as reads complete, as steps finish and in OnDone.
+  int64_t held_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t read_reservation_ ABSL_GUARDED_BY(mu_) = 0;
+  // Size of the last minibatch received: what the next read reserves.
+  int64_t last_message_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool computing_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<v1::TrainResponse> unsent_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<absl::Status> final_status_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  // When the client last gave a sign of life (a message arrived or a
+  // response was taken) or the server last stopped waiting on it.
+  absl::Time last_activity_ ABSL_GUARDED_BY(mu_);
 
   std::shared_ptr<store::NetworkEntry> entry_ ABSL_GUARDED_BY(mu_);
   bool holds_writer_ ABSL_GUARDED_BY(mu_) = false;

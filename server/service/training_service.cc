@@ -116,7 +116,8 @@ TrainingServiceImpl::TrainingServiceImpl(const ServiceOptions& options,
       hub_(hub),
       budget_(MemoryBudget::Create(options.memory_budget_bytes > 0
                                        ? options.memory_budget_bytes
-                                       : MemoryBudget::DefaultLimit())) {}
+                                       : MemoryBudget::DefaultLimit())),
+      streams_(std::make_unique<StreamRegistry>(options.streams)) {}
 
 engine::CallOptions TrainingServiceImpl::CallOptionsFor(
     grpc::CallbackServerContext* ctx) const {

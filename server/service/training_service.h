@@ -24,6 +24,7 @@
 #include "server/service/executor.h"
 #include "server/service/memory_budget.h"
 #include "server/service/metrics_hub.h"
+#include "server/service/stream_registry.h"
 #include "server/store/network_store.h"
 
 namespace satlab::service {
@@ -46,6 +47,8 @@ struct ServiceOptions {
   int64_t memory_budget_bytes = 0;
   // Recent request_ids remembered per network (TrainStep, SetParameters).
   int request_ids_per_network = 32;
+  // Open-stream cap, Train idle timeout, buffered-byte limits.
+  StreamLimits streams;
 };
 
 class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
@@ -126,6 +129,8 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   // The server's metrics hub (never null): WatchMetrics and the dashboard
   // read it, every step and experiment epoch is reported to it.
   MetricsHub* hub() const { return hub_; }
+  // Every open stream; Train, WatchMetrics and RunExperiment register here.
+  StreamRegistry* streams() const { return streams_.get(); }
   const ServiceOptions& options() const { return options_; }
 
   // ABORTED status for a busy network.
@@ -197,6 +202,7 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   mutable absl::Mutex requests_mu_;
   absl::flat_hash_map<std::string, NetworkRequests> requests_
       ABSL_GUARDED_BY(requests_mu_);
+  const std::unique_ptr<StreamRegistry> streams_;
 };
 
 }  // namespace satlab::service

@@ -13,13 +13,15 @@
 #include "absl/synchronization/mutex.h"
 #include "server/service/metrics_hub.h"
 #include "server/service/status.h"
+#include "server/service/stream_registry.h"
 #include "server/service/training_service.h"
 
 namespace satlab::service {
 namespace {
 
 class WatchReactor final
-    : public grpc::ServerWriteReactor<v1::WatchMetricsResponse> {
+    : public grpc::ServerWriteReactor<v1::WatchMetricsResponse>,
+      public StreamRegistry::Stream {
  public:
   // Answers `status` at once.
   explicit WatchReactor(const absl::Status& status) {
@@ -28,9 +30,17 @@ class WatchReactor final
     Finish(ToGrpcStatus(status));
   }
 
-  WatchReactor(MetricsHub* hub, WatchFilter filter)
-      : ends_with_deletion_(!filter.network.empty()),
-        subscription_(hub->Subscribe(filter)) {
+  // Counts against the open-stream cap, then subscribes to `hub`.
+  WatchReactor(StreamRegistry* registry, MetricsHub* hub, WatchFilter filter)
+      : ends_with_deletion_(!filter.network.empty()), registry_(registry) {
+    if (absl::Status s = registry_->Register(this); !s.ok()) {
+      absl::MutexLock lock(&mu_);
+      finished_ = true;
+      Finish(ToGrpcStatus(s));
+      return;
+    }
+    registered_ = true;
+    subscription_ = hub->Subscribe(filter);
     // Not under mu_: the listener takes mu_ while the subscription holds its
     // listener lock, so mu_ must never be held while calling into it.
     subscription_->SetListener([this] {
@@ -66,6 +76,7 @@ class WatchReactor final
   void OnDone() override {
     // Detaches from the hub at once; Close waits for a running listener.
     if (subscription_ != nullptr) subscription_->Close();
+    if (registered_) registry_->Unregister(this);
     delete this;
   }
 
@@ -97,8 +108,11 @@ class WatchReactor final
   }
 
   const bool ends_with_deletion_ = false;
-  // Set before the listener is installed; never reassigned.
-  const std::shared_ptr<MetricsSubscription> subscription_;
+  StreamRegistry* const registry_ = nullptr;
+  // Both set by the constructor before the listener is installed; never
+  // changed afterwards.
+  bool registered_ = false;
+  std::shared_ptr<MetricsSubscription> subscription_;
   absl::Mutex mu_;
   v1::WatchMetricsResponse response_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
@@ -125,7 +139,7 @@ grpc::ServerWriteReactor<v1::WatchMetricsResponse>* NewWatchReactor(
     filter.network = request->name();
   }
   filter.start_step = request->start_step();
-  return new WatchReactor(hub, std::move(filter));
+  return new WatchReactor(service->streams(), hub, std::move(filter));
 }
 
 }  // namespace satlab::service
