@@ -1,4 +1,5 @@
 // The commands that compute on a network: forward, grad, step, train, eval.
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <limits>
@@ -344,9 +345,10 @@ Action DeclareTrain(CLI::App& app) {
       const int64_t base = epoch * per_epoch;
       auto last = ctx.client->Train(
           name, batches, options, [&](const v1::TrainResponse& r) {
-            bar.Update(base + r.batches_applied(),
-                       absl::StrCat("epoch ", epoch + 1, "/", o->epochs,
-                                    " loss ", Num(r.result().loss())));
+            bar.Update(
+                base + std::clamp<int64_t>(r.batches_applied(), 0, per_epoch),
+                absl::StrCat("epoch ", epoch + 1, "/", o->epochs, " loss ",
+                             Num(r.result().loss())));
           });
       if (!last.ok()) {
         bar.Finish("failed");

@@ -21,6 +21,13 @@ std::string CleanLabel(const std::string& label) {
   return absl::StrReplaceAll(label, {{",", ";"}, {"\"", "'"}, {"\n", " "}});
 }
 
+// Epochs (0 included) times variants: what the progress bar counts. In
+// int64: epochs + 1 overflows an int32 spec field at its maximum.
+int64_t ProgressUnits(const Run& run) {
+  return static_cast<int64_t>(run.spec.variants_size()) *
+         (static_cast<int64_t>(run.spec.epochs()) + 1);
+}
+
 }  // namespace
 
 void CurveSet::BeginRun(const Plan& plan, int run) {
@@ -73,10 +80,7 @@ std::vector<Curve> CurveSet::Take() {
 absl::StatusOr<PlanResult> RunPlan(Context& ctx, const Plan& plan,
                                    absl::Duration timeout, int parallelism) {
   int64_t total = 0;
-  for (const Run& run : plan.runs) {
-    total += static_cast<int64_t>(run.spec.variants_size()) *
-             (run.spec.epochs() + 1);
-  }
+  for (const Run& run : plan.runs) total += ProgressUnits(run);
   ProgressBar bar(total, ctx.progress && !ctx.json);
   PlanResult result;
   CurveSet curves;
@@ -99,7 +103,8 @@ absl::StatusOr<PlanResult> RunPlan(Context& ctx, const Plan& plan,
             bad_message = curves.AddEpoch(m.epoch());
             if (!bad_message.ok()) return false;
           }
-          bar.Update(done_before + m.epochs_done(),
+          bar.Update(done_before + std::clamp<int64_t>(m.epochs_done(), 0,
+                                                       ProgressUnits(run)),
                      absl::StrCat(run.spec.display_name(), " ", m.epochs_done(),
                                   "/", m.epochs_total()));
           return true;
@@ -115,8 +120,7 @@ absl::StatusOr<PlanResult> RunPlan(Context& ctx, const Plan& plan,
       bar.Finish("failed");
       return bad_message.ok() ? summary.status() : bad_message;
     }
-    done_before += static_cast<int64_t>(run.spec.variants_size()) *
-                   (run.spec.epochs() + 1);
+    done_before += ProgressUnits(run);
     result.elapsed_seconds += summary->elapsed_seconds();
     v1::ExperimentSpec spec_copy = run.spec;
     if (spec_copy.dataset().has_inline_()) {

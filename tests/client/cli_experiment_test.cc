@@ -1,11 +1,14 @@
 // Unit tests of `satlab experiment`'s run loop and report, fed crafted
 // server messages (no server): variant numbers from the wire are bounds
-// checked; curves, CSV and summary come out in order.
+// checked, progress counts clamped; curves and CSV come out in order.
+#include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "client/cli/experiment_report.h"
 #include "client/cli/experiment_run.h"
+#include "client/cli/progress.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -91,6 +94,21 @@ TEST(ReportTest, CurvesCsv_RowPerVariantAndEpoch) {
                              "layer0_mean_derivative,"));
   EXPECT_THAT(csv, HasSubstr("\n0,mse from a,0,0,0.5,0,0,0,,,,,,\n"));
   EXPECT_EQ(LayerColumn(0, 2), 11);
+}
+
+TEST(ProgressBarTest, CountsFromTheWireOutOfRange_ClampedNotACrash) {
+  // A negative count used to make a negative-length bar string.
+  ::testing::internal::CaptureStderr();
+  {
+    ProgressBar bar(10, /*enabled=*/true);
+    bar.Update(-5, "negative");
+    bar.Update(std::numeric_limits<int64_t>::min(), "min");
+    bar.Update(std::numeric_limits<int64_t>::max(), "max");
+    bar.Finish("done");
+  }
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(err, HasSubstr("[" + std::string(30, '.') + "]   0%"));
+  EXPECT_THAT(err, HasSubstr("[" + std::string(30, '#') + "] 100%"));
 }
 
 }  // namespace
