@@ -67,8 +67,8 @@ std::string Prefix(const CLI::App* command) {
 }
 
 // What went wrong: CLI11's own text, except for arguments nobody declared,
-// which it reports as "not expected". `command` is the app they were given
-// to (the root for the global options).
+// which it reports as "not expected". `app` is the one they were given to;
+// `root` when that is the top level (global options, the command's name).
 std::string ParseErrorMessage(const CLI::ParseError& error, const CLI::App& app,
                               bool root) {
   const std::vector<std::string> extras = app.remaining();
@@ -111,8 +111,10 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   app.require_subcommand(0, 1);
   app.footer("'satlab COMMAND --help' describes a command.");
 
-  app.add_option("--server", options.target, "server address HOST:PORT")
-      ->capture_default_str();
+  app.add_option("--server", options.target,
+                 "server address (default: $SATLAB_SERVER, else "
+                 "127.0.0.1:50051)")
+      ->type_name("HOST:PORT");
   app.add_flag("--json", json, "print JSON (proto3 JSON) instead of tables");
   app.add_flag("--quiet", quiet, "no progress bars or notes on stderr");
   app.add_option("--timeout", timeout_seconds, "deadline of each call")
