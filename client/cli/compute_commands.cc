@@ -202,6 +202,68 @@ void PrintStep(const v1::StepResult& r) {
   PrintStats(r.saturation());
 }
 
+struct TrainCommandOptions {
+  std::string name;
+  DataOptions data;
+  int epochs = 1;
+  int batch_size = 32;
+  uint64_t shuffle_seed = 0;
+  bool no_shuffle = false;
+  int report_every = 1;
+};
+
+// Trains epoch by epoch (one Train stream each), evaluating on the whole
+// dataset after every epoch.
+absl::Status RunTrain(Context& ctx, const TrainCommandOptions& o) {
+  const std::string name = NetworkNameArg(o.name);
+  SATLAB_ASSIGN_OR_RETURN(data, LoadDataset(o.data));
+  TrainOptions options;
+  options.report_every = o.report_every;
+  const int64_t per_epoch =
+      (data.inputs.rows + o.batch_size - 1) / o.batch_size;
+  ProgressBar bar(o.epochs * per_epoch, ctx.progress && !ctx.json);
+  Table table({"EPOCH", "STEP", "LOSS", "ACCURACY", "ATTENUATION"});
+  nlohmann::json json_epochs = nlohmann::json::array();
+  v1::Minibatch all;
+  *all.mutable_inputs() = ToTensor(data.inputs);
+  *all.mutable_targets() = ToTensor(data.targets);
+  for (int epoch = 0; epoch < o.epochs; ++epoch) {
+    auto batches =
+        EpochBatches(data, o.batch_size, !o.no_shuffle, o.shuffle_seed, epoch);
+    const int64_t base = epoch * per_epoch;
+    auto last = ctx.client->Train(
+        name, batches, options, [&](const v1::TrainResponse& r) {
+          bar.Update(
+              base + std::clamp<int64_t>(r.batches_applied(), 0, per_epoch),
+              absl::StrCat("epoch ", epoch + 1, "/", o.epochs, " loss ",
+                           Num(r.result().loss())));
+        });
+    if (!last.ok()) {
+      bar.Finish("failed");
+      return last.status();
+    }
+    // The epoch's figures over the whole dataset, after the epoch.
+    SATLAB_ASSIGN_OR_RETURN(eval, ctx.client->Evaluate(name, all));
+    table.AddRow({absl::StrCat(epoch + 1), absl::StrCat(eval.step()),
+                  Num(eval.loss()), Num(eval.accuracy()),
+                  Num(eval.saturation().output_attenuation())});
+    json_epochs.push_back(
+        {{"epoch", epoch + 1},
+         {"step", eval.step()},
+         {"loss", eval.loss()},
+         {"accuracy", eval.accuracy()},
+         {"outputAttenuation", eval.saturation().output_attenuation()}});
+  }
+  bar.Finish("done");
+  if (ctx.json) {
+    std::cout << nlohmann::json{{"name", name}, {"epochs", json_epochs}}.dump(2)
+              << "\n";
+  } else {
+    std::cout << table.ToString();
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 Action DeclareForward(CLI::App& app) {
@@ -296,16 +358,7 @@ Action DeclareStep(CLI::App& app) {
 }
 
 Action DeclareTrain(CLI::App& app) {
-  struct Options {
-    std::string name;
-    DataOptions data;
-    int epochs = 1;
-    int batch_size = 32;
-    uint64_t shuffle_seed = 0;
-    bool no_shuffle = false;
-    int report_every = 1;
-  };
-  auto o = std::make_shared<Options>();
+  auto o = std::make_shared<TrainCommandOptions>();
   app.description(
       "Trains a network on a CSV dataset through one Train stream, with a "
       "progress bar; prints the loss per epoch.");
@@ -326,56 +379,7 @@ Action DeclareTrain(CLI::App& app) {
       ->capture_default_str();
   AddDataOptions(app, &o->data, /*with_targets=*/true);
   app.get_option("--data")->required();
-  return [o](Context& ctx) -> absl::Status {
-    const std::string name = NetworkNameArg(o->name);
-    SATLAB_ASSIGN_OR_RETURN(data, LoadDataset(o->data));
-    TrainOptions options;
-    options.report_every = o->report_every;
-    const int64_t per_epoch =
-        (data.inputs.rows + o->batch_size - 1) / o->batch_size;
-    ProgressBar bar(o->epochs * per_epoch, ctx.progress && !ctx.json);
-    Table table({"EPOCH", "STEP", "LOSS", "ACCURACY", "ATTENUATION"});
-    nlohmann::json json_epochs = nlohmann::json::array();
-    v1::Minibatch all;
-    *all.mutable_inputs() = ToTensor(data.inputs);
-    *all.mutable_targets() = ToTensor(data.targets);
-    for (int epoch = 0; epoch < o->epochs; ++epoch) {
-      auto batches = EpochBatches(data, o->batch_size, !o->no_shuffle,
-                                  o->shuffle_seed, epoch);
-      const int64_t base = epoch * per_epoch;
-      auto last = ctx.client->Train(
-          name, batches, options, [&](const v1::TrainResponse& r) {
-            bar.Update(
-                base + std::clamp<int64_t>(r.batches_applied(), 0, per_epoch),
-                absl::StrCat("epoch ", epoch + 1, "/", o->epochs, " loss ",
-                             Num(r.result().loss())));
-          });
-      if (!last.ok()) {
-        bar.Finish("failed");
-        return last.status();
-      }
-      // The epoch's figures over the whole dataset, after the epoch.
-      SATLAB_ASSIGN_OR_RETURN(eval, ctx.client->Evaluate(name, all));
-      table.AddRow({absl::StrCat(epoch + 1), absl::StrCat(eval.step()),
-                    Num(eval.loss()), Num(eval.accuracy()),
-                    Num(eval.saturation().output_attenuation())});
-      json_epochs.push_back(
-          {{"epoch", epoch + 1},
-           {"step", eval.step()},
-           {"loss", eval.loss()},
-           {"accuracy", eval.accuracy()},
-           {"outputAttenuation", eval.saturation().output_attenuation()}});
-    }
-    bar.Finish("done");
-    if (ctx.json) {
-      std::cout << nlohmann::json{{"name", name}, {"epochs", json_epochs}}.dump(
-                       2)
-                << "\n";
-    } else {
-      std::cout << table.ToString();
-    }
-    return absl::OkStatus();
-  };
+  return [o](Context& ctx) { return RunTrain(ctx, *o); };
 }
 
 Action DeclareEval(CLI::App& app) {
