@@ -4,8 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
-#include "grpcpp/generic/generic_stub.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 
 namespace satlab {
 
@@ -268,44 +267,17 @@ absl::Status Client::WatchMetrics(
 }
 
 absl::StatusOr<bool> Client::CheckHealth(absl::string_view service) {
-  // grpc.health.v1.HealthCheckRequest{service = 1} encoded by hand: Debian
-  // ships no health .proto, and the message is one length-delimited field.
-  std::string request;
-  if (!service.empty()) {
-    request.push_back(0x0a);  // field 1, wire type 2
-    size_t len = service.size();
-    do {
-      uint8_t byte = len & 0x7f;
-      len >>= 7;
-      request.push_back(static_cast<char>(byte | (len ? 0x80 : 0)));
-    } while (len);
-    request.append(service.data(), service.size());
-  }
-  grpc::Slice slice(request);
-  grpc::ByteBuffer request_buffer(&slice, 1);
-  grpc::GenericStub generic(channel_);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(std::string(service));
+  grpc::health::v1::HealthCheckResponse response;
   grpc::ClientContext ctx;
   Prepare(&ctx, options_.timeout);
-  grpc::ByteBuffer response_buffer;
-  absl::Notification done;
-  grpc::Status status;
-  generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(),
-                    &request_buffer, &response_buffer, [&](grpc::Status s) {
-                      status = std::move(s);
-                      done.Notify();
-                    });
-  done.WaitForNotification();
-  if (!status.ok()) return FromGrpc(status);
-  std::vector<grpc::Slice> slices;
-  if (!response_buffer.Dump(&slices).ok()) {
-    return absl::DataLossError("unreadable health response");
+  auto stub = grpc::health::v1::Health::NewStub(channel_);
+  if (absl::Status s = FromGrpc(stub->Check(&ctx, request, &response));
+      !s.ok()) {
+    return s;
   }
-  std::string bytes;
-  for (const auto& s : slices) bytes.append(s.begin(), s.end());
-  // HealthCheckResponse{status = 1 (varint)}; absent means UNKNOWN (0).
-  int serving_status = 0;
-  if (bytes.size() >= 2 && bytes[0] == 0x08) serving_status = bytes[1];
-  return serving_status == 1;  // SERVING
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
 }
 
 TrainSession::TrainSession(

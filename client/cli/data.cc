@@ -2,15 +2,21 @@
 
 #include <zlib.h>
 
+#include <cmath>
+#include <fstream>
+#include <limits>
 #include <numeric>
 #include <random>
+#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "client/client.h"
 
 namespace satlab::cli {
 namespace {
@@ -83,6 +89,15 @@ absl::StatusOr<Matrix> ParseMatrix(const std::string& text,
   return m;
 }
 
+absl::StatusOr<std::string> TextOrFile(const std::string& text) {
+  if (!absl::StartsWith(text, "@")) return text;
+  std::ifstream in(text.substr(1));
+  if (!in) return absl::NotFoundError("cannot open " + text.substr(1));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
 absl::StatusOr<Matrix> ReadCsv(const std::string& path) {
   // gzopen reads uncompressed files transparently.
   gzFile file = gzopen(path.c_str(), "rb");
@@ -136,12 +151,15 @@ absl::StatusOr<Dataset> SplitDataset(const Matrix& csv,
     }
     if (options.one_hot > 0) {
       const double label = row[csv.cols - 1];
-      const int64_t cls = static_cast<int64_t>(label);
-      if (cls != label || cls < 0 || cls >= options.one_hot) {
+      // Checked before the cast: converting NaN, an infinity or a value
+      // outside int64's range to an integer is undefined behaviour.
+      if (!(label >= 0 && label < options.one_hot) ||
+          label != std::floor(label)) {
         return absl::InvalidArgumentError(absl::StrCat(
             "row ", r + 1, ": class label ", label, " is not an integer in 0..",
             options.one_hot - 1, " (--one-hot ", options.one_hot, ")"));
       }
+      const int64_t cls = static_cast<int64_t>(label);
       for (int64_t c = 0; c < options.one_hot; ++c) {
         d.targets.values.push_back(c == cls ? 1.0 : 0.0);
       }
@@ -166,6 +184,36 @@ v1::Tensor RowsToTensor(const Matrix& m, const std::vector<int64_t>& order,
     values->Add(row, row + m.cols);
   }
   return t;
+}
+
+absl::StatusOr<Matrix> MatrixFromTensor(const v1::Tensor& tensor,
+                                        absl::string_view field) {
+  std::vector<int64_t> shape(tensor.shape().begin(), tensor.shape().end());
+  if (shape.size() == 1) shape.insert(shape.begin(), 1);
+  if (shape.size() != 2 || shape[0] < 0 || shape[1] < 0) {
+    return absl::DataLossError(absl::StrCat(
+        field, ".shape: expected [rows, cols] or [n] with sizes >= 0, got [",
+        absl::StrJoin(tensor.shape(), ", "), "]"));
+  }
+  const int64_t count = tensor.float_values_size() > 0
+                            ? tensor.float_values_size()
+                            : tensor.double_values_size();
+  // rows * cols compared without overflow: count fits in an int.
+  const bool fits =
+      shape[1] == 0
+          ? count == 0
+          : shape[0] <= std::numeric_limits<int64_t>::max() / shape[1] &&
+                shape[0] * shape[1] == count;
+  if (!fits) {
+    return absl::DataLossError(
+        absl::StrCat(field, ": shape [", absl::StrJoin(tensor.shape(), ", "),
+                     "] does not match its ", count, " values"));
+  }
+  Matrix m;
+  m.rows = shape[0];
+  m.cols = shape[1];
+  m.values = TensorValues(tensor);
+  return m;
 }
 
 v1::Tensor ToTensor(const Matrix& m) {

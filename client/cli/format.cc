@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "client/cli/data.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace satlab::cli {
@@ -15,6 +17,16 @@ namespace {
 bool LooksNumeric(const std::string& s) {
   return !s.empty() && (absl::ascii_isdigit(s[0]) || s[0] == '-' ||
                         s[0] == '+' || s[0] == '.');
+}
+
+// "INIT_SCHEME_" for satlab.v1.InitScheme: the prefix every value carries.
+std::string EnumPrefix(const google::protobuf::EnumDescriptor* descriptor) {
+  std::string prefix;
+  for (char c : descriptor->name()) {
+    if (absl::ascii_isupper(c) && !prefix.empty()) prefix += '_';
+    prefix += absl::ascii_toupper(c);
+  }
+  return prefix + "_";
 }
 
 }  // namespace
@@ -69,19 +81,15 @@ std::string ToJson(const google::protobuf::Message& message) {
   return out;
 }
 
-nlohmann::json TensorToJson(const v1::Tensor& tensor) {
-  std::vector<double> values =
-      tensor.float_values_size() > 0
-          ? std::vector<double>(tensor.float_values().begin(),
-                                tensor.float_values().end())
-          : std::vector<double>(tensor.double_values().begin(),
-                                tensor.double_values().end());
-  if (tensor.shape_size() != 2) return values;
+absl::StatusOr<nlohmann::json> TensorToJson(const v1::Tensor& tensor,
+                                            absl::string_view field) {
+  auto m = MatrixFromTensor(tensor, field);
+  if (!m.ok()) return m.status();
+  if (tensor.shape_size() != 2) return m->values;
   nlohmann::json rows = nlohmann::json::array();
-  const int64_t cols = tensor.shape(1);
-  for (int64_t r = 0; r < tensor.shape(0); ++r) {
-    rows.push_back(std::vector<double>(values.begin() + r * cols,
-                                       values.begin() + (r + 1) * cols));
+  for (int64_t r = 0; r < m->rows; ++r) {
+    rows.push_back(std::vector<double>(m->values.begin() + r * m->cols,
+                                       m->values.begin() + (r + 1) * m->cols));
   }
   return rows;
 }
@@ -123,13 +131,19 @@ absl::StatusOr<v1::Tensor> TensorFromJson(const nlohmann::json& j,
   return t;
 }
 
-nlohmann::json ParamsToJson(const v1::GetParametersResponse& params) {
+absl::StatusOr<nlohmann::json> ParamsToJson(
+    const v1::GetParametersResponse& params) {
   nlohmann::json layers = nlohmann::json::array();
-  for (const auto& layer : params.layers()) {
-    layers.push_back({{"weights", TensorToJson(layer.weights())},
-                      {"biases", TensorToJson(layer.biases())}});
+  for (int i = 0; i < params.layers_size(); ++i) {
+    const std::string field = absl::StrCat("layers[", i, "]");
+    auto weights = TensorToJson(params.layers(i).weights(), field + ".weights");
+    if (!weights.ok()) return weights.status();
+    auto biases = TensorToJson(params.layers(i).biases(), field + ".biases");
+    if (!biases.ok()) return biases.status();
+    layers.push_back(
+        {{"weights", *std::move(weights)}, {"biases", *std::move(biases)}});
   }
-  return {{"step", params.step()}, {"layers", layers}};
+  return nlohmann::json{{"step", params.step()}, {"layers", layers}};
 }
 
 absl::Status ParamsFromJson(const std::string& text,
@@ -160,36 +174,69 @@ absl::Status ParamsFromJson(const std::string& text,
   return absl::OkStatus();
 }
 
-std::string ActivationName(v1::Activation a) {
-  std::string name = v1::Activation_Name(a);
-  return absl::AsciiStrToLower(name.substr(std::string("ACTIVATION_").size()));
+std::vector<std::string> EnumNames(
+    const google::protobuf::EnumDescriptor* descriptor) {
+  std::vector<std::string> names;
+  for (int i = 0; i < descriptor->value_count(); ++i) {
+    if (descriptor->value(i)->number() == 0) continue;  // UNSPECIFIED
+    names.push_back(EnumName(descriptor, descriptor->value(i)->number()));
+  }
+  return names;
 }
 
-std::string LossName(v1::Loss l) {
-  std::string name = v1::Loss_Name(l);
-  return absl::AsciiStrToLower(name.substr(std::string("LOSS_").size()));
+std::string EnumName(const google::protobuf::EnumDescriptor* descriptor,
+                     int number) {
+  const google::protobuf::EnumValueDescriptor* value =
+      descriptor->FindValueByNumber(number);
+  if (value == nullptr) return absl::StrCat(number);
+  // ACTIVATION_LEAKY_RELU -> leaky_relu: the enum's prefix is its type name
+  // in upper snake case, e.g. ACTIVATION_ or INIT_SCHEME_.
+  const std::string prefix = EnumPrefix(descriptor);
+  return absl::AsciiStrToLower(absl::StripPrefix(value->name(), prefix));
 }
+
+absl::StatusOr<int> ParseEnumName(
+    const google::protobuf::EnumDescriptor* descriptor, const std::string& name,
+    const std::string& what) {
+  const google::protobuf::EnumValueDescriptor* value =
+      descriptor->FindValueByName(EnumPrefix(descriptor) +
+                                  absl::AsciiStrToUpper(name));
+  if (value == nullptr || value->number() == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown ", what, " \"", name, "\" (",
+                     absl::StrJoin(EnumNames(descriptor), ", "), ")"));
+  }
+  return value->number();
+}
+
+std::string ActivationName(v1::Activation a) {
+  return EnumName(v1::Activation_descriptor(), a);
+}
+
+std::string LossName(v1::Loss l) { return EnumName(v1::Loss_descriptor(), l); }
 
 absl::StatusOr<v1::Activation> ParseActivation(const std::string& name) {
-  v1::Activation a;
-  if (!v1::Activation_Parse(
-          absl::StrCat("ACTIVATION_", absl::AsciiStrToUpper(name)), &a) ||
-      a == v1::ACTIVATION_UNSPECIFIED) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown activation \"", name,
-        "\" (identity, sigmoid, tanh, relu, leaky_relu, softplus, softmax)"));
-  }
-  return a;
+  auto number = ParseEnumName(v1::Activation_descriptor(), name, "activation");
+  if (!number.ok()) return number.status();
+  return static_cast<v1::Activation>(*number);
 }
 
 absl::StatusOr<v1::Loss> ParseLoss(const std::string& name) {
-  v1::Loss l;
-  if (!v1::Loss_Parse(absl::StrCat("LOSS_", absl::AsciiStrToUpper(name)), &l) ||
-      l == v1::LOSS_UNSPECIFIED) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown loss \"", name, "\" (mse, bce, cce)"));
+  auto number = ParseEnumName(v1::Loss_descriptor(), name, "loss");
+  if (!number.ok()) return number.status();
+  return static_cast<v1::Loss>(*number);
+}
+
+std::string NetworksTable(const std::vector<v1::Network>& networks) {
+  Table table({"NAME", "ARCHITECTURE", "LOSS", "DTYPE", "STEP", "SAMPLES",
+               "PARAMETERS"});
+  for (const auto& n : networks) {
+    table.AddRow({n.name(), Architecture(n.spec()), LossName(n.spec().loss()),
+                  n.spec().dtype() == v1::DTYPE_FLOAT32 ? "float32" : "float64",
+                  absl::StrCat(n.step()), absl::StrCat(n.samples_seen()),
+                  absl::StrCat(n.parameter_count())});
   }
-  return l;
+  return table.ToString();
 }
 
 std::string Architecture(const v1::NetworkSpec& spec) {

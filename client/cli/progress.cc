@@ -17,7 +17,9 @@ ProgressBar::ProgressBar(int64_t total, bool enabled)
       start_(absl::Now()) {}
 
 void ProgressBar::Update(int64_t done, const std::string& status) {
-  done_ = std::min(done, total_);
+  // Counts may come from the server: clamped, a negative or huge one draws
+  // an empty or full bar instead of a negative-length string.
+  done_ = std::clamp<int64_t>(done, 0, total_);
   if (!enabled_) return;
   if (tty_) {
     // At most ~20 redraws a second: a fast loop must not drown in output.

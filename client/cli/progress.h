@@ -14,7 +14,8 @@ class ProgressBar {
  public:
   // `total` units of work; `enabled` false prints nothing.
   ProgressBar(int64_t total, bool enabled);
-  // Sets the units done and the text shown after the bar.
+  // Sets the units done (clamped to 0..total) and the text shown after the
+  // bar.
   void Update(int64_t done, const std::string& status);
   // Completes the line.
   void Finish(const std::string& status);

@@ -1,14 +1,16 @@
 // Unit tests of the CLI's data handling: inline matrices, CSV (plain and
-// gzip), one-hot targets, epoch minibatches, option parsing, parameter JSON.
+// gzip), one-hot targets (no undefined casts), tensors from the server
+// (shape checked against values), epoch minibatches, parameter JSON.
 #include <zlib.h>
 
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <set>
 
-#include "client/cli/args.h"
 #include "client/cli/data.h"
 #include "client/cli/format.h"
+#include "client/client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -115,23 +117,86 @@ TEST(EpochBatchesTest, SeededShuffle_CoversEveryRowOnceAndRepeats) {
   EXPECT_NE(a_bytes, c_bytes);  // next epoch: another order
 }
 
-TEST(ArgsTest, OptionsFlagsPositionalsAndErrors) {
-  Args args("satlab x NAME", "test");
-  args.Option("lr", "learning rate", "0.1").Flag("fast", "go fast");
-  ASSERT_TRUE(args.Parse({"net", "--lr=0.5", "--fast"}).ok());
-  EXPECT_EQ(args.Get("lr"), "0.5");
-  EXPECT_TRUE(args.GetFlag("fast"));
-  EXPECT_THAT(args.positional(), ElementsAre("net"));
-  Args other("satlab x", "test");
-  other.Option("lr", "learning rate", "0.1");
-  EXPECT_THAT(other.Parse({"--nope"}).message(),
-              HasSubstr("unknown option --nope"));
-  EXPECT_THAT(other.Parse({"--lr"}).message(), HasSubstr("--lr needs a value"));
-  ASSERT_TRUE(other.Parse({"--lr", "abc"}).ok());
-  EXPECT_THAT(other.GetDouble("lr").status().message(),
-              HasSubstr("--lr: expected a number, got \"abc\""));
-  EXPECT_THAT(other.Arg(0, "NAME").status().message(),
-              HasSubstr("missing NAME"));
+TEST(SplitDatasetTest, NonIntegerOrHugeLabel_ErrorNotUndefinedCast) {
+  // Each label used to be cast to int64 before it was checked: undefined
+  // behaviour for NaN, infinities and values beyond int64's range.
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  for (double label : {nan, inf, -inf, 1e300, -1e300, 2.5, -1.0, 3.0}) {
+    Matrix csv{1, 2, {0.5, label}};
+    DatasetOptions options;
+    options.one_hot = 3;
+    const auto d = SplitDataset(csv, options);
+    EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument) << label;
+    EXPECT_THAT(d.status().message(), HasSubstr("row 1: class label "))
+        << label;
+    EXPECT_THAT(d.status().message(), HasSubstr("is not an integer in 0..2"))
+        << label;
+  }
+}
+
+TEST(SplitDatasetTest, LabelAtTheTopOfTheRange_Accepted) {
+  Matrix csv{1, 2, {0.5, 2.0}};
+  DatasetOptions options;
+  options.one_hot = 3;
+  const auto d = SplitDataset(csv, options);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_THAT(d->targets.values, ElementsAre(0, 0, 1));
+}
+
+TEST(MatrixFromTensorTest, WellFormed_RowsColsValues) {
+  auto m = MatrixFromTensor(MakeTensor(2, 3, {1, 2, 3, 4, 5, 6}), "outputs");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->rows, 2);
+  EXPECT_EQ(m->cols, 3);
+  auto v = MatrixFromTensor(MakeVector({1, 2}), "biases");
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->rows, 1);
+  EXPECT_EQ(v->cols, 2);
+}
+
+TEST(MatrixFromTensorTest, ShapeNotMatchingValues_DataLossNotOutOfBounds) {
+  struct Case {
+    std::vector<int64_t> shape;
+    int values;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{3, 2}, 5, "outputs: shape [3, 2] does not match its 5 values"},
+      {{1, 7}, 6, "outputs: shape [1, 7] does not match its 6 values"},
+      {{-1, -2}, 2, "outputs.shape: expected [rows, cols] or [n]"},
+      {{2, 2, 2}, 8, "outputs.shape: expected [rows, cols] or [n]"},
+      {{}, 1, "outputs.shape: expected [rows, cols] or [n]"},
+      // rows * cols overflows int64.
+      {{int64_t{1} << 62, 8}, 0, "does not match its 0 values"},
+      {{0, 3}, 1, "does not match its 1 values"},
+  };
+  for (const Case& c : cases) {
+    v1::Tensor t;
+    for (int64_t d : c.shape) t.add_shape(d);
+    for (int i = 0; i < c.values; ++i) t.add_double_values(i);
+    const auto m = MatrixFromTensor(t, "outputs");
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kDataLoss)
+        << t.ShortDebugString();
+    EXPECT_THAT(m.status().message(), HasSubstr(c.message))
+        << t.ShortDebugString();
+  }
+}
+
+TEST(ParamsJsonTest, MalformedTensorFromServer_NamesTheLayer) {
+  v1::GetParametersResponse response;
+  v1::LayerParameters* layer = response.add_layers();
+  *layer->mutable_weights() = MakeTensor(2, 2, {1, 2, 3, 4});
+  *layer->mutable_biases() = MakeVector({1, 2});
+  layer = response.add_layers();
+  *layer->mutable_weights() = MakeTensor(2, 1, {1, 2});
+  layer->mutable_weights()->set_shape(0, 5);  // 5 x 1 but 2 values
+  *layer->mutable_biases() = MakeVector({1});
+  const auto json = ParamsToJson(response);
+  EXPECT_EQ(json.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(json.status().message(),
+              HasSubstr("layers[1].weights: shape [5, 1] does not match its "
+                        "2 values"));
 }
 
 TEST(ParamsJsonTest, RoundTripAndErrors) {
@@ -148,7 +213,8 @@ TEST(ParamsJsonTest, RoundTripAndErrors) {
   v1::GetParametersResponse response;
   *response.mutable_layers() = request.layers();
   const auto json = ParamsToJson(response);
-  EXPECT_EQ(json["layers"][0]["weights"][1][0], 3.0);
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_EQ((*json)["layers"][0]["weights"][1][0], 3.0);
 
   v1::SetParametersRequest bad;
   EXPECT_THAT(ParamsFromJson(
