@@ -5,7 +5,7 @@
 # A walkthrough of docs/saturation.md from Python: the `factor`, `nielsen`
 # and `digits` figures, made with the satlab Python client and matplotlib
 # alone. It sends exactly what the C++ CLI's `satlab experiment PRESET`
-# sends (client/cli/experiment.cc), so the numbers are the CLI's; the test
+# sends (client/cli/presets.cc), so the numbers are the CLI's; the test
 # tests/python/test_walkthrough.py checks that they are equal.
 #
 # Run it top to bottom like a notebook (each `# %%` is a cell in editors that
@@ -146,7 +146,7 @@ def save(fig, out, name):
 
 
 def curve_figures(out, name, title, curves, runs, classification, plot_output, hidden_layers):
-    """The CLI's figures of one preset (CurveFigures in client/cli/experiment.cc)."""
+    """The CLI's figures of one preset (CurveFigures in client/cli/experiment_figures.cc)."""
     # Learning curves: one panel per run, each comparing its losses from
     # identical parameters.
     n = len(runs)
