@@ -260,9 +260,7 @@ class Chaos {
     bool ok;
     while (cq.Next(&tag, &ok)) {
     }
-    return {"train.raw_bytes",
-            status,
-            {Code::INVALID_ARGUMENT, Code::ABORTED}};
+    return {"train.raw_bytes", status, {Code::INVALID_ARGUMENT, Code::ABORTED}};
   }
 
   // Cancelled after `writes` minibatches, before or after reading one.
