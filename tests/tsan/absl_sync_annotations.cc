@@ -66,9 +66,10 @@ void ReacquireAfterWait(absl::Mutex* mu) {
 #define SATLAB_LOCK_WHEN \
   SATLAB_SYM("_ZN4absl", "5Mutex8LockWhenERKNS0_9ConditionE")
 #define SATLAB_CV_WAIT SATLAB_SYM("_ZN4absl", "7CondVar4WaitEPNS0_5MutexE")
-#define SATLAB_CV_WAIT_TIMEOUT                                        \
-  SATLAB_SYM("_ZN4absl", "7CondVar15WaitWithTimeoutEPNS0_5MutexENS0_" \
-                         "8DurationE")
+#define SATLAB_CV_WAIT_TIMEOUT                            \
+  SATLAB_SYM("_ZN4absl",                                  \
+             "7CondVar15WaitWithTimeoutEPNS0_5MutexENS0_" \
+             "8DurationE")
 #define SATLAB_NOTIFY SATLAB_SYM("_ZN4absl", "12Notification6NotifyEv")
 #define SATLAB_WAIT_NOTIFICATION \
   SATLAB_SYM("_ZNK4absl", "12Notification19WaitForNotificationEv")
