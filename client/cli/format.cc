@@ -171,7 +171,7 @@ std::string LossName(v1::Loss l) {
 }
 
 absl::StatusOr<v1::Activation> ParseActivation(const std::string& name) {
-  v1::Activation a;
+  v1::Activation a = v1::ACTIVATION_UNSPECIFIED;
   if (!v1::Activation_Parse(
           absl::StrCat("ACTIVATION_", absl::AsciiStrToUpper(name)), &a) ||
       a == v1::ACTIVATION_UNSPECIFIED) {
@@ -183,7 +183,7 @@ absl::StatusOr<v1::Activation> ParseActivation(const std::string& name) {
 }
 
 absl::StatusOr<v1::Loss> ParseLoss(const std::string& name) {
-  v1::Loss l;
+  v1::Loss l = v1::LOSS_UNSPECIFIED;
   if (!v1::Loss_Parse(absl::StrCat("LOSS_", absl::AsciiStrToUpper(name)), &l) ||
       l == v1::LOSS_UNSPECIFIED) {
     return absl::InvalidArgumentError(
