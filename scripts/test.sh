@@ -27,20 +27,25 @@ fuzz_seconds=${SATLAB_FUZZ_SECONDS:-60}
 jobs=$(nproc)
 
 summary=()
+current="" current_start=0
 print_summary() {
+  local rc=$?
   echo "== stage times (s)"
   for line in "${summary[@]}"; do echo "   $line"; done
+  if [[ -n $current ]]; then
+    printf '   %-8s %5d  FAILED (exit %d)\n' "$current" $((SECONDS - current_start)) "$rc"
+  fi
   echo "   total ${SECONDS}"
 }
 trap print_summary EXIT
 
 stage() {
-  local name=$1
+  current=$1 current_start=$SECONDS
   shift
-  local start=$SECONDS
-  echo "== stage ${name} ($(date -u +%H:%M:%S))"
+  echo "== stage ${current} ($(date -u +%H:%M:%S))"
   "$@"
-  summary+=("$(printf '%-8s %5d' "$name" $((SECONDS - start)))")
+  summary+=("$(printf '%-8s %5d' "$current" $((SECONDS - current_start)))")
+  current=""
 }
 
 # Sanitizer reports go to files (log_path) as well as failing the process:
