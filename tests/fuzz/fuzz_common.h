@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <variant>
 #include <vector>
 
 #include "server/engine/network.h"

@@ -8,6 +8,7 @@
 // and leaves the parameters bitwise unchanged.
 #include <fuzzer/FuzzedDataProvider.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
