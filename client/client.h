@@ -18,8 +18,6 @@
 
 namespace satlab {
 
-namespace v1 = ::satlab::v1;
-
 struct ClientOptions {
   // host:port of satlab-server.
   std::string target = "127.0.0.1:50051";

@@ -4,7 +4,9 @@
 # Usage: scripts/install-deps.sh [core|test|all]   (default: all)
 #   core  compiler, CMake, gRPC, protobuf, Abseil, Eigen, spdlog, ... (build + run)
 #   test  core + what the test suite drives for real (Python gRPC, Node, Prometheus,
-#         Chromium, gnuplot, podman)
+#         Chromium, gnuplot, podman) and the checking tools scripts/test.sh
+#         uses: clang 14 (-Wthread-safety; libFuzzer is in libclang-rt-14-dev)
+#         and llvm-symbolizer for sanitizer stack traces
 set -euo pipefail
 
 profile=${1:-all}
@@ -16,7 +18,8 @@ core=(build-essential cmake ninja-build ccache pkg-config git ca-certificates
   libopenblas-dev zlib1g-dev gnuplot-nox clang-format libjs-chart.js libcli11-dev)
 test_extra=(python3 python3-grpcio python3-protobuf python3-numpy python3-sklearn
   prometheus chromium fonts-dejavu-core
-  podman buildah debootstrap runc uidmap slirp4netns fuse-overlayfs curl)
+  podman buildah debootstrap runc uidmap slirp4netns fuse-overlayfs curl
+  clang-14 libclang-rt-14-dev llvm-14)
 clients=(golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc python3-setuptools python3-wheel python3-venv python3-pip python3-matplotlib) && test_extra+=("${clients[@]}")  # issue 16: Go client, Python package, walkthrough
 
 case "$profile" in
