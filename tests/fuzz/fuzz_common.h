@@ -9,9 +9,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <utility>
 #include <variant>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "server/engine/network.h"
 #include "server/engine/spec.h"
 
@@ -27,6 +30,25 @@ namespace satlab::fuzz {
       std::abort();                                                    \
     }                                                                  \
   } while (0)
+
+// The value of an engine call that must succeed here: the fuzzed networks
+// and batches are far below every scratch bound and nothing stops them, so
+// an error is a broken property (printed, then abort).
+template <typename T>
+T MustOk(absl::StatusOr<T> result, const char* call) {
+  if (!result.ok()) {
+    std::fprintf(stderr, "%s failed: %s\n", call,
+                 result.status().ToString().c_str());
+    std::abort();
+  }
+  return *std::move(result);
+}
+inline void MustOk(const absl::Status& status, const char* call) {
+  if (!status.ok()) {
+    std::fprintf(stderr, "%s failed: %s\n", call, status.ToString().c_str());
+    std::abort();
+  }
+}
 
 inline engine::Limits SmallLimits() {
   engine::Limits limits;

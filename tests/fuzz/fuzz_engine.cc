@@ -172,7 +172,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       CheckRejection(s);
       continue;
     }
-    const engine::ForwardResult fwd = net.Forward(x.view, in.ConsumeBool());
+    const engine::ForwardResult fwd =
+        MustOk(net.Forward(x.view, in.ConsumeBool()), "Forward");
     FUZZ_CHECK(Flatten(fwd.outputs).size() ==
                static_cast<size_t>(rows * net.output_size()));
 
@@ -182,12 +183,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       CheckRejection(s);
       continue;
     }
-    const engine::GradientResult g = net.ComputeGradients(x.view, y.view, loss);
+    const engine::GradientResult g =
+        MustOk(net.ComputeGradients(x.view, y.view, loss), "ComputeGradients");
     FUZZ_CHECK(static_cast<int>(g.weight_grads.size()) == net.num_layers());
 
     const auto before = Parameters(net);
     const int64_t step = net.step();
-    const engine::StepResult r = net.TrainStep(x.view, y.view);
+    const engine::StepResult r =
+        MustOk(net.TrainStep(x.view, y.view), "TrainStep");
     FUZZ_CHECK(r.step == step + 1);
     FUZZ_CHECK(r.batch_size == rows);
     if (r.diverged) {
@@ -195,7 +198,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     } else {
       FUZZ_CHECK(std::isfinite(r.loss));
     }
-    const engine::EvalResult e = net.Evaluate(x.view, y.view);
+    const engine::EvalResult e =
+        MustOk(net.Evaluate(x.view, y.view), "Evaluate");
     FUZZ_CHECK(e.samples == rows);
 
     // Parameters read back are accepted back, whatever training did to

@@ -90,7 +90,7 @@ void SetParameters(const pb::SetParametersRequest& req) {
   engine::Network& net = Pick(req.name());
   auto params = service::ParamsFromProto(req.layers(), Shapes(net), "layers");
   if (!params.ok()) return CheckRejection(params.status());
-  auto copy = net.Clone();
+  auto copy = MustOk(net.Clone(), "Clone");
   const auto before = Parameters(*copy);
   absl::Status s = copy->SetParameters(*params, req.reset_optimizer_state());
   if (!s.ok()) {
@@ -131,16 +131,18 @@ void Forward(const pb::ForwardRequest& req) {
   absl::Status s = net.ValidateBatch(*in, nullptr, net.spec().loss, "inputs",
                                      SmallLimits().max_batch_rows);
   if (!s.ok()) return CheckRejection(s);
-  const engine::ForwardResult result = net.Forward(*in, req.include_layers());
+  const engine::ForwardResult result =
+      MustOk(net.Forward(*in, req.include_layers()), "Forward");
   pb::ForwardResponse response;
-  service::ToProto(result.outputs, false, response.mutable_outputs());
+  MustOk(service::ToProto(result.outputs, false, response.mutable_outputs()),
+         "ToProto");
   FUZZ_CHECK(response.outputs().shape_size() == 2);
   FUZZ_CHECK(response.outputs().shape(0) == in->rows);
   FUZZ_CHECK(response.outputs().shape(1) == net.output_size());
   for (size_t i = 0; i < result.z.size(); ++i) {
     auto* layer = response.add_layers();
-    service::ToProto(result.z[i], false, layer->mutable_z());
-    service::ToProto(result.a[i], false, layer->mutable_a());
+    MustOk(service::ToProto(result.z[i], false, layer->mutable_z()), "ToProto");
+    MustOk(service::ToProto(result.a[i], false, layer->mutable_a()), "ToProto");
   }
 }
 
@@ -149,7 +151,8 @@ void ComputeGradients(const pb::ComputeGradientsRequest& req) {
   engine::MatrixView inputs, targets;
   if (!Batch(net, req.batch(), &inputs, &targets)) return;
   const engine::GradientResult g =
-      net.ComputeGradients(inputs, targets, net.spec().loss);
+      MustOk(net.ComputeGradients(inputs, targets, net.spec().loss),
+             "ComputeGradients");
   FUZZ_CHECK(static_cast<int>(g.weight_grads.size()) == net.num_layers());
   for (int i = 0; i < req.counterfactual_losses_size() && i < 4; ++i) {
     auto loss = service::LossFromProto(req.counterfactual_losses(i),
@@ -165,7 +168,7 @@ void ComputeGradients(const pb::ComputeGradientsRequest& req) {
       CheckRejection(s);
       continue;
     }
-    net.ComputeGradients(inputs, targets, *loss);
+    MustOk(net.ComputeGradients(inputs, targets, *loss), "ComputeGradients");
   }
 }
 
@@ -173,9 +176,10 @@ void TrainStep(const std::string& name, const pb::Minibatch& batch) {
   const engine::Network& net = Pick(name);
   engine::MatrixView inputs, targets;
   if (!Batch(net, batch, &inputs, &targets)) return;
-  auto copy = net.Clone();
+  auto copy = MustOk(net.Clone(), "Clone");
   const auto before = Parameters(*copy);
-  const engine::StepResult r = copy->TrainStep(inputs, targets);
+  const engine::StepResult r =
+      MustOk(copy->TrainStep(inputs, targets), "TrainStep");
   FUZZ_CHECK(r.step == net.step() + 1);
   if (r.diverged) {
     FUZZ_CHECK(SameBits(before, Parameters(*copy)));
@@ -190,7 +194,8 @@ void Evaluate(const pb::EvaluateRequest& req) {
   const engine::Network& net = Pick(req.name());
   engine::MatrixView inputs, targets;
   if (!Batch(net, req.data(), &inputs, &targets)) return;
-  const engine::EvalResult r = net.Evaluate(inputs, targets);
+  const engine::EvalResult r =
+      MustOk(net.Evaluate(inputs, targets), "Evaluate");
   FUZZ_CHECK(r.samples == inputs.rows);
 }
 
