@@ -201,11 +201,24 @@ absl::Status TrainingServiceImpl::BusyError(absl::string_view id) {
 }
 
 grpc::ServerUnaryReactor* TrainingServiceImpl::RunUnary(
-    grpc::CallbackServerContext* ctx,
+    grpc::CallbackServerContext* ctx, const google::protobuf::Message& request,
     absl::AnyInvocable<absl::Status() &&> work) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  const bool queued =
-      executor_->TrySubmit([ctx, reactor, work = std::move(work)]() mutable {
+  MemoryBudget::Charge request_charge;
+  if (const int64_t bytes = static_cast<int64_t>(request.ByteSizeLong());
+      bytes >= kChargedRequestBytes) {
+    auto charge = budget_->TryCharge(
+        bytes, absl::StrCat("this ", request.GetDescriptor()->name(),
+                            " waiting for a compute thread"));
+    if (!charge.ok()) {
+      reactor->Finish(ToGrpcStatus(charge.status()));
+      return reactor;
+    }
+    request_charge = *std::move(charge);
+  }
+  const bool queued = executor_->TrySubmit(
+      [ctx, reactor, work = std::move(work),
+       request_charge = std::move(request_charge)]() mutable {
         if (ctx->IsCancelled()) {
           reactor->Finish(grpc::Status::CANCELLED);
           return;
@@ -257,7 +270,7 @@ void TrainingServiceImpl::NetworkToProto(const store::NetworkEntry& entry,
 grpc::ServerUnaryReactor* TrainingServiceImpl::CreateNetwork(
     grpc::CallbackServerContext* ctx, const pb::CreateNetworkRequest* request,
     pb::CreateNetworkResponse* response) {
-  return RunUnary(ctx, [this, request, response]() -> absl::Status {
+  return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
     std::string id = request->network_id();
     if (id.empty()) {
       id = NewNetworkId();
@@ -309,7 +322,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::CreateNetwork(
 grpc::ServerUnaryReactor* TrainingServiceImpl::GetNetwork(
     grpc::CallbackServerContext* ctx, const pb::GetNetworkRequest* request,
     pb::GetNetworkResponse* response) {
-  return RunUnary(ctx, [this, request, response]() -> absl::Status {
+  return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
     auto entry = FindNetwork(request->name(), "name");
     if (!entry.ok()) return entry.status();
     absl::ReaderMutexLock lock(&(*entry)->mu);
@@ -321,7 +334,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::GetNetwork(
 grpc::ServerUnaryReactor* TrainingServiceImpl::ListNetworks(
     grpc::CallbackServerContext* ctx, const pb::ListNetworksRequest* request,
     pb::ListNetworksResponse* response) {
-  return RunUnary(ctx, [this, request, response]() -> absl::Status {
+  return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
     if (request->page_size() < 0 || request->page_size() > kMaxPageSize) {
       return absl::InvalidArgumentError(absl::StrCat("page_size: expected 0..",
                                                      kMaxPageSize, ", got ",
@@ -356,7 +369,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ListNetworks(
 grpc::ServerUnaryReactor* TrainingServiceImpl::DeleteNetwork(
     grpc::CallbackServerContext* ctx, const pb::DeleteNetworkRequest* request,
     pb::DeleteNetworkResponse* response) {
-  return RunUnary(ctx, [this, request]() -> absl::Status {
+  return RunUnary(ctx, *request, [this, request]() -> absl::Status {
     auto id = ParseNetworkName(request->name(), "name");
     if (!id.ok()) return id.status();
     if (absl::Status s = store_->Erase(*id); !s.ok()) return s;
@@ -372,7 +385,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::DeleteNetwork(
 grpc::ServerUnaryReactor* TrainingServiceImpl::GetParameters(
     grpc::CallbackServerContext* ctx, const pb::GetParametersRequest* request,
     pb::GetParametersResponse* response) {
-  return RunUnary(ctx, [this, request, response]() -> absl::Status {
+  return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
     auto entry = FindNetwork(request->name(), "name");
     if (!entry.ok()) return entry.status();
     absl::ReaderMutexLock lock(&(*entry)->mu);
@@ -402,7 +415,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::GetParameters(
 grpc::ServerUnaryReactor* TrainingServiceImpl::SetParameters(
     grpc::CallbackServerContext* ctx, const pb::SetParametersRequest* request,
     pb::SetParametersResponse* response) {
-  return RunUnary(ctx, [this, request, response]() -> absl::Status {
+  return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
     auto entry = FindNetwork(request->name(), "name");
     if (!entry.ok()) return entry.status();
     if (absl::Status s = ValidateRequestId(request->request_id()); !s.ok()) {
@@ -447,166 +460,175 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::SetParameters(
 grpc::ServerUnaryReactor* TrainingServiceImpl::Forward(
     grpc::CallbackServerContext* ctx, const pb::ForwardRequest* request,
     pb::ForwardResponse* response) {
-  return RunUnary(ctx, [this, ctx, request, response]() -> absl::Status {
-    auto entry = FindNetwork(request->name(), "name");
-    if (!entry.ok()) return entry.status();
-    auto inputs = MatrixViewOf(request->inputs(), "inputs");
-    if (!inputs.ok()) return inputs.status();
-    absl::ReaderMutexLock lock(&(*entry)->mu);
-    const engine::Network& net = *(*entry)->network;
-    if (absl::Status s = net.ValidateBatch(*inputs, nullptr, net.spec().loss,
-                                           "", options_.limits.max_batch_rows);
-        !s.ok()) {
-      return s;
-    }
-    // The response, before computing: outputs, and with include_layers z
-    // and a of every layer.
-    const engine::NetworkSpec& spec = net.spec();
-    const int64_t rows = inputs->rows;
-    int64_t bytes = TensorBytes(rows * net.output_size(), ScalarBytes(spec));
-    if (request->include_layers()) {
-      for (const engine::LayerSpec& layer : spec.layers) {
-        bytes += 2 * TensorBytes(rows * layer.units, ScalarBytes(spec));
-      }
-    }
-    if (absl::Status s = CheckResponseSize(
-            "Forward's response", bytes, options_.max_message_bytes,
-            request->include_layers() ? "send fewer rows or omit include_layers"
-                                      : "send fewer rows");
-        !s.ok()) {
-      return s;
-    }
-    engine::CallOptions call = CallOptionsFor(ctx);
-    int64_t scratch = std::min(
-        engine::CallScratchBytes(spec, engine::CallKind::kForward, rows),
-        call.max_scratch_bytes);
-    // When the budget has less room than that, Forward runs in smaller
-    // chunks, down to one block; with less room than one block it is
-    // refused, saying what that least amount is.
-    const int64_t room = budget_->available() - 2 * bytes;
-    const int64_t block_scratch =
-        engine::CallScratchBytes(spec, engine::CallKind::kForward,
-                                 std::min(rows, engine::BlockRows(spec)));
-    if (room < scratch) {
-      scratch = std::max(room, std::min(scratch, block_scratch));
-    }
-    call.max_scratch_bytes = scratch;
-    // The result, its copy in the response, and the scratch.
-    auto charge = ChargeCall(2 * bytes + scratch, "Forward");
-    if (!charge.ok()) return charge.status();
-    auto result = net.Forward(*inputs, request->include_layers(), call);
-    if (!result.ok()) return result.status();
-    if (absl::Status s =
-            ToProto(result->outputs, false, response->mutable_outputs());
-        !s.ok()) {
-      return s;
-    }
-    for (size_t i = 0; i < result->z.size(); ++i) {
-      pb::LayerActivations* layer = response->add_layers();
-      if (absl::Status s = ToProto(result->z[i], false, layer->mutable_z());
-          !s.ok()) {
-        return s;
-      }
-      if (absl::Status s = ToProto(result->a[i], false, layer->mutable_a());
-          !s.ok()) {
-        return s;
-      }
-    }
-    response->set_step(net.step());
-    return absl::OkStatus();
-  });
+  return RunUnary(
+      ctx, *request, [this, ctx, request, response]() -> absl::Status {
+        auto entry = FindNetwork(request->name(), "name");
+        if (!entry.ok()) return entry.status();
+        auto inputs = MatrixViewOf(request->inputs(), "inputs");
+        if (!inputs.ok()) return inputs.status();
+        absl::ReaderMutexLock lock(&(*entry)->mu);
+        const engine::Network& net = *(*entry)->network;
+        if (absl::Status s =
+                net.ValidateBatch(*inputs, nullptr, net.spec().loss, "",
+                                  options_.limits.max_batch_rows);
+            !s.ok()) {
+          return s;
+        }
+        // The response, before computing: outputs, and with include_layers z
+        // and a of every layer.
+        const engine::NetworkSpec& spec = net.spec();
+        const int64_t rows = inputs->rows;
+        int64_t bytes =
+            TensorBytes(rows * net.output_size(), ScalarBytes(spec));
+        if (request->include_layers()) {
+          for (const engine::LayerSpec& layer : spec.layers) {
+            bytes += 2 * TensorBytes(rows * layer.units, ScalarBytes(spec));
+          }
+        }
+        if (absl::Status s = CheckResponseSize(
+                "Forward's response", bytes, options_.max_message_bytes,
+                request->include_layers()
+                    ? "send fewer rows or omit include_layers"
+                    : "send fewer rows");
+            !s.ok()) {
+          return s;
+        }
+        engine::CallOptions call = CallOptionsFor(ctx);
+        int64_t scratch = std::min(
+            engine::CallScratchBytes(spec, engine::CallKind::kForward, rows),
+            call.max_scratch_bytes);
+        // When the budget has less room than that, Forward runs in smaller
+        // chunks, down to one block; with less room than one block it is
+        // refused, saying what that least amount is.
+        const int64_t room = budget_->available() - 2 * bytes;
+        const int64_t block_scratch =
+            engine::CallScratchBytes(spec, engine::CallKind::kForward,
+                                     std::min(rows, engine::BlockRows(spec)));
+        if (room < scratch) {
+          scratch = std::max(room, std::min(scratch, block_scratch));
+        }
+        call.max_scratch_bytes = scratch;
+        // The result, its copy in the response, and the scratch.
+        auto charge = ChargeCall(2 * bytes + scratch, "Forward");
+        if (!charge.ok()) return charge.status();
+        auto result = net.Forward(*inputs, request->include_layers(), call);
+        if (!result.ok()) return result.status();
+        if (absl::Status s =
+                ToProto(result->outputs, false, response->mutable_outputs());
+            !s.ok()) {
+          return s;
+        }
+        for (size_t i = 0; i < result->z.size(); ++i) {
+          pb::LayerActivations* layer = response->add_layers();
+          if (absl::Status s = ToProto(result->z[i], false, layer->mutable_z());
+              !s.ok()) {
+            return s;
+          }
+          if (absl::Status s = ToProto(result->a[i], false, layer->mutable_a());
+              !s.ok()) {
+            return s;
+          }
+        }
+        response->set_step(net.step());
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* TrainingServiceImpl::ComputeGradients(
     grpc::CallbackServerContext* ctx,
     const pb::ComputeGradientsRequest* request,
     pb::ComputeGradientsResponse* response) {
-  return RunUnary(ctx, [this, ctx, request, response]() -> absl::Status {
-    auto entry = FindNetwork(request->name(), "name");
-    if (!entry.ok()) return entry.status();
-    absl::ReaderMutexLock lock(&(*entry)->mu);
-    const engine::Network& net = *(*entry)->network;
-    const engine::Activation output = net.spec().layers.back().activation;
-    // Every loss is checked before any is computed: all or nothing.
-    if (request->counterfactual_losses_size() > kMaxCounterfactualLosses) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "counterfactual_losses: expected at most ", kMaxCounterfactualLosses,
-          " entries, got ", request->counterfactual_losses_size()));
-    }
-    std::vector<engine::Loss> losses = {net.spec().loss};
-    for (int i = 0; i < request->counterfactual_losses_size(); ++i) {
-      const std::string field = absl::StrCat("counterfactual_losses[", i, "]");
-      auto loss = LossFromProto(request->counterfactual_losses(i), field);
-      if (!loss.ok()) return loss.status();
-      if (absl::Status s = engine::CheckLossActivation(*loss, output, field);
-          !s.ok()) {
-        return s;
-      }
-      losses.push_back(*loss);
-    }
-    // Targets must suit every requested loss (bce/cce need [0, 1]).
-    BatchViews views;
-    for (engine::Loss loss : losses) {
-      auto checked =
-          CheckedBatch(net, request->batch(), loss, "batch", options_.limits);
-      if (!checked.ok()) return checked.status();
-      views = *checked;
-    }
-    // The response, before computing: per loss, every gradient (the size of
-    // the parameters) and the output delta [rows, outputs].
-    const engine::NetworkSpec& spec = net.spec();
-    const int64_t per_loss =
-        ParametersMessageBytes(spec) +
-        TensorBytes(views.inputs.rows * net.output_size(), ScalarBytes(spec)) +
-        1024;
-    const int64_t bytes = per_loss * static_cast<int64_t>(losses.size());
-    if (absl::Status s = CheckResponseSize(
-            "ComputeGradients' response (gradients and output delta per "
-            "loss)",
-            bytes, options_.max_message_bytes,
-            "send fewer rows or fewer counterfactual_losses");
-        !s.ok()) {
-      return s;
-    }
-    const engine::CallOptions call = CallOptionsFor(ctx);
-    auto charge =
-        ChargeCall(2 * bytes + engine::CallScratchBytes(
-                                   spec, engine::CallKind::kComputeGradients,
-                                   views.inputs.rows),
-                   "ComputeGradients");
-    if (!charge.ok()) return charge.status();
-    for (size_t i = 0; i < losses.size(); ++i) {
-      auto computed =
-          net.ComputeGradients(views.inputs, views.targets, losses[i], call);
-      if (!computed.ok()) return computed.status();
-      const engine::GradientResult& g = *computed;
-      pb::Gradients* out = i == 0 ? response->mutable_gradients()
-                                  : response->add_counterfactuals();
-      out->set_loss(LossToProto(g.loss));
-      out->set_loss_value(g.loss_value);
-      for (size_t l = 0; l < g.weight_grads.size(); ++l) {
-        pb::LayerGradients* layer = out->add_layers();
-        if (absl::Status s =
-                ToProto(g.weight_grads[l], false, layer->mutable_weights());
+  return RunUnary(
+      ctx, *request, [this, ctx, request, response]() -> absl::Status {
+        auto entry = FindNetwork(request->name(), "name");
+        if (!entry.ok()) return entry.status();
+        absl::ReaderMutexLock lock(&(*entry)->mu);
+        const engine::Network& net = *(*entry)->network;
+        const engine::Activation output = net.spec().layers.back().activation;
+        // Every loss is checked before any is computed: all or nothing.
+        if (request->counterfactual_losses_size() > kMaxCounterfactualLosses) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("counterfactual_losses: expected at most ",
+                           kMaxCounterfactualLosses, " entries, got ",
+                           request->counterfactual_losses_size()));
+        }
+        std::vector<engine::Loss> losses = {net.spec().loss};
+        for (int i = 0; i < request->counterfactual_losses_size(); ++i) {
+          const std::string field =
+              absl::StrCat("counterfactual_losses[", i, "]");
+          auto loss = LossFromProto(request->counterfactual_losses(i), field);
+          if (!loss.ok()) return loss.status();
+          if (absl::Status s =
+                  engine::CheckLossActivation(*loss, output, field);
+              !s.ok()) {
+            return s;
+          }
+          losses.push_back(*loss);
+        }
+        // Targets must suit every requested loss (bce/cce need [0, 1]).
+        BatchViews views;
+        for (engine::Loss loss : losses) {
+          auto checked = CheckedBatch(net, request->batch(), loss, "batch",
+                                      options_.limits);
+          if (!checked.ok()) return checked.status();
+          views = *checked;
+        }
+        // The response, before computing: per loss, every gradient (the size of
+        // the parameters) and the output delta [rows, outputs].
+        const engine::NetworkSpec& spec = net.spec();
+        const int64_t per_loss =
+            ParametersMessageBytes(spec) +
+            TensorBytes(views.inputs.rows * net.output_size(),
+                        ScalarBytes(spec)) +
+            1024;
+        const int64_t bytes = per_loss * static_cast<int64_t>(losses.size());
+        if (absl::Status s = CheckResponseSize(
+                "ComputeGradients' response (gradients and output delta per "
+                "loss)",
+                bytes, options_.max_message_bytes,
+                "send fewer rows or fewer counterfactual_losses");
             !s.ok()) {
           return s;
         }
-        if (absl::Status s =
-                ToProto(g.bias_grads[l], true, layer->mutable_biases());
-            !s.ok()) {
-          return s;
+        const engine::CallOptions call = CallOptionsFor(ctx);
+        auto charge = ChargeCall(
+            2 * bytes + engine::CallScratchBytes(
+                            spec, engine::CallKind::kComputeGradients,
+                            views.inputs.rows),
+            "ComputeGradients");
+        if (!charge.ok()) return charge.status();
+        for (size_t i = 0; i < losses.size(); ++i) {
+          auto computed = net.ComputeGradients(views.inputs, views.targets,
+                                               losses[i], call);
+          if (!computed.ok()) return computed.status();
+          const engine::GradientResult& g = *computed;
+          pb::Gradients* out = i == 0 ? response->mutable_gradients()
+                                      : response->add_counterfactuals();
+          out->set_loss(LossToProto(g.loss));
+          out->set_loss_value(g.loss_value);
+          for (size_t l = 0; l < g.weight_grads.size(); ++l) {
+            pb::LayerGradients* layer = out->add_layers();
+            if (absl::Status s =
+                    ToProto(g.weight_grads[l], false, layer->mutable_weights());
+                !s.ok()) {
+              return s;
+            }
+            if (absl::Status s =
+                    ToProto(g.bias_grads[l], true, layer->mutable_biases());
+                !s.ok()) {
+              return s;
+            }
+          }
+          if (absl::Status s =
+                  ToProto(g.output_delta, false, out->mutable_output_delta());
+              !s.ok()) {
+            return s;
+          }
+          StatsToProto(g.stats, out->mutable_saturation());
         }
-      }
-      if (absl::Status s =
-              ToProto(g.output_delta, false, out->mutable_output_delta());
-          !s.ok()) {
-        return s;
-      }
-      StatsToProto(g.stats, out->mutable_saturation());
-    }
-    response->set_step(net.step());
-    return absl::OkStatus();
-  });
+        response->set_step(net.step());
+        return absl::OkStatus();
+      });
 }
 
 absl::StatusOr<engine::StepResult> TrainingServiceImpl::StepLocked(
@@ -694,7 +716,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::TrainStep(
     }
   }
   return RunUnary(
-      ctx,
+      ctx, *request,
       [this, ctx, request, response,
        found = std::move(found)]() -> absl::Status {
         if (!found.ok()) return found.status();
@@ -734,30 +756,31 @@ TrainingServiceImpl::Train(grpc::CallbackServerContext* ctx) {
 grpc::ServerUnaryReactor* TrainingServiceImpl::Evaluate(
     grpc::CallbackServerContext* ctx, const pb::EvaluateRequest* request,
     pb::EvaluateResponse* response) {
-  return RunUnary(ctx, [this, ctx, request, response]() -> absl::Status {
-    auto entry = FindNetwork(request->name(), "name");
-    if (!entry.ok()) return entry.status();
-    absl::ReaderMutexLock lock(&(*entry)->mu);
-    const engine::Network& net = *(*entry)->network;
-    auto views = CheckedBatch(net, request->data(), net.spec().loss, "data",
-                              options_.limits);
-    if (!views.ok()) return views.status();
-    auto charge = ChargeCall(
-        engine::CallScratchBytes(net.spec(), engine::CallKind::kEvaluate,
-                                 views->inputs.rows),
-        "Evaluate");
-    if (!charge.ok()) return charge.status();
-    auto evaluated =
-        net.Evaluate(views->inputs, views->targets, CallOptionsFor(ctx));
-    if (!evaluated.ok()) return evaluated.status();
-    const engine::EvalResult& result = *evaluated;
-    response->set_loss(result.loss);
-    response->set_accuracy(result.accuracy);
-    response->set_samples(result.samples);
-    StatsToProto(result.stats, response->mutable_saturation());
-    response->set_step(net.step());
-    return absl::OkStatus();
-  });
+  return RunUnary(
+      ctx, *request, [this, ctx, request, response]() -> absl::Status {
+        auto entry = FindNetwork(request->name(), "name");
+        if (!entry.ok()) return entry.status();
+        absl::ReaderMutexLock lock(&(*entry)->mu);
+        const engine::Network& net = *(*entry)->network;
+        auto views = CheckedBatch(net, request->data(), net.spec().loss, "data",
+                                  options_.limits);
+        if (!views.ok()) return views.status();
+        auto charge = ChargeCall(
+            engine::CallScratchBytes(net.spec(), engine::CallKind::kEvaluate,
+                                     views->inputs.rows),
+            "Evaluate");
+        if (!charge.ok()) return charge.status();
+        auto evaluated =
+            net.Evaluate(views->inputs, views->targets, CallOptionsFor(ctx));
+        if (!evaluated.ok()) return evaluated.status();
+        const engine::EvalResult& result = *evaluated;
+        response->set_loss(result.loss);
+        response->set_accuracy(result.accuracy);
+        response->set_samples(result.samples);
+        StatsToProto(result.stats, response->mutable_saturation());
+        response->set_step(net.step());
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerWriteReactor<pb::WatchMetricsResponse>*

@@ -149,11 +149,21 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   MemoryBudget& memory_budget() const { return *budget_; }
 
  private:
+  // Requests of at least this many bytes are charged to the memory budget
+  // from arrival until their call finishes: gRPC has already decoded them,
+  // and a queue of --max_queued_calls 64 MiB requests would otherwise hold
+  // gigabytes nobody counts. Smaller ones (bounded together by
+  // max_queued_calls x this) are not, so a full budget never refuses a
+  // GetNetwork.
+  static constexpr int64_t kChargedRequestBytes = int64_t{64} << 10;
+
   // Runs `work` on the executor and finishes the call with its status;
-  // RESOURCE_EXHAUSTED when the executor queue is full. Cancelled or
-  // expired calls are answered without running `work`.
+  // RESOURCE_EXHAUSTED when the executor queue is full, or when `request`
+  // (>= kChargedRequestBytes) does not fit in the memory budget. Cancelled
+  // or expired calls are answered without running `work`.
   grpc::ServerUnaryReactor* RunUnary(
       grpc::CallbackServerContext* ctx,
+      const google::protobuf::Message& request,
       absl::AnyInvocable<absl::Status() &&> work);
 
   void NetworkToProto(const store::NetworkEntry& entry, pb::Network* out) const;

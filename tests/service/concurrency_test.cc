@@ -132,7 +132,7 @@ TEST(StoreConcurrencyTest, WritersReadersAndChurn_OneWriterAndNoStepLost) {
         }
         {
           absl::MutexLock lock(&(*found)->mu);
-          (*found)->network->TrainStep(inputs, targets);
+          EXPECT_TRUE((*found)->network->TrainStep(inputs, targets).ok());
           (*found)->update_time = absl::Now();
         }
         steps_taken.fetch_add(1);
@@ -148,7 +148,8 @@ TEST(StoreConcurrencyTest, WritersReadersAndChurn_OneWriterAndNoStepLost) {
         ASSERT_TRUE(found.ok());
         absl::ReaderMutexLock lock(&(*found)->mu);
         const auto out = (*found)->network->Forward(inputs, false);
-        EXPECT_EQ(std::get<engine::RowMatrix<double>>(out.outputs).rows(), 2);
+        ASSERT_TRUE(out.ok()) << out.status();
+        EXPECT_EQ(std::get<engine::RowMatrix<double>>(out->outputs).rows(), 2);
       }
     });
   }
