@@ -46,6 +46,11 @@ void StreamRegistry::Unregister(Stream* stream) {
                  waiters_.end());
 }
 
+void StreamRegistry::NetworkDeleted(absl::string_view id) {
+  absl::MutexLock lock(&mu_);
+  for (Stream* stream : streams_) stream->OnNetworkDeleted(id);
+}
+
 bool StreamRegistry::TryReserve(int64_t bytes, Stream* waiter) {
   absl::MutexLock lock(&budget_mu_);
   if (buffered_bytes_ == 0 ||

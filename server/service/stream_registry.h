@@ -18,6 +18,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
@@ -55,6 +56,9 @@ class StreamRegistry {
     // Called when bytes of the shared budget were released after this
     // stream found it full (HasBufferRoom returned false).
     virtual void OnBufferRoom() {}
+    // Called with the registry's lock held when networks/{id} was deleted:
+    // a stream on that network ends now instead of at its next message.
+    virtual void OnNetworkDeleted(absl::string_view /*id*/) {}
 
    protected:
     ~Stream() = default;
@@ -86,6 +90,9 @@ class StreamRegistry {
   // Returns `bytes` to the budget and wakes the streams waiting for room.
   // Must not be called while holding any stream's lock.
   void Release(int64_t bytes) ABSL_LOCKS_EXCLUDED(mu_, budget_mu_);
+
+  // Tells every open stream that networks/{id} was deleted.
+  void NetworkDeleted(absl::string_view id) ABSL_LOCKS_EXCLUDED(mu_);
 
   const StreamLimits& limits() const { return limits_; }
   int open_streams() const ABSL_LOCKS_EXCLUDED(mu_);

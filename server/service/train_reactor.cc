@@ -257,6 +257,20 @@ void TrainReactor::CheckIdle(absl::Time now, absl::Duration timeout) {
   if (writing_) ctx_->TryCancel();
 }
 
+void TrainReactor::OnNetworkDeleted(absl::string_view id) {
+  absl::MutexLock lock(&mu_);
+  if (finished_ || final_status_.has_value() || entry_ == nullptr ||
+      entry_->id != id) {
+    return;
+  }
+  // A step already running finishes first (it holds the network), then the
+  // stream ends; minibatches still queued are not applied.
+  FinishWith(absl::AbortedError(absl::StrCat(
+      NetworkName(entry_->id), " was deleted while this stream trained it; ",
+      batches_applied_, " minibatches were applied before")));
+  if (writing_) ctx_->TryCancel();
+}
+
 void TrainReactor::FinishWith(absl::Status status) {
   // Minibatches still in pending_ stay until OnDone, which returns their
   // bytes to the budget outside mu_ (StreamRegistry's lock order).

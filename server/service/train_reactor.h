@@ -52,6 +52,7 @@ class TrainReactor final
 
   void CheckIdle(absl::Time now, absl::Duration timeout) override;
   void OnBufferRoom() override;
+  void OnNetworkDeleted(absl::string_view id) override;
 
  private:
   // A received minibatch and the bytes it was charged to the budget.

@@ -378,6 +378,9 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::DeleteNetwork(
       requests_.erase(*id);
     }
     hub_->OnNetworkDeleted(request->name());
+    // Open Train streams on it end now and drop their reference, so its
+    // memory returns to the budget without waiting for their next message.
+    streams_->NetworkDeleted(*id);
     return absl::OkStatus();
   });
 }

@@ -105,6 +105,34 @@ TEST_F(StreamLimitsTest, IdleTrainStream_DeadlineExceededAndSlotReleased) {
   EXPECT_TRUE(TrainStepWhenFree("networks/idle", MakeBatch(1, 1, 1, 0)).ok());
 }
 
+// Found by e2e.hostile: DeleteNetwork did not end an open Train stream on
+// that network until its next message (or the idle timeout, 120 s), and
+// the deleted network's memory stayed charged to the budget meanwhile.
+TEST_F(StreamLimitsTest, DeleteNetwork_OpenTrainStreamAbortedAndMemoryFreed) {
+  StartWithStub();
+  const int64_t empty = server_->service()->memory_budget().used();
+  ASSERT_TRUE(client_->CreateNetwork(NeuronSpec(), "doomed").ok());
+  ASSERT_GT(server_->service()->memory_budget().used(), empty);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(20000));
+  auto stream = stub_->Train(&ctx);
+  v1::TrainRequest first;
+  first.set_name("networks/doomed");
+  *first.mutable_batch() = MakeBatch(1, 1, 1, 0);
+  ASSERT_TRUE(stream->Write(first));
+  v1::TrainResponse response;
+  ASSERT_TRUE(stream->Read(&response));  // the stream holds the network
+  ASSERT_TRUE(client_->DeleteNetwork("networks/doomed").ok());
+  const absl::Time start = absl::Now();
+  EXPECT_FALSE(stream->Read(&response));
+  const grpc::Status status = stream->Finish();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("networks/doomed was deleted"));
+  EXPECT_EQ(OpenStreamsWhenSettled(), 0);
+  EXPECT_EQ(server_->service()->memory_budget().used(), empty);
+}
+
 TEST_F(StreamLimitsTest, IdleTimeout_ClockStopsWhileStepComputes) {
   options_.compute_threads = 1;
   options_.service.streams.idle_timeout = absl::Milliseconds(300);
