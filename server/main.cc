@@ -54,7 +54,8 @@ ABSL_FLAG(int64_t, max_batch_rows, 1'000'000,
 ABSL_FLAG(int64_t, max_call_scratch_bytes, int64_t{1} << 30,
           "Scratch memory one Forward/Evaluate/ComputeGradients/TrainStep (or "
           "experiment step) may use. Forward runs long batches in chunks "
-          "within it; the others are RESOURCE_EXHAUSTED beyond it.");
+          "within it, Evaluate and ComputeGradients in fixed blocks; a "
+          "TrainStep or experiment step needing more is RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, memory_budget_bytes, 0,
           "Server-wide memory budget: network parameters + optimizer state, "
           "plus running calls' scratch and results. Over it: "
