@@ -418,7 +418,13 @@ class ConnectionCapTest(unittest.TestCase):
     def test_at_cap_with_every_connection_busy_answered_503_at_once(self):
         busy = [stalled_reader(self.port) for _ in range(20)]
         try:
-            time.sleep(1.0)  # all accepted, their writes stalled
+            # All accepted and their writes stalled: the server has started
+            # writing to each one (a fixed sleep was too short on a loaded
+            # machine, where some were still idle and so evictable).
+            for sock in busy:
+                readable, _, _ = select.select([sock], [], [], 15.0)
+                self.assertTrue(readable, "the server never wrote to a busy connection")
+            time.sleep(0.2)  # their responses fill the socket buffers
             over = [connect(self.port) for _ in range(50)]
             started = time.monotonic()
             answers = []
