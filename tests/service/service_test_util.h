@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "client/client.h"
 #include "gtest/gtest.h"
 #include "server/service/server.h"
@@ -34,6 +35,19 @@ class ServiceTest : public ::testing::Test {
   }
 
   service::ServerOptions options_;
+  // Occupies a compute thread (the only one when compute_threads is 1)
+  // until the returned notification fires, so later work stays queued.
+  std::unique_ptr<absl::Notification> BlockExecutor() {
+    auto gate = std::make_unique<absl::Notification>();
+    absl::Notification running;
+    EXPECT_TRUE(server_->executor()->TrySubmit([&running, gate = gate.get()] {
+      running.Notify();
+      gate->WaitForNotification();
+    }));
+    running.WaitForNotification();
+    return gate;
+  }
+
   std::unique_ptr<service::Server> server_;
   std::unique_ptr<Client> client_;
 };

@@ -40,17 +40,6 @@ class StreamLimitsTest : public ServiceTest {
                                      grpc::InsecureChannelCredentials(), args);
   }
 
-  std::unique_ptr<absl::Notification> BlockExecutor() {
-    auto gate = std::make_unique<absl::Notification>();
-    absl::Notification running;
-    EXPECT_TRUE(server_->executor()->TrySubmit([&running, gate = gate.get()] {
-      running.Notify();
-      gate->WaitForNotification();
-    }));
-    running.WaitForNotification();
-    return gate;
-  }
-
   absl::Status TrainStepWhenFree(const std::string& name,
                                  const v1::Minibatch& batch) {
     absl::Status status;

@@ -33,18 +33,6 @@ class TrainReactorTest : public ServiceTest {
     ASSERT_TRUE(client_->CreateNetwork(NeuronSpec(), "b").ok());
   }
 
-  // Occupies the only compute thread until the returned notification fires.
-  std::unique_ptr<absl::Notification> BlockExecutor() {
-    auto gate = std::make_unique<absl::Notification>();
-    absl::Notification running;
-    EXPECT_TRUE(server_->executor()->TrySubmit([&running, gate = gate.get()] {
-      running.Notify();
-      gate->WaitForNotification();
-    }));
-    running.WaitForNotification();
-    return gate;
-  }
-
   // The step of network `id` (GetNetwork runs on the executor too, so only
   // call this with the executor free).
   int64_t StepOf(const std::string& id) {
