@@ -1,5 +1,8 @@
-// satlab-server: flags (or SATLAB_* environment variables) -> ServerOptions
-// -> Server::Create -> wait for SIGTERM/SIGINT -> graceful shutdown.
+// satlab-server: flags (or SATLAB_* environment variables) -> AppOptions ->
+// App::Start -> wait for SIGTERM/SIGINT -> App::Shutdown (graceful). What
+// the process is made of, and in which order it starts and stops, is
+// server/app.cc's business; this file only owns the flags, logging set-up
+// and signals.
 #include <signal.h>
 #include <unistd.h>
 
@@ -7,9 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -17,17 +18,17 @@
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "server/app.h"
 #include "server/engine/gemm.h"
 #include "server/http/http_server.h"
 #include "server/logging.h"
-#include "server/service/grpc_metrics.h"
-#include "server/service/metrics_hub.h"
 #include "server/service/server.h"
 #include "spdlog/spdlog.h"
 
@@ -230,59 +231,14 @@ void OnStopSignal(int signal_number) {
   errno = saved_errno;
 }
 
-}  // namespace
+// The flags as options: everything the process runs with but logging.
+satlab::server::AppOptions OptionsFromFlags() {
+  satlab::server::AppOptions app;
+  app.blas_threads = absl::GetFlag(FLAGS_blas_threads);
+  app.shutdown_grace =
+      absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds));
 
-int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(kUsage);
-  // absl's --helpshort and --help=<substring> also start from these flags.
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = IsServerFlagFile;
-  usage_config.contains_helpshort_flags = IsServerFlagFile;
-  absl::SetFlagsUsageConfig(usage_config);
-  for (int i = 1; i < argc; ++i) {
-    const absl::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-help") {
-      PrintHelp();
-      return 0;
-    }
-  }
-  ApplyEnvironment();
-  absl::ParseCommandLine(argc, argv);
-
-  if (absl::Status s = satlab::server::ConfigureLogging(
-          absl::GetFlag(FLAGS_log_format), absl::GetFlag(FLAGS_log_level));
-      !s.ok()) {
-    std::fprintf(stderr, "satlab-server: %s\n",
-                 std::string(s.message()).c_str());
-    return 2;
-  }
-
-  // SIGTERM/SIGINT are caught by a handler, not blocked and sigwait()ed:
-  // threads started before main (OpenBLAS's pool starts when the library
-  // loads) do not inherit a mask set here, and a process-directed signal
-  // may land on any of them. Whichever thread takes it, the handler only
-  // writes the signal number to a pipe that main reads below.
-  if (pipe(g_stop_pipe) != 0) {
-    std::perror("satlab-server: pipe");
-    return 1;
-  }
-  struct sigaction on_stop = {};
-  on_stop.sa_handler = OnStopSignal;
-  sigemptyset(&on_stop.sa_mask);
-  on_stop.sa_flags = SA_RESTART;
-  sigaction(SIGTERM, &on_stop, nullptr);
-  sigaction(SIGINT, &on_stop, nullptr);
-
-  const int blas_threads = absl::GetFlag(FLAGS_blas_threads);
-  if (blas_threads < 0) {
-    std::fprintf(stderr,
-                 "satlab-server: --blas_threads: expected >= 0, got %d\n",
-                 blas_threads);
-    return 2;
-  }
-  if (blas_threads > 0) satlab::engine::SetBlasThreads(blas_threads);
-
-  satlab::service::ServerOptions options;
+  satlab::service::ServerOptions& options = app.server;
   options.listen_address =
       absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
   options.compute_threads = absl::GetFlag(FLAGS_compute_threads);
@@ -328,71 +284,94 @@ int main(int argc, char** argv) {
   options.max_connection_age_grace =
       absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_grace_seconds));
 
-  // Live metrics: one hub feeds WatchMetrics, /metrics and the dashboard.
-  satlab::service::MetricsHubOptions hub_options;
-  hub_options.history_size = absl::GetFlag(FLAGS_metrics_history);
-  hub_options.subscriber_buffer =
+  app.metrics.history_size = absl::GetFlag(FLAGS_metrics_history);
+  app.metrics.subscriber_buffer =
       absl::GetFlag(FLAGS_metrics_subscriber_buffer);
-  auto hub = satlab::service::MetricsHub::Create(hub_options);
-  if (!hub.ok()) {
-    spdlog::critical("cannot start: {}", hub.status().ToString());
+
+  if (absl::GetFlag(FLAGS_http_port) >= 0) {
+    satlab::http::HttpServerOptions& http = app.http.emplace();
+    http.host = absl::GetFlag(FLAGS_host);
+    http.port = absl::GetFlag(FLAGS_http_port);
+    http.request_timeout =
+        absl::Seconds(absl::GetFlag(FLAGS_http_request_timeout_seconds));
+    http.write_timeout =
+        absl::Seconds(absl::GetFlag(FLAGS_http_write_timeout_seconds));
+    http.keepalive_timeout =
+        absl::Seconds(absl::GetFlag(FLAGS_http_keepalive_timeout_seconds));
+    http.max_requests_per_connection =
+        absl::GetFlag(FLAGS_http_max_requests_per_connection);
+    http.max_connections = absl::GetFlag(FLAGS_http_max_connections);
+    http.max_event_streams = absl::GetFlag(FLAGS_http_max_event_streams);
+    http.max_request_bytes = absl::GetFlag(FLAGS_http_max_request_bytes);
+    http.max_uri_bytes = absl::GetFlag(FLAGS_http_max_uri_bytes);
+  }
+  return app;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  // absl's --helpshort and --help=<substring> also start from these flags.
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = IsServerFlagFile;
+  usage_config.contains_helpshort_flags = IsServerFlagFile;
+  absl::SetFlagsUsageConfig(usage_config);
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-help") {
+      PrintHelp();
+      return 0;
+    }
+  }
+  ApplyEnvironment();
+  absl::ParseCommandLine(argc, argv);
+
+  if (absl::Status s = satlab::server::ConfigureLogging(
+          absl::GetFlag(FLAGS_log_format), absl::GetFlag(FLAGS_log_level));
+      !s.ok()) {
+    std::fprintf(stderr, "satlab-server: %s\n",
+                 std::string(s.message()).c_str());
     return 2;
   }
-  satlab::service::GrpcServerMetrics grpc_metrics;
-  options.hub = hub->get();
-  options.interceptors = [&grpc_metrics] {
-    std::vector<
-        std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
-        creators;
-    creators.push_back(grpc_metrics.NewInterceptorFactory());
-    return creators;
-  };
 
-  auto server = satlab::service::Server::Create(options);
-  if (!server.ok()) {
-    spdlog::critical("cannot start: {}", server.status().ToString());
+  // SIGTERM/SIGINT are caught by a handler, not blocked and sigwait()ed:
+  // threads started before main (OpenBLAS's pool starts when the library
+  // loads) do not inherit a mask set here, and a process-directed signal
+  // may land on any of them. Whichever thread takes it, the handler only
+  // writes the signal number to a pipe that main reads below.
+  if (pipe(g_stop_pipe) != 0) {
+    std::perror("satlab-server: pipe");
     return 1;
   }
-  // Tests and scripts read the bound port from this line.
-  std::printf("listening on %s\n", (*server)->address().c_str());
+  struct sigaction on_stop = {};
+  on_stop.sa_handler = OnStopSignal;
+  sigemptyset(&on_stop.sa_mask);
+  on_stop.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &on_stop, nullptr);
+  sigaction(SIGINT, &on_stop, nullptr);
+
+  const satlab::server::AppOptions options = OptionsFromFlags();
+  auto app = satlab::server::App::Start(options);
+  if (!app.ok()) {
+    spdlog::critical("cannot start: {}", app.status().ToString());
+    // 2 for a bad flag value, as for a malformed command line.
+    return absl::IsInvalidArgument(app.status()) ? 2 : 1;
+  }
+  // Tests and scripts read the bound ports from these lines.
+  std::printf("listening on %s\n", (*app)->grpc_address().c_str());
   std::fflush(stdout);
   spdlog::info(
       "satlab-server listening on {} ({} compute threads, {} BLAS threads "
       "per product)",
-      (*server)->address(), (*server)->executor()->threads(),
+      (*app)->grpc_address(), (*app)->server()->executor()->threads(),
       satlab::engine::BlasThreads());
-
-  std::unique_ptr<satlab::http::HttpServer> http;
-  if (absl::GetFlag(FLAGS_http_port) >= 0) {
-    satlab::http::HttpServerOptions http_options;
-    http_options.host = absl::GetFlag(FLAGS_host);
-    http_options.port = absl::GetFlag(FLAGS_http_port);
-    http_options.request_timeout =
-        absl::Seconds(absl::GetFlag(FLAGS_http_request_timeout_seconds));
-    http_options.write_timeout =
-        absl::Seconds(absl::GetFlag(FLAGS_http_write_timeout_seconds));
-    http_options.keepalive_timeout =
-        absl::Seconds(absl::GetFlag(FLAGS_http_keepalive_timeout_seconds));
-    http_options.max_requests_per_connection =
-        absl::GetFlag(FLAGS_http_max_requests_per_connection);
-    http_options.max_connections = absl::GetFlag(FLAGS_http_max_connections);
-    http_options.max_event_streams =
-        absl::GetFlag(FLAGS_http_max_event_streams);
-    http_options.max_request_bytes =
-        absl::GetFlag(FLAGS_http_max_request_bytes);
-    http_options.max_uri_bytes = absl::GetFlag(FLAGS_http_max_uri_bytes);
-    auto started = satlab::http::HttpServer::Start(http_options, hub->get(),
-                                                   &grpc_metrics);
-    if (!started.ok()) {
-      spdlog::critical("cannot start: {}", started.status().ToString());
-      return 1;
-    }
-    http = *std::move(started);
-    std::printf("http listening on %s:%d\n", http_options.host.c_str(),
-                http->port());
+  if (options.http.has_value()) {
+    std::printf("http listening on %s:%d\n", options.http->host.c_str(),
+                (*app)->http_port());
     std::fflush(stdout);
-    spdlog::info("metrics and dashboard on http://{}:{}/", http_options.host,
-                 http->port());
+    spdlog::info("metrics and dashboard on http://{}:{}/", options.http->host,
+                 (*app)->http_port());
   }
 
   int signal_number = 0;
@@ -400,12 +379,8 @@ int main(int argc, char** argv) {
          errno == EINTR) {
   }
   spdlog::info("received {}, draining (grace {} s)", strsignal(signal_number),
-               absl::GetFlag(FLAGS_shutdown_grace_seconds));
-  // Watch streams end at once (UNAVAILABLE) instead of holding the grace.
-  (*hub)->Shutdown();
-  if (http != nullptr) http->Stop();
-  (*server)->Shutdown(
-      absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
+               absl::ToDoubleSeconds(options.shutdown_grace));
+  (*app)->Shutdown();
   spdlog::info("stopped");
   return 0;
 }

@@ -136,6 +136,14 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     return absl::UnavailableError("http: could not create the stop eventfd");
   }
   server->Routes();
+  // cpp-httplib's default socket options set SO_REUSEPORT, with which a
+  // second server on the same port starts silently and takes part of the
+  // traffic. SO_REUSEADDR alone still lets a restarted server rebind at
+  // once, but a port in use fails the bind.
+  server->server_->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   if (options.port == 0) {
     server->port_ = server->server_->bind_to_any_port(options.host);
   } else if (server->server_->bind_to_port(options.host, options.port)) {

@@ -39,8 +39,9 @@ struct GrpcMethodStats {
   double handling_seconds_sum = 0;
 };
 
-// The counters. Thread-safe; owned by whoever builds the server (main.cc),
-// which also hands Interceptor() to ServerOptions.interceptors.
+// The counters. Thread-safe; owned by whoever builds the server
+// (server/app.cc), which also hands NewInterceptorFactory() to
+// ServerOptions.interceptors.
 class GrpcServerMetrics {
  public:
   // A factory for ServerBuilder::experimental().SetInterceptorCreators;

@@ -1,6 +1,7 @@
 // The satlab gRPC server: TrainingService + health + reflection, with its
-// executor and store. main.cc turns flags into ServerOptions and calls
-// Server::Create; tests do the same in process on port 0.
+// executor and store. server/app.cc (App::Start) calls Server::Create with
+// the ServerOptions main.cc made from flags; tests do the same in process on
+// port 0.
 #ifndef SATLAB_SERVER_SERVICE_SERVER_H_
 #define SATLAB_SERVER_SERVICE_SERVER_H_
 

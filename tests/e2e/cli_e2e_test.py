@@ -146,7 +146,7 @@ class BlasThreadsFlag(unittest.TestCase):
         r = subprocess.run([SERVER, "--port=0", "--http_port=-1", "--blas_threads=-1"],
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 2)
-        self.assertIn("--blas_threads: expected >= 0, got -1", r.stderr)
+        self.assertIn("blas_threads: expected >= 0, got -1", r.stderr)
         self.assertNotIn("listening", r.stdout)
 
 

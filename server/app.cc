@@ -1,0 +1,70 @@
+#include "server/app.h"
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "server/engine/gemm.h"
+
+namespace satlab::server {
+
+absl::StatusOr<std::unique_ptr<App>> App::Start(const AppOptions& options) {
+  if (options.blas_threads < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("server options: blas_threads: expected >= 0, got ",
+                     options.blas_threads));
+  }
+  if (options.shutdown_grace < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("server options: shutdown_grace: expected >= 0, got ",
+                     absl::FormatDuration(options.shutdown_grace)));
+  }
+  if (options.server.hub != nullptr || options.server.interceptors) {
+    return absl::InvalidArgumentError(
+        "server options: hub and interceptors: expected unset (the app "
+        "supplies its own), got set");
+  }
+  if (options.blas_threads > 0) engine::SetBlasThreads(options.blas_threads);
+
+  std::unique_ptr<App> app(new App());
+  app->options_ = options;
+  // Live metrics: one hub feeds WatchMetrics, /metrics and the dashboard.
+  auto hub = service::MetricsHub::Create(options.metrics);
+  if (!hub.ok()) return hub.status();
+  app->hub_ = *std::move(hub);
+
+  service::ServerOptions server_options = options.server;
+  server_options.hub = app->hub_.get();
+  service::GrpcServerMetrics* grpc_metrics = &app->grpc_metrics_;
+  server_options.interceptors = [grpc_metrics] {
+    std::vector<
+        std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        creators;
+    creators.push_back(grpc_metrics->NewInterceptorFactory());
+    return creators;
+  };
+  auto server = service::Server::Create(server_options);
+  if (!server.ok()) return server.status();
+  app->server_ = *std::move(server);
+
+  if (options.http.has_value()) {
+    auto http = http::HttpServer::Start(*options.http, app->hub_.get(),
+                                        &app->grpc_metrics_);
+    // `app` going out of scope shuts the gRPC server down again.
+    if (!http.ok()) return http.status();
+    app->http_ = *std::move(http);
+  }
+  return app;
+}
+
+App::~App() { Shutdown(); }
+
+void App::Shutdown() {
+  // Each step is idempotent, so a second call (the destructor's) only waits.
+  // Watch streams end at once (UNAVAILABLE) instead of holding the grace.
+  if (hub_ != nullptr) hub_->Shutdown();
+  if (http_ != nullptr) http_->Stop();
+  if (server_ != nullptr) server_->Shutdown(options_.shutdown_grace);
+}
+
+}  // namespace satlab::server
