@@ -163,8 +163,8 @@ Network::Network(NetworkSpec spec, std::unique_ptr<NetworkImpl> impl)
 Network::~Network() = default;
 
 absl::StatusOr<std::unique_ptr<Network>> Network::Create(
-    const NetworkSpec& spec, const Limits& limits) {
-  if (absl::Status s = ValidateSpec(spec, limits); !s.ok()) return s;
+    const NetworkSpec& spec, const Limits& limits, const SpecFields& fields) {
+  if (absl::Status s = ValidateSpec(spec, limits, fields); !s.ok()) return s;
   return Guarded("network", [&]() -> absl::StatusOr<std::unique_ptr<Network>> {
     return std::unique_ptr<Network>(new Network(spec, MakeNetworkImpl(spec)));
   });
@@ -224,9 +224,9 @@ absl::Status Network::ValidateBatch(const MatrixView& inputs,
   }
   if (!IsValidLoss(loss)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "loss: expected mse, bce or cce, got ", static_cast<int>(loss)));
+        "loss: expected ", LossNameList(), ", got ", static_cast<int>(loss)));
   }
-  if (loss == Loss::kMse) return absl::OkStatus();
+  if (!GetLossOps<double>(loss).unit_targets) return absl::OkStatus();
   return targets->f32 != nullptr
              ? CheckUnitRange(targets->f32, targets->rows, targets->cols, loss,
                               targets_field)

@@ -280,7 +280,8 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::CreateNetwork(
     }
     auto spec = SpecFromProto(request->network().spec(), "network.spec");
     if (!spec.ok()) return spec.status();
-    if (absl::Status s = engine::ValidateSpec(*spec, options_.limits);
+    if (absl::Status s =
+            engine::ValidateSpec(*spec, options_.limits, "network.spec");
         !s.ok()) {
       return s;
     }
@@ -301,7 +302,8 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::CreateNetwork(
         engine::StateBytes(*spec),
         absl::StrCat("networks/", id, ": parameters and optimizer state"));
     if (!charge.ok()) return charge.status();
-    auto network = engine::Network::Create(*spec, options_.limits);
+    auto network =
+        engine::Network::Create(*spec, options_.limits, "network.spec");
     if (!network.ok()) return network.status();
     // The charge lasts as long as the entry: released when the last
     // reference (the store's, or a call still using it) goes.

@@ -50,10 +50,10 @@ TEST_P(SpecValidation, BadSpec_RejectedNamingField) {
   const SpecCase& c = GetParam();
   NetworkSpec spec = ValidSpec();
   c.mutate(spec);
-  const absl::Status status = ValidateSpec(spec, Limits{});
+  const absl::Status status = ValidateSpec(spec, Limits{}, "network.spec");
   EXPECT_EQ(status.code(), c.code) << status;
   EXPECT_THAT(std::string(status.message()), HasSubstr(c.message));
-  const auto net = Network::Create(spec, Limits{});
+  const auto net = Network::Create(spec, Limits{}, "network.spec");
   EXPECT_EQ(net.status(), status);
 }
 
@@ -345,7 +345,7 @@ TEST(SpecValidation, EveryAllowedPair_Accepted) {
                                                       Activation::kSigmoid) ||
                            (loss == Loss::kCce &&
                             spec.layers[1].activation == Activation::kSoftmax);
-      EXPECT_EQ(ValidateSpec(spec, Limits{}).ok(), allowed)
+      EXPECT_EQ(ValidateSpec(spec, Limits{}, "network.spec").ok(), allowed)
           << LossName(loss) << " " << ActivationName(spec.layers[1].activation);
     }
   }

@@ -68,10 +68,11 @@ void CreateNetwork(const pb::CreateNetworkRequest& req) {
   auto spec = service::SpecFromProto(req.network().spec(), "network.spec");
   if (!spec.ok()) return CheckRejection(spec.status());
   const engine::Limits limits = SmallLimits();
-  if (absl::Status s = engine::ValidateSpec(*spec, limits); !s.ok()) {
+  if (absl::Status s = engine::ValidateSpec(*spec, limits, "network.spec");
+      !s.ok()) {
     return CheckRejection(s);
   }
-  auto net = engine::Network::Create(*spec, limits);
+  auto net = engine::Network::Create(*spec, limits, "network.spec");
   FUZZ_CHECK(net.ok());  // ValidateSpec passed: creation cannot fail
   pb::NetworkSpec back;
   service::SpecToProto((*net)->spec(), &back);
