@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -10,6 +11,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/engine/activation.h"
+#include "server/engine/loss.h"
 
 namespace satlab::service {
 namespace {
@@ -75,6 +78,63 @@ absl::Status UnknownEnum(absl::string_view field, absl::string_view what,
   return absl::InvalidArgumentError(absl::StrCat(
       field, ": expected a ", what, ", got ", static_cast<int>(value),
       static_cast<int>(value) == 0 ? " (unspecified)" : " (unknown value)"));
+}
+
+// An engine enum <-> proto enum mapping derived from the engine's table
+// names: the proto value is the name in upper case after the enum's prefix
+// (leaky_relu <-> ACTIVATION_LEAKY_RELU), so adding a row to the engine
+// table and a value to the proto enum is all a new activation or loss
+// needs. tests/service/enum_tables_test.cc checks that every value has
+// its counterpart.
+class EnumBridge {
+ public:
+  // Engine values are 0, 1, ... while `valid` holds; `name` is the table's.
+  template <typename Engine>
+  EnumBridge(const google::protobuf::EnumDescriptor* proto,
+             absl::string_view prefix, bool (*valid)(Engine),
+             absl::string_view (*name)(Engine)) {
+    for (int e = 0; valid(static_cast<Engine>(e)); ++e) {
+      const google::protobuf::EnumValueDescriptor* value =
+          proto->FindValueByName(absl::StrCat(
+              prefix, absl::AsciiStrToUpper(name(static_cast<Engine>(e)))));
+      // 0 (UNSPECIFIED) when the proto lacks the value: the test fails.
+      engine_to_proto_.push_back(value == nullptr ? 0 : value->number());
+    }
+  }
+
+  // The engine value of a proto value; nullopt for UNSPECIFIED and values
+  // the engine does not know.
+  std::optional<int> ToEngine(int proto) const {
+    if (proto == 0) return std::nullopt;
+    for (size_t e = 0; e < engine_to_proto_.size(); ++e) {
+      if (engine_to_proto_[e] == proto) return static_cast<int>(e);
+    }
+    return std::nullopt;
+  }
+
+  // The proto value of a valid engine value (0 otherwise).
+  int ToProto(int engine) const {
+    if (engine < 0 || engine >= static_cast<int>(engine_to_proto_.size())) {
+      return 0;
+    }
+    return engine_to_proto_[engine];
+  }
+
+ private:
+  std::vector<int> engine_to_proto_;  // indexed by the engine value
+};
+
+const EnumBridge& ActivationBridge() {
+  static const EnumBridge* const bridge =
+      new EnumBridge(pb::Activation_descriptor(), "ACTIVATION_",
+                     &engine::IsValidActivation, &engine::ActivationName);
+  return *bridge;
+}
+
+const EnumBridge& LossBridge() {
+  static const EnumBridge* const bridge = new EnumBridge(
+      pb::Loss_descriptor(), "LOSS_", &engine::IsValidLoss, &engine::LossName);
+  return *bridge;
 }
 
 }  // namespace
@@ -219,70 +279,25 @@ absl::StatusOr<std::vector<engine::LayerParams>> ParamsFromProto(
 
 absl::StatusOr<engine::Activation> ActivationFromProto(
     pb::Activation a, absl::string_view field) {
-  switch (a) {
-    case pb::ACTIVATION_IDENTITY:
-      return engine::Activation::kIdentity;
-    case pb::ACTIVATION_SIGMOID:
-      return engine::Activation::kSigmoid;
-    case pb::ACTIVATION_TANH:
-      return engine::Activation::kTanh;
-    case pb::ACTIVATION_RELU:
-      return engine::Activation::kRelu;
-    case pb::ACTIVATION_LEAKY_RELU:
-      return engine::Activation::kLeakyRelu;
-    case pb::ACTIVATION_SOFTPLUS:
-      return engine::Activation::kSoftplus;
-    case pb::ACTIVATION_SOFTMAX:
-      return engine::Activation::kSoftmax;
-    default:
-      return UnknownEnum(field, "satlab.v1.Activation", a);
-  }
+  const std::optional<int> value = ActivationBridge().ToEngine(a);
+  if (!value.has_value()) return UnknownEnum(field, "satlab.v1.Activation", a);
+  return static_cast<engine::Activation>(*value);
 }
 
 pb::Activation ActivationToProto(engine::Activation a) {
-  switch (a) {
-    case engine::Activation::kIdentity:
-      return pb::ACTIVATION_IDENTITY;
-    case engine::Activation::kSigmoid:
-      return pb::ACTIVATION_SIGMOID;
-    case engine::Activation::kTanh:
-      return pb::ACTIVATION_TANH;
-    case engine::Activation::kRelu:
-      return pb::ACTIVATION_RELU;
-    case engine::Activation::kLeakyRelu:
-      return pb::ACTIVATION_LEAKY_RELU;
-    case engine::Activation::kSoftplus:
-      return pb::ACTIVATION_SOFTPLUS;
-    case engine::Activation::kSoftmax:
-      return pb::ACTIVATION_SOFTMAX;
-  }
-  return pb::ACTIVATION_UNSPECIFIED;
+  return static_cast<pb::Activation>(
+      ActivationBridge().ToProto(static_cast<int>(a)));
 }
 
 absl::StatusOr<engine::Loss> LossFromProto(pb::Loss l,
                                            absl::string_view field) {
-  switch (l) {
-    case pb::LOSS_MSE:
-      return engine::Loss::kMse;
-    case pb::LOSS_BCE:
-      return engine::Loss::kBce;
-    case pb::LOSS_CCE:
-      return engine::Loss::kCce;
-    default:
-      return UnknownEnum(field, "satlab.v1.Loss", l);
-  }
+  const std::optional<int> value = LossBridge().ToEngine(l);
+  if (!value.has_value()) return UnknownEnum(field, "satlab.v1.Loss", l);
+  return static_cast<engine::Loss>(*value);
 }
 
 pb::Loss LossToProto(engine::Loss l) {
-  switch (l) {
-    case engine::Loss::kMse:
-      return pb::LOSS_MSE;
-    case engine::Loss::kBce:
-      return pb::LOSS_BCE;
-    case engine::Loss::kCce:
-      return pb::LOSS_CCE;
-  }
-  return pb::LOSS_UNSPECIFIED;
+  return static_cast<pb::Loss>(LossBridge().ToProto(static_cast<int>(l)));
 }
 
 absl::StatusOr<engine::DType> DTypeFromProto(pb::DType d,
