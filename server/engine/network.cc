@@ -184,9 +184,8 @@ AnyMatrix Network::biases(int layer) const { return impl_->biases(layer); }
 absl::Status Network::SetParameters(absl::Span<const LayerParams> params,
                                     bool reset_optimizer_state) {
   if (static_cast<int>(params.size()) != num_layers()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("layers: expected ", num_layers(),
-                     " entries (one per layer), got ", params.size()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layers: expected ", num_layers(), " layers, got ", params.size()));
   }
   int64_t fan_in = spec_.input_size;
   for (int l = 0; l < num_layers(); ++l) {

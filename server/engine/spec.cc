@@ -139,8 +139,7 @@ absl::Status CheckInit(const NetworkSpec& spec, const SpecFields& fields) {
   if (init.explicit_params.size() != spec.layers.size()) {
     return Invalid(fields.Field("init.parameters"),
                    absl::StrCat("expected ", spec.layers.size(),
-                                " entries (one per layer), got ",
-                                init.explicit_params.size()));
+                                " layers, got ", init.explicit_params.size()));
   }
   int64_t fan_in = spec.input_size;
   for (size_t l = 0; l < spec.layers.size(); ++l) {

@@ -243,35 +243,27 @@ absl::Status ToProto(const engine::AnyMatrix& matrix, bool as_vector,
 
 absl::StatusOr<std::vector<engine::LayerParams>> ParamsFromProto(
     const google::protobuf::RepeatedPtrField<pb::LayerParameters>& layers,
-    const std::vector<std::pair<int, int>>& shapes, absl::string_view field) {
-  if (layers.size() != static_cast<int>(shapes.size())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ": expected ", shapes.size(), " layers, got ", layers.size()));
-  }
-  std::vector<engine::LayerParams> params(shapes.size());
+    absl::string_view field) {
+  std::vector<engine::LayerParams> params(layers.size());
   for (int i = 0; i < layers.size(); ++i) {
-    const auto [fan_in, units] = shapes[i];
     const std::string wfield = absl::StrCat(field, "[", i, "].weights");
     const std::string bfield = absl::StrCat(field, "[", i, "].biases");
     const pb::Tensor& w = layers[i].weights();
     const pb::Tensor& b = layers[i].biases();
     if (absl::Status s = CheckTensor(w, 2, wfield); !s.ok()) return s;
-    if (w.shape(0) != fan_in || w.shape(1) != units) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(wfield, ": expected shape [", fan_in, ", ", units,
-                       "], got ", ShapeString(w)));
-    }
     // Biases are [units]; [1, units] is accepted too.
     const int brank = b.shape_size() == 2 ? 2 : 1;
     if (absl::Status s = CheckTensor(b, brank, bfield); !s.ok()) return s;
-    if ((brank == 1 && b.shape(0) != units) ||
-        (brank == 2 && (b.shape(0) != 1 || b.shape(1) != units))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          bfield, ": expected shape [", units, "], got ", ShapeString(b)));
+    if (brank == 2 && b.shape(0) != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(bfield, ": expected shape [units] or [1, units], got ",
+                       ShapeString(b)));
     }
-    // Values (finite, within float32 for a float32 network) are the
-    // engine's to check: Network::SetParameters and ValidateSpec do.
-    params[i].weights = ToDouble(w, fan_in, units);
+    // Shapes against the layer sizes and the values (finite, within
+    // float32 for a float32 network) are the engine's to check:
+    // Network::SetParameters and ValidateSpec do.
+    params[i].weights = ToDouble(w, w.shape(0), w.shape(1));
+    const int64_t units = b.shape(brank - 1);
     params[i].biases = ToDouble(b, 1, units);
   }
   return params;
@@ -340,22 +332,80 @@ absl::StatusOr<engine::OptimizerSpec> OptimizerFromProto(
   return out;
 }
 
+namespace {
+
+absl::StatusOr<engine::LayerSpec> LayerFromProto(const pb::LayerSpec& layer,
+                                                 absl::string_view field) {
+  engine::LayerSpec out;
+  out.units = layer.units();
+  auto activation = ActivationFromProto(layer.activation(),
+                                        absl::StrCat(field, ".activation"));
+  if (!activation.ok()) return activation.status();
+  out.activation = *activation;
+  if (layer.leaky_relu_slope() != 0) {
+    out.leaky_relu_slope = layer.leaky_relu_slope();
+  }
+  return out;
+}
+
+absl::StatusOr<engine::InitSpec> InitFromProto(const pb::Initialization& init,
+                                               absl::string_view field) {
+  engine::InitSpec out;
+  out.seed = init.seed();
+  out.mean = init.mean();
+  out.std = init.std();
+  switch (init.scheme()) {
+    case pb::INIT_SCHEME_UNSPECIFIED:
+    case pb::INIT_SCHEME_UNIFORM_FAN_IN:
+      out.scheme = engine::InitScheme::kUniformFanIn;
+      break;
+    case pb::INIT_SCHEME_ZEROS:
+      out.scheme = engine::InitScheme::kZeros;
+      break;
+    case pb::INIT_SCHEME_GLOROT_UNIFORM:
+      out.scheme = engine::InitScheme::kGlorotUniform;
+      break;
+    case pb::INIT_SCHEME_GLOROT_NORMAL:
+      out.scheme = engine::InitScheme::kGlorotNormal;
+      break;
+    case pb::INIT_SCHEME_HE_NORMAL:
+      out.scheme = engine::InitScheme::kHeNormal;
+      break;
+    case pb::INIT_SCHEME_NORMAL:
+      out.scheme = engine::InitScheme::kNormal;
+      break;
+    case pb::INIT_SCHEME_EXPLICIT:
+      out.scheme = engine::InitScheme::kExplicit;
+      break;
+    default:
+      return UnknownEnum(absl::StrCat(field, ".scheme"), "satlab.v1.InitScheme",
+                         init.scheme());
+  }
+  // Counts and shapes against the layers are ValidateSpec's to check, as
+  // is whether the scheme allows parameters at all.
+  auto params =
+      ParamsFromProto(init.parameters(), absl::StrCat(field, ".parameters"));
+  if (!params.ok()) return params.status();
+  out.explicit_params = *std::move(params);
+  return out;
+}
+
+// 0 means the default, 0.1 (engine::NetworkSpec).
+double SaturationThresholdFromProto(double theta) {
+  return theta != 0 ? theta : engine::NetworkSpec().saturation_threshold;
+}
+
+}  // namespace
+
 absl::StatusOr<engine::NetworkSpec> SpecFromProto(const pb::NetworkSpec& spec,
                                                   absl::string_view field) {
   engine::NetworkSpec out;
   out.input_size = spec.input_size();
   for (int i = 0; i < spec.layers_size(); ++i) {
-    const pb::LayerSpec& layer = spec.layers(i);
-    engine::LayerSpec l;
-    l.units = layer.units();
-    auto activation = ActivationFromProto(
-        layer.activation(), absl::StrCat(field, ".layers[", i, "].activation"));
-    if (!activation.ok()) return activation.status();
-    l.activation = *activation;
-    if (layer.leaky_relu_slope() != 0) {
-      l.leaky_relu_slope = layer.leaky_relu_slope();
-    }
-    out.layers.push_back(l);
+    auto layer =
+        LayerFromProto(spec.layers(i), absl::StrCat(field, ".layers[", i, "]"));
+    if (!layer.ok()) return layer.status();
+    out.layers.push_back(*layer);
   }
   auto loss = LossFromProto(spec.loss(), absl::StrCat(field, ".loss"));
   if (!loss.ok()) return loss.status();
@@ -367,61 +417,79 @@ absl::StatusOr<engine::NetworkSpec> SpecFromProto(const pb::NetworkSpec& spec,
       OptimizerFromProto(spec.optimizer(), absl::StrCat(field, ".optimizer"));
   if (!optimizer.ok()) return optimizer.status();
   out.optimizer = *optimizer;
-  if (spec.saturation_threshold() != 0) {
-    out.saturation_threshold = spec.saturation_threshold();
-  }
+  out.saturation_threshold =
+      SaturationThresholdFromProto(spec.saturation_threshold());
+  auto init = InitFromProto(spec.init(), absl::StrCat(field, ".init"));
+  if (!init.ok()) return init.status();
+  out.init = *std::move(init);
+  return out;
+}
 
-  const pb::Initialization& init = spec.init();
-  const std::string init_field = absl::StrCat(field, ".init");
-  out.init.seed = init.seed();
-  out.init.mean = init.mean();
-  out.init.std = init.std();
-  switch (init.scheme()) {
-    case pb::INIT_SCHEME_UNSPECIFIED:
-    case pb::INIT_SCHEME_UNIFORM_FAN_IN:
-      out.init.scheme = engine::InitScheme::kUniformFanIn;
-      break;
-    case pb::INIT_SCHEME_ZEROS:
-      out.init.scheme = engine::InitScheme::kZeros;
-      break;
-    case pb::INIT_SCHEME_GLOROT_UNIFORM:
-      out.init.scheme = engine::InitScheme::kGlorotUniform;
-      break;
-    case pb::INIT_SCHEME_GLOROT_NORMAL:
-      out.init.scheme = engine::InitScheme::kGlorotNormal;
-      break;
-    case pb::INIT_SCHEME_HE_NORMAL:
-      out.init.scheme = engine::InitScheme::kHeNormal;
-      break;
-    case pb::INIT_SCHEME_NORMAL:
-      out.init.scheme = engine::InitScheme::kNormal;
-      break;
-    case pb::INIT_SCHEME_EXPLICIT:
-      out.init.scheme = engine::InitScheme::kExplicit;
-      break;
-    default:
-      return UnknownEnum(absl::StrCat(init_field, ".scheme"),
-                         "satlab.v1.InitScheme", init.scheme());
+absl::StatusOr<engine::ExperimentSpec> ExperimentFromProto(
+    const pb::ExperimentSpec& spec) {
+  engine::ExperimentSpec out;
+  // Both strings go into every metric event the experiment publishes.
+  if (absl::Status s = CheckLength(spec.display_name(), kMaxDisplayNameBytes,
+                                   "spec.display_name");
+      !s.ok()) {
+    return s;
   }
-  if (out.init.scheme == engine::InitScheme::kExplicit) {
-    // Shapes can only be checked once the layer sizes are known to be sane;
-    // ValidateSpec rechecks them, this keeps the proto-level errors precise.
-    std::vector<std::pair<int, int>> shapes;
-    int fan_in = out.input_size;
-    for (const auto& l : out.layers) {
-      if (fan_in < 1 || l.units < 1) break;
-      shapes.emplace_back(fan_in, l.units);
-      fan_in = l.units;
+  for (int i = 0; i < spec.hidden_layers_size(); ++i) {
+    auto layer = LayerFromProto(spec.hidden_layers(i),
+                                absl::StrCat("spec.hidden_layers[", i, "]"));
+    if (!layer.ok()) return layer.status();
+    out.hidden_layers.push_back(*layer);
+  }
+  for (int v = 0; v < spec.variants_size(); ++v) {
+    const pb::ExperimentVariant& variant = spec.variants(v);
+    const std::string field = absl::StrCat("spec.variants[", v, "]");
+    engine::ExperimentVariantSpec ev;
+    if (absl::Status s = CheckLength(variant.label(), kMaxLabelBytes,
+                                     absl::StrCat(field, ".label"));
+        !s.ok()) {
+      return s;
     }
-    if (shapes.size() == out.layers.size() && !shapes.empty()) {
-      auto params = ParamsFromProto(init.parameters(), shapes,
-                                    absl::StrCat(init_field, ".parameters"));
-      if (!params.ok()) return params.status();
-      out.init.explicit_params = *std::move(params);
+    ev.label = variant.label();
+    auto output = ActivationFromProto(
+        variant.output_activation(), absl::StrCat(field, ".output_activation"));
+    if (!output.ok()) return output.status();
+    ev.output_activation = *output;
+    auto loss = LossFromProto(variant.loss(), absl::StrCat(field, ".loss"));
+    if (!loss.ok()) return loss.status();
+    ev.loss = *loss;
+    if (variant.hidden_activation() != pb::ACTIVATION_UNSPECIFIED) {
+      auto hidden =
+          ActivationFromProto(variant.hidden_activation(),
+                              absl::StrCat(field, ".hidden_activation"));
+      if (!hidden.ok()) return hidden.status();
+      ev.hidden_activation = *hidden;
     }
-  } else if (init.parameters_size() > 0) {
+    if (variant.has_optimizer()) {
+      auto optimizer = OptimizerFromProto(variant.optimizer(),
+                                          absl::StrCat(field, ".optimizer"));
+      if (!optimizer.ok()) return optimizer.status();
+      ev.optimizer = *optimizer;
+    }
+    out.variants.push_back(std::move(ev));
+  }
+  auto init = InitFromProto(spec.init(), "spec.init");
+  if (!init.ok()) return init.status();
+  out.init = *std::move(init);
+  auto optimizer = OptimizerFromProto(spec.optimizer(), "spec.optimizer");
+  if (!optimizer.ok()) return optimizer.status();
+  out.optimizer = *optimizer;
+  auto dtype = DTypeFromProto(spec.dtype(), "spec.dtype");
+  if (!dtype.ok()) return dtype.status();
+  out.dtype = *dtype;
+  out.saturation_threshold =
+      SaturationThresholdFromProto(spec.saturation_threshold());
+  out.epochs = spec.epochs();
+  out.batch_size = spec.batch_size();
+  out.shuffle_seed = spec.shuffle_seed();
+  out.shuffle = !spec.no_shuffle();
+  if (spec.parallelism() < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        init_field, ".parameters: only allowed with INIT_SCHEME_EXPLICIT"));
+        "spec.parallelism: expected >= 0, got ", spec.parallelism()));
   }
   return out;
 }

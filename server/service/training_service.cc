@@ -437,13 +437,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::SetParameters(
         if (!found.ok() || *found) return found.status();
       }
       absl::MutexLock lock(&e.mu);
-      std::vector<std::pair<int, int>> shapes;
-      int fan_in = e.network->input_size();
-      for (const auto& layer : e.network->spec().layers) {
-        shapes.emplace_back(fan_in, layer.units);
-        fan_in = layer.units;
-      }
-      auto params = ParamsFromProto(request->layers(), shapes, "layers");
+      auto params = ParamsFromProto(request->layers(), "layers");
       if (!params.ok()) return params.status();
       if (absl::Status s = e.network->SetParameters(
               *params, request->reset_optimizer_state());

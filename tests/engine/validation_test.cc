@@ -295,8 +295,7 @@ INSTANTIATE_TEST_SUITE_P(
               UseExplicit(s);
               s.init.explicit_params.pop_back();
             },
-            "network.spec.init.parameters: expected 2 entries (one per "
-            "layer), got 1"),
+            "network.spec.init.parameters: expected 2 layers, got 1"),
         Invalid(
             "ExplicitWeightShape",
             [](NetworkSpec& s) {
@@ -512,8 +511,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         ParamsCase{"Count",
                    [](std::vector<LayerParams>& p) { p.push_back(p[0]); },
-                   DType::kFloat64,
-                   "layers: expected 2 entries (one per layer), got 3"},
+                   DType::kFloat64, "layers: expected 2 layers, got 3"},
         ParamsCase{"WeightShape",
                    [](std::vector<LayerParams>& p) {
                      p[1].weights = RowMatrix<double>::Zero(3, 8);
