@@ -51,16 +51,6 @@ engine::Network& Pick(const std::string& name) {
   return *(*nets)[name.size() % nets->size()];
 }
 
-std::vector<std::pair<int, int>> Shapes(const engine::Network& net) {
-  std::vector<std::pair<int, int>> shapes;
-  int fan_in = net.input_size();
-  for (const auto& layer : net.spec().layers) {
-    shapes.emplace_back(fan_in, layer.units);
-    fan_in = layer.units;
-  }
-  return shapes;
-}
-
 void CreateNetwork(const pb::CreateNetworkRequest& req) {
   if (absl::Status s = service::ValidateNetworkId(req.network_id()); !s.ok()) {
     CheckRejection(s);
@@ -89,7 +79,7 @@ void CreateNetwork(const pb::CreateNetworkRequest& req) {
 
 void SetParameters(const pb::SetParametersRequest& req) {
   engine::Network& net = Pick(req.name());
-  auto params = service::ParamsFromProto(req.layers(), Shapes(net), "layers");
+  auto params = service::ParamsFromProto(req.layers(), "layers");
   if (!params.ok()) return CheckRejection(params.status());
   auto copy = MustOk(net.Clone(), "Clone");
   const auto before = Parameters(*copy);
