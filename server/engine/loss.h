@@ -29,8 +29,9 @@ struct LossOps {
   bool rowwise;
   // Sum over the rows of C_x, from z and a = f(z) (both [n, out]) and
   // targets y [n, out].
-  T(*value)
-  (const ConstRowRef<T>& z, const ConstRowRef<T>& a, const ConstRowRef<T>& y);
+  using ValueFn = T(const ConstRowRef<T>& z, const ConstRowRef<T>& a,
+                    const ConstRowRef<T>& y);
+  ValueFn* value;
   // Per-sample output delta dC_x/dz [n, out], given the output activation,
   // a = f(z), d = f'(z) and y.
   void (*delta)(Activation output, const ConstRowRef<T>& a,
