@@ -86,7 +86,7 @@ struct Batches {
 
 inline std::unique_ptr<engine::Network> MustCreate(
     const engine::NetworkSpec& spec) {
-  auto net = engine::Network::Create(spec, engine::Limits());
+  auto net = engine::Network::Create(spec, engine::Limits(), "network.spec");
   if (!net.ok()) {
     std::fprintf(stderr, "Network::Create: %s\n",
                  net.status().ToString().c_str());

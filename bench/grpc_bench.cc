@@ -258,7 +258,7 @@ void BM_InProcess(benchmark::State& state, const BenchCase& c) {
   }
   auto net = engine::Network::Create(
       SpecFor(c, f32 ? engine::DType::kFloat32 : engine::DType::kFloat64),
-      engine::Limits());
+      engine::Limits(), "network.spec");
   if (!net.ok()) return Fail(state, net.status());
   // warm-up
   benchmark::DoNotOptimize((*net)->TrainStep(views[0].first, views[0].second));

@@ -480,19 +480,20 @@ class DenseNetwork final : public NetworkImpl {
     const int64_t m = x.rows();
     const Map z_out = Z(*s, last, m);
     const Map a_out = A(*s, last, m);
-    s->loss_sum += static_cast<double>(LossSum<T>(loss, z_out, a_out, y));
+    const LossOps<T>& loss_ops = GetLossOps<T>(loss);
+    s->loss_sum += static_cast<double>(loss_ops.value(z_out, a_out, y));
     s->correct += CountCorrect<T>(a_out, y);
     // Per-sample delta = dC_x/dZ_L [m, out]. Unless a row's entries depend
     // on each other (cce, softmax), computed over [1, m * out] views:
     // vectorized end to end even for one output unit.
     const ActivationOps<T>& out_ops = *layers_[last].ops;
     const int64_t units = Units(last);
-    const bool per_row = loss == Loss::kCce || out_ops.rowwise;
+    const bool per_row = loss_ops.rowwise || out_ops.rowwise;
     const int64_t view_rows = per_row ? m : 1;
     const int64_t view_cols = m * units / view_rows;
     Map output_delta(s->output_delta, m, units);
-    OutputDelta<T>(
-        loss, out_ops.id, Map(s->a[last], view_rows, view_cols),
+    loss_ops.delta(
+        out_ops.id, Map(s->a[last], view_rows, view_cols),
         Map(s->d[last], view_rows, view_cols),
         Eigen::Map<const RowMatrix<T>>(y.data(), view_rows, view_cols),
         Map(s->output_delta, view_rows, view_cols));

@@ -7,11 +7,11 @@
 #include <tuple>
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/strip.h"
+#include "server/engine/activation.h"
 #include "server/engine/check.h"
+#include "server/engine/loss.h"
 
 namespace satlab::engine {
 namespace {
@@ -20,37 +20,19 @@ MatrixView ViewOf(const RowMatrix<double>& m) {
   return {nullptr, m.data(), m.rows(), m.cols()};
 }
 
-// ValidateSpec names fields of a NetworkSpec (`network.spec.layers[2].units`);
-// an experiment's user wrote an ExperimentSpec, so point at its fields.
-absl::Status RenameSpecFields(const absl::Status& status,
-                              const ExperimentSpec& spec, int v) {
-  constexpr absl::string_view kPrefix = "network.spec.";
-  absl::string_view message = status.message();
-  if (!absl::ConsumePrefix(&message, kPrefix)) return status;
+// Where the fields of variant v's network live in an ExperimentSpec: the
+// hidden layers are shared, the output layer, the loss and possibly the
+// optimizer belong to the variant.
+SpecFields VariantFields(const ExperimentSpec& spec, int v) {
   const std::string variant = absl::StrCat("spec.variants[", v, "]");
-  std::string renamed;
-  if (absl::ConsumePrefix(&message, "optimizer")) {
-    renamed = absl::StrCat(spec.variants[v].optimizer.has_value()
-                               ? absl::StrCat(variant, ".optimizer")
-                               : "spec.optimizer",
-                           message);
-  } else if (absl::ConsumePrefix(&message, "loss")) {
-    renamed = absl::StrCat(variant, ".loss", message);
-  } else if (absl::ConsumePrefix(&message, "layers[")) {
-    const size_t close = message.find(']');
-    int layer = 0;
-    for (char c : message.substr(0, close)) layer = layer * 10 + (c - '0');
-    message.remove_prefix(close == absl::string_view::npos ? message.size()
-                                                           : close + 1);
-    renamed = layer < static_cast<int>(spec.hidden_layers.size())
-                  ? absl::StrCat("spec.hidden_layers[", layer, "]", message)
-                  : absl::StrCat(variant, " (output layer)", message);
-  } else if (absl::ConsumePrefix(&message, "layers")) {
-    renamed = absl::StrCat("spec.hidden_layers", message);
-  } else {
-    renamed = absl::StrCat("spec.", message);
+  SpecFields fields("spec");
+  fields.layers = "spec.hidden_layers";
+  fields.output_layer = absl::StrCat(variant, " (output layer)");
+  fields.loss = absl::StrCat(variant, ".loss");
+  if (spec.variants[v].optimizer.has_value()) {
+    fields.optimizer = absl::StrCat(variant, ".optimizer");
   }
-  return absl::Status(status.code(), renamed);
+  return fields;
 }
 
 }  // namespace
@@ -150,35 +132,30 @@ absl::Status ValidateExperiment(const ExperimentSpec& spec, const Dataset& data,
                      limits.max_batch_rows, ", got ", spec.batch_size));
   }
 
-  // Hidden layers, then each variant's network.
-  for (size_t l = 0; l < spec.hidden_layers.size(); ++l) {
-    if (spec.hidden_layers[l].activation == Activation::kSoftmax) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "spec.hidden_layers[", l,
-          "].activation: softmax is only allowed on the output layer"));
-    }
-  }
+  // Each variant's network (ValidateSpec checks the shared hidden layers
+  // with the first).
   const int input_size = static_cast<int>(data.inputs.cols());
   const int output_size = static_cast<int>(data.targets.cols());
   int64_t parameters = 0;
   for (size_t v = 0; v < spec.variants.size(); ++v) {
     const ExperimentVariantSpec& variant = spec.variants[v];
     const std::string field = absl::StrCat("spec.variants[", v, "]");
-    if (variant.hidden_activation == Activation::kSoftmax) {
+    // The override replaces every hidden layer's activation, which
+    // ValidateSpec would blame on spec.hidden_layers: name the override.
+    if (variant.hidden_activation.has_value() &&
+        IsValidActivation(*variant.hidden_activation) &&
+        GetActivationOps<double>(*variant.hidden_activation).output_only) {
       return absl::InvalidArgumentError(absl::StrCat(
           field,
-          ".hidden_activation: softmax is only allowed on the output layer"));
-    }
-    if (absl::Status s =
-            CheckLossActivation(variant.loss, variant.output_activation,
-                                absl::StrCat(field, ".loss"));
-        !s.ok()) {
-      return s;
+          ".hidden_activation: ", ActivationName(*variant.hidden_activation),
+          " is only allowed on the output layer"));
     }
     const NetworkSpec net =
         VariantNetworkSpec(spec, static_cast<int>(v), input_size, output_size);
-    if (absl::Status s = ValidateSpec(net, limits); !s.ok()) {
-      return RenameSpecFields(s, spec, static_cast<int>(v));
+    if (absl::Status s =
+            ValidateSpec(net, limits, VariantFields(spec, static_cast<int>(v)));
+        !s.ok()) {
+      return s;
     }
     parameters = std::max(parameters, ParameterCount(net));
     // Every minibatch is one TrainStep and every epoch ends with an
@@ -198,7 +175,7 @@ absl::Status ValidateExperiment(const ExperimentSpec& spec, const Dataset& data,
             " bytes; use a smaller batch_size or fewer units"));
       }
     }
-    if (variant.loss != Loss::kMse) {
+    if (GetLossOps<double>(variant.loss).unit_targets) {
       const auto& y = data.targets.array();
       if ((y < 0).any() || (y > 1).any()) {
         Eigen::Index r = 0, c = 0;
@@ -230,8 +207,8 @@ absl::StatusOr<std::vector<LayerParams>> SharedInitialParameters(
   const NetworkSpec net =
       VariantNetworkSpec(spec, 0, static_cast<int>(data.inputs.cols()),
                          static_cast<int>(data.targets.cols()));
-  auto network = Network::Create(net, limits);
-  if (!network.ok()) return RenameSpecFields(network.status(), spec, 0);
+  auto network = Network::Create(net, limits, VariantFields(spec, 0));
+  if (!network.ok()) return network.status();
   std::vector<LayerParams> params;
   for (int l = 0; l < (*network)->num_layers(); ++l) {
     LayerParams p;
@@ -274,8 +251,8 @@ absl::StatusOr<std::unique_ptr<VariantRun>> VariantRun::Create(
   net.init = InitSpec{};
   net.init.scheme = InitScheme::kExplicit;
   net.init.explicit_params.assign(initial.begin(), initial.end());
-  auto network = Network::Create(net, limits);
-  if (!network.ok()) return RenameSpecFields(network.status(), spec, variant);
+  auto network = Network::Create(net, limits, VariantFields(spec, variant));
+  if (!network.ok()) return network.status();
   return std::unique_ptr<VariantRun>(
       new VariantRun(data, variant, spec, limits, *std::move(network)));
 } catch (const std::bad_alloc&) {

@@ -163,8 +163,8 @@ Network::Network(NetworkSpec spec, std::unique_ptr<NetworkImpl> impl)
 Network::~Network() = default;
 
 absl::StatusOr<std::unique_ptr<Network>> Network::Create(
-    const NetworkSpec& spec, const Limits& limits) {
-  if (absl::Status s = ValidateSpec(spec, limits); !s.ok()) return s;
+    const NetworkSpec& spec, const Limits& limits, const SpecFields& fields) {
+  if (absl::Status s = ValidateSpec(spec, limits, fields); !s.ok()) return s;
   return Guarded("network", [&]() -> absl::StatusOr<std::unique_ptr<Network>> {
     return std::unique_ptr<Network>(new Network(spec, MakeNetworkImpl(spec)));
   });
@@ -184,9 +184,8 @@ AnyMatrix Network::biases(int layer) const { return impl_->biases(layer); }
 absl::Status Network::SetParameters(absl::Span<const LayerParams> params,
                                     bool reset_optimizer_state) {
   if (static_cast<int>(params.size()) != num_layers()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("layers: expected ", num_layers(),
-                     " entries (one per layer), got ", params.size()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layers: expected ", num_layers(), " layers, got ", params.size()));
   }
   int64_t fan_in = spec_.input_size;
   for (int l = 0; l < num_layers(); ++l) {
@@ -224,9 +223,9 @@ absl::Status Network::ValidateBatch(const MatrixView& inputs,
   }
   if (!IsValidLoss(loss)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "loss: expected mse, bce or cce, got ", static_cast<int>(loss)));
+        "loss: expected ", LossNameList(), ", got ", static_cast<int>(loss)));
   }
-  if (loss == Loss::kMse) return absl::OkStatus();
+  if (!GetLossOps<double>(loss).unit_targets) return absl::OkStatus();
   return targets->f32 != nullptr
              ? CheckUnitRange(targets->f32, targets->rows, targets->cols, loss,
                               targets_field)

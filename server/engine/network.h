@@ -124,11 +124,12 @@ class NetworkImpl;
 
 class Network {
  public:
-  // Validates `spec` against `limits` (ValidateSpec) and builds the network
-  // with parameters drawn as spec.init says. Errors: INVALID_ARGUMENT,
-  // RESOURCE_EXHAUSTED (over a limit, or out of memory).
+  // Validates `spec` against `limits` (ValidateSpec, naming fields by
+  // `fields`) and builds the network with parameters drawn as spec.init
+  // says. Errors: INVALID_ARGUMENT, RESOURCE_EXHAUSTED (over a limit, or out
+  // of memory).
   static absl::StatusOr<std::unique_ptr<Network>> Create(
-      const NetworkSpec& spec, const Limits& limits);
+      const NetworkSpec& spec, const Limits& limits, const SpecFields& fields);
   ~Network();
   Network(const Network&) = delete;
   Network& operator=(const Network&) = delete;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -12,14 +13,13 @@
 namespace satlab::engine {
 namespace {
 
-constexpr absl::string_view kPrefix = "network.spec.";
-
+// `field` is a whole path (SpecFields names them).
 absl::Status Invalid(absl::string_view field, absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat(kPrefix, field, ": ", what));
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
 }
 
 absl::Status Exhausted(absl::string_view field, absl::string_view what) {
-  return absl::ResourceExhaustedError(absl::StrCat(kPrefix, field, ": ", what));
+  return absl::ResourceExhaustedError(absl::StrCat(field, ": ", what));
 }
 
 // "expected in [lo, hi), got x" style range checks; NaN fails all of them.
@@ -39,9 +39,10 @@ absl::Status CheckFloat32(double x, bool positive, absl::string_view field) {
   return absl::OkStatus();
 }
 
-absl::Status CheckOptimizerFloat32(const OptimizerSpec& o) {
+absl::Status CheckOptimizerFloat32(const OptimizerSpec& o,
+                                   absl::string_view field) {
   const std::string p =
-      o.kind == OptimizerKind::kAdam ? "optimizer.adam." : "optimizer.sgd.";
+      absl::StrCat(field, o.kind == OptimizerKind::kAdam ? ".adam." : ".sgd.");
   if (absl::Status s =
           CheckFloat32(o.learning_rate, true, absl::StrCat(p, "learning_rate"));
       !s.ok()) {
@@ -56,13 +57,13 @@ absl::Status CheckOptimizerFloat32(const OptimizerSpec& o) {
   return CheckFloat32(o.epsilon, true, absl::StrCat(p, "epsilon"));
 }
 
-absl::Status CheckOptimizer(const OptimizerSpec& o) {
+absl::Status CheckOptimizer(const OptimizerSpec& o, absl::string_view field) {
   const bool adam = o.kind == OptimizerKind::kAdam;
   if (!adam && o.kind != OptimizerKind::kSgd) {
-    return Invalid("optimizer", absl::StrCat("expected sgd or adam, got ",
-                                             static_cast<int>(o.kind)));
+    return Invalid(field, absl::StrCat("expected sgd or adam, got ",
+                                       static_cast<int>(o.kind)));
   }
-  const std::string p = adam ? "optimizer.adam." : "optimizer.sgd.";
+  const std::string p = absl::StrCat(field, adam ? ".adam." : ".sgd.");
   if (!(o.learning_rate > 0) || !std::isfinite(o.learning_rate)) {
     return Invalid(absl::StrCat(p, "learning_rate"),
                    absl::StrCat("expected finite > 0, got ", o.learning_rate));
@@ -97,20 +98,20 @@ absl::Status CheckOptimizer(const OptimizerSpec& o) {
   return absl::OkStatus();
 }
 
-absl::Status CheckInit(const NetworkSpec& spec) {
+absl::Status CheckInit(const NetworkSpec& spec, const SpecFields& fields) {
   const InitSpec& init = spec.init;
   const int scheme = static_cast<int>(init.scheme);
   if (scheme < 0 || scheme > static_cast<int>(InitScheme::kExplicit)) {
-    return Invalid("init.scheme",
+    return Invalid(fields.Field("init.scheme"),
                    absl::StrCat("expected a valid scheme, got ", scheme));
   }
   if (init.scheme == InitScheme::kNormal) {
     if (!std::isfinite(init.mean)) {
-      return Invalid("init.mean",
+      return Invalid(fields.Field("init.mean"),
                      absl::StrCat("expected a finite value, got ", init.mean));
     }
     if (!(init.std > 0) || !std::isfinite(init.std)) {
-      return Invalid("init.std",
+      return Invalid(fields.Field("init.std"),
                      absl::StrCat("expected finite > 0, got ", init.std));
     }
     // Box-Muller draws lie within 8.6 standard deviations of the mean (53-bit
@@ -120,7 +121,7 @@ absl::Status CheckInit(const NetworkSpec& spec) {
                              ? std::numeric_limits<float>::max()
                              : std::numeric_limits<double>::max();
     if (!(largest <= limit)) {
-      return Invalid("init.std",
+      return Invalid(fields.Field("init.std"),
                      absl::StrCat("expected |mean| + 9 std <= ", limit,
                                   " (draws must fit the dtype), got mean ",
                                   init.mean, ", std ", init.std));
@@ -128,7 +129,7 @@ absl::Status CheckInit(const NetworkSpec& spec) {
   }
   if (init.scheme != InitScheme::kExplicit) {
     if (!init.explicit_params.empty()) {
-      return Invalid("init.parameters",
+      return Invalid(fields.Field("init.parameters"),
                      absl::StrCat("expected none with scheme ",
                                   InitSchemeName(init.scheme), ", got ",
                                   init.explicit_params.size(), " entries"));
@@ -136,17 +137,16 @@ absl::Status CheckInit(const NetworkSpec& spec) {
     return absl::OkStatus();
   }
   if (init.explicit_params.size() != spec.layers.size()) {
-    return Invalid("init.parameters",
+    return Invalid(fields.Field("init.parameters"),
                    absl::StrCat("expected ", spec.layers.size(),
-                                " entries (one per layer), got ",
-                                init.explicit_params.size()));
+                                " layers, got ", init.explicit_params.size()));
   }
   int64_t fan_in = spec.input_size;
   for (size_t l = 0; l < spec.layers.size(); ++l) {
     const int64_t units = spec.layers[l].units;
-    if (absl::Status s =
-            CheckLayerParams(init.explicit_params[l], fan_in, units, spec.dtype,
-                             absl::StrCat(kPrefix, "init.parameters[", l, "]"));
+    if (absl::Status s = CheckLayerParams(
+            init.explicit_params[l], fan_in, units, spec.dtype,
+            absl::StrCat(fields.Field("init.parameters"), "[", l, "]"));
         !s.ok()) {
       return s;
     }
@@ -163,15 +163,8 @@ absl::string_view ActivationName(Activation a) {
 }
 
 absl::string_view LossName(Loss l) {
-  switch (l) {
-    case Loss::kMse:
-      return "mse";
-    case Loss::kBce:
-      return "bce";
-    case Loss::kCce:
-      return "cce";
-  }
-  return "unknown";
+  if (!IsValidLoss(l)) return "unknown";
+  return GetLossOps<double>(l).name;
 }
 
 absl::string_view InitSchemeName(InitScheme s) {
@@ -197,47 +190,56 @@ absl::string_view InitSchemeName(InitScheme s) {
 absl::Status CheckLossActivation(Loss loss, Activation activation,
                                  absl::string_view field) {
   if (!IsValidLoss(loss)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ": expected mse, bce or cce, got ", static_cast<int>(loss)));
+    return absl::InvalidArgumentError(absl::StrCat(field, ": expected ",
+                                                   LossNameList(), ", got ",
+                                                   static_cast<int>(loss)));
   }
-  Activation needed;
-  switch (loss) {
-    case Loss::kBce:
-      needed = Activation::kSigmoid;
-      break;
-    case Loss::kCce:
-      needed = Activation::kSoftmax;
-      break;
-    default:
-      return absl::OkStatus();  // mse takes any output
-  }
-  if (activation == needed) return absl::OkStatus();
+  const std::optional<Activation> needed =
+      GetLossOps<double>(loss).fused_output;
+  if (!needed.has_value() || activation == *needed) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
-      field, ": ", LossName(loss), " needs a ", ActivationName(needed),
+      field, ": ", LossName(loss), " needs a ", ActivationName(*needed),
       " output layer, got ", ActivationName(activation)));
 }
 
-absl::Status ValidateSpec(const NetworkSpec& spec, const Limits& limits) {
+SpecFields::SpecFields(absl::string_view path)
+    : prefix(path),
+      layers(absl::StrCat(path, ".layers")),
+      loss(absl::StrCat(path, ".loss")),
+      optimizer(absl::StrCat(path, ".optimizer")) {}
+
+std::string SpecFields::Field(absl::string_view name) const {
+  return absl::StrCat(prefix, ".", name);
+}
+
+std::string SpecFields::Layer(size_t l, size_t count) const {
+  if (l + 1 == count && !output_layer.empty()) return output_layer;
+  return absl::StrCat(layers, "[", l, "]");
+}
+
+absl::Status ValidateSpec(const NetworkSpec& spec, const Limits& limits,
+                          const SpecFields& fields) {
   if (spec.input_size < 1) {
-    return Invalid("input_size",
+    return Invalid(fields.Field("input_size"),
                    absl::StrCat("expected >= 1, got ", spec.input_size));
   }
   if (spec.input_size > limits.max_units) {
-    return Exhausted("input_size",
+    return Exhausted(fields.Field("input_size"),
                      absl::StrCat("expected at most ", limits.max_units,
                                   ", got ", spec.input_size));
   }
   if (spec.layers.empty()) {
-    return Invalid("layers", "expected at least 1 layer, got 0");
+    return Invalid(fields.layers, "expected at least 1 layer, got 0");
   }
   if (static_cast<int64_t>(spec.layers.size()) > limits.max_layers) {
-    return Exhausted("layers",
+    return Exhausted(fields.layers,
                      absl::StrCat("expected at most ", limits.max_layers,
                                   " layers, got ", spec.layers.size()));
   }
   for (size_t l = 0; l < spec.layers.size(); ++l) {
     const LayerSpec& layer = spec.layers[l];
-    const std::string field = absl::StrCat("layers[", l, "].");
+    const std::string field =
+        absl::StrCat(fields.Layer(l, spec.layers.size()), ".");
     if (layer.units < 1) {
       return Invalid(absl::StrCat(field, "units"),
                      absl::StrCat("expected >= 1, got ", layer.units));
@@ -265,34 +267,39 @@ absl::Status ValidateSpec(const NetworkSpec& spec, const Limits& limits) {
           absl::StrCat("expected in [0, 1), got ", layer.leaky_relu_slope));
     }
   }
-  if (absl::Status s =
-          CheckLossActivation(spec.loss, spec.layers.back().activation,
-                              absl::StrCat(kPrefix, "loss"));
+  if (absl::Status s = CheckLossActivation(
+          spec.loss, spec.layers.back().activation, fields.loss);
       !s.ok()) {
     return s;
   }
   if (spec.dtype != DType::kFloat32 && spec.dtype != DType::kFloat64) {
-    return Invalid("dtype", absl::StrCat("expected float32 or float64, got ",
-                                         static_cast<int>(spec.dtype)));
+    return Invalid(fields.Field("dtype"),
+                   absl::StrCat("expected float32 or float64, got ",
+                                static_cast<int>(spec.dtype)));
   }
   if (!(spec.saturation_threshold > 0 && spec.saturation_threshold < 1)) {
     return Invalid(
-        "saturation_threshold",
+        fields.Field("saturation_threshold"),
         absl::StrCat("expected in (0, 1), got ", spec.saturation_threshold));
   }
   if (const int64_t count = ParameterCount(spec);
       count > limits.max_parameters) {
-    return Exhausted("layers",
+    return Exhausted(fields.layers,
                      absl::StrCat("expected at most ", limits.max_parameters,
                                   " parameters, got ", count));
   }
-  if (absl::Status s = CheckOptimizer(spec.optimizer); !s.ok()) return s;
+  if (absl::Status s = CheckOptimizer(spec.optimizer, fields.optimizer);
+      !s.ok()) {
+    return s;
+  }
   if (spec.dtype == DType::kFloat32) {
-    if (absl::Status s = CheckOptimizerFloat32(spec.optimizer); !s.ok()) {
+    if (absl::Status s =
+            CheckOptimizerFloat32(spec.optimizer, fields.optimizer);
+        !s.ok()) {
       return s;
     }
   }
-  return CheckInit(spec);
+  return CheckInit(spec, fields);
 }
 
 int64_t ParameterCount(const NetworkSpec& spec) {

@@ -117,12 +117,35 @@ struct Limits {
 absl::Status CheckLossActivation(Loss loss, Activation activation,
                                  absl::string_view field);
 
+// Where a spec's fields live in the caller's request, so that messages name
+// what the client wrote. Built from a prefix ("network.spec" names
+// "network.spec.layers[1].units"); a caller whose request spreads the spec
+// over several messages (an experiment) then overrides the paths that
+// differ.
+struct SpecFields {
+  SpecFields(absl::string_view path);  // NOLINT: implicit from a prefix
+  SpecFields(const char* path)         // NOLINT: so is a literal
+      : SpecFields(absl::string_view(path)) {}
+  // Fields not named below: input_size, dtype, init.*, ...
+  std::string Field(absl::string_view name) const;
+  // Layer l of `count`.
+  std::string Layer(size_t l, size_t count) const;
+
+  std::string prefix;
+  std::string layers;        // prefix.layers
+  std::string output_layer;  // the last layer; empty: layers[last]
+  std::string loss;          // prefix.loss
+  std::string optimizer;     // prefix.optimizer
+};
+
 // Validates a spec completely (sizes, ranges, softmax placement,
 // loss/activation pairing, explicit parameter shapes and finiteness,
-// optimizer ranges) before anything is allocated. Field names in messages
-// follow the proto (`network.spec.layers[1].units`). Over-limit sizes give
+// optimizer ranges) before anything is allocated; every rule about a spec
+// lives here. Messages name fields by `fields`
+// (`network.spec.layers[1].units`). Over-limit sizes give
 // RESOURCE_EXHAUSTED, everything else INVALID_ARGUMENT.
-absl::Status ValidateSpec(const NetworkSpec& spec, const Limits& limits);
+absl::Status ValidateSpec(const NetworkSpec& spec, const Limits& limits,
+                          const SpecFields& fields);
 
 // Trainable scalars of a spec: sum over layers of fan_in * units + units.
 int64_t ParameterCount(const NetworkSpec& spec);

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -10,6 +11,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/engine/activation.h"
+#include "server/engine/loss.h"
 
 namespace satlab::service {
 namespace {
@@ -75,6 +78,63 @@ absl::Status UnknownEnum(absl::string_view field, absl::string_view what,
   return absl::InvalidArgumentError(absl::StrCat(
       field, ": expected a ", what, ", got ", static_cast<int>(value),
       static_cast<int>(value) == 0 ? " (unspecified)" : " (unknown value)"));
+}
+
+// An engine enum <-> proto enum mapping derived from the engine's table
+// names: the proto value is the name in upper case after the enum's prefix
+// (leaky_relu <-> ACTIVATION_LEAKY_RELU), so adding a row to the engine
+// table and a value to the proto enum is all a new activation or loss
+// needs. tests/service/enum_tables_test.cc checks that every value has
+// its counterpart.
+class EnumBridge {
+ public:
+  // Engine values are 0, 1, ... while `valid` holds; `name` is the table's.
+  template <typename Engine>
+  EnumBridge(const google::protobuf::EnumDescriptor* proto,
+             absl::string_view prefix, bool (*valid)(Engine),
+             absl::string_view (*name)(Engine)) {
+    for (int e = 0; valid(static_cast<Engine>(e)); ++e) {
+      const google::protobuf::EnumValueDescriptor* value =
+          proto->FindValueByName(absl::StrCat(
+              prefix, absl::AsciiStrToUpper(name(static_cast<Engine>(e)))));
+      // 0 (UNSPECIFIED) when the proto lacks the value: the test fails.
+      engine_to_proto_.push_back(value == nullptr ? 0 : value->number());
+    }
+  }
+
+  // The engine value of a proto value; nullopt for UNSPECIFIED and values
+  // the engine does not know.
+  std::optional<int> ToEngine(int proto) const {
+    if (proto == 0) return std::nullopt;
+    for (size_t e = 0; e < engine_to_proto_.size(); ++e) {
+      if (engine_to_proto_[e] == proto) return static_cast<int>(e);
+    }
+    return std::nullopt;
+  }
+
+  // The proto value of a valid engine value (0 otherwise).
+  int ToProto(int engine) const {
+    if (engine < 0 || engine >= static_cast<int>(engine_to_proto_.size())) {
+      return 0;
+    }
+    return engine_to_proto_[engine];
+  }
+
+ private:
+  std::vector<int> engine_to_proto_;  // indexed by the engine value
+};
+
+const EnumBridge& ActivationBridge() {
+  static const EnumBridge* const bridge =
+      new EnumBridge(pb::Activation_descriptor(), "ACTIVATION_",
+                     &engine::IsValidActivation, &engine::ActivationName);
+  return *bridge;
+}
+
+const EnumBridge& LossBridge() {
+  static const EnumBridge* const bridge = new EnumBridge(
+      pb::Loss_descriptor(), "LOSS_", &engine::IsValidLoss, &engine::LossName);
+  return *bridge;
 }
 
 }  // namespace
@@ -183,35 +243,27 @@ absl::Status ToProto(const engine::AnyMatrix& matrix, bool as_vector,
 
 absl::StatusOr<std::vector<engine::LayerParams>> ParamsFromProto(
     const google::protobuf::RepeatedPtrField<pb::LayerParameters>& layers,
-    const std::vector<std::pair<int, int>>& shapes, absl::string_view field) {
-  if (layers.size() != static_cast<int>(shapes.size())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ": expected ", shapes.size(), " layers, got ", layers.size()));
-  }
-  std::vector<engine::LayerParams> params(shapes.size());
+    absl::string_view field) {
+  std::vector<engine::LayerParams> params(layers.size());
   for (int i = 0; i < layers.size(); ++i) {
-    const auto [fan_in, units] = shapes[i];
     const std::string wfield = absl::StrCat(field, "[", i, "].weights");
     const std::string bfield = absl::StrCat(field, "[", i, "].biases");
     const pb::Tensor& w = layers[i].weights();
     const pb::Tensor& b = layers[i].biases();
     if (absl::Status s = CheckTensor(w, 2, wfield); !s.ok()) return s;
-    if (w.shape(0) != fan_in || w.shape(1) != units) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(wfield, ": expected shape [", fan_in, ", ", units,
-                       "], got ", ShapeString(w)));
-    }
     // Biases are [units]; [1, units] is accepted too.
     const int brank = b.shape_size() == 2 ? 2 : 1;
     if (absl::Status s = CheckTensor(b, brank, bfield); !s.ok()) return s;
-    if ((brank == 1 && b.shape(0) != units) ||
-        (brank == 2 && (b.shape(0) != 1 || b.shape(1) != units))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          bfield, ": expected shape [", units, "], got ", ShapeString(b)));
+    if (brank == 2 && b.shape(0) != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(bfield, ": expected shape [units] or [1, units], got ",
+                       ShapeString(b)));
     }
-    // Values (finite, within float32 for a float32 network) are the
-    // engine's to check: Network::SetParameters and ValidateSpec do.
-    params[i].weights = ToDouble(w, fan_in, units);
+    // Shapes against the layer sizes and the values (finite, within
+    // float32 for a float32 network) are the engine's to check:
+    // Network::SetParameters and ValidateSpec do.
+    params[i].weights = ToDouble(w, w.shape(0), w.shape(1));
+    const int64_t units = b.shape(brank - 1);
     params[i].biases = ToDouble(b, 1, units);
   }
   return params;
@@ -219,70 +271,25 @@ absl::StatusOr<std::vector<engine::LayerParams>> ParamsFromProto(
 
 absl::StatusOr<engine::Activation> ActivationFromProto(
     pb::Activation a, absl::string_view field) {
-  switch (a) {
-    case pb::ACTIVATION_IDENTITY:
-      return engine::Activation::kIdentity;
-    case pb::ACTIVATION_SIGMOID:
-      return engine::Activation::kSigmoid;
-    case pb::ACTIVATION_TANH:
-      return engine::Activation::kTanh;
-    case pb::ACTIVATION_RELU:
-      return engine::Activation::kRelu;
-    case pb::ACTIVATION_LEAKY_RELU:
-      return engine::Activation::kLeakyRelu;
-    case pb::ACTIVATION_SOFTPLUS:
-      return engine::Activation::kSoftplus;
-    case pb::ACTIVATION_SOFTMAX:
-      return engine::Activation::kSoftmax;
-    default:
-      return UnknownEnum(field, "satlab.v1.Activation", a);
-  }
+  const std::optional<int> value = ActivationBridge().ToEngine(a);
+  if (!value.has_value()) return UnknownEnum(field, "satlab.v1.Activation", a);
+  return static_cast<engine::Activation>(*value);
 }
 
 pb::Activation ActivationToProto(engine::Activation a) {
-  switch (a) {
-    case engine::Activation::kIdentity:
-      return pb::ACTIVATION_IDENTITY;
-    case engine::Activation::kSigmoid:
-      return pb::ACTIVATION_SIGMOID;
-    case engine::Activation::kTanh:
-      return pb::ACTIVATION_TANH;
-    case engine::Activation::kRelu:
-      return pb::ACTIVATION_RELU;
-    case engine::Activation::kLeakyRelu:
-      return pb::ACTIVATION_LEAKY_RELU;
-    case engine::Activation::kSoftplus:
-      return pb::ACTIVATION_SOFTPLUS;
-    case engine::Activation::kSoftmax:
-      return pb::ACTIVATION_SOFTMAX;
-  }
-  return pb::ACTIVATION_UNSPECIFIED;
+  return static_cast<pb::Activation>(
+      ActivationBridge().ToProto(static_cast<int>(a)));
 }
 
 absl::StatusOr<engine::Loss> LossFromProto(pb::Loss l,
                                            absl::string_view field) {
-  switch (l) {
-    case pb::LOSS_MSE:
-      return engine::Loss::kMse;
-    case pb::LOSS_BCE:
-      return engine::Loss::kBce;
-    case pb::LOSS_CCE:
-      return engine::Loss::kCce;
-    default:
-      return UnknownEnum(field, "satlab.v1.Loss", l);
-  }
+  const std::optional<int> value = LossBridge().ToEngine(l);
+  if (!value.has_value()) return UnknownEnum(field, "satlab.v1.Loss", l);
+  return static_cast<engine::Loss>(*value);
 }
 
 pb::Loss LossToProto(engine::Loss l) {
-  switch (l) {
-    case engine::Loss::kMse:
-      return pb::LOSS_MSE;
-    case engine::Loss::kBce:
-      return pb::LOSS_BCE;
-    case engine::Loss::kCce:
-      return pb::LOSS_CCE;
-  }
-  return pb::LOSS_UNSPECIFIED;
+  return static_cast<pb::Loss>(LossBridge().ToProto(static_cast<int>(l)));
 }
 
 absl::StatusOr<engine::DType> DTypeFromProto(pb::DType d,
@@ -325,22 +332,80 @@ absl::StatusOr<engine::OptimizerSpec> OptimizerFromProto(
   return out;
 }
 
+namespace {
+
+absl::StatusOr<engine::LayerSpec> LayerFromProto(const pb::LayerSpec& layer,
+                                                 absl::string_view field) {
+  engine::LayerSpec out;
+  out.units = layer.units();
+  auto activation = ActivationFromProto(layer.activation(),
+                                        absl::StrCat(field, ".activation"));
+  if (!activation.ok()) return activation.status();
+  out.activation = *activation;
+  if (layer.leaky_relu_slope() != 0) {
+    out.leaky_relu_slope = layer.leaky_relu_slope();
+  }
+  return out;
+}
+
+absl::StatusOr<engine::InitSpec> InitFromProto(const pb::Initialization& init,
+                                               absl::string_view field) {
+  engine::InitSpec out;
+  out.seed = init.seed();
+  out.mean = init.mean();
+  out.std = init.std();
+  switch (init.scheme()) {
+    case pb::INIT_SCHEME_UNSPECIFIED:
+    case pb::INIT_SCHEME_UNIFORM_FAN_IN:
+      out.scheme = engine::InitScheme::kUniformFanIn;
+      break;
+    case pb::INIT_SCHEME_ZEROS:
+      out.scheme = engine::InitScheme::kZeros;
+      break;
+    case pb::INIT_SCHEME_GLOROT_UNIFORM:
+      out.scheme = engine::InitScheme::kGlorotUniform;
+      break;
+    case pb::INIT_SCHEME_GLOROT_NORMAL:
+      out.scheme = engine::InitScheme::kGlorotNormal;
+      break;
+    case pb::INIT_SCHEME_HE_NORMAL:
+      out.scheme = engine::InitScheme::kHeNormal;
+      break;
+    case pb::INIT_SCHEME_NORMAL:
+      out.scheme = engine::InitScheme::kNormal;
+      break;
+    case pb::INIT_SCHEME_EXPLICIT:
+      out.scheme = engine::InitScheme::kExplicit;
+      break;
+    default:
+      return UnknownEnum(absl::StrCat(field, ".scheme"), "satlab.v1.InitScheme",
+                         init.scheme());
+  }
+  // Counts and shapes against the layers are ValidateSpec's to check, as
+  // is whether the scheme allows parameters at all.
+  auto params =
+      ParamsFromProto(init.parameters(), absl::StrCat(field, ".parameters"));
+  if (!params.ok()) return params.status();
+  out.explicit_params = *std::move(params);
+  return out;
+}
+
+// 0 means the default, 0.1 (engine::NetworkSpec).
+double SaturationThresholdFromProto(double theta) {
+  return theta != 0 ? theta : engine::NetworkSpec().saturation_threshold;
+}
+
+}  // namespace
+
 absl::StatusOr<engine::NetworkSpec> SpecFromProto(const pb::NetworkSpec& spec,
                                                   absl::string_view field) {
   engine::NetworkSpec out;
   out.input_size = spec.input_size();
   for (int i = 0; i < spec.layers_size(); ++i) {
-    const pb::LayerSpec& layer = spec.layers(i);
-    engine::LayerSpec l;
-    l.units = layer.units();
-    auto activation = ActivationFromProto(
-        layer.activation(), absl::StrCat(field, ".layers[", i, "].activation"));
-    if (!activation.ok()) return activation.status();
-    l.activation = *activation;
-    if (layer.leaky_relu_slope() != 0) {
-      l.leaky_relu_slope = layer.leaky_relu_slope();
-    }
-    out.layers.push_back(l);
+    auto layer =
+        LayerFromProto(spec.layers(i), absl::StrCat(field, ".layers[", i, "]"));
+    if (!layer.ok()) return layer.status();
+    out.layers.push_back(*layer);
   }
   auto loss = LossFromProto(spec.loss(), absl::StrCat(field, ".loss"));
   if (!loss.ok()) return loss.status();
@@ -352,61 +417,79 @@ absl::StatusOr<engine::NetworkSpec> SpecFromProto(const pb::NetworkSpec& spec,
       OptimizerFromProto(spec.optimizer(), absl::StrCat(field, ".optimizer"));
   if (!optimizer.ok()) return optimizer.status();
   out.optimizer = *optimizer;
-  if (spec.saturation_threshold() != 0) {
-    out.saturation_threshold = spec.saturation_threshold();
-  }
+  out.saturation_threshold =
+      SaturationThresholdFromProto(spec.saturation_threshold());
+  auto init = InitFromProto(spec.init(), absl::StrCat(field, ".init"));
+  if (!init.ok()) return init.status();
+  out.init = *std::move(init);
+  return out;
+}
 
-  const pb::Initialization& init = spec.init();
-  const std::string init_field = absl::StrCat(field, ".init");
-  out.init.seed = init.seed();
-  out.init.mean = init.mean();
-  out.init.std = init.std();
-  switch (init.scheme()) {
-    case pb::INIT_SCHEME_UNSPECIFIED:
-    case pb::INIT_SCHEME_UNIFORM_FAN_IN:
-      out.init.scheme = engine::InitScheme::kUniformFanIn;
-      break;
-    case pb::INIT_SCHEME_ZEROS:
-      out.init.scheme = engine::InitScheme::kZeros;
-      break;
-    case pb::INIT_SCHEME_GLOROT_UNIFORM:
-      out.init.scheme = engine::InitScheme::kGlorotUniform;
-      break;
-    case pb::INIT_SCHEME_GLOROT_NORMAL:
-      out.init.scheme = engine::InitScheme::kGlorotNormal;
-      break;
-    case pb::INIT_SCHEME_HE_NORMAL:
-      out.init.scheme = engine::InitScheme::kHeNormal;
-      break;
-    case pb::INIT_SCHEME_NORMAL:
-      out.init.scheme = engine::InitScheme::kNormal;
-      break;
-    case pb::INIT_SCHEME_EXPLICIT:
-      out.init.scheme = engine::InitScheme::kExplicit;
-      break;
-    default:
-      return UnknownEnum(absl::StrCat(init_field, ".scheme"),
-                         "satlab.v1.InitScheme", init.scheme());
+absl::StatusOr<engine::ExperimentSpec> ExperimentFromProto(
+    const pb::ExperimentSpec& spec) {
+  engine::ExperimentSpec out;
+  // Both strings go into every metric event the experiment publishes.
+  if (absl::Status s = CheckLength(spec.display_name(), kMaxDisplayNameBytes,
+                                   "spec.display_name");
+      !s.ok()) {
+    return s;
   }
-  if (out.init.scheme == engine::InitScheme::kExplicit) {
-    // Shapes can only be checked once the layer sizes are known to be sane;
-    // ValidateSpec rechecks them, this keeps the proto-level errors precise.
-    std::vector<std::pair<int, int>> shapes;
-    int fan_in = out.input_size;
-    for (const auto& l : out.layers) {
-      if (fan_in < 1 || l.units < 1) break;
-      shapes.emplace_back(fan_in, l.units);
-      fan_in = l.units;
+  for (int i = 0; i < spec.hidden_layers_size(); ++i) {
+    auto layer = LayerFromProto(spec.hidden_layers(i),
+                                absl::StrCat("spec.hidden_layers[", i, "]"));
+    if (!layer.ok()) return layer.status();
+    out.hidden_layers.push_back(*layer);
+  }
+  for (int v = 0; v < spec.variants_size(); ++v) {
+    const pb::ExperimentVariant& variant = spec.variants(v);
+    const std::string field = absl::StrCat("spec.variants[", v, "]");
+    engine::ExperimentVariantSpec ev;
+    if (absl::Status s = CheckLength(variant.label(), kMaxLabelBytes,
+                                     absl::StrCat(field, ".label"));
+        !s.ok()) {
+      return s;
     }
-    if (shapes.size() == out.layers.size() && !shapes.empty()) {
-      auto params = ParamsFromProto(init.parameters(), shapes,
-                                    absl::StrCat(init_field, ".parameters"));
-      if (!params.ok()) return params.status();
-      out.init.explicit_params = *std::move(params);
+    ev.label = variant.label();
+    auto output = ActivationFromProto(
+        variant.output_activation(), absl::StrCat(field, ".output_activation"));
+    if (!output.ok()) return output.status();
+    ev.output_activation = *output;
+    auto loss = LossFromProto(variant.loss(), absl::StrCat(field, ".loss"));
+    if (!loss.ok()) return loss.status();
+    ev.loss = *loss;
+    if (variant.hidden_activation() != pb::ACTIVATION_UNSPECIFIED) {
+      auto hidden =
+          ActivationFromProto(variant.hidden_activation(),
+                              absl::StrCat(field, ".hidden_activation"));
+      if (!hidden.ok()) return hidden.status();
+      ev.hidden_activation = *hidden;
     }
-  } else if (init.parameters_size() > 0) {
+    if (variant.has_optimizer()) {
+      auto optimizer = OptimizerFromProto(variant.optimizer(),
+                                          absl::StrCat(field, ".optimizer"));
+      if (!optimizer.ok()) return optimizer.status();
+      ev.optimizer = *optimizer;
+    }
+    out.variants.push_back(std::move(ev));
+  }
+  auto init = InitFromProto(spec.init(), "spec.init");
+  if (!init.ok()) return init.status();
+  out.init = *std::move(init);
+  auto optimizer = OptimizerFromProto(spec.optimizer(), "spec.optimizer");
+  if (!optimizer.ok()) return optimizer.status();
+  out.optimizer = *optimizer;
+  auto dtype = DTypeFromProto(spec.dtype(), "spec.dtype");
+  if (!dtype.ok()) return dtype.status();
+  out.dtype = *dtype;
+  out.saturation_threshold =
+      SaturationThresholdFromProto(spec.saturation_threshold());
+  out.epochs = spec.epochs();
+  out.batch_size = spec.batch_size();
+  out.shuffle_seed = spec.shuffle_seed();
+  out.shuffle = !spec.no_shuffle();
+  if (spec.parallelism() < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        init_field, ".parameters: only allowed with INIT_SCHEME_EXPLICIT"));
+        "spec.parallelism: expected >= 0, got ", spec.parallelism()));
   }
   return out;
 }

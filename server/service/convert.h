@@ -14,6 +14,7 @@
 #include "satlab/v1/experiment.pb.h"
 #include "satlab/v1/network.pb.h"
 #include "satlab/v1/tensor.pb.h"
+#include "server/engine/experiment.h"
 #include "server/engine/network.h"
 #include "server/engine/spec.h"
 
@@ -66,13 +67,14 @@ absl::Status ToProto(const engine::AnyMatrix& matrix, bool as_vector,
                      pb::Tensor* out);
 
 // Explicit parameters (SetParameters, INIT_SCHEME_EXPLICIT) into float64
-// matrices. Checks shapes against the layer sizes given as
-// (fan_in, units) per layer; fields named `field[i].weights`. The values
-// themselves (finite, within float32) are checked by the engine, which
-// receives them next (Network::SetParameters, ValidateSpec).
+// matrices: weights [fan_in, units], biases [units] or [1, units], each
+// tensor's values matching its shape; fields named `field[i].weights`. The
+// layer count, the shapes against the network and the values (finite,
+// within float32) are checked by the engine, which receives them next
+// (Network::SetParameters, ValidateSpec).
 absl::StatusOr<std::vector<engine::LayerParams>> ParamsFromProto(
     const google::protobuf::RepeatedPtrField<pb::LayerParameters>& layers,
-    const std::vector<std::pair<int, int>>& shapes, absl::string_view field);
+    absl::string_view field);
 
 // Spec conversion with defaults (unset dtype -> float64, unset init ->
 // uniform_fan_in, unset optimizer -> SGD lr 0.1, theta 0 -> 0.1). Unknown
@@ -81,6 +83,12 @@ absl::StatusOr<std::vector<engine::LayerParams>> ParamsFromProto(
 absl::StatusOr<engine::NetworkSpec> SpecFromProto(const pb::NetworkSpec& spec,
                                                   absl::string_view field);
 void SpecToProto(const engine::NetworkSpec& spec, pb::NetworkSpec* out);
+
+// RunExperiment's spec with the same defaults, fields named "spec.*". The
+// rules (shapes, pairs, ranges) are engine::ValidateExperiment's; this only
+// converts (and bounds the strings every metric event carries).
+absl::StatusOr<engine::ExperimentSpec> ExperimentFromProto(
+    const pb::ExperimentSpec& spec);
 
 absl::StatusOr<engine::Activation> ActivationFromProto(pb::Activation a,
                                                        absl::string_view field);

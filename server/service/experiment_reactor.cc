@@ -122,91 +122,6 @@ absl::StatusOr<engine::Dataset> DatasetFromProto(
   }
 }
 
-// ExperimentSpec -> engine spec, given the data's shape (needed to check
-// explicit initial parameters).
-absl::StatusOr<engine::ExperimentSpec> ExperimentFromProto(
-    const pb::ExperimentSpec& spec, const engine::Dataset& data) {
-  engine::ExperimentSpec out;
-  // Both strings go into every metric event the experiment publishes.
-  if (absl::Status s = CheckLength(spec.display_name(), kMaxDisplayNameBytes,
-                                   "spec.display_name");
-      !s.ok()) {
-    return s;
-  }
-  pb::NetworkSpec network;  // variant-independent parts, to reuse SpecFromProto
-  network.set_input_size(static_cast<int>(data.inputs.cols()));
-  for (int i = 0; i < spec.hidden_layers_size(); ++i) {
-    const pb::LayerSpec& layer = spec.hidden_layers(i);
-    auto activation = ActivationFromProto(
-        layer.activation(),
-        absl::StrCat("spec.hidden_layers[", i, "].activation"));
-    if (!activation.ok()) return activation.status();
-    engine::LayerSpec l;
-    l.units = layer.units();
-    l.activation = *activation;
-    if (layer.leaky_relu_slope() != 0)
-      l.leaky_relu_slope = layer.leaky_relu_slope();
-    out.hidden_layers.push_back(l);
-    *network.add_layers() = layer;
-  }
-  for (int v = 0; v < spec.variants_size(); ++v) {
-    const pb::ExperimentVariant& variant = spec.variants(v);
-    const std::string field = absl::StrCat("spec.variants[", v, "]");
-    engine::ExperimentVariantSpec ev;
-    if (absl::Status s = CheckLength(variant.label(), kMaxLabelBytes,
-                                     absl::StrCat(field, ".label"));
-        !s.ok()) {
-      return s;
-    }
-    ev.label = variant.label();
-    auto output = ActivationFromProto(
-        variant.output_activation(), absl::StrCat(field, ".output_activation"));
-    if (!output.ok()) return output.status();
-    ev.output_activation = *output;
-    auto loss = LossFromProto(variant.loss(), absl::StrCat(field, ".loss"));
-    if (!loss.ok()) return loss.status();
-    ev.loss = *loss;
-    if (variant.hidden_activation() != pb::ACTIVATION_UNSPECIFIED) {
-      auto hidden =
-          ActivationFromProto(variant.hidden_activation(),
-                              absl::StrCat(field, ".hidden_activation"));
-      if (!hidden.ok()) return hidden.status();
-      ev.hidden_activation = *hidden;
-    }
-    if (variant.has_optimizer()) {
-      auto optimizer = OptimizerFromProto(variant.optimizer(),
-                                          absl::StrCat(field, ".optimizer"));
-      if (!optimizer.ok()) return optimizer.status();
-      ev.optimizer = *optimizer;
-    }
-    out.variants.push_back(std::move(ev));
-  }
-  // The output layer as far as init/optimizer conversion cares.
-  pb::LayerSpec* output = network.add_layers();
-  output->set_units(static_cast<int>(data.targets.cols()));
-  output->set_activation(pb::ACTIVATION_SIGMOID);
-  network.set_loss(pb::LOSS_MSE);
-  *network.mutable_init() = spec.init();
-  *network.mutable_optimizer() = spec.optimizer();
-  network.set_dtype(spec.dtype());
-  network.set_saturation_threshold(spec.saturation_threshold());
-  auto converted = SpecFromProto(network, "spec");
-  if (!converted.ok()) return converted.status();
-  out.init = std::move(converted->init);
-  out.optimizer = converted->optimizer;
-  out.dtype = converted->dtype;
-  out.saturation_threshold = converted->saturation_threshold;
-  out.epochs = spec.epochs();
-  out.batch_size = spec.batch_size();
-  out.shuffle_seed = spec.shuffle_seed();
-  out.shuffle = !spec.no_shuffle();
-  if (spec.parallelism() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "spec.parallelism: expected >= 0, got ", spec.parallelism()));
-  }
-  return out;
-}
-
 void RecordToProto(const engine::EpochRecord& record, absl::string_view label,
                    pb::EpochMetrics* out) {
   out->set_variant(record.variant);
@@ -320,7 +235,7 @@ class ExperimentReactor final
     auto data = DatasetFromProto(spec.dataset(), limits, &data_field);
     if (!data.ok()) return data.status();
     data_ = *std::move(data);
-    auto converted = ExperimentFromProto(spec, data_);
+    auto converted = ExperimentFromProto(spec);
     if (!converted.ok()) return converted.status();
     spec_ = *std::move(converted);
     if (absl::Status s = engine::ValidateExperiment(

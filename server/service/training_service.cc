@@ -280,7 +280,8 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::CreateNetwork(
     }
     auto spec = SpecFromProto(request->network().spec(), "network.spec");
     if (!spec.ok()) return spec.status();
-    if (absl::Status s = engine::ValidateSpec(*spec, options_.limits);
+    if (absl::Status s =
+            engine::ValidateSpec(*spec, options_.limits, "network.spec");
         !s.ok()) {
       return s;
     }
@@ -301,7 +302,8 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::CreateNetwork(
         engine::StateBytes(*spec),
         absl::StrCat("networks/", id, ": parameters and optimizer state"));
     if (!charge.ok()) return charge.status();
-    auto network = engine::Network::Create(*spec, options_.limits);
+    auto network =
+        engine::Network::Create(*spec, options_.limits, "network.spec");
     if (!network.ok()) return network.status();
     // The charge lasts as long as the entry: released when the last
     // reference (the store's, or a call still using it) goes.
@@ -435,13 +437,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::SetParameters(
         if (!found.ok() || *found) return found.status();
       }
       absl::MutexLock lock(&e.mu);
-      std::vector<std::pair<int, int>> shapes;
-      int fan_in = e.network->input_size();
-      for (const auto& layer : e.network->spec().layers) {
-        shapes.emplace_back(fan_in, layer.units);
-        fan_in = layer.units;
-      }
-      auto params = ParamsFromProto(request->layers(), shapes, "layers");
+      auto params = ParamsFromProto(request->layers(), "layers");
       if (!params.ok()) return params.status();
       if (absl::Status s = e.network->SetParameters(
               *params, request->reset_optimizer_state());

@@ -224,7 +224,8 @@ TEST(ValidateExperiment, BadSpecs_NameTheField) {
          s->hidden_layers[1].activation = Activation::kSoftmax;
        },
        absl::StatusCode::kInvalidArgument,
-       "spec.hidden_layers[1].activation: softmax is only allowed"},
+       "spec.hidden_layers[1].activation: softmax is allowed on the output "
+       "layer only"},
       {"zero units",
        [](ExperimentSpec* s, ExperimentLimits*) {
          s->hidden_layers[0].units = 0;

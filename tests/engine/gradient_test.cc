@@ -2,11 +2,14 @@
 // saturation, and the single-neuron reference numbers.
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "server/engine/activation.h"
+#include "server/engine/loss.h"
 #include "server/engine/network.h"
 #include "test_util.h"
 
@@ -61,9 +64,10 @@ TEST_P(GradientCheck, RandomNetworkFloat64_MatchesCentralDifferences) {
     NetworkSpec spec;
     spec.input_size = 2 + static_cast<int>(rng.Below(3));
     spec.layers = {
-        {2 + static_cast<int>(rng.Below(3)), kHidden[(index + seed) % 6], 0.1},
-        {2 + static_cast<int>(rng.Below(3)), kHidden[(index + seed + 3) % 6],
-         0.2},
+        {2 + static_cast<int>(rng.Below(3)),
+         kHidden[(index + seed) % std::size(kHidden)], 0.1},
+        {2 + static_cast<int>(rng.Below(3)),
+         kHidden[(index + seed + 3) % std::size(kHidden)], 0.2},
         {c.output == Activation::kSoftmax || c.loss != Loss::kMse ? 3 : 2,
          c.output, 0.05}};
     spec.loss = c.loss;
@@ -137,30 +141,52 @@ TEST_P(GradientCheck, RandomNetworkFloat64_MatchesCentralDifferences) {
   FAIL() << "no seed without relu kinks";
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllPairs, GradientCheck,
-    ::testing::Values(
-        PairCase{"MseIdentity", Loss::kMse, Activation::kIdentity,
-                 Targets::kAny},
-        PairCase{"MseSigmoid", Loss::kMse, Activation::kSigmoid,
-                 Targets::kUnit},
-        PairCase{"MseTanh", Loss::kMse, Activation::kTanh, Targets::kAny},
-        PairCase{"MseRelu", Loss::kMse, Activation::kRelu, Targets::kAny},
-        PairCase{"MseLeakyRelu", Loss::kMse, Activation::kLeakyRelu,
-                 Targets::kAny},
-        PairCase{"MseSoftplus", Loss::kMse, Activation::kSoftplus,
-                 Targets::kUnit},
-        PairCase{"MseSoftmax", Loss::kMse, Activation::kSoftmax,
-                 Targets::kOneHot},
-        PairCase{"BceSigmoid", Loss::kBce, Activation::kSigmoid,
-                 Targets::kUnit},
-        PairCase{"CceSoftmaxOneHot", Loss::kCce, Activation::kSoftmax,
-                 Targets::kOneHot},
-        PairCase{"CceSoftmaxUnnormalized", Loss::kCce, Activation::kSoftmax,
-                 Targets::kPositive}),
-    [](const ::testing::TestParamInfo<PairCase>& param) {
-      return param.param.name;
-    });
+// Every (loss, output activation) pair the tables allow, each with targets
+// the loss accepts.
+const PairCase kPairs[] = {
+    PairCase{"MseIdentity", Loss::kMse, Activation::kIdentity, Targets::kAny},
+    PairCase{"MseSigmoid", Loss::kMse, Activation::kSigmoid, Targets::kUnit},
+    PairCase{"MseTanh", Loss::kMse, Activation::kTanh, Targets::kAny},
+    PairCase{"MseRelu", Loss::kMse, Activation::kRelu, Targets::kAny},
+    PairCase{"MseLeakyRelu", Loss::kMse, Activation::kLeakyRelu, Targets::kAny},
+    PairCase{"MseSoftplus", Loss::kMse, Activation::kSoftplus, Targets::kUnit},
+    PairCase{"MseSoftmax", Loss::kMse, Activation::kSoftmax, Targets::kOneHot},
+    PairCase{"BceSigmoid", Loss::kBce, Activation::kSigmoid, Targets::kUnit},
+    PairCase{"CceSoftmaxOneHot", Loss::kCce, Activation::kSoftmax,
+             Targets::kOneHot},
+    PairCase{"CceSoftmaxUnnormalized", Loss::kCce, Activation::kSoftmax,
+             Targets::kPositive},
+};
+
+INSTANTIATE_TEST_SUITE_P(AllPairs, GradientCheck, ::testing::ValuesIn(kPairs),
+                         [](const ::testing::TestParamInfo<PairCase>& param) {
+                           return param.param.name;
+                         });
+
+// A row added to the activation or loss table fails here until its
+// finite-difference cases exist: every allowed pair is in kPairs, every
+// activation allowed in hidden layers is in kHidden.
+TEST(GradientCheckCoverage, EveryTableRow_HasAFiniteDifferenceCase) {
+  for (int a = 0; IsValidActivation(static_cast<Activation>(a)); ++a) {
+    const auto act = static_cast<Activation>(a);
+    if (!GetActivationOps<double>(act).output_only) {
+      EXPECT_NE(std::find(std::begin(kHidden), std::end(kHidden), act),
+                std::end(kHidden))
+          << ActivationName(act) << " is missing from kHidden";
+    }
+    for (int l = 0; IsValidLoss(static_cast<Loss>(l)); ++l) {
+      const auto loss = static_cast<Loss>(l);
+      if (!CheckLossActivation(loss, act, "loss").ok()) continue;
+      EXPECT_NE(std::find_if(std::begin(kPairs), std::end(kPairs),
+                             [&](const PairCase& c) {
+                               return c.loss == loss && c.output == act;
+                             }),
+                std::end(kPairs))
+          << LossName(loss) << " on " << ActivationName(act)
+          << " has no case in kPairs";
+    }
+  }
+}
 
 // Sigmoid+bce and softmax+cce with |z| = 1000, right and wrong: finite loss,
 // delta == a - y bit for bit, attenuation exactly 1.

@@ -65,7 +65,7 @@ inline RowMatrix<double> OneHot(Rng& rng, int rows, int cols) {
 }
 
 inline std::unique_ptr<Network> MakeNetwork(const NetworkSpec& spec) {
-  auto net = Network::Create(spec, Limits{});
+  auto net = Network::Create(spec, Limits{}, "network.spec");
   EXPECT_TRUE(net.ok()) << net.status();
   return net.ok() ? *std::move(net) : nullptr;
 }

@@ -50,10 +50,10 @@ TEST_P(SpecValidation, BadSpec_RejectedNamingField) {
   const SpecCase& c = GetParam();
   NetworkSpec spec = ValidSpec();
   c.mutate(spec);
-  const absl::Status status = ValidateSpec(spec, Limits{});
+  const absl::Status status = ValidateSpec(spec, Limits{}, "network.spec");
   EXPECT_EQ(status.code(), c.code) << status;
   EXPECT_THAT(std::string(status.message()), HasSubstr(c.message));
-  const auto net = Network::Create(spec, Limits{});
+  const auto net = Network::Create(spec, Limits{}, "network.spec");
   EXPECT_EQ(net.status(), status);
 }
 
@@ -295,8 +295,7 @@ INSTANTIATE_TEST_SUITE_P(
               UseExplicit(s);
               s.init.explicit_params.pop_back();
             },
-            "network.spec.init.parameters: expected 2 entries (one per "
-            "layer), got 1"),
+            "network.spec.init.parameters: expected 2 layers, got 1"),
         Invalid(
             "ExplicitWeightShape",
             [](NetworkSpec& s) {
@@ -345,7 +344,7 @@ TEST(SpecValidation, EveryAllowedPair_Accepted) {
                                                       Activation::kSigmoid) ||
                            (loss == Loss::kCce &&
                             spec.layers[1].activation == Activation::kSoftmax);
-      EXPECT_EQ(ValidateSpec(spec, Limits{}).ok(), allowed)
+      EXPECT_EQ(ValidateSpec(spec, Limits{}, "network.spec").ok(), allowed)
           << LossName(loss) << " " << ActivationName(spec.layers[1].activation);
     }
   }
@@ -512,8 +511,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         ParamsCase{"Count",
                    [](std::vector<LayerParams>& p) { p.push_back(p[0]); },
-                   DType::kFloat64,
-                   "layers: expected 2 entries (one per layer), got 3"},
+                   DType::kFloat64, "layers: expected 2 layers, got 3"},
         ParamsCase{"WeightShape",
                    [](std::vector<LayerParams>& p) {
                      p[1].weights = RowMatrix<double>::Zero(3, 8);

@@ -81,7 +81,7 @@ inline std::vector<std::unique_ptr<engine::Network>> FixedNetworks() {
     } else {
       spec.optimizer.momentum = 0.5;
     }
-    auto net = engine::Network::Create(spec, SmallLimits());
+    auto net = engine::Network::Create(spec, SmallLimits(), "network.spec");
     if (!net.ok()) {
       std::fprintf(stderr, "fixed network: %s\n",
                    net.status().ToString().c_str());

@@ -145,8 +145,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider in(data, size);
   const engine::Limits limits = SmallLimits();
   const engine::NetworkSpec spec = Spec(in);
-  absl::Status valid = engine::ValidateSpec(spec, limits);
-  auto created = engine::Network::Create(spec, limits);
+  absl::Status valid = engine::ValidateSpec(spec, limits, "network.spec");
+  auto created = engine::Network::Create(spec, limits, "network.spec");
   FUZZ_CHECK(valid.ok() == created.ok());
   if (!created.ok()) {
     CheckRejection(created.status());

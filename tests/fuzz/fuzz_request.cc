@@ -51,16 +51,6 @@ engine::Network& Pick(const std::string& name) {
   return *(*nets)[name.size() % nets->size()];
 }
 
-std::vector<std::pair<int, int>> Shapes(const engine::Network& net) {
-  std::vector<std::pair<int, int>> shapes;
-  int fan_in = net.input_size();
-  for (const auto& layer : net.spec().layers) {
-    shapes.emplace_back(fan_in, layer.units);
-    fan_in = layer.units;
-  }
-  return shapes;
-}
-
 void CreateNetwork(const pb::CreateNetworkRequest& req) {
   if (absl::Status s = service::ValidateNetworkId(req.network_id()); !s.ok()) {
     CheckRejection(s);
@@ -68,10 +58,11 @@ void CreateNetwork(const pb::CreateNetworkRequest& req) {
   auto spec = service::SpecFromProto(req.network().spec(), "network.spec");
   if (!spec.ok()) return CheckRejection(spec.status());
   const engine::Limits limits = SmallLimits();
-  if (absl::Status s = engine::ValidateSpec(*spec, limits); !s.ok()) {
+  if (absl::Status s = engine::ValidateSpec(*spec, limits, "network.spec");
+      !s.ok()) {
     return CheckRejection(s);
   }
-  auto net = engine::Network::Create(*spec, limits);
+  auto net = engine::Network::Create(*spec, limits, "network.spec");
   FUZZ_CHECK(net.ok());  // ValidateSpec passed: creation cannot fail
   pb::NetworkSpec back;
   service::SpecToProto((*net)->spec(), &back);
@@ -88,7 +79,7 @@ void CreateNetwork(const pb::CreateNetworkRequest& req) {
 
 void SetParameters(const pb::SetParametersRequest& req) {
   engine::Network& net = Pick(req.name());
-  auto params = service::ParamsFromProto(req.layers(), Shapes(net), "layers");
+  auto params = service::ParamsFromProto(req.layers(), "layers");
   if (!params.ok()) return CheckRejection(params.status());
   auto copy = MustOk(net.Clone(), "Clone");
   const auto before = Parameters(*copy);

@@ -94,7 +94,7 @@ std::unique_ptr<engine::Network> TinyNetwork() {
                  {1, engine::Activation::kSigmoid}};
   spec.loss = engine::Loss::kBce;
   spec.init.scheme = engine::InitScheme::kGlorotUniform;
-  auto net = engine::Network::Create(spec, engine::Limits{});
+  auto net = engine::Network::Create(spec, engine::Limits{}, "network.spec");
   EXPECT_TRUE(net.ok()) << net.status();
   return *std::move(net);
 }
