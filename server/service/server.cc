@@ -114,8 +114,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   }
   ServiceOptions service_options = options.service;
   service_options.max_message_bytes = options.max_message_bytes;
+  server->core_ = std::make_unique<core::NetworkCore>(
+      CoreOptionsOf(service_options), server->store_.get());
   server->service_ = std::make_unique<TrainingServiceImpl>(
-      service_options, server->store_.get(), server->executor_.get(), hub);
+      service_options, server->core_.get(), server->executor_.get(), hub);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
