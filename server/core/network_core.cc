@@ -96,13 +96,16 @@ absl::Status NetworkCore::BusyError(absl::string_view id) {
 
 std::shared_ptr<NetworkCore::Live> NetworkCore::FindCached(
     absl::string_view id) {
-  absl::MutexLock lock(&cache_mu_);
+  absl::ReaderMutexLock lock(&cache_mu_);
   auto it = live_.find(id);
   return it == live_.end() ? nullptr : it->second;
 }
 
 absl::StatusOr<std::shared_ptr<NetworkCore::Live>> NetworkCore::Find(
     absl::string_view id) {
+  if (std::shared_ptr<Live> live = FindCached(id)) return live;
+  // Not live yet: loaded under the exclusive lock, so that two callers do
+  // not both load it (the second finds the first's).
   absl::MutexLock lock(&cache_mu_);
   auto it = live_.find(id);
   if (it != live_.end()) return it->second;
@@ -192,7 +195,7 @@ absl::StatusOr<std::vector<NetworkInfo>> NetworkCore::List(
   if (!summaries.ok()) return summaries.status();
   std::vector<std::shared_ptr<Live>> live(summaries->size());
   {
-    absl::MutexLock lock(&cache_mu_);
+    absl::ReaderMutexLock lock(&cache_mu_);
     for (size_t i = 0; i < summaries->size(); ++i) {
       auto it = live_.find((*summaries)[i].id);
       if (it != live_.end()) live[i] = it->second;

@@ -82,10 +82,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   }
   if (options.service.memory_budget_bytes < 0 ||
       options.service.limits.max_call_scratch_bytes < 1 ||
-      options.service.request_ids_per_network < 0) {
+      options.service.request_ids_per_network < 0 ||
+      options.service.train_commit_every_steps < 0 ||
+      options.service.train_commit_interval < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         "server options: memory_budget_bytes must be >= 0 (0 = derived), "
-        "max_call_scratch_bytes >= 1, request_ids_per_network >= 0");
+        "max_call_scratch_bytes >= 1, request_ids_per_network >= 0, "
+        "train_commit_every_steps >= 0, train_commit_interval >= 0");
   }
   if (absl::Status s = CheckStreamAndConnectionLimits(options); !s.ok()) {
     return s;

@@ -305,17 +305,37 @@ void TrainReactor::MaybeFinish() {
   }
   // An outstanding read is fine: it completes with ok=false after Finish.
   finished_ = true;
-  // The last commit; a stream whose steps cannot be committed has failed.
   absl::Status status = success ? absl::OkStatus() : *final_status_;
-  if (session_ != nullptr) {
-    if (absl::Status closed = session_->Close(); !closed.ok() && success) {
-      status = absl::Status(
-          closed.code(),
-          absl::StrCat("committing the stream's last steps: ", closed.message(),
-                       "; resume from durable step ",
-                       session_->durable_step()));
-    }
+  if (session_ == nullptr) {
+    Finish(ToGrpcStatus(status));
+    return;
   }
+  // The session's last commit. A durable store may wait on the disk, which
+  // a callback thread must not: then it runs on the executor (inline only
+  // if the executor refuses). Later callbacks see finished_ and return.
+  core::WriterSession* session = session_.release();
+  if (service_->core()->durable() &&
+      service_->executor()->TrySubmit([this, session, status, success] {
+        CloseAndFinish(std::unique_ptr<core::WriterSession>(session), status,
+                       success);
+      })) {
+    return;
+  }
+  CloseAndFinish(std::unique_ptr<core::WriterSession>(session), status,
+                 success);
+}
+
+void TrainReactor::CloseAndFinish(std::unique_ptr<core::WriterSession> session,
+                                  absl::Status status, bool success) {
+  // A stream whose steps cannot be committed has failed.
+  if (absl::Status closed = session->Close(); !closed.ok() && success) {
+    status = absl::Status(
+        closed.code(),
+        absl::StrCat("committing the stream's last steps: ", closed.message(),
+                     "; resume from durable step ", session->durable_step()));
+  }
+  session.reset();
+  // Nothing of the reactor is touched after this: OnDone may follow.
   Finish(ToGrpcStatus(status));
 }
 

@@ -80,6 +80,10 @@ class TrainReactor final
   // Ends the stream once nothing is in flight; records `status` if first.
   void FinishWith(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeFinish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Closes the stream's writer session (its last commit) and finishes the
+  // call with `status`, or with the commit's error if `success`.
+  void CloseAndFinish(std::unique_ptr<core::WriterSession> session,
+                      absl::Status status, bool success);
 
   TrainingServiceImpl* const service_;
   grpc::CallbackServerContext* const ctx_;
