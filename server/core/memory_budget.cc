@@ -68,12 +68,11 @@ absl::StatusOr<MemoryBudget::Charge> MemoryBudget::TryCharge(
   absl::MutexLock lock(&mu_);
   const int64_t left = limit_ - used_;
   if (bytes > left) {
-    return NoCapacity(
-        what,
-        absl::StrCat("needs ", bytes, " bytes, but only ", left > 0 ? left : 0,
-                     " of the server's memory budget of ", limit_,
-                     " bytes are left"),
-        "memory_budget_bytes", "delete networks");
+    return NoCapacity(absl::StrCat(what, " needs ", bytes, " bytes"),
+                      absl::StrCat("only ", left > 0 ? left : 0,
+                                   " of the server's memory budget of ", limit_,
+                                   " bytes are left"),
+                      "memory_budget_bytes", "delete networks");
   }
   used_ += bytes;
   return Charge(shared_from_this(), bytes);

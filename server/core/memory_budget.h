@@ -57,9 +57,9 @@ class MemoryBudget : public std::enable_shared_from_this<MemoryBudget> {
   static int64_t DefaultLimit();
 
   // Charges `bytes` for `what` (e.g. "networks/a: parameters and optimizer
-  // state"), or NoCapacity (capacity.h) "<what>: needs N bytes, but only M
-  // of the server's memory budget of L bytes are left
-  // (--memory_budget_bytes); ..." and nothing charged. Thread-safe.
+  // state"), or NoCapacity (capacity.h) "<what> needs N bytes: only M of
+  // the server's memory budget of L bytes are left (--memory_budget_bytes);
+  // retry later, or delete networks" and nothing charged. Thread-safe.
   absl::StatusOr<Charge> TryCharge(int64_t bytes, absl::string_view what);
 
   int64_t limit() const { return limit_; }

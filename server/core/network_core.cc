@@ -38,6 +38,8 @@ struct NetworkCore::Live {
   std::vector<store::RequestRecord> requests ABSL_GUARDED_BY(mu);
   // network's step when it was last committed (or loaded).
   int64_t durable_step ABSL_GUARDED_BY(mu) = 0;
+  // Changed since the store last got it (ephemeral store: CommitLocked).
+  bool dirty ABSL_GUARDED_BY(mu) = false;
   std::atomic<bool> writer{false};
   // Set by Delete; writers check it before each step.
   std::atomic<bool> deleted{false};
@@ -68,12 +70,18 @@ absl::Status OutOfMemory(absl::string_view what) {
       "the server ran out of memory for ", what, "; nothing changed"));
 }
 
+// A network's state in the budget: once live, and once more when the
+// store keeps its copy in memory (an ephemeral store).
 absl::StatusOr<MemoryBudget::Charge> ChargeState(
-    MemoryBudget& budget, absl::string_view id,
-    const engine::NetworkSpec& spec) {
+    MemoryBudget& budget, absl::string_view id, const engine::NetworkSpec& spec,
+    bool durable_store) {
+  const int64_t bytes = engine::StateBytes(spec);
   return budget.TryCharge(
-      engine::StateBytes(spec),
-      absl::StrCat(Name(id), ": parameters and optimizer state"));
+      durable_store ? bytes : 2 * bytes,
+      absl::StrCat(Name(id), durable_store
+                                 ? ": parameters and optimizer state"
+                                 : ": parameters and optimizer state, live "
+                                   "and in the in-memory store"));
 }
 
 }  // namespace
@@ -85,7 +93,22 @@ NetworkCore::NetworkCore(const CoreOptions& options, store::NetworkStore* store)
                                        ? options.memory_budget_bytes
                                        : MemoryBudget::DefaultLimit())) {}
 
-NetworkCore::~NetworkCore() = default;
+NetworkCore::~NetworkCore() { Flush().IgnoreError(); }
+
+absl::Status NetworkCore::Flush() {
+  std::vector<std::shared_ptr<Live>> live;
+  {
+    absl::ReaderMutexLock lock(&cache_mu_);
+    for (const auto& [id, network] : live_) live.push_back(network);
+  }
+  absl::Status first;
+  for (const std::shared_ptr<Live>& network : live) {
+    absl::MutexLock lock(&network->mu);
+    if (!network->dirty || network->deleted.load()) continue;
+    first.Update(CommitNowLocked(*network));
+  }
+  return first;
+}
 
 absl::Status NetworkCore::BusyError(absl::string_view id) {
   return absl::AbortedError(absl::StrCat(
@@ -116,7 +139,8 @@ absl::StatusOr<std::shared_ptr<NetworkCore::Live>> NetworkCore::LoadLive(
     absl::string_view id) {
   auto record = store_->Load(id);
   if (!record.ok()) return record.status();
-  auto charge = ChargeState(*budget_, id, record->state.spec);
+  auto charge =
+      ChargeState(*budget_, id, record->state.spec, store_->durable());
   if (!charge.ok()) return charge.status();
   engine::NetworkSpec spec = SpecWithoutParams(record->state.spec);
   auto network = engine::Network::FromState(std::move(record->state),
@@ -159,7 +183,7 @@ absl::StatusOr<NetworkInfo> NetworkCore::Create(
   if (absl::Status s = engine::ValidateSpec(spec, options_.limits); !s.ok()) {
     return s;
   }
-  auto charge = ChargeState(*budget_, id, spec);
+  auto charge = ChargeState(*budget_, id, spec, store_->durable());
   if (!charge.ok()) return charge.status();
   auto network = engine::Network::Create(spec, options_.limits);
   if (!network.ok()) return network.status();
@@ -399,6 +423,15 @@ absl::StatusOr<engine::StepResult> NetworkCore::StepLocked(
 
 absl::Status NetworkCore::CommitLocked(Live& live)
     ABSL_NO_THREAD_SAFETY_ANALYSIS {  // callers hold live.mu exclusively
+  if (store_->durable()) return CommitNowLocked(live);
+  if (live.deleted.load()) return Deleted(live.id);
+  live.dirty = true;
+  live.durable_step = live.network->step();
+  return absl::OkStatus();
+}
+
+absl::Status NetworkCore::CommitNowLocked(Live& live)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {  // callers hold live.mu exclusively
   if (live.deleted.load()) return Deleted(live.id);
   absl::Status status;
   int64_t step = 0;
@@ -421,6 +454,7 @@ absl::Status NetworkCore::CommitLocked(Live& live)
   }
   if (status.ok()) {
     live.durable_step = step;
+    live.dirty = false;
     return status;
   }
   // Memory never runs ahead of the store: back to what the store holds.
@@ -430,6 +464,7 @@ absl::Status NetworkCore::CommitLocked(Live& live)
                                                options_.limits, "state")
                   : record.status();
   if (network.ok() && record->create_time == live.create_time) {
+    live.dirty = false;
     live.durable_step = (*network)->step();
     live.network = *std::move(network);
     live.update_time = record->update_time;
@@ -532,9 +567,8 @@ std::optional<absl::StatusOr<StepOutcome>> NetworkCore::TryStepInline(
 }
 
 absl::StatusOr<NetworkInfo> NetworkCore::SetParameters(
-    absl::string_view id, const std::vector<engine::LayerParams>& params,
-    bool reset_optimizer_state, const RequestKey& key, RecordParameters record,
-    Replay* replay) {
+    absl::string_view id, MakeParams params, bool reset_optimizer_state,
+    const RequestKey& key, RecordParameters record, Replay* replay) {
   auto found = Find(id);
   if (!found.ok()) return found.status();
   Live& live = **found;
@@ -547,8 +581,10 @@ absl::StatusOr<NetworkInfo> NetworkCore::SetParameters(
     if (*seen) return InfoLocked(live);
   }
   if (live.deleted.load()) return Deleted(id);
+  auto made = params(live.spec);
+  if (!made.ok()) return made.status();
   if (absl::Status s =
-          live.network->SetParameters(params, reset_optimizer_state);
+          live.network->SetParameters(*made, reset_optimizer_state);
       !s.ok()) {
     return s;
   }

@@ -8,8 +8,8 @@
 // restart) and written back through NetworkStore::Commit:
 //  - a unary mutation (TrainStep, SetParameters) commits before it returns
 //    OK; if the commit fails the live network is reloaded from the store and
-//    the call fails with the store's status: memory never runs ahead of the
-//    store;
+//    the call fails with the store's status: memory never runs ahead of a
+//    durable store (an ephemeral store is written by Flush, CommitLocked);
 //  - a WriterSession (a Train stream) commits every commit_every_steps
 //    steps and/or commit_interval, and when it closes; durable_step says
 //    which step the store holds.
@@ -223,11 +223,21 @@ class NetworkCore {
       absl::string_view id, const Batch& batch, absl::string_view field,
       const RequestKey& key);
 
-  // Replaces every layer's parameters (checked by the engine: layers[i]...).
+  // Replaces every layer's parameters with what `params` makes for the
+  // network's spec (called once the writer slot is held, so a busy network
+  // is ABORTED before the request is converted; its errors are returned
+  // as they are), checked by the engine (layers[i].weights ...).
+  using MakeParams =
+      absl::FunctionRef<absl::StatusOr<std::vector<engine::LayerParams>>(
+          const engine::NetworkSpec& spec)>;
   absl::StatusOr<NetworkInfo> SetParameters(
-      absl::string_view id, const std::vector<engine::LayerParams>& params,
-      bool reset_optimizer_state, const RequestKey& key,
-      RecordParameters record, Replay* replay);
+      absl::string_view id, MakeParams params, bool reset_optimizer_state,
+      const RequestKey& key, RecordParameters record, Replay* replay);
+
+  // Writes every live network changed since its last commit to the store.
+  // Needed only for an ephemeral store (durable() false), where commits are
+  // deferred (see CommitLocked); the destructor calls it. The first error.
+  absl::Status Flush();
 
   // --- Streams ---
   struct SessionOptions {
@@ -255,9 +265,15 @@ class NetworkCore {
   absl::StatusOr<engine::StepResult> StepLocked(
       Live& live, const Batch& batch, absl::string_view field,
       const engine::CallOptions& call);
+  // A commit point. With a durable store: CommitNowLocked. With an
+  // ephemeral one, whose only reader is this core and which does not
+  // outlive the process, the network is only marked changed and Flush
+  // writes it: a commit there would copy the whole network per step for
+  // nobody (docs/notes/core.md has the figures).
+  absl::Status CommitLocked(Live& live);
   // Writes the live state to the store. On failure, reloads the live
   // network from the store (what it holds) and returns the store's error.
-  absl::Status CommitLocked(Live& live);
+  absl::Status CommitNowLocked(Live& live);
   // Mutation bookkeeping under live.mu.
   absl::StatusOr<bool> FindRequestLocked(Live& live, const RequestKey& key,
                                          Replay* replay);

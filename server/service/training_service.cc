@@ -307,22 +307,21 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::SetParameters(
   return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
     auto id = ParseNetworkName(request->name(), "name");
     if (!id.ok()) return id.status();
-    // The layer shapes to convert to (a network's spec never changes).
-    auto info = core_->Get(*id);
-    if (!info.ok()) return info.status();
     auto key = RequestKeyOf(request->request_id(), *request);
     if (!key.ok()) return key.status();
-    std::vector<std::pair<int, int>> shapes;
-    int fan_in = info->spec.input_size;
-    for (const engine::LayerSpec& layer : info->spec.layers) {
-      shapes.emplace_back(fan_in, layer.units);
-      fan_in = layer.units;
-    }
-    auto params = ParamsFromProto(request->layers(), shapes, "layers");
-    if (!params.ok()) return params.status();
     core::Replay replay;
     auto updated = core_->SetParameters(
-        *id, *params, request->reset_optimizer_state(), *key,
+        *id,
+        [request](const engine::NetworkSpec& spec) {
+          std::vector<std::pair<int, int>> shapes;
+          int fan_in = spec.input_size;
+          for (const engine::LayerSpec& layer : spec.layers) {
+            shapes.emplace_back(fan_in, layer.units);
+            fan_in = layer.units;
+          }
+          return ParamsFromProto(request->layers(), shapes, "layers");
+        },
+        request->reset_optimizer_state(), *key,
         [response](const core::NetworkInfo& applied) {
           InfoToProto(applied, response->mutable_network());
           return response->SerializeAsString();

@@ -25,6 +25,11 @@ using ::testing::HasSubstr;
 
 std::string NoRecord(const StepOutcome&) { return ""; }
 
+absl::StatusOr<std::vector<engine::LayerParams>> NoParams(
+    const engine::NetworkSpec&) {
+  return absl::InvalidArgumentError("layers: not converted");
+}
+
 class NetworkCoreTest : public ::testing::Test {
  protected:
   void SetUp() override { Restart(); }
@@ -66,7 +71,9 @@ class NetworkCoreTest : public ::testing::Test {
                        : std::vector<engine::AnyMatrix>{};
   }
 
-  FlakyStore store_;
+  // Durable, so that every commit point reaches it at once (an ephemeral
+  // store is written by Flush: EphemeralStore_CommitsDeferredToFlush).
+  FlakyStore store_{/*durable=*/true};
   std::unique_ptr<NetworkCore> core_;
 };
 
@@ -83,8 +90,8 @@ TEST_F(NetworkCoreTest, WriterSlot_SecondWriterAbortedUntilSessionCloses) {
             absl::StatusCode::kAborted);
   Replay replay;
   auto set = core_->SetParameters(
-      "n", {}, false, {}, [](const NetworkInfo&) { return std::string(); },
-      &replay);
+      "n", NoParams, false, {},
+      [](const NetworkInfo&) { return std::string(); }, &replay);
   EXPECT_EQ(set.status().code(), absl::StatusCode::kAborted);
   // Readers are not writers.
   EXPECT_TRUE(core_->Get("n").ok());
@@ -129,8 +136,11 @@ TEST_F(NetworkCoreTest, SetParameters_CommittedWhenOk) {
        engine::RowVector<double>::Constant(2, 1.0)}};
   Replay replay;
   auto info = core_->SetParameters(
-      "n", params, true, {}, [](const NetworkInfo&) { return std::string(); },
-      &replay);
+      "n",
+      [&params](const engine::NetworkSpec&) {
+        return absl::StatusOr<std::vector<engine::LayerParams>>(params);
+      },
+      true, {}, [](const NetworkInfo&) { return std::string(); }, &replay);
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(std::get<engine::RowMatrix<double>>(StoredWeights()[0])(2, 7),
             0.25);
@@ -138,8 +148,11 @@ TEST_F(NetworkCoreTest, SetParameters_CommittedWhenOk) {
   const int commits = store_.commits();
   params[1].weights.resize(8, 3);
   auto bad = core_->SetParameters(
-      "n", params, true, {}, [](const NetworkInfo&) { return std::string(); },
-      &replay);
+      "n",
+      [&params](const engine::NetworkSpec&) {
+        return absl::StatusOr<std::vector<engine::LayerParams>>(params);
+      },
+      true, {}, [](const NetworkInfo&) { return std::string(); }, &replay);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.status().message(), HasSubstr("layers[1].weights"));
   EXPECT_EQ(store_.commits(), commits);
@@ -332,32 +345,42 @@ TEST_F(NetworkCoreTest, FailingStore_SetParametersLeavesStoredParameters) {
        engine::RowVector<double>::Zero(2)}};
   Replay replay;
   auto set = core_->SetParameters(
-      "n", params, false, RequestKey{"r", 1},
+      "n",
+      [&params](const engine::NetworkSpec&) {
+        return absl::StatusOr<std::vector<engine::LayerParams>>(params);
+      },
+      false, RequestKey{"r", 1},
       [](const NetworkInfo&) { return std::string("x"); }, &replay);
   EXPECT_EQ(set.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_TRUE(SameBits(LiveWeights(), before));
   // The failed request's id was not kept either.
   store_.FailCommits(absl::OkStatus());
   Replay again;
-  ASSERT_TRUE(core_
-                  ->SetParameters(
-                      "n", params, false, RequestKey{"r", 1},
-                      [](const NetworkInfo&) { return std::string("x"); },
-                      &again)
-                  .ok());
+  ASSERT_TRUE(
+      core_
+          ->SetParameters(
+              "n",
+              [&params](const engine::NetworkSpec&) {
+                return absl::StatusOr<std::vector<engine::LayerParams>>(params);
+              },
+              false, RequestKey{"r", 1},
+              [](const NetworkInfo&) { return std::string("x"); }, &again)
+          .ok());
   EXPECT_FALSE(again.response.has_value());
 }
 
-TEST_F(NetworkCoreTest, TryStepInline_OnlyForTinyStepsOnAnEphemeralStore) {
-  ASSERT_TRUE(core_->Create("n", SmallSpec()).ok());
+TEST(NetworkCoreInlineTest, TryStepInline_OnlyForTinyStepsOnAnEphemeralStore) {
+  FlakyStore ephemeral;
+  NetworkCore core({}, &ephemeral);
+  ASSERT_TRUE(core.Create("n", SmallSpec()).ok());
   const TestBatch batch(0);
-  auto inline_step = core_->TryStepInline("n", batch.view(), "batch", {});
+  auto inline_step = core.TryStepInline("n", batch.view(), "batch", {});
   ASSERT_TRUE(inline_step.has_value());
   ASSERT_TRUE(inline_step->ok()) << inline_step->status();
-  EXPECT_EQ(StoredStep(), 1);  // committed too
+  EXPECT_EQ(core.Get("n")->step, 1);
   // With a request id: the executor's job.
   EXPECT_FALSE(
-      core_->TryStepInline("n", batch.view(), "batch", RequestKey{"id", 1})
+      core.TryStepInline("n", batch.view(), "batch", RequestKey{"id", 1})
           .has_value());
   // A durable store may block on its commit: never inline.
   FlakyStore durable(/*durable=*/true);
@@ -365,6 +388,33 @@ TEST_F(NetworkCoreTest, TryStepInline_OnlyForTinyStepsOnAnEphemeralStore) {
   ASSERT_TRUE(on_disk.Create("n", SmallSpec()).ok());
   EXPECT_FALSE(
       on_disk.TryStepInline("n", batch.view(), "batch", {}).has_value());
+}
+
+TEST(NetworkCoreEphemeralTest, EphemeralStore_CommitsDeferredToFlush) {
+  FlakyStore ephemeral;
+  auto core = std::make_unique<NetworkCore>(CoreOptions{}, &ephemeral);
+  ASSERT_TRUE(core->Create("n", SmallSpec()).ok());
+  // Each network is charged twice: live, and its copy in the store.
+  EXPECT_EQ(core->memory_budget().used(), 2 * engine::StateBytes(SmallSpec()));
+  const TestBatch batch(0);
+  Replay replay;
+  auto step =
+      core->TrainStep("n", batch.view(), "batch", {}, {}, NoRecord, &replay);
+  ASSERT_TRUE(step.ok());
+  EXPECT_EQ(step->durable_step, 1);
+  // Nobody but this core reads the store: nothing copied yet.
+  EXPECT_EQ(ephemeral.commits(), 0);
+  EXPECT_EQ(ephemeral.Load("n")->state.step, 0);
+  ASSERT_TRUE(core->Flush().ok());
+  EXPECT_EQ(ephemeral.Load("n")->state.step, 1);
+  ASSERT_TRUE(
+      core->TrainStep("n", batch.view(), "batch", {}, {}, NoRecord, &replay)
+          .ok());
+  // A new core over the same store (the old one flushes as it goes).
+  core.reset();
+  EXPECT_EQ(ephemeral.Load("n")->state.step, 2);
+  NetworkCore next({}, &ephemeral);
+  EXPECT_EQ(next.Get("n")->step, 2);
 }
 
 TEST_F(NetworkCoreTest, Create_DuplicateIdAlreadyExistsNothingCharged) {

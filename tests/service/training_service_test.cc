@@ -508,10 +508,9 @@ TEST_F(TrainingServiceTest, Train_Stream_EqualsTrainStepsBitwise) {
 TEST_F(TrainingServiceTest, TrainStep_InlineAndExecutorPaths_EqualStream) {
   constexpr int64_t kParameters = 4 * 8 + 8 + 8 * 3 + 3;
   const int tiny_rows = 6;
-  const int large_rows = static_cast<int>(
-      core::NetworkCore::kInlineStepWork / kParameters + 1);
-  ASSERT_LE(tiny_rows * kParameters,
-            core::NetworkCore::kInlineStepWork);
+  const int large_rows =
+      static_cast<int>(core::NetworkCore::kInlineStepWork / kParameters + 1);
+  ASSERT_LE(tiny_rows * kParameters, core::NetworkCore::kInlineStepWork);
   for (const int rows : {tiny_rows, large_rows}) {
     auto streamed = client_->CreateNetwork(SmallSpec(4, 8, 3, v1::LOSS_CCE, 9));
     auto stepped = client_->CreateNetwork(SmallSpec(4, 8, 3, v1::LOSS_CCE, 9));
