@@ -551,19 +551,18 @@ std::optional<absl::StatusOr<StepOutcome>> NetworkCore::TryStepInline(
   }
   absl::Cleanup release = [&live] { live->ReleaseWriter(); };
   if (!live->mu.TryLock()) return std::nullopt;
-  absl::Cleanup unlock = [&live]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    live->mu.Unlock();
-  };
   // No call to follow: a tiny step takes microseconds.
   engine::CallOptions call;
   call.max_scratch_bytes = options_.limits.max_call_scratch_bytes;
-  auto result = StepLocked(*live, batch, field, call);
-  if (!result.ok()) return absl::StatusOr<StepOutcome>(result.status());
-  if (absl::Status s = CommitLocked(*live); !s.ok()) {
-    return absl::StatusOr<StepOutcome>(s);
-  }
-  const int64_t step = result->step;
-  return absl::StatusOr<StepOutcome>(StepOutcome{*std::move(result), step});
+  absl::StatusOr<StepOutcome> out = [&]() -> absl::StatusOr<StepOutcome> {
+    auto result = StepLocked(*live, batch, field, call);
+    if (!result.ok()) return result.status();
+    if (absl::Status s = CommitLocked(*live); !s.ok()) return s;
+    const int64_t step = result->step;
+    return StepOutcome{*std::move(result), step};
+  }();
+  live->mu.Unlock();  // StepLocked and CommitLocked throw nothing
+  return out;
 }
 
 absl::StatusOr<NetworkInfo> NetworkCore::SetParameters(
