@@ -93,7 +93,7 @@ NetworkCore::NetworkCore(const CoreOptions& options, store::NetworkStore* store)
                                        ? options.memory_budget_bytes
                                        : MemoryBudget::DefaultLimit())) {}
 
-NetworkCore::~NetworkCore() { Flush().IgnoreError(); }
+NetworkCore::~NetworkCore() = default;
 
 absl::Status NetworkCore::Flush() {
   std::vector<std::shared_ptr<Live>> live;

@@ -235,8 +235,11 @@ class NetworkCore {
       const RequestKey& key, RecordParameters record, Replay* replay);
 
   // Writes every live network changed since its last commit to the store.
-  // Needed only for an ephemeral store (durable() false), where commits are
-  // deferred (see CommitLocked); the destructor calls it. The first error.
+  // Needed only with an ephemeral store (durable() false), where commits
+  // are deferred (see CommitLocked), and only when another core will read
+  // that store (tests): the server's in-memory store dies with its core, so
+  // nothing flushes it at shutdown (that would copy every network once
+  // more on the way out). The first error.
   absl::Status Flush();
 
   // --- Streams ---

@@ -410,7 +410,8 @@ TEST(NetworkCoreEphemeralTest, EphemeralStore_CommitsDeferredToFlush) {
   ASSERT_TRUE(
       core->TrainStep("n", batch.view(), "batch", {}, {}, NoRecord, &replay)
           .ok());
-  // A new core over the same store (the old one flushes as it goes).
+  // A new core over the same store, once the old one has flushed.
+  ASSERT_TRUE(core->Flush().ok());
   core.reset();
   EXPECT_EQ(ephemeral.Load("n")->state.step, 2);
   NetworkCore next({}, &ephemeral);
