@@ -12,7 +12,7 @@
 #          from source and so runs none of these binaries, and the tests
 #          labelled memory (RSS figures mean nothing under ASan)
 #   tsan   ThreadSanitizer build and the tests labelled `tsan` (executor,
-#          store, metrics hub from many threads; docs/testing.md says why
+#          core, metrics hub from many threads; docs/testing.md says why
 #          the gRPC-based concurrency tests are not among them)
 #   fuzz   the libFuzzer harnesses (tests/fuzz), SATLAB_FUZZ_SECONDS each
 #
@@ -84,7 +84,7 @@ sanitized_ctest() {
 deps() { scripts/install-deps.sh all; }
 
 tsa() {
-  SATLAB_BUILD_DIR=build-tsa SATLAB_TARGETS="satlab_service satlab_store satlab_http satlab-server" \
+  SATLAB_BUILD_DIR=build-tsa SATLAB_TARGETS="satlab_core satlab_service satlab_store satlab_http satlab-server" \
     scripts/build.sh -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=Debug \
     -DSATLAB_THREAD_SAFETY=ON -DSATLAB_WERROR=ON -DSATLAB_BUILD_TESTS=OFF
   python3 scripts/check_flags.py build-tsa

@@ -65,6 +65,12 @@ ABSL_FLAG(int64_t, memory_budget_bytes, 0,
 ABSL_FLAG(int, request_ids_per_network, 32,
           "Recent TrainStep/SetParameters request_ids remembered per network "
           "for idempotent retries.");
+ABSL_FLAG(int64_t, train_commit_every_steps, 1000,
+          "A Train stream commits its network to the store after this many "
+          "steps since its last commit (0: not by count), and when it ends.");
+ABSL_FLAG(double, train_commit_interval_seconds, 1,
+          "A Train stream commits its network to the store once this long has "
+          "passed since its last commit (0: not by time), and when it ends.");
 ABSL_FLAG(int, max_message_bytes, 64 << 20,
           "Largest gRPC message received or sent, in bytes.");
 ABSL_FLAG(int, train_stream_window, 4,
@@ -255,6 +261,10 @@ satlab::server::AppOptions OptionsFromFlags() {
       absl::GetFlag(FLAGS_memory_budget_bytes);
   options.service.request_ids_per_network =
       absl::GetFlag(FLAGS_request_ids_per_network);
+  options.service.train_commit_every_steps =
+      absl::GetFlag(FLAGS_train_commit_every_steps);
+  options.service.train_commit_interval =
+      absl::Seconds(absl::GetFlag(FLAGS_train_commit_interval_seconds));
   options.service.train_stream_window =
       absl::GetFlag(FLAGS_train_stream_window);
   options.service.streams.idle_timeout =

@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <type_traits>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "server/engine/activation.h"
@@ -114,15 +116,22 @@ template <typename T>
 class DenseNetwork final : public NetworkImpl {
  public:
   explicit DenseNetwork(const NetworkSpec& spec)
-      : loss_(spec.loss),
-        theta_(spec.saturation_threshold),
-        block_rows_(BlockRows(spec)),
-        params_(InitialParameters<T>(spec)),
-        optimizer_(spec.optimizer, params_) {
-    for (const LayerSpec& layer : spec.layers) {
-      layers_.push_back({&GetActivationOps<T>(layer.activation),
-                         static_cast<T>(layer.leaky_relu_slope)});
+      : DenseNetwork(spec, InitialParameters<T>(spec)) {}
+
+  // From saved state (checked by Network::FromState).
+  DenseNetwork(const NetworkSpec& spec, NetworkState* state)
+      : DenseNetwork(spec, TakeParams(&state->weights, &state->biases),
+                     TakeSlots(state), state->step, state->samples_seen) {}
+
+  void ExportState(NetworkState* state) const override {
+    CopyParams(params_, &state->weights, &state->biases);
+    for (const ParamSet<T>* slot : optimizer_.slots()) {
+      NetworkState::Slot& out = state->optimizer_slots.emplace_back();
+      CopyParams(*slot, &out.weights, &out.biases);
     }
+    state->optimizer_updates = optimizer_.t();
+    state->step = step_;
+    state->samples_seen = samples_seen_;
   }
 
   std::unique_ptr<NetworkImpl> Clone() const override {
@@ -279,6 +288,57 @@ class DenseNetwork final : public NetworkImpl {
   };
   using Map = Eigen::Map<RowMatrix<T>>;
   using VectorMap = Eigen::Map<RowVector<T>>;
+
+  DenseNetwork(const NetworkSpec& spec, ParamSet<T> params)
+      : DenseNetwork(spec, std::move(params), std::nullopt, 0, 0) {}
+
+  // `optimizer` empty: a fresh one (zero state) for `params`.
+  DenseNetwork(const NetworkSpec& spec, ParamSet<T> params,
+               std::optional<Optimizer<T>> optimizer, int64_t step,
+               int64_t samples_seen)
+      : loss_(spec.loss),
+        theta_(spec.saturation_threshold),
+        block_rows_(BlockRows(spec)),
+        params_(std::move(params)),
+        optimizer_(optimizer.has_value()
+                       ? *std::move(optimizer)
+                       : Optimizer<T>(spec.optimizer, params_)),
+        step_(step),
+        samples_seen_(samples_seen) {
+    for (const LayerSpec& layer : spec.layers) {
+      layers_.push_back({&GetActivationOps<T>(layer.activation),
+                         static_cast<T>(layer.leaky_relu_slope)});
+    }
+  }
+
+  // Moves checked state tensors (each a RowMatrix<T>) into a ParamSet.
+  static ParamSet<T> TakeParams(std::vector<AnyMatrix>* weights,
+                                std::vector<AnyMatrix>* biases) {
+    ParamSet<T> out;
+    for (AnyMatrix& w : *weights) {
+      out.weights.push_back(std::get<RowMatrix<T>>(std::move(w)));
+    }
+    for (const AnyMatrix& b : *biases) {
+      out.biases.push_back(std::get<RowMatrix<T>>(b));  // [1, units]
+    }
+    return out;
+  }
+
+  static std::optional<Optimizer<T>> TakeSlots(NetworkState* state) {
+    std::vector<ParamSet<T>> slots;
+    for (NetworkState::Slot& slot : state->optimizer_slots) {
+      slots.push_back(TakeParams(&slot.weights, &slot.biases));
+    }
+    return Optimizer<T>(state->spec.optimizer, std::move(slots),
+                        state->optimizer_updates);
+  }
+
+  static void CopyParams(const ParamSet<T>& params,
+                         std::vector<AnyMatrix>* weights,
+                         std::vector<AnyMatrix>* biases) {
+    for (const auto& w : params.weights) weights->push_back(RowMatrix<T>(w));
+    for (const auto& b : params.biases) biases->push_back(RowMatrix<T>(b));
+  }
 
   int64_t Units(size_t l) const { return params_.weights[l].cols(); }
   int64_t FanIn(size_t l) const { return params_.weights[l].rows(); }
@@ -599,6 +659,14 @@ std::unique_ptr<NetworkImpl> MakeNetworkImpl(const NetworkSpec& spec) {
     return std::make_unique<DenseNetwork<float>>(spec);
   }
   return std::make_unique<DenseNetwork<double>>(spec);
+}
+
+std::unique_ptr<NetworkImpl> MakeNetworkImpl(const NetworkSpec& spec,
+                                             NetworkState* state) {
+  if (spec.dtype == DType::kFloat32) {
+    return std::make_unique<DenseNetwork<float>>(spec, state);
+  }
+  return std::make_unique<DenseNetwork<double>>(spec, state);
 }
 
 }  // namespace satlab::engine

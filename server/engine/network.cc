@@ -5,11 +5,14 @@
 #include <new>
 #include <string>
 #include <utility>
+#include <variant>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "server/engine/check.h"
 #include "server/engine/loss.h"
 #include "server/engine/network_impl.h"
+#include "server/engine/optimizer.h"
 
 namespace satlab::engine {
 namespace {
@@ -173,6 +176,157 @@ absl::StatusOr<std::unique_ptr<Network>> Network::Create(
 absl::StatusOr<std::unique_ptr<Network>> Network::Clone() const {
   return Guarded("network", [&]() -> absl::StatusOr<std::unique_ptr<Network>> {
     return std::unique_ptr<Network>(new Network(spec_, impl_->Clone()));
+  });
+}
+
+namespace {
+
+absl::string_view DTypeName(DType dtype) {
+  return dtype == DType::kFloat32 ? "float32" : "float64";
+}
+
+// One state tensor: dtype, shape [rows, cols] and finite values.
+absl::Status CheckStateTensor(const AnyMatrix& m, int64_t rows, int64_t cols,
+                              DType dtype, absl::string_view field) {
+  const auto* f32 = std::get_if<RowMatrix<float>>(&m);
+  const auto* f64 = std::get_if<RowMatrix<double>>(&m);
+  const DType got = f32 != nullptr ? DType::kFloat32 : DType::kFloat64;
+  if (got != dtype) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": expected ", DTypeName(dtype), ", got ", DTypeName(got)));
+  }
+  const int64_t got_rows = f32 != nullptr ? f32->rows() : f64->rows();
+  const int64_t got_cols = f32 != nullptr ? f32->cols() : f64->cols();
+  if (got_rows != rows || got_cols != cols) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": expected shape ", ShapeString(rows, cols),
+                     ", got ", ShapeString(got_rows, got_cols)));
+  }
+  return f32 != nullptr ? CheckFinite(f32->data(), rows, cols, field)
+                        : CheckFinite(f64->data(), rows, cols, field);
+}
+
+// Per-layer weights and biases of `spec`'s shapes, under `field`.
+absl::Status CheckStateParams(const NetworkSpec& spec,
+                              const std::vector<AnyMatrix>& weights,
+                              const std::vector<AnyMatrix>& biases,
+                              absl::string_view field) {
+  const size_t layers = spec.layers.size();
+  if (weights.size() != layers || biases.size() != layers) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": expected ", layers,
+        " weights and biases (one per layer), got ", weights.size(),
+        " weights and ", biases.size(), " biases"));
+  }
+  int64_t fan_in = spec.input_size;
+  for (size_t l = 0; l < layers; ++l) {
+    const int64_t units = spec.layers[l].units;
+    if (absl::Status s =
+            CheckStateTensor(weights[l], fan_in, units, spec.dtype,
+                             absl::StrCat(field, ".weights[", l, "]"));
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s =
+            CheckStateTensor(biases[l], 1, units, spec.dtype,
+                             absl::StrCat(field, ".biases[", l, "]"));
+        !s.ok()) {
+      return s;
+    }
+    fan_in = units;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckCounter(int64_t value, absl::string_view field) {
+  if (value >= 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": expected >= 0, got ", value));
+}
+
+// Everything FromState needs before it builds anything.
+absl::Status CheckState(const NetworkState& state, const Limits& limits,
+                        absl::string_view field) {
+  const NetworkSpec& spec = state.spec;
+  if (!spec.init.explicit_params.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".spec.init.explicit_params: expected none (the parameters are ",
+        field, ".weights and ", field, ".biases), got ",
+        spec.init.explicit_params.size(), " entries"));
+  }
+  // How the parameters were first drawn no longer matters; an explicit
+  // init's parameters are not kept in the spec, so it is checked as zeros.
+  if (spec.init.scheme == InitScheme::kExplicit) {
+    NetworkSpec checked = spec;
+    checked.init.scheme = InitScheme::kZeros;
+    if (absl::Status s = ValidateSpec(checked, limits); !s.ok()) return s;
+  } else if (absl::Status s = ValidateSpec(spec, limits); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckCounter(state.step, absl::StrCat(field, ".step"));
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckCounter(state.samples_seen,
+                                    absl::StrCat(field, ".samples_seen"));
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckCounter(state.optimizer_updates,
+                                    absl::StrCat(field, ".optimizer_updates"));
+      !s.ok()) {
+    return s;
+  }
+  if (spec.optimizer.kind != OptimizerKind::kAdam &&
+      state.optimizer_updates != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field,
+        ".optimizer_updates: expected 0 (only adam counts updates), got ",
+        state.optimizer_updates));
+  }
+  if (absl::Status s =
+          CheckStateParams(spec, state.weights, state.biases, field);
+      !s.ok()) {
+    return s;
+  }
+  const size_t slots = static_cast<size_t>(OptimizerSlotCount(spec.optimizer));
+  if (state.optimizer_slots.size() != slots) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".optimizer_slots: expected ", slots,
+                     " (sgd: 0, sgd with momentum: 1, adam: 2), got ",
+                     state.optimizer_slots.size()));
+  }
+  for (size_t k = 0; k < slots; ++k) {
+    const NetworkState::Slot& slot = state.optimizer_slots[k];
+    if (absl::Status s =
+            CheckStateParams(spec, slot.weights, slot.biases,
+                             absl::StrCat(field, ".optimizer_slots[", k, "]"));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Network>> Network::FromState(
+    NetworkState state, const Limits& limits, absl::string_view field) {
+  if (absl::Status s = CheckState(state, limits, field); !s.ok()) return s;
+  return Guarded("network", [&]() -> absl::StatusOr<std::unique_ptr<Network>> {
+    std::unique_ptr<NetworkImpl> impl = MakeNetworkImpl(state.spec, &state);
+    return std::unique_ptr<Network>(
+        new Network(std::move(state.spec), std::move(impl)));
+  });
+}
+
+absl::StatusOr<NetworkState> Network::ExportState() const {
+  return Guarded("network state", [&]() -> absl::StatusOr<NetworkState> {
+    NetworkState state;
+    state.spec = spec_;
+    state.spec.init.explicit_params.clear();
+    impl_->ExportState(&state);
+    return state;
   });
 }
 

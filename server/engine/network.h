@@ -80,6 +80,30 @@ struct EvalResult {
   SaturationStats stats;
 };
 
+// Everything a network's future depends on, as values: what a store keeps
+// and a restart restores. A network rebuilt from it (Network::FromState)
+// continues bit for bit as the original would have. Tensors are in the
+// network's dtype, shaped as weights()/biases() return them.
+struct NetworkState {
+  // spec.init.explicit_params is empty: the parameters are below.
+  NetworkSpec spec;
+  int64_t step = 0;
+  int64_t samples_seen = 0;
+  std::vector<AnyMatrix> weights;  // per layer [fan_in, units]
+  std::vector<AnyMatrix> biases;   // per layer [1, units]
+  // The optimizer's state tensors, each shaped like the parameters: none
+  // for plain SGD, one (velocity) for SGD with momentum, two (first and
+  // second moments) for Adam.
+  struct Slot {
+    std::vector<AnyMatrix> weights;
+    std::vector<AnyMatrix> biases;
+  };
+  std::vector<Slot> optimizer_slots;
+  // Adam's update count since creation or the last optimizer reset (its
+  // bias correction); 0 for SGD.
+  int64_t optimizer_updates = 0;
+};
+
 // What a caller allows one call (Forward, ComputeGradients, TrainStep,
 // Evaluate): how long it may run and how much scratch memory it may use.
 // See CallOptions::stop.
@@ -137,6 +161,19 @@ class Network {
   // A deep copy: parameters, optimizer state and step. RESOURCE_EXHAUSTED
   // when out of memory.
   absl::StatusOr<std::unique_ptr<Network>> Clone() const;
+
+  // A network that continues exactly from `state`. Checks everything
+  // against the spec and `limits` first (ValidateSpec; the number, dtype,
+  // shape and finiteness of every tensor; the optimizer slots the spec's
+  // optimizer keeps; non-negative counters) and returns INVALID_ARGUMENT
+  // naming the part (`field` prefixes messages, e.g. "state"), or
+  // RESOURCE_EXHAUSTED over a limit or out of memory.
+  static absl::StatusOr<std::unique_ptr<Network>> FromState(
+      NetworkState state, const Limits& limits, absl::string_view field);
+
+  // A copy of the whole state (FromState(ExportState()) is an identical
+  // network). RESOURCE_EXHAUSTED when out of memory.
+  absl::StatusOr<NetworkState> ExportState() const;
 
   const NetworkSpec& spec() const { return spec_; }
   DType dtype() const { return spec_.dtype; }

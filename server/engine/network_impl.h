@@ -27,6 +27,9 @@ class NetworkImpl {
   virtual std::unique_ptr<NetworkImpl> Clone() const = 0;
   virtual int64_t step() const = 0;
   virtual int64_t samples_seen() const = 0;
+  // Copies parameters, optimizer state and counters into *state (all but
+  // its spec).
+  virtual void ExportState(NetworkState* state) const = 0;
   virtual AnyMatrix weights(int layer) const = 0;
   virtual AnyMatrix biases(int layer) const = 0;
   // `params` has been checked (CheckLayerParams).
@@ -51,6 +54,11 @@ class NetworkImpl {
 // A network of a validated spec in spec.dtype, with parameters drawn as
 // spec.init says.
 std::unique_ptr<NetworkImpl> MakeNetworkImpl(const NetworkSpec& spec);
+
+// A network that continues from `state`, whose tensors Network::FromState
+// has checked against `spec` (they are moved out of it).
+std::unique_ptr<NetworkImpl> MakeNetworkImpl(const NetworkSpec& spec,
+                                             NetworkState* state);
 
 }  // namespace satlab::engine
 

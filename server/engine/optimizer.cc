@@ -1,6 +1,7 @@
 #include "server/engine/optimizer.h"
 
 #include <cmath>
+#include <utility>
 
 namespace satlab::engine {
 namespace {
@@ -47,12 +48,34 @@ bool Finite(const A& x) {
 
 }  // namespace
 
+int OptimizerSlotCount(const OptimizerSpec& spec) {
+  if (spec.kind == OptimizerKind::kAdam) return 2;
+  return spec.momentum > 0 ? 1 : 0;
+}
+
 template <typename T>
 Optimizer<T>::Optimizer(const OptimizerSpec& spec, const ParamSet<T>& shapes)
     : spec_(spec) {
-  const bool adam = spec.kind == OptimizerKind::kAdam;
-  if (adam || spec.momentum > 0) m_ = ZerosLike(shapes);
-  if (adam) v_ = ZerosLike(shapes);
+  const int slots = OptimizerSlotCount(spec);
+  if (slots >= 1) m_ = ZerosLike(shapes);
+  if (slots >= 2) v_ = ZerosLike(shapes);
+}
+
+template <typename T>
+Optimizer<T>::Optimizer(const OptimizerSpec& spec,
+                        std::vector<ParamSet<T>> slots, int64_t t)
+    : spec_(spec), t_(t) {
+  if (slots.size() >= 1) m_ = std::move(slots[0]);
+  if (slots.size() >= 2) v_ = std::move(slots[1]);
+}
+
+template <typename T>
+std::vector<const ParamSet<T>*> Optimizer<T>::slots() const {
+  std::vector<const ParamSet<T>*> out;
+  const int count = OptimizerSlotCount(spec_);
+  if (count >= 1) out.push_back(&m_);
+  if (count >= 2) out.push_back(&v_);
+  return out;
 }
 
 template <typename T>

@@ -20,12 +20,29 @@ struct ParamSet {
   std::vector<RowVector<T>> biases;
 };
 
+// State tensor sets the optimizer `spec` keeps, each shaped like the
+// parameters: 0 (SGD), 1 (SGD with momentum: velocity), 2 (Adam: first and
+// second moments).
+int OptimizerSlotCount(const OptimizerSpec& spec);
+
 template <typename T>
 class Optimizer {
  public:
   // `shapes` gives the parameter shapes; state starts at zero. Every buffer
   // is allocated here, none in Step.
   Optimizer(const OptimizerSpec& spec, const ParamSet<T>& shapes);
+
+  // Restores saved state: `slots` holds OptimizerSlotCount(spec) sets shaped
+  // like the parameters (as slots() returned them), `t` Adam's update count.
+  // The caller has checked both.
+  Optimizer(const OptimizerSpec& spec, std::vector<ParamSet<T>> slots,
+            int64_t t);
+
+  // The state tensor sets, OptimizerSlotCount(spec) of them, in order
+  // (velocity; or first moment, second moment).
+  std::vector<const ParamSet<T>*> slots() const;
+  // Adam's updates since creation or the last Reset; 0 for SGD.
+  int64_t t() const { return t_; }
 
   // One update of *params from the gradients, in place. weight_grads[l] and
   // bias_grads[l] hold as many values as params->weights[l] / biases[l], in

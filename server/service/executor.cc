@@ -27,6 +27,11 @@ int Executor::queued() const {
   return static_cast<int>(queue_.size());
 }
 
+bool Executor::stopping() const {
+  absl::MutexLock lock(&mu_);
+  return stopping_;
+}
+
 void Executor::Shutdown() {
   {
     absl::MutexLock lock(&mu_);

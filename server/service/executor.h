@@ -1,7 +1,7 @@
 // A fixed pool of compute threads with a bounded queue. gRPC callback
 // threads enqueue here and return; the only numerics they run themselves are
 // TrainSteps smaller than the hand-off would cost, and only when they need
-// not wait for a lock (TrainingServiceImpl::kInlineStepWork).
+// not wait for a lock (core::NetworkCore::TryStepInline).
 #ifndef SATLAB_SERVER_SERVICE_EXECUTOR_H_
 #define SATLAB_SERVER_SERVICE_EXECUTOR_H_
 
@@ -27,9 +27,13 @@ class Executor {
   Executor& operator=(const Executor&) = delete;
 
   // Queues `task`. Returns false (and drops it) when the queue is full or
-  // the executor is shutting down; the caller answers RESOURCE_EXHAUSTED or
-  // UNAVAILABLE.
+  // the executor is shutting down; the caller answers
+  // TrainingServiceImpl::SubmitRefused (RESOURCE_EXHAUSTED, or UNAVAILABLE
+  // when stopping()).
   bool TrySubmit(absl::AnyInvocable<void() &&> task);
+
+  // Whether Shutdown has begun (no task is accepted any more).
+  bool stopping() const;
 
   // Stops accepting tasks, runs what is queued, joins. Idempotent.
   void Shutdown();

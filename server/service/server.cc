@@ -82,10 +82,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   }
   if (options.service.memory_budget_bytes < 0 ||
       options.service.limits.max_call_scratch_bytes < 1 ||
-      options.service.request_ids_per_network < 0) {
+      options.service.request_ids_per_network < 0 ||
+      options.service.train_commit_every_steps < 0 ||
+      options.service.train_commit_interval < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         "server options: memory_budget_bytes must be >= 0 (0 = derived), "
-        "max_call_scratch_bytes >= 1, request_ids_per_network >= 0");
+        "max_call_scratch_bytes >= 1, request_ids_per_network >= 0, "
+        "train_commit_every_steps >= 0, train_commit_interval >= 0");
   }
   if (absl::Status s = CheckStreamAndConnectionLimits(options); !s.ok()) {
     return s;
@@ -114,8 +117,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   }
   ServiceOptions service_options = options.service;
   service_options.max_message_bytes = options.max_message_bytes;
+  server->core_ = std::make_unique<core::NetworkCore>(
+      CoreOptionsOf(service_options), server->store_.get());
   server->service_ = std::make_unique<TrainingServiceImpl>(
-      service_options, server->store_.get(), server->executor_.get(), hub);
+      service_options, server->core_.get(), server->executor_.get(), hub);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/server_interceptor.h"
+#include "server/core/network_core.h"
 #include "server/service/events.h"
 #include "server/service/executor.h"
 #include "server/service/metrics_hub.h"
@@ -99,6 +100,7 @@ class Server {
 
   TrainingServiceImpl* service() { return service_.get(); }
   store::NetworkStore* store() { return store_.get(); }
+  core::NetworkCore* core() { return core_.get(); }
   Executor* executor() { return executor_.get(); }
 
  private:
@@ -108,6 +110,7 @@ class Server {
   std::string host_;
   int port_ = 0;
   std::unique_ptr<store::NetworkStore> store_;
+  std::unique_ptr<core::NetworkCore> core_;  // over store_
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<MetricsHub> own_hub_;  // when options.hub is null
   std::unique_ptr<TrainingServiceImpl> service_;

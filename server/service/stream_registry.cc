@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/core/capacity.h"
 
 namespace satlab::service {
 
@@ -26,11 +27,13 @@ StreamRegistry::~StreamRegistry() {
 absl::Status StreamRegistry::Register(Stream* stream) {
   absl::MutexLock lock(&mu_);
   if (static_cast<int>(streams_.size()) >= limits_.max_open_streams) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the server has ", streams_.size(),
-        " streams open (Train, WatchMetrics and RunExperiment together), its "
-        "limit (--max_open_streams=",
-        limits_.max_open_streams, "); retry when one ends"));
+    return core::NoCapacity(
+        "this stream",
+        absl::StrCat("the server has ", streams_.size(),
+                     " streams open (Train, WatchMetrics and RunExperiment "
+                     "together), its limit"),
+        absl::StrCat("max_open_streams=", limits_.max_open_streams),
+        "when one ends");
   }
   streams_.insert(stream);
   return absl::OkStatus();

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/service/convert.h"
+#include "server/service/core_convert.h"
 #include "server/service/status.h"
 #include "server/service/training_service.h"
 
@@ -31,17 +32,15 @@ TrainReactor::TrainReactor(TrainingServiceImpl* service,
 }
 
 absl::Status TrainReactor::Open(const v1::TrainRequest& first) {
-  auto entry = service_->FindNetwork(first.name(), "name");
-  if (!entry.ok()) return entry.status();
+  auto id = ParseNetworkName(first.name(), "name");
+  if (!id.ok()) return id.status();
+  auto session = service_->core()->OpenWriter(*id, {});
+  if (!session.ok()) return session.status();
   if (first.report_every() < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "report_every: expected >= 0, got ", first.report_every()));
   }
-  if (!(*entry)->TryAcquireWriter()) {
-    return TrainingServiceImpl::BusyError((*entry)->id);
-  }
-  entry_ = *std::move(entry);
-  holds_writer_ = true;
+  session_ = *std::move(session);
   report_every_ = first.report_every() == 0 ? 1 : first.report_every();
   return absl::OkStatus();
 }
@@ -72,15 +71,15 @@ int64_t TrainReactor::AcceptRead(bool ok) {
     return reserved;
   }
   if (final_status_.has_value()) return reserved;
-  if (entry_ == nullptr) {
+  if (session_ == nullptr) {
     if (absl::Status s = Open(incoming_); !s.ok()) {
       FinishWith(s);
       return reserved;
     }
   } else if (!incoming_.name().empty() &&
-             incoming_.name() != NetworkName(entry_->id)) {
+             incoming_.name() != NetworkName(session_->id())) {
     FinishWith(absl::InvalidArgumentError(absl::StrCat(
-        "name: this stream trains networks/", entry_->id, ", message ",
+        "name: this stream trains networks/", session_->id(), ", message ",
         batches_received_ + 1, " names \"", incoming_.name(), "\"")));
     return reserved;
   }
@@ -151,14 +150,14 @@ void TrainReactor::MaybeCompute() {
     // The dropped task freed its minibatch; its bytes stay in held_bytes_
     // and go back to the budget in OnDone.
     computing_ = false;
-    FinishWith(absl::UnavailableError(
-        "the server's compute queue is full or shutting down; resume the "
-        "stream from batches_applied"));
+    FinishWith(service_->SubmitRefused(absl::StrCat(
+        "minibatch ", batches_applied_ + 1,
+        " of this stream (resume the stream from batches_applied)")));
   }
 }
 
 void TrainReactor::RunStep(const Queued& step, int64_t index) {
-  std::shared_ptr<store::NetworkEntry> entry;
+  core::WriterSession* session;
   {
     absl::MutexLock lock(&mu_);
     if (final_status_.has_value()) {
@@ -170,11 +169,17 @@ void TrainReactor::RunStep(const Queued& step, int64_t index) {
       MaybeFinish();
       return;
     }
-    entry = entry_;
+    // Stays open while computing_ (MaybeFinish waits for it).
+    session = session_.get();
   }
-  absl::StatusOr<engine::StepResult> result =
-      service_->ApplyStep(*entry, step.request.batch(), "batch", ctx_);
-  if (!result.ok()) {
+  absl::StatusOr<core::StepOutcome> result = [&] {
+    auto batch = BatchOf(step.request.batch(), "batch");
+    if (!batch.ok()) return absl::StatusOr<core::StepOutcome>(batch.status());
+    return session->Step(*batch, "batch", service_->CallOptionsFor(ctx_));
+  }();
+  if (result.ok()) {
+    service_->hub()->OnStep(NetworkName(session->id()), result->result);
+  } else {
     result = absl::Status(
         result.status().code(),
         absl::StrCat("minibatch ", index + 1,
@@ -191,7 +196,7 @@ void TrainReactor::RunStep(const Queued& step, int64_t index) {
   }
   ++batches_applied_;
   v1::TrainResponse response;
-  StepResultToProto(*result, response.mutable_result());
+  StepResultToProto(result->result, response.mutable_result());
   response.set_batches_applied(batches_applied_);
   if (batches_applied_ % report_every_ == 0) {
     unsent_.push_back(std::move(response));
@@ -246,7 +251,7 @@ void TrainReactor::CheckIdle(absl::Time now, absl::Duration timeout) {
   }
   if (now - last_activity_ < timeout) return;
   const std::string network =
-      entry_ == nullptr ? "no network yet" : NetworkName(entry_->id);
+      session_ == nullptr ? "no network yet" : NetworkName(session_->id());
   FinishWith(absl::DeadlineExceededError(absl::StrCat(
       "stream idle: no message from the client and no response taken for ",
       absl::FormatDuration(timeout), " (--stream_idle_timeout_seconds) after ",
@@ -259,15 +264,16 @@ void TrainReactor::CheckIdle(absl::Time now, absl::Duration timeout) {
 
 void TrainReactor::OnNetworkDeleted(absl::string_view id) {
   absl::MutexLock lock(&mu_);
-  if (finished_ || final_status_.has_value() || entry_ == nullptr ||
-      entry_->id != id) {
+  if (finished_ || final_status_.has_value() || session_ == nullptr ||
+      session_->id() != id) {
     return;
   }
   // A step already running finishes first (it holds the network), then the
   // stream ends; minibatches still queued are not applied.
-  FinishWith(absl::AbortedError(absl::StrCat(
-      NetworkName(entry_->id), " was deleted while this stream trained it; ",
-      batches_applied_, " minibatches were applied before")));
+  FinishWith(absl::AbortedError(
+      absl::StrCat(NetworkName(session_->id()),
+                   " was deleted while this stream trained it; ",
+                   batches_applied_, " minibatches were applied before")));
   if (writing_) ctx_->TryCancel();
 }
 
@@ -299,11 +305,38 @@ void TrainReactor::MaybeFinish() {
   }
   // An outstanding read is fine: it completes with ok=false after Finish.
   finished_ = true;
-  if (holds_writer_) {
-    entry_->ReleaseWriter();
-    holds_writer_ = false;
+  absl::Status status = success ? absl::OkStatus() : *final_status_;
+  if (session_ == nullptr) {
+    Finish(ToGrpcStatus(status));
+    return;
   }
-  Finish(success ? grpc::Status::OK : ToGrpcStatus(*final_status_));
+  // The session's last commit. A durable store may wait on the disk, which
+  // a callback thread must not: then it runs on the executor (inline only
+  // if the executor refuses). Later callbacks see finished_ and return.
+  core::WriterSession* session = session_.release();
+  if (service_->core()->durable() &&
+      service_->executor()->TrySubmit([this, session, status, success] {
+        CloseAndFinish(std::unique_ptr<core::WriterSession>(session), status,
+                       success);
+      })) {
+    return;
+  }
+  CloseAndFinish(std::unique_ptr<core::WriterSession>(session), status,
+                 success);
+}
+
+void TrainReactor::CloseAndFinish(std::unique_ptr<core::WriterSession> session,
+                                  absl::Status status, bool success) {
+  // A stream whose steps cannot be committed has failed.
+  if (absl::Status closed = session->Close(); !closed.ok() && success) {
+    status = absl::Status(
+        closed.code(),
+        absl::StrCat("committing the stream's last steps: ", closed.message(),
+                     "; resume from durable step ", session->durable_step()));
+  }
+  session.reset();
+  // Nothing of the reactor is touched after this: OnDone may follow.
+  Finish(ToGrpcStatus(status));
 }
 
 void TrainReactor::OnDone() {

@@ -9,8 +9,10 @@
 // buffers. While one step computes on the executor, the next minibatch is
 // already being received.
 //
-// The stream holds the network's writer slot from its first message until
-// it ends; steps run one at a time, in order, on the executor. A stream
+// The stream holds the network's writer slot (a core::WriterSession, which
+// commits to the store every N steps / T ms and when the stream ends) from
+// its first message until it ends; steps run one at a time, in order, on
+// the executor. A stream
 // that sits idle (StreamLimits::idle_timeout) is ended by the registry.
 //
 // Lifetime: gRPC deletes nothing; OnDone deletes the reactor. OnDone cannot
@@ -32,8 +34,8 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "satlab/v1/training_service.pb.h"
+#include "server/core/network_core.h"
 #include "server/service/stream_registry.h"
-#include "server/store/network_store.h"
 
 namespace satlab::service {
 
@@ -61,7 +63,7 @@ class TrainReactor final
     int64_t bytes = 0;
   };
 
-  // Handles the first message: resolves the network, takes its writer slot.
+  // Handles the first message: opens a writer session on the network.
   absl::Status Open(const v1::TrainRequest& first)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands the front minibatch to the executor if one is due and none runs.
@@ -78,6 +80,10 @@ class TrainReactor final
   // Ends the stream once nothing is in flight; records `status` if first.
   void FinishWith(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeFinish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Closes the stream's writer session (its last commit) and finishes the
+  // call with `status`, or with the commit's error if `success`.
+  void CloseAndFinish(std::unique_ptr<core::WriterSession> session,
+                      absl::Status status, bool success);
 
   TrainingServiceImpl* const service_;
   grpc::CallbackServerContext* const ctx_;
@@ -108,8 +114,9 @@ class TrainReactor final
   // response was taken) or the server last stopped waiting on it.
   absl::Time last_activity_ ABSL_GUARDED_BY(mu_);
 
-  std::shared_ptr<store::NetworkEntry> entry_ ABSL_GUARDED_BY(mu_);
-  bool holds_writer_ ABSL_GUARDED_BY(mu_) = false;
+  // From the first message on; closed (committed, slot released) when the
+  // stream finishes. Used outside mu_ only by the one running step.
+  std::unique_ptr<core::WriterSession> session_ ABSL_GUARDED_BY(mu_);
   int report_every_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t batches_received_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t batches_applied_ ABSL_GUARDED_BY(mu_) = 0;

@@ -6,10 +6,11 @@
 #include <utility>
 #include <vector>
 
-#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/core/capacity.h"
 #include "server/service/convert.h"
+#include "server/service/core_convert.h"
 #include "server/service/experiment_reactor.h"
 #include "server/service/status.h"
 #include "server/service/train_reactor.h"
@@ -29,29 +30,6 @@ std::string NewNetworkId() {
   if (rng == nullptr) rng = new std::mt19937_64(std::random_device{}());
   return absl::StrCat(
       "net-", absl::Hex((*rng)() & 0xffffffffffffULL, absl::kZeroPad12));
-}
-
-// Views of a minibatch's inputs and targets, validated against `network`.
-struct BatchViews {
-  engine::MatrixView inputs;
-  engine::MatrixView targets;
-};
-
-absl::StatusOr<BatchViews> CheckedBatch(const engine::Network& network,
-                                        const pb::Minibatch& batch,
-                                        engine::Loss loss,
-                                        absl::string_view field,
-                                        const engine::Limits& limits) {
-  auto inputs = MatrixViewOf(batch.inputs(), absl::StrCat(field, ".inputs"));
-  if (!inputs.ok()) return inputs.status();
-  auto targets = MatrixViewOf(batch.targets(), absl::StrCat(field, ".targets"));
-  if (!targets.ok()) return targets.status();
-  if (absl::Status s = network.ValidateBatch(*inputs, &*targets, loss, field,
-                                             limits.max_batch_rows);
-      !s.ok()) {
-    return s;
-  }
-  return BatchViews{*inputs, *targets};
 }
 
 // Bytes of a tensor of `values` scalars of `scalar_bytes` on the wire,
@@ -82,41 +60,33 @@ absl::Status CheckResponseSize(absl::string_view what, int64_t bytes,
       " bytes (--max_message_bytes); ", advice));
 }
 
-constexpr size_t kMaxRequestIdBytes = 128;
-
-// request_id: empty, or 1-128 printable ASCII characters (a UUID fits).
-absl::Status ValidateRequestId(absl::string_view id) {
-  if (id.size() > kMaxRequestIdBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("request_id: expected at most ", kMaxRequestIdBytes,
-                     " characters, got ", id.size()));
-  }
-  for (char c : id) {
-    if (c < 0x21 || c > 0x7e) {
-      return absl::InvalidArgumentError(
-          "request_id: expected printable ASCII without spaces (e.g. a "
-          "UUID), got other bytes");
-    }
-  }
-  return absl::OkStatus();
-}
-
-uint64_t Fingerprint(const google::protobuf::Message& request) {
-  return absl::Hash<std::string>()(request.SerializeAsString());
+// A response replayed for a retried request id.
+absl::Status ParseReplay(const core::Replay& replay,
+                         google::protobuf::Message* response) {
+  if (response->ParseFromString(*replay.response)) return absl::OkStatus();
+  return absl::InternalError(
+      "request_id: the recorded response of this request cannot be read");
 }
 
 }  // namespace
 
+core::CoreOptions CoreOptionsOf(const ServiceOptions& options) {
+  core::CoreOptions core;
+  core.limits = options.limits;
+  core.memory_budget_bytes = options.memory_budget_bytes;
+  core.request_ids_per_network = options.request_ids_per_network;
+  core.commit_every_steps = options.train_commit_every_steps;
+  core.commit_interval = options.train_commit_interval;
+  return core;
+}
+
 TrainingServiceImpl::TrainingServiceImpl(const ServiceOptions& options,
-                                         store::NetworkStore* store,
+                                         core::NetworkCore* core,
                                          Executor* executor, MetricsHub* hub)
     : options_(options),
-      store_(store),
+      core_(core),
       executor_(executor),
       hub_(hub),
-      budget_(MemoryBudget::Create(options.memory_budget_bytes > 0
-                                       ? options.memory_budget_bytes
-                                       : MemoryBudget::DefaultLimit())),
       streams_(std::make_unique<StreamRegistry>(options.streams)) {}
 
 engine::CallOptions TrainingServiceImpl::CallOptionsFor(
@@ -150,64 +120,20 @@ void TrainingServiceImpl::StopComputeAt(absl::Time at) {
   stop_compute_at_nanos_.store(absl::ToUnixNanos(at));
 }
 
-absl::StatusOr<MemoryBudget::Charge> TrainingServiceImpl::ChargeCall(
-    int64_t bytes, absl::string_view what) const {
-  return budget_->TryCharge(bytes, what);
-}
-
-absl::StatusOr<bool> TrainingServiceImpl::FindRequest(
-    const store::NetworkEntry& entry, absl::string_view request_id,
-    uint64_t fingerprint, google::protobuf::Message* response) const {
-  absl::MutexLock lock(&requests_mu_);
-  auto it = requests_.find(entry.id);
-  if (it == requests_.end() || it->second.create_time != entry.create_time) {
-    return false;
-  }
-  for (const RecentRequest& recent : it->second.recent) {
-    if (recent.request_id != request_id) continue;
-    if (recent.fingerprint != fingerprint) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "request_id: \"", request_id, "\" was already used on networks/",
-          entry.id,
-          " for a different request; use a new id for a new request"));
-    }
-    return response->ParseFromString(recent.response);
-  }
-  return false;
-}
-
-void TrainingServiceImpl::RememberRequest(
-    const store::NetworkEntry& entry, absl::string_view request_id,
-    uint64_t fingerprint, const google::protobuf::Message& response) {
-  absl::MutexLock lock(&requests_mu_);
-  NetworkRequests& network = requests_[entry.id];
-  if (network.create_time != entry.create_time) {
-    network.create_time = entry.create_time;
-    network.recent.clear();
-  }
-  network.recent.push_back(
-      {std::string(request_id), fingerprint, response.SerializeAsString()});
-  while (static_cast<int>(network.recent.size()) >
-         options_.request_ids_per_network) {
-    network.recent.pop_front();
-  }
-}
-
-absl::Status TrainingServiceImpl::BusyError(absl::string_view id) {
-  return absl::AbortedError(absl::StrCat(
-      "networks/", id,
-      " is being written by another caller (TrainStep, SetParameters or an "
-      "open Train stream); retry when it finishes"));
+absl::Status TrainingServiceImpl::SubmitRefused(absl::string_view what) const {
+  if (executor_->stopping()) return core::ShuttingDown(what);
+  return core::NoCapacity(what, "the server's compute queue is full",
+                          "max_queued_calls");
 }
 
 grpc::ServerUnaryReactor* TrainingServiceImpl::RunUnary(
     grpc::CallbackServerContext* ctx, const google::protobuf::Message& request,
     absl::AnyInvocable<absl::Status() &&> work) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  MemoryBudget::Charge request_charge;
+  core::MemoryBudget::Charge request_charge;
   if (const int64_t bytes = static_cast<int64_t>(request.ByteSizeLong());
       bytes >= kChargedRequestBytes) {
-    auto charge = budget_->TryCharge(
+    auto charge = memory_budget().TryCharge(
         bytes, absl::StrCat("this ", request.GetDescriptor()->name(),
                             " waiting for a compute thread"));
     if (!charge.ok()) {
@@ -239,32 +165,10 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::RunUnary(
         reactor->Finish(ToGrpcStatus(status));
       });
   if (!queued) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                 "the server's compute queue is full "
-                                 "(--max_queued_calls); retry later"));
+    reactor->Finish(
+        ToGrpcStatus(SubmitRefused(request.GetDescriptor()->name())));
   }
   return reactor;
-}
-
-absl::StatusOr<std::shared_ptr<store::NetworkEntry>>
-TrainingServiceImpl::FindNetwork(absl::string_view name,
-                                 absl::string_view field) const {
-  auto id = ParseNetworkName(name, field);
-  if (!id.ok()) return id.status();
-  return store_->Find(*id);
-}
-
-void TrainingServiceImpl::NetworkToProto(const store::NetworkEntry& entry,
-                                         pb::Network* out) const
-    ABSL_NO_THREAD_SAFETY_ANALYSIS {  // callers hold entry.mu
-  const engine::Network& net = *entry.network;
-  out->set_name(NetworkName(entry.id));
-  SpecToProto(net.spec(), out->mutable_spec());
-  TimeToProto(entry.create_time, out->mutable_create_time());
-  TimeToProto(entry.update_time, out->mutable_update_time());
-  out->set_step(net.step());
-  out->set_samples_seen(net.samples_seen());
-  out->set_parameter_count(net.parameter_count());
 }
 
 grpc::ServerUnaryReactor* TrainingServiceImpl::CreateNetwork(
@@ -298,25 +202,9 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::CreateNetwork(
           " bytes (--max_message_bytes; --max_parameters allows ",
           options_.limits.max_parameters, "); use fewer units or float32"));
     }
-    auto charge = ChargeCall(
-        engine::StateBytes(*spec),
-        absl::StrCat("networks/", id, ": parameters and optimizer state"));
-    if (!charge.ok()) return charge.status();
-    auto network =
-        engine::Network::Create(*spec, options_.limits, "network.spec");
-    if (!network.ok()) return network.status();
-    // The charge lasts as long as the entry: released when the last
-    // reference (the store's, or a call still using it) goes.
-    auto held = std::make_shared<MemoryBudget::Charge>(*std::move(charge));
-    std::shared_ptr<store::NetworkEntry> entry(
-        new store::NetworkEntry(id, *std::move(network), absl::Now()),
-        [held](store::NetworkEntry* e) {
-          delete e;
-          held->Release();
-        });
-    if (absl::Status s = store_->Insert(entry); !s.ok()) return s;
-    absl::ReaderMutexLock lock(&entry->mu);
-    NetworkToProto(*entry, response->mutable_network());
+    auto info = core_->Create(id, *spec);
+    if (!info.ok()) return info.status();
+    InfoToProto(*info, response->mutable_network());
     return absl::OkStatus();
   });
 }
@@ -325,10 +213,11 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::GetNetwork(
     grpc::CallbackServerContext* ctx, const pb::GetNetworkRequest* request,
     pb::GetNetworkResponse* response) {
   return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
-    auto entry = FindNetwork(request->name(), "name");
-    if (!entry.ok()) return entry.status();
-    absl::ReaderMutexLock lock(&(*entry)->mu);
-    NetworkToProto(**entry, response->mutable_network());
+    auto id = ParseNetworkName(request->name(), "name");
+    if (!id.ok()) return id.status();
+    auto info = core_->Get(*id);
+    if (!info.ok()) return info.status();
+    InfoToProto(*info, response->mutable_network());
     return absl::OkStatus();
   });
 }
@@ -356,14 +245,14 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ListNetworks(
     const int size =
         request->page_size() == 0 ? kDefaultPageSize : request->page_size();
     // One extra entry tells whether another page follows.
-    auto page = store_->List(after, size + 1);
-    const bool more = static_cast<int>(page.size()) > size;
-    if (more) page.pop_back();
-    for (const auto& entry : page) {
-      absl::ReaderMutexLock lock(&entry->mu);
-      NetworkToProto(*entry, response->add_networks());
+    auto page = core_->List(after, size + 1);
+    if (!page.ok()) return page.status();
+    const bool more = static_cast<int>(page->size()) > size;
+    if (more) page->pop_back();
+    for (const core::NetworkInfo& info : *page) {
+      InfoToProto(info, response->add_networks());
     }
-    if (more) response->set_next_page_token(page.back()->id);
+    if (more) response->set_next_page_token(page->back().id);
     return absl::OkStatus();
   });
 }
@@ -374,11 +263,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::DeleteNetwork(
   return RunUnary(ctx, *request, [this, request]() -> absl::Status {
     auto id = ParseNetworkName(request->name(), "name");
     if (!id.ok()) return id.status();
-    if (absl::Status s = store_->Erase(*id); !s.ok()) return s;
-    {
-      absl::MutexLock lock(&requests_mu_);
-      requests_.erase(*id);
-    }
+    if (absl::Status s = core_->Delete(*id); !s.ok()) return s;
     hub_->OnNetworkDeleted(request->name());
     // Open Train streams on it end now and drop their reference, so its
     // memory returns to the budget without waiting for their next message.
@@ -391,28 +276,28 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::GetParameters(
     grpc::CallbackServerContext* ctx, const pb::GetParametersRequest* request,
     pb::GetParametersResponse* response) {
   return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
-    auto entry = FindNetwork(request->name(), "name");
-    if (!entry.ok()) return entry.status();
-    absl::ReaderMutexLock lock(&(*entry)->mu);
-    const engine::Network& net = *(*entry)->network;
-    // A copy per layer, then the response.
-    auto charge =
-        ChargeCall(2 * ParametersMessageBytes(net.spec()), "GetParameters");
-    if (!charge.ok()) return charge.status();
-    for (int i = 0; i < net.num_layers(); ++i) {
+    auto id = ParseNetworkName(request->name(), "name");
+    if (!id.ok()) return id.status();
+    auto params = core_->GetParameters(*id,
+                                       [](const engine::NetworkSpec& spec,
+                                          int64_t) -> absl::StatusOr<int64_t> {
+                                         return ParametersMessageBytes(spec);
+                                       });
+    if (!params.ok()) return params.status();
+    for (size_t l = 0; l < params->weights.size(); ++l) {
       pb::LayerParameters* layer = response->add_layers();
-      if (absl::Status s = ToProto(net.weights(i), /*as_vector=*/false,
+      if (absl::Status s = ToProto(params->weights[l], /*as_vector=*/false,
                                    layer->mutable_weights());
           !s.ok()) {
         return s;
       }
-      if (absl::Status s = ToProto(net.biases(i), /*as_vector=*/true,
+      if (absl::Status s = ToProto(params->biases[l], /*as_vector=*/true,
                                    layer->mutable_biases());
           !s.ok()) {
         return s;
       }
     }
-    response->set_step(net.step());
+    response->set_step(params->step);
     return absl::OkStatus();
   });
 }
@@ -421,38 +306,26 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::SetParameters(
     grpc::CallbackServerContext* ctx, const pb::SetParametersRequest* request,
     pb::SetParametersResponse* response) {
   return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
-    auto entry = FindNetwork(request->name(), "name");
-    if (!entry.ok()) return entry.status();
-    if (absl::Status s = ValidateRequestId(request->request_id()); !s.ok()) {
-      return s;
-    }
-    store::NetworkEntry& e = **entry;
-    if (!e.TryAcquireWriter()) return BusyError(e.id);
-    const uint64_t fingerprint =
-        request->request_id().empty() ? 0 : Fingerprint(*request);
-    absl::Status status = [&]() -> absl::Status {
-      if (!request->request_id().empty()) {
-        auto found =
-            FindRequest(e, request->request_id(), fingerprint, response);
-        if (!found.ok() || *found) return found.status();
-      }
-      absl::MutexLock lock(&e.mu);
-      auto params = ParamsFromProto(request->layers(), "layers");
-      if (!params.ok()) return params.status();
-      if (absl::Status s = e.network->SetParameters(
-              *params, request->reset_optimizer_state());
-          !s.ok()) {
-        return s;
-      }
-      e.update_time = absl::Now();
-      NetworkToProto(e, response->mutable_network());
-      if (!request->request_id().empty()) {
-        RememberRequest(e, request->request_id(), fingerprint, *response);
-      }
-      return absl::OkStatus();
-    }();
-    e.ReleaseWriter();
-    return status;
+    auto id = ParseNetworkName(request->name(), "name");
+    if (!id.ok()) return id.status();
+    auto key = RequestKeyOf(request->request_id(), *request);
+    if (!key.ok()) return key.status();
+    core::Replay replay;
+    auto updated = core_->SetParameters(
+        *id,
+        [request](const engine::NetworkSpec&) {
+          return ParamsFromProto(request->layers(), "layers");
+        },
+        request->reset_optimizer_state(), *key,
+        [response](const core::NetworkInfo& applied) {
+          InfoToProto(applied, response->mutable_network());
+          return response->SerializeAsString();
+        },
+        &replay);
+    if (!updated.ok()) return updated.status();
+    if (replay.response.has_value()) return ParseReplay(replay, response);
+    InfoToProto(*updated, response->mutable_network());
+    return absl::OkStatus();
   });
 }
 
@@ -461,74 +334,53 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::Forward(
     pb::ForwardResponse* response) {
   return RunUnary(
       ctx, *request, [this, ctx, request, response]() -> absl::Status {
-        auto entry = FindNetwork(request->name(), "name");
-        if (!entry.ok()) return entry.status();
+        auto id = ParseNetworkName(request->name(), "name");
+        if (!id.ok()) return id.status();
         auto inputs = MatrixViewOf(request->inputs(), "inputs");
         if (!inputs.ok()) return inputs.status();
-        absl::ReaderMutexLock lock(&(*entry)->mu);
-        const engine::Network& net = *(*entry)->network;
-        if (absl::Status s =
-                net.ValidateBatch(*inputs, nullptr, net.spec().loss, "",
-                                  options_.limits.max_batch_rows);
-            !s.ok()) {
-          return s;
-        }
-        // The response, before computing: outputs, and with include_layers z
-        // and a of every layer.
-        const engine::NetworkSpec& spec = net.spec();
-        const int64_t rows = inputs->rows;
-        int64_t bytes =
-            TensorBytes(rows * net.output_size(), ScalarBytes(spec));
-        if (request->include_layers()) {
-          for (const engine::LayerSpec& layer : spec.layers) {
-            bytes += 2 * TensorBytes(rows * layer.units, ScalarBytes(spec));
+        const bool layers = request->include_layers();
+        // The response: outputs, and with include_layers z and a of every
+        // layer.
+        auto response_bytes = [this, layers](
+                                  const engine::NetworkSpec& spec,
+                                  int64_t rows) -> absl::StatusOr<int64_t> {
+          int64_t bytes =
+              TensorBytes(rows * spec.layers.back().units, ScalarBytes(spec));
+          if (layers) {
+            for (const engine::LayerSpec& layer : spec.layers) {
+              bytes += 2 * TensorBytes(rows * layer.units, ScalarBytes(spec));
+            }
           }
-        }
-        if (absl::Status s = CheckResponseSize(
-                "Forward's response", bytes, options_.max_message_bytes,
-                request->include_layers()
-                    ? "send fewer rows or omit include_layers"
-                    : "send fewer rows");
-            !s.ok()) {
-          return s;
-        }
-        engine::CallOptions call = CallOptionsFor(ctx);
-        int64_t scratch = std::min(
-            engine::CallScratchBytes(spec, engine::CallKind::kForward, rows),
-            call.max_scratch_bytes);
-        // When the budget has less room than that, Forward runs in smaller
-        // chunks, down to one block; with less room than one block it is
-        // refused, saying what that least amount is.
-        const int64_t room = budget_->available() - 2 * bytes;
-        const int64_t block_scratch =
-            engine::CallScratchBytes(spec, engine::CallKind::kForward,
-                                     std::min(rows, engine::BlockRows(spec)));
-        if (room < scratch) {
-          scratch = std::max(room, std::min(scratch, block_scratch));
-        }
-        call.max_scratch_bytes = scratch;
-        // The result, its copy in the response, and the scratch.
-        auto charge = ChargeCall(2 * bytes + scratch, "Forward");
-        if (!charge.ok()) return charge.status();
-        auto result = net.Forward(*inputs, request->include_layers(), call);
-        if (!result.ok()) return result.status();
+          if (absl::Status s = CheckResponseSize(
+                  "Forward's response", bytes, options_.max_message_bytes,
+                  layers ? "send fewer rows or omit include_layers"
+                         : "send fewer rows");
+              !s.ok()) {
+            return s;
+          }
+          return bytes;
+        };
+        auto out = core_->Forward(*id, *inputs, layers, CallOptionsFor(ctx),
+                                  response_bytes);
+        if (!out.ok()) return out.status();
+        const engine::ForwardResult& result = out->result;
         if (absl::Status s =
-                ToProto(result->outputs, false, response->mutable_outputs());
+                ToProto(result.outputs, false, response->mutable_outputs());
             !s.ok()) {
           return s;
         }
-        for (size_t i = 0; i < result->z.size(); ++i) {
+        for (size_t i = 0; i < result.z.size(); ++i) {
           pb::LayerActivations* layer = response->add_layers();
-          if (absl::Status s = ToProto(result->z[i], false, layer->mutable_z());
+          if (absl::Status s = ToProto(result.z[i], false, layer->mutable_z());
               !s.ok()) {
             return s;
           }
-          if (absl::Status s = ToProto(result->a[i], false, layer->mutable_a());
+          if (absl::Status s = ToProto(result.a[i], false, layer->mutable_a());
               !s.ok()) {
             return s;
           }
         }
-        response->set_step(net.step());
+        response->set_step(out->step);
         return absl::OkStatus();
       });
 }
@@ -539,74 +391,57 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ComputeGradients(
     pb::ComputeGradientsResponse* response) {
   return RunUnary(
       ctx, *request, [this, ctx, request, response]() -> absl::Status {
-        auto entry = FindNetwork(request->name(), "name");
-        if (!entry.ok()) return entry.status();
-        absl::ReaderMutexLock lock(&(*entry)->mu);
-        const engine::Network& net = *(*entry)->network;
-        const engine::Activation output = net.spec().layers.back().activation;
-        // Every loss is checked before any is computed: all or nothing.
+        auto id = ParseNetworkName(request->name(), "name");
+        if (!id.ok()) return id.status();
         if (request->counterfactual_losses_size() > kMaxCounterfactualLosses) {
           return absl::InvalidArgumentError(
               absl::StrCat("counterfactual_losses: expected at most ",
                            kMaxCounterfactualLosses, " entries, got ",
                            request->counterfactual_losses_size()));
         }
-        std::vector<engine::Loss> losses = {net.spec().loss};
+        std::vector<engine::Loss> counterfactuals;
         for (int i = 0; i < request->counterfactual_losses_size(); ++i) {
-          const std::string field =
-              absl::StrCat("counterfactual_losses[", i, "]");
-          auto loss = LossFromProto(request->counterfactual_losses(i), field);
+          auto loss =
+              LossFromProto(request->counterfactual_losses(i),
+                            absl::StrCat("counterfactual_losses[", i, "]"));
           if (!loss.ok()) return loss.status();
-          if (absl::Status s =
-                  engine::CheckLossActivation(*loss, output, field);
+          counterfactuals.push_back(*loss);
+        }
+        auto batch = BatchOf(request->batch(), "batch");
+        if (!batch.ok()) return batch.status();
+        // Per loss, every gradient (the size of the parameters) and the
+        // output delta [rows, outputs].
+        const int64_t losses = 1 + static_cast<int64_t>(counterfactuals.size());
+        auto response_bytes = [this, losses](
+                                  const engine::NetworkSpec& spec,
+                                  int64_t rows) -> absl::StatusOr<int64_t> {
+          const int64_t per_loss =
+              ParametersMessageBytes(spec) +
+              TensorBytes(rows * spec.layers.back().units, ScalarBytes(spec)) +
+              1024;
+          const int64_t bytes = per_loss * losses;
+          if (absl::Status s = CheckResponseSize(
+                  "ComputeGradients' response (gradients and output delta per "
+                  "loss)",
+                  bytes, options_.max_message_bytes,
+                  "send fewer rows or fewer counterfactual_losses");
               !s.ok()) {
             return s;
           }
-          losses.push_back(*loss);
-        }
-        // Targets must suit every requested loss (bce/cce need [0, 1]).
-        BatchViews views;
-        for (engine::Loss loss : losses) {
-          auto checked = CheckedBatch(net, request->batch(), loss, "batch",
-                                      options_.limits);
-          if (!checked.ok()) return checked.status();
-          views = *checked;
-        }
-        // The response, before computing: per loss, every gradient (the size of
-        // the parameters) and the output delta [rows, outputs].
-        const engine::NetworkSpec& spec = net.spec();
-        const int64_t per_loss =
-            ParametersMessageBytes(spec) +
-            TensorBytes(views.inputs.rows * net.output_size(),
-                        ScalarBytes(spec)) +
-            1024;
-        const int64_t bytes = per_loss * static_cast<int64_t>(losses.size());
-        if (absl::Status s = CheckResponseSize(
-                "ComputeGradients' response (gradients and output delta per "
-                "loss)",
-                bytes, options_.max_message_bytes,
-                "send fewer rows or fewer counterfactual_losses");
-            !s.ok()) {
-          return s;
-        }
-        const engine::CallOptions call = CallOptionsFor(ctx);
-        auto charge = ChargeCall(
-            2 * bytes + engine::CallScratchBytes(
-                            spec, engine::CallKind::kComputeGradients,
-                            views.inputs.rows),
-            "ComputeGradients");
-        if (!charge.ok()) return charge.status();
-        for (size_t i = 0; i < losses.size(); ++i) {
-          auto computed = net.ComputeGradients(views.inputs, views.targets,
-                                               losses[i], call);
-          if (!computed.ok()) return computed.status();
-          const engine::GradientResult& g = *computed;
-          pb::Gradients* out = i == 0 ? response->mutable_gradients()
-                                      : response->add_counterfactuals();
-          out->set_loss(LossToProto(g.loss));
-          out->set_loss_value(g.loss_value);
+          return bytes;
+        };
+        auto out =
+            core_->ComputeGradients(*id, *batch, "batch", counterfactuals,
+                                    CallOptionsFor(ctx), response_bytes);
+        if (!out.ok()) return out.status();
+        for (size_t i = 0; i < out->results.size(); ++i) {
+          const engine::GradientResult& g = out->results[i];
+          pb::Gradients* grads = i == 0 ? response->mutable_gradients()
+                                        : response->add_counterfactuals();
+          grads->set_loss(LossToProto(g.loss));
+          grads->set_loss_value(g.loss_value);
           for (size_t l = 0; l < g.weight_grads.size(); ++l) {
-            pb::LayerGradients* layer = out->add_layers();
+            pb::LayerGradients* layer = grads->add_layers();
             if (absl::Status s =
                     ToProto(g.weight_grads[l], false, layer->mutable_weights());
                 !s.ok()) {
@@ -619,132 +454,66 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ComputeGradients(
             }
           }
           if (absl::Status s =
-                  ToProto(g.output_delta, false, out->mutable_output_delta());
+                  ToProto(g.output_delta, false, grads->mutable_output_delta());
               !s.ok()) {
             return s;
           }
-          StatsToProto(g.stats, out->mutable_saturation());
+          StatsToProto(g.stats, grads->mutable_saturation());
         }
-        response->set_step(net.step());
+        response->set_step(out->step);
         return absl::OkStatus();
       });
 }
 
-absl::StatusOr<engine::StepResult> TrainingServiceImpl::StepLocked(
-    store::NetworkEntry& entry, const pb::Minibatch& batch,
-    absl::string_view field, const engine::CallOptions& call) {
-  if (entry.deleted.load()) {
-    return absl::AbortedError(
-        absl::StrCat("networks/", entry.id, " was deleted"));
-  }
-  engine::Network& net = *entry.network;
-  auto views =
-      CheckedBatch(net, batch, net.spec().loss, field, options_.limits);
-  if (!views.ok()) return views.status();
-  auto charge = ChargeCall(
-      engine::CallScratchBytes(net.spec(), engine::CallKind::kTrainStep,
-                               views->inputs.rows),
-      "TrainStep");
-  if (!charge.ok()) return charge.status();
-  auto result = net.TrainStep(views->inputs, views->targets, call);
-  if (result.ok()) entry.update_time = absl::Now();
-  return result;
-}
-
-absl::StatusOr<engine::StepResult> TrainingServiceImpl::ApplyStep(
-    store::NetworkEntry& entry, const pb::Minibatch& batch,
-    absl::string_view field, grpc::CallbackServerContext* ctx) {
-  const engine::CallOptions call = CallOptionsFor(ctx);
-  absl::StatusOr<engine::StepResult> result;
-  {
-    absl::MutexLock lock(&entry.mu);
-    try {
-      result = StepLocked(entry, batch, field, call);
-    } catch (const std::bad_alloc&) {
-      result = absl::ResourceExhaustedError(
-          "the server ran out of memory for this step; nothing changed");
-    }
-  }
-  if (result.ok()) hub_->OnStep(NetworkName(entry.id), *result);
-  return result;
-}
-
-std::optional<absl::StatusOr<engine::StepResult>>
-TrainingServiceImpl::TryApplyTinyStep(store::NetworkEntry& entry,
-                                      const pb::Minibatch& batch,
-                                      absl::string_view field) {
-  const int64_t rows =
-      batch.inputs().shape_size() > 0 ? batch.inputs().shape(0) : 0;
-  if (rows <= 0 || !entry.mu.TryLock()) return std::nullopt;
-  if (rows > kInlineStepWork / entry.network->parameter_count()) {
-    entry.mu.Unlock();
-    return std::nullopt;
-  }
-  // No call context here: a tiny step takes microseconds.
-  absl::StatusOr<engine::StepResult> result;
-  try {
-    result = StepLocked(entry, batch, field, CallOptionsFor(nullptr));
-  } catch (const std::bad_alloc&) {
-    result = absl::ResourceExhaustedError(
-        "the server ran out of memory for this step; nothing changed");
-  }
-  entry.mu.Unlock();
-  if (result.ok()) hub_->OnStep(NetworkName(entry.id), *result);
-  return result;
+absl::Status TrainingServiceImpl::TrainStepWork(
+    grpc::CallbackServerContext* ctx, const pb::TrainStepRequest& request,
+    pb::TrainStepResponse* response) {
+  auto id = ParseNetworkName(request.name(), "name");
+  if (!id.ok()) return id.status();
+  auto key = RequestKeyOf(request.request_id(), request);
+  if (!key.ok()) return key.status();
+  auto batch = BatchOf(request.batch(), "batch");
+  if (!batch.ok()) return batch.status();
+  core::Replay replay;
+  auto out = core_->TrainStep(
+      *id, *batch, "batch", CallOptionsFor(ctx), *key,
+      [response](const core::StepOutcome& applied) {
+        StepResultToProto(applied.result, response->mutable_result());
+        return response->SerializeAsString();
+      },
+      &replay);
+  if (!out.ok()) return out.status();
+  if (replay.response.has_value()) return ParseReplay(replay, response);
+  StepResultToProto(out->result, response->mutable_result());
+  hub_->OnStep(request.name(), out->result);
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* TrainingServiceImpl::TrainStep(
     grpc::CallbackServerContext* ctx, const pb::TrainStepRequest* request,
     pb::TrainStepResponse* response) {
-  // A tiny step runs here, on the callback thread: the hand-off to the
-  // executor costs two thread wake-ups, tens of microseconds on a loaded
-  // machine and more than the step itself (bench/notes.md). Anything
-  // larger, or anything that would have to wait, goes to the executor with
-  // the lookup already done, and the executor reports every error.
-  auto found = FindNetwork(request->name(), "name");
-  // A step with a request_id goes to the executor, which keeps the ids.
-  if (found.ok() && request->request_id().empty() &&
-      (*found)->TryAcquireWriter()) {
-    auto done = TryApplyTinyStep(**found, request->batch(), "batch");
-    (*found)->ReleaseWriter();
-    if (done.has_value()) {
-      grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-      if (done->ok()) StepResultToProto(**done, response->mutable_result());
-      reactor->Finish(ToGrpcStatus(done->status()));
-      return reactor;
+  // A tiny step runs here, on the callback thread, when the core says it
+  // may (NetworkCore::TryStepInline): the hand-off to the executor costs
+  // two thread wake-ups, tens of microseconds on a loaded machine and more
+  // than the step itself (bench/notes.md). Everything else, and every
+  // error, goes through the executor.
+  if (auto id = ParseNetworkName(request->name(), "name"); id.ok()) {
+    if (auto batch = BatchOf(request->batch(), "batch"); batch.ok()) {
+      const core::RequestKey key{request->request_id(), 0};
+      if (auto done = core_->TryStepInline(*id, *batch, "batch", key)) {
+        grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+        if (done->ok()) {
+          StepResultToProto((*done)->result, response->mutable_result());
+          hub_->OnStep(request->name(), (*done)->result);
+        }
+        reactor->Finish(ToGrpcStatus(done->status()));
+        return reactor;
+      }
     }
   }
-  return RunUnary(
-      ctx, *request,
-      [this, ctx, request, response,
-       found = std::move(found)]() -> absl::Status {
-        if (!found.ok()) return found.status();
-        if (absl::Status s = ValidateRequestId(request->request_id());
-            !s.ok()) {
-          return s;
-        }
-        store::NetworkEntry& e = **found;
-        if (!e.TryAcquireWriter()) return BusyError(e.id);
-        const std::string& request_id = request->request_id();
-        const uint64_t fingerprint =
-            request_id.empty() ? 0 : Fingerprint(*request);
-        absl::Status status = [&]() -> absl::Status {
-          if (!request_id.empty()) {
-            // A retry of an applied step: its first answer, not a second step.
-            auto found_id = FindRequest(e, request_id, fingerprint, response);
-            if (!found_id.ok() || *found_id) return found_id.status();
-          }
-          auto result = ApplyStep(e, request->batch(), "batch", ctx);
-          if (!result.ok()) return result.status();
-          StepResultToProto(*result, response->mutable_result());
-          if (!request_id.empty()) {
-            RememberRequest(e, request_id, fingerprint, *response);
-          }
-          return absl::OkStatus();
-        }();
-        e.ReleaseWriter();
-        return status;
-      });
+  return RunUnary(ctx, *request, [this, ctx, request, response] {
+    return TrainStepWork(ctx, *request, response);
+  });
 }
 
 grpc::ServerBidiReactor<pb::TrainRequest, pb::TrainResponse>*
@@ -757,27 +526,18 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::Evaluate(
     pb::EvaluateResponse* response) {
   return RunUnary(
       ctx, *request, [this, ctx, request, response]() -> absl::Status {
-        auto entry = FindNetwork(request->name(), "name");
-        if (!entry.ok()) return entry.status();
-        absl::ReaderMutexLock lock(&(*entry)->mu);
-        const engine::Network& net = *(*entry)->network;
-        auto views = CheckedBatch(net, request->data(), net.spec().loss, "data",
-                                  options_.limits);
-        if (!views.ok()) return views.status();
-        auto charge = ChargeCall(
-            engine::CallScratchBytes(net.spec(), engine::CallKind::kEvaluate,
-                                     views->inputs.rows),
-            "Evaluate");
-        if (!charge.ok()) return charge.status();
-        auto evaluated =
-            net.Evaluate(views->inputs, views->targets, CallOptionsFor(ctx));
-        if (!evaluated.ok()) return evaluated.status();
-        const engine::EvalResult& result = *evaluated;
+        auto id = ParseNetworkName(request->name(), "name");
+        if (!id.ok()) return id.status();
+        auto batch = BatchOf(request->data(), "data");
+        if (!batch.ok()) return batch.status();
+        auto out = core_->Evaluate(*id, *batch, "data", CallOptionsFor(ctx));
+        if (!out.ok()) return out.status();
+        const engine::EvalResult& result = out->result;
         response->set_loss(result.loss);
         response->set_accuracy(result.accuracy);
         response->set_samples(result.samples);
         StatsToProto(result.stats, response->mutable_saturation());
-        response->set_step(net.step());
+        response->set_step(out->step);
         return absl::OkStatus();
       });
 }

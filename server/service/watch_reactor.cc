@@ -11,6 +11,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "server/service/convert.h"
 #include "server/service/metrics_hub.h"
 #include "server/service/status.h"
 #include "server/service/stream_registry.h"
@@ -134,8 +135,11 @@ grpc::ServerWriteReactor<v1::WatchMetricsResponse>* NewWatchReactor(
   WatchFilter filter;
   if (!request->name().empty()) {
     // NOT_FOUND for an unknown network, as every RPC naming one.
-    auto entry = service->FindNetwork(request->name(), "name");
-    if (!entry.ok()) return new WatchReactor(entry.status());
+    auto id = ParseNetworkName(request->name(), "name");
+    if (!id.ok()) return new WatchReactor(id.status());
+    if (auto found = service->core()->Get(*id); !found.ok()) {
+      return new WatchReactor(found.status());
+    }
     filter.network = request->name();
   }
   filter.start_step = request->start_step();

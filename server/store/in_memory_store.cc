@@ -1,73 +1,118 @@
 #include <map>
+#include <new>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "server/store/network_store.h"
 
 namespace satlab::store {
 namespace {
 
+absl::Status NotFound(absl::string_view id) {
+  return absl::NotFoundError(absl::StrCat("networks/", id, " not found"));
+}
+
+absl::Status OutOfMemory(absl::string_view what) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the server ran out of memory to keep ", what, "; nothing changed"));
+}
+
 class InMemoryStore final : public NetworkStore {
  public:
   explicit InMemoryStore(int64_t max_networks) : max_networks_(max_networks) {}
 
-  absl::Status Insert(std::shared_ptr<NetworkEntry> entry) override {
-    absl::MutexLock lock(&mu_);
-    if (entries_.count(entry->id) > 0) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("networks/", entry->id, " already exists"));
+  absl::Status Create(const NetworkRecord& record) override {
+    // The copy is made before the lock: a large record does not hold up
+    // other callers, and a failed allocation changes nothing.
+    NetworkRecord copy;
+    try {
+      copy = record;
+    } catch (const std::bad_alloc&) {
+      return OutOfMemory(absl::StrCat("networks/", record.id));
     }
-    if (static_cast<int64_t>(entries_.size()) >= max_networks_) {
+    absl::MutexLock lock(&mu_);
+    if (records_.count(record.id) > 0) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("networks/", record.id, " already exists"));
+    }
+    if (static_cast<int64_t>(records_.size()) >= max_networks_) {
       return absl::ResourceExhaustedError(
           absl::StrCat("the server holds its limit of ", max_networks_,
                        " networks (--max_networks); delete one first"));
     }
-    const std::string id = entry->id;
-    entries_.emplace(id, std::move(entry));
+    records_.emplace(record.id, std::move(copy));
     return absl::OkStatus();
   }
 
-  absl::StatusOr<std::shared_ptr<NetworkEntry>> Find(
-      absl::string_view id) const override {
+  absl::StatusOr<NetworkRecord> Load(absl::string_view id) const override {
     absl::ReaderMutexLock lock(&mu_);
-    auto it = entries_.find(std::string(id));
-    if (it == entries_.end()) {
-      return absl::NotFoundError(absl::StrCat("networks/", id, " not found"));
+    auto it = records_.find(id);
+    if (it == records_.end()) return NotFound(id);
+    try {
+      return it->second;
+    } catch (const std::bad_alloc&) {
+      return OutOfMemory(absl::StrCat("a copy of networks/", id));
     }
-    return it->second;
   }
 
-  std::vector<std::shared_ptr<NetworkEntry>> List(absl::string_view after,
-                                                  int limit) const override {
+  absl::StatusOr<std::vector<NetworkSummary>> List(absl::string_view after,
+                                                   int limit) const override {
     absl::ReaderMutexLock lock(&mu_);
-    std::vector<std::shared_ptr<NetworkEntry>> page;
-    for (auto it = entries_.upper_bound(std::string(after));
-         it != entries_.end() && static_cast<int>(page.size()) < limit; ++it) {
-      page.push_back(it->second);
+    std::vector<NetworkSummary> page;
+    for (auto it = records_.upper_bound(after);
+         it != records_.end() && static_cast<int>(page.size()) < limit; ++it) {
+      const NetworkRecord& r = it->second;
+      page.push_back({r.id, r.create_time, r.update_time, r.state.spec,
+                      r.state.step, r.state.samples_seen});
     }
     return page;
   }
 
-  absl::Status Erase(absl::string_view id) override {
-    absl::MutexLock lock(&mu_);
-    auto it = entries_.find(std::string(id));
-    if (it == entries_.end()) {
-      return absl::NotFoundError(absl::StrCat("networks/", id, " not found"));
+  absl::Status Commit(const NetworkRecord& record) override {
+    NetworkRecord copy;
+    try {
+      copy = record;
+    } catch (const std::bad_alloc&) {
+      return OutOfMemory(absl::StrCat("networks/", record.id));
     }
-    it->second->deleted.store(true);
-    entries_.erase(it);
+    NetworkRecord old;  // freed after the lock is released
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = records_.find(record.id);
+      if (it == records_.end() ||
+          it->second.create_time != record.create_time) {
+        return NotFound(record.id);
+      }
+      old = std::exchange(it->second, std::move(copy));
+    }
     return absl::OkStatus();
   }
 
-  int64_t size() const override {
-    absl::ReaderMutexLock lock(&mu_);
-    return static_cast<int64_t>(entries_.size());
+  absl::Status Delete(absl::string_view id) override {
+    NetworkRecord old;  // freed after the lock is released
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = records_.find(id);
+      if (it == records_.end()) return NotFound(id);
+      old = std::move(it->second);
+      records_.erase(it);
+    }
+    return absl::OkStatus();
   }
+
+  absl::StatusOr<int64_t> Count() const override {
+    absl::ReaderMutexLock lock(&mu_);
+    return static_cast<int64_t>(records_.size());
+  }
+
+  bool durable() const override { return false; }
 
  private:
   const int64_t max_networks_;
   mutable absl::Mutex mu_;
-  std::map<std::string, std::shared_ptr<NetworkEntry>, std::less<>> entries_
+  std::map<std::string, NetworkRecord, std::less<>> records_
       ABSL_GUARDED_BY(mu_);
 };
 

@@ -1,80 +1,94 @@
-// Where networks live. The service reaches every network through this
-// interface so that a durable (SQLite) or shared (PostgreSQL) store can
-// replace the in-memory one without touching the handlers.
+// Where networks are kept. A store holds networks as values (NetworkRecord)
+// and changes them only through the narrow calls below, each atomic: it
+// never hands out a lock or a live engine object. The core layer
+// (server/core/) keeps the live networks it computes on and writes them
+// back through Commit; the in-memory store, the SQLite store and the
+// PostgreSQL store implement this same interface and pass the same test
+// suite (tests/store/store_contract.h).
 #ifndef SATLAB_SERVER_STORE_NETWORK_STORE_H_
 #define SATLAB_SERVER_STORE_NETWORK_STORE_H_
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/engine/network.h"
 
 namespace satlab::store {
 
-// One stored network. Concurrency contract:
-//  - `mu` guards the network's mutable state: a writer (step, parameter
-//    update) holds it exclusively for the duration of the change; readers
-//    (Forward, ComputeGradients, Evaluate, Get) hold it shared, so they
-//    always see the state between two steps, never half of one.
-//  - `writer` is the single writer slot. A writer claims it with
-//    TryAcquireWriter() before taking `mu`; a second writer fails at once
-//    instead of queueing behind a long Train stream.
-struct NetworkEntry {
-  NetworkEntry(std::string id_in, std::unique_ptr<engine::Network> net,
-               absl::Time created)
-      : id(std::move(id_in)),
-        create_time(created),
-        network(std::move(net)),
-        update_time(created) {}
+// A request applied to a network under a client's request_id: a retry with
+// the same id gets `response` back instead of a second application, across
+// restarts too.
+struct RequestRecord {
+  std::string request_id;
+  uint64_t fingerprint = 0;  // of the request, to refuse a reused id
+  std::string response;      // the serialized response
+};
 
-  bool TryAcquireWriter() {
-    bool expected = false;
-    return writer.compare_exchange_strong(expected, true);
-  }
-  void ReleaseWriter() { writer.store(false); }
+// One network, whole.
+struct NetworkRecord {
+  std::string id;  // `networks/{id}`
+  absl::Time create_time;
+  absl::Time update_time;
+  engine::NetworkState state;
+  // The most recent requests applied with a request_id, oldest first; the
+  // caller bounds how many it keeps.
+  std::vector<RequestRecord> requests;
+};
 
-  const std::string id;
-  const absl::Time create_time;
-  mutable absl::Mutex mu;
-  std::unique_ptr<engine::Network> network ABSL_GUARDED_BY(mu);
-  absl::Time update_time ABSL_GUARDED_BY(mu);
-  std::atomic<bool> writer{false};
-  // Set when the network is deleted; open streams check it between steps.
-  std::atomic<bool> deleted{false};
+// A network without its tensors: what a listing shows.
+struct NetworkSummary {
+  std::string id;
+  absl::Time create_time;
+  absl::Time update_time;
+  engine::NetworkSpec spec;  // init.explicit_params empty
+  int64_t step = 0;
+  int64_t samples_seen = 0;
 };
 
 class NetworkStore {
  public:
   virtual ~NetworkStore() = default;
 
-  // Adds `entry`. ALREADY_EXISTS if its id is taken; RESOURCE_EXHAUSTED when
-  // the store holds its maximum number of networks.
-  virtual absl::Status Insert(std::shared_ptr<NetworkEntry> entry) = 0;
+  // Adds a network. ALREADY_EXISTS naming `networks/{id}` if the id is
+  // taken; RESOURCE_EXHAUSTED naming --max_networks when the store holds
+  // its maximum; UNAVAILABLE / INTERNAL (saying what failed) when the
+  // backend cannot write. Nothing is added on error.
+  virtual absl::Status Create(const NetworkRecord& record) = 0;
 
-  // The entry with `id`, or NOT_FOUND naming `networks/{id}`.
-  virtual absl::StatusOr<std::shared_ptr<NetworkEntry>> Find(
-      absl::string_view id) const = 0;
+  // The network `id`, or NOT_FOUND naming `networks/{id}`.
+  virtual absl::StatusOr<NetworkRecord> Load(absl::string_view id) const = 0;
 
-  // Up to `limit` entries with id > `after`, in id order.
-  virtual std::vector<std::shared_ptr<NetworkEntry>> List(
+  // Up to `limit` networks with id > `after`, in id order.
+  virtual absl::StatusOr<std::vector<NetworkSummary>> List(
       absl::string_view after, int limit) const = 0;
 
-  // Removes the entry (marking it deleted); NOT_FOUND if absent.
-  virtual absl::Status Erase(absl::string_view id) = 0;
+  // Replaces an existing network's state, update time and requests with
+  // `record`'s (its create_time must match the stored one, so a network
+  // deleted and created again under the same id is never overwritten by
+  // the old one's writer). NOT_FOUND if absent or recreated; on any error
+  // the stored network is unchanged. When Commit returns OK the change is
+  // as durable as the store is (durable()).
+  virtual absl::Status Commit(const NetworkRecord& record) = 0;
 
-  virtual int64_t size() const = 0;
+  // Removes the network; NOT_FOUND if absent.
+  virtual absl::Status Delete(absl::string_view id) = 0;
+
+  // Networks held.
+  virtual absl::StatusOr<int64_t> Count() const = 0;
+
+  // Whether what Create/Commit/Delete accept survives a restart of the
+  // process (false for the in-memory store).
+  virtual bool durable() const = 0;
 };
 
-// The default store: a mutex-guarded ordered map in memory.
+// The ephemeral store: records in memory, copied in and out. Holds at most
+// `max_networks`.
 std::unique_ptr<NetworkStore> NewInMemoryStore(int64_t max_networks);
 
 }  // namespace satlab::store

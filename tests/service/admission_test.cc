@@ -119,8 +119,9 @@ TEST_F(AdmissionTest, Forward_IncludeLayersOverMessageLimit_RefusedFirst) {
 // it is RESOURCE_EXHAUSTED saying what was asked and what is left, and
 // deleting a network gives its bytes back.
 TEST_F(AdmissionTest, MemoryBudget_NetworksBeyondIt_RefusedUntilOneIsDeleted) {
-  // 1000 -> 10000 -> 1 float32, plain SGD: 10,020,001 parameters = 40 MB.
-  StartWith(100'000'000);
+  // 1000 -> 10000 -> 1 float32, plain SGD: 10,020,001 parameters = 40 MB,
+  // charged twice: live, and its copy in the in-memory store.
+  StartWith(200'000'000);
   const v1::NetworkSpec spec = WideSpec(1000, 10000, v1::DTYPE_FLOAT32);
   std::vector<std::string> names;
   for (int i = 0; i < 2; ++i) {
@@ -130,16 +131,16 @@ TEST_F(AdmissionTest, MemoryBudget_NetworksBeyondIt_RefusedUntilOneIsDeleted) {
   }
   auto third = client_->CreateNetwork(spec);
   EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(third.status().message(), HasSubstr("needs 40080004 bytes"));
+  EXPECT_THAT(third.status().message(), HasSubstr("needs 80160008 bytes"));
   EXPECT_THAT(third.status().message(), HasSubstr("are left"));
-  EXPECT_THAT(third.status().message(), HasSubstr("100000000"));
+  EXPECT_THAT(third.status().message(), HasSubstr("200000000"));
   auto list = client_->ListNetworks(10);
   ASSERT_TRUE(list.ok());
   EXPECT_EQ(list->networks_size(), 2);  // nothing half-created
 
   ASSERT_TRUE(client_->DeleteNetwork(names[0]).ok());
   EXPECT_TRUE(client_->CreateNetwork(spec).ok());
-  EXPECT_LE(server_->service()->memory_budget().used(), 100'000'000);
+  EXPECT_LE(server_->service()->memory_budget().used(), 200'000'000);
 }
 
 // A Forward whose one-pass scratch exceeds what the budget has left runs in
@@ -166,8 +167,10 @@ TEST_F(AdmissionTest, MemoryBudget_TightForward_RunsInSmallerChunks) {
               first_block->outputs().float_values(i))
         << "row " << i;
   }
+  // Only the network stays charged (twice: live and in the in-memory
+  // store).
   EXPECT_EQ(server_->service()->memory_budget().used(),
-            int64_t{8192 * 3 + 1} * 4);  // only the network stays charged
+            2 * int64_t{8192 * 3 + 1} * 4);
 }
 
 // Found by e2e.hostile: decoded requests waiting for a compute thread were

@@ -1,6 +1,6 @@
 // The server's shared state driven from many threads with no gRPC in
-// between: the executor, the store's writer slot and entry lock (used the
-// way the handlers use them), and the metrics hub. Besides their own
+// between: the executor and the metrics hub (the core's writer slot and
+// locks are driven in tests/core/core_concurrency_test.cc). Besides their own
 // assertions these are the tests ThreadSanitizer checks with a clean signal
 // (label `tsan`; docs/testing.md says why the gRPC tests are not among them).
 #include <atomic>
@@ -14,10 +14,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "server/engine/network.h"
 #include "server/service/executor.h"
 #include "server/service/metrics_hub.h"
-#include "server/store/network_store.h"
 
 namespace satlab::testing {
 namespace {
@@ -85,94 +83,6 @@ TEST(ExecutorConcurrencyTest, SubmitDuringShutdown_AcceptedTasksAllRun) {
   submitter.join();
   EXPECT_FALSE(executor.TrySubmit([] {}));
   EXPECT_EQ(ran.load(), accepted);
-}
-
-std::unique_ptr<engine::Network> TinyNetwork() {
-  engine::NetworkSpec spec;
-  spec.input_size = 2;
-  spec.layers = {{4, engine::Activation::kTanh},
-                 {1, engine::Activation::kSigmoid}};
-  spec.loss = engine::Loss::kBce;
-  spec.init.scheme = engine::InitScheme::kGlorotUniform;
-  auto net = engine::Network::Create(spec, engine::Limits{}, "network.spec");
-  EXPECT_TRUE(net.ok()) << net.status();
-  return *std::move(net);
-}
-
-// Writers claim the slot, then the entry lock exclusively, and step;
-// readers take the lock shared and run Forward; a third party inserts,
-// lists and erases other entries. Exactly one writer at a time, and every
-// step a writer took is in the network's step counter.
-TEST(StoreConcurrencyTest, WritersReadersAndChurn_OneWriterAndNoStepLost) {
-  auto store = store::NewInMemoryStore(/*max_networks=*/100);
-  auto entry = std::make_shared<store::NetworkEntry>("shared", TinyNetwork(),
-                                                     absl::Now());
-  ASSERT_TRUE(store->Insert(entry).ok());
-
-  const double x[] = {0.5, -0.25, 1.0, 0.0};
-  const double y[] = {1.0, 0.0};
-  engine::MatrixView inputs{nullptr, x, 2, 2};
-  engine::MatrixView targets{nullptr, y, 2, 1};
-
-  std::atomic<int> writers_inside{0};
-  std::atomic<int> max_writers_inside{0};
-  std::atomic<int> steps_taken{0};
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> threads;
-  for (int w = 0; w < 2; ++w) {
-    threads.emplace_back([&] {
-      while (!stop.load()) {
-        auto found = store->Find("shared");
-        ASSERT_TRUE(found.ok());
-        if (!(*found)->TryAcquireWriter()) continue;
-        const int inside = writers_inside.fetch_add(1) + 1;
-        int seen = max_writers_inside.load();
-        while (inside > seen &&
-               !max_writers_inside.compare_exchange_weak(seen, inside)) {
-        }
-        {
-          absl::MutexLock lock(&(*found)->mu);
-          EXPECT_TRUE((*found)->network->TrainStep(inputs, targets).ok());
-          (*found)->update_time = absl::Now();
-        }
-        steps_taken.fetch_add(1);
-        writers_inside.fetch_sub(1);
-        (*found)->ReleaseWriter();
-      }
-    });
-  }
-  for (int r = 0; r < 2; ++r) {
-    threads.emplace_back([&] {
-      while (!stop.load()) {
-        auto found = store->Find("shared");
-        ASSERT_TRUE(found.ok());
-        absl::ReaderMutexLock lock(&(*found)->mu);
-        const auto out = (*found)->network->Forward(inputs, false);
-        ASSERT_TRUE(out.ok()) << out.status();
-        EXPECT_EQ(std::get<engine::RowMatrix<double>>(out->outputs).rows(), 2);
-      }
-    });
-  }
-  threads.emplace_back([&] {
-    for (int i = 0; !stop.load(); ++i) {
-      const std::string id = absl::StrCat("churn-", i % 8);
-      auto e =
-          std::make_shared<store::NetworkEntry>(id, TinyNetwork(), absl::Now());
-      if (store->Insert(e).ok()) {
-        EXPECT_FALSE(store->List("", 100).empty());
-        EXPECT_TRUE(store->Erase(id).ok());
-        EXPECT_TRUE(e->deleted.load());
-      }
-    }
-  });
-  absl::SleepFor(absl::Milliseconds(300));
-  stop.store(true);
-  for (auto& t : threads) t.join();
-
-  EXPECT_EQ(max_writers_inside.load(), 1);
-  EXPECT_GT(steps_taken.load(), 0);
-  absl::ReaderMutexLock lock(&entry->mu);
-  EXPECT_EQ(entry->network->step(), steps_taken.load());
 }
 
 // Three publishers, two subscribers reading as events come: each

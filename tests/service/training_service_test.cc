@@ -502,16 +502,15 @@ TEST_F(TrainingServiceTest, Train_Stream_EqualsTrainStepsBitwise) {
 }
 
 // Tiny steps run on the callback thread, larger ones on the executor
-// (service::TrainingServiceImpl::kInlineStepWork); the Train stream always uses
+// (core::NetworkCore::kInlineStepWork); the Train stream always uses
 // the executor. Both TrainStep paths must give the stream's parameters bit for
 // bit.
 TEST_F(TrainingServiceTest, TrainStep_InlineAndExecutorPaths_EqualStream) {
   constexpr int64_t kParameters = 4 * 8 + 8 + 8 * 3 + 3;
   const int tiny_rows = 6;
-  const int large_rows = static_cast<int>(
-      service::TrainingServiceImpl::kInlineStepWork / kParameters + 1);
-  ASSERT_LE(tiny_rows * kParameters,
-            service::TrainingServiceImpl::kInlineStepWork);
+  const int large_rows =
+      static_cast<int>(core::NetworkCore::kInlineStepWork / kParameters + 1);
+  ASSERT_LE(tiny_rows * kParameters, core::NetworkCore::kInlineStepWork);
   for (const int rows : {tiny_rows, large_rows}) {
     auto streamed = client_->CreateNetwork(SmallSpec(4, 8, 3, v1::LOSS_CCE, 9));
     auto stepped = client_->CreateNetwork(SmallSpec(4, 8, 3, v1::LOSS_CCE, 9));

@@ -1,4 +1,4 @@
-#include "server/service/memory_budget.h"
+#include "server/core/memory_budget.h"
 
 #include <unistd.h>
 
@@ -8,8 +8,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/capacity.h"
 
-namespace satlab::service {
+namespace satlab::core {
 namespace {
 
 // The number in `path` (a cgroup limit file), or 0 when it is missing,
@@ -67,11 +68,11 @@ absl::StatusOr<MemoryBudget::Charge> MemoryBudget::TryCharge(
   absl::MutexLock lock(&mu_);
   const int64_t left = limit_ - used_;
   if (bytes > left) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        what, " needs ", bytes, " bytes, but only ", left > 0 ? left : 0,
-        " of the server's memory budget of ", limit_,
-        " bytes are left (--memory_budget_bytes); delete networks or retry "
-        "later"));
+    return NoCapacity(absl::StrCat(what, " needs ", bytes, " bytes"),
+                      absl::StrCat("only ", left > 0 ? left : 0,
+                                   " of the server's memory budget of ", limit_,
+                                   " bytes are left"),
+                      "memory_budget_bytes", "delete networks");
   }
   used_ += bytes;
   return Charge(shared_from_this(), bytes);
@@ -92,4 +93,4 @@ void MemoryBudget::Return(int64_t bytes) {
   used_ -= bytes;
 }
 
-}  // namespace satlab::service
+}  // namespace satlab::core

@@ -11,8 +11,8 @@
 // most 3 x 32 MiB per thread and precision, see DenseNetwork::Trim),
 // metric history and stream buffers (bounded by their own flags), and the
 // process's code and libraries.
-#ifndef SATLAB_SERVER_SERVICE_MEMORY_BUDGET_H_
-#define SATLAB_SERVER_SERVICE_MEMORY_BUDGET_H_
+#ifndef SATLAB_SERVER_CORE_MEMORY_BUDGET_H_
+#define SATLAB_SERVER_CORE_MEMORY_BUDGET_H_
 
 #include <cstdint>
 #include <memory>
@@ -22,7 +22,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 
-namespace satlab::service {
+namespace satlab::core {
 
 class MemoryBudget : public std::enable_shared_from_this<MemoryBudget> {
  public:
@@ -57,9 +57,9 @@ class MemoryBudget : public std::enable_shared_from_this<MemoryBudget> {
   static int64_t DefaultLimit();
 
   // Charges `bytes` for `what` (e.g. "networks/a: parameters and optimizer
-  // state"), or RESOURCE_EXHAUSTED "<what> needs N bytes, but only M of the
-  // server's memory budget of L bytes are left (--memory_budget_bytes)"
-  // and nothing charged. Thread-safe.
+  // state"), or NoCapacity (capacity.h) "<what> needs N bytes: only M of
+  // the server's memory budget of L bytes are left (--memory_budget_bytes);
+  // retry later, or delete networks" and nothing charged. Thread-safe.
   absl::StatusOr<Charge> TryCharge(int64_t bytes, absl::string_view what);
 
   int64_t limit() const { return limit_; }
@@ -77,6 +77,6 @@ class MemoryBudget : public std::enable_shared_from_this<MemoryBudget> {
   int64_t used_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-}  // namespace satlab::service
+}  // namespace satlab::core
 
-#endif  // SATLAB_SERVER_SERVICE_MEMORY_BUDGET_H_
+#endif  // SATLAB_SERVER_CORE_MEMORY_BUDGET_H_

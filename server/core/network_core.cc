@@ -1,0 +1,679 @@
+#include "server/core/network_core.h"
+
+#include <algorithm>
+#include <atomic>
+#include <new>
+#include <utility>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace satlab::core {
+
+// One live network. `mu` guards its state: a writer (holding the writer
+// slot) changes it under the exclusive lock; readers hold it shared and see
+// the state between two steps. The slot is taken before the lock, so a
+// second writer fails at once instead of queueing behind a long stream.
+struct NetworkCore::Live {
+  Live(std::string id_in, absl::Time created, engine::NetworkSpec spec_in,
+       MemoryBudget::Charge charge_in)
+      : id(std::move(id_in)),
+        create_time(created),
+        spec(std::move(spec_in)),
+        charge(std::move(charge_in)) {}
+
+  bool TryAcquireWriter() {
+    bool expected = false;
+    return writer.compare_exchange_strong(expected, true);
+  }
+  void ReleaseWriter() { writer.store(false); }
+
+  const std::string id;
+  const absl::Time create_time;
+  const engine::NetworkSpec spec;  // init.explicit_params empty
+  absl::Mutex mu;
+  std::unique_ptr<engine::Network> network ABSL_GUARDED_BY(mu);
+  absl::Time update_time ABSL_GUARDED_BY(mu);
+  std::vector<store::RequestRecord> requests ABSL_GUARDED_BY(mu);
+  // network's step when it was last committed (or loaded).
+  int64_t durable_step ABSL_GUARDED_BY(mu) = 0;
+  // Changed since the store last got it (ephemeral store: CommitLocked).
+  bool dirty ABSL_GUARDED_BY(mu) = false;
+  std::atomic<bool> writer{false};
+  // Set by Delete; writers check it before each step.
+  std::atomic<bool> deleted{false};
+  // The network's parameters and optimizer state in the memory budget,
+  // returned when the last holder (the cache, a call, a session) lets go.
+  MemoryBudget::Charge charge;
+};
+
+namespace {
+
+std::string Name(absl::string_view id) { return absl::StrCat("networks/", id); }
+
+// The spec without explicit initial parameters (which may be megabytes and
+// are part of the state once the network exists).
+engine::NetworkSpec SpecWithoutParams(const engine::NetworkSpec& spec) {
+  engine::NetworkSpec out = spec;
+  out.init.explicit_params.clear();
+  out.init.explicit_params.shrink_to_fit();
+  return out;
+}
+
+absl::Status Deleted(absl::string_view id) {
+  return absl::AbortedError(absl::StrCat(Name(id), " was deleted"));
+}
+
+absl::Status OutOfMemory(absl::string_view what) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the server ran out of memory for ", what, "; nothing changed"));
+}
+
+// A network's state in the budget: once live, and once more when the
+// store keeps its copy in memory (an ephemeral store).
+absl::StatusOr<MemoryBudget::Charge> ChargeState(
+    MemoryBudget& budget, absl::string_view id, const engine::NetworkSpec& spec,
+    bool durable_store) {
+  const int64_t bytes = engine::StateBytes(spec);
+  return budget.TryCharge(
+      durable_store ? bytes : 2 * bytes,
+      absl::StrCat(Name(id), durable_store
+                                 ? ": parameters and optimizer state"
+                                 : ": parameters and optimizer state, live "
+                                   "and in the in-memory store"));
+}
+
+}  // namespace
+
+NetworkCore::NetworkCore(const CoreOptions& options, store::NetworkStore* store)
+    : options_(options),
+      store_(store),
+      budget_(MemoryBudget::Create(options.memory_budget_bytes > 0
+                                       ? options.memory_budget_bytes
+                                       : MemoryBudget::DefaultLimit())) {}
+
+NetworkCore::~NetworkCore() = default;
+
+absl::Status NetworkCore::Flush() {
+  std::vector<std::shared_ptr<Live>> live;
+  {
+    absl::ReaderMutexLock lock(&cache_mu_);
+    for (const auto& [id, network] : live_) live.push_back(network);
+  }
+  absl::Status first;
+  for (const std::shared_ptr<Live>& network : live) {
+    absl::MutexLock lock(&network->mu);
+    if (!network->dirty || network->deleted.load()) continue;
+    first.Update(CommitNowLocked(*network));
+  }
+  return first;
+}
+
+absl::Status NetworkCore::BusyError(absl::string_view id) {
+  return absl::AbortedError(absl::StrCat(
+      Name(id),
+      " is being written by another caller (TrainStep, SetParameters or an "
+      "open Train stream); retry when it finishes"));
+}
+
+std::shared_ptr<NetworkCore::Live> NetworkCore::FindCached(
+    absl::string_view id) {
+  absl::ReaderMutexLock lock(&cache_mu_);
+  auto it = live_.find(id);
+  return it == live_.end() ? nullptr : it->second;
+}
+
+absl::StatusOr<std::shared_ptr<NetworkCore::Live>> NetworkCore::Find(
+    absl::string_view id) {
+  if (std::shared_ptr<Live> live = FindCached(id)) return live;
+  // Not live yet: loaded under the exclusive lock, so that two callers do
+  // not both load it (the second finds the first's).
+  absl::MutexLock lock(&cache_mu_);
+  auto it = live_.find(id);
+  if (it != live_.end()) return it->second;
+  return LoadLive(id);
+}
+
+absl::StatusOr<std::shared_ptr<NetworkCore::Live>> NetworkCore::LoadLive(
+    absl::string_view id) {
+  auto record = store_->Load(id);
+  if (!record.ok()) return record.status();
+  auto charge =
+      ChargeState(*budget_, id, record->state.spec, store_->durable());
+  if (!charge.ok()) return charge.status();
+  engine::NetworkSpec spec = SpecWithoutParams(record->state.spec);
+  auto network = engine::Network::FromState(std::move(record->state),
+                                            options_.limits, "state");
+  if (!network.ok()) {
+    if (absl::IsResourceExhausted(network.status())) return network.status();
+    // What the store holds does not make a network: not the caller's fault.
+    return absl::DataLossError(
+        absl::StrCat(Name(id), " in the store: ", network.status().message()));
+  }
+  auto live = std::make_shared<Live>(std::string(id), record->create_time,
+                                     std::move(spec), *std::move(charge));
+  {
+    absl::MutexLock live_lock(&live->mu);
+    live->durable_step = (*network)->step();
+    live->network = *std::move(network);
+    live->update_time = record->update_time;
+    live->requests = std::move(record->requests);
+  }
+  live_.emplace(live->id, live);
+  return live;
+}
+
+NetworkInfo NetworkCore::InfoLocked(const Live& live) const
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {  // callers hold live.mu
+  NetworkInfo info;
+  info.id = live.id;
+  info.create_time = live.create_time;
+  info.update_time = live.update_time;
+  info.spec = live.spec;
+  info.step = live.network->step();
+  info.samples_seen = live.network->samples_seen();
+  info.parameter_count = live.network->parameter_count();
+  info.durable_step = live.durable_step;
+  return info;
+}
+
+absl::StatusOr<NetworkInfo> NetworkCore::Create(
+    absl::string_view id, const engine::NetworkSpec& spec) {
+  if (absl::Status s = engine::ValidateSpec(spec, options_.limits); !s.ok()) {
+    return s;
+  }
+  auto charge = ChargeState(*budget_, id, spec, store_->durable());
+  if (!charge.ok()) return charge.status();
+  auto network = engine::Network::Create(spec, options_.limits);
+  if (!network.ok()) return network.status();
+  auto state = (*network)->ExportState();
+  if (!state.ok()) return state.status();
+  const absl::Time now = absl::Now();
+  store::NetworkRecord record;
+  record.id = std::string(id);
+  record.create_time = now;
+  record.update_time = now;
+  record.state = *std::move(state);
+  auto live = std::make_shared<Live>(record.id, now, SpecWithoutParams(spec),
+                                     *std::move(charge));
+  absl::MutexLock lock(&cache_mu_);
+  if (absl::Status s = store_->Create(record); !s.ok()) return s;
+  absl::MutexLock live_lock(&live->mu);
+  live->network = *std::move(network);
+  live->update_time = now;
+  live_.emplace(live->id, live);
+  return InfoLocked(*live);
+}
+
+absl::StatusOr<NetworkInfo> NetworkCore::Get(absl::string_view id) {
+  auto live = Find(id);
+  if (!live.ok()) return live.status();
+  absl::ReaderMutexLock lock(&(*live)->mu);
+  return InfoLocked(**live);
+}
+
+absl::StatusOr<std::vector<NetworkInfo>> NetworkCore::List(
+    absl::string_view after, int limit) {
+  auto summaries = store_->List(after, limit);
+  if (!summaries.ok()) return summaries.status();
+  std::vector<std::shared_ptr<Live>> live(summaries->size());
+  {
+    absl::ReaderMutexLock lock(&cache_mu_);
+    for (size_t i = 0; i < summaries->size(); ++i) {
+      auto it = live_.find((*summaries)[i].id);
+      if (it != live_.end()) live[i] = it->second;
+    }
+  }
+  std::vector<NetworkInfo> page;
+  page.reserve(summaries->size());
+  for (size_t i = 0; i < summaries->size(); ++i) {
+    store::NetworkSummary& s = (*summaries)[i];
+    if (live[i] != nullptr) {
+      // Live: its counters may be ahead of the store (a Train stream's
+      // steps not yet committed).
+      absl::ReaderMutexLock lock(&live[i]->mu);
+      page.push_back(InfoLocked(*live[i]));
+      continue;
+    }
+    NetworkInfo& info = page.emplace_back();
+    info.id = std::move(s.id);
+    info.create_time = s.create_time;
+    info.update_time = s.update_time;
+    info.parameter_count = engine::ParameterCount(s.spec);
+    info.spec = std::move(s.spec);
+    info.step = s.step;
+    info.samples_seen = s.samples_seen;
+    info.durable_step = s.step;
+  }
+  return page;
+}
+
+absl::Status NetworkCore::Delete(absl::string_view id) {
+  std::shared_ptr<Live> gone;  // released after the cache lock
+  absl::MutexLock lock(&cache_mu_);
+  if (absl::Status s = store_->Delete(id); !s.ok()) return s;
+  auto it = live_.find(id);
+  if (it != live_.end()) {
+    it->second->deleted.store(true);
+    gone = std::move(it->second);
+    live_.erase(it);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ParametersOutcome> NetworkCore::GetParameters(
+    absl::string_view id, ResponseBytes response) {
+  auto live = Find(id);
+  if (!live.ok()) return live.status();
+  absl::ReaderMutexLock lock(&(*live)->mu);
+  const engine::Network& net = *(*live)->network;
+  auto bytes = response(net.spec(), 0);
+  if (!bytes.ok()) return bytes.status();
+  ParametersOutcome out;
+  // A copy per layer, then the response.
+  auto charge = budget_->TryCharge(2 * *bytes, "GetParameters");
+  if (!charge.ok()) return charge.status();
+  out.charge = *std::move(charge);
+  for (int l = 0; l < net.num_layers(); ++l) {
+    out.weights.push_back(net.weights(l));
+    out.biases.push_back(net.biases(l));
+  }
+  out.step = net.step();
+  return out;
+}
+
+absl::StatusOr<ForwardOutcome> NetworkCore::Forward(
+    absl::string_view id, const engine::MatrixView& inputs, bool include_layers,
+    const engine::CallOptions& call_in, ResponseBytes response) {
+  auto live = Find(id);
+  if (!live.ok()) return live.status();
+  absl::ReaderMutexLock lock(&(*live)->mu);
+  const engine::Network& net = *(*live)->network;
+  const engine::NetworkSpec& spec = net.spec();
+  if (absl::Status s = net.ValidateBatch(inputs, nullptr, spec.loss, "",
+                                         options_.limits.max_batch_rows);
+      !s.ok()) {
+    return s;
+  }
+  // The response, before computing.
+  auto bytes = response(spec, inputs.rows);
+  if (!bytes.ok()) return bytes.status();
+  engine::CallOptions call = call_in;
+  const int64_t rows = inputs.rows;
+  int64_t scratch =
+      std::min(engine::CallScratchBytes(spec, engine::CallKind::kForward, rows),
+               call.max_scratch_bytes);
+  // When the budget has less room than that, Forward runs in smaller
+  // chunks, down to one block; with less room than one block it is
+  // refused, saying what that least amount is.
+  const int64_t room = budget_->available() - 2 * *bytes;
+  const int64_t block_scratch =
+      engine::CallScratchBytes(spec, engine::CallKind::kForward,
+                               std::min(rows, engine::BlockRows(spec)));
+  if (room < scratch) {
+    scratch = std::max(room, std::min(scratch, block_scratch));
+  }
+  call.max_scratch_bytes = scratch;
+  // The result, its copy in the response, and the scratch.
+  auto charge = budget_->TryCharge(2 * *bytes + scratch, "Forward");
+  if (!charge.ok()) return charge.status();
+  auto result = net.Forward(inputs, include_layers, call);
+  if (!result.ok()) return result.status();
+  return ForwardOutcome{*std::move(result), net.step(), *std::move(charge)};
+}
+
+absl::StatusOr<GradientsOutcome> NetworkCore::ComputeGradients(
+    absl::string_view id, const Batch& batch, absl::string_view field,
+    const std::vector<engine::Loss>& counterfactuals,
+    const engine::CallOptions& call, ResponseBytes response) {
+  auto live = Find(id);
+  if (!live.ok()) return live.status();
+  absl::ReaderMutexLock lock(&(*live)->mu);
+  const engine::Network& net = *(*live)->network;
+  const engine::NetworkSpec& spec = net.spec();
+  // Every loss is checked before any is computed: all or nothing.
+  std::vector<engine::Loss> losses = {spec.loss};
+  for (size_t i = 0; i < counterfactuals.size(); ++i) {
+    if (absl::Status s = engine::CheckLossActivation(
+            counterfactuals[i], spec.layers.back().activation,
+            absl::StrCat("counterfactual_losses[", i, "]"));
+        !s.ok()) {
+      return s;
+    }
+    losses.push_back(counterfactuals[i]);
+  }
+  // Targets must suit every requested loss (bce/cce need [0, 1]).
+  for (engine::Loss loss : losses) {
+    if (absl::Status s =
+            net.ValidateBatch(batch.inputs, &batch.targets, loss, field,
+                              options_.limits.max_batch_rows);
+        !s.ok()) {
+      return s;
+    }
+  }
+  auto bytes = response(spec, batch.inputs.rows);
+  if (!bytes.ok()) return bytes.status();
+  auto charge = budget_->TryCharge(
+      2 * *bytes + engine::CallScratchBytes(spec,
+                                            engine::CallKind::kComputeGradients,
+                                            batch.inputs.rows),
+      "ComputeGradients");
+  if (!charge.ok()) return charge.status();
+  GradientsOutcome out;
+  out.charge = *std::move(charge);
+  for (engine::Loss loss : losses) {
+    auto computed =
+        net.ComputeGradients(batch.inputs, batch.targets, loss, call);
+    if (!computed.ok()) return computed.status();
+    out.results.push_back(*std::move(computed));
+  }
+  out.step = net.step();
+  return out;
+}
+
+absl::StatusOr<EvalOutcome> NetworkCore::Evaluate(
+    absl::string_view id, const Batch& batch, absl::string_view field,
+    const engine::CallOptions& call) {
+  auto live = Find(id);
+  if (!live.ok()) return live.status();
+  absl::ReaderMutexLock lock(&(*live)->mu);
+  const engine::Network& net = *(*live)->network;
+  if (absl::Status s =
+          net.ValidateBatch(batch.inputs, &batch.targets, net.spec().loss,
+                            field, options_.limits.max_batch_rows);
+      !s.ok()) {
+    return s;
+  }
+  auto charge = budget_->TryCharge(
+      engine::CallScratchBytes(net.spec(), engine::CallKind::kEvaluate,
+                               batch.inputs.rows),
+      "Evaluate");
+  if (!charge.ok()) return charge.status();
+  auto result = net.Evaluate(batch.inputs, batch.targets, call);
+  if (!result.ok()) return result.status();
+  return EvalOutcome{*std::move(result), net.step()};
+}
+
+absl::StatusOr<engine::StepResult> NetworkCore::StepLocked(
+    Live& live, const Batch& batch, absl::string_view field,
+    const engine::CallOptions& call) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  // Callers hold live.mu exclusively.
+  if (live.deleted.load()) return Deleted(live.id);
+  engine::Network& net = *live.network;
+  if (absl::Status s =
+          net.ValidateBatch(batch.inputs, &batch.targets, net.spec().loss,
+                            field, options_.limits.max_batch_rows);
+      !s.ok()) {
+    return s;
+  }
+  try {
+    auto charge = budget_->TryCharge(
+        engine::CallScratchBytes(net.spec(), engine::CallKind::kTrainStep,
+                                 batch.inputs.rows),
+        "TrainStep");
+    if (!charge.ok()) return charge.status();
+    auto result = net.TrainStep(batch.inputs, batch.targets, call);
+    if (result.ok()) live.update_time = absl::Now();
+    return result;
+  } catch (const std::bad_alloc&) {
+    return OutOfMemory("this step");
+  }
+}
+
+absl::Status NetworkCore::CommitLocked(Live& live)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {  // callers hold live.mu exclusively
+  if (store_->durable()) return CommitNowLocked(live);
+  if (live.deleted.load()) return Deleted(live.id);
+  live.dirty = true;
+  live.durable_step = live.network->step();
+  return absl::OkStatus();
+}
+
+absl::Status NetworkCore::CommitNowLocked(Live& live)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {  // callers hold live.mu exclusively
+  if (live.deleted.load()) return Deleted(live.id);
+  absl::Status status;
+  int64_t step = 0;
+  try {
+    auto state = live.network->ExportState();
+    if (state.ok()) {
+      step = state->step;
+      store::NetworkRecord record;
+      record.id = live.id;
+      record.create_time = live.create_time;
+      record.update_time = live.update_time;
+      record.state = *std::move(state);
+      record.requests = live.requests;
+      status = store_->Commit(record);
+    } else {
+      status = state.status();
+    }
+  } catch (const std::bad_alloc&) {
+    status = OutOfMemory("a copy of the network to commit");
+  }
+  if (status.ok()) {
+    live.durable_step = step;
+    live.dirty = false;
+    return status;
+  }
+  // Memory never runs ahead of the store: back to what the store holds.
+  auto record = store_->Load(live.id);
+  absl::StatusOr<std::unique_ptr<engine::Network>> network =
+      record.ok() ? engine::Network::FromState(std::move(record->state),
+                                               options_.limits, "state")
+                  : record.status();
+  if (network.ok() && record->create_time == live.create_time) {
+    live.dirty = false;
+    live.durable_step = (*network)->step();
+    live.network = *std::move(network);
+    live.update_time = record->update_time;
+    live.requests = std::move(record->requests);
+  } else {
+    // Unreadable now: drop it from the cache; the next call loads it again
+    // (or reports why it cannot).
+    absl::MutexLock lock(&cache_mu_);
+    auto it = live_.find(live.id);
+    if (it != live_.end() && it->second.get() == &live) live_.erase(it);
+  }
+  return status;
+}
+
+absl::StatusOr<bool> NetworkCore::FindRequestLocked(
+    Live& live, const RequestKey& key,
+    Replay* replay) ABSL_NO_THREAD_SAFETY_ANALYSIS {  // callers hold live.mu
+  for (const store::RequestRecord& recent : live.requests) {
+    if (recent.request_id != key.request_id) continue;
+    if (recent.fingerprint != key.fingerprint) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "request_id: \"", key.request_id, "\" was already used on ",
+          Name(live.id),
+          " for a different request; use a new id for a new request"));
+    }
+    replay->response = recent.response;
+    return true;
+  }
+  return false;
+}
+
+void NetworkCore::RememberRequestLocked(Live& live, const RequestKey& key,
+                                        std::string response)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {  // callers hold live.mu
+  live.requests.push_back(
+      {std::string(key.request_id), key.fingerprint, std::move(response)});
+  const size_t keep =
+      static_cast<size_t>(std::max(0, options_.request_ids_per_network));
+  if (live.requests.size() > keep) {
+    live.requests.erase(live.requests.begin(),
+                        live.requests.end() - static_cast<ptrdiff_t>(keep));
+  }
+}
+
+absl::StatusOr<StepOutcome> NetworkCore::TrainStep(
+    absl::string_view id, const Batch& batch, absl::string_view field,
+    const engine::CallOptions& call, const RequestKey& key, RecordStep record,
+    Replay* replay) {
+  auto found = Find(id);
+  if (!found.ok()) return found.status();
+  Live& live = **found;
+  if (!live.TryAcquireWriter()) return BusyError(id);
+  absl::Cleanup release = [&live] { live.ReleaseWriter(); };
+  absl::MutexLock lock(&live.mu);
+  if (!key.request_id.empty()) {
+    // A retry of an applied step: its first answer, not a second step.
+    auto seen = FindRequestLocked(live, key, replay);
+    if (!seen.ok()) return seen.status();
+    if (*seen) return StepOutcome{{}, live.durable_step};
+  }
+  auto result = StepLocked(live, batch, field, call);
+  if (!result.ok()) return result.status();
+  StepOutcome out{*std::move(result), 0};
+  out.durable_step = out.result.step;
+  if (!key.request_id.empty()) {
+    RememberRequestLocked(live, key, record(out));
+  }
+  if (absl::Status s = CommitLocked(live); !s.ok()) return s;
+  return out;
+}
+
+std::optional<absl::StatusOr<StepOutcome>> NetworkCore::TryStepInline(
+    absl::string_view id, const Batch& batch, absl::string_view field,
+    const RequestKey& key) {
+  // A durable commit may wait on the disk; a request id needs the
+  // recorded requests: both go to the executor.
+  if (store_->durable() || !key.request_id.empty()) return std::nullopt;
+  std::shared_ptr<Live> live = FindCached(id);
+  const int64_t rows = batch.inputs.rows;
+  if (live == nullptr || rows <= 0 ||
+      rows > kInlineStepWork / engine::ParameterCount(live->spec) ||
+      !live->TryAcquireWriter()) {
+    return std::nullopt;
+  }
+  absl::Cleanup release = [&live] { live->ReleaseWriter(); };
+  if (!live->mu.TryLock()) return std::nullopt;
+  // No call to follow: a tiny step takes microseconds.
+  engine::CallOptions call;
+  call.max_scratch_bytes = options_.limits.max_call_scratch_bytes;
+  absl::StatusOr<StepOutcome> out = [&]() -> absl::StatusOr<StepOutcome> {
+    auto result = StepLocked(*live, batch, field, call);
+    if (!result.ok()) return result.status();
+    if (absl::Status s = CommitLocked(*live); !s.ok()) return s;
+    const int64_t step = result->step;
+    return StepOutcome{*std::move(result), step};
+  }();
+  live->mu.Unlock();  // StepLocked and CommitLocked throw nothing
+  return out;
+}
+
+absl::StatusOr<NetworkInfo> NetworkCore::SetParameters(
+    absl::string_view id, MakeParams params, bool reset_optimizer_state,
+    const RequestKey& key, RecordParameters record, Replay* replay) {
+  auto found = Find(id);
+  if (!found.ok()) return found.status();
+  Live& live = **found;
+  if (!live.TryAcquireWriter()) return BusyError(id);
+  absl::Cleanup release = [&live] { live.ReleaseWriter(); };
+  absl::MutexLock lock(&live.mu);
+  if (!key.request_id.empty()) {
+    auto seen = FindRequestLocked(live, key, replay);
+    if (!seen.ok()) return seen.status();
+    if (*seen) return InfoLocked(live);
+  }
+  if (live.deleted.load()) return Deleted(id);
+  auto made = params(live.spec);
+  if (!made.ok()) return made.status();
+  if (absl::Status s =
+          live.network->SetParameters(*made, reset_optimizer_state);
+      !s.ok()) {
+    return s;
+  }
+  live.update_time = absl::Now();
+  NetworkInfo info = InfoLocked(live);
+  info.durable_step = info.step;
+  if (!key.request_id.empty()) {
+    RememberRequestLocked(live, key, record(info));
+  }
+  if (absl::Status s = CommitLocked(live); !s.ok()) return s;
+  return info;
+}
+
+absl::StatusOr<std::unique_ptr<WriterSession>> NetworkCore::OpenWriter(
+    absl::string_view id, const SessionOptions& options) {
+  auto found = Find(id);
+  if (!found.ok()) return found.status();
+  if (!(*found)->TryAcquireWriter()) return BusyError(id);
+  int64_t durable_step;
+  {
+    absl::ReaderMutexLock lock(&(*found)->mu);
+    durable_step = (*found)->durable_step;
+  }
+  return std::unique_ptr<WriterSession>(new WriterSession(
+      this, *std::move(found),
+      options.commit_every_steps > 0 ? options.commit_every_steps
+                                     : options_.commit_every_steps,
+      options.commit_interval > absl::ZeroDuration() ? options.commit_interval
+                                                     : options_.commit_interval,
+      durable_step));
+}
+
+WriterSession::WriterSession(NetworkCore* core,
+                             std::shared_ptr<NetworkCore::Live> live,
+                             int64_t commit_every_steps,
+                             absl::Duration commit_interval,
+                             int64_t durable_step)
+    : core_(core),
+      live_(std::move(live)),
+      id_(live_->id),
+      commit_every_steps_(commit_every_steps),
+      commit_interval_(commit_interval),
+      last_commit_(absl::Now()),
+      durable_step_(durable_step) {}
+
+WriterSession::~WriterSession() { Close().IgnoreError(); }
+
+absl::StatusOr<StepOutcome> WriterSession::Step(
+    const Batch& batch, absl::string_view field,
+    const engine::CallOptions& call) {
+  if (closed_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("networks/", id_, ": the writer session is closed"));
+  }
+  absl::MutexLock lock(&live_->mu);
+  auto result = core_->StepLocked(*live_, batch, field, call);
+  if (!result.ok()) return result.status();
+  ++uncommitted_steps_;
+  const absl::Time now = absl::Now();
+  const bool due =
+      (commit_every_steps_ > 0 && uncommitted_steps_ >= commit_every_steps_) ||
+      (commit_interval_ > absl::ZeroDuration() &&
+       now - last_commit_ >= commit_interval_);
+  if (due) {
+    if (absl::Status s = CommitNow(); !s.ok()) return s;
+  }
+  return StepOutcome{*std::move(result), durable_step_};
+}
+
+absl::Status WriterSession::CommitNow() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  // Callers hold live_->mu exclusively.
+  absl::Status s = core_->CommitLocked(*live_);
+  // On failure the live network is back at the stored state.
+  durable_step_ = live_->durable_step;
+  uncommitted_steps_ = 0;
+  last_commit_ = absl::Now();
+  return s;
+}
+
+absl::Status WriterSession::Close() {
+  if (closed_) return close_status_;
+  closed_ = true;
+  if (uncommitted_steps_ > 0 && !live_->deleted.load()) {
+    absl::MutexLock lock(&live_->mu);
+    close_status_ = CommitNow();
+  }
+  live_->ReleaseWriter();
+  // The network's memory goes back to the budget now if it was deleted.
+  live_.reset();
+  return close_status_;
+}
+
+}  // namespace satlab::core

@@ -1,0 +1,65 @@
+#include "server/service/core_convert.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/service/convert.h"
+
+namespace satlab::service {
+namespace {
+
+constexpr size_t kMaxRequestIdBytes = 128;
+
+absl::Status ValidateRequestId(absl::string_view id) {
+  if (id.size() > kMaxRequestIdBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request_id: expected at most ", kMaxRequestIdBytes,
+                     " characters, got ", id.size()));
+  }
+  for (char c : id) {
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          "request_id: expected printable ASCII without spaces (e.g. a "
+          "UUID), got other bytes");
+    }
+  }
+  return absl::OkStatus();
+}
+
+// FNV-1a, 64 bits: the same in every process (absl::Hash is seeded per
+// process, and request records outlive processes in a durable store).
+uint64_t Fingerprint(const google::protobuf::Message& request) {
+  uint64_t hash = 0xcbf29ce484222325ULL;
+  for (unsigned char c : request.SerializeAsString()) {
+    hash = (hash ^ c) * 0x100000001b3ULL;
+  }
+  return hash;
+}
+
+}  // namespace
+
+absl::StatusOr<core::Batch> BatchOf(const v1::Minibatch& batch,
+                                    absl::string_view field) {
+  auto inputs = MatrixViewOf(batch.inputs(), absl::StrCat(field, ".inputs"));
+  if (!inputs.ok()) return inputs.status();
+  auto targets = MatrixViewOf(batch.targets(), absl::StrCat(field, ".targets"));
+  if (!targets.ok()) return targets.status();
+  return core::Batch{*inputs, *targets};
+}
+
+absl::StatusOr<core::RequestKey> RequestKeyOf(
+    const std::string& request_id, const google::protobuf::Message& request) {
+  if (absl::Status s = ValidateRequestId(request_id); !s.ok()) return s;
+  if (request_id.empty()) return core::RequestKey{};
+  return core::RequestKey{request_id, Fingerprint(request)};
+}
+
+void InfoToProto(const core::NetworkInfo& info, v1::Network* out) {
+  out->set_name(NetworkName(info.id));
+  SpecToProto(info.spec, out->mutable_spec());
+  TimeToProto(info.create_time, out->mutable_create_time());
+  TimeToProto(info.update_time, out->mutable_update_time());
+  out->set_step(info.step);
+  out->set_samples_seen(info.samples_seen);
+  out->set_parameter_count(info.parameter_count);
+}
+
+}  // namespace satlab::service
