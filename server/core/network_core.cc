@@ -179,13 +179,15 @@ NetworkInfo NetworkCore::InfoLocked(const Live& live) const
 }
 
 absl::StatusOr<NetworkInfo> NetworkCore::Create(
-    absl::string_view id, const engine::NetworkSpec& spec) {
-  if (absl::Status s = engine::ValidateSpec(spec, options_.limits); !s.ok()) {
+    absl::string_view id, const engine::NetworkSpec& spec,
+    const engine::SpecFields& fields) {
+  if (absl::Status s = engine::ValidateSpec(spec, options_.limits, fields);
+      !s.ok()) {
     return s;
   }
   auto charge = ChargeState(*budget_, id, spec, store_->durable());
   if (!charge.ok()) return charge.status();
-  auto network = engine::Network::Create(spec, options_.limits);
+  auto network = engine::Network::Create(spec, options_.limits, fields);
   if (!network.ok()) return network.status();
   auto state = (*network)->ExportState();
   if (!state.ok()) return state.status();

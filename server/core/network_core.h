@@ -166,9 +166,11 @@ class NetworkCore {
   // Builds `spec` (validated against the limits, charged to the memory
   // budget) and adds it to the store as networks/{id}. INVALID_ARGUMENT,
   // RESOURCE_EXHAUSTED, ALREADY_EXISTS, or the store's error; nothing is
-  // kept on error.
+  // kept on error. `fields` names the spec's fields in errors (the
+  // service passes its request's path, "network.spec").
   absl::StatusOr<NetworkInfo> Create(absl::string_view id,
-                                     const engine::NetworkSpec& spec);
+                                     const engine::NetworkSpec& spec,
+                                     const engine::SpecFields& fields = "spec");
   // NOT_FOUND naming networks/{id}, or the store's error loading it.
   absl::StatusOr<NetworkInfo> Get(absl::string_view id);
   // Up to `limit` networks with id > `after`, in id order: the store's

@@ -259,8 +259,14 @@ absl::Status CheckState(const NetworkState& state, const Limits& limits,
   if (spec.init.scheme == InitScheme::kExplicit) {
     NetworkSpec checked = spec;
     checked.init.scheme = InitScheme::kZeros;
-    if (absl::Status s = ValidateSpec(checked, limits); !s.ok()) return s;
-  } else if (absl::Status s = ValidateSpec(spec, limits); !s.ok()) {
+    if (absl::Status s = ValidateSpec(checked, limits,
+                                      SpecFields(absl::StrCat(field, ".spec")));
+        !s.ok()) {
+      return s;
+    }
+  } else if (absl::Status s = ValidateSpec(
+                 spec, limits, SpecFields(absl::StrCat(field, ".spec")));
+             !s.ok()) {
     return s;
   }
   if (absl::Status s = CheckCounter(state.step, absl::StrCat(field, ".step"));

@@ -202,7 +202,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::CreateNetwork(
           " bytes (--max_message_bytes; --max_parameters allows ",
           options_.limits.max_parameters, "); use fewer units or float32"));
     }
-    auto info = core_->Create(id, *spec);
+    auto info = core_->Create(id, *spec, "network.spec");
     if (!info.ok()) return info.status();
     InfoToProto(*info, response->mutable_network());
     return absl::OkStatus();

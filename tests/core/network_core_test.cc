@@ -284,7 +284,8 @@ TEST_F(NetworkCoreTest, Restart_ContinuesBitwiseLikeUninterrupted) {
   for (int i = 5; i < 9; ++i) ASSERT_TRUE(Step(i).ok());
 
   // The same nine steps on one engine network, never stored.
-  auto reference = engine::Network::Create(SmallSpec(), engine::Limits{});
+  auto reference =
+      engine::Network::Create(SmallSpec(), engine::Limits{}, "spec");
   ASSERT_TRUE(reference.ok());
   for (int i = 0; i < 9; ++i) {
     const TestBatch batch(i);
