@@ -6,8 +6,8 @@
 //       ::testing::Values(StoreFactory{"sqlite", &OpenMyStore}),
 //       StoreFactoryName);
 //
-// Also the helpers other store tests share: hand-built records (no
-// dependency on Network::ExportState) and bitwise comparison.
+// Also the helpers other store tests share (store_records.cc): hand-built
+// records (no dependency on Network::ExportState) and bitwise comparison.
 #ifndef SATLAB_TESTS_STORE_STORE_CONTRACT_H_
 #define SATLAB_TESTS_STORE_STORE_CONTRACT_H_
 
