@@ -51,7 +51,8 @@ class Writer {
     out_.append(s.data(), s.size());
   }
   void Raw(const void* p, size_t n) {
-    out_.append(static_cast<const char*>(p), n);
+    // An empty matrix's data() may be null, which memcpy must not see.
+    if (n > 0) out_.append(static_cast<const char*>(p), n);
   }
 
   template <typename T>
@@ -117,6 +118,7 @@ class Reader {
                         " left"));
       return false;
     }
+    if (n == 0) return true;  // p may be an empty matrix's null data()
     std::memcpy(p, in_.data() + pos_, n);
     pos_ += n;
     return true;

@@ -44,6 +44,20 @@ TEST(CodecTest, ExplicitInitParamsRoundTrip) {
   EXPECT_EQ(back->init.explicit_params[0].biases, p.biases);
 }
 
+// Found by fuzz_codec: an empty tensor's data() is null.
+TEST(CodecTest, EmptyTensorsRoundTrip) {
+  engine::NetworkState state;
+  state.weights.push_back(engine::RowMatrix<float>(0, 3));
+  state.biases.push_back(engine::RowMatrix<double>(1, 0));
+  std::string bytes = EncodeNetworkState(state);
+  absl::StatusOr<engine::NetworkState> back = DecodeNetworkState(bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->weights.size(), 1u);
+  EXPECT_EQ(std::get<0>(back->weights[0]).cols(), 3);
+  EXPECT_EQ(std::get<1>(back->biases[0]).cols(), 0);
+  EXPECT_EQ(EncodeNetworkState(*back), bytes);
+}
+
 TEST(CodecTest, RequestsRoundTrip) {
   NetworkRecord r =
       MakeRecord("c", DType::kFloat32, Optimizer::kSgd, 4, {2, 1}, 5);
