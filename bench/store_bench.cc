@@ -4,8 +4,8 @@
 // and the in-memory store for reference. Networks, float32 with Adam (two
 // optimizer slots, so the record is 3x the parameters):
 //
-//   tiny  2-16-16-1        (2 KB record)
-//   big   784-256-256-10   (2.8 MB record)
+//   tiny  2-16-16-1        (4 KB record)
+//   big   784-256-256-10   (3.2 MB record)
 //
 // The store lives under $SATLAB_BENCH_DIR (default /tmp); results depend on
 // that file system's fsync, so docs/notes/store.md says which one was used.
@@ -46,8 +46,9 @@ store::NetworkRecord Record(const std::vector<int>& sizes) {
   spec.optimizer.kind = engine::OptimizerKind::kAdam;
   auto fill = [&](std::vector<AnyMatrix>& w, std::vector<AnyMatrix>& b) {
     for (size_t i = 1; i < sizes.size(); ++i) {
-      w.push_back(RowMatrix<float>::Random(sizes[i - 1], sizes[i]));
-      b.push_back(RowMatrix<float>::Random(1, sizes[i]));
+      w.push_back(
+          RowMatrix<float>(RowMatrix<float>::Random(sizes[i - 1], sizes[i])));
+      b.push_back(RowMatrix<float>(RowMatrix<float>::Random(1, sizes[i])));
     }
   };
   fill(r.state.weights, r.state.biases);
