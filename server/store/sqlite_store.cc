@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <new>
 #include <string>
 #include <utility>
@@ -96,7 +97,21 @@ std::string ColumnBlob(sqlite3_stmt* s, int col) {
              : std::string(static_cast<const char*>(p), static_cast<size_t>(n));
 }
 
-class SqliteStore final : public NetworkStore {
+absl::Status ExperimentNotFound(absl::string_view id) {
+  return absl::NotFoundError(absl::StrCat("experiments/", id, " not found"));
+}
+
+void BindText(sqlite3_stmt* s, int i, absl::string_view v) {
+  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+}
+void BindBlob(sqlite3_stmt* s, int i, absl::string_view v) {
+  // A zero-length blob, not NULL: the columns are NOT NULL.
+  sqlite3_bind_blob64(s, i, v.empty() ? "" : v.data(), v.size(), SQLITE_STATIC);
+}
+
+class SqliteStore final : public NetworkStore,
+                          public ExperimentStore,
+                          public MetricHistoryStore {
  public:
   SqliteStore(SqliteStoreOptions options, std::string db_path, int lock_fd)
       : options_(std::move(options)),
@@ -105,8 +120,11 @@ class SqliteStore final : public NetworkStore {
 
   ~SqliteStore() override {
     // Statements first: sqlite3_close refuses while any is open.
-    for (Stmt* s : {&exists_, &insert_, &count_, &select_, &list_, &update_,
-                    &delete_, &begin_, &commit_, &rollback_}) {
+    for (Stmt* s :
+         {&exists_,     &insert_,     &count_,    &select_,     &list_,
+          &update_,     &delete_,     &begin_,    &commit_,     &rollback_,
+          &exp_insert_, &exp_select_, &exp_list_, &exp_update_, &exp_delete_,
+          &m_last_,     &m_insert_,   &m_trim_,   &m_read_,     &m_delete_}) {
       s->reset();
     }
     if (db_ != nullptr) sqlite3_close(db_);
@@ -166,6 +184,35 @@ class SqliteStore final : public NetworkStore {
              {&begin_, "BEGIN IMMEDIATE"},
              {&commit_, "COMMIT"},
              {&rollback_, "ROLLBACK"},
+             {&exp_insert_,
+              "INSERT INTO experiments (id, spec, status, curves, summary, "
+              "create_time_ns, update_time_ns) "
+              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+             {&exp_select_,
+              "SELECT id, spec, status, curves, summary, create_time_ns, "
+              "update_time_ns FROM experiments WHERE id = ?1"},
+             {&exp_list_,
+              "SELECT id, spec, status, curves, summary, create_time_ns, "
+              "update_time_ns FROM experiments WHERE id > ?1 ORDER BY id "
+              "LIMIT ?2"},
+             {&exp_update_,
+              "UPDATE experiments SET status = ?3, curves = ?4, summary = ?5, "
+              "update_time_ns = ?6 WHERE id = ?1 AND create_time_ns = ?2"},
+             {&exp_delete_, "DELETE FROM experiments WHERE id = ?1"},
+             {&m_last_,
+              "SELECT MAX(seq) FROM metric_history WHERE network_id = ?1"},
+             {&m_insert_,
+              "INSERT INTO metric_history (network_id, seq, time_ns, event) "
+              "VALUES (?1, ?2, ?3, ?4)"},
+             // Drops every event at or below the (bound+1)-th newest.
+             {&m_trim_,
+              "DELETE FROM metric_history WHERE network_id = ?1 AND seq <= "
+              "(SELECT seq FROM metric_history WHERE network_id = ?1 "
+              "ORDER BY seq DESC LIMIT 1 OFFSET ?2)"},
+             {&m_read_,
+              "SELECT seq, time_ns, event FROM metric_history WHERE "
+              "network_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3"},
+             {&m_delete_, "DELETE FROM metric_history WHERE network_id = ?1"},
          }) {
       sqlite3_stmt* s = nullptr;
       rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s,
@@ -306,7 +353,183 @@ class SqliteStore final : public NetworkStore {
 
   bool durable() const override { return true; }
 
+  // ExperimentStore.
+
+  absl::Status CreateExperiment(const ExperimentRecord& record) override {
+    absl::MutexLock lock(&mu_);
+    Use q(exp_insert_);
+    BindText(q.get(), 1, record.id);
+    BindBlob(q.get(), 2, record.spec);
+    sqlite3_bind_int(q.get(), 3, record.status);
+    BindBlob(q.get(), 4, record.curves);
+    BindBlob(q.get(), 5, record.summary);
+    sqlite3_bind_int64(q.get(), 6, absl::ToUnixNanos(record.create_time));
+    sqlite3_bind_int64(q.get(), 7, absl::ToUnixNanos(record.update_time));
+    int rc = sqlite3_step(q.get());
+    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("experiments/", record.id, " already exists"));
+    }
+    if (rc != SQLITE_DONE) {
+      return Error(rc, absl::StrCat("write experiments/", record.id));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<ExperimentRecord> LoadExperiment(
+      absl::string_view id) const override {
+    absl::MutexLock lock(&mu_);
+    Use q(exp_select_);
+    BindText(q.get(), 1, id);
+    int rc = sqlite3_step(q.get());
+    if (rc == SQLITE_DONE) return ExperimentNotFound(id);
+    if (rc != SQLITE_ROW) {
+      return Error(rc, absl::StrCat("read experiments/", id));
+    }
+    return ExperimentRow(q.get());
+  }
+
+  absl::StatusOr<std::vector<ExperimentRecord>> ListExperiments(
+      absl::string_view after, int limit) const override {
+    std::vector<ExperimentRecord> page;
+    if (limit <= 0) return page;
+    absl::MutexLock lock(&mu_);
+    Use q(exp_list_);
+    BindText(q.get(), 1, after);
+    sqlite3_bind_int(q.get(), 2, limit);
+    int rc;
+    while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
+      page.push_back(ExperimentRow(q.get()));
+    }
+    if (rc != SQLITE_DONE) return Error(rc, "list experiments");
+    return page;
+  }
+
+  absl::Status UpdateExperiment(const ExperimentRecord& record) override {
+    absl::MutexLock lock(&mu_);
+    Use q(exp_update_);
+    BindText(q.get(), 1, record.id);
+    sqlite3_bind_int64(q.get(), 2, absl::ToUnixNanos(record.create_time));
+    sqlite3_bind_int(q.get(), 3, record.status);
+    BindBlob(q.get(), 4, record.curves);
+    BindBlob(q.get(), 5, record.summary);
+    sqlite3_bind_int64(q.get(), 6, absl::ToUnixNanos(record.update_time));
+    int rc = sqlite3_step(q.get());
+    if (rc != SQLITE_DONE) {
+      return Error(rc, absl::StrCat("write experiments/", record.id));
+    }
+    if (sqlite3_changes(db_) == 0) return ExperimentNotFound(record.id);
+    return absl::OkStatus();
+  }
+
+  absl::Status DeleteExperiment(absl::string_view id) override {
+    absl::MutexLock lock(&mu_);
+    Use q(exp_delete_);
+    BindText(q.get(), 1, id);
+    int rc = sqlite3_step(q.get());
+    if (rc != SQLITE_DONE) {
+      return Error(rc, absl::StrCat("delete experiments/", id));
+    }
+    if (sqlite3_changes(db_) == 0) return ExperimentNotFound(id);
+    return absl::OkStatus();
+  }
+
+  // MetricHistoryStore.
+
+  absl::Status AppendMetrics(absl::string_view network_id,
+                             const std::vector<MetricRecord>& events) override {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = Step(begin_, "begin a transaction"); !s.ok()) {
+      return s;
+    }
+    absl::Status s = AppendMetricsLocked(network_id, events);
+    if (s.ok()) s = Step(commit_, "commit");
+    if (!s.ok()) RollbackLocked();
+    return s;
+  }
+
+  absl::StatusOr<std::vector<MetricRecord>> ReadMetrics(
+      absl::string_view network_id, int64_t from_seq,
+      int limit) const override {
+    std::vector<MetricRecord> out;
+    if (limit <= 0) return out;
+    absl::MutexLock lock(&mu_);
+    Use q(m_read_);
+    BindText(q.get(), 1, network_id);
+    sqlite3_bind_int64(q.get(), 2, from_seq);
+    sqlite3_bind_int(q.get(), 3, limit);
+    int rc;
+    while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
+      MetricRecord m;
+      m.seq = sqlite3_column_int64(q.get(), 0);
+      m.time = absl::FromUnixNanos(sqlite3_column_int64(q.get(), 1));
+      m.event = ColumnBlob(q.get(), 2);
+      out.push_back(std::move(m));
+    }
+    if (rc != SQLITE_DONE) return Error(rc, "read metric history");
+    return out;
+  }
+
+  absl::Status DeleteMetrics(absl::string_view network_id) override {
+    absl::MutexLock lock(&mu_);
+    Use q(m_delete_);
+    BindText(q.get(), 1, network_id);
+    int rc = sqlite3_step(q.get());
+    if (rc != SQLITE_DONE) return Error(rc, "delete metric history");
+    return absl::OkStatus();
+  }
+
  private:
+  static ExperimentRecord ExperimentRow(sqlite3_stmt* s) {
+    ExperimentRecord r;
+    const unsigned char* id = sqlite3_column_text(s, 0);
+    r.id.assign(reinterpret_cast<const char*>(id),
+                static_cast<size_t>(sqlite3_column_bytes(s, 0)));
+    r.spec = ColumnBlob(s, 1);
+    r.status = sqlite3_column_int(s, 2);
+    r.curves = ColumnBlob(s, 3);
+    r.summary = ColumnBlob(s, 4);
+    r.create_time = absl::FromUnixNanos(sqlite3_column_int64(s, 5));
+    r.update_time = absl::FromUnixNanos(sqlite3_column_int64(s, 6));
+    return r;
+  }
+
+  absl::Status AppendMetricsLocked(absl::string_view network_id,
+                                   const std::vector<MetricRecord>& events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    int64_t last = std::numeric_limits<int64_t>::min();
+    {
+      Use q(m_last_);
+      BindText(q.get(), 1, network_id);
+      int rc = sqlite3_step(q.get());
+      if (rc != SQLITE_ROW) return Error(rc, "read metric history");
+      if (sqlite3_column_type(q.get(), 0) != SQLITE_NULL) {
+        last = sqlite3_column_int64(q.get(), 0);
+      }
+    }
+    for (size_t i = 0; i < events.size(); ++i) {
+      if (events[i].seq <= last) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("events[", i, "].seq: expected more than ", last,
+                         ", got ", events[i].seq));
+      }
+      last = events[i].seq;
+      Use q(m_insert_);
+      BindText(q.get(), 1, network_id);
+      sqlite3_bind_int64(q.get(), 2, events[i].seq);
+      sqlite3_bind_int64(q.get(), 3, absl::ToUnixNanos(events[i].time));
+      BindBlob(q.get(), 4, events[i].event);
+      int rc = sqlite3_step(q.get());
+      if (rc != SQLITE_DONE) return Error(rc, "write metric history");
+    }
+    Use q(m_trim_);
+    BindText(q.get(), 1, network_id);
+    sqlite3_bind_int64(q.get(), 2, options_.metric_history_per_network);
+    int rc = sqlite3_step(q.get());
+    if (rc != SQLITE_DONE) return Error(rc, "trim metric history");
+    return absl::OkStatus();
+  }
+
   struct Encoded {
     std::string spec;
     std::string state;
@@ -525,17 +748,30 @@ class SqliteStore final : public NetworkStore {
   Stmt begin_ ABSL_GUARDED_BY(mu_);
   Stmt commit_ ABSL_GUARDED_BY(mu_);
   Stmt rollback_ ABSL_GUARDED_BY(mu_);
+  Stmt exp_insert_ ABSL_GUARDED_BY(mu_);
+  Stmt exp_select_ ABSL_GUARDED_BY(mu_);
+  Stmt exp_list_ ABSL_GUARDED_BY(mu_);
+  Stmt exp_update_ ABSL_GUARDED_BY(mu_);
+  Stmt exp_delete_ ABSL_GUARDED_BY(mu_);
+  Stmt m_last_ ABSL_GUARDED_BY(mu_);
+  Stmt m_insert_ ABSL_GUARDED_BY(mu_);
+  Stmt m_trim_ ABSL_GUARDED_BY(mu_);
+  Stmt m_read_ ABSL_GUARDED_BY(mu_);
+  Stmt m_delete_ ABSL_GUARDED_BY(mu_);
 };
 
 std::string Errno(int err) { return std::strerror(err); }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<NetworkStore>> NewSqliteStore(
+absl::StatusOr<std::unique_ptr<SqliteStore>> OpenStore(
     const SqliteStoreOptions& options) {
   if (options.data_dir.empty()) {
     return absl::InvalidArgumentError(
         "data_dir: expected a directory, got an empty path");
+  }
+  if (options.metric_history_per_network < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metric_history_per_network: expected at least 1, got ",
+                     options.metric_history_per_network));
   }
   const std::string& dir = options.data_dir;
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
@@ -565,7 +801,24 @@ absl::StatusOr<std::unique_ptr<NetworkStore>> NewSqliteStore(
   auto store = std::make_unique<SqliteStore>(
       options, absl::StrCat(dir, "/satlab.db"), fd);
   if (absl::Status s = store->Open(); !s.ok()) return s;
-  return std::unique_ptr<NetworkStore>(std::move(store));
+  return store;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<NetworkStore>> NewSqliteStore(
+    const SqliteStoreOptions& options) {
+  absl::StatusOr<std::unique_ptr<SqliteStore>> store = OpenStore(options);
+  if (!store.ok()) return store.status();
+  return std::unique_ptr<NetworkStore>(*std::move(store));
+}
+
+absl::StatusOr<SqliteStores> OpenSqliteStores(
+    const SqliteStoreOptions& options) {
+  absl::StatusOr<std::unique_ptr<SqliteStore>> store = OpenStore(options);
+  if (!store.ok()) return store.status();
+  std::shared_ptr<SqliteStore> shared = *std::move(store);
+  return SqliteStores{shared, shared, shared};
 }
 
 }  // namespace satlab::store

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/store/experiment_store.h"
 #include "server/store/network_store.h"
 
 namespace satlab::store {
@@ -33,6 +34,8 @@ struct SqliteStoreOptions {
   // servers out), so waits come from checkpoints and outside readers such
   // as the sqlite3 shell.
   absl::Duration busy_timeout = absl::Seconds(5);
+  // Metric events kept per network (MetricHistoryStore), >= 1.
+  int64_t metric_history_per_network = 10000;
 };
 
 // Opens (creating if needed) the store under options.data_dir: takes an
@@ -43,6 +46,16 @@ struct SqliteStoreOptions {
 // directory, a newer schema, an unwritable directory), DATA_LOSS (a corrupt
 // file), INVALID_ARGUMENT (bad options).
 absl::StatusOr<std::unique_ptr<NetworkStore>> NewSqliteStore(
+    const SqliteStoreOptions& options);
+
+// The same store as all three interfaces: one database, one connection, one
+// lock; the three pointers share one object.
+struct SqliteStores {
+  std::shared_ptr<NetworkStore> networks;
+  std::shared_ptr<ExperimentStore> experiments;
+  std::shared_ptr<MetricHistoryStore> metrics;
+};
+absl::StatusOr<SqliteStores> OpenSqliteStores(
     const SqliteStoreOptions& options);
 
 }  // namespace satlab::store
