@@ -120,6 +120,11 @@ TEST_F(SqliteFaultTest, CorruptHeaderIsDataLossNamingTheFile) {
       << store.status();
   EXPECT_TRUE(Contains(store.status(), dir_ + "/satlab.db")) << store.status();
   EXPECT_TRUE(Contains(store.status(), "backup")) << store.status();
+  // The failed open released the directory's lock: a retry reports the
+  // same damage, not "another satlab-server".
+  auto retry = OpenAt(dir_);
+  EXPECT_EQ(retry.status().code(), absl::StatusCode::kDataLoss)
+      << retry.status();
 }
 
 TEST_F(SqliteFaultTest, CorruptTablePageFailsTheIntegrityCheck) {
