@@ -101,8 +101,11 @@ absl::Status ExperimentNotFound(absl::string_view id) {
   return absl::NotFoundError(absl::StrCat("experiments/", id, " not found"));
 }
 
+// SQLite binds a null pointer as NULL, and `id > NULL` matches nothing: a
+// default-constructed (empty) string_view must bind as ''.
 void BindText(sqlite3_stmt* s, int i, absl::string_view v) {
-  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+  sqlite3_bind_text(s, i, v.data() == nullptr ? "" : v.data(),
+                    static_cast<int>(v.size()), SQLITE_STATIC);
 }
 void BindBlob(sqlite3_stmt* s, int i, absl::string_view v) {
   // A zero-length blob, not NULL: the columns are NOT NULL.
@@ -243,8 +246,7 @@ class SqliteStore final : public NetworkStore,
     try {
       absl::MutexLock lock(&mu_);
       Use q(select_);
-      sqlite3_bind_text(q.get(), 1, id.data(), static_cast<int>(id.size()),
-                        SQLITE_STATIC);
+      BindText(q.get(), 1, id);
       int rc = sqlite3_step(q.get());
       if (rc == SQLITE_DONE) return NotFound(id);
       if (rc != SQLITE_ROW)
@@ -287,8 +289,7 @@ class SqliteStore final : public NetworkStore,
     {
       absl::MutexLock lock(&mu_);
       Use q(list_);
-      sqlite3_bind_text(q.get(), 1, after.data(),
-                        static_cast<int>(after.size()), SQLITE_STATIC);
+      BindText(q.get(), 1, after);
       sqlite3_bind_int(q.get(), 2, limit);
       int rc;
       while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
@@ -336,8 +337,7 @@ class SqliteStore final : public NetworkStore,
   absl::Status Delete(absl::string_view id) override {
     absl::MutexLock lock(&mu_);
     Use q(delete_);
-    sqlite3_bind_text(q.get(), 1, id.data(), static_cast<int>(id.size()),
-                      SQLITE_STATIC);
+    BindText(q.get(), 1, id);
     int rc = sqlite3_step(q.get());
     if (rc != SQLITE_DONE) {
       return Error(rc, absl::StrCat("delete networks/", id));
@@ -549,8 +549,7 @@ class SqliteStore final : public NetworkStore,
 
   static void BindRecord(sqlite3_stmt* s, const NetworkRecord& r,
                          const Encoded& e) {
-    sqlite3_bind_text(s, 1, r.id.data(), static_cast<int>(r.id.size()),
-                      SQLITE_STATIC);
+    BindText(s, 1, r.id);
     sqlite3_bind_int64(s, 2, absl::ToUnixNanos(r.create_time));
     sqlite3_bind_int64(s, 3, absl::ToUnixNanos(r.update_time));
     sqlite3_bind_int64(s, 4, r.state.step);
@@ -565,8 +564,7 @@ class SqliteStore final : public NetworkStore,
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     {
       Use q(exists_);
-      sqlite3_bind_text(q.get(), 1, record.id.data(),
-                        static_cast<int>(record.id.size()), SQLITE_STATIC);
+      BindText(q.get(), 1, record.id);
       int rc = sqlite3_step(q.get());
       if (rc == SQLITE_ROW) {
         return absl::AlreadyExistsError(

@@ -129,6 +129,11 @@ TEST_P(StoreContractTest, ListPagesInIdOrderWithAfterAndLimit) {
   }
   EXPECT_EQ(seen, sorted);
   EXPECT_TRUE(store->List("", 0)->empty());
+  // A default-constructed `after` (null data) is the start too.
+  absl::StatusOr<std::vector<NetworkSummary>> first =
+      store->List(absl::string_view(), 100);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->size(), ids.size());
   EXPECT_TRUE(store->List("z", 5)->empty());
   absl::StatusOr<std::vector<NetworkSummary>> mid = store->List("c", 2);
   ASSERT_TRUE(mid.ok());
