@@ -27,6 +27,8 @@ struct AuxFactory {
   std::function<AuxStores(const std::string& dir, int64_t per_network)> open;
 };
 
+void PrintTo(const AuxFactory& f, std::ostream* os) { *os << f.name; }
+
 std::string AuxFactoryName(const ::testing::TestParamInfo<AuxFactory>& p) {
   return p.param.name;
 }

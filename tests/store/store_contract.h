@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -31,6 +32,9 @@ struct StoreFactory {
       const std::string& dir, int64_t max_networks)>
       open;
 };
+
+// gtest prints the parameter of a failed test by its name, not its bytes.
+inline void PrintTo(const StoreFactory& f, std::ostream* os) { *os << f.name; }
 
 std::string StoreFactoryName(
     const ::testing::TestParamInfo<StoreFactory>& info);
