@@ -120,7 +120,7 @@ tsan() {
 # Debug (then -O1 from SATLAB_SANITIZE): assertions stay on, Eigen's bounds
 # checks included, so the fuzzers also catch what the engine asserts.
 fuzz() {
-  SATLAB_BUILD_DIR=build-fuzz SATLAB_TARGETS="fuzz_request fuzz_engine fuzz_train_stream fuzz_seeds" \
+  SATLAB_BUILD_DIR=build-fuzz SATLAB_TARGETS="fuzz_request fuzz_engine fuzz_train_stream fuzz_codec fuzz_seeds" \
     scripts/build.sh -DCMAKE_CXX_COMPILER=clang++-14 -DSATLAB_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug \
     -DSATLAB_SANITIZE=address,undefined -DSATLAB_WERROR=ON \
     -DSATLAB_FUZZ_SECONDS="$fuzz_seconds"
