@@ -28,6 +28,10 @@ struct ClientOptions {
   // Wait for the channel to become ready instead of failing fast while
   // the server starts.
   bool wait_for_ready = false;
+  // Longest wait between the channel's attempts to reconnect after the
+  // server went away (gRPC's default grows to 120 s): a restarted server
+  // is found again within this, so a TrainSession resumes promptly.
+  absl::Duration max_reconnect_backoff = absl::Seconds(2);
 };
 
 // gRPC status -> absl::Status (the codes coincide).
