@@ -206,9 +206,9 @@ void BM_TrainStream(benchmark::State& state, const BenchCase& c, bool f32) {
   if (!name.ok()) return Fail(state, name.status());
   TrainOptions options;
   options.report_every = 1;
-  auto session = g_harness->client->StartTraining(*name, options);
+  auto session = g_harness->client->OpenTrainStream(*name, options);
   if (!session.ok()) return Fail(state, session.status());
-  TrainSession* stream = session->get();
+  TrainStream* stream = session->get();
   // One untimed step first (stream setup, the compute thread's
   // scratch), then the writer runs ahead (as far as flow control lets it)
   // while the loop receives one StepResult per iteration. The writer starts

@@ -1,9 +1,12 @@
 #include "client/client.h"
 
+#include <algorithm>
+#include <deque>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace satlab {
@@ -43,6 +46,11 @@ std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
+  const int backoff_ms = static_cast<int>(std::clamp<int64_t>(
+      absl::ToInt64Milliseconds(options.max_reconnect_backoff), 100, 120000));
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, backoff_ms);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, std::min(backoff_ms, 100));
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, std::min(backoff_ms, 100));
   return grpc::CreateCustomChannel(options.target,
                                    grpc::InsecureChannelCredentials(), args);
 }
@@ -157,65 +165,67 @@ absl::StatusOr<v1::EvaluateResponse> Client::Evaluate(
   return Unary(&v1::TrainingService::Stub::Evaluate, request);
 }
 
-absl::StatusOr<std::unique_ptr<TrainSession>> Client::StartTraining(
+absl::StatusOr<std::unique_ptr<TrainStream>> Client::OpenTrainStream(
     absl::string_view name, const TrainOptions& options) {
+  v1::TrainRequest first;
+  first.set_name(std::string(name));
+  first.set_report_every(options.report_every);
+  first.set_commit_every_steps(options.commit_every_steps);
+  first.set_commit_interval_ms(options.commit_interval_ms);
+  return OpenTrainStream(std::move(first), options.timeout);
+}
+
+absl::StatusOr<std::unique_ptr<TrainStream>> Client::OpenTrainStream(
+    v1::TrainRequest first, absl::Duration timeout) {
   auto ctx = std::make_unique<grpc::ClientContext>();
-  Prepare(ctx.get(), options.timeout);
+  Prepare(ctx.get(), timeout);
   auto stream = stub_->Train(ctx.get());
   if (stream == nullptr) {
     return absl::UnavailableError("could not open a Train stream");
   }
-  return std::make_unique<TrainSession>(std::move(ctx), std::move(stream),
-                                        std::string(name),
-                                        options.report_every);
+  return std::make_unique<TrainStream>(std::move(ctx), std::move(stream),
+                                       std::move(first));
+}
+
+absl::StatusOr<std::unique_ptr<TrainSession>> Client::StartTraining(
+    absl::string_view name, const TrainOptions& options) {
+  if (options.max_buffered_batches < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("TrainOptions.max_buffered_batches: expected at least 2, "
+                     "got ",
+                     options.max_buffered_batches));
+  }
+  auto network = GetNetwork(name);
+  if (!network.ok()) return network.status();
+  return std::unique_ptr<TrainSession>(
+      new TrainSession(this, std::string(name), options, network->step(),
+                       network->durable_step()));
 }
 
 absl::StatusOr<v1::StepResult> Client::Train(
     absl::string_view name, const std::vector<v1::Minibatch>& batches,
     const TrainOptions& options,
     const std::function<void(const v1::TrainResponse&)>& on_result) {
-  // The network's step count before we start: on resume, the server's step
-  // count minus this says how many minibatches were applied.
-  auto before = GetNetwork(name);
-  if (!before.ok()) return before.status();
-  const int64_t start_step = before->step();
-  size_t next = 0;
+  auto session = StartTraining(name, options);
+  if (!session.ok()) return session.status();
+  TrainSession& s = **session;
+  // Writing on its own thread lets results stream back while minibatches
+  // are still going out; the session's buffer and flow control pace both.
+  std::thread writer([&s, &batches] {
+    for (const v1::Minibatch& batch : batches) {
+      if (!s.Write(batch)) return;
+    }
+    s.WritesDone();
+  });
   v1::StepResult last;
-  for (int attempt = 0;; ++attempt) {
-    auto session = StartTraining(name, options);
-    if (!session.ok()) return session.status();
-    TrainSession& s = **session;
-    const size_t first = next;
-    // Writing on its own thread lets results stream back while minibatches
-    // are still going out; flow control paces both.
-    std::thread writer([&s, &batches, first] {
-      for (size_t i = first; i < batches.size(); ++i) {
-        if (!s.Write(batches[i])) return;
-      }
-      s.WritesDone();
-    });
-    v1::TrainResponse response;
-    while (s.Read(&response)) {
-      last = response.result();
-      if (on_result) on_result(response);
-    }
-    writer.join();
-    absl::Status status = s.Finish();
-    if (status.ok()) return last;
-    if (status.code() != absl::StatusCode::kUnavailable ||
-        attempt >= options.max_resumes) {
-      return status;
-    }
-    auto now = GetNetwork(name);
-    if (!now.ok()) return now.status();
-    next = static_cast<size_t>(now->step() - start_step);
-    if (next > batches.size()) {
-      return absl::DataLossError(absl::StrCat(
-          name, " advanced by ", next, " steps but only ", batches.size(),
-          " minibatches were sent: another writer trained it meanwhile"));
-    }
-    if (next == batches.size()) return last;
+  v1::TrainResponse response;
+  while (s.Read(&response)) {
+    last = response.result();
+    if (on_result) on_result(response);
   }
+  writer.join();
+  if (absl::Status status = s.Finish(); !status.ok()) return status;
+  return last;
 }
 
 absl::StatusOr<v1::ExperimentSummary> Client::RunExperiment(
@@ -280,55 +290,318 @@ absl::StatusOr<bool> Client::CheckHealth(absl::string_view service) {
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
 }
 
-TrainSession::TrainSession(
+TrainStream::TrainStream(
     std::unique_ptr<grpc::ClientContext> ctx,
     std::unique_ptr<
         grpc::ClientReaderWriter<v1::TrainRequest, v1::TrainResponse>>
         stream,
-    std::string name, int report_every)
+    v1::TrainRequest first)
     : ctx_(std::move(ctx)),
       stream_(std::move(stream)),
-      name_(std::move(name)),
-      report_every_(report_every) {}
+      first_message_(std::move(first)) {}
 
-TrainSession::~TrainSession() {
+TrainStream::~TrainStream() {
   if (!finished_) {
     ctx_->TryCancel();
     stream_->Finish().IgnoreError();
   }
 }
 
-bool TrainSession::Write(const v1::Minibatch& batch) {
-  v1::TrainRequest request;
+bool TrainStream::Write(const v1::Minibatch& batch) {
   if (first_) {
-    request.set_name(name_);
-    request.set_report_every(report_every_);
     first_ = false;
+    v1::TrainRequest request = std::move(first_message_);
+    *request.mutable_batch() = batch;
+    return stream_->Write(request);
   }
+  v1::TrainRequest request;
   *request.mutable_batch() = batch;
   return stream_->Write(request);
 }
 
-bool TrainSession::Read(v1::TrainResponse* response) {
+bool TrainStream::Read(v1::TrainResponse* response) {
   return stream_->Read(response);
 }
 
-bool TrainSession::WritesDone() {
+bool TrainStream::WritesDone() {
   if (first_) {  // no minibatch at all: still open the session properly
-    v1::TrainRequest request;
-    request.set_name(name_);
-    request.set_report_every(report_every_);
     first_ = false;
-    if (!stream_->Write(request)) return false;
+    if (!stream_->Write(first_message_)) return false;
   }
   return stream_->WritesDone();
 }
 
-absl::Status TrainSession::Finish() {
+absl::Status TrainStream::Finish() {
   finished_ = true;
   return FromGrpc(stream_->Finish());
 }
 
-void TrainSession::Cancel() { ctx_->TryCancel(); }
+void TrainStream::Cancel() { ctx_->TryCancel(); }
+
+// What the user's threads and the session's driver thread share.
+struct TrainSession::State {
+  // At most this many results wait for Read: beyond it the driver stops
+  // reading the stream, and gRPC's flow control holds the server back.
+  static constexpr size_t kMaxQueuedResults = 256;
+
+  mutable absl::Mutex mu;
+  // Minibatches not yet durable, from session index `first_index` on.
+  // std::deque keeps references to its other elements valid across
+  // push_back and pop_front, so a writer may send one without a copy.
+  std::deque<v1::Minibatch> buffer ABSL_GUARDED_BY(mu);
+  int64_t first_index ABSL_GUARDED_BY(mu) = 0;
+  int64_t written ABSL_GUARDED_BY(mu) = 0;
+  bool writes_done ABSL_GUARDED_BY(mu) = false;
+  bool cancelled ABSL_GUARDED_BY(mu) = false;
+  // The current stream ended: its writer thread stops.
+  bool stream_over ABSL_GUARDED_BY(mu) = false;
+  TrainStream* current ABSL_GUARDED_BY(mu) = nullptr;
+  std::deque<v1::TrainResponse> results ABSL_GUARDED_BY(mu);
+  int64_t delivered_step ABSL_GUARDED_BY(mu) = 0;
+  int64_t durable_step ABSL_GUARDED_BY(mu) = 0;
+  int resumes ABSL_GUARDED_BY(mu) = 0;
+  bool ended ABSL_GUARDED_BY(mu) = false;
+  absl::Status final_status ABSL_GUARDED_BY(mu);
+  std::thread driver;
+
+  // Drops the minibatches the server has made durable.
+  void TrimLocked(int64_t start_step) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    while (!buffer.empty() && start_step + first_index + 1 <= durable_step) {
+      buffer.pop_front();
+      ++first_index;
+    }
+  }
+};
+
+namespace {
+
+// Codes after which a new stream may succeed: the server restarted or
+// went away (UNAVAILABLE), or the network's writer slot is still held by
+// the previous stream, which the server has not yet seen end (ABORTED).
+// A deleted network answers NOT_FOUND at the next lookup and ends it.
+// ABORTED counts only for a stream that resumes after such a failure: on
+// the session's first stream it means another writer holds the network.
+bool Retryable(const absl::Status& status, bool resuming) {
+  return status.code() == absl::StatusCode::kUnavailable ||
+         (resuming && status.code() == absl::StatusCode::kAborted);
+}
+
+}  // namespace
+
+TrainSession::TrainSession(Client* client, std::string name,
+                           TrainOptions options, int64_t start_step,
+                           int64_t durable_step)
+    : client_(client),
+      name_(std::move(name)),
+      options_(std::move(options)),
+      start_step_(start_step),
+      state_(std::make_unique<State>()) {
+  {
+    absl::MutexLock lock(&state_->mu);
+    state_->delivered_step = start_step;
+    state_->durable_step = durable_step;
+  }
+  state_->driver = std::thread([this] { Run(); });
+}
+
+TrainSession::~TrainSession() {
+  Cancel();
+  state_->driver.join();
+}
+
+bool TrainSession::Write(const v1::Minibatch& batch) {
+  State& st = *state_;
+  absl::MutexLock lock(&st.mu);
+  const auto room = [&st, this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+    return st.ended || st.cancelled ||
+           static_cast<int64_t>(st.buffer.size()) <
+               options_.max_buffered_batches;
+  };
+  st.mu.Await(absl::Condition(&room));
+  if (st.ended || st.cancelled || st.writes_done) return false;
+  st.buffer.push_back(batch);
+  ++st.written;
+  return true;
+}
+
+void TrainSession::WritesDone() {
+  absl::MutexLock lock(&state_->mu);
+  state_->writes_done = true;
+}
+
+bool TrainSession::Read(v1::TrainResponse* response) {
+  State& st = *state_;
+  absl::MutexLock lock(&st.mu);
+  const auto ready = [&st]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+    return !st.results.empty() || st.ended;
+  };
+  st.mu.Await(absl::Condition(&ready));
+  if (st.results.empty()) return false;
+  *response = std::move(st.results.front());
+  st.results.pop_front();
+  return true;
+}
+
+absl::Status TrainSession::Finish() {
+  State& st = *state_;
+  absl::MutexLock lock(&st.mu);
+  const auto ended = [&st]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+    return st.ended;
+  };
+  st.mu.Await(absl::Condition(&ended));
+  return st.final_status;
+}
+
+void TrainSession::Cancel() {
+  absl::MutexLock lock(&state_->mu);
+  state_->cancelled = true;
+  if (state_->current != nullptr) state_->current->Cancel();
+}
+
+int TrainSession::resumes() const {
+  absl::MutexLock lock(&state_->mu);
+  return state_->resumes;
+}
+
+int64_t TrainSession::durable_step() const {
+  absl::MutexLock lock(&state_->mu);
+  return state_->durable_step;
+}
+
+void TrainSession::Run() {
+  State& st = *state_;
+  const absl::Time deadline = options_.timeout == absl::InfiniteDuration()
+                                  ? absl::InfiniteFuture()
+                                  : absl::Now() + options_.timeout;
+  // The stream asks for commits at least as often as the buffer needs
+  // them drained, and reports at least that often too: otherwise a full
+  // buffer would wait for a commit that waits for more minibatches.
+  const int half_buffer = options_.max_buffered_batches / 2;
+  const int commit_every =
+      options_.commit_every_steps > 0
+          ? std::min(options_.commit_every_steps, half_buffer)
+          : half_buffer;
+  const int report_every =
+      std::clamp(options_.report_every, 1, std::max(1, half_buffer));
+  int64_t server_step = start_step_;
+  int failures = 0;
+  absl::Duration backoff = options_.initial_backoff;
+  const auto finish = [&st](absl::Status status) {
+    absl::MutexLock lock(&st.mu);
+    st.final_status = std::move(status);
+    st.ended = true;
+    st.current = nullptr;
+  };
+  for (;;) {
+    v1::TrainRequest first;
+    first.set_name(name_);
+    first.set_report_every(report_every);
+    first.set_commit_every_steps(commit_every);
+    first.set_commit_interval_ms(options_.commit_interval_ms);
+    first.set_expected_step(server_step);
+    const int64_t next = server_step - start_step_;
+    const bool resuming = failures > 0;
+    auto opened = client_->OpenTrainStream(
+        std::move(first),
+        std::max(deadline - absl::Now(), absl::ZeroDuration()));
+    if (!opened.ok()) return finish(opened.status());
+    TrainStream& stream = **opened;
+    {
+      absl::MutexLock lock(&st.mu);
+      if (next < st.first_index || next > st.written) {
+        st.final_status = absl::DataLossError(absl::StrCat(
+            name_, " is at step ", server_step, ", but this session holds ",
+            "the minibatches for steps ", start_step_ + st.first_index + 1,
+            " to ", start_step_ + st.written,
+            ": another writer changed it, or the server lost state it had "
+            "reported durable"));
+        st.ended = true;
+        return;
+      }
+      st.stream_over = false;
+      st.current = &stream;
+      if (st.cancelled) stream.Cancel();
+    }
+    std::thread writer([&st, &stream, next] {
+      for (int64_t i = next;; ++i) {
+        const v1::Minibatch* batch = nullptr;
+        {
+          absl::MutexLock lock(&st.mu);
+          const auto can_send = [&st, i]()
+                                    ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+                                      return st.stream_over || st.cancelled ||
+                                             i < st.written || st.writes_done;
+                                    };
+          st.mu.Await(absl::Condition(&can_send));
+          if (st.stream_over || st.cancelled) return;
+          if (i == st.written) break;  // writes_done: all sent
+          batch = &st.buffer[static_cast<size_t>(i - st.first_index)];
+        }
+        // Safe outside the lock: minibatch i leaves the buffer only once it
+        // is durable, which needs this write first.
+        if (!stream.Write(*batch)) return;
+      }
+      stream.WritesDone();
+    });
+    v1::TrainResponse response;
+    while (stream.Read(&response)) {
+      absl::MutexLock lock(&st.mu);
+      const v1::StepResult& result = response.result();
+      server_step = std::max(server_step, result.step());
+      st.durable_step = std::max(st.durable_step, result.durable_step());
+      st.TrimLocked(start_step_);
+      failures = 0;
+      backoff = options_.initial_backoff;
+      if (result.step() <= st.delivered_step) continue;  // replayed
+      st.delivered_step = result.step();
+      const auto room = [&st]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+        return st.cancelled || st.results.size() < State::kMaxQueuedResults;
+      };
+      st.mu.Await(absl::Condition(&room));
+      st.results.push_back(std::move(response));
+    }
+    {
+      absl::MutexLock lock(&st.mu);
+      st.stream_over = true;
+    }
+    writer.join();
+    absl::Status status = stream.Finish();
+    bool cancelled;
+    {
+      absl::MutexLock lock(&st.mu);
+      st.current = nullptr;
+      cancelled = st.cancelled;
+    }
+    if (status.ok()) return finish(status);
+    // Wait, then learn where the server is; both retried on failure.
+    for (;;) {
+      if (cancelled || !Retryable(status, failures > 0 || resuming) ||
+          ++failures > options_.max_resumes || absl::Now() >= deadline) {
+        return finish(status);
+      }
+      {
+        absl::MutexLock lock(&st.mu);
+        const auto stop = [&st]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+          return st.cancelled;
+        };
+        st.mu.AwaitWithTimeout(absl::Condition(&stop), backoff);
+        cancelled = st.cancelled;
+        if (cancelled) continue;
+      }
+      backoff = std::min(2 * backoff, options_.max_backoff);
+      auto network = client_->GetNetwork(name_);
+      if (!network.ok()) {
+        status = network.status();
+        continue;
+      }
+      server_step = network->step();
+      absl::MutexLock lock(&st.mu);
+      st.durable_step = std::max(st.durable_step, network->durable_step());
+      st.TrimLocked(start_step_);
+      ++st.resumes;
+      break;
+    }
+  }
+}
 
 }  // namespace satlab

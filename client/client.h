@@ -28,6 +28,10 @@ struct ClientOptions {
   // Wait for the channel to become ready instead of failing fast while
   // the server starts.
   bool wait_for_ready = false;
+  // Longest wait between the channel's attempts to reconnect after the
+  // server went away (gRPC's default grows to 120 s): a restarted server
+  // is found again within this, so a TrainSession resumes promptly.
+  absl::Duration max_reconnect_backoff = absl::Seconds(2);
 };
 
 // gRPC status -> absl::Status (the codes coincide).
@@ -42,15 +46,28 @@ v1::Tensor MakeVector(const std::vector<double>& values);
 std::vector<double> TensorValues(const v1::Tensor& tensor);
 
 class TrainSession;
+class TrainStream;
 
 struct TrainOptions {
   // Send a StepResult every this many steps (and after the last).
   int report_every = 1;
-  // Reconnect and resume after UNAVAILABLE this many times. Resuming reads
-  // the network's step count to know how many minibatches were applied,
-  // then resends the rest: exact while nobody else trains the network.
-  int max_resumes = 3;
-  // Deadline of the whole stream; infinite by default.
+  // Commit points the stream asks the server for (0: the server's
+  // defaults, --train_commit_every_steps / --train_commit_interval_ms).
+  int commit_every_steps = 0;
+  int commit_interval_ms = 0;
+  // Reconnect and resume after a failure this many times in a row (the
+  // count starts again whenever a step is applied). Resuming reads the
+  // network's step, resends the minibatches after it from the session's
+  // buffer, and asks the server to start exactly there (expected_step).
+  int max_resumes = 10;
+  // Wait between attempts: doubles from initial_backoff up to max_backoff.
+  absl::Duration initial_backoff = absl::Milliseconds(50);
+  absl::Duration max_backoff = absl::Seconds(2);
+  // Minibatches written and not yet durable on the server that the
+  // session keeps for a replay; Write blocks while this many are held.
+  // Must be more than the stream's commit interval in steps.
+  int max_buffered_batches = 4096;
+  // Deadline of the whole session; infinite by default.
   absl::Duration timeout = absl::InfiniteDuration();
 };
 
@@ -87,17 +104,24 @@ class Client {
   absl::StatusOr<v1::EvaluateResponse> Evaluate(absl::string_view name,
                                                 const v1::Minibatch& data);
 
-  // Trains on `batches` in order through one Train stream, calling
-  // `on_result` (may be empty) for every result received. Resumes after
-  // UNAVAILABLE as TrainOptions says. Returns the last result.
+  // Trains on `batches` in order through a TrainSession, calling
+  // `on_result` (may be empty) for every result received; resumes after a
+  // failure as TrainOptions says. Returns the last result.
   absl::StatusOr<v1::StepResult> Train(
       absl::string_view name, const std::vector<v1::Minibatch>& batches,
       const TrainOptions& options,
       const std::function<void(const v1::TrainResponse&)>& on_result);
 
-  // Opens a Train stream for manual control.
+  // Starts a resumable training session on `name` (reads its step first).
   absl::StatusOr<std::unique_ptr<TrainSession>> StartTraining(
       absl::string_view name, const TrainOptions& options);
+
+  // Opens one Train stream for manual control: no resume, no buffering.
+  absl::StatusOr<std::unique_ptr<TrainStream>> OpenTrainStream(
+      absl::string_view name, const TrainOptions& options);
+  // The same with the first message given (name and stream options).
+  absl::StatusOr<std::unique_ptr<TrainStream>> OpenTrainStream(
+      v1::TrainRequest first, absl::Duration timeout);
 
   // Streams an experiment, calling `on_message` for each message; returns
   // the summary. Cancelled when `on_message` returns false.
@@ -146,17 +170,18 @@ class Client {
   std::unique_ptr<v1::TrainingService::Stub> stub_;
 };
 
-// A Train stream. Write() blocks while gRPC's flow control holds the
+// One Train stream. Write() blocks while gRPC's flow control holds the
 // stream back; Read() blocks for the next result. Writes and reads may run
-// on two threads. Not copyable.
-class TrainSession {
+// on two threads. Not copyable. The first message carries the name and
+// the stream options (and `expected_step` when set).
+class TrainStream {
  public:
-  TrainSession(std::unique_ptr<grpc::ClientContext> ctx,
-               std::unique_ptr<grpc::ClientReaderWriter<v1::TrainRequest,
-                                                        v1::TrainResponse>>
-                   stream,
-               std::string name, int report_every);
-  ~TrainSession();
+  TrainStream(std::unique_ptr<grpc::ClientContext> ctx,
+              std::unique_ptr<
+                  grpc::ClientReaderWriter<v1::TrainRequest, v1::TrainResponse>>
+                  stream,
+              v1::TrainRequest first);
+  ~TrainStream();
 
   // Sends one minibatch. False when the stream is broken (see Finish).
   bool Write(const v1::Minibatch& batch);
@@ -173,10 +198,59 @@ class TrainSession {
   std::unique_ptr<grpc::ClientContext> ctx_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::TrainRequest, v1::TrainResponse>>
       stream_;
-  std::string name_;
-  int report_every_;
+  v1::TrainRequest first_message_;
   bool first_ = true;
   bool finished_ = false;
+};
+
+// A training session that outlives broken streams and server restarts.
+// Minibatch n (from 0) of the session becomes step start_step() + n + 1.
+// The session keeps every minibatch until the server reports it durable
+// (StepResult.durable_step); when a stream fails with a code a retry may
+// cure (UNAVAILABLE, ABORTED while the old stream still holds the network,
+// a broken connection), it waits with backoff, reads the network's step,
+// opens a new stream that must start exactly there (expected_step) and
+// resends what the server does not have, so the network ends as an
+// uninterrupted run would, bit for bit. Results are delivered once per
+// step, in order. Write and Read may run on two threads.
+class TrainSession {
+ public:
+  ~TrainSession();
+  TrainSession(const TrainSession&) = delete;
+  TrainSession& operator=(const TrainSession&) = delete;
+
+  // Queues one minibatch; blocks while max_buffered_batches are held.
+  // False when the session has ended (see Finish).
+  bool Write(const v1::Minibatch& batch);
+  // The next result, or false once the session has ended.
+  bool Read(v1::TrainResponse* response);
+  // No more minibatches: the session ends when all are applied.
+  void WritesDone();
+  // Waits for the end of the session; OK when every minibatch was applied
+  // and the last stream ended OK (so its final commit was made).
+  absl::Status Finish();
+  // Cancels the session.
+  void Cancel();
+
+  // The network's step before the first minibatch of the session.
+  int64_t start_step() const { return start_step_; }
+  // Streams reopened after a failure so far.
+  int resumes() const;
+  // The latest durable step the server reported.
+  int64_t durable_step() const;
+
+ private:
+  friend class Client;
+  struct State;
+  TrainSession(Client* client, std::string name, TrainOptions options,
+               int64_t start_step, int64_t durable_step);
+  void Run();
+
+  Client* const client_;
+  const std::string name_;
+  const TrainOptions options_;
+  const int64_t start_step_;
+  const std::unique_ptr<State> state_;
 };
 
 }  // namespace satlab

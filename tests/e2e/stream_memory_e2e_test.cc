@@ -7,15 +7,8 @@
 // The binary comes from SATLAB_SERVER (set by CMake). Extra server flags
 // from SATLAB_MEMORY_FLAGS (space-separated) let the measurement in
 // docs/reliability/stream.md compare settings.
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <atomic>
-#include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -28,6 +21,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "satlab/v1/training_service.grpc.pb.h"
+#include "tests/e2e/server_process.h"
 
 namespace satlab::testing {
 namespace {
@@ -38,75 +32,6 @@ constexpr int kInputs = 255;
 constexpr int kRows = 2048;  // 2048 x (255 + 1) doubles = 4 MiB
 constexpr int64_t kBudget = int64_t{64} << 20;
 constexpr int64_t kMiB = int64_t{1} << 20;
-
-// A started server process; killed (by PID) in the destructor.
-class ServerProcess {
- public:
-  explicit ServerProcess(const std::vector<std::string>& args) {
-    // Built before fork: the child only calls async-signal-safe functions.
-    std::vector<char*> argv;
-    for (const std::string& arg : args) {
-      argv.push_back(const_cast<char*>(arg.c_str()));
-    }
-    argv.push_back(nullptr);
-    int out[2];
-    if (pipe(out) != 0) return;
-    pid_ = fork();
-    if (pid_ == 0) {
-      // The child dies with the test, even if the test is killed.
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      dup2(out[1], STDOUT_FILENO);
-      close(out[0]);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(out[1]);
-    stdout_ = fdopen(out[0], "r");
-    char line[256] = {};
-    if (pid_ > 0 && stdout_ != nullptr &&
-        std::fgets(line, sizeof(line), stdout_) != nullptr) {
-      const std::string text(line);
-      const std::string prefix = "listening on ";
-      if (text.rfind(prefix, 0) == 0) {
-        address_ = text.substr(prefix.size());
-        while (!address_.empty() && isspace(address_.back())) {
-          address_.pop_back();
-        }
-      }
-    }
-  }
-  ~ServerProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int status;
-      waitpid(pid_, &status, 0);
-    }
-    if (stdout_ != nullptr) std::fclose(stdout_);
-  }
-
-  const std::string& address() const { return address_; }
-  pid_t pid() const { return pid_; }
-
-  // Resident set size from /proc/PID/status, bytes (-1 if unreadable).
-  int64_t Rss() const {
-    std::ifstream status(absl::StrCat("/proc/", pid_, "/status"));
-    std::string key;
-    while (status >> key) {
-      if (key == "VmRSS:") {
-        int64_t kib;
-        status >> kib;
-        return kib * 1024;
-      }
-      status.ignore(1 << 20, '\n');
-    }
-    return -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-  FILE* stdout_ = nullptr;
-  std::string address_;
-};
 
 v1::TrainRequest BigRequest() {
   v1::TrainRequest request;

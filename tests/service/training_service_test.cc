@@ -568,7 +568,7 @@ TEST_F(TrainingServiceTest, Train_UnknownNetwork_NotFound) {
                              TrainOptions{}, nullptr);
   // Train() reads the network first; a raw session gets the same code.
   EXPECT_EQ(last.status().code(), absl::StatusCode::kNotFound);
-  auto session = client_->StartTraining("networks/ghost", TrainOptions{});
+  auto session = client_->OpenTrainStream("networks/ghost", TrainOptions{});
   ASSERT_TRUE(session.ok());
   (*session)->Write(MakeBatch(1, 1, 1, 0));
   (*session)->WritesDone();
@@ -580,7 +580,7 @@ TEST_F(TrainingServiceTest, Train_UnknownNetwork_NotFound) {
 
 TEST_F(TrainingServiceTest, SecondWriter_WhileStreamOpen_AbortedReadersServed) {
   ASSERT_TRUE(client_->CreateNetwork(NeuronSpec(), "busy").ok());
-  auto session = client_->StartTraining("networks/busy", TrainOptions{});
+  auto session = client_->OpenTrainStream("networks/busy", TrainOptions{});
   ASSERT_TRUE(session.ok());
   ASSERT_TRUE((*session)->Write(MakeBatch(1, 1, 1, 0)));
   v1::TrainResponse response;
@@ -595,7 +595,7 @@ TEST_F(TrainingServiceTest, SecondWriter_WhileStreamOpen_AbortedReadersServed) {
   *layer->mutable_biases() = MakeVector({0});
   EXPECT_EQ(client_->SetParameters(set).status().code(),
             absl::StatusCode::kAborted);
-  auto other = client_->StartTraining("networks/busy", TrainOptions{});
+  auto other = client_->OpenTrainStream("networks/busy", TrainOptions{});
   ASSERT_TRUE(other.ok());
   (*other)->Write(MakeBatch(1, 1, 1, 0));
   v1::TrainResponse ignored;
@@ -615,7 +615,7 @@ TEST_F(TrainingServiceTest, SecondWriter_WhileStreamOpen_AbortedReadersServed) {
 
 TEST_F(TrainingServiceTest, Train_NetworkDeletedMidStream_Aborted) {
   ASSERT_TRUE(client_->CreateNetwork(NeuronSpec(), "vanishing").ok());
-  auto session = client_->StartTraining("networks/vanishing", TrainOptions{});
+  auto session = client_->OpenTrainStream("networks/vanishing", TrainOptions{});
   ASSERT_TRUE(session.ok());
   ASSERT_TRUE((*session)->Write(MakeBatch(1, 1, 1, 0)));
   v1::TrainResponse response;
@@ -632,7 +632,7 @@ TEST_F(TrainingServiceTest, Train_NetworkDeletedMidStream_Aborted) {
 TEST_F(TrainingServiceTest, Train_ClientCancels_SlotReleased) {
   ASSERT_TRUE(client_->CreateNetwork(NeuronSpec(), "cancelled").ok());
   {
-    auto session = client_->StartTraining("networks/cancelled", TrainOptions{});
+    auto session = client_->OpenTrainStream("networks/cancelled", TrainOptions{});
     ASSERT_TRUE(session.ok());
     ASSERT_TRUE((*session)->Write(MakeBatch(1, 1, 1, 0)));
     v1::TrainResponse response;

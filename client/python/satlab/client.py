@@ -6,7 +6,10 @@ proto/satlab/v1 is at hand. Errors are grpc.RpcError with the server's code
 and message (INVALID_ARGUMENT names the offending field).
 """
 
+import collections
 import dataclasses
+import threading
+import time
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import grpc
@@ -270,6 +273,116 @@ class Client:
                 yield req
 
         return self.stub.Train(requests(), timeout=timeout)
+
+    def train_resumable(self, network: NetworkRef, batches: Iterable[Tuple[ArrayLike, ArrayLike]],
+                        report_every: int = 1, commit_every_steps: int = 0,
+                        max_resumes: int = 10, initial_backoff: float = 0.05,
+                        max_backoff: float = 2.0, max_buffered: int = 4096,
+                        timeout: Optional[float] = None) -> Iterator[pb.TrainResponse]:
+        """Train that survives a dropped connection or a server restart, like
+        the C++ client's TrainSession.
+
+        Minibatch n (from 0) becomes step start + n + 1, where start is the
+        network's step when the call begins. Every minibatch is kept until the
+        server reports it durable (StepResult.durable_step); when the stream
+        fails with UNAVAILABLE (or ABORTED while the server still holds the
+        previous stream), the helper waits with backoff, reads the network's
+        step, opens a stream that must start exactly there (expected_step) and
+        resends the rest, so the network ends as an uninterrupted run would,
+        bit for bit. Yields each step's TrainResponse once, in order (every
+        `report_every` steps and the last). Raises grpc.RpcError when the
+        failure is not retryable or max_resumes failures come in a row.
+        """
+        if max_buffered < 2:
+            raise ValueError(f"max_buffered: expected at least 2, got {max_buffered}")
+        name = _name(network)
+        start = self.get_network(name).step
+        half = max_buffered // 2
+        commit_every = min(commit_every_steps, half) if commit_every_steps > 0 else half
+        report_every = max(1, min(report_every, half))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        source = iter(batches)
+        lock = threading.Condition()
+        # Requests of minibatches start + first + 1 ... not yet durable.
+        state = {"buffer": collections.deque(), "first": 0, "written": 0,
+                 "exhausted": False, "durable": 0, "delivered": start}
+
+        def trim() -> None:
+            while state["buffer"] and start + state["first"] + 1 <= state["durable"]:
+                state["buffer"].popleft()
+                state["first"] += 1
+
+        def requests(server_step: int):
+            yield pb.TrainRequest(name=name, report_every=report_every,
+                                  commit_every_steps=commit_every, expected_step=server_step)
+            i = server_step - start
+            while True:
+                with lock:
+                    while not state["exhausted"] and i >= state["written"] and \
+                            len(state["buffer"]) >= max_buffered:
+                        lock.wait()
+                    if i < state["written"]:
+                        req = state["buffer"][i - state["first"]]
+                    elif state["exhausted"]:
+                        return
+                    else:
+                        try:
+                            x, y = next(source)
+                        except StopIteration:
+                            state["exhausted"] = True
+                            return
+                        req = pb.TrainRequest()
+                        _minibatch(req.batch, x, y)
+                        state["buffer"].append(req)
+                        state["written"] += 1
+                yield req
+                i += 1
+
+        server_step, failures, backoff, resuming = start, 0, initial_backoff, False
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                for response in self.stub.Train(requests(server_step), timeout=left):
+                    with lock:
+                        server_step = max(server_step, response.result.step)
+                        state["durable"] = max(state["durable"], response.result.durable_step)
+                        trim()
+                        lock.notify_all()
+                        fresh = response.result.step > state["delivered"]
+                        if fresh:
+                            state["delivered"] = response.result.step
+                    failures, backoff = 0, initial_backoff
+                    if fresh:
+                        yield response
+                return
+            except grpc.RpcError as err:
+                error: grpc.RpcError = err
+            while True:
+                code = error.code()
+                retry = code == grpc.StatusCode.UNAVAILABLE or \
+                    (code == grpc.StatusCode.ABORTED and (resuming or failures > 0))
+                failures += 1
+                if not retry or failures > max_resumes or \
+                        (deadline is not None and time.monotonic() >= deadline):
+                    raise error
+                time.sleep(backoff)
+                backoff = min(2 * backoff, max_backoff)
+                try:
+                    net = self.get_network(name)
+                except grpc.RpcError as again:
+                    error = again
+                    continue
+                break
+            resuming = True
+            server_step = net.step
+            with lock:
+                state["durable"] = max(state["durable"], net.durable_step)
+                trim()
+                if server_step - start < state["first"] or server_step - start > state["written"]:
+                    raise RuntimeError(
+                        f"{name} is at step {server_step}, but only the minibatches for steps "
+                        f"{start + state['first'] + 1} to {start + state['written']} are kept: "
+                        "another writer changed it, or the server lost state it reported durable")
 
     def evaluate(self, network: NetworkRef, inputs: ArrayLike, targets: ArrayLike) -> pb.EvaluateResponse:
         """Loss, accuracy and saturation over a dataset, without a step."""
