@@ -32,6 +32,24 @@
 #include "server/service/server.h"
 #include "spdlog/spdlog.h"
 
+namespace satlab {
+
+// Where a local run keeps its networks unless told otherwise: the XDG state
+// directory ($XDG_STATE_HOME/satlab, else ~/.local/state/satlab). The image
+// sets SATLAB_DATA_DIR=/var/lib/satlab, its volume.
+std::string DefaultDataDir() {
+  if (const char* state = std::getenv("XDG_STATE_HOME");
+      state != nullptr && *state == '/') {
+    return absl::StrCat(state, "/satlab");
+  }
+  if (const char* home = std::getenv("HOME"); home != nullptr && *home == '/') {
+    return absl::StrCat(home, "/.local/state/satlab");
+  }
+  return "satlab-data";
+}
+
+}  // namespace satlab
+
 ABSL_FLAG(std::string, host, "127.0.0.1",
           "Address to listen on for gRPC (0.0.0.0 for every interface, as in "
           "a container).");
@@ -46,6 +64,15 @@ ABSL_FLAG(int, blas_threads, 0,
 ABSL_FLAG(int, max_queued_calls, 1024,
           "Calls waiting for a compute thread before RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, max_networks, 10000, "Networks the server holds at most.");
+ABSL_FLAG(std::string, data_dir, satlab::DefaultDataDir(),
+          "Directory of the durable store (SQLite, <data_dir>/satlab.db; "
+          "created if missing, one server per directory). Every network, its "
+          "optimizer state and recent request ids survive a restart. Empty: "
+          "the ephemeral in-memory store, emptied by a restart.");
+ABSL_FLAG(bool, data_sync, true,
+          "Sync every commit of the durable store to disk, so what the server "
+          "acknowledged survives a power loss (SQLite synchronous=FULL); "
+          "false survives a crash of the process only (NORMAL).");
 ABSL_FLAG(int64_t, max_parameters, 50'000'000,
           "Trainable scalars per network at most.");
 ABSL_FLAG(int64_t, max_layers, 64, "Layers per network at most.");
@@ -250,6 +277,8 @@ satlab::server::AppOptions OptionsFromFlags() {
   options.compute_threads = absl::GetFlag(FLAGS_compute_threads);
   options.max_queued_calls = absl::GetFlag(FLAGS_max_queued_calls);
   options.max_networks = absl::GetFlag(FLAGS_max_networks);
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.data_sync_full = absl::GetFlag(FLAGS_data_sync);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.service.limits.max_parameters = absl::GetFlag(FLAGS_max_parameters);
   options.service.limits.max_layers = absl::GetFlag(FLAGS_max_layers);

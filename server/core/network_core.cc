@@ -605,9 +605,20 @@ absl::StatusOr<std::unique_ptr<WriterSession>> NetworkCore::OpenWriter(
   if (!found.ok()) return found.status();
   if (!(*found)->TryAcquireWriter()) return BusyError(id);
   int64_t durable_step;
+  int64_t step;
   {
     absl::ReaderMutexLock lock(&(*found)->mu);
     durable_step = (*found)->durable_step;
+    step = (*found)->network->step();
+  }
+  // Checked with the slot held: no other writer can move the step now.
+  if (options.expected_step.has_value() && *options.expected_step != step) {
+    (*found)->ReleaseWriter();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "expected_step: networks/", id, " is at step ", step,
+        ", not the expected ", *options.expected_step, " (its durable step is ",
+        durable_step,
+        "); read the network and resend the minibatches after its step"));
   }
   return std::unique_ptr<WriterSession>(new WriterSession(
       this, *std::move(found),

@@ -249,9 +249,14 @@ class NetworkCore {
     // 0 / zero duration: the core's defaults (CoreOptions).
     int64_t commit_every_steps = 0;
     absl::Duration commit_interval = absl::ZeroDuration();
+    // When set, the session opens only if the network is at this step
+    // (FAILED_PRECONDITION otherwise, naming both): a client resuming
+    // after a failure never has a minibatch applied twice.
+    std::optional<int64_t> expected_step;
   };
   // Takes networks/{id}'s writer slot for a session (a Train stream) until
-  // the session is closed or destroyed. NOT_FOUND, ABORTED (busy).
+  // the session is closed or destroyed. NOT_FOUND, ABORTED (busy),
+  // FAILED_PRECONDITION (not at options.expected_step).
   absl::StatusOr<std::unique_ptr<WriterSession>> OpenWriter(
       absl::string_view id, const SessionOptions& options);
 

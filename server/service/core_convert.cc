@@ -60,6 +60,12 @@ void InfoToProto(const core::NetworkInfo& info, v1::Network* out) {
   out->set_step(info.step);
   out->set_samples_seen(info.samples_seen);
   out->set_parameter_count(info.parameter_count);
+  out->set_durable_step(info.durable_step);
+}
+
+void OutcomeToProto(const core::StepOutcome& outcome, v1::StepResult* out) {
+  StepResultToProto(outcome.result, out);
+  out->set_durable_step(outcome.durable_step);
 }
 
 }  // namespace satlab::service

@@ -29,6 +29,8 @@ absl::StatusOr<core::RequestKey> RequestKeyOf(
 
 // A network's resource fields (Get/List/Create/SetParameters).
 void InfoToProto(const core::NetworkInfo& info, v1::Network* out);
+// A step's result and the durable step after it (StepResult.durable_step).
+void OutcomeToProto(const core::StepOutcome& outcome, v1::StepResult* out);
 
 }  // namespace satlab::service
 

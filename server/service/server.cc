@@ -10,6 +10,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/service/decode_interceptor.h"
+#include "server/store/sqlite_store.h"
 
 namespace satlab::service {
 namespace {
@@ -105,7 +106,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   const int threads = options.compute_threads > 0
                           ? options.compute_threads
                           : std::max(1u, std::thread::hardware_concurrency());
-  server->store_ = store::NewInMemoryStore(options.max_networks);
+  if (options.data_dir.empty()) {
+    server->store_ = store::NewInMemoryStore(options.max_networks);
+  } else {
+    store::SqliteStoreOptions store_options;
+    store_options.data_dir = options.data_dir;
+    store_options.max_networks = options.max_networks;
+    store_options.synchronous_full = options.data_sync_full;
+    auto stores = store::OpenSqliteStores(store_options);
+    if (!stores.ok()) return stores.status();
+    server->store_ = std::move(stores->networks);
+  }
   server->executor_ =
       std::make_unique<Executor>(threads, options.max_queued_calls);
   MetricsHub* hub = options.hub;

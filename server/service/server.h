@@ -34,6 +34,14 @@ struct ServerOptions {
   // Calls waiting for a compute thread before RESOURCE_EXHAUSTED.
   int max_queued_calls = 1024;
   int64_t max_networks = 10000;
+  // Where networks are kept: a directory for the durable SQLite store
+  // (<data_dir>/satlab.db, created if missing; one server per directory),
+  // or empty for the ephemeral in-memory store, which a restart empties.
+  std::string data_dir;
+  // The durable store syncs every commit to disk (SQLite synchronous=FULL:
+  // an acknowledged change survives a power loss); false syncs less
+  // (NORMAL: it survives a crash of the process, not of the machine).
+  bool data_sync_full = true;
   // Largest request or response message, bytes.
   int max_message_bytes = 64 << 20;
   // Connection policy, as gRPC channel arguments (zero turns the age and
@@ -109,7 +117,7 @@ class Server {
   ServerOptions options_;
   std::string host_;
   int port_ = 0;
-  std::unique_ptr<store::NetworkStore> store_;
+  std::shared_ptr<store::NetworkStore> store_;
   std::unique_ptr<core::NetworkCore> core_;  // over store_
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<MetricsHub> own_hub_;  // when options.hub is null

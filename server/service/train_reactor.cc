@@ -34,12 +34,28 @@ TrainReactor::TrainReactor(TrainingServiceImpl* service,
 absl::Status TrainReactor::Open(const v1::TrainRequest& first) {
   auto id = ParseNetworkName(first.name(), "name");
   if (!id.ok()) return id.status();
-  auto session = service_->core()->OpenWriter(*id, {});
-  if (!session.ok()) return session.status();
   if (first.report_every() < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "report_every: expected >= 0, got ", first.report_every()));
   }
+  if (first.commit_every_steps() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "commit_every_steps: expected >= 0, got ", first.commit_every_steps()));
+  }
+  if (first.commit_interval_ms() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "commit_interval_ms: expected >= 0, got ", first.commit_interval_ms()));
+  }
+  if (first.has_expected_step() && first.expected_step() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected_step: expected >= 0, got ", first.expected_step()));
+  }
+  core::NetworkCore::SessionOptions options;
+  options.commit_every_steps = first.commit_every_steps();
+  options.commit_interval = absl::Milliseconds(first.commit_interval_ms());
+  if (first.has_expected_step()) options.expected_step = first.expected_step();
+  auto session = service_->core()->OpenWriter(*id, options);
+  if (!session.ok()) return session.status();
   session_ = *std::move(session);
   report_every_ = first.report_every() == 0 ? 1 : first.report_every();
   return absl::OkStatus();
@@ -196,7 +212,7 @@ void TrainReactor::RunStep(const Queued& step, int64_t index) {
   }
   ++batches_applied_;
   v1::TrainResponse response;
-  StepResultToProto(result->result, response.mutable_result());
+  OutcomeToProto(*result, response.mutable_result());
   response.set_batches_applied(batches_applied_);
   if (batches_applied_ % report_every_ == 0) {
     unsent_.push_back(std::move(response));

@@ -478,13 +478,13 @@ absl::Status TrainingServiceImpl::TrainStepWork(
   auto out = core_->TrainStep(
       *id, *batch, "batch", CallOptionsFor(ctx), *key,
       [response](const core::StepOutcome& applied) {
-        StepResultToProto(applied.result, response->mutable_result());
+        OutcomeToProto(applied, response->mutable_result());
         return response->SerializeAsString();
       },
       &replay);
   if (!out.ok()) return out.status();
   if (replay.response.has_value()) return ParseReplay(replay, response);
-  StepResultToProto(out->result, response->mutable_result());
+  OutcomeToProto(*out, response->mutable_result());
   hub_->OnStep(request.name(), out->result);
   return absl::OkStatus();
 }
@@ -503,7 +503,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::TrainStep(
       if (auto done = core_->TryStepInline(*id, *batch, "batch", key)) {
         grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
         if (done->ok()) {
-          StepResultToProto((*done)->result, response->mutable_result());
+          OutcomeToProto(**done, response->mutable_result());
           hub_->OnStep(request->name(), (*done)->result);
         }
         reactor->Finish(ToGrpcStatus(done->status()));

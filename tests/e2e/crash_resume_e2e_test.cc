@@ -31,7 +31,7 @@
 namespace satlab::testing {
 namespace {
 
-constexpr int kBatches = 600;
+constexpr int kBatches = 1500;
 constexpr int kRows = 16;
 constexpr int kInputs = 6;
 
@@ -121,11 +121,26 @@ class CrashResumeTest : public ::testing::Test {
         << "satlab-server did not start on port " << port_;
   }
 
+  // Blocks until the (re)started server answers: the first call after a
+  // restart may still go out on the killed server's connection and fail
+  // UNAVAILABLE ("Socket closed") before the channel notices.
+  void WaitServing(Client& client) {
+    absl::Status status;
+    for (int i = 0; i < 100; ++i) {
+      status = client.ListNetworks(1).status();
+      if (status.code() != absl::StatusCode::kUnavailable) break;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    ASSERT_TRUE(status.ok()) << status;
+  }
+
   std::unique_ptr<Client> NewClient() {
     ClientOptions options;
     options.target = absl::StrCat("127.0.0.1:", port_);
     options.timeout = absl::Seconds(20);
     options.max_reconnect_backoff = absl::Milliseconds(200);
+    // Calls made right after a restart wait for the new server.
+    options.wait_for_ready = true;
     return std::make_unique<Client>(options);
   }
 
@@ -207,6 +222,7 @@ TEST_F(CrashResumeTest, SigkillDuringTrain_ResumedRunEqualsUninterrupted) {
     ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(120)));
     trainer.join();
     ASSERT_TRUE(trained.ok()) << trained;
+    ASSERT_NO_FATAL_FAILURE(WaitServing(*client));
 
     // Both networks read back equal, then again after one more restart.
     for (int pass = 0; pass < 2; ++pass) {
@@ -225,6 +241,7 @@ TEST_F(CrashResumeTest, SigkillDuringTrain_ResumedRunEqualsUninterrupted) {
       if (pass == 0) {
         server_->Stop(SIGKILL);
         ASSERT_NO_FATAL_FAILURE(Start());
+        ASSERT_NO_FATAL_FAILURE(WaitServing(*client));
       }
     }
     // The next step after a restart is the same step on both (optimizer
