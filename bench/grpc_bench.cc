@@ -20,6 +20,9 @@
 //
 // Usage: grpc_bench --threads=N [google benchmark flags]
 //        grpc_bench --rss --server=PATH [google benchmark flags]
+//        grpc_bench --durability [google benchmark flags]: Train streams
+//          and TrainStep on the durable store (SQLite in a temporary
+//          directory, default commit points) against the ephemeral one
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,6 +32,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -133,13 +137,21 @@ struct Harness {
   std::unique_ptr<service::Server> server;
   EchoServiceImpl echo;
   std::unique_ptr<Client> client;
+  // --durability: a second server with the durable store (SQLite in a
+  // temporary directory, default commit points), next to `server`, which is
+  // ephemeral (the in-memory store).
+  std::unique_ptr<service::Server> durable_server;
+  std::unique_ptr<Client> durable_client;
+  std::string data_dir;
   std::unique_ptr<EchoService::Stub> echo_stub;
   int counter = 0;
 };
 Harness* g_harness = nullptr;
 
-absl::StatusOr<std::string> NewNetwork(const BenchCase& c, bool f32) {
-  auto net = g_harness->client->CreateNetwork(
+absl::StatusOr<std::string> NewNetwork(const BenchCase& c, bool f32,
+                                       Client* client = nullptr) {
+  if (client == nullptr) client = g_harness->client.get();
+  auto net = client->CreateNetwork(
       ProtoSpec(c, f32), "bench-" + std::to_string(g_harness->counter++));
   if (!net.ok()) return net.status();
   return net->name();
@@ -200,13 +212,15 @@ void BM_UnaryPair(benchmark::State& state, const BenchCase& c, bool f32) {
       static_cast<double>(step_response.ByteSizeLong());
 }
 
-void BM_TrainStream(benchmark::State& state, const BenchCase& c, bool f32) {
+void BM_TrainStream(benchmark::State& state, const BenchCase& c, bool f32,
+                    Client* client = nullptr) {
+  if (client == nullptr) client = g_harness->client.get();
   const std::vector<v1::Minibatch> batches = ProtoBatches(c, f32);
-  auto name = NewNetwork(c, f32);
+  auto name = NewNetwork(c, f32, client);
   if (!name.ok()) return Fail(state, name.status());
   TrainOptions options;
   options.report_every = 1;
-  auto session = g_harness->client->OpenTrainStream(*name, options);
+  auto session = client->OpenTrainStream(*name, options);
   if (!session.ok()) return Fail(state, session.status());
   TrainStream* stream = session->get();
   // One untimed step first (stream setup, the compute thread's
@@ -240,6 +254,70 @@ void BM_TrainStream(benchmark::State& state, const BenchCase& c, bool f32) {
   absl::Status s = stream->Finish();
   if (broken || !s.ok()) {
     Fail(state, s.ok() ? absl::InternalError("stream ended early") : s);
+  }
+}
+
+// TrainStep on an ephemeral and a durable network of the same case,
+// alternating call by call (as BM_UnaryPair does, for the same reason): a
+// durable TrainStep returns once its step is committed to disk.
+void BM_DurableStepPair(benchmark::State& state, const BenchCase& c) {
+  const std::vector<v1::Minibatch> batches = ProtoBatches(c, true);
+  auto ephemeral = NewNetwork(c, true);
+  if (!ephemeral.ok()) return Fail(state, ephemeral.status());
+  auto durable = NewNetwork(c, true, g_harness->durable_client.get());
+  if (!durable.ok()) return Fail(state, durable.status());
+  std::vector<double> ephemeral_us, durable_us;
+  int i = 0;
+  for (auto _ : state) {
+    const v1::Minibatch& batch = batches[i++ % kMinibatchRing];
+    const auto t0 = std::chrono::steady_clock::now();
+    auto a = g_harness->client->TrainStep(*ephemeral, batch);
+    if (!a.ok()) return Fail(state, a.status());
+    const auto t1 = std::chrono::steady_clock::now();
+    auto b = g_harness->durable_client->TrainStep(*durable, batch);
+    if (!b.ok()) return Fail(state, b.status());
+    const auto t2 = std::chrono::steady_clock::now();
+    ephemeral_us.push_back(
+        std::chrono::duration<double, std::micro>(t1 - t0).count());
+    durable_us.push_back(
+        std::chrono::duration<double, std::micro>(t2 - t1).count());
+  }
+  const double e = MedianUs(std::move(ephemeral_us));
+  const double d = MedianUs(std::move(durable_us));
+  state.counters["ephemeral_us"] = e;
+  state.counters["durable_us"] = d;
+  state.counters["durable_over_ephemeral"] = e > 0 ? d / e : 0;
+}
+
+// Registers the durability comparison (--durability): Train streams with
+// the server's default commit points against the ephemeral store, and
+// TrainStep latency, for the two cases issue 12 names.
+void RegisterDurability() {
+  for (const BenchCase& c : BenchCases()) {
+    const std::string name = c.name;
+    if (name != "2-16-16-1_b32_mse" && name != "784-256-256-10_b128_cce") {
+      continue;
+    }
+    const bool tiny = c.sizes[0] < 100;
+    for (bool durable : {false, true}) {
+      auto* stream = benchmark::RegisterBenchmark(
+          ("durability_stream/" + name + "/f32/" +
+           (durable ? "durable" : "ephemeral"))
+              .c_str(),
+          [&c, durable](benchmark::State& s) {
+            BM_TrainStream(s, c, true,
+                           durable ? g_harness->durable_client.get()
+                                   : g_harness->client.get());
+          });
+      stream->Unit(benchmark::kMicrosecond)->UseRealTime();
+      // Several commit intervals (1 s by default) per measurement.
+      stream->MinTime(tiny ? 3.0 : 4.0);
+    }
+    benchmark::RegisterBenchmark(
+        ("durability_train_step/" + name + "/f32").c_str(),
+        [&c](benchmark::State& s) { BM_DurableStepPair(s, c); })
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
   }
 }
 
@@ -391,11 +469,14 @@ int main(int argc, char** argv) {
   original_argv.push_back(nullptr);
   const int threads = TakeThreadsFlag(&argc, argv);
   bool rss = false;
+  bool durability = false;
   std::string server_path;
   int out = 1;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--rss") == 0) {
       rss = true;
+    } else if (std::strcmp(argv[i], "--durability") == 0) {
+      durability = true;
     } else if (std::strncmp(argv[i], "--server=", 9) == 0) {
       server_path = argv[i] + 9;
     } else {
@@ -423,6 +504,39 @@ int main(int argc, char** argv) {
   harness.client = std::make_unique<satlab::Client>(client_options);
   harness.echo_stub = EchoService::NewStub(harness.client->channel());
   g_harness = &harness;
+
+  if (durability) {
+    char dir[] = "/tmp/satlab-bench-XXXXXX";
+    if (mkdtemp(dir) == nullptr) {
+      std::perror("mkdtemp");
+      return 1;
+    }
+    harness.data_dir = dir;
+    satlab::service::ServerOptions durable_options = options;
+    durable_options.extra_services.clear();
+    durable_options.data_dir = harness.data_dir;
+    auto durable = satlab::service::Server::Create(durable_options);
+    if (!durable.ok()) {
+      std::fprintf(stderr, "Server::Create (durable): %s\n",
+                   durable.status().ToString().c_str());
+      return 1;
+    }
+    harness.durable_server = std::move(durable).value();
+    satlab::ClientOptions durable_client_options;
+    durable_client_options.target = harness.durable_server->address();
+    harness.durable_client =
+        std::make_unique<satlab::Client>(durable_client_options);
+    RegisterDurability();
+    benchmark::AddCustomContext("data_dir", harness.data_dir);
+    benchmark::AddCustomContext("threads", std::to_string(threads));
+    benchmark::Initialize(&argc, argv);
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    harness.durable_server->Shutdown(absl::Seconds(1));
+    harness.server->Shutdown(absl::Seconds(1));
+    std::filesystem::remove_all(harness.data_dir);
+    return 0;
+  }
 
   for (const BenchCase& c : BenchCases()) {
     const bool tiny = c.sizes[0] < 100;

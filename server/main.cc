@@ -405,6 +405,14 @@ int main(int argc, char** argv) {
       "per product)",
       (*app)->grpc_address(), (*app)->server()->executor()->threads(),
       satlab::engine::BlasThreads());
+  if (options.server.data_dir.empty()) {
+    spdlog::warn(
+        "networks are kept in memory only (--data_dir is empty): a restart "
+        "loses them");
+  } else {
+    spdlog::info("networks are kept in {}/satlab.db (durable; --data_dir)",
+                 options.server.data_dir);
+  }
   if (options.http.has_value()) {
     std::printf("http listening on %s:%d\n", options.http->host.c_str(),
                 (*app)->http_port());

@@ -178,6 +178,7 @@ const MODELS = {
   'apps/v1/Deployment': () => require('kubernetes-models/apps/v1').Deployment,
   'v1/Service': () => require('kubernetes-models/v1').Service,
   'v1/ConfigMap': () => require('kubernetes-models/v1').ConfigMap,
+  'v1/PersistentVolumeClaim': () => require('kubernetes-models/v1').PersistentVolumeClaim,
   'policy/v1/PodDisruptionBudget': () => require('kubernetes-models/policy/v1').PodDisruptionBudget,
 };
 function k8sErrors(doc) {
@@ -258,6 +259,19 @@ check('k8s Service: selects the Deployment pods and targets its named ports', ()
   for (const [k, v] of Object.entries(service.doc.spec.selector)) assert(labels[k] === v, `selector ${k}=${v} does not match the pod labels`);
   const names = new Set(container.ports.map((p) => p.name));
   for (const p of service.doc.spec.ports) assert(names.has(p.targetPort) || container.ports.some((c) => c.containerPort === p.targetPort), `targetPort ${p.targetPort} not a container port`);
+});
+
+check('k8s Deployment: the store volume /var/lib/satlab is the PersistentVolumeClaim in the manifests, SATLAB_DATA_DIR points at it, one replica', () => {
+  const mount = container.volumeMounts.find((m) => m.mountPath === '/var/lib/satlab');
+  assert(mount, 'nothing mounted at /var/lib/satlab');
+  const volume = deployment.doc.spec.template.spec.volumes.find((v) => v.name === mount.name);
+  assert(volume && volume.persistentVolumeClaim, `volume ${mount.name} is not a PersistentVolumeClaim`);
+  const pvc = objects.find((o) => o.doc.kind === 'PersistentVolumeClaim' && o.doc.metadata.name === volume.persistentVolumeClaim.claimName);
+  assert(pvc, `no PersistentVolumeClaim named ${volume.persistentVolumeClaim.claimName}`);
+  assert(pvc.doc.spec.accessModes.includes('ReadWriteOnce'), 'the claim is not ReadWriteOnce');
+  const env = Object.fromEntries((container.env || []).map((e) => [e.name, e.value]));
+  assert(env.SATLAB_DATA_DIR === '/var/lib/satlab', `SATLAB_DATA_DIR is ${env.SATLAB_DATA_DIR}`);
+  assert(deployment.doc.spec.replicas === 1, 'more than one replica on a ReadWriteOnce store');
 });
 
 check('k8s schema rejects a string gRPC probe port and a missing container image type (negative control)', () => {
