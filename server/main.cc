@@ -34,18 +34,13 @@
 
 namespace satlab {
 
-// Where a local run keeps its networks unless told otherwise: the XDG state
-// directory ($XDG_STATE_HOME/satlab, else ~/.local/state/satlab). The image
-// sets SATLAB_DATA_DIR=/var/lib/satlab, its volume.
-std::string DefaultDataDir() {
-  if (const char* state = std::getenv("XDG_STATE_HOME");
-      state != nullptr && *state == '/') {
-    return absl::StrCat(state, "/satlab");
-  }
-  if (const char* home = std::getenv("HOME"); home != nullptr && *home == '/') {
-    return absl::StrCat(home, "/.local/state/satlab");
-  }
-  return "satlab-data";
+// A leading "~/" stands for $HOME, as in a shell: the default data
+// directory is written that way so that --help and the docs show one value
+// on every machine.
+std::string ExpandHome(const std::string& path) {
+  const char* home = std::getenv("HOME");
+  if (path.rfind("~/", 0) != 0 || home == nullptr || *home != '/') return path;
+  return absl::StrCat(home, path.substr(1));
 }
 
 }  // namespace satlab
@@ -64,9 +59,10 @@ ABSL_FLAG(int, blas_threads, 0,
 ABSL_FLAG(int, max_queued_calls, 1024,
           "Calls waiting for a compute thread before RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, max_networks, 10000, "Networks the server holds at most.");
-ABSL_FLAG(std::string, data_dir, satlab::DefaultDataDir(),
+ABSL_FLAG(std::string, data_dir, "~/.local/state/satlab",
           "Directory of the durable store (SQLite, <data_dir>/satlab.db; "
-          "created if missing, one server per directory). Every network, its "
+          "created if missing, one server per directory; a leading ~/ is "
+          "$HOME). Every network, its "
           "optimizer state and recent request ids survive a restart. Empty: "
           "the ephemeral in-memory store, emptied by a restart.");
 ABSL_FLAG(bool, data_sync, true,
@@ -277,7 +273,7 @@ satlab::server::AppOptions OptionsFromFlags() {
   options.compute_threads = absl::GetFlag(FLAGS_compute_threads);
   options.max_queued_calls = absl::GetFlag(FLAGS_max_queued_calls);
   options.max_networks = absl::GetFlag(FLAGS_max_networks);
-  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.data_dir = satlab::ExpandHome(absl::GetFlag(FLAGS_data_dir));
   options.data_sync_full = absl::GetFlag(FLAGS_data_sync);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.service.limits.max_parameters = absl::GetFlag(FLAGS_max_parameters);

@@ -632,7 +632,8 @@ TEST_F(TrainingServiceTest, Train_NetworkDeletedMidStream_Aborted) {
 TEST_F(TrainingServiceTest, Train_ClientCancels_SlotReleased) {
   ASSERT_TRUE(client_->CreateNetwork(NeuronSpec(), "cancelled").ok());
   {
-    auto session = client_->OpenTrainStream("networks/cancelled", TrainOptions{});
+    auto session =
+        client_->OpenTrainStream("networks/cancelled", TrainOptions{});
     ASSERT_TRUE(session.ok());
     ASSERT_TRUE((*session)->Write(MakeBatch(1, 1, 1, 0)));
     v1::TrainResponse response;
