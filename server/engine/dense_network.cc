@@ -11,6 +11,7 @@
 #include "server/engine/activation.h"
 #include "server/engine/gemm.h"
 #include "server/engine/init.h"
+#include "server/engine/kernels.h"
 #include "server/engine/loss.h"
 #include "server/engine/network_impl.h"
 #include "server/engine/optimizer.h"
@@ -520,7 +521,7 @@ class DenseNetwork final : public NetworkImpl {
       Gemm<T>(Transpose::kNo, Transpose::kYes, m, FanIn(l), Units(l),
               delta.data(), params_.weights[l].data(), s->delta[l - 1],
               /*accumulate=*/false);
-      Delta(*s, l - 1, m).array() *= D(*s, l - 1, m).array();
+      kernels::MultiplyInPlace(s->d[l - 1], m * FanIn(l), s->delta[l - 1]);
     }
     return absl::OkStatus();
   }
