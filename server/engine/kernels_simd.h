@@ -41,17 +41,12 @@ struct Simd {
     return v;
   }
   static void Store(T* p, V v) { std::memcpy(p, &v, sizeof(v)); }
-  static V Splat(T x) {
-    V v;
-    for (int l = 0; l < kLanes; ++l) v[l] = x;
-    return v;
-  }
+  // x in every lane: GCC widens a scalar operand to the vector (a lane
+  // loop compiles to one masked insert per lane). x - 0 == x for every x,
+  // -0 and NaN included, so GCC folds the subtraction away.
+  static V Splat(T x) { return x - V{}; }
   static V Zero() { return Splat(T(0)); }
-  static I SplatInt(Int x) {
-    I v;
-    for (int l = 0; l < kLanes; ++l) v[l] = x;
-    return v;
-  }
+  static I SplatInt(Int x) { return x + I{}; }
   // Eigen's SSE pmin(a, b) is _mm_min_ps(b, a): b when b < a, else a
   // (a when either is NaN); pmax likewise.
   static V Min(V a, V b) { return b < a ? b : a; }
