@@ -362,7 +362,8 @@ int main(int argc, char** argv) {
     const absl::Status set =
         isa.ok() ? satlab::engine::kernels::SetActiveIsa(*isa) : isa.status();
     if (!set.ok()) {
-      spdlog::critical("cannot start: --kernels: {}", std::string(set.message()));
+      spdlog::critical("cannot start: --kernels: {}",
+                       std::string(set.message()));
       return 2;
     }
   }
