@@ -11,7 +11,9 @@
 // and the same split between vector and scalar code where those round
 // differently (Eigen's scalar tail calls std::exp). kernels_test checks it on
 // every variant the CPU supports. The engine's determinism (same seed, same
-// bits) therefore does not depend on the variant chosen.
+// bits) therefore does not depend on the variant chosen. (A -march=native
+// build, for benchmarks only, compiles the baseline with FMA: there the
+// baseline alone rounds differently, as it always did in such builds.)
 #ifndef SATLAB_SERVER_ENGINE_KERNELS_H_
 #define SATLAB_SERVER_ENGINE_KERNELS_H_
 
