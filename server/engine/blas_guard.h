@@ -1,13 +1,15 @@
 // A guard for OpenBLAS's CPU detection. OpenBLAS 0.3.21 (Debian, built
 // with DYNAMIC_ARCH) picks its kernels for the CPU when the library loads;
-// on CPUs it does not know (AVX-512 Xeons whose model the VM masks) it
-// falls back to "Prescott", SSE3 code about half as fast as a matching
-// kernel. The only switch is the OPENBLAS_CORETYPE environment variable,
+// on CPUs it does not know it picks kernels older than the CPU: "Prescott"
+// (SSE3) on AVX-512 Xeons whose model the VM masks, "Haswell" (AVX2) on
+// AMD Zen 4, which has AVX-512 (docs/benchmarks.md: 2-4x and 1.6x slower
+// products than SkylakeX's kernels on the same CPUs).
+// The only switch is the OPENBLAS_CORETYPE environment variable,
 // read at load time, before main: so the guard re-executes the process once
 // with it set, checks the new core's products against a float64 reference,
 // and re-executes again with the original core if any is off.
 //
-//   start ─ generic core on an AVX2/AVX-512 CPU? ─ no ─> run as is
+//   start ─ a core below the CPU's (tiers below)? ─ no ─> run as is
 //              │ yes: OPENBLAS_CORETYPE=<better>,
 //              SATLAB_BLAS_GUARD_STATE=try:<orig>
 //              v
@@ -17,7 +19,7 @@
 //              v
 //           exec ─> run with the original core (the reason is reported)
 //
-// OPENBLAS_CORETYPE set by the user counts as OpenBLAS's choice: a generic
+// OPENBLAS_CORETYPE set by the user counts as OpenBLAS's choice: a lesser
 // one is replaced as well (--blas_core_guard=false keeps it), which is also
 // how the guard is tested on a machine OpenBLAS does recognise.
 #ifndef SATLAB_SERVER_ENGINE_BLAS_GUARD_H_
@@ -49,9 +51,12 @@ struct BlasCoreReport {
 // OpenBLAS's core name, e.g. "Haswell", "SkylakeX", "Prescott".
 std::string BlasCoreName();
 
-// The cores OpenBLAS falls back to (SSE-era kernels), that the guard
-// replaces on a CPU with AVX2.
-bool IsGenericBlasCore(absl::string_view core);
+// An OpenBLAS core's tier: 0 SSE-era kernels (what it falls back to), 1
+// AVX, 2 AVX2 (Haswell, Zen), 3 AVX-512 (SkylakeX, Cooperlake,
+// SapphireRapids) and any name not known here. The guard replaces a core
+// whose tier is below that of PreferredBlasCore.
+int BlasCoreTier(absl::string_view core);
+bool IsGenericBlasCore(absl::string_view core);  // tier 0
 
 // CPU features the choice of a better core depends on.
 struct BlasCpu {
@@ -83,7 +88,7 @@ struct SelfCheckGemm {
 SelfCheckGemm OpenBlasGemm();
 
 // Runs a set of products (odd sizes, every transpose the engine uses,
-// overwrite and accumulate, in both precisions; up to 128 x 784 x 256)
+// overwrite and accumulate, in both precisions; up to 128 x 256 x 784)
 // through `gemm` and compares every entry with a float64 loop:
 // |c - ref| <= 4 k eps sum_p |a_ip b_pj| + the smallest normal, the
 // worst-case rounding bound of a k-term sum with room for any summation

@@ -29,13 +29,25 @@ TEST(BlasGuardTest, GenericCoreOnAvx512_ReexecsWithSkylakeX) {
   EXPECT_EQ(action.state, "try:Prescott");
 }
 
-TEST(BlasGuardTest, RecognisedCore_RunsAsIs) {
+// OpenBLAS 0.3.21 on AMD Zen 4 (AVX-512): its AVX2 kernels.
+TEST(BlasGuardTest, Avx2CoreOnAvx512_ReexecsWithSkylakeX) {
   const BlasGuardAction action =
       DecideBlasGuard(FirstRun("Haswell", "SkylakeX"));
-  EXPECT_FALSE(action.reexec);
-  EXPECT_EQ(action.report.active, "Haswell");
-  EXPECT_EQ(action.report.detected, "Haswell");
-  EXPECT_FALSE(action.report.forced);
+  EXPECT_TRUE(action.reexec);
+  EXPECT_EQ(action.coretype, "SkylakeX");
+  EXPECT_EQ(action.state, "try:Haswell");
+}
+
+TEST(BlasGuardTest, MatchingCore_RunsAsIs) {
+  for (const char* core : {"SkylakeX", "Cooperlake", "SomeFutureCore"}) {
+    const BlasGuardAction action = DecideBlasGuard(FirstRun(core, "SkylakeX"));
+    EXPECT_FALSE(action.reexec) << core;
+    EXPECT_EQ(action.report.active, core);
+    EXPECT_EQ(action.report.detected, core);
+    EXPECT_FALSE(action.report.forced);
+  }
+  const BlasGuardAction zen = DecideBlasGuard(FirstRun("Zen", "Haswell"));
+  EXPECT_FALSE(zen.reexec);
 }
 
 TEST(BlasGuardTest, GuardOff_KeepsGenericCore) {
@@ -145,6 +157,15 @@ TEST(BlasGuardTest, PreferredCore_FromCpuFeatures) {
   EXPECT_EQ(PreferredBlasCore(cpu), "Haswell");
   cpu.avx512bw = cpu.avx512dq = cpu.avx512vl = cpu.avx512cd = true;
   EXPECT_EQ(PreferredBlasCore(cpu), "SkylakeX");
+}
+
+TEST(BlasGuardTest, CoreTiers) {
+  EXPECT_EQ(BlasCoreTier("Prescott"), 0);
+  EXPECT_EQ(BlasCoreTier("Sandybridge"), 1);
+  EXPECT_EQ(BlasCoreTier("Haswell"), 2);
+  EXPECT_EQ(BlasCoreTier("zen"), 2);
+  EXPECT_EQ(BlasCoreTier("SkylakeX"), 3);
+  EXPECT_EQ(BlasCoreTier("NotYetKnown"), 3);
 }
 
 TEST(BlasGuardTest, GenericCores) {
