@@ -238,8 +238,9 @@ void Tile(int64_t i, int64_t j, int64_t n, int64_t k, const T* a, int64_t a_row,
   }
 }
 
-// Columns [*j, end) in tiles of 4 rows (then 1) by 2 vectors (then 1) of
-// S's width, advancing *j past what whole vectors cover.
+// Columns [*j, end) in tiles of 4 rows (then 1) by 2 vectors, then 8 (4,
+// 1) rows by 1 vector, of S's width, advancing *j past what whole vectors
+// cover. Any tiling gives the same bits: each C(i, j) is its own sum.
 template <typename S, typename T>
 void Tiles(int64_t* j, int64_t end, int64_t m, int64_t n, int64_t k, const T* a,
            int64_t a_row, int64_t a_col, const T* b, T* c, bool accumulate) {
@@ -250,8 +251,13 @@ void Tiles(int64_t* j, int64_t end, int64_t m, int64_t n, int64_t k, const T* a,
     for (; i < m; ++i)
       Tile<S, T, 1, 2>(i, *j, n, k, a, a_row, a_col, b, c, accumulate);
   }
+  // One vector wide (16 float columns at 512 bits: a 16-unit layer), 8
+  // rows at a time: 8 independent accumulators hide the add latency that
+  // 4 would expose.
   for (; *j + S::kLanes <= end; *j += S::kLanes) {
     int64_t i = 0;
+    for (; i + 8 <= m; i += 8)
+      Tile<S, T, 8, 1>(i, *j, n, k, a, a_row, a_col, b, c, accumulate);
     for (; i + 4 <= m; i += 4)
       Tile<S, T, 4, 1>(i, *j, n, k, a, a_row, a_col, b, c, accumulate);
     for (; i < m; ++i)
