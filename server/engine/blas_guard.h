@@ -1,13 +1,13 @@
 // A guard for OpenBLAS's CPU detection. OpenBLAS 0.3.21 (Debian, built
-// with DYNAMIC_ARCH) picks its kernels for the CPU when the library loads;
-// on CPUs it does not know it picks kernels older than the CPU: "Prescott"
+// with DYNAMIC_ARCH) picks its kernels for the CPU when the library loads,
+// and on CPUs it does not know picks kernels older than the CPU: "Prescott"
 // (SSE3) on AVX-512 Xeons whose model the VM masks, "Haswell" (AVX2) on
-// AMD Zen 4, which has AVX-512 (docs/benchmarks.md: 2-4x and 1.6x slower
-// products than SkylakeX's kernels on the same CPUs).
-// The only switch is the OPENBLAS_CORETYPE environment variable,
-// read at load time, before main: so the guard re-executes the process once
-// with it set, checks the new core's products against a float64 reference,
-// and re-executes again with the original core if any is off.
+// AMD EPYCs with AVX-512 (Zen 4 and 5). Products run 3.4-4.1x and 1.5-1.7x
+// slower than with its SkylakeX kernels on the same CPU (docs/benchmarks.md).
+// The only switch is the OPENBLAS_CORETYPE environment variable, read at
+// load time, before main: so the guard re-executes the process once with it
+// set, checks the new core's products against a float64 reference, and
+// re-executes again with the original core if any is off.
 //
 //   start ─ a core below the CPU's (tiers below)? ─ no ─> run as is
 //              │ yes: OPENBLAS_CORETYPE=<better>,

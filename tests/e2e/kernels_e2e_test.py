@@ -77,7 +77,7 @@ class Kernels(unittest.TestCase):
         self.assertEqual(info.group(1), best_engine(self.flags))
         self.assertIn("kernels: engine %s (cpu: sse2" % info.group(1), log)
         self.assertIn("BLAS core %s" % info.group(2), log)
-        if info.group(4) == "true":  # e.g. Haswell -> SkylakeX on Zen 4
+        if info.group(4) == "true":  # e.g. Haswell -> SkylakeX on Zen 4/5
             self.assertIn("forced over %s" % info.group(3), log)
         else:
             self.assertEqual(info.group(2), info.group(3))

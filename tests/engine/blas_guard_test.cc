@@ -29,7 +29,7 @@ TEST(BlasGuardTest, GenericCoreOnAvx512_ReexecsWithSkylakeX) {
   EXPECT_EQ(action.state, "try:Prescott");
 }
 
-// OpenBLAS 0.3.21 on AMD Zen 4 (AVX-512): its AVX2 kernels.
+// OpenBLAS 0.3.21 on AMD Zen 4/5 EPYCs (AVX-512): its AVX2 kernels.
 TEST(BlasGuardTest, Avx2CoreOnAvx512_ReexecsWithSkylakeX) {
   const BlasGuardAction action =
       DecideBlasGuard(FirstRun("Haswell", "SkylakeX"));
