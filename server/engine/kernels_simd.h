@@ -32,7 +32,11 @@ template <typename T, int Bytes>
 struct Simd {
   typedef T V __attribute__((vector_size(Bytes)));
   using Int = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+  using UInt = std::make_unsigned_t<Int>;
   typedef Int I __attribute__((vector_size(Bytes)));
+  // Shifted left unsigned: exponent bits of a NaN input's lanes are
+  // negative (as in Eigen, whose intrinsics shift them all the same).
+  typedef UInt U __attribute__((vector_size(Bytes)));
   static constexpr int kLanes = Bytes / sizeof(T);
 
   static V Load(const T* p) {
@@ -92,11 +96,11 @@ typename S::V Exp(typename S::V x_in, float) {
       S::Min(S::Max(m, S::Splat(-278.0f)), S::Splat(278.0f)), I);
   I b = e >> 2;
   V c;
-  I bits = (b + S::SplatInt(127)) << 23;
+  typename S::U bits = (typename S::U)(b + S::SplatInt(127)) << 23;
   std::memcpy(&c, &bits, sizeof(c));
   V out = y * c * c * c;
   b = e - b - b - b;
-  bits = (b + S::SplatInt(127)) << 23;
+  bits = (typename S::U)(b + S::SplatInt(127)) << 23;
   std::memcpy(&c, &bits, sizeof(c));
   out = out * c;
   return S::Max(out, x_in);
@@ -130,11 +134,11 @@ typename S::V Exp(typename S::V x_in, double) {
       S::Min(S::Max(fx, S::Splat(-2099.0)), S::Splat(2099.0)), I);
   I b = e >> 2;
   V c;
-  I bits = (b + S::SplatInt(1023)) << 52;
+  typename S::U bits = (typename S::U)(b + S::SplatInt(1023)) << 52;
   std::memcpy(&c, &bits, sizeof(c));
   V out = g * c * c * c;
   b = e - b - b - b;
-  bits = (b + S::SplatInt(1023)) << 52;
+  bits = (typename S::U)(b + S::SplatInt(1023)) << 52;
   std::memcpy(&c, &bits, sizeof(c));
   out = out * c;
   return S::Max(out, x_in);
