@@ -9,8 +9,15 @@
 
 #include "server/engine/kernels_internal.h"
 
+// GCC and clang spell "compile what follows for this instruction set"
+// differently.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2"))), \
+                             apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2")
+#endif
 #include <immintrin.h>
 
 #include "server/engine/kernels_simd.h"
@@ -30,4 +37,8 @@ struct Avx2Ops {
 const KernelTable& Avx2Kernels() { return kSimdTable<Avx2Ops, 32>; }
 
 }  // namespace satlab::engine::kernels
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif

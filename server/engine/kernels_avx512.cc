@@ -10,8 +10,15 @@
 
 #include "server/engine/kernels_internal.h"
 
+// GCC and clang spell "compile what follows for this instruction set"
+// differently.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512dq"))), \
+                             apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq")
+#endif
 #include <immintrin.h>
 
 #include "server/engine/kernels_simd.h"
@@ -41,4 +48,8 @@ struct Avx512Ops {
 const KernelTable& Avx512Kernels() { return kSimdTable<Avx512Ops, 64>; }
 
 }  // namespace satlab::engine::kernels
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
