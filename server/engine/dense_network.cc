@@ -459,7 +459,7 @@ class DenseNetwork final : public NetworkImpl {
       Map d(s->d[l] + r * units, view_rows, view_cols);
       ops.derivative(z, a, slope, d);
       sums.derivative_sum += static_cast<double>(d.sum());
-      sums.saturated += (d.array() < threshold).count();
+      sums.saturated += kernels::CountBelow(d.data(), rows * units, threshold);
       sums.activation_sum += static_cast<double>(a.sum());
       if (ops.can_die) {
         VectorMap max_z(s->max_z[l], units);

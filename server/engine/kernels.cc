@@ -135,6 +135,10 @@ void MultiplyInPlace(const T* y, int64_t count, T* x) {
   Typed<T>().multiply_in_place(y, count, x);
 }
 template <typename T>
+int64_t CountBelow(const T* x, int64_t count, T threshold) {
+  return Typed<T>().count_below(x, count, threshold);
+}
+template <typename T>
 void SmallProduct(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row,
                   int64_t a_col, const T* b, T* c, bool accumulate) {
   Typed<T>().small_product(m, n, k, a, a_row, a_col, b, c, accumulate);
@@ -146,6 +150,8 @@ template void SigmoidDerivative<float>(const float*, int64_t, float*);
 template void SigmoidDerivative<double>(const double*, int64_t, double*);
 template void MultiplyInPlace<float>(const float*, int64_t, float*);
 template void MultiplyInPlace<double>(const double*, int64_t, double*);
+template int64_t CountBelow<float>(const float*, int64_t, float);
+template int64_t CountBelow<double>(const double*, int64_t, double);
 template void SmallProduct<float>(int64_t, int64_t, int64_t, const float*,
                                   int64_t, int64_t, const float*, float*, bool);
 template void SmallProduct<double>(int64_t, int64_t, int64_t, const double*,

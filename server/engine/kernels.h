@@ -1,8 +1,8 @@
 // The engine's own hot loops (the sigmoid and its derivative, elementwise
-// products, the small matrix products of tiny networks), compiled several
-// times for different instruction sets and chosen once per process from
-// what the CPU supports, so that one portable binary (built without
-// -march=native) runs AVX2 or AVX-512 code where the CPU has it.
+// products, the saturation count, the small matrix products of tiny networks),
+// compiled several times for different instruction sets and chosen once per
+// process from what the CPU supports, so that one portable binary (built
+// without -march=native) runs AVX2 or AVX-512 code where the CPU has it.
 //
 // Every variant returns the same bits as the baseline (SSE2, the x86-64
 // minimum) for the same input: no FMA contraction (each variant's file is
@@ -67,6 +67,11 @@ void SigmoidDerivative(const T* a, int64_t count, T* d);
 // x[i] *= y[i].
 template <typename T>
 void MultiplyInPlace(const T* y, int64_t count, T* x);
+
+// How many x[i] < threshold (NaN is not), i < count: the saturated
+// (unit, sample) pairs of a layer. An integer: any order gives the same.
+template <typename T>
+int64_t CountBelow(const T* x, int64_t count, T threshold);
 
 // C [m, n] = A B, or C += A B when `accumulate`, for small shapes (the
 // engine's Gemm sends products up to 32^3 multiply-adds here). A(i, p) is

@@ -2,6 +2,7 @@
 // runs only after kernels.cc has checked that the CPU supports AVX2; the
 // standard headers come first so that none of their inline functions is
 // compiled for AVX2 (the linker might keep that copy for everyone).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>

@@ -3,6 +3,7 @@
 // CPU supports AVX-512 F and DQ; the standard headers come first so that none
 // of their inline functions is compiled for AVX-512 (the linker might keep that
 // copy for everyone).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>

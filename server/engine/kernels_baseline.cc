@@ -33,6 +33,11 @@ void MultiplyInPlace(const T* y, int64_t count, T* x) {
   RowMap<T>(x, count) *= ConstRowMap<T>(y, count);
 }
 
+template <typename T>
+int64_t CountBelow(const T* x, int64_t count, T threshold) {
+  return (ConstRowMap<T>(x, count) < threshold).count();
+}
+
 // C[m, n] (+)= A B for small shapes, in register tiles: R rows by V SIMD
 // packets of C are summed over all of k in packet accumulators, then
 // stored into (or added to) C once. Eigen's small-product path, axpy loops
@@ -154,7 +159,8 @@ void SmallProduct(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row,
 
 template <typename T>
 constexpr TypedKernels<T> kTyped = {Sigmoid<T>, SigmoidDerivative<T>,
-                                    MultiplyInPlace<T>, SmallProduct<T>};
+                                    MultiplyInPlace<T>, CountBelow<T>,
+                                    SmallProduct<T>};
 
 }  // namespace
 

@@ -13,6 +13,7 @@ struct TypedKernels {
   void (*sigmoid)(const T* z, int64_t count, T* out);
   void (*sigmoid_derivative)(const T* a, int64_t count, T* d);
   void (*multiply_in_place)(const T* y, int64_t count, T* x);
+  int64_t (*count_below)(const T* x, int64_t count, T threshold);
   void (*small_product)(int64_t m, int64_t n, int64_t k, const T* a,
                         int64_t a_row, int64_t a_col, const T* b, T* c,
                         bool accumulate);

@@ -13,6 +13,7 @@
 #ifndef SATLAB_SERVER_ENGINE_KERNELS_SIMD_H_
 #define SATLAB_SERVER_ENGINE_KERNELS_SIMD_H_
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -214,6 +215,27 @@ void MultiplyInPlace(const T* y, int64_t count, T* x) {
   for (; i < count; ++i) x[i] *= y[i];
 }
 
+template <typename T, int Bytes>
+int64_t CountBelow(const T* x, int64_t count, T threshold) {
+  using S = Simd<T, Bytes>;
+  const typename S::V limit = S::Splat(threshold);
+  // Each lane of `below` counts down by one per hit (a true comparison is
+  // all ones, -1), over chunks short enough for 32-bit lanes.
+  constexpr int64_t kChunk = int64_t{1} << 30;
+  int64_t total = 0;
+  int64_t i = 0;
+  while (i + S::kLanes <= count) {
+    const int64_t chunk_end = std::min(count, i + kChunk);
+    typename S::I below = S::SplatInt(0);
+    for (; i + S::kLanes <= chunk_end; i += S::kLanes) {
+      below += S::Load(x + i) < limit;
+    }
+    for (int l = 0; l < S::kLanes; ++l) total -= below[l];
+  }
+  for (; i < count; ++i) total += x[i] < threshold;
+  return total;
+}
+
 // C[i..i+R, j..j+V*lanes) (+)= A B: every C(i, j) summed over p in order,
 // acc = a(i, p) b(p, j) + acc from acc = 0, as the baseline's tiles do at
 // any width.
@@ -329,9 +351,11 @@ void SmallProduct(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row,
 template <typename Ops, int Bytes>
 constexpr KernelTable kSimdTable = {
     {Sigmoid<float, Ops, Bytes>, SigmoidDerivative<float, Bytes>,
-     MultiplyInPlace<float, Bytes>, SmallProduct<float, Bytes>},
+     MultiplyInPlace<float, Bytes>, CountBelow<float, Bytes>,
+     SmallProduct<float, Bytes>},
     {Sigmoid<double, Ops, Bytes>, SigmoidDerivative<double, Bytes>,
-     MultiplyInPlace<double, Bytes>, SmallProduct<double, Bytes>}};
+     MultiplyInPlace<double, Bytes>, CountBelow<double, Bytes>,
+     SmallProduct<double, Bytes>}};
 
 }  // namespace
 }  // namespace satlab::engine::kernels

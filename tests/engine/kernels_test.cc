@@ -156,6 +156,12 @@ void ExpectElementwiseMatches() {
       std::vector<T> d(count), x(b.begin(), b.begin() + count);
       SigmoidDerivative(a.data(), count, d.data());
       MultiplyInPlace(a.data(), count, x.data());
+      for (T threshold : {T(0), T(-3.5), T(11), T(-1e30)}) {
+        int64_t below = 0;
+        for (int64_t i = 0; i < count; ++i) below += a[i] < threshold;
+        EXPECT_EQ(CountBelow(a.data(), count, threshold), below)
+            << IsaName(isa) << " count " << count << " threshold " << threshold;
+      }
       for (int64_t i = 0; i < count; ++i) {
         const T expected_d = a[i] * (T(1) - a[i]);
         const T expected_x = b[i] * a[i];
