@@ -2,7 +2,7 @@
 // with DYNAMIC_ARCH) picks its kernels for the CPU when the library loads,
 // and on CPUs it does not know picks kernels older than the CPU: "Prescott"
 // (SSE3) on AVX-512 Xeons whose model the VM masks, "Haswell" (AVX2) on
-// AMD EPYCs with AVX-512 (Zen 4 and 5). Products run 3.4-4.1x and 1.5-1.7x
+// AMD EPYCs with AVX-512 (Zen 4 and 5). Products run 3.2-4.1x and 1.4-1.7x
 // slower than with its SkylakeX kernels on the same CPU (docs/benchmarks.md).
 // The only switch is the OPENBLAS_CORETYPE environment variable, read at
 // load time, before main: so the guard re-executes the process once with it
