@@ -88,7 +88,7 @@ struct SelfCheckGemm {
 SelfCheckGemm OpenBlasGemm();
 
 // Runs a set of products (odd sizes, every transpose the engine uses,
-// overwrite and accumulate, in both precisions; up to 128 x 256 x 784)
+// overwrite and accumulate, in both precisions; up to 96 x 80 x 784)
 // through `gemm` and compares every entry with a float64 loop:
 // |c - ref| <= 4 k eps sum_p |a_ip b_pj| + the smallest normal, the
 // worst-case rounding bound of a k-term sum with room for any summation
