@@ -2,14 +2,17 @@
 // bench cases (bench/bench_cases.h), plus the batch validation the service
 // runs before each of them, and the heap bytes one network costs.
 //
-// Usage: engine_bench --threads=N [--passive] [google benchmark flags]
-// [--passive] sets OMP_WAIT_POLICY=PASSIVE.
+// Usage: engine_bench --threads=N [--passive] [--kernels=ISA]
+//                     [google benchmark flags]
+// [--passive] sets OMP_WAIT_POLICY=PASSIVE; --kernels=baseline|avx2|avx512
+// picks the engine's kernel variant (default: the best the CPU supports).
 // N is applied to every pool the engine could use (Eigen's OpenMP pool via
 // OMP_NUM_THREADS, OpenBLAS via OPENBLAS_NUM_THREADS) before the libraries
 // load, by re-executing once (see FixThreadEnvironment).
 #include <malloc.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +21,7 @@
 #include "bench/bench_cases.h"
 #include "bench/engine_cases.h"
 #include "benchmark/benchmark.h"
+#include "server/engine/kernels.h"
 #include "server/engine/network.h"
 #include "server/engine/spec.h"
 
@@ -127,6 +131,14 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--passive") {
       passive = true;
+    } else if (std::string(argv[i]).rfind("--kernels=", 0) == 0) {
+      const auto isa = satlab::engine::kernels::ParseIsa(argv[i] + 10);
+      const absl::Status set =
+          isa.ok() ? satlab::engine::kernels::SetActiveIsa(*isa) : isa.status();
+      if (!set.ok()) {
+        std::fprintf(stderr, "%s\n", std::string(set.message()).c_str());
+        return 2;
+      }
     } else {
       argv[out++] = argv[i];
     }
@@ -175,6 +187,8 @@ int main(int argc, char** argv) {
     }
   }
   benchmark::AddCustomContext("threads", std::to_string(threads));
+  benchmark::AddCustomContext("kernels",
+                              satlab::engine::kernels::Description());
   benchmark::AddCustomContext("eigen_threads",
                               std::to_string(Eigen::nbThreads()));
   benchmark::Initialize(&argc, argv);

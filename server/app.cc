@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "server/engine/cpu.h"
 #include "server/engine/gemm.h"
 
 namespace satlab::server {
@@ -13,6 +14,11 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppOptions& options) {
     return absl::InvalidArgumentError(
         absl::StrCat("server options: blas_threads: expected >= 0, got ",
                      options.blas_threads));
+  }
+  if (options.server.compute_threads < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("server options: compute_threads: expected >= 0, got ",
+                     options.server.compute_threads));
   }
   if (options.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
@@ -24,16 +30,24 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppOptions& options) {
         "server options: hub and interceptors: expected unset (the app "
         "supplies its own), got set");
   }
-  if (options.blas_threads > 0) engine::SetBlasThreads(options.blas_threads);
+  // Compute threads x BLAS threads within the cores this process may use
+  // (affinity and cgroup quota); 0 in either option means "choose".
+  const engine::UsableCores usable = engine::DetectUsableCores();
+  const engine::ThreadPlan plan = engine::PlanThreads(
+      usable.cores, options.server.compute_threads, options.blas_threads);
+  engine::SetBlasThreads(plan.blas_threads);
 
   std::unique_ptr<App> app(new App());
   app->options_ = options;
+  app->usable_cores_ = usable;
+  app->thread_plan_ = plan;
   // Live metrics: one hub feeds WatchMetrics, /metrics and the dashboard.
   auto hub = service::MetricsHub::Create(options.metrics);
   if (!hub.ok()) return hub.status();
   app->hub_ = *std::move(hub);
 
   service::ServerOptions server_options = options.server;
+  server_options.compute_threads = plan.compute_threads;
   server_options.hub = app->hub_.get();
   service::GrpcServerMetrics* grpc_metrics = &app->grpc_metrics_;
   server_options.interceptors = [grpc_metrics] {

@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/engine/cpu.h"
 #include "server/http/http_server.h"
 #include "server/service/grpc_metrics.h"
 #include "server/service/metrics_hub.h"
@@ -34,7 +35,8 @@ struct AppOptions {
   // The HTTP side port (/metrics, dashboard); absent turns it off.
   std::optional<http::HttpServerOptions> http;
   // Cores each large matrix product may use (OpenBLAS's pool, process-wide);
-  // 0 keeps OpenBLAS's default.
+  // 0 chooses, with server.compute_threads (0: choose), so that compute x
+  // BLAS threads fit the cores the process may use (engine::PlanThreads).
   int blas_threads = 0;
   // Shutdown(): seconds in-flight calls get to finish before they are
   // cancelled and running compute stops.
@@ -43,9 +45,9 @@ struct AppOptions {
 
 class App {
  public:
-  // Checks the options, sets the BLAS threads, then starts the hub, the gRPC
-  // server and the HTTP port, in that order; on failure what was started is
-  // stopped again. INVALID_ARGUMENT naming the option for bad options,
+  // Checks the options, plans and sets the threads, then starts the hub, the
+  // gRPC server and the HTTP port, in that order; on failure what was started
+  // is stopped again. INVALID_ARGUMENT naming the option for bad options,
   // UNAVAILABLE when a port cannot be bound.
   static absl::StatusOr<std::unique_ptr<App>> Start(const AppOptions& options);
   // Shuts down (as Shutdown()) if still running.
@@ -67,12 +69,17 @@ class App {
   void Shutdown();
 
   service::Server* server() { return server_.get(); }
+  // The cores found at Start and the threads chosen for them.
+  const engine::UsableCores& usable_cores() const { return usable_cores_; }
+  const engine::ThreadPlan& thread_plan() const { return thread_plan_; }
   service::MetricsHub* hub() { return hub_.get(); }
 
  private:
   App() = default;
 
   AppOptions options_;
+  engine::UsableCores usable_cores_;
+  engine::ThreadPlan thread_plan_;
   // Declared in the order they must outlive each other: the server and the
   // HTTP port read the hub and the gRPC metrics until they stop.
   std::unique_ptr<service::MetricsHub> hub_;

@@ -26,7 +26,9 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/app.h"
+#include "server/engine/blas_guard.h"
 #include "server/engine/gemm.h"
+#include "server/engine/kernels.h"
 #include "server/http/http_server.h"
 #include "server/logging.h"
 #include "server/service/server.h"
@@ -50,12 +52,23 @@ ABSL_FLAG(std::string, host, "127.0.0.1",
           "a container).");
 ABSL_FLAG(int, port, 50051, "gRPC port; 0 picks a free port (printed).");
 ABSL_FLAG(int, compute_threads, 0,
-          "Threads running numerics; 0 means one per core.");
+          "Threads running numerics; 0 chooses: one per core the process may "
+          "use (affinity mask and cgroup CPU quota), or cores / "
+          "blas_threads when that is set.");
 ABSL_FLAG(int, blas_threads, 0,
           "Cores each large matrix product may use (OpenBLAS's pool); 0 "
-          "keeps OpenBLAS's default (OPENBLAS_NUM_THREADS, else one per "
-          "core). With several compute threads busy at once, compute_threads "
-          "x blas_threads above the core count oversubscribes the CPU.");
+          "chooses: cores / compute_threads (1 with the default compute "
+          "threads), so that compute_threads x blas_threads never exceeds the "
+          "cores. Explicit values above that are kept, with a warning.");
+ABSL_FLAG(std::string, kernels, "auto",
+          "The engine's own kernels: auto (the widest this CPU supports), "
+          "baseline (SSE2), avx2 or avx512. Every variant gives the same "
+          "bits; this only changes speed.");
+ABSL_FLAG(bool, blas_core_guard, true,
+          "When OpenBLAS picks a generic (SSE-era) core on a CPU with AVX2 "
+          "or AVX-512, re-execute once with OPENBLAS_CORETYPE set to a "
+          "matching core, keep it only if its products pass a float64 "
+          "self-check, and fall back to the original core otherwise.");
 ABSL_FLAG(int, max_queued_calls, 1024,
           "Calls waiting for a compute thread before RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, max_networks, 10000, "Networks the server holds at most.");
@@ -361,6 +374,9 @@ int main(int argc, char** argv) {
   }
   ApplyEnvironment();
   absl::ParseCommandLine(argc, argv);
+  // Before anything else starts: the guard may re-execute the process.
+  const absl::StatusOr<satlab::engine::BlasCoreReport> blas =
+      satlab::engine::GuardBlasCore(absl::GetFlag(FLAGS_blas_core_guard), argv);
 
   if (absl::Status s = satlab::server::ConfigureLogging(
           absl::GetFlag(FLAGS_log_format), absl::GetFlag(FLAGS_log_level));
@@ -369,6 +385,28 @@ int main(int argc, char** argv) {
                  std::string(s.message()).c_str());
     return 2;
   }
+
+  if (!blas.ok()) {
+    spdlog::critical("cannot start: {}", blas.status().ToString());
+    return 1;
+  }
+  satlab::engine::SetBlasCoreReport(*blas);
+  if (const std::string kernels = absl::GetFlag(FLAGS_kernels);
+      kernels != "auto") {
+    const auto isa = satlab::engine::kernels::ParseIsa(kernels);
+    const absl::Status set =
+        isa.ok() ? satlab::engine::kernels::SetActiveIsa(*isa) : isa.status();
+    if (!set.ok()) {
+      spdlog::critical("cannot start: --kernels: {}",
+                       std::string(set.message()));
+      return 2;
+    }
+  }
+  spdlog::info("kernels: engine {}; BLAS core {}{} ({})",
+               satlab::engine::kernels::Description(), blas->active,
+               blas->forced ? absl::StrCat(", forced over ", blas->detected)
+                            : std::string(),
+               blas->note);
 
   // SIGTERM/SIGINT are caught by a handler, not blocked and sigwait()ed:
   // threads started before main (OpenBLAS's pool starts when the library
@@ -398,9 +436,16 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   spdlog::info(
       "satlab-server listening on {} ({} compute threads, {} BLAS threads "
-      "per product)",
+      "per product; usable cores: {})",
       (*app)->grpc_address(), (*app)->server()->executor()->threads(),
-      satlab::engine::BlasThreads());
+      satlab::engine::BlasThreads(), (*app)->usable_cores().Describe());
+  if ((*app)->thread_plan().oversubscribed) {
+    spdlog::warn(
+        "compute_threads x blas_threads = {} x {} exceeds the {} usable "
+        "cores: concurrent large products will slow each other down",
+        (*app)->thread_plan().compute_threads,
+        (*app)->thread_plan().blas_threads, (*app)->usable_cores().cores);
+  }
   if (options.server.data_dir.empty()) {
     spdlog::warn(
         "networks are kept in memory only (--data_dir is empty): a restart "

@@ -2,6 +2,8 @@
 
 #include <array>
 
+#include "server/engine/kernels.h"
+
 namespace satlab::engine {
 namespace {
 
@@ -12,11 +14,29 @@ using Array = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 // z >= 0 and e / (1 + e) for z < 0, so exp never overflows.
 template <typename T>
 void StableSigmoid(const ConstRowRef<T>& z, RowRef<T> out) {
+  // One row (the engine's [1, rows * units] views): the dispatched kernel,
+  // which rounds as the code below does for one row.
+  if (z.rows() == 1) {
+    kernels::Sigmoid(z.data(), z.cols(), out.data());
+    return;
+  }
   // e = exp(-|z|) never overflows; a = 1/(1+e) for z >= 0, e/(1+e) below.
   // Selecting the numerator first keeps one division per element.
   out.array() = (-z.array().abs()).exp();
   out.array() =
       (z.array() >= T(0)).select(T(1), out.array()) / (T(1) + out.array());
+}
+
+// d = a (1 - a): sigmoid's f', softmax's Jacobian diagonal. Elementwise
+// and exact per operation, so any contiguous view may take the kernel.
+template <typename T>
+void LogisticDerivative(const ConstRowRef<T>& a, RowRef<T> d) {
+  if ((a.rows() == 1 || a.outerStride() == a.cols()) &&
+      (d.rows() == 1 || d.outerStride() == d.cols())) {
+    kernels::SigmoidDerivative(a.data(), a.size(), d.data());
+    return;
+  }
+  d.array() = a.array() * (T(1) - a.array());
 }
 
 template <typename T>
@@ -31,7 +51,7 @@ constexpr std::array<ActivationOps<T>, 7> kTable = {{
     {Activation::kSigmoid, "sigmoid", 0.25, false, false, false,
      [](const ConstRowRef<T>& z, T, RowRef<T> a) { StableSigmoid<T>(z, a); },
      [](const ConstRowRef<T>&, const ConstRowRef<T>& a, T, RowRef<T> d) {
-       d.array() = a.array() * (T(1) - a.array());
+       LogisticDerivative<T>(a, d);
      }},
     // f(z) = tanh z; f' = 1 - a^2 <= 1.
     {Activation::kTanh, "tanh", 1.0, false, false, false,
@@ -78,7 +98,7 @@ constexpr std::array<ActivationOps<T>, 7> kTable = {{
        }
      },
      [](const ConstRowRef<T>&, const ConstRowRef<T>& a, T, RowRef<T> d) {
-       d.array() = a.array() * (T(1) - a.array());
+       LogisticDerivative<T>(a, d);
      }},
 }};
 

@@ -13,6 +13,7 @@
 #include "server/engine/activation.h"
 #include "server/engine/gemm.h"
 #include "server/engine/init.h"
+#include "server/engine/kernels.h"
 #include "server/engine/loss.h"
 #include "server/engine/network_impl.h"
 #include "server/engine/optimizer.h"
@@ -518,7 +519,7 @@ class DenseNetwork final : public NetworkImpl {
       Map d(s->d[l] + r * units, view_rows, view_cols);
       ops.derivative(z, a, slope, d);
       sums.derivative_sum += static_cast<double>(d.sum());
-      sums.saturated += (d.array() < threshold).count();
+      sums.saturated += kernels::CountBelow(d.data(), rows * units, threshold);
       sums.activation_sum += static_cast<double>(a.sum());
       if (ops.can_die) {
         VectorMap max_z(s->max_z[l], units);
@@ -581,7 +582,7 @@ class DenseNetwork final : public NetworkImpl {
       Gemm<T>(Transpose::kNo, Transpose::kYes, m, FanIn(l), Units(l),
               delta.data(), params_.weights[l].data(), s->delta[l - 1],
               /*accumulate=*/false);
-      Delta(*s, l - 1, m).array() *= D(*s, l - 1, m).array();
+      kernels::MultiplyInPlace(s->d[l - 1], m * FanIn(l), s->delta[l - 1]);
     }
     return absl::OkStatus();
   }

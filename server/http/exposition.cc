@@ -10,6 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "server/engine/blas_guard.h"
+#include "server/engine/kernels.h"
 #include "server/http/process_metrics.h"
 
 namespace satlab::http {
@@ -283,6 +285,23 @@ void WriteProcess(Writer& w) {
   w.Sample("process_start_time_seconds", {}, stats->start_time_seconds);
 }
 
+// Which kernels the process computes with (constant after startup).
+void WriteKernels(Writer& w) {
+  const engine::BlasCoreReport blas = engine::CurrentBlasCoreReport();
+  w.Family("satlab_kernels_info", "gauge",
+           "The engine's kernel variant (engine) and OpenBLAS's core "
+           "(blas_core; blas_detected: the one OpenBLAS chose itself; "
+           "blas_forced: the startup guard replaced it). Always 1.");
+  w.Sample(
+      "satlab_kernels_info",
+      {{"engine",
+        std::string(engine::kernels::IsaName(engine::kernels::ActiveIsa()))},
+       {"blas_core", blas.active},
+       {"blas_detected", blas.detected},
+       {"blas_forced", blas.forced ? "true" : "false"}},
+      int64_t{1});
+}
+
 void WriteHttp(const HttpConnectionCounters& c, Writer& w) {
   w.Family("satlab_http_connections", "gauge",
            "HTTP connections open on the side port.");
@@ -323,6 +342,7 @@ std::string RenderMetrics(const service::MetricsHub& hub,
   WriteTraining(hub, w);
   if (grpc_metrics != nullptr) WriteGrpc(*grpc_metrics, w);
   if (http != nullptr) WriteHttp(*http, w);
+  WriteKernels(w);
   WriteProcess(w);
   return out;
 }

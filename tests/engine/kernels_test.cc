@@ -1,0 +1,340 @@
+// The dispatched kernels: every variant this CPU supports returns the
+// baseline's bits (server/engine/kernels.h), on lengths and shapes with odd
+// sizes, tails and misaligned starts, and on the values where exp and the
+// sigmoid are delicate (NaN, infinities, subnormal results, signed zeros).
+#include "server/engine/kernels.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "Eigen/Core"
+#include "gtest/gtest.h"
+#include "server/engine/network.h"
+
+namespace satlab::engine::kernels {
+namespace {
+
+// A -march=native build (benchmarks only) compiles the baseline, Eigen's
+// code, with FMA where the CPU has it: its bits then differ from the
+// dispatched variants, which never contract (kernels.h).
+#ifdef __FMA__
+constexpr bool kBaselineContracts = true;
+#else
+constexpr bool kBaselineContracts = false;
+#endif
+#define SKIP_IF_BASELINE_CONTRACTS()         \
+  if (kBaselineContracts)                    \
+  GTEST_SKIP() << "baseline built with FMA " \
+                  "(-march=native)"
+
+// Restores the process's variant when a test ends.
+class KernelsTest : public ::testing::Test {
+ protected:
+  void TearDown() override { ASSERT_TRUE(SetActiveIsa(saved_).ok()); }
+  const Isa saved_ = ActiveIsa();
+};
+
+std::vector<Isa> SupportedIsas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::kBaseline, Isa::kAvx2, Isa::kAvx512}) {
+    if (IsaSupported(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+template <typename T>
+bool SameBits(T a, T b) {
+  return std::memcmp(&a, &b, sizeof(T)) == 0;
+}
+
+// Values in [-12, 12] and the edge cases, with a fixed seed.
+template <typename T>
+std::vector<T> Inputs(size_t count, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(-12.0, 12.0);
+  const T specials[] = {T(0),
+                        -T(0),
+                        std::numeric_limits<T>::quiet_NaN(),
+                        std::numeric_limits<T>::infinity(),
+                        -std::numeric_limits<T>::infinity(),
+                        T(88.7),
+                        T(-88.7),
+                        T(-95),
+                        T(-104),
+                        T(-709),
+                        T(-745),
+                        T(1e-30),
+                        std::numeric_limits<T>::denorm_min(),
+                        std::numeric_limits<T>::max(),
+                        -std::numeric_limits<T>::max()};
+  std::vector<T> v(count);
+  for (size_t i = 0; i < count; ++i) {
+    v[i] = i % 5 == 3 ? specials[(i / 5) % std::size(specials)]
+                      : static_cast<T>(u(rng));
+  }
+  return v;
+}
+
+// The engine's sigmoid before dispatch existed, over a [1, count] view.
+template <typename T>
+void EigenSigmoid(const T* z_data, int64_t count, T* out_data) {
+  const ConstRowRef<T> z = Eigen::Map<const RowMatrix<T>>(z_data, 1, count);
+  RowRef<T> out = Eigen::Map<RowMatrix<T>>(out_data, 1, count);
+  out.array() = (-z.array().abs()).exp();
+  out.array() =
+      (z.array() >= T(0)).select(T(1), out.array()) / (T(1) + out.array());
+}
+
+template <typename T>
+void ExpectSigmoidMatchesEigen() {
+  // Lengths around every vector width; starts 0..3 elements past a 64-byte
+  // boundary (the scalar head depends on the output's alignment).
+  const std::vector<T> input = Inputs<T>(400, 7);
+  for (Isa isa : SupportedIsas()) {
+    ASSERT_TRUE(SetActiveIsa(isa).ok());
+    for (int64_t offset = 0; offset < 4; ++offset) {
+      for (int64_t count = 0; count <= 131; ++count) {
+        alignas(64) T expected[140], got[140];
+        EigenSigmoid(input.data() + count, count, expected + offset);
+        Sigmoid(input.data() + count, count, got + offset);
+        for (int64_t i = 0; i < count; ++i) {
+          ASSERT_TRUE(SameBits(expected[offset + i], got[offset + i]))
+              << IsaName(isa) << " offset " << offset << " count " << count
+              << " z=" << input[count + i] << ": expected "
+              << expected[offset + i] << ", got " << got[offset + i];
+        }
+      }
+    }
+  }
+}
+
+TEST_F(KernelsTest, Sigmoid_EveryVariant_SameBitsAsEigenF32) {
+  SKIP_IF_BASELINE_CONTRACTS();
+  ExpectSigmoidMatchesEigen<float>();
+}
+TEST_F(KernelsTest, Sigmoid_EveryVariant_SameBitsAsEigenF64) {
+  SKIP_IF_BASELINE_CONTRACTS();
+  ExpectSigmoidMatchesEigen<double>();
+}
+
+// Every finite float's exponent range at a stride: the whole domain of the
+// float exp polynomial, not only [-12, 12].
+TEST_F(KernelsTest, Sigmoid_WideRangeF32_SameBitsAsEigen) {
+  SKIP_IF_BASELINE_CONTRACTS();
+  std::vector<float> z;
+  for (uint32_t bits = 0; bits < 0xFF800000u; bits += 0x000F4243u) {
+    float f;
+    std::memcpy(&f, &bits, sizeof(f));
+    z.push_back(f);
+    z.push_back(-f);
+  }
+  const auto count = static_cast<int64_t>(z.size());
+  std::vector<float> expected(z.size()), got(z.size());
+  EigenSigmoid(z.data(), count, expected.data());
+  for (Isa isa : SupportedIsas()) {
+    ASSERT_TRUE(SetActiveIsa(isa).ok());
+    Sigmoid(z.data(), count, got.data());
+    for (int64_t i = 0; i < count; ++i) {
+      ASSERT_TRUE(SameBits(expected[i], got[i]))
+          << IsaName(isa) << " z=" << z[i] << ": expected " << expected[i]
+          << ", got " << got[i];
+    }
+  }
+}
+
+template <typename T>
+void ExpectElementwiseMatches() {
+  const std::vector<T> a = Inputs<T>(300, 11), b = Inputs<T>(300, 12);
+  for (Isa isa : SupportedIsas()) {
+    ASSERT_TRUE(SetActiveIsa(isa).ok());
+    for (int64_t count : {0, 1, 3, 4, 7, 8, 15, 16, 17, 31, 33, 63, 65, 257}) {
+      std::vector<T> d(count), x(b.begin(), b.begin() + count);
+      SigmoidDerivative(a.data(), count, d.data());
+      MultiplyInPlace(a.data(), count, x.data());
+      for (T threshold : {T(0), T(-3.5), T(11), T(-1e30)}) {
+        int64_t below = 0;
+        for (int64_t i = 0; i < count; ++i) below += a[i] < threshold;
+        EXPECT_EQ(CountBelow(a.data(), count, threshold), below)
+            << IsaName(isa) << " count " << count << " threshold " << threshold;
+      }
+      for (int64_t i = 0; i < count; ++i) {
+        const T expected_d = a[i] * (T(1) - a[i]);
+        const T expected_x = b[i] * a[i];
+        ASSERT_TRUE(SameBits(expected_d, d[i]) ||
+                    (std::isnan(expected_d) && std::isnan(d[i])))
+            << IsaName(isa) << " count " << count << " a=" << a[i];
+        ASSERT_TRUE(SameBits(expected_x, x[i]) ||
+                    (std::isnan(expected_x) && std::isnan(x[i])))
+            << IsaName(isa) << " count " << count << " a=" << a[i]
+            << " b=" << b[i];
+      }
+    }
+  }
+}
+
+TEST_F(KernelsTest, Elementwise_EveryVariant_SameBitsF32) {
+  ExpectElementwiseMatches<float>();
+}
+TEST_F(KernelsTest, Elementwise_EveryVariant_SameBitsF64) {
+  ExpectElementwiseMatches<double>();
+}
+
+// C (+)= A B against the baseline variant, A upright and transposed, for
+// every (m, n, k) from a set with odd sizes, single rows and columns, and
+// widths just past each vector width.
+template <typename T>
+void ExpectSmallProductMatchesBaseline() {
+  const int sizes[] = {1, 2, 3, 4, 5, 7, 8, 9, 10, 15, 16, 17, 24, 31, 33};
+  std::mt19937_64 rng(3);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  for (int m : sizes) {
+    for (int n : sizes) {
+      for (int k : sizes) {
+        std::vector<T> a(m * k), b(k * n), c0(m * n);
+        for (T& v : a) v = static_cast<T>(u(rng));
+        for (T& v : b) v = static_cast<T>(u(rng));
+        for (T& v : c0) v = static_cast<T>(u(rng));
+        for (bool transposed : {false, true}) {
+          const int64_t a_row = transposed ? 1 : k;
+          const int64_t a_col = transposed ? m : 1;
+          for (bool accumulate : {false, true}) {
+            ASSERT_TRUE(SetActiveIsa(Isa::kBaseline).ok());
+            std::vector<T> expected = c0;
+            SmallProduct<T>(m, n, k, a.data(), a_row, a_col, b.data(),
+                            expected.data(), accumulate);
+            for (Isa isa : SupportedIsas()) {
+              ASSERT_TRUE(SetActiveIsa(isa).ok());
+              std::vector<T> got = c0;
+              SmallProduct<T>(m, n, k, a.data(), a_row, a_col, b.data(),
+                              got.data(), accumulate);
+              for (int i = 0; i < m * n; ++i) {
+                ASSERT_TRUE(SameBits(expected[i], got[i]))
+                    << IsaName(isa) << " m=" << m << " n=" << n << " k=" << k
+                    << " transposed=" << transposed
+                    << " accumulate=" << accumulate << " at " << i
+                    << ": expected " << expected[i] << ", got " << got[i];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_F(KernelsTest, SmallProduct_EveryVariant_SameBitsAsBaselineF32) {
+  SKIP_IF_BASELINE_CONTRACTS();
+  ExpectSmallProductMatchesBaseline<float>();
+}
+TEST_F(KernelsTest, SmallProduct_EveryVariant_SameBitsAsBaselineF64) {
+  SKIP_IF_BASELINE_CONTRACTS();
+  ExpectSmallProductMatchesBaseline<double>();
+}
+
+// The products themselves are right (against a float64 loop), so that the
+// comparisons above do not compare two wrong answers.
+TEST_F(KernelsTest, SmallProduct_Baseline_MatchesNaiveProduct) {
+  ASSERT_TRUE(SetActiveIsa(Isa::kBaseline).ok());
+  const int m = 7, n = 13, k = 9;
+  std::vector<double> a(m * k), b(k * n), c(m * n, 0.0);
+  for (int i = 0; i < m * k; ++i) a[i] = 0.25 * (i % 11) - 1;
+  for (int i = 0; i < k * n; ++i) b[i] = 0.5 * (i % 7) - 1.5;
+  SmallProduct<double>(m, n, k, a.data(), k, 1, b.data(), c.data(), false);
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < n; ++j) {
+      double want = 0;
+      for (int p = 0; p < k; ++p) want += a[i * k + p] * b[p * n + j];
+      EXPECT_DOUBLE_EQ(want, c[i * n + j]) << i << "," << j;
+    }
+  }
+}
+
+// A whole network trains to the same bits under every variant.
+template <typename T>
+void ExpectTrainingSameBits() {
+  NetworkSpec spec;
+  spec.input_size = 3;
+  for (int units : {17, 9, 1}) {
+    LayerSpec layer;
+    layer.units = units;
+    layer.activation = Activation::kSigmoid;
+    spec.layers.push_back(layer);
+  }
+  spec.loss = Loss::kMse;
+  spec.dtype = sizeof(T) == 4 ? DType::kFloat32 : DType::kFloat64;
+  spec.init.seed = 5;
+  std::vector<T> x(23 * 3), y(23);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<T>(std::sin(i));
+  for (size_t i = 0; i < y.size(); ++i) y[i] = static_cast<T>(i % 2);
+  MatrixView xv, yv;
+  if constexpr (sizeof(T) == 4) {
+    xv.f32 = x.data();
+    yv.f32 = y.data();
+  } else {
+    xv.f64 = x.data();
+    yv.f64 = y.data();
+  }
+  xv.rows = yv.rows = 23;
+  xv.cols = 3;
+  yv.cols = 1;
+  std::vector<std::string> results;
+  for (Isa isa : SupportedIsas()) {
+    ASSERT_TRUE(SetActiveIsa(isa).ok());
+    auto net = Network::Create(spec, Limits());
+    ASSERT_TRUE(net.ok()) << net.status();
+    std::string bits;
+    for (int step = 0; step < 5; ++step) {
+      auto r = (*net)->TrainStep(xv, yv);
+      ASSERT_TRUE(r.ok()) << r.status();
+      bits.append(reinterpret_cast<const char*>(&r->loss), sizeof(double));
+    }
+    for (int l = 0; l < 3; ++l) {
+      const AnyMatrix w = (*net)->weights(l);
+      const auto& m = std::get<RowMatrix<T>>(w);
+      bits.append(reinterpret_cast<const char*>(m.data()),
+                  m.size() * sizeof(T));
+    }
+    results.push_back(bits);
+  }
+  for (size_t i = 1; i < results.size(); ++i) {
+    EXPECT_EQ(results[0], results[i]) << IsaName(SupportedIsas()[i]);
+  }
+}
+
+TEST_F(KernelsTest, TrainStep_EveryVariant_SameBitsF32) {
+  SKIP_IF_BASELINE_CONTRACTS();
+  ExpectTrainingSameBits<float>();
+}
+TEST_F(KernelsTest, TrainStep_EveryVariant_SameBitsF64) {
+  SKIP_IF_BASELINE_CONTRACTS();
+  ExpectTrainingSameBits<double>();
+}
+
+TEST_F(KernelsTest, SetActiveIsa_Unsupported_FailedPrecondition) {
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
+    if (IsaSupported(isa)) continue;
+    EXPECT_EQ(SetActiveIsa(isa).code(), absl::StatusCode::kFailedPrecondition);
+  }
+  EXPECT_TRUE(SetActiveIsa(Isa::kBaseline).ok());
+  EXPECT_EQ(ActiveIsa(), Isa::kBaseline);
+  EXPECT_EQ(Description().rfind("baseline (cpu: sse2", 0), 0u) << Description();
+}
+
+TEST_F(KernelsTest, ParseIsa_NamesRoundTrip) {
+  for (Isa isa : {Isa::kBaseline, Isa::kAvx2, Isa::kAvx512}) {
+    auto parsed = ParseIsa(IsaName(isa));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, isa);
+  }
+  auto bad = ParseIsa("sse9");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("got \"sse9\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace satlab::engine::kernels
