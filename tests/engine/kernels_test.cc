@@ -285,7 +285,7 @@ void ExpectTrainingSameBits() {
   std::vector<std::string> results;
   for (Isa isa : SupportedIsas()) {
     ASSERT_TRUE(SetActiveIsa(isa).ok());
-    auto net = Network::Create(spec, Limits());
+    auto net = Network::Create(spec, Limits(), "spec");
     ASSERT_TRUE(net.ok()) << net.status();
     std::string bits;
     for (int step = 0; step < 5; ++step) {
