@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <new>
 #include <string>
@@ -772,9 +773,13 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> OpenStore(
                      options.metric_history_per_network));
   }
   const std::string& dir = options.data_dir;
-  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+  // Missing parents too: the default (~/.local/state/satlab) must work on
+  // a fresh account.
+  std::error_code created;
+  std::filesystem::create_directories(dir, created);
+  if (created) {
     return absl::FailedPreconditionError(
-        absl::StrCat("cannot create --data_dir ", dir, ": ", Errno(errno),
+        absl::StrCat("cannot create --data_dir ", dir, ": ", created.message(),
                      ". Create it, or choose another directory"));
   }
   std::string lock_path = absl::StrCat(dir, "/LOCK");

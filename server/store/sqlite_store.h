@@ -21,7 +21,8 @@ namespace satlab::store {
 inline constexpr int kSqliteSchemaVersion = 1;
 
 struct SqliteStoreOptions {
-  // The directory holding satlab.db and LOCK; created if missing (one level).
+  // The directory holding satlab.db and LOCK; created (with its parents)
+  // if missing.
   std::string data_dir;
   // Networks the store holds at most (--max_networks).
   int64_t max_networks = 1000;
