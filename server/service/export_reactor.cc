@@ -327,8 +327,15 @@ class ImportReactor final
           absl::StrCat("file: not a valid satlab export file: ",
                        state.status().message(), "; nothing was created"));
     }
-    if (absl::Status s = engine::ValidateSpec(
-            state->spec, service_->options().limits, "file.spec");
+    // The spec against the server's limits before anything is built (an
+    // explicit init's parameters are the state's own, so it is checked as
+    // zeros, as Network::FromState does), then the one-message rule.
+    engine::NetworkSpec spec = state->spec;
+    if (spec.init.scheme == engine::InitScheme::kExplicit) {
+      spec.init.scheme = engine::InitScheme::kZeros;
+    }
+    if (absl::Status s =
+            engine::ValidateSpec(spec, service_->options().limits, "file.spec");
         !s.ok()) {
       return s;
     }

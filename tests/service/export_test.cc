@@ -123,6 +123,18 @@ TEST_F(ExportTest, RoundTrip_BitwiseAndNextStepIdentical) {
   EXPECT_EQ(Export("networks/copy"), Export("networks/src"));
 }
 
+// An explicit init's parameters are not in the exported spec (they are the
+// state's own); the import still rebuilds the network.
+TEST_F(ExportTest, ExplicitInit_RoundTrip) {
+  ASSERT_TRUE(client_->CreateNetwork(NeuronSpec(v1::LOSS_BCE), "neuron").ok());
+  ASSERT_TRUE(
+      client_->TrainStep("networks/neuron", MakeBatch(2, 1, 1, 0)).ok());
+  auto copy = Import(Export("networks/neuron"), "neuron-copy");
+  ASSERT_TRUE(copy.ok()) << copy.status();
+  EXPECT_EQ(Params(*client_, "networks/neuron-copy"),
+            Params(*client_, "networks/neuron"));
+}
+
 TEST_F(ExportTest, ImportWithoutId_ServerAssigned) {
   MakeSource();
   auto copy = Import(Export("networks/src"), "");
