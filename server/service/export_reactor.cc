@@ -5,7 +5,8 @@
 // the codec into the file's bytes and the snapshot dropped; the reactor then
 // writes the bytes kExportChunkBytes at a time, one write in flight, so gRPC
 // holds at most one chunk beyond the encoded file. The file stays charged
-// to the memory budget until the stream ends.
+// to the memory budget until the stream ends; a client that takes no chunk
+// for --stream_idle_timeout_seconds is cancelled.
 //
 // Import: the first message's total_bytes is checked against
 // MaxImportBytes and charged to the memory budget before any data is
@@ -76,12 +77,25 @@ class ExportReactor final
 
   void OnWriteDone(bool ok) override {
     absl::MutexLock lock(&mu_);
+    writing_ = false;
     if (!ok) {
       FinishLocked(absl::CancelledError("the client stopped reading"));
       return;
     }
     offset_ += static_cast<int64_t>(response_.data().size());
     WriteNextLocked();
+  }
+
+  // A client that stops reading would hold the file in memory for good:
+  // after the idle timeout without a chunk taken, the call is cancelled
+  // (the pending write then fails and the stream finishes).
+  void CheckIdle(absl::Time now, absl::Duration timeout) override {
+    absl::MutexLock lock(&mu_);
+    if (finished_ || !writing_ || timeout <= absl::ZeroDuration() ||
+        now - last_progress_ < timeout) {
+      return;
+    }
+    ctx_->TryCancel();
   }
 
   void OnDone() override {
@@ -133,6 +147,8 @@ class ExportReactor final
     response_.set_total_bytes(total);
     response_.set_offset(offset_);
     response_.set_data(file_.data() + offset_, static_cast<size_t>(n));
+    writing_ = true;
+    last_progress_ = absl::Now();
     StartWrite(&response_);
   }
 
@@ -154,6 +170,8 @@ class ExportReactor final
   core::MemoryBudget::Charge file_charge_ ABSL_GUARDED_BY(mu_);
   int64_t offset_ ABSL_GUARDED_BY(mu_) = 0;
   v1::ExportNetworkResponse response_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time last_progress_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -284,6 +284,30 @@ TEST_F(ExportTest, ImportIntoDurableStore_SurvivesRestart) {
   std::filesystem::remove_all(dir);
 }
 
+// A client that stops reading an export does not hold the server's copy of
+// the file for good: after the idle timeout the call is cancelled.
+TEST_F(ExportTest, ExportClientStopsReading_CancelledAfterIdleTimeout) {
+  options_.service.streams.idle_timeout = absl::Seconds(1);
+  Restart();
+  // 1024-1024-16 float64 Adam: ~25 MB, far more than the transport buffers.
+  ASSERT_TRUE(client_->CreateNetwork(AdamSpec(1024, 1024, 16, 3), "big").ok());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  v1::ExportNetworkRequest request;
+  request.set_name("networks/big");
+  auto reader = client_->stub()->ExportNetwork(&ctx, request);
+  v1::ExportNetworkResponse chunk;
+  ASSERT_TRUE(reader->Read(&chunk));
+  const int64_t total = chunk.total_bytes();
+  absl::SleepFor(absl::Seconds(4));
+  int64_t got = static_cast<int64_t>(chunk.data().size());
+  while (reader->Read(&chunk)) got += static_cast<int64_t>(chunk.data().size());
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED)
+      << status.error_message();
+  EXPECT_LT(got, total);
+}
+
 int64_t PeakRssBytes() {
   std::ifstream status("/proc/self/status");
   std::string line;
