@@ -231,6 +231,15 @@ class ImportReactor final
     }
     buffer_.append(data);
     request_.Clear();
+    if (messages_ == 1) {
+      // Before more data: is the id free? (On the executor: the check may
+      // read the store.)
+      importing_ = true;
+      if (!service_->executor()->TrySubmit([this] { CheckIdFree(); })) {
+        FinishLocked(service_->SubmitRefused("ImportNetwork"));
+      }
+      return;
+    }
     StartRead(&request_);
   }
 
@@ -316,6 +325,28 @@ class ImportReactor final
     importing_ = true;
     if (!service_->executor()->TrySubmit([this] { Import(); })) {
       FinishLocked(service_->SubmitRefused("ImportNetwork"));
+    }
+  }
+
+  // On the executor, after the first message: ALREADY_EXISTS now rather
+  // than after the whole file was sent (the store's Create checks again).
+  void CheckIdFree() {
+    std::string id;
+    {
+      absl::MutexLock lock(&mu_);
+      id = id_;
+    }
+    absl::StatusOr<core::NetworkInfo> existing = service_->core()->Get(id);
+    absl::MutexLock lock(&mu_);
+    importing_ = false;
+    last_activity_ = absl::Now();
+    if (existing.ok()) {
+      FinishLocked(absl::AlreadyExistsError(absl::StrCat(
+          "networks/", id, " already exists; nothing was created")));
+    } else if (!absl::IsNotFound(existing.status())) {
+      FinishLocked(existing.status());
+    } else if (!finished_) {
+      StartRead(&request_);
     }
   }
 

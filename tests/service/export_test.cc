@@ -150,6 +150,11 @@ TEST_F(ExportTest, ImportIntoExistingId_AlreadyExists) {
   auto again = Import(Export("networks/src"), "taken");
   EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists)
       << again.status();
+  // Refused at the first message, before the file is sent (a stream with
+  // no data at all would otherwise be "truncated").
+  const grpc::Status early = RawImport("taken", 1 << 20, {});
+  EXPECT_EQ(early.error_code(), grpc::StatusCode::ALREADY_EXISTS)
+      << early.error_message();
   EXPECT_EQ(Params(*client_, "networks/taken"), before);
   EXPECT_EQ(NetworkCount(), 2);
 }
