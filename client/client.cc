@@ -1,7 +1,11 @@
 #include "client/client.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <deque>
+#include <fstream>
+#include <istream>
+#include <ostream>
 #include <thread>
 #include <utility>
 
@@ -602,6 +606,133 @@ void TrainSession::Run() {
       break;
     }
   }
+}
+
+// Bytes per ImportNetworkRequest: the server's export chunk size, well
+// under the server's 4 MiB per-message cap.
+constexpr int64_t kImportChunkBytes = int64_t{1} << 20;
+
+absl::Status Client::ExportNetwork(absl::string_view name, std::ostream& out,
+                                   const TransferProgress& progress,
+                                   absl::Duration timeout) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, timeout);
+  v1::ExportNetworkRequest request;
+  request.set_name(std::string(name));
+  auto reader = stub_->ExportNetwork(&ctx, request);
+  v1::ExportNetworkResponse chunk;
+  int64_t done = 0;
+  int64_t total = -1;
+  absl::Status local;
+  while (reader->Read(&chunk)) {
+    if (chunk.offset() != done ||
+        (total >= 0 && chunk.total_bytes() != total)) {
+      local = absl::DataLossError(absl::StrCat(
+          "ExportNetwork: chunk at offset ", chunk.offset(), " of ",
+          chunk.total_bytes(), " bytes, expected offset ", done));
+      ctx.TryCancel();
+      break;
+    }
+    total = chunk.total_bytes();
+    out.write(chunk.data().data(),
+              static_cast<std::streamsize>(chunk.data().size()));
+    if (!out) {
+      local =
+          absl::UnavailableError("ExportNetwork: writing the output failed");
+      ctx.TryCancel();
+      break;
+    }
+    done += static_cast<int64_t>(chunk.data().size());
+    if (progress) progress(done, total);
+  }
+  absl::Status status = FromGrpc(reader->Finish());
+  if (!local.ok()) return local;
+  if (!status.ok()) return status;
+  if (total < 0 || done != total) {
+    return absl::DataLossError(
+        absl::StrCat("ExportNetwork: the stream ended after ", done, " of ",
+                     total, " bytes"));
+  }
+  out.flush();
+  if (!out)
+    return absl::UnavailableError("ExportNetwork: writing the output failed");
+  return absl::OkStatus();
+}
+
+absl::Status Client::ExportNetworkToFile(absl::string_view name,
+                                         const std::string& path,
+                                         const TransferProgress& progress,
+                                         absl::Duration timeout) {
+  const std::string tmp = path + ".tmp";
+  absl::Status status;
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot write ", tmp));
+    }
+    status = ExportNetwork(name, out, progress, timeout);
+    out.close();
+    if (status.ok() && !out) {
+      status = absl::UnavailableError(absl::StrCat("writing ", tmp, " failed"));
+    }
+  }
+  if (status.ok() && std::rename(tmp.c_str(), path.c_str()) != 0) {
+    status = absl::FailedPreconditionError(
+        absl::StrCat("cannot rename ", tmp, " to ", path));
+  }
+  if (!status.ok()) std::remove(tmp.c_str());
+  return status;
+}
+
+absl::StatusOr<v1::Network> Client::ImportNetwork(
+    std::istream& in, int64_t total_bytes, absl::string_view network_id,
+    const TransferProgress& progress, absl::Duration timeout) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, timeout);
+  v1::ImportNetworkResponse response;
+  auto writer = stub_->ImportNetwork(&ctx, &response);
+  v1::ImportNetworkRequest request;
+  request.set_network_id(std::string(network_id));
+  request.set_total_bytes(total_bytes);
+  std::string buffer;
+  int64_t done = 0;
+  absl::Status local;
+  // The first message carries the id and size (and, for tiny files, all
+  // the data); the server refuses an oversized or duplicate import there.
+  do {
+    const int64_t n = std::min(kImportChunkBytes, total_bytes - done);
+    buffer.resize(static_cast<size_t>(std::max<int64_t>(n, 0)));
+    if (n > 0) {
+      in.read(buffer.data(), static_cast<std::streamsize>(n));
+      if (in.gcount() != n) {
+        local = absl::InvalidArgumentError(
+            absl::StrCat("ImportNetwork: the input ended after ",
+                         done + in.gcount(), " of ", total_bytes, " bytes"));
+        ctx.TryCancel();
+        break;
+      }
+    }
+    request.set_data(buffer);
+    if (!writer->Write(request)) break;  // the server ended the call
+    done += n;
+    if (progress) progress(done, total_bytes);
+    request.Clear();
+  } while (done < total_bytes);
+  writer->WritesDone();
+  absl::Status status = FromGrpc(writer->Finish());
+  if (!local.ok()) return local;
+  if (!status.ok()) return status;
+  return std::move(*response.mutable_network());
+}
+
+absl::StatusOr<v1::Network> Client::ImportNetworkFromFile(
+    const std::string& path, absl::string_view network_id,
+    const TransferProgress& progress, absl::Duration timeout) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  const int64_t size = static_cast<int64_t>(in.tellg());
+  in.seekg(0);
+  return ImportNetwork(in, size, network_id, progress, timeout);
 }
 
 }  // namespace satlab

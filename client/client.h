@@ -4,7 +4,9 @@
 #ifndef SATLAB_CLIENT_CLIENT_H_
 #define SATLAB_CLIENT_CLIENT_H_
 
+#include <cstdint>
 #include <functional>
+#include <iosfwd>
 #include <memory>
 #include <string>
 #include <vector>
@@ -139,6 +141,32 @@ class Client {
   // grpc.health.v1 Check of `service` ("" = the whole server). Returns true
   // when SERVING.
   absl::StatusOr<bool> CheckHealth(absl::string_view service);
+
+  // --- Export / import (docs/storage.md, "Export files") ---
+  // Called after each chunk with the bytes moved so far and the total.
+  using TransferProgress = std::function<void(int64_t done, int64_t total)>;
+  // Writes `name`'s export file (a consistent snapshot: spec, parameters,
+  // optimizer state, step) to `out` as it arrives, chunk by chunk.
+  absl::Status ExportNetwork(absl::string_view name, std::ostream& out,
+                             const TransferProgress& progress = {},
+                             absl::Duration timeout = absl::InfiniteDuration());
+  // The same into the file `path`, written as `path`.tmp and renamed when
+  // complete, so a failed export leaves no partial file behind.
+  absl::Status ExportNetworkToFile(
+      absl::string_view name, const std::string& path,
+      const TransferProgress& progress = {},
+      absl::Duration timeout = absl::InfiniteDuration());
+  // Creates networks/{network_id} (empty: a server-assigned id) from the
+  // `total_bytes` bytes of an export file read from `in`, sent in chunks.
+  absl::StatusOr<v1::Network> ImportNetwork(
+      std::istream& in, int64_t total_bytes, absl::string_view network_id = "",
+      const TransferProgress& progress = {},
+      absl::Duration timeout = absl::InfiniteDuration());
+  // The same from the file `path`.
+  absl::StatusOr<v1::Network> ImportNetworkFromFile(
+      const std::string& path, absl::string_view network_id = "",
+      const TransferProgress& progress = {},
+      absl::Duration timeout = absl::InfiniteDuration());
 
   v1::TrainingService::Stub* stub() { return stub_.get(); }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }

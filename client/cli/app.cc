@@ -34,6 +34,8 @@ const std::vector<Command>& AllCommands() {
       {"experiment", "run a saturation experiment (preset or spec.json)",
        DeclareExperiment},
       {"health", "health check (exit 0 when serving)", DeclareHealth},
+      {"export", "write a network to a portable file", DeclareExport},
+      {"import", "create a network from an exported file", DeclareImport},
   };
   return *commands;
 }

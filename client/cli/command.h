@@ -72,6 +72,9 @@ Action DeclareStep(CLI::App& app);
 Action DeclareTrain(CLI::App& app);
 Action DeclareEval(CLI::App& app);
 Action DeclareExperiment(CLI::App& app);
+// transfer_commands.cc: export, import.
+Action DeclareExport(CLI::App& app);
+Action DeclareImport(CLI::App& app);
 
 // --- implementation ---
 

@@ -127,6 +127,13 @@ export interface EvaluateRequest { name?: string; data?: Minibatch }
 export interface EvaluateResponse {
   loss: number; accuracy: number; samples: number; saturation: SaturationStats | null; step: number;
 }
+export interface ImportNetworkRequest {
+  /** The whole export file. */
+  data: Uint8Array;
+  /** The new network's id; empty: server-assigned. */
+  network_id?: string;
+}
+export interface ImportNetworkResponse { network: Network }
 export interface WatchMetricsRequest { name?: string; start_step?: number }
 
 // ---- experiments -------------------------------------------------------------
@@ -237,6 +244,11 @@ export declare class Client {
   /** grpc.health.v1 Check: resolves to 'SERVING', 'NOT_SERVING', ... */
   health(service?: string, opts?: CallOptions): Promise<string>;
   close(): void;
+
+  /** networks/{id}'s export file (docs/storage.md), gathered from its chunks. */
+  exportNetwork(req: NameRequest, opts?: CallOptions): Promise<Buffer>;
+  /** Creates a network from an export file, sent in 1 MiB chunks; all or nothing. */
+  importNetwork(req: ImportNetworkRequest, opts?: CallOptions): Promise<ImportNetworkResponse>;
 }
 
 /** A Tensor from values and a shape; dtype defaults to float64 for a Float64Array, else float32. */

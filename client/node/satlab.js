@@ -264,6 +264,8 @@ class Client {
     this.healthRaw = new HealthCtor(target, creds, { ...opts, channelOverride: this.raw.getChannel() });
     this.deadlineMs = deadlineMs;
     for (const [name, def] of Object.entries(serviceDefinition())) {
+      // RPCs with a method of their own below (export / import).
+      if (name in Client.prototype) continue;
       if (def.requestStream || def.responseStream) {
         this[name] = (req, callOpts = {}) => {
           const meta = new grpc.Metadata();
@@ -298,6 +300,50 @@ class Client {
 
   close() {
     this.raw.close();
+  }
+
+  // --- export / import (docs/storage.md, "Export files") ---
+
+  /** Resolves to networks/{id}'s export file as one Buffer (req: {name}). */
+  async exportNetwork(req, { deadlineMs } = {}) {
+    const o = deadlineMs ? { deadline: Date.now() + deadlineMs } : {};
+    const chunks = [];
+    let done = 0;
+    for await (const chunk of this.raw.exportNetwork(req || {}, new grpc.Metadata(), o)) {
+      if (chunk.offset !== done) throw new Error(`ExportNetwork: chunk at offset ${chunk.offset}, expected ${done}`);
+      chunks.push(chunk.data);
+      done += chunk.data.length;
+    }
+    return Buffer.concat(chunks);
+  }
+
+  /**
+   * Creates a network from an export file (a Buffer), sent in 1 MiB chunks;
+   * resolves to the ImportNetworkResponse. req: {data, network_id}.
+   */
+  importNetwork(req, { deadlineMs } = {}) {
+    const data = Buffer.from(req.data || []);
+    const o = deadlineMs ? { deadline: Date.now() + deadlineMs } : {};
+    return new Promise((resolve, reject) => {
+      const call = this.raw.importNetwork(new grpc.Metadata(), o, (err, res) => (err ? reject(err) : resolve(res)));
+      const CHUNK = 1 << 20;
+      let offset = 0;
+      const pump = () => {
+        do {
+          const end = Math.min(offset + CHUNK, data.length);
+          const msg = offset === 0
+            ? { network_id: req.network_id || '', total_bytes: data.length, data: data.subarray(0, end) }
+            : { data: data.subarray(offset, end) };
+          offset = end;
+          if (!call.write(msg) && offset < data.length) {
+            call.once('drain', pump);
+            return;
+          }
+        } while (offset < data.length);
+        call.end();
+      };
+      pump();
+    });
   }
 }
 

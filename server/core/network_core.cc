@@ -208,6 +208,57 @@ absl::StatusOr<NetworkInfo> NetworkCore::Create(
   return InfoLocked(*live);
 }
 
+absl::StatusOr<NetworkCore::StateSnapshot> NetworkCore::ExportState(
+    absl::string_view id) {
+  auto live = Find(id);
+  if (!live.ok()) return live.status();
+  absl::ReaderMutexLock lock(&(*live)->mu);
+  const engine::Network& net = *(*live)->network;
+  auto charge = budget_->TryCharge(engine::StateBytes(net.spec()),
+                                   absl::StrCat("exporting ", Name(id)));
+  if (!charge.ok()) return charge.status();
+  auto state = net.ExportState();
+  if (!state.ok()) return state.status();
+  return StateSnapshot{*std::move(state), *std::move(charge)};
+}
+
+absl::StatusOr<NetworkInfo> NetworkCore::Import(absl::string_view id,
+                                                engine::NetworkState state,
+                                                absl::string_view field) {
+  // Refused before the (large) state is validated and copied.
+  if (FindCached(id) != nullptr) {
+    return absl::AlreadyExistsError(absl::StrCat(Name(id), " already exists"));
+  }
+  auto charge = ChargeState(*budget_, id, state.spec, store_->durable());
+  if (!charge.ok()) return charge.status();
+  engine::NetworkSpec spec = SpecWithoutParams(state.spec);
+  auto network =
+      engine::Network::FromState(std::move(state), options_.limits, field);
+  if (!network.ok()) return network.status();
+  // The store gets its own copy (FromState consumed the state); it is
+  // dropped once committed, except by the in-memory store, which keeps it
+  // (charged twice above).
+  auto copy = (*network)->ExportState();
+  if (!copy.ok()) return copy.status();
+  const absl::Time now = absl::Now();
+  store::NetworkRecord record;
+  record.id = std::string(id);
+  record.create_time = now;
+  record.update_time = now;
+  record.state = *std::move(copy);
+  auto live = std::make_shared<Live>(record.id, now, std::move(spec),
+                                     *std::move(charge));
+  absl::MutexLock lock(&cache_mu_);
+  if (absl::Status s = store_->Create(record); !s.ok()) return s;
+  record = store::NetworkRecord();
+  absl::MutexLock live_lock(&live->mu);
+  live->durable_step = (*network)->step();
+  live->network = *std::move(network);
+  live->update_time = now;
+  live_.emplace(live->id, live);
+  return InfoLocked(*live);
+}
+
 absl::StatusOr<NetworkInfo> NetworkCore::Get(absl::string_view id) {
   auto live = Find(id);
   if (!live.ok()) return live.status();

@@ -244,6 +244,25 @@ class NetworkCore {
   // more on the way out). The first error.
   absl::Status Flush();
 
+  // --- Export / import (satlab export / import) ---
+
+  // A consistent snapshot of networks/{id}'s whole state (taken under the
+  // shared lock: between two steps), charged to the memory budget until
+  // the caller drops `charge`. NOT_FOUND, RESOURCE_EXHAUSTED.
+  struct StateSnapshot {
+    engine::NetworkState state;
+    MemoryBudget::Charge charge;
+  };
+  absl::StatusOr<StateSnapshot> ExportState(absl::string_view id);
+
+  // Creates networks/{id} from an exported state: validated by
+  // Network::FromState (errors name `field`), charged to the memory budget
+  // and added to the store like Create. All or nothing; ALREADY_EXISTS,
+  // INVALID_ARGUMENT, RESOURCE_EXHAUSTED or the store's error.
+  absl::StatusOr<NetworkInfo> Import(absl::string_view id,
+                                     engine::NetworkState state,
+                                     absl::string_view field);
+
   // --- Streams ---
   struct SessionOptions {
     // 0 / zero duration: the core's defaults (CoreOptions).

@@ -214,7 +214,8 @@ void Server::Shutdown(absl::Duration grace) {
     service_->StopComputeAt(absl::Now() + grace);
     server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   }
-  executor_->Shutdown();
+  // Null when Create failed before making it (e.g. the store did not open).
+  if (executor_ != nullptr) executor_->Shutdown();
 }
 
 void Server::Wait() {

@@ -12,6 +12,7 @@
 #include "server/service/convert.h"
 #include "server/service/core_convert.h"
 #include "server/service/experiment_reactor.h"
+#include "server/service/export_reactor.h"
 #include "server/service/status.h"
 #include "server/service/train_reactor.h"
 #include "server/service/watch_reactor.h"
@@ -171,6 +172,24 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::RunUnary(
   return reactor;
 }
 
+absl::Status TrainingServiceImpl::CheckFitsMessage(
+    const engine::NetworkSpec& spec, absl::string_view field) const {
+  // Every network that can be created can be read and written whole: its
+  // parameters must fit in one message.
+  const int64_t message_bytes = ParametersMessageBytes(spec);
+  if (message_bytes <= options_.max_message_bytes) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      field, ": its ", engine::ParameterCount(spec), " parameters take ",
+      message_bytes,
+      " bytes as a GetParameters/SetParameters message, over the server's "
+      "message limit of ",
+      options_.max_message_bytes,
+      " bytes (--max_message_bytes; --max_parameters allows ",
+      options_.limits.max_parameters, "); use fewer units or float32"));
+}
+
+std::string TrainingServiceImpl::NewId() { return NewNetworkId(); }
+
 grpc::ServerUnaryReactor* TrainingServiceImpl::CreateNetwork(
     grpc::CallbackServerContext* ctx, const pb::CreateNetworkRequest* request,
     pb::CreateNetworkResponse* response) {
@@ -189,18 +208,8 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::CreateNetwork(
         !s.ok()) {
       return s;
     }
-    // Every network that can be created can be read and written whole:
-    // its parameters must fit in one message.
-    const int64_t message_bytes = ParametersMessageBytes(*spec);
-    if (message_bytes > options_.max_message_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "network.spec: its ", engine::ParameterCount(*spec),
-          " parameters take ", message_bytes,
-          " bytes as a GetParameters/SetParameters message, over the "
-          "server's message limit of ",
-          options_.max_message_bytes,
-          " bytes (--max_message_bytes; --max_parameters allows ",
-          options_.limits.max_parameters, "); use fewer units or float32"));
+    if (absl::Status s = CheckFitsMessage(*spec, "network.spec"); !s.ok()) {
+      return s;
     }
     auto info = core_->Create(id, *spec, "network.spec");
     if (!info.ok()) return info.status();
@@ -552,6 +561,18 @@ grpc::ServerWriteReactor<pb::RunExperimentResponse>*
 TrainingServiceImpl::RunExperiment(grpc::CallbackServerContext* ctx,
                                    const pb::RunExperimentRequest* request) {
   return NewExperimentReactor(this, ctx, request);
+}
+
+grpc::ServerWriteReactor<pb::ExportNetworkResponse>*
+TrainingServiceImpl::ExportNetwork(grpc::CallbackServerContext* ctx,
+                                   const pb::ExportNetworkRequest* request) {
+  return NewExportReactor(this, ctx, request);
+}
+
+grpc::ServerReadReactor<pb::ImportNetworkRequest>*
+TrainingServiceImpl::ImportNetwork(grpc::CallbackServerContext* ctx,
+                                   pb::ImportNetworkResponse* response) {
+  return NewImportReactor(this, ctx, response);
 }
 
 }  // namespace satlab::service

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
@@ -100,6 +101,12 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   grpc::ServerWriteReactor<pb::RunExperimentResponse>* RunExperiment(
       grpc::CallbackServerContext* ctx,
       const pb::RunExperimentRequest* request) override;
+  grpc::ServerWriteReactor<pb::ExportNetworkResponse>* ExportNetwork(
+      grpc::CallbackServerContext* ctx,
+      const pb::ExportNetworkRequest* request) override;
+  grpc::ServerReadReactor<pb::ImportNetworkRequest>* ImportNetwork(
+      grpc::CallbackServerContext* ctx,
+      pb::ImportNetworkResponse* response) override;
 
   // --- Shared by the unary handlers and the streaming reactors. ---
 
@@ -124,6 +131,14 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   void StopComputeAt(absl::Time at);
 
   core::MemoryBudget& memory_budget() const { return core_->memory_budget(); }
+
+  // RESOURCE_EXHAUSTED (naming `field`) when `spec`'s parameters would not
+  // fit in one GetParameters/SetParameters message: such a network can be
+  // neither created nor imported.
+  absl::Status CheckFitsMessage(const engine::NetworkSpec& spec,
+                                absl::string_view field) const;
+  // A fresh server-assigned network id.
+  static std::string NewId();
 
   // The status of a refused executor submission (core/capacity.h): queue
   // full, or shutting down. `what` names the refused work.

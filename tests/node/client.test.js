@@ -178,6 +178,35 @@ test('Errors_UnknownNetworkAndBadShape_StatusCodes', async () => {
   }
 });
 
+test('ExportImport_RoundTrip_SameParametersAndNextStep', async () => {
+  const { network } = await client.createNetwork({ network: { spec: neuronSpec('LOSS_BCE') } });
+  const id = unique('nodecopy');
+  const batch = { inputs: tensor([1], [1, 1]), targets: tensor([0], [1, 1]) };
+  try {
+    await client.trainStep({ name: network.name, batch });
+    const file = await client.exportNetwork({ name: network.name });
+    assert.equal(file.subarray(0, 4).toString(), 'SLNS');
+    const { network: copy } = await client.importNetwork({ data: file, network_id: id });
+    assert.equal(copy.name, `networks/${id}`);
+    assert.equal(copy.step, 1);
+    const a = await client.getParameters({ name: network.name });
+    const b = await client.getParameters({ name: copy.name });
+    assert.deepEqual(b.layers, a.layers);
+    const sa = await client.trainStep({ name: network.name, batch });
+    const sb = await client.trainStep({ name: copy.name, batch });
+    assert.equal(sb.result.loss, sa.result.loss);
+    await assert.rejects(client.importNetwork({ data: file, network_id: id }),
+      (e) => e.code === grpc.status.ALREADY_EXISTS);
+    const damaged = Buffer.from(file);
+    damaged[damaged.length >> 1] ^= 1;
+    await assert.rejects(client.importNetwork({ data: damaged, network_id: unique('nodebad') }),
+      (e) => e.code === grpc.status.DATA_LOSS);
+  } finally {
+    await client.deleteNetwork({ name: network.name });
+    await client.deleteNetwork({ name: `networks/${id}` }).catch(() => {});
+  }
+});
+
 test('WatchMetricsAndRunExperiment_ServerStreams_AsyncIterable', async () => {
   const { network } = await client.createNetwork({ network: { spec: neuronSpec('LOSS_BCE') } });
   try {

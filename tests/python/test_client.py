@@ -217,6 +217,40 @@ class ClientTest(unittest.TestCase):
         stream.cancel()
         self.assertEqual(steps, [1, 2, 3])
 
+    def test_ExportImport_RoundTrip_BitwiseAndSameNextStep(self):
+        import tempfile
+        net = self.create(input_size=3, layers=[(4, "tanh"), (2, "sigmoid")], loss="bce",
+                          optimizer=satlab.adam(0.01), dtype="float64")
+        x = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 0.25]])
+        y = np.array([[1.0, 0.0], [0.0, 1.0]])
+        self.c.train_step(net, x, y)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "net.slx")
+            size = self.c.export_network(net, path)
+            self.assertEqual(size, os.path.getsize(path))
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(4), b"SLNS")
+            copy = self.c.import_network(path, unique("pycopy"))
+            self.created.append(copy.name)
+            self.assertEqual(copy.step, 1)
+            for (w, b), (cw, cb) in zip(self.c.get_parameters(net), self.c.get_parameters(copy)):
+                self.assertEqual(w.tobytes(), cw.tobytes())
+                self.assertEqual(b.tobytes(), cb.tobytes())
+            a = self.c.train_step(net, x, y)
+            b = self.c.train_step(copy, x, y)
+            self.assertEqual(a.loss, b.loss)
+            with self.assertRaises(grpc.RpcError) as err:
+                self.c.import_network(path, copy.name.split("/")[1])
+            self.assertEqual(err.exception.code(), grpc.StatusCode.ALREADY_EXISTS)
+            with open(path, "r+b") as f:
+                f.seek(size // 2)
+                byte = f.read(1)
+                f.seek(size // 2)
+                f.write(bytes([byte[0] ^ 1]))
+            with self.assertRaises(grpc.RpcError) as err:
+                self.c.import_network(path, unique("pybad"))
+            self.assertEqual(err.exception.code(), grpc.StatusCode.DATA_LOSS)
+
 
 class ExamplesTest(unittest.TestCase):
     def run_example(self, name, *args):

@@ -8,6 +8,7 @@ and message (INVALID_ARGUMENT names the offending field).
 
 import collections
 import dataclasses
+import os
 import threading
 import time
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -402,3 +403,52 @@ class Client:
                        timeout: Optional[float] = None) -> Iterator[pb.RunExperimentResponse]:
         """Streams EpochMetrics messages, then the ExperimentSummary."""
         return self.stub.RunExperiment(pb.RunExperimentRequest(spec=spec), timeout=timeout)
+
+    # -- export / import (docs/storage.md, "Export files") --------------------
+    _TRANSFER_CHUNK = 1 << 20
+
+    def export_network(self, network: NetworkRef, path: str, timeout: Optional[float] = None) -> int:
+        """Writes the network's export file (spec, parameters, optimizer state,
+        step; a consistent snapshot) to `path`, chunk by chunk, through
+        `path`.tmp renamed when complete. Returns the file's size."""
+        tmp = path + ".tmp"
+        done = 0
+        total = -1
+        try:
+            with open(tmp, "wb") as out:
+                for chunk in self.stub.ExportNetwork(pb.ExportNetworkRequest(name=_name(network)),
+                                                     timeout=timeout):
+                    if chunk.offset != done:
+                        raise RuntimeError(f"ExportNetwork: chunk at offset {chunk.offset}, expected {done}")
+                    total = chunk.total_bytes
+                    out.write(chunk.data)
+                    done += len(chunk.data)
+            if total < 0 or done != total:
+                raise RuntimeError(f"ExportNetwork: the stream ended after {done} of {total} bytes")
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        return done
+
+    def import_network(self, path: str, network_id: str = "",
+                       timeout: Optional[float] = None) -> network_pb2.Network:
+        """Creates networks/{network_id} (empty: server-assigned) from an export
+        file, streamed in 1 MiB chunks. All or nothing."""
+        total = os.path.getsize(path)
+
+        def requests():
+            with open(path, "rb") as f:
+                first = True
+                while True:
+                    data = f.read(self._TRANSFER_CHUNK)
+                    if first:
+                        yield pb.ImportNetworkRequest(network_id=network_id, total_bytes=total, data=data)
+                        first = False
+                    elif data:
+                        yield pb.ImportNetworkRequest(data=data)
+                    if not data:
+                        return
+
+        return self.stub.ImportNetwork(requests(), timeout=timeout).network
