@@ -192,6 +192,9 @@ ABSL_FLAG(int64_t, metrics_history, 10000,
 ABSL_FLAG(int64_t, metrics_subscriber_buffer, 1024,
           "Events buffered per WatchMetrics or dashboard stream before its "
           "oldest are dropped (and counted in dropped_events).");
+ABSL_FLAG(int64_t, metrics_flush_interval_ms, 500,
+          "With --data_dir, new metric events are written to the store in one "
+          "batch this often (so WatchMetrics replay survives a restart).");
 ABSL_FLAG(std::string, log_format, "text", "Log format: text or json.");
 ABSL_FLAG(std::string, log_level, "info",
           "Log level: trace, debug, info, warn, error.");
@@ -337,6 +340,8 @@ satlab::server::AppOptions OptionsFromFlags() {
   app.metrics.history_size = absl::GetFlag(FLAGS_metrics_history);
   app.metrics.subscriber_buffer =
       absl::GetFlag(FLAGS_metrics_subscriber_buffer);
+  app.metrics.history_flush_interval =
+      absl::Milliseconds(absl::GetFlag(FLAGS_metrics_flush_interval_ms));
 
   if (absl::GetFlag(FLAGS_http_port) >= 0) {
     satlab::http::HttpServerOptions& http = app.http.emplace();

@@ -138,6 +138,23 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     server->own_hub_ = *std::move(own);
     hub = server->own_hub_.get();
   }
+  if (server->metric_history_ != nullptr) {
+    // WatchMetrics replay and the dashboard pick up where the last run of
+    // the server stopped.
+    std::vector<std::string> ids;
+    std::string after;
+    while (true) {
+      auto page = server->store_->List(after, 1000);
+      if (!page.ok()) return page.status();
+      for (const store::NetworkSummary& n : *page) ids.push_back(n.id);
+      if (page->size() < 1000) break;
+      after = page->back().id;
+    }
+    if (absl::Status s = hub->AttachHistory(server->metric_history_.get(), ids);
+        !s.ok()) {
+      return s;
+    }
+  }
   ServiceOptions service_options = options.service;
   service_options.max_message_bytes = options.max_message_bytes;
   server->core_ = std::make_unique<core::NetworkCore>(
@@ -228,6 +245,8 @@ void Server::Shutdown(absl::Duration grace) {
     server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   }
   executor_->Shutdown();
+  // No step runs any more: write the last metric events.
+  if (service_ != nullptr) service_->hub()->DetachHistory();
 }
 
 void Server::Wait() {

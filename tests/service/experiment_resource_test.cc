@@ -375,5 +375,61 @@ TEST_F(DurableExperimentTest, RunningAtRestart_ShowsFailedAndRunsAgain) {
   EXPECT_EQ(got->state(), v1::EXPERIMENT_STATE_SUCCEEDED);
 }
 
+// Every step event WatchMetrics replays for `name` from `start_step`,
+// until `want` arrived (bounded by a deadline).
+std::vector<v1::MetricEvent> Replay(Client& client, const std::string& name,
+                                    int want) {
+  std::vector<v1::MetricEvent> events;
+  v1::WatchMetricsRequest request;
+  request.set_name(name);
+  request.set_start_step(0);
+  absl::Status s = client.WatchMetrics(
+      request,
+      [&](const v1::WatchMetricsResponse& r) {
+        if (r.event().has_step()) events.push_back(r.event());
+        return static_cast<int>(events.size()) < want;
+      },
+      absl::Seconds(10));
+  EXPECT_TRUE(s.ok() || absl::IsCancelled(s)) << s;
+  return events;
+}
+
+TEST_F(DurableExperimentTest, WatchMetricsReplay_SurvivesARestart) {
+  ASSERT_TRUE(client_->CreateNetwork(NeuronSpec(), "watched").ok());
+  v1::Minibatch batch;
+  *batch.mutable_inputs() = MakeTensor(1, 1, {1.0});
+  *batch.mutable_targets() = MakeTensor(1, 1, {0.0});
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(client_->TrainStep("networks/watched", batch).ok());
+  }
+  const std::vector<v1::MetricEvent> before =
+      Replay(*client_, "networks/watched", 5);
+  ASSERT_EQ(before.size(), 5u);
+  Restart();
+  const std::vector<v1::MetricEvent> after =
+      Replay(*client_, "networks/watched", 5);
+  ASSERT_EQ(after.size(), 5u);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_TRUE(MessageDifferencer::Equals(after[i], before[i])) << i;
+    EXPECT_EQ(after[i].step().step(), i + 1);
+  }
+  // New events continue the sequence.
+  ASSERT_TRUE(client_->TrainStep("networks/watched", batch).ok());
+  const std::vector<v1::MetricEvent> more =
+      Replay(*client_, "networks/watched", 6);
+  ASSERT_EQ(more.size(), 6u);
+  EXPECT_GT(more[5].sequence(), before[4].sequence());
+  EXPECT_EQ(more[5].step().step(), 6);
+  // A deleted network's history is gone after the next restart.
+  ASSERT_TRUE(client_->DeleteNetwork("networks/watched").ok());
+  Restart();
+  ASSERT_TRUE(client_->CreateNetwork(NeuronSpec(), "watched").ok());
+  ASSERT_TRUE(client_->TrainStep("networks/watched", batch).ok());
+  const std::vector<v1::MetricEvent> fresh =
+      Replay(*client_, "networks/watched", 1);
+  ASSERT_EQ(fresh.size(), 1u);
+  EXPECT_EQ(fresh[0].step().step(), 1);
+}
+
 }  // namespace
 }  // namespace satlab::testing
