@@ -34,6 +34,8 @@ const std::vector<Command>& AllCommands() {
       {"experiment", "run a saturation experiment (preset or spec.json)",
        DeclareExperiment},
       {"health", "health check (exit 0 when serving)", DeclareHealth},
+      {"experiments", "kept experiments: get, list, delete",
+       DeclareExperiments},
   };
   return *commands;
 }

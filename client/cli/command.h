@@ -72,6 +72,7 @@ Action DeclareStep(CLI::App& app);
 Action DeclareTrain(CLI::App& app);
 Action DeclareEval(CLI::App& app);
 Action DeclareExperiment(CLI::App& app);
+Action DeclareExperiments(CLI::App& app);
 
 // --- implementation ---
 

@@ -136,6 +136,15 @@ void RecordToProto(const engine::EpochRecord& record, absl::string_view label,
   out->set_diverged(record.diverged);
 }
 
+// Whether two specs define the same experiment: parallelism aside, which
+// does not change the results.
+bool SameExperiment(const pb::ExperimentSpec& a, const pb::ExperimentSpec& b) {
+  google::protobuf::util::MessageDifferencer differencer;
+  differencer.IgnoreField(
+      pb::ExperimentSpec::descriptor()->FindFieldByName("parallelism"));
+  return differencer.Compare(a, b);
+}
+
 std::string NewExperimentId() {
   static std::atomic<int64_t> counter{0};
   return absl::StrCat("exp-", absl::ToUnixMillis(absl::Now()), "-",
@@ -286,8 +295,7 @@ class ExperimentReactor final
     if (!stored.ok()) return stored.status();
     stored_ = *std::move(stored);
     if (request_->has_spec() &&
-        !google::protobuf::util::MessageDifferencer::Equals(request_->spec(),
-                                                            stored_.spec())) {
+        !SameExperiment(request_->spec(), stored_.spec())) {
       return absl::AlreadyExistsError(absl::StrCat(
           experiment_name_,
           " exists with a different spec; choose another experiment_id, or "

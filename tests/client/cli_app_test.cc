@@ -34,8 +34,8 @@ Result RunSatlab(std::vector<std::string> args) {
 }
 
 const std::vector<std::string> kCommands = {
-    "create", "get",  "list",  "delete", "params",     "forward",
-    "grad",   "step", "train", "eval",   "experiment", "health"};
+    "create", "get",   "list", "delete",     "params", "forward",    "grad",
+    "step",   "train", "eval", "experiment", "health", "experiments"};
 
 TEST(CliParseTest, PrefixOfAGlobalOption_UsageErrorExit2) {
   // The hand-written parser took --serverX (and --timeoutX) as --server.
