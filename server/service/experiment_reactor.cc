@@ -225,6 +225,8 @@ class ExperimentReactor final
       return;
     }
     if (final_status_.has_value()) {
+      // Cancelled while Prepare claimed the id: record how it ended.
+      RecordEnd(*final_status_);
       MaybeFinish();
       return;
     }
