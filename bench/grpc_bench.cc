@@ -28,7 +28,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -410,29 +409,8 @@ int main(int argc, char** argv) {
   satlab::service::ServerOptions options;
   options.listen_address = "127.0.0.1:0";
   options.compute_threads = threads;
-  // Outlives the server (declared first, destroyed last).
-  std::unique_ptr<satlab::service::MetricsHub> hub;
   Harness harness;
   options.extra_services.push_back(&harness.echo);
-  // SATLAB_BENCH_DATA_DIR: a durable server (SQLite) instead of the
-  // in-memory one; SATLAB_BENCH_METRICS_FLUSH_MS: how often the metric
-  // history is written to it (docs/notes/exper.md compares 500 ms with an
-  // hour, i.e. with the metric history not written during the run).
-  if (const char* dir = std::getenv("SATLAB_BENCH_DATA_DIR")) {
-    options.data_dir = dir;
-    satlab::service::MetricsHubOptions hub_options;
-    if (const char* ms = std::getenv("SATLAB_BENCH_METRICS_FLUSH_MS")) {
-      hub_options.history_flush_interval = absl::Milliseconds(std::atoi(ms));
-    }
-    auto made = satlab::service::MetricsHub::Create(hub_options);
-    if (!made.ok()) {
-      std::fprintf(stderr, "MetricsHub::Create: %s\n",
-                   made.status().ToString().c_str());
-      return 1;
-    }
-    hub = *std::move(made);
-    options.hub = hub.get();
-  }
   auto server = satlab::service::Server::Create(options);
   if (!server.ok()) {
     std::fprintf(stderr, "Server::Create: %s\n",
