@@ -171,6 +171,15 @@ class Client {
   v1::TrainingService::Stub* stub() { return stub_.get(); }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }
 
+  // --- Experiments as resources (`experiments/{id}`) ---
+  // A kept experiment: spec, state, curves and summary.
+  absl::StatusOr<v1::Experiment> GetExperiment(absl::string_view name);
+  // A page of experiments (without curves), in name order.
+  absl::StatusOr<v1::ListExperimentsResponse> ListExperiments(
+      int page_size, absl::string_view page_token = "");
+  // Deletes a finished experiment.
+  absl::Status DeleteExperiment(absl::string_view name);
+
  private:
   // A context with the unary deadline and wait-for-ready set.
   void Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const;

@@ -104,6 +104,13 @@ ABSL_FLAG(int, request_ids_per_network, 32,
 ABSL_FLAG(int64_t, train_commit_every_steps, 1000,
           "A Train stream commits its network to the store after this many "
           "steps since its last commit (0: not by count), and when it ends.");
+ABSL_FLAG(int64_t, max_experiment_record_bytes, 32 << 20,
+          "Bytes of one kept experiment (spec + curves) at most; later epochs "
+          "are not kept (curves_truncated). Keep it below "
+          "--max_message_bytes so GetExperiment can return it.");
+ABSL_FLAG(double, experiment_record_interval_seconds, 1,
+          "A running experiment writes its curves to the store at most this "
+          "often, and when it ends.");
 ABSL_FLAG(double, train_commit_interval_seconds, 1,
           "A Train stream commits its network to the store once this long has "
           "passed since its last commit (0: not by time), and when it ends.");
@@ -194,6 +201,9 @@ ABSL_FLAG(int64_t, metrics_history, 10000,
 ABSL_FLAG(int64_t, metrics_subscriber_buffer, 1024,
           "Events buffered per WatchMetrics or dashboard stream before its "
           "oldest are dropped (and counted in dropped_events).");
+ABSL_FLAG(int64_t, metrics_flush_interval_ms, 500,
+          "With --data_dir, new metric events are written to the store in one "
+          "batch this often (so WatchMetrics replay survives a restart).");
 ABSL_FLAG(std::string, log_format, "text", "Log format: text or json.");
 ABSL_FLAG(std::string, log_level, "info",
           "Log level: trace, debug, info, warn, error.");
@@ -303,6 +313,10 @@ satlab::server::AppOptions OptionsFromFlags() {
       absl::GetFlag(FLAGS_train_commit_every_steps);
   options.service.train_commit_interval =
       absl::Seconds(absl::GetFlag(FLAGS_train_commit_interval_seconds));
+  options.service.max_experiment_record_bytes =
+      absl::GetFlag(FLAGS_max_experiment_record_bytes);
+  options.service.experiment_record_interval =
+      absl::Seconds(absl::GetFlag(FLAGS_experiment_record_interval_seconds));
   options.service.train_stream_window =
       absl::GetFlag(FLAGS_train_stream_window);
   options.service.streams.idle_timeout =
@@ -335,6 +349,8 @@ satlab::server::AppOptions OptionsFromFlags() {
   app.metrics.history_size = absl::GetFlag(FLAGS_metrics_history);
   app.metrics.subscriber_buffer =
       absl::GetFlag(FLAGS_metrics_subscriber_buffer);
+  app.metrics.history_flush_interval =
+      absl::Milliseconds(absl::GetFlag(FLAGS_metrics_flush_interval_ms));
 
   if (absl::GetFlag(FLAGS_http_port) >= 0) {
     satlab::http::HttpServerOptions& http = app.http.emplace();

@@ -36,6 +36,8 @@ const std::vector<Command>& AllCommands() {
       {"health", "health check (exit 0 when serving)", DeclareHealth},
       {"export", "write a network to a portable file", DeclareExport},
       {"import", "create a network from an exported file", DeclareImport},
+      {"experiments", "kept experiments: get, list, delete",
+       DeclareExperiments},
   };
   return *commands;
 }

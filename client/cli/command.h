@@ -75,6 +75,7 @@ Action DeclareExperiment(CLI::App& app);
 // transfer_commands.cc: export, import.
 Action DeclareExport(CLI::App& app);
 Action DeclareImport(CLI::App& app);
+Action DeclareExperiments(CLI::App& app);
 
 // --- implementation ---
 

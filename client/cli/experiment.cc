@@ -28,6 +28,7 @@ struct ExperimentOptions {
   int parallelism = 0;
   double timeout_seconds = 0;
   bool no_figures = false;
+  std::string id;
 };
 
 absl::StatusOr<Plan> PlanFor(const ExperimentOptions& o) {
@@ -48,7 +49,8 @@ absl::Status RunExperimentCommand(Context& ctx, const ExperimentOptions& o) {
   const absl::Duration timeout = o.timeout_seconds > 0
                                      ? absl::Seconds(o.timeout_seconds)
                                      : absl::InfiniteDuration();
-  SATLAB_ASSIGN_OR_RETURN(result, RunPlan(ctx, plan, timeout, o.parallelism));
+  SATLAB_ASSIGN_OR_RETURN(result,
+                          RunPlan(ctx, plan, timeout, o.parallelism, o.id));
   return WriteResults(ctx, plan, result, o.out, figures);
 }
 
@@ -81,6 +83,12 @@ Action DeclareExperiment(CLI::App& app) {
             "deadline of each run in seconds (0 = none)")
       ->capture_default_str();
   app.add_flag("--no-figures", o->no_figures, "write CSV/JSON only");
+  app.add_option("--id", o->id,
+                 "keep the run on the server as experiments/ID (ID-1, ID-2, "
+                 "... for presets of several runs); the same command with "
+                 "the same ID later fetches the kept runs and writes the same "
+                 "files without training again")
+      ->type_name("ID");
   return [o](Context& ctx) { return RunExperimentCommand(ctx, *o); };
 }
 

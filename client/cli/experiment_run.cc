@@ -77,8 +77,14 @@ std::vector<Curve> CurveSet::Take() {
   return std::move(curves_);
 }
 
+std::string ExperimentRunId(const Plan& plan, int run, const std::string& id) {
+  if (id.empty() || plan.runs.size() == 1) return id;
+  return absl::StrCat(id, "-", run + 1);
+}
+
 absl::StatusOr<PlanResult> RunPlan(Context& ctx, const Plan& plan,
-                                   absl::Duration timeout, int parallelism) {
+                                   absl::Duration timeout, int parallelism,
+                                   const std::string& id) {
   int64_t total = 0;
   for (const Run& run : plan.runs) total += ProgressUnits(run);
   ProgressBar bar(total, ctx.progress && !ctx.json);
@@ -90,6 +96,7 @@ absl::StatusOr<PlanResult> RunPlan(Context& ctx, const Plan& plan,
     v1::RunExperimentRequest request;
     *request.mutable_spec() = run.spec;
     if (parallelism > 0) request.mutable_spec()->set_parallelism(parallelism);
+    request.set_experiment_id(ExperimentRunId(plan, r, id));
     curves.BeginRun(plan, r);
     result.hidden_layers =
         std::max(result.hidden_layers, run.spec.hidden_layers_size());

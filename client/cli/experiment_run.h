@@ -41,8 +41,15 @@ class CurveSet {
 
 // Runs every RunExperiment call of `plan` with a progress bar.
 // `parallelism` > 0 overrides the specs'; `timeout` is each call's deadline.
+// A non-empty `id` names the runs `experiments/{id}` (one run) or
+// `experiments/{id}-{n}` (n = 1, 2, ...): run again with the same id, the
+// server streams the kept runs back instead of training (ExperimentRunId).
 absl::StatusOr<PlanResult> RunPlan(Context& ctx, const Plan& plan,
-                                   absl::Duration timeout, int parallelism);
+                                   absl::Duration timeout, int parallelism,
+                                   const std::string& id = "");
+
+// The experiment_id of run `run` of `plan` under `id`.
+std::string ExperimentRunId(const Plan& plan, int run, const std::string& id);
 
 // Writes NAME.csv, NAME.json, NAME_summary.txt and (if `figures`) the
 // figures to `dir`, and prints the summary table (or JSON with --json).

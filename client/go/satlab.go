@@ -304,3 +304,41 @@ func (c *Client) WaitReady(ctx context.Context) error {
 		}
 	}
 }
+
+// --- Experiments as resources (`experiments/{id}`) ---
+
+// ExperimentName returns "experiments/{id}" for an id, or name unchanged.
+func ExperimentName(name string) string {
+	if strings.HasPrefix(name, "experiments/") {
+		return name
+	}
+	return "experiments/" + name
+}
+
+// GetExperiment returns a kept experiment: spec, state, curves and summary.
+func (c *Client) GetExperiment(ctx context.Context, name string) (*pb.Experiment, error) {
+	ctx, cancel := c.unaryCtx(ctx)
+	defer cancel()
+	r, err := c.rpc.GetExperiment(ctx, &pb.GetExperimentRequest{Name: ExperimentName(name)})
+	if err != nil {
+		return nil, wrap("GetExperiment", err)
+	}
+	return r.Experiment, nil
+}
+
+// ListExperiments returns one page of experiments, without curves
+// (pageSize 0 means the server's 50).
+func (c *Client) ListExperiments(ctx context.Context, pageSize int32, pageToken string) (*pb.ListExperimentsResponse, error) {
+	ctx, cancel := c.unaryCtx(ctx)
+	defer cancel()
+	r, err := c.rpc.ListExperiments(ctx, &pb.ListExperimentsRequest{PageSize: pageSize, PageToken: pageToken})
+	return r, wrap("ListExperiments", err)
+}
+
+// DeleteExperiment deletes a finished experiment.
+func (c *Client) DeleteExperiment(ctx context.Context, name string) error {
+	ctx, cancel := c.unaryCtx(ctx)
+	defer cancel()
+	_, err := c.rpc.DeleteExperiment(ctx, &pb.DeleteExperimentRequest{Name: ExperimentName(name)})
+	return wrap("DeleteExperiment", err)
+}

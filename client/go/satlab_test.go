@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"satlab"
 	"satlab/internal/livetest"
@@ -574,5 +575,60 @@ func TestErrorType(t *testing.T) {
 	}
 	if errors.Is(io.EOF, satlab.ErrNotFound) {
 		t.Fatal("io.EOF matched ErrNotFound")
+	}
+}
+
+func TestExperimentsGetListDelete(t *testing.T) {
+	c := server.Client(t)
+	defer c.Close()
+	spec := &pb.ExperimentSpec{
+		Dataset:   &pb.Dataset{Source: &pb.Dataset_Builtin{Builtin: &pb.BuiltinDataset{Kind: pb.DatasetKind_DATASET_KIND_SINGLE_SAMPLE}}},
+		Variants:  []*pb.ExperimentVariant{{OutputActivation: pb.Activation_ACTIVATION_SIGMOID, Loss: pb.Loss_LOSS_BCE}},
+		Epochs:    4,
+		NoShuffle: true,
+		Optimizer: satlab.Sgd(0.15, 0),
+	}
+	var name string
+	var curves []*pb.EpochMetrics
+	summary, err := c.RunExperiment(ctxT(t), spec, func(m *pb.RunExperimentResponse) bool {
+		name = m.Experiment
+		if e := m.GetEpoch(); e != nil {
+			curves = append(curves, e)
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.GetExperiment(ctxT(t), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != pb.ExperimentState_EXPERIMENT_STATE_SUCCEEDED || len(got.Curves) != len(curves) ||
+		!proto.Equal(got.Summary, summary) {
+		t.Fatalf("%s: state %v, %d curves (streamed %d), summary equal %v", name, got.State,
+			len(got.Curves), len(curves), proto.Equal(got.Summary, summary))
+	}
+	for i := range curves {
+		if !proto.Equal(got.Curves[i], curves[i]) {
+			t.Fatalf("curve %d: kept %v, streamed %v", i, got.Curves[i], curves[i])
+		}
+	}
+	page, err := c.ListExperiments(ctxT(t), 1000, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range page.Experiments {
+		found = found || e.Name == name
+	}
+	if !found {
+		t.Fatalf("%s not listed", name)
+	}
+	if err := c.DeleteExperiment(ctxT(t), name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetExperiment(ctxT(t), name); satlab.Code(err) != codes.NotFound {
+		t.Fatalf("GetExperiment after delete: %v, want NotFound", err)
 	}
 }

@@ -171,7 +171,11 @@ export interface VariantSummary {
 export interface ExperimentSummary {
   variants: VariantSummary[]; elapsed_seconds: number; samples: number; input_size: number; output_size: number;
 }
-export interface RunExperimentRequest { spec?: ExperimentSpec }
+export interface RunExperimentRequest {
+  spec?: ExperimentSpec;
+  /** Optional id (as network ids); a finished one's kept run is streamed again. */
+  experiment_id?: string;
+}
 export interface RunExperimentResponse {
   epoch?: EpochMetrics | null;
   summary?: ExperimentSummary | null;
@@ -179,6 +183,8 @@ export interface RunExperimentResponse {
   kind?: 'epoch' | 'summary';
   epochs_done: number;
   epochs_total: number;
+  /** `experiments/{id}` of this run. */
+  experiment: string;
 }
 export interface ExperimentProgress {
   experiment_id: string; display_name: string; epoch: EpochMetrics | null; summary: ExperimentSummary | null;
@@ -195,6 +201,21 @@ export interface MetricEvent {
   kind?: 'step' | 'experiment' | 'network_deleted';
 }
 export interface WatchMetricsResponse { event: MetricEvent; dropped_events: number }
+export type ExperimentState =
+  'EXPERIMENT_STATE_UNSPECIFIED' | 'EXPERIMENT_STATE_RUNNING' | 'EXPERIMENT_STATE_SUCCEEDED' |
+  'EXPERIMENT_STATE_FAILED' | 'EXPERIMENT_STATE_CANCELLED' | number;
+/** A kept experiment, `experiments/{id}`. */
+export interface Experiment {
+  name: string; spec: ExperimentSpec | null; state: ExperimentState;
+  create_time: Timestamp | null; update_time: Timestamp | null;
+  /** Every epoch message the run streamed (empty in ListExperiments). */
+  curves: EpochMetrics[]; summary: ExperimentSummary | null; error: string;
+  curves_truncated: boolean; epochs_total: number;
+}
+export interface GetExperimentResponse { experiment: Experiment }
+export interface ListExperimentsRequest { page_size?: number; page_token?: string }
+export interface ListExperimentsResponse { experiments: Experiment[]; next_page_token: string }
+export interface DeleteExperimentResponse {}
 
 // ---- the client ------------------------------------------------------------
 export interface CallOptions {
@@ -249,6 +270,10 @@ export declare class Client {
   exportNetwork(req: NameRequest, opts?: CallOptions): Promise<Buffer>;
   /** Creates a network from an export file, sent in 1 MiB chunks; all or nothing. */
   importNetwork(req: ImportNetworkRequest, opts?: CallOptions): Promise<ImportNetworkResponse>;
+  // Experiments as resources (`experiments/{id}`).
+  getExperiment(req: NameRequest, opts?: CallOptions): Promise<GetExperimentResponse>;
+  listExperiments(req?: ListExperimentsRequest, opts?: CallOptions): Promise<ListExperimentsResponse>;
+  deleteExperiment(req: NameRequest, opts?: CallOptions): Promise<DeleteExperimentResponse>;
 }
 
 /** A Tensor from values and a shape; dtype defaults to float64 for a Float64Array, else float32. */

@@ -31,9 +31,11 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "server/engine/datasets.h"
 #include "server/engine/experiment.h"
 #include "server/service/convert.h"
+#include "server/service/experiments.h"
 #include "server/service/status.h"
 #include "server/service/stream_registry.h"
 #include "server/service/training_service.h"
@@ -134,6 +136,15 @@ void RecordToProto(const engine::EpochRecord& record, absl::string_view label,
   out->set_diverged(record.diverged);
 }
 
+// Whether two specs define the same experiment: parallelism aside, which
+// does not change the results.
+bool SameExperiment(const pb::ExperimentSpec& a, const pb::ExperimentSpec& b) {
+  google::protobuf::util::MessageDifferencer differencer;
+  differencer.IgnoreField(
+      pb::ExperimentSpec::descriptor()->FindFieldByName("parallelism"));
+  return differencer.Compare(a, b);
+}
+
 std::string NewExperimentId() {
   static std::atomic<int64_t> counter{0};
   return absl::StrCat("exp-", absl::ToUnixMillis(absl::Now()), "-",
@@ -151,7 +162,11 @@ class ExperimentReactor final
         ctx_(ctx),
         request_(request),
         start_(absl::Now()),
-        experiment_id_(NewExperimentId()) {
+        experiment_id_(request->experiment_id().empty()
+                           ? NewExperimentId()
+                           : request->experiment_id()),
+        experiment_name_(ExperimentName(experiment_id_)),
+        spec_proto_(&request->spec()) {
     // Not under mu_: the registry's lock comes before a stream's.
     absl::Status registered = service_->streams()->Register(this);
     absl::MutexLock lock(&mu_);
@@ -210,13 +225,18 @@ class ExperimentReactor final
       return;
     }
     if (final_status_.has_value()) {
+      // Cancelled while Prepare claimed the id: record how it ended.
+      RecordEnd(*final_status_);
       MaybeFinish();
       return;
     }
+    if (replay_) {
+      QueueReplay();
+      return;
+    }
     const int threads = service_->executor()->threads();
-    const int parallelism = request_->spec().parallelism() == 0
-                                ? threads
-                                : request_->spec().parallelism();
+    const int parallelism =
+        spec_proto_->parallelism() == 0 ? threads : spec_proto_->parallelism();
     const int workers =
         std::max(1, std::min<int>(parallelism, static_cast<int>(runs_.size())));
     for (int w = 0; w < workers; ++w) {
@@ -229,7 +249,8 @@ class ExperimentReactor final
     if (cancelled_.load() || ctx_->IsCancelled()) {
       return absl::CancelledError("the experiment was cancelled");
     }
-    const pb::ExperimentSpec& spec = request_->spec();
+    if (absl::Status s = Lookup(); !s.ok() || replay_) return s;
+    const pb::ExperimentSpec& spec = *spec_proto_;
     const engine::ExperimentLimits limits;
     std::string data_field;
     auto data = DatasetFromProto(spec.dataset(), limits, &data_field);
@@ -252,10 +273,130 @@ class ExperimentReactor final
     for (const auto& variant : spec_.variants) {
       labels_.push_back(engine::VariantLabel(variant));
     }
+    {
+      absl::MutexLock lock(&mu_);
+      summaries_.resize(variants);
+      epochs_total_ = static_cast<int64_t>(variants) * (spec_.epochs + 1);
+    }
+    return Claim();
+  }
+
+  // What the store holds under the id: a finished experiment is replayed
+  // (replay_), a failed or cancelled one runs again with its stored spec, a
+  // running one is refused. Runs before validation, without mu_.
+  absl::Status Lookup() {
+    if (absl::Status s = ValidateNetworkId(experiment_id_); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("experiment_id: ", s.message()));
+    }
+    if (request_->experiment_id().empty()) return absl::OkStatus();
+    auto found = service_->experiments()->LoadExperiment(experiment_id_);
+    if (absl::IsNotFound(found.status())) return absl::OkStatus();
+    if (!found.ok()) return found.status();
+    auto stored = ExperimentOf(*found, /*with_curves=*/true);
+    if (!stored.ok()) return stored.status();
+    stored_ = *std::move(stored);
+    if (request_->has_spec() &&
+        !SameExperiment(request_->spec(), stored_.spec())) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          experiment_name_,
+          " exists with a different spec; choose another experiment_id, or "
+          "send the same spec (or none) to re-attach"));
+    }
+    switch (stored_.state()) {
+      case pb::EXPERIMENT_STATE_SUCCEEDED:
+        replay_ = true;
+        return absl::OkStatus();
+      case pb::EXPERIMENT_STATE_RUNNING:
+        return absl::AlreadyExistsError(absl::StrCat(
+            experiment_name_,
+            " is running in another RunExperiment call; GetExperiment "
+            "reads its progress"));
+      default:  // FAILED or CANCELLED: run it again from the start
+        rerun_ = true;
+        spec_proto_ = &stored_.spec();
+        return absl::OkStatus();
+    }
+  }
+
+  // Records the experiment RUNNING: a new record, or the failed one reset.
+  absl::Status Claim() {
+    absl::MutexLock claim(service_->experiment_claim_mu());
     absl::MutexLock lock(&mu_);
-    summaries_.resize(variants);
-    epochs_total_ = static_cast<int64_t>(variants) * (spec_.epochs + 1);
-    return absl::OkStatus();
+    record_.set_name(experiment_name_);
+    *record_.mutable_spec() = *spec_proto_;
+    record_.set_state(pb::EXPERIMENT_STATE_RUNNING);
+    record_.set_epochs_total(epochs_total_);
+    const absl::Time now = absl::Now();
+    TimeToProto(now, record_.mutable_create_time());
+    TimeToProto(now, record_.mutable_update_time());
+    record_bytes_ = static_cast<int64_t>(record_.ByteSizeLong());
+    last_record_ = now;
+    absl::Status status;
+    if (rerun_) {
+      // Still not running? Another call may have claimed it meanwhile.
+      auto current = service_->experiments()->LoadExperiment(experiment_id_);
+      if (!current.ok()) return current.status();
+      if (current->status == pb::EXPERIMENT_STATE_RUNNING) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            experiment_name_, " is running in another RunExperiment call"));
+      }
+      *record_.mutable_create_time() = stored_.create_time();
+      status = service_->experiments()->UpdateExperiment(RecordOf(record_));
+    } else {
+      status = service_->experiments()->CreateExperiment(RecordOf(record_));
+    }
+    if (status.ok()) claimed_ = true;
+    return status;
+  }
+
+  // Streams the stored curves and summary of a finished experiment.
+  void QueueReplay() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const int64_t total = stored_.epochs_total();
+    int64_t done = 0;
+    for (const pb::EpochMetrics& epoch : stored_.curves()) {
+      v1::RunExperimentResponse& response = unsent_.emplace_back();
+      *response.mutable_epoch() = epoch;
+      response.set_epochs_done(++done);
+      response.set_epochs_total(total);
+      response.set_experiment(experiment_name_);
+    }
+    v1::RunExperimentResponse& response = unsent_.emplace_back();
+    *response.mutable_summary() = stored_.summary();
+    response.set_epochs_done(done);
+    response.set_epochs_total(total);
+    response.set_experiment(experiment_name_);
+    summary_queued_ = true;
+    MaybeWrite();
+    MaybeFinish();
+  }
+
+  // Writes record_ to the store (mu_ held: the write is one short
+  // transaction, at most every experiment_record_interval while running).
+  absl::Status Record() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const absl::Time now = absl::Now();
+    TimeToProto(now, record_.mutable_update_time());
+    last_record_ = now;
+    return service_->experiments()->UpdateExperiment(RecordOf(record_));
+  }
+
+  // Keeps an epoch in record_ (while under the size bound) and writes the
+  // record when the interval has passed.
+  absl::Status RecordEpoch(const pb::EpochMetrics& epoch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const int64_t bytes = static_cast<int64_t>(epoch.ByteSizeLong()) + 8;
+    if (record_bytes_ + bytes >
+        service_->options().max_experiment_record_bytes) {
+      record_.set_curves_truncated(true);
+    } else if (!record_.curves_truncated()) {
+      *record_.add_curves() = epoch;
+      record_bytes_ += bytes;
+    }
+    if (absl::Now() - last_record_ <
+        service_->options().experiment_record_interval) {
+      return absl::OkStatus();
+    }
+    return Record();
   }
 
   // Queues Work(v) on the executor (mu_ held).
@@ -337,11 +478,18 @@ class ExperimentReactor final
     RecordToProto(record, labels_[record.variant], response.mutable_epoch());
     response.set_epochs_done(epochs_done_);
     response.set_epochs_total(epochs_total_);
+    response.set_experiment(experiment_name_);
     ReportProgress(response);
+    if (absl::Status s = RecordEpoch(response.epoch()); !s.ok()) {
+      cancelled_.store(true);
+      FinishWith(s);
+      return;
+    }
     MaybeWrite();
   }
 
   void PublishSummary() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (final_status_.has_value()) return;  // recording failed: no summary
     v1::RunExperimentResponse& response = unsent_.emplace_back();
     pb::ExperimentSummary* summary = response.mutable_summary();
     for (size_t v = 0; v < summaries_.size(); ++v) {
@@ -363,6 +511,18 @@ class ExperimentReactor final
     summary->set_output_size(static_cast<int>(data_.targets.cols()));
     response.set_epochs_done(epochs_done_);
     response.set_epochs_total(epochs_total_);
+    response.set_experiment(experiment_name_);
+    // Durable before the client sees the end: a GetExperiment after the
+    // stream finished finds it SUCCEEDED.
+    *record_.mutable_summary() = *summary;
+    record_.set_state(pb::EXPERIMENT_STATE_SUCCEEDED);
+    if (absl::Status s = Record(); !s.ok()) {
+      unsent_.pop_back();
+      record_.set_state(pb::EXPERIMENT_STATE_FAILED);
+      FinishWith(s);
+      return;
+    }
+    recorded_final_ = true;
     summary_queued_ = true;
     ReportProgress(response);
     MaybeWrite();
@@ -374,7 +534,7 @@ class ExperimentReactor final
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     v1::ExperimentProgress progress;
     progress.set_experiment_id(experiment_id_);
-    progress.set_display_name(request_->spec().display_name());
+    progress.set_display_name(spec_proto_->display_name());
     if (response.has_summary()) {
       *progress.mutable_summary() = response.summary();
     } else {
@@ -399,9 +559,26 @@ class ExperimentReactor final
   }
 
   void FinishWith(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!final_status_.has_value()) final_status_ = std::move(status);
+    if (!final_status_.has_value()) {
+      final_status_ = std::move(status);
+      RecordEnd(*final_status_);
+    }
     parked_.clear();
     MaybeFinish();
+  }
+
+  // Marks a claimed experiment CANCELLED or FAILED in the store. Best
+  // effort: the call is ending with `status` already, and a record left
+  // RUNNING is marked FAILED at the next start.
+  void RecordEnd(const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!claimed_ || recorded_final_) return;
+    recorded_final_ = true;
+    record_.set_state(absl::IsCancelled(status) ? pb::EXPERIMENT_STATE_CANCELLED
+                                                : pb::EXPERIMENT_STATE_FAILED);
+    record_.set_error(std::string(status.message()));
+    record_.clear_summary();
+    (void)Record();
   }
 
   // Finishes once no worker runs and (on success) everything was sent.
@@ -420,6 +597,13 @@ class ExperimentReactor final
   const v1::RunExperimentRequest* const request_;
   const absl::Time start_;
   const std::string experiment_id_;
+  const std::string experiment_name_;
+  // The spec being run: the request's, or the stored one on a rerun.
+  const pb::ExperimentSpec* spec_proto_;
+  // Set by Prepare before any worker starts, then read-only.
+  pb::Experiment stored_;  // what the store held under the id, if anything
+  bool replay_ = false;    // stored_ SUCCEEDED: stream it, train nothing
+  bool rerun_ = false;     // stored_ FAILED/CANCELLED: run it again
   // False when the open-stream cap refused the call (it finished at once).
   bool registered_ = false;
   std::atomic<bool> cancelled_{false};
@@ -446,6 +630,12 @@ class ExperimentReactor final
   bool summary_queued_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<absl::Status> final_status_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  // The experiment as recorded in the store, and its bookkeeping.
+  pb::Experiment record_ ABSL_GUARDED_BY(mu_);
+  int64_t record_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time last_record_ ABSL_GUARDED_BY(mu_);
+  bool claimed_ ABSL_GUARDED_BY(mu_) = false;  // ours to update
+  bool recorded_final_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace

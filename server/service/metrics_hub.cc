@@ -1,6 +1,11 @@
 #include "server/service/metrics_hub.h"
 
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -101,6 +106,12 @@ void MetricsSubscription::Notify() {
 
 absl::StatusOr<std::unique_ptr<MetricsHub>> MetricsHub::Create(
     const MetricsHubOptions& options) {
+  if (options.history_flush_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics options: history_flush_interval must be > 0, "
+                     "got ",
+                     absl::FormatDuration(options.history_flush_interval)));
+  }
   if (options.history_size < 1 || options.subscriber_buffer < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "metrics options: history_size and subscriber_buffer must be >= 1, "
@@ -182,6 +193,14 @@ void MetricsHub::Record(
   event->set_sequence(next_sequence_++);
   TimeToProto(absl::Now(), event->mutable_time());
   EventPtr shared = std::move(event);
+  if (history_store_ != nullptr && !shared->network().empty()) {
+    if (static_cast<int64_t>(pending_.size()) >= options_.history_size) {
+      // The store falls behind: drop the oldest pending, counted.
+      pending_.erase(pending_.begin());
+      ++history_write_failures_;
+    }
+    pending_.push_back(shared);
+  }
   history_.push_back(shared);
   if (static_cast<int64_t>(history_.size()) > options_.history_size) {
     history_.pop_front();
@@ -237,6 +256,7 @@ HubCounters MetricsHub::Counters() const {
   }
   c.history_events = static_cast<int64_t>(history_.size());
   c.last_sequence = next_sequence_ - 1;
+  c.history_write_failures = history_write_failures_;
   return c;
 }
 
@@ -252,5 +272,138 @@ void MetricsHub::Shutdown() {
   }
   for (const auto& sub : subs) sub->Close();
 }
+
+// --- Metric history in a store ---
+
+absl::Status MetricsHub::AttachHistory(
+    store::MetricHistoryStore* store,
+    const std::vector<std::string>& network_ids) {
+  // Read in pages, keeping only the newest history_size overall, so the
+  // memory used stays bounded by the ring's size whatever the store holds.
+  constexpr int kPage = 1000;
+  std::deque<EventPtr> loaded;
+  int64_t max_sequence = 0;
+  for (const std::string& id : network_ids) {
+    const std::string name = absl::StrCat(kNetworkPrefix, id);
+    int64_t from = 0;
+    while (true) {
+      auto page = store->ReadMetrics(name, from, kPage);
+      if (!page.ok()) return page.status();
+      for (const store::MetricRecord& record : *page) {
+        auto event = std::make_shared<v1::MetricEvent>();
+        if (!event->ParseFromString(record.event)) {
+          return absl::DataLossError(absl::StrCat("metric history of ", name,
+                                                  ": event ", record.seq,
+                                                  " does not parse"));
+        }
+        max_sequence = std::max(max_sequence, record.seq);
+        loaded.push_back(std::move(event));
+      }
+      if (static_cast<int>(page->size()) < kPage) break;
+      from = page->back().seq + 1;
+      // Per network the newest come last: trim as we go.
+      while (static_cast<int64_t>(loaded.size()) > 2 * options_.history_size) {
+        loaded.pop_front();
+      }
+    }
+  }
+  std::vector<EventPtr> events(loaded.begin(), loaded.end());
+  std::stable_sort(events.begin(), events.end(),
+                   [](const EventPtr& a, const EventPtr& b) {
+                     return a->sequence() < b->sequence();
+                   });
+  if (static_cast<int64_t>(events.size()) > options_.history_size) {
+    events.erase(events.begin(), events.end() - options_.history_size);
+  }
+  absl::MutexLock lock(&mu_);
+  for (EventPtr& event : events) {
+    if (event->has_step()) {
+      const v1::StepResult& step = event->step();
+      NetworkGauges& g = networks_[std::string(IdOf(event->network()))];
+      g.id = std::string(IdOf(event->network()));
+      g.step = step.step();
+      g.loss = step.loss();
+      g.accuracy = step.accuracy();
+      g.output_attenuation = step.saturation().output_attenuation();
+      g.diverged = step.diverged();
+    }
+    history_.push_back(std::move(event));
+  }
+  next_sequence_ = std::max(next_sequence_, max_sequence + 1);
+  history_store_ = store;
+  stop_flusher_ = false;
+  flusher_ = std::thread([this] { FlushLoop(); });
+  return absl::OkStatus();
+}
+
+void MetricsHub::FlushLoop() {
+  while (true) {
+    bool stop;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&stop_flusher_),
+                           options_.history_flush_interval);
+      stop = stop_flusher_;
+    }
+    FlushHistory();
+    if (stop) return;
+  }
+}
+
+void MetricsHub::FlushHistory() {
+  absl::MutexLock flush(&flush_mu_);
+  std::vector<EventPtr> batch;
+  store::MetricHistoryStore* store;
+  {
+    absl::MutexLock lock(&mu_);
+    batch.swap(pending_);
+    store = history_store_;
+  }
+  if (store == nullptr || batch.empty()) return;
+  // Per network, in order; a deletion drops what came before it.
+  std::map<std::string, std::vector<store::MetricRecord>> groups;
+  int64_t failed = 0;
+  for (const EventPtr& event : batch) {
+    if (event->has_network_deleted()) {
+      groups.erase(event->network());
+      if (!store->DeleteMetrics(event->network()).ok()) ++failed;
+      continue;
+    }
+    store::MetricRecord& record = groups[event->network()].emplace_back();
+    record.seq = event->sequence();
+    record.time = absl::FromUnixSeconds(event->time().seconds()) +
+                  absl::Nanoseconds(event->time().nanos());
+    record.event = event->SerializeAsString();
+  }
+  for (const auto& [network, records] : groups) {
+    absl::Status s = store->AppendMetrics(network, records);
+    if (absl::IsInvalidArgument(s)) {
+      // Rows of an earlier network of that name whose deletion never
+      // reached the store (a crash): they are stale, drop them.
+      if (store->DeleteMetrics(network).ok()) {
+        s = store->AppendMetrics(network, records);
+      }
+    }
+    if (!s.ok()) failed += static_cast<int64_t>(records.size());
+  }
+  if (failed > 0) {
+    absl::MutexLock lock(&mu_);
+    history_write_failures_ += failed;
+  }
+}
+
+void MetricsHub::DetachHistory() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (history_store_ == nullptr || stop_flusher_) return;
+    stop_flusher_ = true;
+  }
+  flusher_.join();  // its last pass writes what is pending
+  absl::MutexLock lock(&mu_);
+  history_store_ = nullptr;
+  pending_.clear();
+}
+
+MetricsHub::~MetricsHub() { DetachHistory(); }
 
 }  // namespace satlab::service

@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -30,6 +31,7 @@
 #include "satlab/v1/metrics.pb.h"
 #include "server/engine/network.h"
 #include "server/service/events.h"
+#include "server/store/experiment_store.h"
 
 namespace satlab::service {
 
@@ -38,6 +40,9 @@ struct MetricsHubOptions {
   int64_t history_size = 10000;
   // Live events buffered per subscriber before the oldest are dropped, >= 1.
   int64_t subscriber_buffer = 1024;
+  // With a history store attached (AttachHistory): new step and deletion
+  // events are written to it in one batch this often, off the hot path.
+  absl::Duration history_flush_interval = absl::Milliseconds(500);
 };
 
 // Which events a subscriber receives.
@@ -126,6 +131,9 @@ struct HubCounters {
   int64_t subscribers = 0;
   int64_t history_events = 0;
   int64_t last_sequence = 0;
+  // Events not written to the history store because it failed or the
+  // pending batch overflowed (0 without a store).
+  int64_t history_write_failures = 0;
 };
 
 class MetricsHub final : public EventSink {
@@ -153,6 +161,22 @@ class MetricsHub final : public EventSink {
   // are still recorded. Idempotent.
   void Shutdown();
 
+  // --- Metric history surviving a restart (issue 12) ---
+  // Persists step and deletion events through `store` (not owned; it must
+  // stay alive until DetachHistory). First loads the events `store` keeps
+  // for `network_ids` (the networks that exist) into the history ring
+  // (the newest history_size of them) and the gauges, and continues the
+  // sequence after the largest loaded; from then on a background thread
+  // appends new events every history_flush_interval. Experiment events are
+  // not written (experiments are kept as experiments/{id}). Call once,
+  // before any event is recorded.
+  absl::Status AttachHistory(store::MetricHistoryStore* store,
+                             const std::vector<std::string>& network_ids);
+  // Writes what is pending and stops the thread; events after it are kept
+  // in memory only. Idempotent.
+  void DetachHistory();
+  ~MetricsHub() override;
+
  private:
   explicit MetricsHub(const MetricsHubOptions& options) : options_(options) {}
 
@@ -165,8 +189,20 @@ class MetricsHub final : public EventSink {
   static bool Matches(const WatchFilter& filter, const v1::MetricEvent& event,
                       bool replay);
 
+  // Writes pending_ to history_store_ (one flush at a time, in order).
+  void FlushHistory() ABSL_LOCKS_EXCLUDED(mu_);
+  void FlushLoop();
+
   const MetricsHubOptions options_;
+  // Serializes flushes, so batches reach the store in sequence order.
+  absl::Mutex flush_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::thread flusher_;
   mutable absl::Mutex mu_;
+  store::MetricHistoryStore* history_store_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // Step and deletion events not yet written (at most history_size).
+  std::vector<EventPtr> pending_ ABSL_GUARDED_BY(mu_);
+  bool stop_flusher_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t history_write_failures_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   std::deque<EventPtr> history_ ABSL_GUARDED_BY(mu_);
   std::vector<std::weak_ptr<MetricsSubscription>> subscribers_

@@ -10,6 +10,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/service/decode_interceptor.h"
+#include "server/service/experiments.h"
 #include "server/store/sqlite_store.h"
 
 namespace satlab::service {
@@ -85,11 +86,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
       options.service.limits.max_call_scratch_bytes < 1 ||
       options.service.request_ids_per_network < 0 ||
       options.service.train_commit_every_steps < 0 ||
-      options.service.train_commit_interval < absl::ZeroDuration()) {
+      options.service.train_commit_interval < absl::ZeroDuration() ||
+      options.service.max_experiment_record_bytes < 1 ||
+      options.service.experiment_record_interval < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         "server options: memory_budget_bytes must be >= 0 (0 = derived), "
         "max_call_scratch_bytes >= 1, request_ids_per_network >= 0, "
-        "train_commit_every_steps >= 0, train_commit_interval >= 0");
+        "train_commit_every_steps >= 0, train_commit_interval >= 0, "
+        "max_experiment_record_bytes >= 1, experiment_record_interval >= 0");
   }
   if (absl::Status s = CheckStreamAndConnectionLimits(options); !s.ok()) {
     return s;
@@ -108,6 +112,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
                           : std::max(1u, std::thread::hardware_concurrency());
   if (options.data_dir.empty()) {
     server->store_ = store::NewInMemoryStore(options.max_networks);
+    server->experiments_ = store::NewInMemoryExperimentStore();
   } else {
     store::SqliteStoreOptions store_options;
     store_options.data_dir = options.data_dir;
@@ -116,6 +121,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     auto stores = store::OpenSqliteStores(store_options);
     if (!stores.ok()) return stores.status();
     server->store_ = std::move(stores->networks);
+    server->experiments_ = std::move(stores->experiments);
+    server->metric_history_ = std::move(stores->metrics);
+    // Runs the previous process left RUNNING will never finish.
+    if (absl::Status s = MarkInterruptedExperiments(server->experiments_.get());
+        !s.ok()) {
+      return s;
+    }
   }
   server->executor_ =
       std::make_unique<Executor>(threads, options.max_queued_calls);
@@ -126,12 +138,30 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     server->own_hub_ = *std::move(own);
     hub = server->own_hub_.get();
   }
+  if (server->metric_history_ != nullptr) {
+    // WatchMetrics replay and the dashboard pick up where the last run of
+    // the server stopped.
+    std::vector<std::string> ids;
+    std::string after;
+    while (true) {
+      auto page = server->store_->List(after, 1000);
+      if (!page.ok()) return page.status();
+      for (const store::NetworkSummary& n : *page) ids.push_back(n.id);
+      if (page->size() < 1000) break;
+      after = page->back().id;
+    }
+    if (absl::Status s = hub->AttachHistory(server->metric_history_.get(), ids);
+        !s.ok()) {
+      return s;
+    }
+  }
   ServiceOptions service_options = options.service;
   service_options.max_message_bytes = options.max_message_bytes;
   server->core_ = std::make_unique<core::NetworkCore>(
       CoreOptionsOf(service_options), server->store_.get());
   server->service_ = std::make_unique<TrainingServiceImpl>(
-      service_options, server->core_.get(), server->executor_.get(), hub);
+      service_options, server->core_.get(), server->executor_.get(), hub,
+      server->experiments_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -216,6 +246,8 @@ void Server::Shutdown(absl::Duration grace) {
   }
   // Null when Create failed before making it (e.g. the store did not open).
   if (executor_ != nullptr) executor_->Shutdown();
+  // No step runs any more: write the last metric events.
+  if (service_ != nullptr) service_->hub()->DetachHistory();
 }
 
 void Server::Wait() {

@@ -19,6 +19,7 @@
 #include "server/service/executor.h"
 #include "server/service/metrics_hub.h"
 #include "server/service/training_service.h"
+#include "server/store/experiment_store.h"
 #include "server/store/network_store.h"
 
 namespace satlab::service {
@@ -118,6 +119,9 @@ class Server {
   std::string host_;
   int port_ = 0;
   std::shared_ptr<store::NetworkStore> store_;
+  std::shared_ptr<store::ExperimentStore> experiments_;
+  // Null with the in-memory store (the hub's ring is the only history).
+  std::shared_ptr<store::MetricHistoryStore> metric_history_;
   std::unique_ptr<core::NetworkCore> core_;  // over store_
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<MetricsHub> own_hub_;  // when options.hub is null

@@ -83,11 +83,13 @@ core::CoreOptions CoreOptionsOf(const ServiceOptions& options) {
 
 TrainingServiceImpl::TrainingServiceImpl(const ServiceOptions& options,
                                          core::NetworkCore* core,
-                                         Executor* executor, MetricsHub* hub)
+                                         Executor* executor, MetricsHub* hub,
+                                         store::ExperimentStore* experiments)
     : options_(options),
       core_(core),
       executor_(executor),
       hub_(hub),
+      experiments_(experiments),
       streams_(std::make_unique<StreamRegistry>(options.streams)) {}
 
 engine::CallOptions TrainingServiceImpl::CallOptionsFor(

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "satlab/v1/training_service.grpc.pb.h"
@@ -23,6 +24,7 @@
 #include "server/service/executor.h"
 #include "server/service/metrics_hub.h"
 #include "server/service/stream_registry.h"
+#include "server/store/experiment_store.h"
 
 namespace satlab::service {
 
@@ -51,6 +53,13 @@ struct ServiceOptions {
   absl::Duration train_commit_interval = absl::Seconds(1);
   // Open-stream cap, Train idle timeout, buffered-byte limits.
   StreamLimits streams;
+  // Bytes of one experiment's stored record (spec and curves) at most: a
+  // RunExperiment stops recording curves beyond it (curves_truncated), so
+  // GetExperiment stays under the message limit.
+  int64_t max_experiment_record_bytes = 32 << 20;
+  // A running experiment writes its curves to the store at most this often
+  // (and when it ends), so a durable store does not sync every epoch.
+  absl::Duration experiment_record_interval = absl::Seconds(1);
 };
 
 // The core's options from the service's.
@@ -58,9 +67,10 @@ core::CoreOptions CoreOptionsOf(const ServiceOptions& options);
 
 class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
  public:
-  // `core`, `executor` and `hub` must outlive the service.
+  // `core`, `executor`, `hub` and `experiments` must outlive the service.
   TrainingServiceImpl(const ServiceOptions& options, core::NetworkCore* core,
-                      Executor* executor, MetricsHub* hub);
+                      Executor* executor, MetricsHub* hub,
+                      store::ExperimentStore* experiments);
 
   grpc::ServerUnaryReactor* CreateNetwork(
       grpc::CallbackServerContext* ctx, const pb::CreateNetworkRequest* request,
@@ -107,6 +117,17 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   grpc::ServerReadReactor<pb::ImportNetworkRequest>* ImportNetwork(
       grpc::CallbackServerContext* ctx,
       pb::ImportNetworkResponse* response) override;
+  grpc::ServerUnaryReactor* GetExperiment(
+      grpc::CallbackServerContext* ctx, const pb::GetExperimentRequest* request,
+      pb::GetExperimentResponse* response) override;
+  grpc::ServerUnaryReactor* ListExperiments(
+      grpc::CallbackServerContext* ctx,
+      const pb::ListExperimentsRequest* request,
+      pb::ListExperimentsResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteExperiment(
+      grpc::CallbackServerContext* ctx,
+      const pb::DeleteExperimentRequest* request,
+      pb::DeleteExperimentResponse* response) override;
 
   // --- Shared by the unary handlers and the streaming reactors. ---
 
@@ -119,6 +140,11 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   // Every open stream; Train, WatchMetrics and RunExperiment register here.
   StreamRegistry* streams() const { return streams_.get(); }
   const ServiceOptions& options() const { return options_; }
+  // Every experiment (`experiments/{id}`), kept by RunExperiment.
+  store::ExperimentStore* experiments() const { return experiments_; }
+  // Held while an experiment id is claimed (created, or a finished one set
+  // RUNNING again) or deleted, so that a check and its write are atomic.
+  absl::Mutex* experiment_claim_mu() { return &experiment_claim_mu_; }
 
   // Engine call options for a call: the per-call scratch bound, and a stop
   // check that fires (CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE) when the
@@ -171,6 +197,8 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   core::NetworkCore* const core_;
   Executor* const executor_;
   MetricsHub* const hub_;
+  store::ExperimentStore* const experiments_;
+  absl::Mutex experiment_claim_mu_;
   // absl::ToUnixNanos of the compute stop time; INT64_MAX until shutdown.
   std::atomic<int64_t> stop_compute_at_nanos_{INT64_MAX};
   const std::unique_ptr<StreamRegistry> streams_;

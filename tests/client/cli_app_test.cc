@@ -34,8 +34,9 @@ Result RunSatlab(std::vector<std::string> args) {
 }
 
 const std::vector<std::string> kCommands = {
-    "create", "get",   "list", "delete",     "params", "forward", "grad",
-    "step",   "train", "eval", "experiment", "health", "export",  "import"};
+    "create",     "get",    "list",   "delete", "params",
+    "forward",    "grad",   "step",   "train",  "eval",
+    "experiment", "health", "export", "import", "experiments"};
 
 TEST(CliParseTest, PrefixOfAGlobalOption_UsageErrorExit2) {
   // The hand-written parser took --serverX (and --timeoutX) as --server.

@@ -247,6 +247,34 @@ test('WatchMetricsAndRunExperiment_ServerStreams_AsyncIterable', async () => {
   assert.equal(summary.variants.length, 2);
 });
 
+test('Experiments_GetListDelete_CurvesEqualTheStream', async () => {
+  const id = unique('nodeexp');
+  const epochs = [];
+  let summary = null;
+  let name = '';
+  const exp = client.runExperiment({ experiment_id: id, spec: {
+    epochs: 3, no_shuffle: true,
+    dataset: { builtin: { kind: 'DATASET_KIND_SINGLE_SAMPLE' } },
+    variants: [{ output_activation: 'ACTIVATION_SIGMOID', loss: 'LOSS_BCE' }],
+    optimizer: { sgd: { learning_rate: 0.15 } },
+  } }, { deadlineMs: 60000 });
+  for await (const msg of exp) {
+    name = msg.experiment;
+    if (msg.kind === 'epoch') epochs.push(msg.epoch);
+    if (msg.kind === 'summary') summary = msg.summary;
+  }
+  assert.equal(name, `experiments/${id}`);
+  const { experiment } = await client.getExperiment({ name });
+  assert.equal(experiment.state, 'EXPERIMENT_STATE_SUCCEEDED');
+  assert.deepEqual(experiment.curves, epochs);
+  assert.deepEqual(experiment.summary, summary);
+  const { experiments } = await client.listExperiments({ page_size: 1000 });
+  assert.ok(experiments.some((e) => e.name === name && e.curves.length === 0));
+  await client.deleteExperiment({ name });
+  await assert.rejects(client.getExperiment({ name }),
+    (e) => e.code === grpc.status.NOT_FOUND && e.details.includes(name));
+});
+
 test('TrainStreamExample_StreamsAndReports', async () => {
   const { stdout } = await run(process.execPath, [path.join(CLIENT_DIR, 'examples', 'train_stream.js'),
     '--server', server.address, '--batches', '40', '--batch-size', '64', '--report-every', '10'], { timeout: 120000 });

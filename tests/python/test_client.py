@@ -252,6 +252,28 @@ class ClientTest(unittest.TestCase):
             self.assertEqual(err.exception.code(), grpc.StatusCode.DATA_LOSS)
 
 
+    def test_Experiments_GetListDelete_CurvesEqualTheStream(self):
+        spec = experiment_pb2.ExperimentSpec(
+            epochs=3, no_shuffle=True,
+            dataset=experiment_pb2.Dataset(builtin=experiment_pb2.BuiltinDataset(
+                kind=experiment_pb2.DATASET_KIND_SINGLE_SAMPLE)),
+            optimizer=satlab.sgd(0.15))
+        spec.variants.add(output_activation=network_pb2.ACTIVATION_SIGMOID, loss=network_pb2.LOSS_BCE)
+        exp_id = unique("pyexp")
+        msgs = list(self.c.run_experiment(spec, timeout=60, experiment_id=exp_id))
+        self.assertEqual(msgs[0].experiment, f"experiments/{exp_id}")
+        got = self.c.get_experiment(exp_id)
+        self.assertEqual(got.state, experiment_pb2.EXPERIMENT_STATE_SUCCEEDED)
+        self.assertEqual(list(got.curves), [m.epoch for m in msgs if m.WhichOneof("kind") == "epoch"])
+        self.assertEqual(got.summary, msgs[-1].summary)
+        self.assertIn(f"experiments/{exp_id}", [e.name for e in self.c.list_experiments(page_size=1)])
+        self.c.delete_experiment(got.name)
+        with self.assertRaises(grpc.RpcError) as err:
+            self.c.get_experiment(exp_id)
+        self.assertEqual(err.exception.code(), grpc.StatusCode.NOT_FOUND)
+        self.assertIn(f"experiments/{exp_id}", err.exception.details())
+
+
 class ExamplesTest(unittest.TestCase):
     def run_example(self, name, *args):
         r = subprocess.run([sys.executable, str(EXAMPLES / name), "--server", server.address, *args],

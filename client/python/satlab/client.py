@@ -399,11 +399,6 @@ class Client:
         return self.stub.WatchMetrics(pb.WatchMetricsRequest(name=name, start_step=start_step),
                                       timeout=timeout)
 
-    def run_experiment(self, spec: experiment_pb2.ExperimentSpec,
-                       timeout: Optional[float] = None) -> Iterator[pb.RunExperimentResponse]:
-        """Streams EpochMetrics messages, then the ExperimentSummary."""
-        return self.stub.RunExperiment(pb.RunExperimentRequest(spec=spec), timeout=timeout)
-
     # -- export / import (docs/storage.md, "Export files") --------------------
     _TRANSFER_CHUNK = 1 << 20
 
@@ -452,3 +447,40 @@ class Client:
                         return
 
         return self.stub.ImportNetwork(requests(), timeout=timeout).network
+    def run_experiment(self, spec: Optional[experiment_pb2.ExperimentSpec],
+                       timeout: Optional[float] = None,
+                       experiment_id: str = "") -> Iterator[pb.RunExperimentResponse]:
+        """Streams EpochMetrics messages, then the ExperimentSummary; each
+        message names the run (`experiment`, `experiments/{id}`). With the
+        experiment_id of a finished experiment (spec None or the same), the
+        server streams the kept run again instead of training."""
+        return self.stub.RunExperiment(pb.RunExperimentRequest(spec=spec, experiment_id=experiment_id),
+                                       timeout=timeout)
+
+    # -- experiments as resources (`experiments/{id}`) ----------------------
+    def get_experiment(self, experiment: str) -> experiment_pb2.Experiment:
+        """A kept experiment (`experiments/{id}` or the id): spec, state,
+        curves and summary."""
+        return self.stub.GetExperiment(pb.GetExperimentRequest(name=_experiment_name(experiment)),
+                                       timeout=self.timeout).experiment
+
+    def list_experiments(self, page_size: int = 0) -> Iterator[experiment_pb2.Experiment]:
+        """Yields every kept experiment (without curves), fetching pages as needed."""
+        token = ""
+        while True:
+            r = self.stub.ListExperiments(pb.ListExperimentsRequest(page_size=page_size, page_token=token),
+                                          timeout=self.timeout)
+            yield from r.experiments
+            token = r.next_page_token
+            if not token:
+                return
+
+    def delete_experiment(self, experiment: str) -> None:
+        """Deletes a finished experiment (FAILED_PRECONDITION while it runs)."""
+        self.stub.DeleteExperiment(pb.DeleteExperimentRequest(name=_experiment_name(experiment)),
+                                   timeout=self.timeout)
+
+
+def _experiment_name(experiment: str) -> str:
+    return experiment if experiment.startswith("experiments/") else f"experiments/{experiment}"
+
