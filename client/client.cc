@@ -733,27 +733,28 @@ absl::StatusOr<v1::Network> Client::ImportNetworkFromFile(
   const int64_t size = static_cast<int64_t>(in.tellg());
   in.seekg(0);
   return ImportNetwork(in, size, network_id, progress, timeout);
-  absl::StatusOr<v1::Experiment> Client::GetExperiment(absl::string_view name) {
-    v1::GetExperimentRequest request;
-    request.set_name(std::string(name));
-    auto response = Unary(&v1::TrainingService::Stub::GetExperiment, request);
-    if (!response.ok()) return response.status();
-    return std::move(*response->mutable_experiment());
-  }
+}
 
-  absl::StatusOr<v1::ListExperimentsResponse> Client::ListExperiments(
-      int page_size, absl::string_view page_token) {
-    v1::ListExperimentsRequest request;
-    request.set_page_size(page_size);
-    request.set_page_token(std::string(page_token));
-    return Unary(&v1::TrainingService::Stub::ListExperiments, request);
-  }
+absl::StatusOr<v1::Experiment> Client::GetExperiment(absl::string_view name) {
+  v1::GetExperimentRequest request;
+  request.set_name(std::string(name));
+  auto response = Unary(&v1::TrainingService::Stub::GetExperiment, request);
+  if (!response.ok()) return response.status();
+  return std::move(*response->mutable_experiment());
+}
 
-  absl::Status Client::DeleteExperiment(absl::string_view name) {
-    v1::DeleteExperimentRequest request;
-    request.set_name(std::string(name));
-    return Unary(&v1::TrainingService::Stub::DeleteExperiment, request)
-        .status();
-  }
+absl::StatusOr<v1::ListExperimentsResponse> Client::ListExperiments(
+    int page_size, absl::string_view page_token) {
+  v1::ListExperimentsRequest request;
+  request.set_page_size(page_size);
+  request.set_page_token(std::string(page_token));
+  return Unary(&v1::TrainingService::Stub::ListExperiments, request);
+}
+
+absl::Status Client::DeleteExperiment(absl::string_view name) {
+  v1::DeleteExperimentRequest request;
+  request.set_name(std::string(name));
+  return Unary(&v1::TrainingService::Stub::DeleteExperiment, request).status();
+}
 
 }  // namespace satlab
