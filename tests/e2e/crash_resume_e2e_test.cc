@@ -116,7 +116,8 @@ class CrashResumeTest : public ::testing::Test {
     server_ = std::make_unique<ServerProcess>(std::vector<std::string>{
         SATLAB_SERVER, "--host=127.0.0.1", absl::StrCat("--port=", port_),
         "--http_port=-1", absl::StrCat("--data_dir=", data_dir_),
-        "--compute_threads=1", "--log_level=warning"});
+        "--compute_threads=1", "--log_level=warning",
+        "--shutdown_grace_seconds=1"});
     ASSERT_FALSE(server_->address().empty())
         << "satlab-server did not start on port " << port_;
   }
@@ -256,6 +257,39 @@ TEST_F(CrashResumeTest, SigkillDuringTrain_ResumedRunEqualsUninterrupted) {
   std::printf("%d runs, %d SIGKILLs, every resumed run bitwise equal\n", runs,
               total_kills);
   EXPECT_GE(total_kills, runs);
+}
+
+// Graceful shutdown commits what an open stream applied: a stream that
+// would not commit for an hour is open when SIGTERM comes; after the
+// restart the network is at the last step the client saw, all durable.
+TEST_F(CrashResumeTest, SigtermDuringOpenStream_AppliedStepsCommitted) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  auto client = NewClient();
+  ASSERT_TRUE(client->CreateNetwork(Spec(true, false), "graceful").ok());
+  TrainOptions options;
+  options.commit_every_steps = 1000000;
+  options.commit_interval_ms = 3600 * 1000;
+  auto stream = client->OpenTrainStream("networks/graceful", options);
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  const std::vector<v1::Minibatch> batches = Batches(11);
+  constexpr int kSteps = 40;
+  v1::TrainResponse response;
+  for (int i = 0; i < kSteps; ++i) {
+    ASSERT_TRUE((*stream)->Write(batches[i]));
+    ASSERT_TRUE((*stream)->Read(&response));
+  }
+  EXPECT_EQ(response.result().step(), kSteps);
+  EXPECT_LT(response.result().durable_step(), kSteps);
+  const int status = server_->Stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  (*stream)->Cancel();
+  stream->reset();
+  ASSERT_NO_FATAL_FAILURE(Start());
+  ASSERT_NO_FATAL_FAILURE(WaitServing(*client));
+  auto network = client->GetNetwork("networks/graceful");
+  ASSERT_TRUE(network.ok()) << network.status();
+  EXPECT_EQ(network->step(), kSteps);
+  EXPECT_EQ(network->durable_step(), kSteps);
 }
 
 }  // namespace
