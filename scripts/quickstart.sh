@@ -19,5 +19,7 @@ scripts/demo.sh build/client/cli/satlab 127.0.0.1:50051
 if [[ ${1:-} == --demo-only ]]; then exit 0; fi
 echo
 echo "satlab-server is serving on 127.0.0.1:50051 (pid $server_pid); Ctrl-C stops it."
+echo "Networks are kept in ${SATLAB_DATA_DIR-$HOME/.local/state/satlab} and survive a restart"
+echo "(SATLAB_DATA_DIR= scripts/quickstart.sh runs in memory only)."
 echo "Try: ./build/client/cli/satlab --help"
 wait $server_pid
