@@ -101,7 +101,7 @@ ABSL_FLAG(int64_t, memory_budget_bytes, 0,
 ABSL_FLAG(int, request_ids_per_network, 32,
           "Recent TrainStep/SetParameters request_ids remembered per network "
           "for idempotent retries.");
-ABSL_FLAG(int64_t, train_commit_every_steps, 1000,
+ABSL_FLAG(int64_t, train_commit_every_steps, 10000,
           "A Train stream commits its network to the store after this many "
           "steps since its last commit (0: not by count), and when it ends.");
 ABSL_FLAG(int64_t, max_experiment_record_bytes, 32 << 20,

@@ -56,7 +56,7 @@ struct CoreOptions {
   int request_ids_per_network = 32;
   // A writer session (Train stream) commits after this many steps since
   // its last commit (0: not by count) ...
-  int64_t commit_every_steps = 1000;
+  int64_t commit_every_steps = 10000;
   // ... and once this long has passed since its last commit (zero: not by
   // time); and always when it closes.
   absl::Duration commit_interval = absl::Seconds(1);

@@ -49,7 +49,7 @@ struct ServiceOptions {
   // A Train stream commits its network to the store after this many steps
   // (0: not by count) and after this long (zero: not by time) since its
   // last commit, and when it ends (core::CoreOptions).
-  int64_t train_commit_every_steps = 1000;
+  int64_t train_commit_every_steps = 10000;
   absl::Duration train_commit_interval = absl::Seconds(1);
   // Open-stream cap, Train idle timeout, buffered-byte limits.
   StreamLimits streams;
