@@ -295,5 +295,58 @@ class ExamplesTest(unittest.TestCase):
         self.assertIn("ListNetworks via reflected descriptors", out)
 
 
+class TrainResumableTest(unittest.TestCase):
+    """train_resumable against a durable server that is SIGKILLed and
+    restarted mid-stream: the network ends bitwise equal to one trained
+    without interruption."""
+
+    def test_sigkill_mid_stream_resumes_bitwise(self):
+        import shutil
+        import socket
+        import tempfile
+        data_dir = tempfile.mkdtemp(prefix="satlab-pyresume-")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        args = [f"--port={port}", f"--data_dir={data_dir}", "--compute_threads=1", "--http_port=-1"]
+        binary = os.environ["SATLAB_SERVER_BIN"]
+        live = LiveServer(binary, args).start()
+        fast_reconnect = [("grpc.max_reconnect_backoff_ms", 200),
+                          ("grpc.initial_reconnect_backoff_ms", 50),
+                          ("grpc.min_reconnect_backoff_ms", 50)]
+        c = satlab.Client(f"127.0.0.1:{port}", options=fast_reconnect)
+        try:
+            rng = np.random.default_rng(3)
+            batches = []
+            for _ in range(300):
+                x = rng.uniform(-2, 2, size=(8, 3))
+                batches.append((x, (x.sum(axis=1, keepdims=True) > 0).astype(float)))
+            opt = satlab.adam(0.01)
+            for name in ("ref", "resumed"):
+                c.create_network(3, [(8, "tanh"), (1, "sigmoid")], "bce", network_id=name,
+                                 init="glorot_uniform", seed=5, optimizer=opt)
+            list(c.train("ref", batches))
+            seen = []
+            for response in c.train_resumable("resumed", batches, commit_every_steps=7):
+                seen.append(response.result.step)
+                if len(seen) == 120:
+                    live.proc.kill()  # SIGKILL, by PID
+                    live.proc.wait()
+                    live.stop()
+                    live = LiveServer(binary, args).start()
+            self.assertEqual(seen, list(range(1, 301)))
+            ref = c.get_parameters("ref")
+            got = c.get_parameters("resumed")
+            for (rw, rb), (gw, gb) in zip(ref, got):
+                self.assertEqual(rw.tobytes(), gw.tobytes())
+                self.assertEqual(rb.tobytes(), gb.tobytes())
+            net = c.get_network("resumed")
+            self.assertEqual((net.step, net.durable_step), (300, 300))
+        finally:
+            c.close()
+            live.stop()
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
 if __name__ == "__main__":
     unittest.main()
