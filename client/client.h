@@ -248,8 +248,10 @@ class TrainStream {
 // a broken connection), it waits with backoff, reads the network's step,
 // opens a new stream that must start exactly there (expected_step) and
 // resends what the server does not have, so the network ends as an
-// uninterrupted run would, bit for bit. Results are delivered once per
-// step, in order. Write and Read may run on two threads.
+// uninterrupted run would, bit for bit. Results are delivered in order, at
+// most once per step: a result a failure cut off for a step the server had
+// already committed is not sent again (the network has that step). Write
+// and Read may run on two threads.
 class TrainSession {
  public:
   ~TrainSession();

@@ -290,8 +290,9 @@ class Client:
         previous stream), the helper waits with backoff, reads the network's
         step, opens a stream that must start exactly there (expected_step) and
         resends the rest, so the network ends as an uninterrupted run would,
-        bit for bit. Yields each step's TrainResponse once, in order (every
-        `report_every` steps and the last). Raises grpc.RpcError when the
+        bit for bit. Yields TrainResponses in order, at most once per step
+        (every `report_every` steps and the last; a response a failure cut
+        off for a step the server had already committed is not sent again). Raises grpc.RpcError when the
         failure is not retryable or max_resumes failures come in a row.
         """
         if max_buffered < 2:
