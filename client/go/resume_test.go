@@ -131,9 +131,16 @@ func TestTrainResumesAfterConnectionCut(t *testing.T) {
 	}
 	t.Logf("%d results received across one cut", results)
 
-	// Without resumes the cut is the caller's error: UNAVAILABLE.
+	// Without resumes the cut is the caller's error: UNAVAILABLE. Enough
+	// minibatches that the stream cannot end before the cut: 300 tiny
+	// results fit in the transport's buffers, so the whole stream could
+	// finish OK before the callback for result 10 runs.
 	cuts = 0
-	_, err = c.Train(ctx, streamed.Name, batches, satlab.TrainOptions{ReportEvery: 1},
+	long := make([]*pb.Minibatch, 20000)
+	for i := range long {
+		long[i] = batches[i%n]
+	}
+	_, err = c.Train(ctx, streamed.Name, long, satlab.TrainOptions{ReportEvery: 1},
 		func(r *pb.TrainResponse) {
 			if r.BatchesApplied == 10 && atomic.CompareAndSwapInt32(&cuts, 0, 1) {
 				proxy.cut()
