@@ -193,6 +193,27 @@ absl::Status ValidateNetworkId(absl::string_view id) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<PageRequest> PageFromRequest(int32_t page_size,
+                                            const std::string& page_token) {
+  constexpr int kDefaultPageSize = 50;
+  constexpr int kMaxPageSize = 1000;
+  if (page_size < 0 || page_size > kMaxPageSize) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page_size: expected 0..", kMaxPageSize, ", got ", page_size));
+  }
+  if (absl::Status s =
+          CheckLength(page_token, kMaxNetworkIdBytes, "page_token");
+      !s.ok()) {
+    return s;
+  }
+  if (!page_token.empty() && !ValidateNetworkId(page_token).ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_token: not a token from a previous page: ",
+                     QuoteForError(page_token)));
+  }
+  return PageRequest{page_token, page_size == 0 ? kDefaultPageSize : page_size};
+}
+
 absl::StatusOr<engine::MatrixView> MatrixViewOf(const pb::Tensor& tensor,
                                                 absl::string_view field) {
   if (absl::Status s = CheckTensor(tensor, 2, field); !s.ok()) return s;

@@ -52,6 +52,16 @@ std::string NetworkName(absl::string_view id);
 // Checks a client-chosen id: 1-63 of [a-z0-9-], starting with a letter.
 absl::Status ValidateNetworkId(absl::string_view id);
 
+// A List request's page (AIP-158): page_size 0..1000 (0: 50) and the page
+// token, which is the last id of the previous page (a valid id, or empty).
+// INVALID_ARGUMENT naming page_size or page_token otherwise.
+struct PageRequest {
+  std::string after;
+  int size = 0;
+};
+absl::StatusOr<PageRequest> PageFromRequest(int32_t page_size,
+                                            const std::string& page_token);
+
 // Borrowed view over a rank-2 tensor's packed data (no copy). Checks rank,
 // dims >= 1, exactly one of float/double values set, and that the count
 // matches the shape; INVALID_ARGUMENT naming `field` otherwise. The view

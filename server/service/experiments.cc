@@ -13,8 +13,6 @@
 namespace satlab::service {
 namespace {
 
-constexpr int kDefaultPageSize = 50;
-constexpr int kMaxPageSize = 1000;
 // Experiments read per batch by the startup sweep.
 constexpr int kSweepBatch = 100;
 
@@ -143,24 +141,11 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ListExperiments(
     grpc::CallbackServerContext* ctx, const pb::ListExperimentsRequest* request,
     pb::ListExperimentsResponse* response) {
   return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
-    if (request->page_size() < 0 || request->page_size() > kMaxPageSize) {
-      return absl::InvalidArgumentError(absl::StrCat("page_size: expected 0..",
-                                                     kMaxPageSize, ", got ",
-                                                     request->page_size()));
-    }
-    // The page token is the last id of the previous page.
-    const std::string& after = request->page_token();
-    if (absl::Status s = CheckLength(after, kMaxNetworkIdBytes, "page_token");
-        !s.ok()) {
-      return s;
-    }
-    if (!after.empty() && !ValidateNetworkId(after).ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("page_token: not a token from a previous page: ",
-                       QuoteForError(after)));
-    }
-    const int size =
-        request->page_size() == 0 ? kDefaultPageSize : request->page_size();
+    auto page_request =
+        PageFromRequest(request->page_size(), request->page_token());
+    if (!page_request.ok()) return page_request.status();
+    const std::string& after = page_request->after;
+    const int size = page_request->size;
     // One extra entry tells whether another page follows.
     auto page = experiments_->ListExperiments(after, size + 1);
     if (!page.ok()) return page.status();
