@@ -21,27 +21,6 @@
 namespace satlab::engine {
 namespace {
 
-template <typename T>
-void CblasGemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n,
-               int64_t k, const T* a, const T* b, T* c, bool accumulate) {
-  const CBLAS_TRANSPOSE ta =
-      trans_a == Transpose::kYes ? CblasTrans : CblasNoTrans;
-  const CBLAS_TRANSPOSE tb =
-      trans_b == Transpose::kYes ? CblasTrans : CblasNoTrans;
-  const auto lda = static_cast<blasint>(trans_a == Transpose::kYes ? m : k);
-  const auto ldb = static_cast<blasint>(trans_b == Transpose::kYes ? k : n);
-  const T beta = accumulate ? T(1) : T(0);
-  if constexpr (std::is_same_v<T, float>) {
-    cblas_sgemm(CblasRowMajor, ta, tb, static_cast<blasint>(m),
-                static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, a, lda,
-                b, ldb, beta, c, static_cast<blasint>(n));
-  } else {
-    cblas_dgemm(CblasRowMajor, ta, tb, static_cast<blasint>(m),
-                static_cast<blasint>(n), static_cast<blasint>(k), 1.0, a, lda,
-                b, ldb, beta, c, static_cast<blasint>(n));
-  }
-}
-
 struct Shape {
   Transpose trans_a, trans_b;
   int64_t m, n, k;
@@ -179,7 +158,7 @@ std::string PreferredBlasCore(const BlasCpu& cpu) {
   return "";
 }
 
-SelfCheckGemm OpenBlasGemm() { return {CblasGemm<float>, CblasGemm<double>}; }
+SelfCheckGemm OpenBlasGemm() { return {BlasGemm<float>, BlasGemm<double>}; }
 
 absl::Status BlasSelfCheck(const SelfCheckGemm& gemm) {
   if (absl::Status s = CheckProducts<float>(gemm.f32, "float32"); !s.ok()) {

@@ -50,12 +50,8 @@ void SmallGemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n,
 }  // namespace
 
 template <typename T>
-void Gemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_t k,
-          const T* a, const T* b, T* c, bool accumulate) {
-  if (m * n * k <= kSmallProduct) {
-    SmallGemm(trans_a, trans_b, m, n, k, a, b, c, accumulate);
-    return;
-  }
+void BlasGemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n,
+              int64_t k, const T* a, const T* b, T* c, bool accumulate) {
   const CBLAS_TRANSPOSE ta =
       trans_a == Transpose::kYes ? CblasTrans : CblasNoTrans;
   const CBLAS_TRANSPOSE tb =
@@ -74,10 +70,24 @@ void Gemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_t k,
   }
 }
 
+template <typename T>
+void Gemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_t k,
+          const T* a, const T* b, T* c, bool accumulate) {
+  if (m * n * k <= kSmallProduct) {
+    SmallGemm(trans_a, trans_b, m, n, k, a, b, c, accumulate);
+    return;
+  }
+  BlasGemm(trans_a, trans_b, m, n, k, a, b, c, accumulate);
+}
+
 void SetBlasThreads(int threads) { openblas_set_num_threads(threads); }
 
 int BlasThreads() { return openblas_get_num_threads(); }
 
+template void BlasGemm<float>(Transpose, Transpose, int64_t, int64_t, int64_t,
+                              const float*, const float*, float*, bool);
+template void BlasGemm<double>(Transpose, Transpose, int64_t, int64_t, int64_t,
+                               const double*, const double*, double*, bool);
 template void Gemm<float>(Transpose, Transpose, int64_t, int64_t, int64_t,
                           const float*, const float*, float*, bool);
 template void Gemm<double>(Transpose, Transpose, int64_t, int64_t, int64_t,

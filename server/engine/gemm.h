@@ -25,6 +25,18 @@ template <typename T>
 void Gemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_t k,
           const T* a, const T* b, T* c, bool accumulate);
 
+// The same product always through OpenBLAS (cblas_?gemm), whatever its
+// size: what Gemm uses above the small-product bound, and what the BLAS
+// core guard checks.
+template <typename T>
+void BlasGemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n,
+              int64_t k, const T* a, const T* b, T* c, bool accumulate);
+extern template void BlasGemm<float>(Transpose, Transpose, int64_t, int64_t,
+                                     int64_t, const float*, const float*,
+                                     float*, bool);
+extern template void BlasGemm<double>(Transpose, Transpose, int64_t, int64_t,
+                                      int64_t, const double*, const double*,
+                                      double*, bool);
 extern template void Gemm<float>(Transpose, Transpose, int64_t, int64_t,
                                  int64_t, const float*, const float*, float*,
                                  bool);
