@@ -54,7 +54,10 @@ std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
       absl::ToInt64Milliseconds(options.max_reconnect_backoff), 100, 120000));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, backoff_ms);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, std::min(backoff_ms, 100));
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, std::min(backoff_ms, 100));
+  // GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is left at its default on purpose: gRPC
+  // also uses it as the connect timeout (TCP + HTTP/2 SETTINGS), so a small
+  // value fails the first call on a loaded host ("timed out before receiving
+  // SETTINGS frame") instead of just retrying sooner.
   return grpc::CreateCustomChannel(options.target,
                                    grpc::InsecureChannelCredentials(), args);
 }

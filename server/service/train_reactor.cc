@@ -255,7 +255,13 @@ void TrainReactor::OnCancel() {
 
 void TrainReactor::CheckIdle(absl::Time now, absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
-  if (finished_ || final_status_.has_value()) return;
+  if (finished_) return;
+  if (final_status_.has_value()) {
+    // Ending, but the status waits behind a response the client does not
+    // take: cancel the call so the write fails and the stream can finish.
+    if (writing_ && now - last_activity_ >= timeout) ctx_->TryCancel();
+    return;
+  }
   // Idle means the server waits on the client alone: for its next message
   // (nothing queued) or for it to take a response. Paused by flow control
   // on our side, or computing, the clock does not run.
@@ -290,7 +296,10 @@ void TrainReactor::OnNetworkDeleted(absl::string_view id) {
       absl::StrCat(NetworkName(session_->id()),
                    " was deleted while this stream trained it; ",
                    batches_applied_, " minibatches were applied before")));
-  if (writing_) ctx_->TryCancel();
+  // A write in flight is usually one the client is about to take; it
+  // completes and ABORTED follows. A client that stopped reading is left to
+  // CheckIdle, whose clock starts now.
+  if (writing_) last_activity_ = absl::Now();
 }
 
 void TrainReactor::FinishWith(absl::Status status) {

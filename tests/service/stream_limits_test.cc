@@ -196,6 +196,46 @@ TEST_F(StreamLimitsTest, StoppedReader_EndedAfterIdleTimeoutSlotReleased) {
   EXPECT_EQ(OpenStreamsWhenSettled(), 0);
 }
 
+// Deleting the network of a stream whose client stopped reading: the
+// ABORTED status cannot pass the unread responses, so the idle timeout
+// cancels the call; the stream never wedges and its memory is returned.
+TEST_F(StreamLimitsTest, DeleteNetwork_StoppedReaderStreamEndsAfterIdleTimeout) {
+  options_.service.train_stream_window = 1;
+  options_.service.streams.idle_timeout = absl::Seconds(2);
+  StartWithStub();
+  const int64_t empty = server_->service()->memory_budget().used();
+  ASSERT_TRUE(client_->CreateNetwork(NeuronSpec(), "unread").ok());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(60000));
+  auto stream = stub_->Train(&ctx);
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    v1::TrainRequest request;
+    request.set_name("networks/unread");
+    *request.mutable_batch() = MakeBatch(1, 1, 1, 0);
+    while (written.load() < 200000 && stream->Write(request)) ++written;
+  });
+  // Wait until the server's write stalls (it then stops reading, so the
+  // client's writes stop too), then delete.
+  for (int last = -1; written.load() != last;) {
+    last = written.load();
+    absl::SleepFor(absl::Milliseconds(300));
+  }
+  ASSERT_TRUE(client_->DeleteNetwork("networks/unread").ok());
+  int open = -1;
+  for (const absl::Time give_up = absl::Now() + absl::Seconds(15);
+       absl::Now() < give_up; absl::SleepFor(absl::Milliseconds(20))) {
+    open = server_->service()->streams()->open_streams();
+    if (open == 0) break;
+  }
+  EXPECT_EQ(open, 0) << "the stream wedged behind its unread responses";
+  ctx.TryCancel();  // unblocks a Write the server no longer reads
+  writer.join();
+  EXPECT_NE(stream->Finish().error_code(), grpc::StatusCode::OK);
+  EXPECT_EQ(BufferedBytesWhenSettled(), 0);
+  EXPECT_EQ(server_->service()->memory_budget().used(), empty);
+}
+
 TEST_F(StreamLimitsTest, OpenStreamCap_TrainWatchExperimentRefused) {
   options_.service.streams.max_open_streams = 2;
   StartWithStub();
