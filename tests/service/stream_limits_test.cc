@@ -199,7 +199,8 @@ TEST_F(StreamLimitsTest, StoppedReader_EndedAfterIdleTimeoutSlotReleased) {
 // Deleting the network of a stream whose client stopped reading: the
 // ABORTED status cannot pass the unread responses, so the idle timeout
 // cancels the call; the stream never wedges and its memory is returned.
-TEST_F(StreamLimitsTest, DeleteNetwork_StoppedReaderStreamEndsAfterIdleTimeout) {
+TEST_F(StreamLimitsTest,
+       DeleteNetwork_StoppedReaderStreamEndsAfterIdleTimeout) {
   options_.service.train_stream_window = 1;
   options_.service.streams.idle_timeout = absl::Seconds(2);
   StartWithStub();
