@@ -73,6 +73,10 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppOptions& options) {
 
 App::~App() { Shutdown(); }
 
+absl::Status App::ReloadTls() {
+  return http_ != nullptr ? http_->ReloadTls() : absl::OkStatus();
+}
+
 void App::Shutdown() {
   // Each step is idempotent, so a second call (the destructor's) only waits.
   // Watch streams end at once (UNAVAILABLE) instead of holding the grace.

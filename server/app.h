@@ -68,6 +68,12 @@ class App {
   // Returns when everything has stopped. Idempotent.
   void Shutdown();
 
+  // SIGHUP: the HTTP port compares its TLS files now and loads changed ones
+  // (the error, with the old certificate kept, if they do not load). The
+  // gRPC port's file watcher needs no call: it re-reads the files every
+  // --tls_refresh_interval_seconds by itself.
+  absl::Status ReloadTls();
+
   service::Server* server() { return server_.get(); }
   // The cores found at Start and the threads chosen for them.
   const engine::UsableCores& usable_cores() const { return usable_cores_; }

@@ -21,6 +21,7 @@
 #include "server/service/training_service.h"
 #include "server/store/experiment_store.h"
 #include "server/store/network_store.h"
+#include "server/tls/tls_files.h"
 
 namespace satlab::service {
 
@@ -73,6 +74,14 @@ struct ServerOptions {
   // ~+170 MiB, docs/reliability/stream.md). Off, a stream's window opens
   // for the message it is reading; loopback throughput is unchanged.
   bool http2_bdp_probe = false;
+  // Transport security. With tls.cert_file and tls.key_file the port serves
+  // TLS only (mutual TLS with tls.client_ca_file), and gRPC re-reads the
+  // files every tls.refresh_interval: new connections get a changed
+  // certificate, open ones keep theirs. Without them it serves plaintext,
+  // which Create refuses (INVALID_ARGUMENT) on a non-loopback address
+  // unless `plaintext` says it was chosen on purpose.
+  tls::TlsFiles tls;
+  bool plaintext = false;
   ServiceOptions service;
   // Receives steps, deletions and experiment progress and serves
   // WatchMetrics (a MetricsHub). Not owned; when null the server makes its
