@@ -249,7 +249,7 @@ class ClientsOverTls(unittest.TestCase):
     def test_go(self):
         go = shutil.which("go")
         self.assertIsNotNone(go, "go not found (scripts/install-deps.sh test)")
-        env = dict(os.environ, SATLAB_SERVER_BIN=ARGS.server_bin,
+        env = dict(os.environ, SATLAB_SERVER_BIN=ARGS.server_bin, SATLAB_DATA_DIR="",
                    GOCACHE=os.environ.get("GOCACHE", str(pathlib.Path(ARGS.go_cache))),
                    GOFLAGS="-mod=vendor", GOPROXY="off", GO111MODULE="on",
                    SATLAB_TLS_TARGET=self.target, SATLAB_TLS_RECORDER=self.recorder.address,
@@ -330,6 +330,8 @@ def main():
     ap.add_argument("--cli-bin", required=True)
     ap.add_argument("--go-cache", default=str(REPO / "build/go-cache-tls"))
     ARGS, rest = ap.parse_known_args()
+    ARGS.server_bin = os.path.abspath(ARGS.server_bin)
+    ARGS.cli_bin = os.path.abspath(ARGS.cli_bin)
     try:
         unittest.main(argv=[sys.argv[0], "-v", *rest])
     finally:

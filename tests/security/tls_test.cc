@@ -5,6 +5,8 @@
 // new certificate, an open Train stream goes on), and the C++ client's
 // credentials (TLS, mTLS, API key metadata on every call and stream).
 // Certificates are made at run time by make_certs.sh (the openssl command).
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -15,10 +17,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -55,6 +55,8 @@ const std::string& CertDir() {
       std::fprintf(stderr, "cannot make certificates: %s\n", command.c_str());
       std::abort();
     }
+    // Removed at exit: the keys are throwaway, but /tmp is shared.
+    std::atexit([] { fs::remove_all(CertDir()); });
     return new std::string(made);
   }();
   return *dir;
@@ -62,13 +64,6 @@ const std::string& CertDir() {
 
 std::string Cert(const std::string& name) {
   return absl::StrCat(CertDir(), "/", name);
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 // Replaces `to` at once (write aside, rename), as a deployment's
