@@ -74,7 +74,10 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppOptions& options) {
 App::~App() { Shutdown(); }
 
 absl::Status App::ReloadTls() {
-  return http_ != nullptr ? http_->ReloadTls() : absl::OkStatus();
+  absl::Status grpc =
+      server_ != nullptr ? server_->ReloadTls() : absl::OkStatus();
+  absl::Status http = http_ != nullptr ? http_->ReloadTls() : absl::OkStatus();
+  return grpc.ok() ? http : grpc;
 }
 
 void App::Shutdown() {

@@ -68,10 +68,10 @@ class App {
   // Returns when everything has stopped. Idempotent.
   void Shutdown();
 
-  // SIGHUP: the HTTP port compares its TLS files now and loads changed ones
-  // (the error, with the old certificate kept, if they do not load). The
-  // gRPC port's file watcher needs no call: it re-reads the files every
-  // --tls_refresh_interval_seconds by itself.
+  // SIGHUP: both ports compare their TLS files now. The HTTP port loads
+  // changed ones at once; the gRPC port hands a changed, matching pair to
+  // gRPC's watcher, which loads it within --tls_refresh_interval_seconds.
+  // The error (the old certificate kept) if the files do not load.
   absl::Status ReloadTls();
 
   service::Server* server() { return server_.get(); }

@@ -538,8 +538,9 @@ int main(int argc, char** argv) {
     const absl::Status reloaded = (*app)->ReloadTls();
     if (reloaded.ok()) {
       spdlog::info(
-          "SIGHUP: TLS files reloaded on the HTTP port; the gRPC port "
-          "re-reads them every --tls_refresh_interval_seconds");
+          "SIGHUP: TLS files checked; changed ones are served on the HTTP "
+          "port now, on the gRPC port within "
+          "--tls_refresh_interval_seconds");
     } else {
       spdlog::error("SIGHUP: TLS files not reloaded, previous kept: {}",
                     reloaded.ToString());

@@ -75,12 +75,13 @@ absl::Status CheckStreamAndConnectionLimits(const ServerOptions& options) {
   return absl::OkStatus();
 }
 
-// Plaintext without files; otherwise TLS whose certificate, key and client
-// CA gRPC's file watcher re-reads every refresh interval (a changed pair is
+// Plaintext without `identity`; otherwise TLS whose key and certificate
+// (both in the one staged file, see tls::StagedIdentity) and client CA
+// gRPC's file watcher re-reads every refresh interval (a changed pair is
 // used for new handshakes; open connections keep theirs).
 std::shared_ptr<grpc::ServerCredentials> ServerCredentialsOf(
-    const tls::TlsFiles& files) {
-  if (!files.enabled()) return grpc::InsecureServerCredentials();
+    const tls::TlsFiles& files, const tls::StagedIdentity* identity) {
+  if (identity == nullptr) return grpc::InsecureServerCredentials();
   const auto refresh = static_cast<unsigned int>(
       std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(
                                files.refresh_interval, absl::Seconds(1)))));
@@ -88,11 +89,11 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentialsOf(
   if (files.client_ca_file.empty()) {
     provider =
         std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-            files.key_file, files.cert_file, refresh);
+            identity->path(), identity->path(), refresh);
   } else {
     provider =
         std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-            files.key_file, files.cert_file, files.client_ca_file, refresh);
+            identity->path(), identity->path(), files.client_ca_file, refresh);
   }
   grpc::experimental::TlsServerCredentialsOptions tls_options(provider);
   tls_options.watch_identity_key_cert_pairs();
@@ -144,9 +145,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
       !s.ok()) {
     return s;
   }
-  const std::shared_ptr<grpc::ServerCredentials> credentials =
-      ServerCredentialsOf(options.tls);
   std::unique_ptr<Server> server(new Server());
+  if (options.tls.enabled()) {
+    auto staged = tls::StagedIdentity::Start(options.tls);
+    if (!staged.ok()) return staged.status();
+    server->staged_identity_ = *std::move(staged);
+  }
+  const std::shared_ptr<grpc::ServerCredentials> credentials =
+      ServerCredentialsOf(options.tls, server->staged_identity_.get());
   server->options_ = options;
   server->host_ = options.listen_address.substr(0, colon);
   const int threads = options.compute_threads > 0
@@ -268,6 +274,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
 Server::~Server() { Shutdown(absl::Seconds(5)); }
 
 std::string Server::address() const { return absl::StrCat(host_, ":", port_); }
+
+absl::Status Server::ReloadTls() {
+  return staged_identity_ != nullptr ? staged_identity_->Refresh()
+                                     : absl::OkStatus();
+}
 
 void Server::Shutdown(absl::Duration grace) {
   {

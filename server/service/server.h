@@ -21,6 +21,7 @@
 #include "server/service/training_service.h"
 #include "server/store/experiment_store.h"
 #include "server/store/network_store.h"
+#include "server/tls/staged_identity.h"
 #include "server/tls/tls_files.h"
 
 namespace satlab::service {
@@ -116,6 +117,11 @@ class Server {
   // Blocks until Shutdown has completed.
   void Wait();
 
+  // SIGHUP: compares the TLS certificate and key files now and, if they
+  // changed and match, hands them to gRPC's watcher, which loads them within
+  // tls.refresh_interval. OK without TLS or when unchanged.
+  absl::Status ReloadTls();
+
   TrainingServiceImpl* service() { return service_.get(); }
   store::NetworkStore* store() { return store_.get(); }
   core::NetworkCore* core() { return core_.get(); }
@@ -135,6 +141,9 @@ class Server {
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<MetricsHub> own_hub_;  // when options.hub is null
   std::unique_ptr<TrainingServiceImpl> service_;
+  // The checked copy of the TLS key and certificate gRPC reads; outlives
+  // server_. Null without TLS.
+  std::unique_ptr<tls::StagedIdentity> staged_identity_;
   std::unique_ptr<grpc::Server> server_;
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;

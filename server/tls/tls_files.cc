@@ -5,7 +5,11 @@
 #include <openssl/x509.h>
 
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -18,6 +22,15 @@ struct FileCloser {
   void operator()(FILE* f) const { std::fclose(f); }
 };
 using File = std::unique_ptr<FILE, FileCloser>;
+using Bio = std::unique_ptr<BIO, decltype(&BIO_free)>;
+
+std::optional<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
 
 std::string OpenSslError() {
   const unsigned long code = ERR_get_error();
@@ -51,27 +64,23 @@ bool IsLoopbackHost(absl::string_view host) {
          absl::StartsWith(lower, "127.");
 }
 
-absl::Status CheckTlsFiles(const TlsFiles& files,
-                           absl::string_view flag_prefix) {
-  File cert_file(std::fopen(files.cert_file.c_str(), "r"));
-  if (cert_file == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag_prefix, "cert_file: cannot open ", files.cert_file));
-  }
+absl::Status CheckPemPair(absl::string_view cert_pem, absl::string_view key_pem,
+                          const TlsFiles& files,
+                          absl::string_view flag_prefix) {
+  Bio cert_bio(
+      BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())),
+      BIO_free);
   std::unique_ptr<X509, decltype(&X509_free)> cert(
-      PEM_read_X509(cert_file.get(), nullptr, nullptr, nullptr), X509_free);
+      PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr), X509_free);
   if (cert == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat(flag_prefix, "cert_file: expected a PEM certificate in ",
                      files.cert_file, ", got: ", OpenSslError()));
   }
-  File key_file(std::fopen(files.key_file.c_str(), "r"));
-  if (key_file == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag_prefix, "key_file: cannot open ", files.key_file));
-  }
+  Bio key_bio(BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())),
+              BIO_free);
   std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
-      PEM_read_PrivateKey(key_file.get(), nullptr, nullptr, nullptr),
+      PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr),
       EVP_PKEY_free);
   if (key == nullptr) {
     return absl::InvalidArgumentError(
@@ -83,6 +92,24 @@ absl::Status CheckTlsFiles(const TlsFiles& files,
     return absl::InvalidArgumentError(absl::StrCat(
         flag_prefix, "key_file: the key in ", files.key_file,
         " does not belong to the certificate in ", files.cert_file));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckTlsFiles(const TlsFiles& files,
+                           absl::string_view flag_prefix) {
+  auto cert = ReadFile(files.cert_file);
+  if (!cert.has_value()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag_prefix, "cert_file: cannot open ", files.cert_file));
+  }
+  auto key = ReadFile(files.key_file);
+  if (!key.has_value()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag_prefix, "key_file: cannot open ", files.key_file));
+  }
+  if (absl::Status s = CheckPemPair(*cert, *key, files, flag_prefix); !s.ok()) {
+    return s;
   }
   if (!files.client_ca_file.empty()) {
     File ca_file(std::fopen(files.client_ca_file.c_str(), "r"));

@@ -47,6 +47,12 @@ absl::Status CheckTransport(absl::string_view what,
                             const TlsFiles& files, bool plaintext_explicit,
                             absl::string_view flag_prefix);
 
+// Whether `cert` (PEM) begins with a certificate and `key` (PEM) holds its
+// private key: INVALID_ARGUMENT naming files.cert_file / files.key_file and
+// the flag otherwise.
+absl::Status CheckPemPair(absl::string_view cert, absl::string_view key,
+                          const TlsFiles& files, absl::string_view flag_prefix);
+
 // Whether the files hold a PEM certificate and its private key (and, when
 // set, PEM CA certificates): INVALID_ARGUMENT naming the file otherwise.
 absl::Status CheckTlsFiles(const TlsFiles& files,
