@@ -8,7 +8,9 @@ and the Python client measuring
     16-32-4 network), --steps calls;
   - Train stream: steps/s over --stream_steps minibatches of 64 x 784
     (float32, ~200 KB each; TLS encrypts every byte).
-Prints one table with ratios against plaintext. The Python client adds its
+The three servers run at once and the measurements alternate between them
+for --rounds rounds; each cell is the median over rounds. Prints one table
+with ratios against plaintext. The Python client adds its
 own per-call cost, the same in all three columns, so the ratios understate
 what TLS adds to a C++ client's latency.
 
@@ -42,7 +44,8 @@ def start(binary, flags):
     return proc, match.group(1)
 
 
-def measure(satlab, np, target, kwargs, args):
+def connect_and_step(satlab, np, target, kwargs, args):
+    """(median connect + first call in ms, median TrainStep in µs)."""
     connects = []
     for _ in range(args.connects):
         t = time.perf_counter()
@@ -61,6 +64,12 @@ def measure(satlab, np, target, kwargs, args):
             t = time.perf_counter()
             c.train_step(net, x, y)
             steps.append(time.perf_counter() - t)
+    return statistics.median(connects) * 1e3, statistics.median(steps) * 1e6
+
+
+def stream_rate(satlab, np, target, kwargs, args):
+    """Train stream steps/s over args.stream_steps minibatches of 64 x 784."""
+    with satlab.Client(target, **kwargs) as c:
         big = c.create_network(784, [(32, "tanh"), (10, "softmax")], "cce", seed=1,
                                dtype="float32")
         bx = np.random.default_rng(1).standard_normal((64, 784)).astype(np.float32)
@@ -72,8 +81,7 @@ def measure(satlab, np, target, kwargs, args):
         elapsed = time.perf_counter() - t
         if last is None or last.result.step != args.stream_steps:
             sys.exit("stream ended early: %s" % last)
-    return (statistics.median(connects) * 1e3, statistics.median(steps) * 1e6,
-            args.stream_steps / elapsed)
+    return args.stream_steps / elapsed
 
 
 def main():
@@ -82,6 +90,8 @@ def main():
     ap.add_argument("--connects", type=int, default=50)
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--stream_steps", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="alternating rounds; the table shows each column's median")
     args = ap.parse_args()
     subprocess.run([sys.executable, str(REPO / "client/python/generate.py")], check=True,
                    stdout=subprocess.DEVNULL)
@@ -101,14 +111,29 @@ def main():
              {"tls_ca_file": c("ca.pem"), "tls_cert_file": c("client.pem"),
               "tls_key_file": c("client.key")}),
         ]
-        rows = []
-        for name, flags, kwargs in configs:
-            proc, target = start(args.server_bin, flags)
-            try:
-                rows.append((name, measure(satlab, np, target, kwargs, args)))
-            finally:
+        # All three servers at once; the measurements alternate between them
+        # (rounds), so that a burst of load elsewhere hits every column.
+        servers = []
+        try:
+            for name, flags, kwargs in configs:
+                proc, target = start(args.server_bin, flags)
+                servers.append((name, proc, target, kwargs))
+            results = {name: ([], [], []) for name, _, _, _ in servers}
+            for _ in range(args.rounds):
+                for name, _, target, kwargs in servers:
+                    conn, step = connect_and_step(satlab, np, target, kwargs, args)
+                    results[name][0].append(conn)
+                    results[name][1].append(step)
+                    results[name][2].append(stream_rate(satlab, np, target, kwargs, args))
+        finally:
+            for _, proc, _, _ in servers:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=30)
+        rows = [(name, tuple(statistics.median(v) for v in results[name]))
+                for name, _, _, _ in servers]
+        for name, _, _, _ in servers:
+            print("%s stream steps/s by round: %s" % (
+                name, " ".join("%.0f" % r for r in results[name][2])), file=sys.stderr)
         base = rows[0][1]
         print("| transport | connect + first call (ms, median) | TrainStep 16x16 (µs, median) "
               "| Train stream 64x784 f32 (steps/s) |")
