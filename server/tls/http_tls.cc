@@ -46,6 +46,10 @@ absl::StatusOr<std::shared_ptr<SSL_CTX>> BuildContext(const TlsFiles& files,
   std::shared_ptr<SSL_CTX> ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
   if (ctx == nullptr) return Invalid("http tls: SSL_CTX_new failed");
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+  // A peer that closes without close_notify reads as an ordinary end of
+  // stream, as on a plaintext socket (httplib then ends the connection, and
+  // an evicted one still gets its 503).
+  SSL_CTX_set_options(ctx.get(), SSL_OP_IGNORE_UNEXPECTED_EOF);
   Bio cert_bio = MemoryBio(cert);
   X509* leaf = PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr);
   if (leaf == nullptr || SSL_CTX_use_certificate(ctx.get(), leaf) != 1) {
