@@ -508,7 +508,8 @@ std::string PlainGet(int port, const std::string& path) {
 
 class HttpTlsTest : public ::testing::Test {
  protected:
-  void Start(const std::string& client_ca = "") {
+  void Start(const std::string& client_ca = "",
+             absl::Duration request_timeout = absl::Seconds(10)) {
     dir_ = absl::StrCat(
         CertDir(), "/http_",
         ::testing::UnitTest::GetInstance()->current_test_info()->name());
@@ -522,6 +523,7 @@ class HttpTlsTest : public ::testing::Test {
     options.server.tls.key_file = dir_ + "/tls.key";
     http::HttpServerOptions& http = options.http.emplace();
     http.port = 0;
+    http.request_timeout = request_timeout;
     http.tls = options.server.tls;
     // Long enough that only an explicit reload (SIGHUP) picks up a change.
     http.tls.refresh_interval = absl::Hours(1);
@@ -590,6 +592,34 @@ TEST_F(HttpTlsTest, ReloadServesTheNewCertificateAndKeepsABadOneOut) {
       HttpsGet(app_->http_port(), "/metrics", Cert("ca.pem"));
   EXPECT_EQ(rotated.peer_name, "satlab-server-rotated");
   EXPECT_TRUE(absl::StartsWith(rotated.response, "HTTP/1.1 200"));
+}
+
+// Slowloris against the handshake: a connection that never completes it is
+// closed at the request deadline, like one that never sends a request.
+TEST_F(HttpTlsTest, SilentConnectionClosedAtTheRequestDeadline) {
+  Start("", absl::Seconds(1));
+  const int sock = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(app_->http_port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval timeout = {10, 0};
+  setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  ASSERT_EQ(connect(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  // Half a ClientHello record header, then silence.
+  ASSERT_EQ(send(sock, "\x16\x03\x01", 3, MSG_NOSIGNAL), 3);
+  const absl::Time start = absl::Now();
+  char byte;
+  EXPECT_LE(recv(sock, &byte, 1, 0), 0);
+  const absl::Duration held = absl::Now() - start;
+  close(sock);
+  EXPECT_GE(held, absl::Milliseconds(800));
+  EXPECT_LE(held, absl::Seconds(5));
+  const HttpsResult after =
+      HttpsGet(app_->http_port(), "/metrics", Cert("ca.pem"));
+  EXPECT_TRUE(absl::StrContains(after.response,
+                                "satlab_http_tls_handshake_failures_total 1"))
+      << after.response;
 }
 
 TEST(HttpPolicyTest, PlaintextHttpOnNonLoopbackRefusedUnlessChosen) {
