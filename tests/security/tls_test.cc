@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -151,8 +152,10 @@ class TlsServerTest : public ::testing::Test {
   // Starts the server on 127.0.0.1:0 serving `cert`/`key` (copied to files
   // of its own so that tests can replace them), requiring client
   // certificates signed by `client_ca` when it is not empty.
-  void StartServer(const std::string& cert, const std::string& key,
-                   const std::string& client_ca = "") {
+  void StartServer(
+      const std::string& cert, const std::string& key,
+      const std::string& client_ca = "",
+      const std::function<void(service::ServerOptions&)>& adjust = {}) {
     live_dir_ = absl::StrCat(
         CertDir(), "/live_",
         ::testing::UnitTest::GetInstance()->current_test_info()->name());
@@ -174,6 +177,7 @@ class TlsServerTest : public ::testing::Test {
       creators.push_back(std::make_unique<RecordingFactory>(recorder));
       return creators;
     };
+    if (adjust) adjust(options);
     auto server = service::Server::Create(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -240,6 +244,44 @@ TEST_F(TlsServerTest, TlsCallWorksAndCarriesTheKeyOnCallsAndStreams) {
   EXPECT_GE(keyed["/satlab.v1.TrainingService/Train"], 1);
   EXPECT_GE(keyed["/satlab.v1.TrainingService/GetNetwork"], 1);
   EXPECT_EQ(PresentedName(Options()), "satlab-server");
+}
+
+// The server ends every connection after 1 s (GOAWAY, then its calls are
+// cut): the TrainSession reconnects and resumes, and every stream it opens
+// carries the key.
+TEST_F(TlsServerTest, TrainSessionReconnectsCarryTheKey) {
+  StartServer("server.pem", "server.key", "",
+              [](service::ServerOptions& options) {
+                options.max_connection_age = absl::Seconds(1);
+                options.max_connection_age_grace = absl::Milliseconds(200);
+              });
+  ClientOptions options = Options();
+  options.api_key = "k-session";
+  Client client(options);
+  auto net = client.CreateNetwork(Neuron(), "session");
+  ASSERT_TRUE(net.ok()) << net.status();
+  auto session = client.StartTraining(net->name(), TrainOptions());
+  ASSERT_TRUE(session.ok()) << session.status();
+  v1::TrainResponse response;
+  int64_t last_step = 0;
+  const absl::Time start = absl::Now();
+  int written = 0;
+  while ((*session)->resumes() < 2 && absl::Now() - start < absl::Seconds(20)) {
+    ASSERT_TRUE((*session)->Write(Batch()));
+    ++written;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  (*session)->WritesDone();
+  while ((*session)->Read(&response)) last_step = response.result().step();
+  ASSERT_TRUE((*session)->Finish().ok());
+  EXPECT_GE((*session)->resumes(), 2);
+  EXPECT_EQ(last_step, written);
+  int train_calls = 0;
+  for (const auto& [method, value] : recorder_.Seen()) {
+    EXPECT_EQ(value, "Bearer k-session") << method;
+    if (method == "/satlab.v1.TrainingService/Train") ++train_calls;
+  }
+  EXPECT_GE(train_calls, 3);
 }
 
 TEST_F(TlsServerTest, PlaintextClientIsRefusedAndNoCallArrives) {
