@@ -400,6 +400,32 @@ TEST_F(TlsServerTest, HalfRotatedPairKeepsTheOldPairServing) {
   EXPECT_TRUE(open.ListNetworks(10).ok());
 }
 
+// A client whose TLS files cannot be read reports it, and its calls fail
+// instead of falling back to plaintext (even against a plaintext server).
+TEST(ClientCredentialsTest, UnreadableFilesNeverFallBackToPlaintext) {
+  service::ServerOptions server_options;
+  server_options.listen_address = "127.0.0.1:0";
+  server_options.compute_threads = 1;
+  auto plaintext = service::Server::Create(server_options);
+  ASSERT_TRUE(plaintext.ok()) << plaintext.status();
+  ClientOptions options;
+  options.target = (*plaintext)->address();
+  options.timeout = absl::Seconds(5);
+  options.tls_ca_file = Cert("missing-ca.pem");
+  const auto credentials = ChannelCredentialsOf(options);
+  ASSERT_EQ(credentials.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(credentials.status().message(), "tls_ca_file"));
+  EXPECT_EQ(Client(options).ListNetworks(10).status().code(),
+            absl::StatusCode::kUnavailable);
+  options.tls_ca_file.clear();
+  options.tls_cert_file = Cert("client.pem");
+  EXPECT_EQ(ChannelCredentialsOf(options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Client(options).ListNetworks(10).status().code(),
+            absl::StatusCode::kUnavailable);
+  (*plaintext)->Shutdown(absl::Seconds(1));
+}
+
 TEST(TransportPolicyTest, PlaintextOnlyOnLoopbackUnlessChosen) {
   EXPECT_TRUE(tls::IsLoopbackHost("127.0.0.1"));
   EXPECT_TRUE(tls::IsLoopbackHost("localhost"));
