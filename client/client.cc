@@ -6,6 +6,7 @@
 #include <fstream>
 #include <istream>
 #include <ostream>
+#include <sstream>
 #include <thread>
 #include <utility>
 
@@ -46,8 +47,23 @@ std::vector<double> TensorValues(const v1::Tensor& tensor) {
 
 namespace {
 
+absl::StatusOr<std::string> ReadPem(const std::string& path,
+                                    absl::string_view option) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  if (in) text << in.rdbuf();
+  if (!in || text.str().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(option, ": cannot read ", path));
+  }
+  return text.str();
+}
+
 std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
   grpc::ChannelArguments args;
+  if (!options.tls_server_name.empty()) {
+    args.SetSslTargetNameOverride(options.tls_server_name);
+  }
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
   const int backoff_ms = static_cast<int>(std::clamp<int64_t>(
@@ -58,8 +74,12 @@ std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
   // also uses it as the connect timeout (TCP + HTTP/2 SETTINGS), so a small
   // value fails the first call on a loaded host ("timed out before receiving
   // SETTINGS frame") instead of just retrying sooner.
-  return grpc::CreateCustomChannel(options.target,
-                                   grpc::InsecureChannelCredentials(), args);
+  auto credentials = ChannelCredentialsOf(options);
+  return grpc::CreateCustomChannel(
+      options.target,
+      credentials.ok() ? *credentials
+                       : grpc::SslCredentials(grpc::SslCredentialsOptions()),
+      args);
 }
 
 void SetTimeout(grpc::ClientContext* ctx, absl::Duration timeout) {
@@ -69,6 +89,31 @@ void SetTimeout(grpc::ClientContext* ctx, absl::Duration timeout) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsOf(
+    const ClientOptions& options) {
+  if (!options.UsesTls()) return grpc::InsecureChannelCredentials();
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "tls_cert_file and tls_key_file: expected both (mutual TLS) or "
+        "neither, got one");
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!options.tls_ca_file.empty()) {
+    auto ca = ReadPem(options.tls_ca_file, "tls_ca_file");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+  }
+  if (!options.tls_cert_file.empty()) {
+    auto cert = ReadPem(options.tls_cert_file, "tls_cert_file");
+    if (!cert.ok()) return cert.status();
+    auto key = ReadPem(options.tls_key_file, "tls_key_file");
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *std::move(cert);
+    ssl.pem_private_key = *std::move(key);
+  }
+  return grpc::SslCredentials(ssl);
+}
 
 Client::Client(const ClientOptions& options)
     : Client(MakeChannel(options), options) {}
@@ -82,6 +127,10 @@ Client::Client(std::shared_ptr<grpc::Channel> channel,
 void Client::Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const {
   SetTimeout(ctx, timeout);
   ctx->set_wait_for_ready(options_.wait_for_ready);
+  if (!options_.api_key.empty()) {
+    ctx->AddMetadata("authorization",
+                     absl::StrCat("Bearer ", options_.api_key));
+  }
 }
 
 absl::StatusOr<v1::Network> Client::CreateNetwork(

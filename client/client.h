@@ -34,7 +34,34 @@ struct ClientOptions {
   // server went away (gRPC's default grows to 120 s): a restarted server
   // is found again within this, so a TrainSession resumes promptly.
   absl::Duration max_reconnect_backoff = absl::Seconds(2);
+  // Transport security. `tls` (implied by any tls_* file) connects with TLS
+  // and verifies the server's certificate against tls_ca_file (PEM; empty:
+  // the system's roots). tls_cert_file + tls_key_file present a client
+  // certificate (mutual TLS). tls_server_name replaces the target's host as
+  // the name the certificate must carry (e.g. connecting by IP to a
+  // certificate issued for "satlab"). Off: plaintext.
+  bool tls = false;
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_server_name;
+  // Sent as `authorization: Bearer <api_key>` on every call and stream
+  // (TrainSession's reconnects included); empty sends none.
+  std::string api_key;
+
+  bool UsesTls() const {
+    return tls || !tls_ca_file.empty() || !tls_cert_file.empty() ||
+           !tls_key_file.empty();
+  }
 };
+
+// The channel credentials `options` ask for: plaintext, or TLS with the
+// files read now. INVALID_ARGUMENT naming the option when a file cannot be
+// read or only one of cert/key is set. (Client(options) falls back to TLS
+// with the system roots, never to plaintext, if this fails; call it first
+// to report the error.)
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsOf(
+    const ClientOptions& options);
 
 // gRPC status -> absl::Status (the codes coincide).
 absl::Status FromGrpc(const grpc::Status& status);

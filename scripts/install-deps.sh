@@ -15,11 +15,13 @@ core=(build-essential cmake ninja-build ccache pkg-config git ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libspdlog-dev libfmt-dev libeigen3-dev libgtest-dev libgmock-dev
   libbenchmark-dev libsqlite3-dev libcpp-httplib-dev nlohmann-json3-dev
-  libopenblas-dev zlib1g-dev gnuplot-nox clang-format libjs-chart.js libcli11-dev)
+  libopenblas-dev zlib1g-dev gnuplot-nox clang-format libjs-chart.js libcli11-dev
+  libssl-dev)  # issue 13: TLS on the HTTP side port (OpenSSL)
 test_extra=(python3 python3-grpcio python3-protobuf python3-numpy python3-sklearn
   prometheus chromium fonts-dejavu-core
   podman buildah debootstrap runc uidmap slirp4netns fuse-overlayfs curl
-  clang-14 libclang-rt-14-dev llvm-14)
+  clang-14 libclang-rt-14-dev llvm-14
+  openssl)  # issue 13: tests/security make throwaway certificates
 clients=(golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc python3-setuptools python3-wheel python3-venv python3-pip python3-matplotlib) && test_extra+=("${clients[@]}")  # issue 16: Go client, Python package, walkthrough
 
 case "$profile" in

@@ -73,6 +73,13 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppOptions& options) {
 
 App::~App() { Shutdown(); }
 
+absl::Status App::ReloadTls() {
+  absl::Status grpc =
+      server_ != nullptr ? server_->ReloadTls() : absl::OkStatus();
+  absl::Status http = http_ != nullptr ? http_->ReloadTls() : absl::OkStatus();
+  return grpc.ok() ? http : grpc;
+}
+
 void App::Shutdown() {
   // Each step is idempotent, so a second call (the destructor's) only waits.
   // Watch streams end at once (UNAVAILABLE) instead of holding the grace.

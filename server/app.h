@@ -68,6 +68,12 @@ class App {
   // Returns when everything has stopped. Idempotent.
   void Shutdown();
 
+  // SIGHUP: both ports compare their TLS files now. The HTTP port loads
+  // changed ones at once; the gRPC port hands a changed, matching pair to
+  // gRPC's watcher, which loads it within --tls_refresh_interval_seconds.
+  // The error (the old certificate kept) if the files do not load.
+  absl::Status ReloadTls();
+
   service::Server* server() { return server_.get(); }
   // The cores found at Start and the threads chosen for them.
   const engine::UsableCores& usable_cores() const { return usable_cores_; }

@@ -204,6 +204,30 @@ ABSL_FLAG(int64_t, metrics_subscriber_buffer, 1024,
 ABSL_FLAG(int64_t, metrics_flush_interval_ms, 500,
           "With --data_dir, new metric events are written to the store in one "
           "batch this often (so WatchMetrics replay survives a restart).");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain of the gRPC port (and of the HTTP port "
+          "unless --http_tls_cert_file is set). With --tls_key_file the port "
+          "serves TLS only.");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file.");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA certificates: set, the gRPC port requires mutual TLS (a "
+          "client certificate signed by one of them).");
+ABSL_FLAG(double, tls_refresh_interval_seconds, 10,
+          "The certificate, key and client CA files are read again this "
+          "often (and the HTTP port's also on SIGHUP); new connections get "
+          "changed files, open connections and streams keep theirs.");
+ABSL_FLAG(std::string, http_tls_cert_file, "",
+          "PEM certificate chain of the HTTP port; empty: --tls_cert_file.");
+ABSL_FLAG(std::string, http_tls_key_file, "",
+          "PEM private key of the HTTP port; empty: --tls_key_file.");
+ABSL_FLAG(std::string, http_tls_client_ca_file, "",
+          "PEM CA certificates: set, the HTTP port requires client "
+          "certificates signed by them (not inherited from "
+          "--tls_client_ca_file, so that browsers can reach the dashboard).");
+ABSL_FLAG(bool, plaintext, false,
+          "Serve plaintext (no TLS) on both ports even on a non-loopback "
+          "--host. Without TLS files and without this flag, the server only "
+          "starts on a loopback host (127.0.0.1, ::1, localhost).");
 ABSL_FLAG(std::string, log_format, "text", "Log format: text or json.");
 ABSL_FLAG(std::string, log_level, "info",
           "Log level: trace, debug, info, warn, error.");
@@ -345,6 +369,12 @@ satlab::server::AppOptions OptionsFromFlags() {
       absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_seconds));
   options.max_connection_age_grace =
       absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_grace_seconds));
+  options.tls.cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  options.tls.key_file = absl::GetFlag(FLAGS_tls_key_file);
+  options.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  options.tls.refresh_interval =
+      absl::Seconds(absl::GetFlag(FLAGS_tls_refresh_interval_seconds));
+  options.plaintext = absl::GetFlag(FLAGS_plaintext);
 
   app.metrics.history_size = absl::GetFlag(FLAGS_metrics_history);
   app.metrics.subscriber_buffer =
@@ -368,6 +398,13 @@ satlab::server::AppOptions OptionsFromFlags() {
     http.max_event_streams = absl::GetFlag(FLAGS_http_max_event_streams);
     http.max_request_bytes = absl::GetFlag(FLAGS_http_max_request_bytes);
     http.max_uri_bytes = absl::GetFlag(FLAGS_http_max_uri_bytes);
+    const std::string http_cert = absl::GetFlag(FLAGS_http_tls_cert_file);
+    const std::string http_key = absl::GetFlag(FLAGS_http_tls_key_file);
+    http.tls.cert_file = http_cert.empty() ? options.tls.cert_file : http_cert;
+    http.tls.key_file = http_key.empty() ? options.tls.key_file : http_key;
+    http.tls.client_ca_file = absl::GetFlag(FLAGS_http_tls_client_ca_file);
+    http.tls.refresh_interval = options.tls.refresh_interval;
+    http.plaintext = options.plaintext;
   }
   return app;
 }
@@ -439,6 +476,8 @@ int main(int argc, char** argv) {
   on_stop.sa_flags = SA_RESTART;
   sigaction(SIGTERM, &on_stop, nullptr);
   sigaction(SIGINT, &on_stop, nullptr);
+  // SIGHUP reloads the TLS files (below), it does not stop the server.
+  sigaction(SIGHUP, &on_stop, nullptr);
 
   const satlab::server::AppOptions options = OptionsFromFlags();
   auto app = satlab::server::App::Start(options);
@@ -462,6 +501,16 @@ int main(int argc, char** argv) {
         (*app)->thread_plan().compute_threads,
         (*app)->thread_plan().blas_threads, (*app)->usable_cores().cores);
   }
+  if (options.server.tls.enabled()) {
+    spdlog::info("gRPC port serves TLS{} (files re-read every {} s)",
+                 options.server.tls.client_ca_file.empty()
+                     ? ""
+                     : " and requires client certificates (mutual TLS)",
+                 absl::ToDoubleSeconds(options.server.tls.refresh_interval));
+  } else {
+    spdlog::warn("gRPC port serves plaintext{}",
+                 options.server.plaintext ? " (--plaintext)" : " on loopback");
+  }
   if (options.server.data_dir.empty()) {
     spdlog::warn(
         "networks are kept in memory only (--data_dir is empty): a restart "
@@ -474,13 +523,28 @@ int main(int argc, char** argv) {
     std::printf("http listening on %s:%d\n", options.http->host.c_str(),
                 (*app)->http_port());
     std::fflush(stdout);
-    spdlog::info("metrics and dashboard on http://{}:{}/", options.http->host,
-                 (*app)->http_port());
+    spdlog::info("metrics and dashboard on {}://{}:{}/",
+                 options.http->tls.enabled() ? "https" : "http",
+                 options.http->host, (*app)->http_port());
   }
 
   int signal_number = 0;
-  while (read(g_stop_pipe[0], &signal_number, sizeof(signal_number)) < 0 &&
-         errno == EINTR) {
+  for (;;) {
+    if (read(g_stop_pipe[0], &signal_number, sizeof(signal_number)) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (signal_number != SIGHUP) break;
+    const absl::Status reloaded = (*app)->ReloadTls();
+    if (reloaded.ok()) {
+      spdlog::info(
+          "SIGHUP: TLS files checked; changed ones are served on the HTTP "
+          "port now, on the gRPC port within "
+          "--tls_refresh_interval_seconds");
+    } else {
+      spdlog::error("SIGHUP: TLS files not reloaded, previous kept: {}",
+                    reloaded.ToString());
+    }
   }
   spdlog::info("received {}, draining (grace {} s)", strsignal(signal_number),
                absl::ToDoubleSeconds(options.shutdown_grace));

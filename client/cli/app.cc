@@ -96,6 +96,17 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   if (const char* env = std::getenv("SATLAB_SERVER"); env != nullptr) {
     options.target = env;
   }
+  // Credentials may come from the environment, so that a key stays out of
+  // the shell history and the process list.
+  const std::pair<const char*, std::string*> from_env[] = {
+      {"SATLAB_API_KEY", &options.api_key},
+      {"SATLAB_TLS_CA_FILE", &options.tls_ca_file},
+      {"SATLAB_CLIENT_CERT_FILE", &options.tls_cert_file},
+      {"SATLAB_CLIENT_KEY_FILE", &options.tls_key_file},
+      {"SATLAB_TLS_SERVER_NAME", &options.tls_server_name}};
+  for (const auto& [name, field] : from_env) {
+    if (const char* env = std::getenv(name); env != nullptr) *field = env;
+  }
   bool json = false;
   bool quiet = false;
   double timeout_seconds = absl::ToDoubleSeconds(options.timeout);
@@ -119,6 +130,29 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
                  "server address (default: $SATLAB_SERVER, else "
                  "127.0.0.1:50051)")
       ->type_name("HOST:PORT");
+  app.add_flag("--tls", options.tls,
+               "connect with TLS (implied by the --tls_* files)");
+  app.add_option("--tls_ca_file", options.tls_ca_file,
+                 "PEM CA certificates the server's certificate must chain "
+                 "to (default: $SATLAB_TLS_CA_FILE, else the system's)")
+      ->type_name("FILE");
+  app.add_option("--tls_cert_file", options.tls_cert_file,
+                 "PEM client certificate for mutual TLS (default: "
+                 "$SATLAB_CLIENT_CERT_FILE)")
+      ->type_name("FILE");
+  app.add_option("--tls_key_file", options.tls_key_file,
+                 "PEM private key of --tls_cert_file (default: "
+                 "$SATLAB_CLIENT_KEY_FILE)")
+      ->type_name("FILE");
+  app.add_option("--tls_server_name", options.tls_server_name,
+                 "name the server's certificate must carry, if not the "
+                 "--server host (default: $SATLAB_TLS_SERVER_NAME)")
+      ->type_name("NAME");
+  app.add_option("--api_key", options.api_key,
+                 "API key sent as 'authorization: Bearer' (default: "
+                 "$SATLAB_API_KEY; prefer the variable: arguments are "
+                 "visible to other users)")
+      ->type_name("KEY");
   app.add_flag("--json", json, "print JSON (proto3 JSON) instead of tables");
   app.add_flag("--quiet", quiet, "no progress bars or notes on stderr");
   app.add_option("--timeout", timeout_seconds, "deadline of each call")
@@ -167,6 +201,11 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   }
   command = app.get_subcommands()[0];
   options.timeout = absl::Seconds(timeout_seconds);
+  if (const auto credentials = ChannelCredentialsOf(options);
+      !credentials.ok()) {
+    err << "satlab: " << credentials.status().message() << "\n";
+    return 2;
+  }
   Client client(options);
   Context ctx{&client, json, !quiet};
   const absl::Status status = actions.at(command)(ctx);

@@ -14,12 +14,16 @@ package satlab
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	pb "satlab/satlabv1"
@@ -37,9 +41,63 @@ type Options struct {
 	// Timeout of unary calls whose context has no deadline; 0 means 30 s.
 	Timeout time.Duration
 	// DialOptions replace the default insecure transport credentials and
-	// message limits when non-empty.
+	// message limits when non-empty (the TLS fields are then ignored).
 	DialOptions []grpc.DialOption
+	// TLS (implied by any TLS*File) connects with TLS and verifies the
+	// server's certificate against TLSCAFile (PEM; empty: the system roots).
+	// TLSCertFile + TLSKeyFile present a client certificate (mutual TLS).
+	// TLSServerName is the name the server's certificate must carry when it
+	// is not the target's host.
+	TLS           bool
+	TLSCAFile     string
+	TLSCertFile   string
+	TLSKeyFile    string
+	TLSServerName string
+	// APIKey is sent as "authorization: Bearer <APIKey>" on every call and
+	// stream; empty sends none. (Dial does not read $SATLAB_API_KEY: pass
+	// os.Getenv("SATLAB_API_KEY") to use it.)
+	APIKey string
 }
+
+// TLSCredentials builds gRPC transport credentials from PEM files: the CA
+// the server's certificate must chain to (empty: the system roots), a
+// client certificate and key for mutual TLS (both or neither), and the
+// server name to verify (empty: the target's host).
+func TLSCredentials(caFile, certFile, keyFile, serverName string) (credentials.TransportCredentials, error) {
+	cfg := &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("TLSCAFile: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("TLSCAFile: expected PEM certificates in %s", caFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, fmt.Errorf("TLSCertFile and TLSKeyFile: expected both (mutual TLS) or neither")
+	}
+	if certFile != "" {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("TLSCertFile/TLSKeyFile: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return credentials.NewTLS(cfg), nil
+}
+
+// bearer sends an API key as call metadata. It does not require transport
+// security, so that a loopback plaintext server gets the key too.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (b bearer) RequireTransportSecurity() bool { return false }
 
 // Client is a connection to one satlab server. Safe for concurrent use.
 type Client struct {
@@ -57,12 +115,23 @@ func Dial(target string, opts ...Options) (*Client, error) {
 	}
 	dial := o.DialOptions
 	if len(dial) == 0 {
+		// grpc 1.33 (Debian 12) predates credentials/insecure.
+		transport := grpc.WithInsecure()
+		if o.TLS || o.TLSCAFile != "" || o.TLSCertFile != "" || o.TLSKeyFile != "" {
+			creds, err := TLSCredentials(o.TLSCAFile, o.TLSCertFile, o.TLSKeyFile, o.TLSServerName)
+			if err != nil {
+				return nil, wrap("Dial", err)
+			}
+			transport = grpc.WithTransportCredentials(creds)
+		}
 		dial = []grpc.DialOption{
-			// grpc 1.33 (Debian 12) predates credentials/insecure.
-			grpc.WithInsecure(),
+			transport,
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes),
 				grpc.MaxCallSendMsgSize(MaxMessageBytes)),
 		}
+	}
+	if o.APIKey != "" {
+		dial = append(dial[:len(dial):len(dial)], grpc.WithPerRPCCredentials(bearer(o.APIKey)))
 	}
 	conn, err := grpc.Dial(target, dial...)
 	if err != nil {

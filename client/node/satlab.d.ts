@@ -229,7 +229,26 @@ export interface ClientOptions {
   options?: grpc.ChannelOptions;
   /** Default deadline of unary calls in milliseconds (30000). */
   deadlineMs?: number;
+  /** Connect with TLS (implied by any tls*File); ignored when `credentials` is given. */
+  tls?: boolean;
+  /** PEM CA certificates the server's certificate must chain to (default: Node's roots). */
+  tlsCaFile?: string;
+  /** PEM client certificate for mutual TLS (with tlsKeyFile). */
+  tlsCertFile?: string;
+  /** PEM private key of tlsCertFile. */
+  tlsKeyFile?: string;
+  /** Name the server's certificate must carry when it is not the target's host. */
+  tlsServerName?: string;
+  /** Sent as `authorization: Bearer <apiKey>` on every call (default: $SATLAB_API_KEY). */
+  apiKey?: string;
 }
+export interface TlsFiles {
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+}
+/** grpc-js TLS credentials from PEM files (certFile and keyFile: both or neither). */
+export declare function tlsCredentials(files?: TlsFiles): grpc.ChannelCredentials;
 /** A failed call: grpc-js's ServiceError (.code is a grpc.status, .details the server's message). */
 export type SatlabError = grpc.ServiceError;
 

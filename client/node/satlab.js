@@ -253,12 +253,46 @@ const DEFAULT_OPTIONS = {
  * readable streams (also async-iterable). Errors carry .code (grpc.status)
  * and .details.
  */
+/**
+ * grpc-js TLS credentials from PEM files: caFile, the CA the server's
+ * certificate must chain to (omitted: Node's roots); certFile + keyFile, a
+ * client certificate for mutual TLS (both or neither).
+ */
+function tlsCredentials({ caFile, certFile, keyFile } = {}) {
+  if (Boolean(certFile) !== Boolean(keyFile)) {
+    throw new Error('tlsCertFile and tlsKeyFile: expected both (mutual TLS) or neither');
+  }
+  const read = (file) => (file ? fs.readFileSync(file) : null);
+  return grpc.credentials.createSsl(read(caFile), read(keyFile), read(certFile));
+}
+
+/** A grpc-js interceptor adding `authorization: Bearer <apiKey>` to every call. */
+function bearerInterceptor(apiKey) {
+  return (options, nextCall) => new grpc.InterceptingCall(nextCall(options), {
+    start(metadata, listener, next) {
+      metadata.set('authorization', `Bearer ${apiKey}`);
+      next(metadata, listener);
+    },
+  });
+}
+
 class Client {
-  constructor(target, { credentials, options, deadlineMs = 30000 } = {}) {
+  constructor(target, {
+    credentials, options, deadlineMs = 30000,
+    tls = false, tlsCaFile, tlsCertFile, tlsKeyFile, tlsServerName,
+    apiKey = process.env.SATLAB_API_KEY,
+  } = {}) {
     const Ctor = grpc.makeGenericClientConstructor(serviceDefinition(), 'TrainingService');
     const HealthCtor = grpc.makeGenericClientConstructor(healthDefinition(), 'Health');
-    const creds = credentials || grpc.credentials.createInsecure();
+    const useTls = tls || Boolean(tlsCaFile || tlsCertFile || tlsKeyFile);
+    const creds = credentials
+      || (useTls ? tlsCredentials({ caFile: tlsCaFile, certFile: tlsCertFile, keyFile: tlsKeyFile })
+        : grpc.credentials.createInsecure());
     const opts = { ...DEFAULT_OPTIONS, ...(options || {}) };
+    if (tlsServerName) opts['grpc.ssl_target_name_override'] = tlsServerName;
+    // The key goes on every call and stream, health included (an
+    // interceptor, since grpc-js refuses call credentials on plaintext).
+    if (apiKey) opts.interceptors = [...(opts.interceptors || []), bearerInterceptor(apiKey)];
     this.raw = new Ctor(target, creds, opts);
     // Share the channel: health calls go over the same connection.
     this.healthRaw = new HealthCtor(target, creds, { ...opts, channelOverride: this.raw.getChannel() });
@@ -347,4 +381,7 @@ class Client {
   }
 }
 
-module.exports = { Client, tensor, values, rows, serviceDefinition, root, SERVICE_NAME, PROTO_ROOT, grpc, protobuf };
+module.exports = {
+  Client, tensor, values, rows, serviceDefinition, root, SERVICE_NAME, PROTO_ROOT, grpc, protobuf,
+  tlsCredentials,
+};

@@ -5,5 +5,6 @@ import satlab from './satlab.js';
 
 export const {
   Client, tensor, values, rows, serviceDefinition, root, SERVICE_NAME, PROTO_ROOT, grpc, protobuf,
+  tlsCredentials,
 } = satlab;
 export default satlab;

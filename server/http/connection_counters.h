@@ -22,6 +22,10 @@ struct HttpConnectionCounters {
   int64_t oversized_requests_total = 0;
   // Closed because a write was not taken within the write timeout.
   int64_t write_timeouts_total = 0;
+  // Under TLS: connections closed because the handshake failed (wrong
+  // protocol, no or untrusted client certificate) or did not finish within
+  // the request timeout.
+  int64_t tls_handshake_failures_total = 0;
 };
 
 }  // namespace satlab::http

@@ -329,6 +329,11 @@ void WriteHttp(const HttpConnectionCounters& c, Writer& w) {
            "HTTP connections closed because a write was not taken within "
            "--http_write_timeout_seconds.");
   w.Sample("satlab_http_write_timeouts_total", {}, c.write_timeouts_total);
+  w.Family("satlab_http_tls_handshake_failures_total", "counter",
+           "HTTP connections closed because their TLS handshake failed or "
+           "did not finish within --http_request_timeout_seconds.");
+  w.Sample("satlab_http_tls_handshake_failures_total", {},
+           c.tls_handshake_failures_total);
 }
 
 }  // namespace

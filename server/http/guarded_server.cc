@@ -1,8 +1,11 @@
 #include "server/http/guarded_server.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -75,7 +78,9 @@ void PeerAddress(bool local, socket_t sock, std::string& ip, int& port) {
 // buffered (httplib reads a request byte by byte) and bounded by the
 // current request's deadline and byte budget; every write must be taken by
 // the kernel within the write timeout. Every wait also watches the server's
-// stop eventfd.
+// stop eventfd. Under TLS the same reads and writes go through the
+// connection's SSL session (on the socket made non-blocking), waiting for
+// whichever direction OpenSSL asks for.
 class GuardedServer::ConnectionStream final : public httplib::Stream {
  public:
   enum class Failure { kNone, kRequestTimeout, kRequestTooLarge, kClosed };
@@ -91,7 +96,38 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
   // Waits until a request's first byte is here (already buffered, or on the
   // socket) or `deadline` passes. False on timeout or stop.
   bool WaitForRequest(Clock::time_point deadline) const {
-    return begin_ != end_ || Wait(POLLIN, deadline) > 0;
+    return begin_ != end_ || TlsPending() || Wait(POLLIN, deadline) > 0;
+  }
+
+  // Takes `ssl` (null: OpenSSL could not allocate) and completes the TLS
+  // handshake by the first request's deadline. False when it fails, times
+  // out or the server stops.
+  bool StartTls(SSL* ssl) {
+    if (ssl == nullptr) return false;
+    ssl_.reset(ssl);
+    const int flags = fcntl(sock_, F_GETFL);
+    if (flags < 0 || fcntl(sock_, F_SETFL, flags | O_NONBLOCK) != 0) {
+      return false;
+    }
+    SSL_set_fd(ssl, sock_);
+    for (;;) {
+      ERR_clear_error();
+      const int rc = SSL_accept(ssl);
+      if (rc == 1) return true;
+      const short events = WantedEvents(rc);
+      if (events == 0 || Wait(events, request_deadline_) <= 0) {
+        ERR_clear_error();
+        return false;
+      }
+    }
+  }
+
+  // Sends TLS close_notify if the session is up (once, without waiting).
+  void EndTls() {
+    if (ssl_ == nullptr) return;
+    ERR_clear_error();
+    SSL_shutdown(ssl_.get());
+    ERR_clear_error();
   }
 
   // Starts a request: it has until `deadline` and max_request_bytes.
@@ -120,7 +156,8 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
   bool write_timed_out() const { return write_timed_out_; }
 
   bool is_readable() const override {
-    return begin_ != end_ || Wait(POLLIN, request_deadline_) > 0;
+    return begin_ != end_ || TlsPending() ||
+           Wait(POLLIN, request_deadline_) > 0;
   }
 
   bool is_writable() const override {
@@ -130,18 +167,19 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
 
   ssize_t read(char* ptr, size_t size) override {
     if (failure_ != Failure::kNone) return -1;
+    short events = POLLIN;
     while (begin_ == end_) {
-      const int ready = Wait(POLLIN, request_deadline_);
-      if (ready <= 0) {
-        failure_ = ready == 0 ? Failure::kRequestTimeout : Failure::kClosed;
-        return -1;
+      if (!TlsPending()) {
+        const int ready = Wait(events, request_deadline_);
+        if (ready <= 0) {
+          failure_ = ready == 0 ? Failure::kRequestTimeout : Failure::kClosed;
+          return -1;
+        }
       }
-      const ssize_t n = recv(sock_, buffer_, sizeof(buffer_), MSG_DONTWAIT);
+      const ssize_t n = ReadSome(&events);
       if (n == 0) return 0;
       if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-          continue;
-        }
+        if (events != 0) continue;
         failure_ = Failure::kClosed;
         return -1;
       }
@@ -166,17 +204,17 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
         Clock::now() + ToClock(limits_.write_timeout);
     size_t sent = 0;
     while (sent < size) {
-      const ssize_t n =
-          send(sock_, ptr + sent, size - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+      short events = POLLOUT;
+      const ssize_t n = WriteSome(ptr + sent, size - sent, &events);
       if (n > 0) {
         sent += static_cast<size_t>(n);
         continue;
       }
-      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      if (events == 0) {
         write_failed_ = true;
         return -1;
       }
-      const int ready = Wait(POLLOUT, deadline);
+      const int ready = Wait(events, deadline);
       if (ready <= 0) {
         write_failed_ = true;
         write_timed_out_ = ready == 0;
@@ -196,6 +234,65 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
   socket_t socket() const override { return sock_; }
 
  private:
+  // Whether OpenSSL holds decrypted bytes the socket will not signal.
+  bool TlsPending() const {
+    return ssl_ != nullptr && SSL_pending(ssl_.get()) > 0;
+  }
+
+  // After an SSL call returned `rc` <= 0: the poll events it waits for, or
+  // 0 when the connection failed or ended.
+  short WantedEvents(int rc) const {
+    switch (SSL_get_error(ssl_.get(), rc)) {
+      case SSL_ERROR_WANT_READ:
+        return POLLIN;
+      case SSL_ERROR_WANT_WRITE:
+        return POLLOUT;
+      default:
+        return 0;
+    }
+  }
+
+  // One non-blocking read into buffer_: > 0 bytes, 0 at the end of the
+  // stream, -1 with `events` set to what to wait for (0: failed).
+  ssize_t ReadSome(short* events) {
+    if (ssl_ == nullptr) {
+      const ssize_t n = recv(sock_, buffer_, sizeof(buffer_), MSG_DONTWAIT);
+      if (n >= 0) return n;
+      const bool again =
+          errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+      *events = again ? POLLIN : 0;
+      return -1;
+    }
+    ERR_clear_error();
+    const int n = SSL_read(ssl_.get(), buffer_, sizeof(buffer_));
+    if (n > 0) return n;
+    if (SSL_get_error(ssl_.get(), n) == SSL_ERROR_ZERO_RETURN) return 0;
+    *events = WantedEvents(n);
+    ERR_clear_error();
+    return -1;
+  }
+
+  // One non-blocking write: bytes taken, or -1 with `events` set to what to
+  // wait for (0: failed).
+  ssize_t WriteSome(const char* ptr, size_t size, short* events) {
+    if (ssl_ == nullptr) {
+      const ssize_t n = send(sock_, ptr, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) return n;
+      const bool again =
+          n == 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+      *events = again ? POLLOUT : 0;
+      return -1;
+    }
+    ERR_clear_error();
+    const int n =
+        SSL_write(ssl_.get(), ptr,
+                  static_cast<int>(std::min<size_t>(size, size_t{INT_MAX})));
+    if (n > 0) return n;
+    *events = WantedEvents(n);
+    ERR_clear_error();
+    return -1;
+  }
+
   // poll()s the socket for `events` until `deadline`: 1 when ready (or in
   // error, which the next recv/send reports), 0 at the deadline, -1 when
   // the server stops or poll fails.
@@ -216,8 +313,13 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
     }
   }
 
+  struct SslFree {
+    void operator()(SSL* ssl) const { SSL_free(ssl); }
+  };
+
   const socket_t sock_;
   const int stop_fd_;
+  std::unique_ptr<SSL, SslFree> ssl_;
   const ConnectionLimits& limits_;
   char buffer_[4096];
   size_t begin_ = 0;
@@ -465,6 +567,8 @@ HttpConnectionCounters GuardedServer::Counters() const {
   c.write_timeouts_total =
       write_timeouts_total_.load(std::memory_order_relaxed);
   c.evicted_total = evicted_total_.load(std::memory_order_relaxed);
+  c.tls_handshake_failures_total =
+      tls_handshake_failures_total_.load(std::memory_order_relaxed);
   return c;
 }
 
@@ -552,6 +656,14 @@ void GuardedServer::Serve(std::unique_ptr<ConnectionStream> owned) {
   // nothing is closed at the request deadline. Accept() registered the
   // connection as waiting.
   Clock::time_point deadline = stream.request_deadline();
+  // Under TLS the handshake comes first, within the first request's time.
+  if (tls_ != nullptr && !stream.StartTls(tls_->NewSsl())) {
+    tls_handshake_failures_total_.fetch_add(1, std::memory_order_relaxed);
+    LeaveWaiting(stream);
+    current_stream_ = nullptr;
+    close(sock);
+    return;
+  }
   bool answered_error = false;
   for (int served = 0; served < limits_.max_requests_per_connection; ++served) {
     if (served > 0) {
@@ -596,6 +708,7 @@ void GuardedServer::Serve(std::unique_ptr<ConnectionStream> owned) {
   }
   LeaveWaiting(stream);
   current_stream_ = nullptr;
+  stream.EndTls();
   shutdown(sock, SHUT_WR);
   if (answered_error) {
     // A client still sending would get a reset on close, which can discard
@@ -619,6 +732,12 @@ void GuardedServer::Serve(std::unique_ptr<ConnectionStream> owned) {
 
 void GuardedServer::Reject(socket_t sock) {
   rejected_total_.fetch_add(1, std::memory_order_relaxed);
+  // A TLS client cannot read a plaintext 503, and a handshake would hold
+  // the accepting thread: just close.
+  if (tls_ != nullptr) {
+    close(sock);
+    return;
+  }
   // A fresh socket's send buffer is empty: this never blocks the accepting
   // thread.
   [[maybe_unused]] const ssize_t sent =

@@ -37,6 +37,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/http/connection_counters.h"
+#include "server/tls/http_tls.h"
 
 namespace satlab::http {
 
@@ -71,6 +72,11 @@ class GuardedServer final : public httplib::Server {
 
   HttpConnectionCounters Counters() const;
 
+  // Serves TLS with `tls` (not owned, outlives the server): each connection
+  // completes its handshake within the first request's deadline or is
+  // closed. Call before listening.
+  void set_tls(tls::ServerTlsContext* tls) { tls_ = tls; }
+
  private:
   class ConnectionStream;
   class ConnectionPool;
@@ -99,6 +105,7 @@ class GuardedServer final : public httplib::Server {
   static thread_local ConnectionPool* accepting_pool_;
 
   const ConnectionLimits limits_;
+  tls::ServerTlsContext* tls_ = nullptr;
   // Written once by Shutdown(); every poll() of a connection watches it.
   int stop_fd_ = -1;
   const std::string busy_message_;
@@ -115,6 +122,7 @@ class GuardedServer final : public httplib::Server {
   std::atomic<int64_t> oversized_requests_total_{0};
   std::atomic<int64_t> write_timeouts_total_{0};
   std::atomic<int64_t> evicted_total_{0};
+  std::atomic<int64_t> tls_handshake_failures_total_{0};
 };
 
 }  // namespace satlab::http

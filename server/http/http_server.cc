@@ -1,6 +1,7 @@
 #include "server/http/http_server.h"
 
 #include <httplib.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <string>
@@ -119,7 +120,25 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     const service::GrpcServerMetrics* grpc_metrics) {
   if (hub == nullptr) return absl::InvalidArgumentError("http: hub is null");
   if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  if (absl::Status s = tls::CheckTransport(
+          "http", absl::StrCat(options.host, ":", options.port), options.tls,
+          options.plaintext, "--tls_");
+      !s.ok()) {
+    return s;
+  }
   std::unique_ptr<HttpServer> server(new HttpServer());
+  if (options.tls.enabled()) {
+    auto tls = tls::ServerTlsContext::Create(options.tls);
+    if (!tls.ok()) return tls.status();
+    server->tls_ = *std::move(tls);
+    // OpenSSL writes to the socket with write(), which raises SIGPIPE when
+    // the peer has gone; the default action would end the process.
+    struct sigaction current = {};
+    if (sigaction(SIGPIPE, nullptr, &current) == 0 &&
+        current.sa_handler == SIG_DFL) {
+      signal(SIGPIPE, SIG_IGN);
+    }
+  }
   server->options_ = options;
   server->hub_ = hub;
   server->grpc_metrics_ = grpc_metrics;
@@ -135,6 +154,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   if (!server->server_->is_valid()) {
     return absl::UnavailableError("http: could not create the stop eventfd");
   }
+  server->server_->set_tls(server->tls_.get());
   server->Routes();
   // cpp-httplib's default socket options set SO_REUSEPORT, with which a
   // second server on the same port starts silently and takes part of the
@@ -163,6 +183,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
 }
 
 HttpServer::~HttpServer() { Stop(); }
+
+absl::Status HttpServer::ReloadTls() {
+  return tls_ != nullptr ? tls_->Reload() : absl::OkStatus();
+}
 
 void HttpServer::Stop() {
   if (stopping_.exchange(true)) return;

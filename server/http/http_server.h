@@ -26,6 +26,8 @@
 #include "absl/time/time.h"
 #include "server/service/grpc_metrics.h"
 #include "server/service/metrics_hub.h"
+#include "server/tls/http_tls.h"
+#include "server/tls/tls_files.h"
 
 namespace satlab::http {
 
@@ -61,6 +63,14 @@ struct HttpServerOptions {
   // Bytes of the request target (path and query); longer gets 414. At most
   // 8192 (cpp-httplib's own limit).
   int max_uri_bytes = 8192;
+  // Transport security, as the gRPC port's (service::ServerOptions::tls):
+  // with cert and key files the port serves HTTPS only (and requires client
+  // certificates signed by tls.client_ca_file when set); the files are
+  // compared every tls.refresh_interval (and on ReloadTls()) and new
+  // connections use changed ones. Without files: plaintext, refused on a
+  // non-loopback host unless `plaintext`.
+  tls::TlsFiles tls;
+  bool plaintext = false;
 };
 
 class HttpServer {
@@ -75,6 +85,13 @@ class HttpServer {
   ~HttpServer();
 
   int port() const { return port_; }
+  // Whether the port serves HTTPS.
+  bool tls() const { return tls_ != nullptr; }
+
+  // Compares the TLS files now and loads them if they changed (SIGHUP). OK
+  // without TLS, when nothing changed or the new files loaded; otherwise
+  // the error, and the previous certificate stays in use.
+  absl::Status ReloadTls();
 
   // Ends the event streams, stops accepting, waits for in-flight requests.
   // Idempotent.
@@ -87,6 +104,8 @@ class HttpServer {
   HttpServerOptions options_;
   service::MetricsHub* hub_ = nullptr;
   const service::GrpcServerMetrics* grpc_metrics_ = nullptr;
+  // Declared before server_, which uses it until it stops.
+  std::unique_ptr<tls::ServerTlsContext> tls_;
   std::unique_ptr<GuardedServer> server_;
   std::thread thread_;
   int port_ = 0;

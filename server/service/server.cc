@@ -9,6 +9,9 @@
 #include "absl/strings/string_view.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
 #include "server/service/decode_interceptor.h"
 #include "server/service/experiments.h"
 #include "server/store/sqlite_store.h"
@@ -72,6 +75,38 @@ absl::Status CheckStreamAndConnectionLimits(const ServerOptions& options) {
   return absl::OkStatus();
 }
 
+// Plaintext without `identity`; otherwise TLS whose key and certificate
+// (both in the one staged file, see tls::StagedIdentity) and client CA
+// gRPC's file watcher re-reads every refresh interval (a changed pair is
+// used for new handshakes; open connections keep theirs).
+std::shared_ptr<grpc::ServerCredentials> ServerCredentialsOf(
+    const tls::TlsFiles& files, const tls::StagedIdentity* identity) {
+  if (identity == nullptr) return grpc::InsecureServerCredentials();
+  const auto refresh = static_cast<unsigned int>(
+      std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(
+                               files.refresh_interval, absl::Seconds(1)))));
+  std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider;
+  if (files.client_ca_file.empty()) {
+    provider =
+        std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+            identity->path(), identity->path(), refresh);
+  } else {
+    provider =
+        std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+            identity->path(), identity->path(), files.client_ca_file, refresh);
+  }
+  grpc::experimental::TlsServerCredentialsOptions tls_options(provider);
+  tls_options.watch_identity_key_cert_pairs();
+  if (files.client_ca_file.empty()) {
+    tls_options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  } else {
+    tls_options.watch_root_certs();
+    tls_options.set_cert_request_type(
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  return grpc::experimental::TlsServerCredentials(tls_options);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(
@@ -104,7 +139,20 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
         absl::StrCat("listen address: expected host:port, got \"",
                      options.listen_address, "\""));
   }
+  if (absl::Status s =
+          tls::CheckTransport("grpc", options.listen_address, options.tls,
+                              options.plaintext, "--tls_");
+      !s.ok()) {
+    return s;
+  }
   std::unique_ptr<Server> server(new Server());
+  if (options.tls.enabled()) {
+    auto staged = tls::StagedIdentity::Start(options.tls);
+    if (!staged.ok()) return staged.status();
+    server->staged_identity_ = *std::move(staged);
+  }
+  const std::shared_ptr<grpc::ServerCredentials> credentials =
+      ServerCredentialsOf(options.tls, server->staged_identity_.get());
   server->options_ = options;
   server->host_ = options.listen_address.substr(0, colon);
   const int threads = options.compute_threads > 0
@@ -193,8 +241,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                              options.max_streams_per_connection);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
-  builder.AddListeningPort(options.listen_address,
-                           grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(options.listen_address, credentials, &server->port_);
   builder.RegisterService(server->service_.get());
   for (grpc::Service* extra : options.extra_services) {
     builder.RegisterService(extra);
@@ -227,6 +274,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
 Server::~Server() { Shutdown(absl::Seconds(5)); }
 
 std::string Server::address() const { return absl::StrCat(host_, ":", port_); }
+
+absl::Status Server::ReloadTls() {
+  return staged_identity_ != nullptr ? staged_identity_->Refresh()
+                                     : absl::OkStatus();
+}
 
 void Server::Shutdown(absl::Duration grace) {
   {

@@ -21,6 +21,8 @@
 #include "server/service/training_service.h"
 #include "server/store/experiment_store.h"
 #include "server/store/network_store.h"
+#include "server/tls/staged_identity.h"
+#include "server/tls/tls_files.h"
 
 namespace satlab::service {
 
@@ -73,6 +75,14 @@ struct ServerOptions {
   // ~+170 MiB, docs/reliability/stream.md). Off, a stream's window opens
   // for the message it is reading; loopback throughput is unchanged.
   bool http2_bdp_probe = false;
+  // Transport security. With tls.cert_file and tls.key_file the port serves
+  // TLS only (mutual TLS with tls.client_ca_file), and gRPC re-reads the
+  // files every tls.refresh_interval: new connections get a changed
+  // certificate, open ones keep theirs. Without them it serves plaintext,
+  // which Create refuses (INVALID_ARGUMENT) on a non-loopback address
+  // unless `plaintext` says it was chosen on purpose.
+  tls::TlsFiles tls;
+  bool plaintext = false;
   ServiceOptions service;
   // Receives steps, deletions and experiment progress and serves
   // WatchMetrics (a MetricsHub). Not owned; when null the server makes its
@@ -107,6 +117,11 @@ class Server {
   // Blocks until Shutdown has completed.
   void Wait();
 
+  // SIGHUP: compares the TLS certificate and key files now and, if they
+  // changed and match, hands them to gRPC's watcher, which loads them within
+  // tls.refresh_interval. OK without TLS or when unchanged.
+  absl::Status ReloadTls();
+
   TrainingServiceImpl* service() { return service_.get(); }
   store::NetworkStore* store() { return store_.get(); }
   core::NetworkCore* core() { return core_.get(); }
@@ -126,6 +141,9 @@ class Server {
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<MetricsHub> own_hub_;  // when options.hub is null
   std::unique_ptr<TrainingServiceImpl> service_;
+  // The checked copy of the TLS key and certificate gRPC reads; outlives
+  // server_. Null without TLS.
+  std::unique_ptr<tls::StagedIdentity> staged_identity_;
   std::unique_ptr<grpc::Server> server_;
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;

@@ -84,10 +84,12 @@ user=$(podman image inspect --format '{{.Config.User}}' "$image")
 
 # ---- 3. run with published ports chosen at run time --------------------------
 # (Without systemd podman cannot schedule the HEALTHCHECK timer and says so on
-# stderr; step 4 runs the check explicitly.)
+# stderr; step 4 runs the check explicitly.) Plaintext on purpose
+# (SATLAB_PLAINTEXT): this checks the image, not TLS (tests/security does).
 cid=$(podman run -d \
   --publish 127.0.0.1::50051 --publish 127.0.0.1::9464 \
   --read-only --tmpfs /tmp --cap-drop=ALL --security-opt=no-new-privileges \
+  --env SATLAB_PLAINTEXT=true \
   "$image" 2>"$workdir/run.err") || die "podman run failed: $(cat "$workdir/run.err")"
 log "container ${cid:0:12} started"
 grpc_addr=""

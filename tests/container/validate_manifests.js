@@ -180,6 +180,7 @@ const MODELS = {
   'v1/ConfigMap': () => require('kubernetes-models/v1').ConfigMap,
   'v1/PersistentVolumeClaim': () => require('kubernetes-models/v1').PersistentVolumeClaim,
   'policy/v1/PodDisruptionBudget': () => require('kubernetes-models/policy/v1').PodDisruptionBudget,
+  'networking.k8s.io/v1/NetworkPolicy': () => require('kubernetes-models/networking.k8s.io/v1').NetworkPolicy,
 };
 function k8sErrors(doc) {
   const model = MODELS[`${doc.apiVersion}/${doc.kind}`];
@@ -223,16 +224,53 @@ const service = objects.find((o) => o.doc.kind === 'Service');
 const pod = deployment && deployment.doc.spec.template.spec;
 const container = pod && pod.containers.find((c) => c.name === 'satlab');
 
-check('k8s Deployment: gRPC liveness and readiness probes on the gRPC port, readiness on the service', () => {
+// The kubelet's gRPC probe cannot speak TLS: the probes run the image's
+// `satlab health` against the gRPC port (TLS from SATLAB_TLS_CA_FILE).
+check('k8s Deployment: liveness and readiness probes run satlab health on the gRPC port, readiness on the service', () => {
   assert(container, 'no container named satlab');
   const grpcPort = container.ports.find((p) => p.name === 'grpc').containerPort;
   for (const probe of ['livenessProbe', 'readinessProbe']) {
     const p = container[probe];
-    assert(p && p.grpc, `${probe} is not a grpc probe`);
-    assert(p.grpc.port === grpcPort, `${probe} port ${p.grpc.port} != ${grpcPort}`);
+    const cmd = p && p.exec && p.exec.command;
+    assert(cmd && cmd[0] === 'satlab' && cmd.includes('health'), `${probe} does not run satlab health`);
+    assert(cmd.some((a) => a.endsWith(`:${grpcPort}`)), `${probe} does not target port ${grpcPort}: ${cmd.join(' ')}`);
   }
-  assert(container.readinessProbe.grpc.service === 'satlab.v1.TrainingService', 'readiness does not check satlab.v1.TrainingService');
+  const readiness = container.readinessProbe.exec.command;
+  assert(readiness[readiness.length - 1] === 'health', 'readiness does not check satlab.v1.TrainingService (the CLI default)');
   assert(exposed.includes(grpcPort), `container port ${grpcPort} not EXPOSEd by the Dockerfile`);
+});
+
+check('k8s Deployment: TLS certificate and API keys from Secrets mounted as directories; probes trust the CA', () => {
+  const env = Object.fromEntries((container.env || []).map((e) => [e.name, e.value]));
+  const volumes = Object.fromEntries(pod.volumes.map((v) => [v.name, v]));
+  const secretDir = (file) => {
+    const m = container.volumeMounts.find((vm) => file && file.startsWith(`${vm.mountPath}/`));
+    assert(m, `${file} is not under a mounted volume`);
+    assert(!m.subPath, `${m.mountPath} mounts a single file (subPath): Secret updates would not reach it`);
+    assert(volumes[m.name] && volumes[m.name].secret, `${m.mountPath} is not a Secret volume`);
+    return volumes[m.name].secret.secretName;
+  };
+  const tls = secretDir(env.SATLAB_TLS_CERT_FILE);
+  assert(secretDir(env.SATLAB_TLS_KEY_FILE) === tls, 'certificate and key come from different Secrets');
+  assert(secretDir(env.SATLAB_TLS_CA_FILE) === tls, 'the probes CA is not in the TLS Secret');
+  assert(env.SATLAB_API_KEYS_FILE === '/etc/satlab/keys/keys', `SATLAB_API_KEYS_FILE is ${env.SATLAB_API_KEYS_FILE}`);
+  const keys = secretDir(env.SATLAB_API_KEYS_FILE);
+  assert(!env.SATLAB_PLAINTEXT, 'SATLAB_PLAINTEXT is set');
+  return `Secrets ${tls}, ${keys}`;
+});
+
+check('k8s NetworkPolicy: selects the satlab pods, admits only the Service ports, denies egress', () => {
+  const np = objects.find((o) => o.doc.kind === 'NetworkPolicy');
+  assert(np, 'no NetworkPolicy');
+  const labels = deployment.doc.spec.template.metadata.labels;
+  for (const [k, v] of Object.entries(np.doc.spec.podSelector.matchLabels || {})) assert(labels[k] === v, `podSelector ${k}=${v} does not match the pods`);
+  assert(np.doc.spec.policyTypes.includes('Ingress') && np.doc.spec.policyTypes.includes('Egress'), 'policyTypes lacks Ingress or Egress');
+  const ports = new Set(container.ports.map((p) => p.containerPort));
+  for (const rule of np.doc.spec.ingress) {
+    assert(rule.from && rule.from.length > 0, 'an ingress rule admits every source');
+    assert(rule.ports && rule.ports.every((p) => ports.has(p.port)), 'an ingress rule admits a port the container does not serve');
+  }
+  assert(Array.isArray(np.doc.spec.egress) && np.doc.spec.egress.length === 0, 'egress is not denied');
 });
 
 check('k8s Deployment: CPU and memory requests and limits', () => {
@@ -274,10 +312,10 @@ check('k8s Deployment: the store volume /var/lib/satlab is the PersistentVolumeC
   assert(deployment.doc.spec.replicas === 1, 'more than one replica on a ReadWriteOnce store');
 });
 
-check('k8s schema rejects a string gRPC probe port and a missing container image type (negative control)', () => {
+check('k8s schema rejects a string probe period and a missing container image type (negative control)', () => {
   const bad = JSON.parse(JSON.stringify(deployment.doc));
-  bad.spec.template.spec.containers[0].livenessProbe.grpc.port = 'grpc';
-  assert(k8sErrors(bad).length > 0, 'string grpc port accepted');
+  bad.spec.template.spec.containers[0].livenessProbe.periodSeconds = 'ten';
+  assert(k8sErrors(bad).length > 0, 'string probe period accepted');
   const bad2 = JSON.parse(JSON.stringify(deployment.doc));
   bad2.spec.template.spec.containers[0].image = 42;
   assert(k8sErrors(bad2).length > 0, 'numeric image accepted');

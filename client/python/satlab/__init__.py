@@ -20,7 +20,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the lazy exports, for type checkers and IDEs
-    from satlab.client import SERVICE_NAME, Client, Gradients, adam, sgd  # noqa: F401
+    from satlab.client import SERVICE_NAME, Client, Gradients, adam, sgd, tls_credentials  # noqa: F401
     from satlab.tensor import from_tensor, to_tensor  # noqa: F401
 
 _EXPORTS = {
@@ -29,6 +29,7 @@ _EXPORTS = {
     "sgd": "satlab.client",
     "adam": "satlab.client",
     "SERVICE_NAME": "satlab.client",
+    "tls_credentials": "satlab.client",
     "to_tensor": "satlab.tensor",
     "from_tensor": "satlab.tensor",
 }

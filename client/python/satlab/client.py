@@ -122,22 +122,95 @@ class Gradients:
             saturation=g.saturation)
 
 
+def tls_credentials(ca_file: Optional[str] = None, cert_file: Optional[str] = None,
+                    key_file: Optional[str] = None) -> grpc.ChannelCredentials:
+    """grpc.ssl_channel_credentials from PEM files: the CA the server's
+    certificate must chain to (None: the system roots) and, for mutual TLS,
+    the client certificate and its key (both or neither)."""
+    if bool(cert_file) != bool(key_file):
+        raise ValueError("tls_cert_file and tls_key_file: expected both (mutual TLS) or neither")
+
+    def read(path: Optional[str]) -> Optional[bytes]:
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return grpc.ssl_channel_credentials(root_certificates=read(ca_file),
+                                        private_key=read(key_file),
+                                        certificate_chain=read(cert_file))
+
+
+class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                         grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `authorization: Bearer <key>` to every call's metadata (works on
+    plaintext channels too, where gRPC refuses call credentials)."""
+
+    def __init__(self, api_key: str) -> None:
+        self._metadata = ("authorization", "Bearer " + api_key)
+
+    def _details(self, details: Any) -> Any:
+        metadata = list(details.metadata or []) + [self._metadata]
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            getattr(details, "wait_for_ready", None),
+                            getattr(details, "compression", None))
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+
+class _CallDetails(collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
+                         "compression")), grpc.ClientCallDetails):
+    pass
+
+
 class Client:
     """A connection to one satlab server.
 
     target: "host:port". credentials: grpc.ChannelCredentials for TLS, or None
-    for plaintext. timeout: default deadline in seconds of unary calls.
+    for plaintext (or TLS from the tls_* arguments). timeout: default
+    deadline in seconds of unary calls.
+
+    TLS: tls=True (implied by any tls_* file) verifies the server against
+    tls_ca_file (PEM; None: the system roots); tls_cert_file + tls_key_file
+    present a client certificate (mutual TLS); tls_server_name is the name
+    the server certificate must carry when it is not the target's host.
+    api_key (default: $SATLAB_API_KEY) is sent as `authorization: Bearer`
+    metadata on every call and stream.
     """
 
     def __init__(self, target: str, credentials: Optional[grpc.ChannelCredentials] = None,
-                 timeout: float = 30.0, options: Optional[Sequence[Tuple[str, Any]]] = None) -> None:
+                 timeout: float = 30.0, options: Optional[Sequence[Tuple[str, Any]]] = None,
+                 *, tls: bool = False, tls_ca_file: Optional[str] = None,
+                 tls_cert_file: Optional[str] = None, tls_key_file: Optional[str] = None,
+                 tls_server_name: Optional[str] = None,
+                 api_key: Optional[str] = None) -> None:
         opts = list(_DEFAULT_OPTIONS) + list(options or [])
+        if tls_server_name:
+            opts.append(("grpc.ssl_target_name_override", tls_server_name))
+        if credentials is None and (tls or tls_ca_file or tls_cert_file or tls_key_file):
+            credentials = tls_credentials(tls_ca_file, tls_cert_file, tls_key_file)
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=opts)
         else:
             self._channel = grpc.secure_channel(target, credentials, options=opts)
-        self.stub = pb_grpc.TrainingServiceStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        if api_key is None:
+            api_key = os.environ.get("SATLAB_API_KEY") or None
+        channel = self._channel
+        if api_key:
+            channel = grpc.intercept_channel(channel, _BearerInterceptor(api_key))
+        self.stub = pb_grpc.TrainingServiceStub(channel)
+        self._health = health_pb2_grpc.HealthStub(channel)
         self.timeout = timeout
 
     # -- lifecycle -----------------------------------------------------------
