@@ -56,6 +56,15 @@ CREATE TABLE experiments (
   update_time_ns BIGINT NOT NULL
 );
 )sql",
+    // Version 2: writer leases (WriterLeaseStore), on the database
+    // server's clock so replicas' clocks need not agree.
+    R"sql(
+CREATE TABLE writer_leases (
+  network_id TEXT COLLATE "C" PRIMARY KEY,
+  owner TEXT NOT NULL,
+  expires_at TIMESTAMPTZ NOT NULL
+);
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
               kPostgresSchemaVersion);
@@ -196,7 +205,8 @@ absl::StatusOr<std::string> Describe(const std::string& url) {
 
 class PostgresStore final : public NetworkStore,
                             public ExperimentStore,
-                            public MetricHistoryStore {
+                            public MetricHistoryStore,
+                            public WriterLeaseStore {
  public:
   PostgresStore(PostgresStoreOptions options, std::string where)
       : options_(std::move(options)), where_(std::move(where)) {}
@@ -521,6 +531,64 @@ class PostgresStore final : public NetworkStore,
         .status();
   }
 
+  // WriterLeaseStore.
+
+  absl::StatusOr<WriterLease> AcquireLease(absl::string_view network_id,
+                                           absl::string_view owner,
+                                           absl::Duration ttl) override {
+    if (absl::Status s = CheckLeaseRequest(owner, ttl); !s.ok()) return s;
+    absl::MutexLock lock(&mu_);
+    // Another owner's lease may be released between the two statements:
+    // then the second round takes it.
+    for (int round = 0; round < 2; ++round) {
+      // One statement takes a free or expired lease or renews our own;
+      // it returns no row when another owner's lease still runs. Running
+      // it twice after a lost connection changes nothing.
+      absl::StatusOr<Result> r = ExecLocked(
+          absl::StrCat("take the writer lease of networks/", network_id),
+          "INSERT INTO writer_leases AS l (network_id, owner, expires_at) "
+          "VALUES ($1, $2, clock_timestamp() + $3 * interval '1 microsecond') "
+          "ON CONFLICT (network_id) DO UPDATE SET owner = EXCLUDED.owner, "
+          "expires_at = EXCLUDED.expires_at WHERE l.owner = EXCLUDED.owner "
+          "OR l.expires_at <= clock_timestamp() "
+          "RETURNING (extract(epoch FROM expires_at) * 1000000)::bigint",
+          Params()
+              .Text(network_id)
+              .Text(owner)
+              .Int64(absl::ToInt64Microseconds(ttl)),
+          true);
+      if (!r.ok()) return r.status();
+      if (PQntuples(r->get()) == 1) {
+        return WriterLease{std::string(network_id), std::string(owner),
+                           absl::FromUnixMicros(Int64At(r->get(), 0, 0))};
+      }
+      r = ExecLocked(
+          absl::StrCat("read the writer lease of networks/", network_id),
+          "SELECT owner, (extract(epoch FROM expires_at) * 1000000)::bigint "
+          "FROM writer_leases WHERE network_id = $1",
+          Params().Text(network_id), true);
+      if (!r.ok()) return r.status();
+      if (PQntuples(r->get()) == 1) {
+        return LeaseHeldError(network_id, Value(r->get(), 0, 0),
+                              absl::FromUnixMicros(Int64At(r->get(), 0, 1)));
+      }
+    }
+    return absl::UnavailableError(
+        absl::StrCat("the writer lease of networks/", network_id,
+                     " changed hands twice while it was being taken; retry"));
+  }
+
+  absl::Status ReleaseLease(absl::string_view network_id,
+                            absl::string_view owner) override {
+    absl::MutexLock lock(&mu_);
+    return ExecLocked(
+               absl::StrCat("release the writer lease of networks/",
+                            network_id),
+               "DELETE FROM writer_leases WHERE network_id = $1 AND owner = $2",
+               Params().Text(network_id).Text(owner), true)
+        .status();
+  }
+
  private:
   struct Encoded {
     std::string spec;
@@ -708,7 +776,8 @@ class PostgresStore final : public NetworkStore,
 
   // A failed statement on a working connection, by SQLSTATE: what the
   // caller can do about it.
-  absl::Status ErrorOf(const PGresult* r, absl::string_view what) const {
+  absl::Status ErrorOf(const PGresult* r, absl::string_view what) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const char* state =
         r == nullptr ? nullptr : PQresultErrorField(r, PG_DIAG_SQLSTATE);
     const std::string code = state == nullptr ? "" : state;
@@ -804,7 +873,7 @@ absl::StatusOr<PostgresStores> OpenPostgresStores(
   absl::StatusOr<std::unique_ptr<PostgresStore>> store = OpenStore(options);
   if (!store.ok()) return store.status();
   std::shared_ptr<PostgresStore> shared = *std::move(store);
-  return PostgresStores{shared, shared, shared};
+  return PostgresStores{shared, shared, shared, shared};
 }
 
 absl::StatusOr<std::unique_ptr<NetworkStore>> NewPostgresStore(

@@ -24,11 +24,12 @@
 #include "absl/time/time.h"
 #include "server/store/experiment_store.h"
 #include "server/store/network_store.h"
+#include "server/store/writer_lease.h"
 
 namespace satlab::store {
 
 // The schema version this binary creates and reads (table satlab_schema).
-inline constexpr int kPostgresSchemaVersion = 1;
+inline constexpr int kPostgresSchemaVersion = 2;
 
 // Whether `store` names a PostgreSQL database (postgresql:// or
 // postgres://, the URI forms libpq reads).
@@ -53,12 +54,15 @@ struct PostgresStoreOptions {
   absl::Duration connect_timeout = absl::Seconds(5);
 };
 
-// The store as all three interfaces: one connection (reconnected when
-// lost), shared by the three pointers.
+// The store as all four interfaces: one connection (reconnected when
+// lost), shared by the four pointers. `leases` (table writer_leases, the
+// database server's clock) is issue 14 item 2's groundwork: nothing calls
+// it yet.
 struct PostgresStores {
   std::shared_ptr<NetworkStore> networks;
   std::shared_ptr<ExperimentStore> experiments;
   std::shared_ptr<MetricHistoryStore> metrics;
+  std::shared_ptr<WriterLeaseStore> leases;
 };
 
 // Connects, then brings the schema to kPostgresSchemaVersion under a

@@ -18,7 +18,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "server/store/writer_lease.h"
 #include "tests/store/aux_store_contract.h"
 #include "tests/store/store_contract.h"
 #include "tests/store/throwaway_postgres.h"
@@ -269,6 +271,81 @@ TEST(PostgresStoreTest, ServerDownIsUnavailableNamingTheStoreThenRecovers) {
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_TRUE(SameRecord(*got, later));
   EXPECT_EQ(*s->networks->Count(), 1);
+}
+
+// The writer lease contract on two handles of one lease store (two
+// replicas): exclusive, renewable by its holder, released only by it,
+// expiring on its own, and exactly one winner when owners race.
+void ExpectLeaseContract(WriterLeaseStore& a, WriterLeaseStore& b) {
+  absl::StatusOr<WriterLease> got =
+      a.AcquireLease("n", "replica-a", absl::Seconds(30));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->owner, "replica-a");
+  EXPECT_GT(got->expires, absl::Now() + absl::Seconds(20));
+  absl::StatusOr<WriterLease> other =
+      b.AcquireLease("n", "replica-b", absl::Seconds(30));
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kAborted)
+      << other.status();
+  EXPECT_NE(other.status().message().find("networks/n"), std::string::npos);
+  EXPECT_NE(other.status().message().find("replica-a"), std::string::npos)
+      << other.status();
+  EXPECT_TRUE(a.AcquireLease("n", "replica-a", absl::Seconds(30)).ok());
+  EXPECT_TRUE(b.ReleaseLease("n", "replica-b").ok());  // not its lease
+  EXPECT_EQ(b.AcquireLease("n", "replica-b", absl::Seconds(30)).status().code(),
+            absl::StatusCode::kAborted);
+  EXPECT_TRUE(a.ReleaseLease("n", "replica-a").ok());
+  EXPECT_TRUE(b.AcquireLease("n", "replica-b", absl::Seconds(30)).ok());
+
+  ASSERT_TRUE(a.AcquireLease("e", "replica-a", absl::Milliseconds(300)).ok());
+  EXPECT_EQ(b.AcquireLease("e", "replica-b", absl::Seconds(1)).status().code(),
+            absl::StatusCode::kAborted);
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_TRUE(b.AcquireLease("e", "replica-b", absl::Seconds(1)).ok())
+      << "an expired lease must be free";
+
+  EXPECT_EQ(a.AcquireLease("x", "", absl::Seconds(1)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.AcquireLease("x", "a", absl::ZeroDuration()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  constexpr int kRaces = 30;
+  std::atomic<int> wins{0};
+  std::atomic<int> errors{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      WriterLeaseStore& store = t == 0 ? a : b;
+      for (int i = 0; i < kRaces; ++i) {
+        absl::StatusOr<WriterLease> l =
+            store.AcquireLease(absl::StrCat("race", i),
+                               absl::StrCat("owner", t), absl::Seconds(30));
+        if (l.ok()) {
+          ++wins;
+        } else if (l.status().code() != absl::StatusCode::kAborted) {
+          ++errors;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wins.load(), kRaces);
+  EXPECT_EQ(errors.load(), 0);
+}
+
+TEST(WriterLeaseTest, InMemoryLeasesFollowTheContract) {
+  std::unique_ptr<WriterLeaseStore> leases = NewInMemoryWriterLeaseStore();
+  ExpectLeaseContract(*leases, *leases);
+}
+
+TEST(WriterLeaseTest, PostgresLeasesHoldAcrossReplicas) {
+  TempDir dir;
+  absl::StatusOr<std::string> url = DatabaseFor(dir.path());
+  ASSERT_TRUE(url.ok()) << url.status();
+  absl::StatusOr<PostgresStores> a = OpenPostgresStores(Options(*url));
+  absl::StatusOr<PostgresStores> b = OpenPostgresStores(Options(*url));
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  ExpectLeaseContract(*a->leases, *b->leases);
 }
 
 }  // namespace
