@@ -652,11 +652,28 @@ class PostgresStore final : public NetworkStore,
     }
     const std::string timeout = absl::StrCat(
         std::max<int64_t>(1, absl::ToInt64Seconds(options_.connect_timeout)));
+    // A server that vanishes mid-statement (a cut network, a dead machine:
+    // no RST) fails the call after io_timeout instead of hanging it for the
+    // kernel's ~15 minutes: TCP keepalives on an idle wait, and
+    // tcp_user_timeout on unacknowledged data.
+    const int64_t io_ms =
+        std::max<int64_t>(1000, absl::ToInt64Milliseconds(options_.io_timeout));
+    const std::string user_timeout = absl::StrCat(io_ms);
+    const std::string idle = absl::StrCat(std::max<int64_t>(1, io_ms / 3000));
     // Later entries override earlier ones, so the URL's own settings win.
-    const char* keywords[] = {"connect_timeout", "application_name", "dbname",
+    const char* keywords[] = {"connect_timeout",
+                              "application_name",
+                              "keepalives",
+                              "keepalives_idle",
+                              "keepalives_interval",
+                              "keepalives_count",
+                              "tcp_user_timeout",
+                              "dbname",
                               nullptr};
-    const char* values[] = {timeout.c_str(), "satlab-server",
-                            options_.url.c_str(), nullptr};
+    const char* values[] = {
+        timeout.c_str(),      "satlab-server",      "1",
+        idle.c_str(),         idle.c_str(),         "2",
+        user_timeout.c_str(), options_.url.c_str(), nullptr};
     conn_ = PQconnectdbParams(keywords, values, /*expand_dbname=*/1);
     if (conn_ == nullptr) {
       return absl::ResourceExhaustedError(absl::StrCat(

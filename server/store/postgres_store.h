@@ -52,6 +52,13 @@ struct PostgresStoreOptions {
   // How long connecting may take before the call fails UNAVAILABLE (libpq's
   // connect_timeout; a connect_timeout in the URL wins).
   absl::Duration connect_timeout = absl::Seconds(5);
+  // How long a call waits on a server that stopped answering without
+  // closing the connection (a cut network, a dead machine) before it fails
+  // UNAVAILABLE: TCP keepalives every io_timeout/3 with 2 probes, and
+  // tcp_user_timeout = io_timeout. URL parameters keepalives_* and
+  // tcp_user_timeout win. Not a statement timeout: a long statement on a
+  // live server is not cut.
+  absl::Duration io_timeout = absl::Seconds(30);
 };
 
 // The store as all four interfaces: one connection (reconnected when
