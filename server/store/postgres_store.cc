@@ -650,6 +650,15 @@ class PostgresStore final : public NetworkStore,
       PQfinish(conn_);
       conn_ = nullptr;
     }
+    if (pinned_ > 0) {
+      // A new connection would run the rest of a transaction outside it
+      // (or without the migration lock): the call fails instead, and the
+      // server rolled back what the lost session had begun.
+      return absl::UnavailableError(absl::StrCat(
+          "the PostgreSQL store ", where_,
+          " is unavailable (lost the connection inside a transaction); "
+          "nothing changed, retry"));
+    }
     const std::string timeout = absl::StrCat(
         std::max<int64_t>(1, absl::ToInt64Seconds(options_.connect_timeout)));
     // A server that vanishes mid-statement (a cut network, a dead machine:
@@ -710,7 +719,7 @@ class PostgresStore final : public NetworkStore,
         std::string why = Trimmed(PQerrorMessage(conn_));
         PQfinish(conn_);
         conn_ = nullptr;
-        if (retry && attempt == 0) continue;
+        if (retry && attempt == 0 && pinned_ == 0) continue;
         return absl::UnavailableError(absl::StrCat(
             "the PostgreSQL store ", where_, " is unavailable (", what,
             ": lost the connection: ", why,
@@ -728,6 +737,7 @@ class PostgresStore final : public NetworkStore,
     // Nothing has run yet, so BEGIN may be retried on a fresh connection.
     absl::StatusOr<Result> r = ExecLocked(what, "BEGIN", Params(), true);
     if (!r.ok()) return r.status();
+    ++pinned_;
     absl::Status s = body();
     if (s.ok()) {
       r = ExecLocked(what, "COMMIT", Params(), false);
@@ -737,6 +747,7 @@ class PostgresStore final : public NetworkStore,
         PQtransactionStatus(conn_) != PQTRANS_IDLE) {
       Result(PQexec(conn_, "ROLLBACK"));
     }
+    --pinned_;
     return s;
   }
 
@@ -748,6 +759,8 @@ class PostgresStore final : public NetworkStore,
                                           "SELECT pg_advisory_lock($1)",
                                           Params().Int64(kMigrationLock), true);
     if (!r.ok()) return r.status();
+    // The lock is this session's: no reconnecting until it is released.
+    ++pinned_;
     absl::Status s = TransactionLocked(
         "migrate the schema",
         [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
@@ -789,11 +802,14 @@ class PostgresStore final : public NetworkStore,
                          Params().Int32(kPostgresSchemaVersion), false);
           return q.status();
         });
-    if (!s.ok()) return s;
-    return ExecLocked("release the schema migration lock",
-                      "SELECT pg_advisory_unlock($1)",
-                      Params().Int64(kMigrationLock), false)
-        .status();
+    if (s.ok()) {
+      s = ExecLocked("release the schema migration lock",
+                     "SELECT pg_advisory_unlock($1)",
+                     Params().Int64(kMigrationLock), false)
+              .status();
+    }
+    --pinned_;
+    return s;
   }
 
   // A failed statement on a working connection, by SQLSTATE: what the
@@ -855,6 +871,9 @@ class PostgresStore final : public NetworkStore,
   // One connection, used by one caller at a time, replaced when it breaks.
   mutable absl::Mutex mu_;
   mutable PGconn* conn_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // Above 0 while a transaction or the migration lock lives on conn_:
+  // losing conn_ then fails the call rather than reconnecting.
+  int pinned_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 absl::StatusOr<std::unique_ptr<PostgresStore>> OpenStore(

@@ -267,6 +267,13 @@ TEST(PostgresStoreTest, ServerDownIsUnavailableNamingTheStoreThenRecovers) {
   ASSERT_TRUE((*pg)->Restart().ok());
   // The first call after the restart (a write) already gets through.
   ASSERT_TRUE(s->networks->Commit(later).ok());
+  // So does a transaction, on a stale connection of another store.
+  ASSERT_TRUE((*pg)->Stop().ok());
+  ASSERT_TRUE((*pg)->Restart().ok());
+  NetworkRecord other =
+      MakeRecord("after", engine::DType::kFloat32, Optimizer::kSgd, 3);
+  ASSERT_TRUE(s->networks->Create(other).ok());
+  ASSERT_TRUE(s->networks->Delete("after").ok());
   absl::StatusOr<NetworkRecord> got = s->networks->Load("down");
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_TRUE(SameRecord(*got, later));
