@@ -46,7 +46,7 @@ fi
 run() { (cd "$dir" && "${as_user[@]}" "$@"); }
 
 server_pid() {
-  [[ -f $data/postmaster.pid ]] && head -n 1 "$data/postmaster.pid" || true
+  if [[ -f $data/postmaster.pid ]]; then head -n 1 "$data/postmaster.pid"; fi
 }
 
 case $cmd in
@@ -99,6 +99,7 @@ case $cmd in
     owner=${3:-}
     if [[ -n $owner ]]; then
       self=$(readlink -f "$0")
+      # shellcheck disable=SC2016  # expanded by the watcher's bash
       setsid bash -c 'while kill -0 "$1" 2>/dev/null && [[ -f $2/data/postmaster.pid ]]; do sleep 1; done; "$3" stop "$2"' \
         _ "$owner" "$dir" "$self" </dev/null >/dev/null 2>&1 &
     fi
