@@ -14,6 +14,9 @@
 #                                      by its timeout leaves no server behind)
 #   scripts/pg_throwaway.sh stop DIR   fast shutdown by PID, waits (<= 30 s,
 #                                      then SIGKILL)
+#   scripts/pg_throwaway.sh kill DIR   immediate shutdown by PID (SIGQUIT: no
+#                                      checkpoint, like a crash; the next
+#                                      start replays the WAL), waits
 #
 # A second `start` on the same DIR reuses its data and its port (a restart);
 # on a running server it only prints the line again.
@@ -26,7 +29,7 @@ set -euo pipefail
 cmd=${1:-}
 dir=${2:-}
 if [[ -z $cmd || -z $dir ]]; then
-  echo "usage: $0 start|stop DIR" >&2
+  echo "usage: $0 start|stop|kill DIR" >&2
   exit 2
 fi
 bindir=${SATLAB_PG_BINDIR:-/usr/lib/postgresql/15/bin}
@@ -105,11 +108,14 @@ case $cmd in
     fi
     echo "port=$port pid=$(server_pid) url=postgresql://satlab@127.0.0.1:$port/satlab"
     ;;
-  stop)
+  stop | kill)
     pid=$(server_pid)
     if [[ -z $pid ]]; then exit 0; fi
-    # SIGINT is PostgreSQL's fast shutdown: sessions end, data is flushed.
-    kill -INT "$pid" 2>/dev/null || exit 0
+    # SIGINT is PostgreSQL's fast shutdown (sessions end, a checkpoint
+    # flushes the data); SIGQUIT its immediate one (no checkpoint).
+    signal=INT
+    [[ $cmd == kill ]] && signal=QUIT
+    kill -"$signal" "$pid" 2>/dev/null || exit 0
     for _ in $(seq 300); do
       kill -0 "$pid" 2>/dev/null || exit 0
       sleep 0.1
@@ -118,7 +124,7 @@ case $cmd in
     echo "pg_throwaway: postgres $pid did not stop in 30 s; killed" >&2
     ;;
   *)
-    echo "usage: $0 start|stop DIR" >&2
+    echo "usage: $0 start|stop|kill DIR" >&2
     exit 2
     ;;
 esac

@@ -36,7 +36,7 @@ absl::StatusOr<std::unique_ptr<ThrowawayPostgres>> ThrowawayPostgres::Start() {
 }
 
 ThrowawayPostgres::~ThrowawayPostgres() {
-  (void)Stop();
+  (void)Kill();
   store::testing::RemoveTree(dir_);
 }
 
@@ -75,6 +75,8 @@ absl::Status ThrowawayPostgres::Run(absl::string_view command) {
 }
 
 absl::Status ThrowawayPostgres::Stop() { return Run("stop"); }
+
+absl::Status ThrowawayPostgres::Kill() { return Run("kill"); }
 
 absl::Status ThrowawayPostgres::Restart() { return Run("start"); }
 

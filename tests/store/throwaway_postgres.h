@@ -22,13 +22,17 @@ class ThrowawayPostgres {
   // initdb + start. FAILED_PRECONDITION with the script's output (initdb's
   // or the server's log) when PostgreSQL cannot start: tests fail loudly.
   static absl::StatusOr<std::unique_ptr<ThrowawayPostgres>> Start();
-  // Stops the server (if running) and removes its directory.
+  // Stops the server (if running; immediately, its data is thrown away)
+  // and removes its directory.
   ~ThrowawayPostgres();
   ThrowawayPostgres(const ThrowawayPostgres&) = delete;
   ThrowawayPostgres& operator=(const ThrowawayPostgres&) = delete;
 
   // Fast shutdown by PID, waiting for the process to end.
   absl::Status Stop();
+  // Immediate shutdown by PID (like a crash: no checkpoint; Restart
+  // replays the WAL), waiting for the process to end.
+  absl::Status Kill();
   // Starts it again on the same data and port (after Stop).
   absl::Status Restart();
 
