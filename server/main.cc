@@ -85,8 +85,9 @@ ABSL_FLAG(bool, data_sync, true,
           "false survives a crash of the process only (NORMAL).");
 ABSL_FLAG(std::string, store, "",
           "The shared durable store: a PostgreSQL connection URI, "
-          "postgresql://user@host:port/database (docs/storage.md); several "
-          "servers may use one database. Given, it wins over --data_dir "
+          "postgresql://user@host:port/database (docs/storage.md); one "
+          "server per database until the writer lease lands (issue 14). "
+          "Given, it wins over --data_dir "
           "and --data_sync. Keep the password out of it (flags show in ps): "
           "libpq reads PGPASSWORD and ~/.pgpass.");
 ABSL_FLAG(int64_t, max_parameters, 50'000'000,
