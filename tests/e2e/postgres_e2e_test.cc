@@ -18,10 +18,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "client/client.h"
 #include "gtest/gtest.h"
+#include "server/store/postgres_store.h"
 #include "tests/e2e/server_process.h"
 #include "tests/store/throwaway_postgres.h"
 
@@ -248,6 +250,47 @@ TEST_F(PostgresE2ETest, PostgresDownIsUnavailableNamingTheStoreThenRecovers) {
   EXPECT_EQ(list->networks_size(), 2);
   // The server process lived through it.
   EXPECT_EQ(kill(server_->pid(), 0), 0);
+}
+
+// Three servers started at the same moment on an empty database (replicas
+// rolled out together): the migration lock orders them, all three serve,
+// and the schema exists once.
+TEST_F(PostgresE2ETest, ServersStartingAtOnceOnAnEmptyDatabaseAllServe) {
+  ASSERT_TRUE(pg_->CreateDatabase("fresh").ok());
+  constexpr int kServers = 3;
+  std::vector<std::unique_ptr<ServerProcess>> servers(kServers);
+  // A server dies with the thread that started it (PR_SET_PDEATHSIG
+  // follows the forking thread), so each starter lives until the end.
+  absl::BlockingCounter started(kServers);
+  absl::Notification finished;
+  std::vector<std::thread> starters;
+  for (int i = 0; i < kServers; ++i) {
+    starters.emplace_back([&, i] {
+      servers[i] = std::make_unique<ServerProcess>(std::vector<std::string>{
+          SATLAB_SERVER, "--host=127.0.0.1", "--port=0", "--http_port=-1",
+          absl::StrCat("--store=", pg_->Url("fresh")), "--compute_threads=1",
+          "--log_level=warning", "--shutdown_grace_seconds=1"});
+      started.DecrementCount();
+      finished.WaitForNotification();
+      servers[i].reset();
+    });
+  }
+  started.Wait();
+  for (int i = 0; i < kServers; ++i) {
+    EXPECT_FALSE(servers[i]->address().empty()) << "server " << i;
+    if (servers[i]->address().empty()) continue;
+    ClientOptions options;
+    options.target = servers[i]->address();
+    options.timeout = absl::Seconds(20);
+    Client client(options);
+    auto list = client.ListNetworks(10);
+    EXPECT_TRUE(list.ok()) << "server " << i << ": " << list.status();
+  }
+  finished.Notify();
+  for (auto& t : starters) t.join();
+  EXPECT_EQ(*pg_->Query("fresh", "SELECT COUNT(*) FROM satlab_schema"), "1");
+  EXPECT_EQ(*pg_->Query("fresh", "SELECT version FROM satlab_schema"),
+            absl::StrCat(store::kPostgresSchemaVersion));
 }
 
 }  // namespace
