@@ -1,7 +1,10 @@
 // What a durable Commit costs (issue 12): the SQLite store's Commit of one
 // network's whole state, WAL mode, with synchronous FULL (the default: the
 // WAL is fsynced at every commit) and NORMAL (fsynced at checkpoints only),
-// and the in-memory store for reference. Networks, float32 with Adam (two
+// the PostgreSQL store (issue 14) when $SATLAB_BENCH_PG_URL names a
+// database (scripts/pg_throwaway.sh start DIR prints one; fsync on, as
+// PostgreSQL's default), and the in-memory store for reference. Networks,
+// float32 with Adam (two
 // optimizer slots, so the record is 3x the parameters):
 //
 //   tiny  2-16-16-1        (4 KB record)
@@ -22,6 +25,7 @@
 
 #include "benchmark/benchmark.h"
 #include "server/store/network_store.h"
+#include "server/store/postgres_store.h"
 #include "server/store/sqlite_store.h"
 
 namespace satlab::bench {
@@ -81,7 +85,7 @@ void RemoveTree(const std::string& path) {
 }
 
 // state.range(0): 0 tiny, 1 big; range(1): 0 in memory, 1 SQLite NORMAL,
-// 2 SQLite FULL.
+// 2 SQLite FULL, 3 PostgreSQL ($SATLAB_BENCH_PG_URL).
 void BM_Commit(benchmark::State& state) {
   const int net = static_cast<int>(state.range(0));
   const int kind = static_cast<int>(state.range(1));
@@ -89,6 +93,23 @@ void BM_Commit(benchmark::State& state) {
   std::unique_ptr<store::NetworkStore> s;
   if (kind == 0) {
     s = store::NewInMemoryStore(10);
+  } else if (kind == 3) {
+    const char* url = getenv("SATLAB_BENCH_PG_URL");
+    if (url == nullptr || *url == '\0') {
+      state.SkipWithError("set SATLAB_BENCH_PG_URL=postgresql://...");
+      RemoveTree(dir);
+      return;
+    }
+    store::PostgresStoreOptions options;
+    options.url = url;
+    auto opened = store::NewPostgresStore(options);
+    if (!opened.ok()) {
+      state.SkipWithError(std::string(opened.status().message()).c_str());
+      RemoveTree(dir);
+      return;
+    }
+    s = *std::move(opened);
+    (void)s->Delete("bench");  // left by an earlier run, or absent
   } else {
     store::SqliteStoreOptions options;
     options.data_dir = dir + "/data";
@@ -125,7 +146,7 @@ void BM_Commit(benchmark::State& state) {
 void Args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"net", "store"});
   for (int net : {0, 1}) {
-    for (int kind : {0, 1, 2}) b->Args({net, kind});
+    for (int kind : {0, 1, 2, 3}) b->Args({net, kind});
   }
   b->Unit(benchmark::kMicrosecond)->UseRealTime();
 }

@@ -4,7 +4,7 @@
 # Usage: scripts/install-deps.sh [core|test|all]   (default: all)
 #   core  compiler, CMake, gRPC, protobuf, Abseil, Eigen, spdlog, ... (build + run)
 #   test  core + what the test suite drives for real (Python gRPC, Node, Prometheus,
-#         Chromium, gnuplot, podman) and the checking tools scripts/test.sh
+#         Chromium, gnuplot, podman, PostgreSQL's server) and the checking tools scripts/test.sh
 #         uses: clang 14 (-Wthread-safety; libFuzzer is in libclang-rt-14-dev)
 #         and llvm-symbolizer for sanitizer stack traces
 set -euo pipefail
@@ -16,12 +16,14 @@ core=(build-essential cmake ninja-build ccache pkg-config git ca-certificates
   libabsl-dev libspdlog-dev libfmt-dev libeigen3-dev libgtest-dev libgmock-dev
   libbenchmark-dev libsqlite3-dev libcpp-httplib-dev nlohmann-json3-dev
   libopenblas-dev zlib1g-dev gnuplot-nox clang-format libjs-chart.js libcli11-dev
-  libssl-dev)  # issue 13: TLS on the HTTP side port (OpenSSL)
+  libssl-dev  # issue 13: TLS on the HTTP side port (OpenSSL)
+  libpq-dev)  # issue 14: the PostgreSQL store
 test_extra=(python3 python3-grpcio python3-protobuf python3-numpy python3-sklearn
   prometheus chromium fonts-dejavu-core
   podman buildah debootstrap runc uidmap slirp4netns fuse-overlayfs curl
   clang-14 libclang-rt-14-dev llvm-14
-  openssl)  # issue 13: tests/security make throwaway certificates
+  openssl  # issue 13: tests/security make throwaway certificates
+  postgresql-15)  # the PostgreSQL store's tests start a throwaway server (scripts/pg_throwaway.sh)
 clients=(golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc python3-setuptools python3-wheel python3-venv python3-pip python3-matplotlib) && test_extra+=("${clients[@]}")  # issue 16: Go client, Python package, walkthrough
 
 case "$profile" in

@@ -32,6 +32,7 @@
 #include "server/http/http_server.h"
 #include "server/logging.h"
 #include "server/service/server.h"
+#include "server/store/postgres_store.h"
 #include "spdlog/spdlog.h"
 
 namespace satlab {
@@ -82,6 +83,13 @@ ABSL_FLAG(bool, data_sync, true,
           "Sync every commit of the durable store to disk, so what the server "
           "acknowledged survives a power loss (SQLite synchronous=FULL); "
           "false survives a crash of the process only (NORMAL).");
+ABSL_FLAG(std::string, store, "",
+          "The shared durable store: a PostgreSQL connection URI, "
+          "postgresql://user@host:port/database (docs/storage.md); one "
+          "server per database until the writer lease lands (issue 14). "
+          "Given, it wins over --data_dir "
+          "and --data_sync. Keep the password out of it (flags show in ps): "
+          "libpq reads PGPASSWORD and ~/.pgpass.");
 ABSL_FLAG(int64_t, max_parameters, 50'000'000,
           "Trainable scalars per network at most.");
 ABSL_FLAG(int64_t, max_layers, 64, "Layers per network at most.");
@@ -322,6 +330,7 @@ satlab::server::AppOptions OptionsFromFlags() {
   options.max_networks = absl::GetFlag(FLAGS_max_networks);
   options.data_dir = satlab::ExpandHome(absl::GetFlag(FLAGS_data_dir));
   options.data_sync_full = absl::GetFlag(FLAGS_data_sync);
+  options.store_url = absl::GetFlag(FLAGS_store);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.service.limits.max_parameters = absl::GetFlag(FLAGS_max_parameters);
   options.service.limits.max_layers = absl::GetFlag(FLAGS_max_layers);
@@ -511,7 +520,12 @@ int main(int argc, char** argv) {
     spdlog::warn("gRPC port serves plaintext{}",
                  options.server.plaintext ? " (--plaintext)" : " on loopback");
   }
-  if (options.server.data_dir.empty()) {
+  if (!options.server.store_url.empty()) {
+    spdlog::info(
+        "networks are kept in the PostgreSQL store {} (durable, "
+        "shared; --store, which wins over --data_dir)",
+        satlab::store::DescribePostgresUrl(options.server.store_url));
+  } else if (options.server.data_dir.empty()) {
     spdlog::warn(
         "networks are kept in memory only (--data_dir is empty): a restart "
         "loses them");

@@ -14,6 +14,7 @@
 #include "grpcpp/security/tls_credentials_options.h"
 #include "server/service/decode_interceptor.h"
 #include "server/service/experiments.h"
+#include "server/store/postgres_store.h"
 #include "server/store/sqlite_store.h"
 
 namespace satlab::service {
@@ -158,7 +159,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   const int threads = options.compute_threads > 0
                           ? options.compute_threads
                           : std::max(1u, std::thread::hardware_concurrency());
-  if (options.data_dir.empty()) {
+  if (!options.store_url.empty()) {
+    // --store wins over --data_dir (docs/configuration.md).
+    store::PostgresStoreOptions store_options;
+    store_options.url = options.store_url;
+    store_options.max_networks = options.max_networks;
+    auto stores = store::OpenPostgresStores(store_options);
+    if (!stores.ok()) return stores.status();
+    server->store_ = std::move(stores->networks);
+    server->experiments_ = std::move(stores->experiments);
+    server->metric_history_ = std::move(stores->metrics);
+  } else if (options.data_dir.empty()) {
     server->store_ = store::NewInMemoryStore(options.max_networks);
     server->experiments_ = store::NewInMemoryExperimentStore();
   } else {
@@ -171,7 +182,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     server->store_ = std::move(stores->networks);
     server->experiments_ = std::move(stores->experiments);
     server->metric_history_ = std::move(stores->metrics);
-    // Runs the previous process left RUNNING will never finish.
+  }
+  if (server->metric_history_ != nullptr) {
+    // Runs the previous process left RUNNING will never finish. (Replicas
+    // sharing PostgreSQL would mark each other's: issue 14 item 4 claims
+    // runs through the database instead.)
     if (absl::Status s = MarkInterruptedExperiments(server->experiments_.get());
         !s.ok()) {
       return s;

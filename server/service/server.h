@@ -45,6 +45,10 @@ struct ServerOptions {
   // an acknowledged change survives a power loss); false syncs less
   // (NORMAL: it survives a crash of the process, not of the machine).
   bool data_sync_full = true;
+  // A PostgreSQL connection URI (postgresql://user@host:port/database):
+  // the shared store several replicas can use (store/postgres_store.h).
+  // When set it is the store, and data_dir / data_sync_full are unused.
+  std::string store_url;
   // Largest request or response message, bytes.
   int max_message_bytes = 64 << 20;
   // Connection policy, as gRPC channel arguments (zero turns the age and

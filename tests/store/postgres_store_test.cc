@@ -1,0 +1,359 @@
+// The PostgreSQL store against a real PostgreSQL server the test starts
+// (ThrowawayPostgres): the NetworkStore contract, the experiment and metric
+// history contract, migrations with concurrent starters, --max_networks
+// across replicas, and a server that goes down and comes back.
+#include "server/store/postgres_store.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "server/store/writer_lease.h"
+#include "tests/store/aux_store_contract.h"
+#include "tests/store/store_contract.h"
+#include "tests/store/throwaway_postgres.h"
+
+namespace satlab::store::testing {
+namespace {
+
+using satlab::testing::ThrowawayPostgres;
+
+// One server for the tests of this process, stopped when it exits.
+absl::StatusOr<ThrowawayPostgres*> Shared() {
+  static auto* started = new absl::StatusOr<std::unique_ptr<ThrowawayPostgres>>(
+      ThrowawayPostgres::Start());
+  static std::unique_ptr<ThrowawayPostgres> owner;
+  if (!started->ok()) return started->status();
+  if (owner == nullptr) owner = std::move(**started);
+  return owner.get();
+}
+
+// The URL of a database of its own for each test directory, created on
+// first use (a reopen under the same directory finds the same data).
+absl::StatusOr<std::string> DatabaseFor(const std::string& dir) {
+  static absl::Mutex mu(absl::kConstInit);
+  absl::MutexLock lock(&mu);
+  absl::StatusOr<ThrowawayPostgres*> pg = Shared();
+  if (!pg.ok()) return pg.status();
+  static auto* made = new std::set<std::string>();
+  const std::string name =
+      absl::StrCat("t_", absl::Hex(std::hash<std::string>{}(dir)));
+  if (made->insert(name).second) {
+    if (absl::Status s = (*pg)->CreateDatabase(name); !s.ok()) return s;
+  }
+  return (*pg)->Url(name);
+}
+
+PostgresStoreOptions Options(std::string url, int64_t max_networks = 100) {
+  PostgresStoreOptions options;
+  options.url = std::move(url);
+  options.max_networks = max_networks;
+  return options;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Postgres, StoreContractTest,
+    ::testing::Values(StoreFactory{
+        "postgres",
+        [](const std::string& dir, int64_t max_networks)
+            -> absl::StatusOr<std::unique_ptr<NetworkStore>> {
+          absl::StatusOr<std::string> url = DatabaseFor(dir);
+          if (!url.ok()) return url.status();
+          return NewPostgresStore(Options(*url, max_networks));
+        }}),
+    StoreFactoryName);
+
+INSTANTIATE_TEST_SUITE_P(
+    Postgres, AuxStoreTest,
+    ::testing::Values(AuxFactory{
+        "postgres",
+        [](const std::string& dir, int64_t per_network) {
+          absl::StatusOr<std::string> url = DatabaseFor(dir);
+          EXPECT_TRUE(url.ok()) << url.status();
+          if (!url.ok()) return AuxStores();
+          PostgresStoreOptions options = Options(*url);
+          options.metric_history_per_network = per_network;
+          absl::StatusOr<PostgresStores> s = OpenPostgresStores(options);
+          EXPECT_TRUE(s.ok()) << s.status();
+          if (!s.ok()) return AuxStores();
+          return AuxStores{s->experiments, s->metrics, true};
+        }}),
+    AuxFactoryName);
+
+// Replicas starting at the same moment on an empty database: each opens
+// without error, the schema is created once, and every store works.
+TEST(PostgresStoreTest, ConcurrentStartersMigrateOnceAndAllWork) {
+  TempDir dir;
+  absl::StatusOr<std::string> url = DatabaseFor(dir.path());
+  ASSERT_TRUE(url.ok()) << url.status();
+  constexpr int kStarters = 8;
+  std::atomic<int> ready{0};
+  std::vector<absl::StatusOr<PostgresStores>> opened(
+      kStarters, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kStarters; ++i) {
+    threads.emplace_back([&, i] {
+      // All connect at once: the migration lock is what orders them.
+      ++ready;
+      for (int spin = 0; ready.load() < kStarters && spin < 10'000'000;
+           ++spin) {
+      }
+      opened[i] = OpenPostgresStores(Options(*url));
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kStarters; ++i) {
+    ASSERT_TRUE(opened[i].ok())
+        << "starter " << i << ": " << opened[i].status();
+  }
+  absl::StatusOr<ThrowawayPostgres*> pg = Shared();
+  ASSERT_TRUE(pg.ok());
+  const std::string db = url->substr(url->rfind('/') + 1);
+  EXPECT_EQ(*(*pg)->Query(db, "SELECT COUNT(*) FROM satlab_schema"), "1");
+  EXPECT_EQ(*(*pg)->Query(db, "SELECT version FROM satlab_schema"),
+            absl::StrCat(kPostgresSchemaVersion));
+  for (int i = 0; i < kStarters; ++i) {
+    NetworkRecord r = MakeRecord(absl::StrCat("s", i), engine::DType::kFloat32,
+                                 Optimizer::kSgd, static_cast<uint64_t>(i));
+    ASSERT_TRUE(opened[i]->networks->Create(r).ok());
+  }
+  for (int i = 0; i < kStarters; ++i) {
+    EXPECT_EQ(*opened[i]->networks->Count(), kStarters);
+  }
+}
+
+TEST(PostgresStoreTest, NewerSchemaIsFailedPreconditionAndChangesNothing) {
+  TempDir dir;
+  absl::StatusOr<std::string> url = DatabaseFor(dir.path());
+  ASSERT_TRUE(url.ok()) << url.status();
+  ASSERT_TRUE(OpenPostgresStores(Options(*url)).ok());
+  absl::StatusOr<ThrowawayPostgres*> pg = Shared();
+  ASSERT_TRUE(pg.ok());
+  const std::string db = url->substr(url->rfind('/') + 1);
+  ASSERT_TRUE((*pg)->Query(db, "UPDATE satlab_schema SET version = 99").ok());
+  absl::StatusOr<PostgresStores> s = OpenPostgresStores(Options(*url));
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition)
+      << s.status();
+  EXPECT_NE(s.status().message().find("schema version 99"), std::string::npos)
+      << s.status();
+  EXPECT_EQ(*(*pg)->Query(db, "SELECT version FROM satlab_schema"), "99");
+}
+
+// Two replicas (two stores on one database) create at once: exactly
+// --max_networks networks exist afterwards.
+TEST(PostgresStoreTest, MaxNetworksHoldsAcrossReplicas) {
+  TempDir dir;
+  absl::StatusOr<std::string> url = DatabaseFor(dir.path());
+  ASSERT_TRUE(url.ok()) << url.status();
+  constexpr int kMax = 6;
+  std::vector<std::unique_ptr<NetworkStore>> replicas;
+  for (int i = 0; i < 2; ++i) {
+    auto s = NewPostgresStore(Options(*url, kMax));
+    ASSERT_TRUE(s.ok()) << s.status();
+    replicas.push_back(*std::move(s));
+  }
+  std::atomic<int> created{0};
+  std::atomic<int> exhausted{0};
+  std::atomic<int> other{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 2; ++i) {
+    threads.emplace_back([&, i] {
+      for (int n = 0; n < kMax; ++n) {
+        absl::Status s = replicas[i]->Create(
+            MakeRecord(absl::StrCat("r", i, "-", n), engine::DType::kFloat32,
+                       Optimizer::kSgd, static_cast<uint64_t>(n)));
+        if (s.ok()) {
+          ++created;
+        } else if (s.code() == absl::StatusCode::kResourceExhausted) {
+          ++exhausted;
+        } else {
+          ++other;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(created.load(), kMax);
+  EXPECT_EQ(exhausted.load(), kMax);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(*replicas[0]->Count(), kMax);
+}
+
+// A port nothing listens on (bound, then closed).
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+TEST(PostgresStoreTest, BadOrUnreachableUrlFailsAtOpenWithoutItsPassword) {
+  absl::StatusOr<PostgresStores> s =
+      OpenPostgresStores(Options("mysql://u:secretpw@127.0.0.1/db"));
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument)
+      << s.status();
+  EXPECT_EQ(s.status().message().find("secretpw"), std::string::npos);
+  s = OpenPostgresStores(
+      Options("postgresql://u:secretpw@127.0.0.1/db?no_such_option=1"));
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument)
+      << s.status();
+  EXPECT_EQ(s.status().message().find("secretpw"), std::string::npos);
+  const int port = FreePort();
+  s = OpenPostgresStores(
+      Options(absl::StrCat("postgresql://u:secretpw@127.0.0.1:", port, "/db")));
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kUnavailable) << s.status();
+  EXPECT_NE(s.status().message().find(absl::StrCat(
+                "PostgreSQL store postgresql://127.0.0.1:", port, "/db")),
+            std::string::npos)
+      << s.status();
+  EXPECT_EQ(s.status().message().find("secretpw"), std::string::npos);
+}
+
+// The server stops under an open store: every call is UNAVAILABLE naming
+// the store (no crash, no hang); after a restart the same store object
+// reconnects and holds what was committed before.
+TEST(PostgresStoreTest, ServerDownIsUnavailableNamingTheStoreThenRecovers) {
+  absl::StatusOr<std::unique_ptr<ThrowawayPostgres>> pg =
+      ThrowawayPostgres::Start();
+  ASSERT_TRUE(pg.ok()) << pg.status();
+  absl::StatusOr<PostgresStores> s = OpenPostgresStores(Options((*pg)->Url()));
+  ASSERT_TRUE(s.ok()) << s.status();
+  NetworkRecord r =
+      MakeRecord("down", engine::DType::kFloat64, Optimizer::kAdam, 7);
+  ASSERT_TRUE(s->networks->Create(r).ok());
+  Advance(r);
+  ASSERT_TRUE(s->networks->Commit(r).ok());
+
+  ASSERT_TRUE((*pg)->Stop().ok());
+  const std::string where = absl::StrCat(
+      "PostgreSQL store postgresql://127.0.0.1:", (*pg)->port(), "/satlab");
+  auto expect_unavailable = [&](const absl::Status& st, const char* call) {
+    EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << call << ": " << st;
+    EXPECT_NE(st.message().find(where), std::string::npos)
+        << call << ": " << st;
+  };
+  NetworkRecord later = r;
+  Advance(later);
+  expect_unavailable(s->networks->Load("down").status(), "Load");
+  expect_unavailable(s->networks->Commit(later), "Commit");
+  expect_unavailable(s->networks->Create(MakeRecord(
+                         "new", engine::DType::kFloat32, Optimizer::kSgd, 1)),
+                     "Create");
+  expect_unavailable(s->networks->Delete("down"), "Delete");
+  expect_unavailable(s->networks->List("", 10).status(), "List");
+  expect_unavailable(s->networks->Count().status(), "Count");
+  expect_unavailable(s->experiments->LoadExperiment("e").status(),
+                     "LoadExperiment");
+  expect_unavailable(s->metrics->ReadMetrics("down", 0, 10).status(),
+                     "ReadMetrics");
+
+  ASSERT_TRUE((*pg)->Restart().ok());
+  // The first call after the restart (a write) already gets through.
+  ASSERT_TRUE(s->networks->Commit(later).ok());
+  // So does a transaction, on a stale connection of another store.
+  ASSERT_TRUE((*pg)->Stop().ok());
+  ASSERT_TRUE((*pg)->Restart().ok());
+  NetworkRecord other =
+      MakeRecord("after", engine::DType::kFloat32, Optimizer::kSgd, 3);
+  ASSERT_TRUE(s->networks->Create(other).ok());
+  ASSERT_TRUE(s->networks->Delete("after").ok());
+  absl::StatusOr<NetworkRecord> got = s->networks->Load("down");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(SameRecord(*got, later));
+  EXPECT_EQ(*s->networks->Count(), 1);
+}
+
+// The writer lease contract on two handles of one lease store (two
+// replicas): exclusive, renewable by its holder, released only by it,
+// expiring on its own, and exactly one winner when owners race.
+void ExpectLeaseContract(WriterLeaseStore& a, WriterLeaseStore& b) {
+  absl::StatusOr<WriterLease> got =
+      a.AcquireLease("n", "replica-a", absl::Seconds(30));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->owner, "replica-a");
+  EXPECT_GT(got->expires, absl::Now() + absl::Seconds(20));
+  absl::StatusOr<WriterLease> other =
+      b.AcquireLease("n", "replica-b", absl::Seconds(30));
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kAborted)
+      << other.status();
+  EXPECT_NE(other.status().message().find("networks/n"), std::string::npos);
+  EXPECT_NE(other.status().message().find("replica-a"), std::string::npos)
+      << other.status();
+  EXPECT_TRUE(a.AcquireLease("n", "replica-a", absl::Seconds(30)).ok());
+  EXPECT_TRUE(b.ReleaseLease("n", "replica-b").ok());  // not its lease
+  EXPECT_EQ(b.AcquireLease("n", "replica-b", absl::Seconds(30)).status().code(),
+            absl::StatusCode::kAborted);
+  EXPECT_TRUE(a.ReleaseLease("n", "replica-a").ok());
+  EXPECT_TRUE(b.AcquireLease("n", "replica-b", absl::Seconds(30)).ok());
+
+  ASSERT_TRUE(a.AcquireLease("e", "replica-a", absl::Milliseconds(300)).ok());
+  EXPECT_EQ(b.AcquireLease("e", "replica-b", absl::Seconds(1)).status().code(),
+            absl::StatusCode::kAborted);
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_TRUE(b.AcquireLease("e", "replica-b", absl::Seconds(1)).ok())
+      << "an expired lease must be free";
+
+  EXPECT_EQ(a.AcquireLease("x", "", absl::Seconds(1)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.AcquireLease("x", "a", absl::ZeroDuration()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  constexpr int kRaces = 30;
+  std::atomic<int> wins{0};
+  std::atomic<int> errors{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      WriterLeaseStore& store = t == 0 ? a : b;
+      for (int i = 0; i < kRaces; ++i) {
+        absl::StatusOr<WriterLease> l =
+            store.AcquireLease(absl::StrCat("race", i),
+                               absl::StrCat("owner", t), absl::Seconds(30));
+        if (l.ok()) {
+          ++wins;
+        } else if (l.status().code() != absl::StatusCode::kAborted) {
+          ++errors;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wins.load(), kRaces);
+  EXPECT_EQ(errors.load(), 0);
+}
+
+TEST(WriterLeaseTest, InMemoryLeasesFollowTheContract) {
+  std::unique_ptr<WriterLeaseStore> leases = NewInMemoryWriterLeaseStore();
+  ExpectLeaseContract(*leases, *leases);
+}
+
+TEST(WriterLeaseTest, PostgresLeasesHoldAcrossReplicas) {
+  TempDir dir;
+  absl::StatusOr<std::string> url = DatabaseFor(dir.path());
+  ASSERT_TRUE(url.ok()) << url.status();
+  absl::StatusOr<PostgresStores> a = OpenPostgresStores(Options(*url));
+  absl::StatusOr<PostgresStores> b = OpenPostgresStores(Options(*url));
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  ExpectLeaseContract(*a->leases, *b->leases);
+}
+
+}  // namespace
+}  // namespace satlab::store::testing
