@@ -103,6 +103,9 @@ void StepsToProto(const core::StepsOutcome& outcome,
       core::StepOutcome{outcome.results.back(), outcome.durable_step},
       out->mutable_result());
   out->set_steps_applied(static_cast<int64_t>(outcome.results.size()));
+  // Replaces what an earlier call wrote (the recorder of a request id
+  // fills the same response first).
+  out->clear_losses();
   out->mutable_losses()->Reserve(static_cast<int>(outcome.results.size()));
   for (const engine::StepResult& result : outcome.results) {
     out->add_losses(result.loss);

@@ -1,8 +1,13 @@
 // The server side of a Train stream: minibatches in, StepResults out.
 //
+// A message carries one minibatch (`batch`) or several (`batches`); all of
+// a message's steps run in one executor task under the stream's writer
+// session (WriterSession::Steps), each exactly as if it came alone, so
+// tiny steps are not bound by one message and one hand-off per step.
+//
 // Flow control: the reactor stops reading while `train_stream_window`
-// minibatches wait to be computed, or that many results wait to be sent, or
-// the minibatches it holds would pass the per-stream byte limit, or the
+// messages wait to be computed, or that many results wait to be sent, or
+// the messages it holds would pass the per-stream byte limit, or the
 // server-wide byte budget has no room (StreamRegistry; each read reserves
 // the size of the stream's previous minibatch); so a fast writer or a slow
 // reader is slowed by gRPC's own flow control instead of growing our
