@@ -1,6 +1,7 @@
 #include "server/service/train_reactor.h"
 
 #include <algorithm>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -208,8 +209,11 @@ void TrainReactor::RunStep(const Queued& step, int64_t index) {
     return session->Steps(*batches, fields, service_->CallOptionsFor(ctx_),
                           &applied);
   }();
-  for (const core::StepOutcome& outcome : applied) {
-    service_->hub()->OnStep(NetworkName(session->id()), outcome.result);
+  if (!applied.empty()) {
+    const std::string network = NetworkName(session->id());
+    for (const core::StepOutcome& outcome : applied) {
+      service_->hub()->OnStep(network, outcome.result);
+    }
   }
   if (!status.ok()) {
     const int64_t failed = index + static_cast<int64_t>(applied.size()) + 1;
@@ -228,13 +232,17 @@ void TrainReactor::RunStep(const Queued& step, int64_t index) {
   computing_ = false;
   held_bytes_ -= step.bytes;
   last_activity_ = absl::Now();
-  for (core::StepOutcome& outcome : applied) {
+  for (size_t i = 0; i < applied.size(); ++i) {
     ++batches_applied_;
-    if (report_losses_) unreported_losses_.push_back(outcome.result.loss);
+    if (report_losses_) unreported_losses_.push_back(applied[i].result.loss);
+    const bool report = batches_applied_ % report_every_ == 0;
+    // Only a reported step, or the message's last (reported at the end if
+    // nothing follows), needs its response built.
+    if (!report && i + 1 < applied.size()) continue;
     v1::TrainResponse response;
-    OutcomeToProto(outcome, response.mutable_result());
+    OutcomeToProto(applied[i], response.mutable_result());
     response.set_batches_applied(batches_applied_);
-    if (batches_applied_ % report_every_ == 0) {
+    if (report) {
       TakeLosses(response);
       unsent_.push_back(std::move(response));
       unreported_.reset();
