@@ -380,11 +380,40 @@ absl::StatusOr<double> TimeStream(const BenchCase& c, bool f32,
          static_cast<double>(steps) / static_cast<double>(sent);
 }
 
+// Seconds for `steps` steps through Client::Train (a resumable
+// TrainSession: buffered, packing what is written), on a new network.
+absl::StatusOr<double> TimeSession(const BenchCase& c, bool f32,
+                                   const std::vector<v1::Minibatch>& ring,
+                                   int per_message, int report_every,
+                                   int64_t steps) {
+  auto name = NewNetwork(c, f32);
+  if (!name.ok()) return name.status();
+  std::vector<v1::Minibatch> batches;
+  batches.reserve(static_cast<size_t>(steps));
+  for (int64_t i = 0; i < steps; ++i) {
+    batches.push_back(ring[static_cast<size_t>(i % kMinibatchRing)]);
+  }
+  TrainOptions options;
+  options.batches_per_message = per_message;
+  options.report_every = report_every;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto last = g_harness->client->Train(*name, batches, options, nullptr);
+  const auto t1 = std::chrono::steady_clock::now();
+  if (!last.ok()) return last.status();
+  if (last->step() != steps) {
+    return absl::InternalError(
+        absl::StrCat("session ended at step ", last->step(), ", sent ", steps));
+  }
+  return std::chrono::duration<double>(t1 - t0).count();
+}
+
 // One iteration measures, back to back on the same machine state: the
 // engine in process, the one-per-message stream (1 per message), and
 // streams packing 8, 32 and 128 minibatches per message with one response per
-// message (and 32 per message with a response per step). Counters: steps/s of
-// each and the ratios to the one-per-message stream and to the engine.
+// message (and 32 per message with a response per step), and the same
+// through Client::Train (TrainSession) at 1 and 32 per message.
+// Counters: steps/s of each and the ratios to the one-per-message stream
+// and to the engine.
 void BM_Packing(benchmark::State& state, const BenchCase& c, bool f32) {
   const std::vector<v1::Minibatch> batches = ProtoBatches(c, f32);
   std::vector<std::pair<engine::MatrixView, engine::MatrixView>> views;
@@ -404,13 +433,16 @@ void BM_Packing(benchmark::State& state, const BenchCase& c, bool f32) {
     int per_message;
     int report_every;
     int64_t steps;
+    bool session;  // through Client::Train (TrainSession), not TrainStream
   };
   static const Variant variants[] = {
-      {"stream_1_per_message", 1, 1, 6000},
-      {"packed_8", 8, 8, 40000},
-      {"packed_32", 32, 32, 120000},
-      {"packed_128", 128, 128, 200000},
-      {"packed_32_report_every_1", 32, 1, 60000}};
+      {"stream_1_per_message", 1, 1, 6000, false},
+      {"packed_8", 8, 8, 40000, false},
+      {"packed_32", 32, 32, 120000, false},
+      {"packed_128", 128, 128, 200000, false},
+      {"packed_32_report_every_1", 32, 1, 60000, false},
+      {"session_1_per_message", 1, 1, 6000, true},
+      {"session_32", 32, 32, 100000, true}};
   std::map<std::string, std::vector<double>> rates;
   for (auto _ : state) {
     constexpr int64_t kInProcessSteps = 200000;
@@ -426,8 +458,10 @@ void BM_Packing(benchmark::State& state, const BenchCase& c, bool f32) {
     for (const Variant& v : variants) {
       // One per message goes as `batch` (TrainStream::Write), as every
       // client did before.
-      auto seconds =
-          TimeStream(c, f32, batches, v.per_message, v.report_every, v.steps);
+      auto seconds = v.session ? TimeSession(c, f32, batches, v.per_message,
+                                             v.report_every, v.steps)
+                               : TimeStream(c, f32, batches, v.per_message,
+                                            v.report_every, v.steps);
       if (!seconds.ok()) return Fail(state, seconds.status());
       rates[v.name].push_back(static_cast<double>(v.steps) / *seconds);
     }

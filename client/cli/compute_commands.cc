@@ -209,7 +209,9 @@ struct TrainCommandOptions {
   int batch_size = 32;
   uint64_t shuffle_seed = 0;
   bool no_shuffle = false;
-  int report_every = 1;
+  // A response per message: the progress bar needs no more, and a
+  // response per step would cost more than the tiny steps themselves.
+  int report_every = TrainOptions().batches_per_message;
   int batches_per_message = TrainOptions().batches_per_message;
 };
 
