@@ -79,6 +79,9 @@ struct TrainOptions {
   // servers before `batches` existed understand). The default was the
   // fastest measured for tiny networks (docs/benchmarks.md, "Many small
   // steps per message"). At most the server's --max_batches_per_message.
+  // A bad minibatch fails its whole message, so the good ones packed with
+  // it (which depends on timing) are not applied either: the network's step
+  // says what was.
   int batches_per_message = 32;
 };
 

@@ -216,15 +216,16 @@ void TrainReactor::RunStep(const Queued& step, int64_t index) {
     }
   }
   if (!status.ok()) {
-    const int64_t failed = index + static_cast<int64_t>(applied.size()) + 1;
+    const int64_t done = static_cast<int64_t>(applied.size());
     status = absl::Status(
         status.code(),
         fields.indexed
-            ? absl::StrCat("message ", step.message, " of this stream (",
-                           applied.size(),
-                           " of its minibatches applied, the stream's ",
-                           "minibatch ", failed, " next): ", status.message())
-            : absl::StrCat("minibatch ", failed,
+            ? absl::StrCat("message ", step.message,
+                           " of this stream (its minibatches ", index + 1,
+                           " to ", index + step.request.batches_size(), ", ",
+                           done == 0 ? "none" : absl::StrCat(done),
+                           " applied): ", status.message())
+            : absl::StrCat("minibatch ", index + done + 1,
                            " of this stream: ", status.message()));
   }
 

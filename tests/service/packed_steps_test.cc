@@ -224,7 +224,9 @@ TEST_P(PackedLimitsTest, Stream_BadMinibatchMidMessage_EarlierMessagesOnly) {
   std::vector<v1::TrainResponse> responses;
   const grpc::Status status = Stream(name, batches, {3}, 1, false, &responses);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_THAT(status.error_message(), HasSubstr("message 2 of this stream"));
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("message 2 of this stream (its minibatches 4 to 6, "
+                        "none applied)"));
   EXPECT_THAT(status.error_message(), HasSubstr("batches[1].inputs"));
   EXPECT_EQ(responses.size(), 3u);
   auto net = client_->GetNetwork(name);
