@@ -18,7 +18,7 @@ import numpy as np
 
 from satlab._std import health_pb2, health_pb2_grpc
 from satlab.tensor import from_tensor, to_tensor
-from satlab.v1 import experiment_pb2, network_pb2
+from satlab.v1 import experiment_pb2, network_pb2, tensor_pb2
 from satlab.v1 import training_service_pb2 as pb
 from satlab.v1 import training_service_pb2_grpc as pb_grpc
 
@@ -100,7 +100,7 @@ def _minibatch(msg, inputs, targets, dtype=None):
 BATCHES_PER_MESSAGE = 32
 
 
-def _packed_request(pack: List[pb.Minibatch]) -> pb.TrainRequest:
+def _packed_request(pack: List[tensor_pb2.Minibatch]) -> pb.TrainRequest:
     """A TrainRequest carrying `pack`: one minibatch as `batch` (what servers
     before packing read), several as `batches`."""
     req = pb.TrainRequest()
@@ -296,9 +296,9 @@ class Client:
         def requests():
             yield pb.TrainRequest(name=name, report_every=report_every,
                                   report_losses=report_losses)
-            pack: List[pb.Minibatch] = []
+            pack: List[tensor_pb2.Minibatch] = []
             for x, y in batches:
-                mb = pb.Minibatch()
+                mb = tensor_pb2.Minibatch()
                 _minibatch(mb, x, y)
                 pack.append(mb)
                 if len(pack) == batches_per_message:
@@ -358,7 +358,7 @@ class Client:
                                   commit_every_steps=commit_every, expected_step=server_step)
             i = server_step - start
             while True:
-                pack: List[pb.Minibatch] = []
+                pack: List[tensor_pb2.Minibatch] = []
                 with lock:
                     while len(pack) < batches_per_message:
                         j = i + len(pack)
@@ -376,7 +376,7 @@ class Client:
                             except StopIteration:
                                 state["exhausted"] = True
                                 break
-                            mb = pb.Minibatch()
+                            mb = tensor_pb2.Minibatch()
                             _minibatch(mb, x, y)
                             state["buffer"].append(mb)
                             state["written"] += 1
