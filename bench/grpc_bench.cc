@@ -23,6 +23,10 @@
 //        grpc_bench --durability [google benchmark flags]: Train streams
 //          and TrainStep on the durable store (SQLite in a temporary
 //          directory, default commit points) against the ephemeral one
+//        grpc_bench --packing [google benchmark flags]: steps/s of Train
+//          streams carrying 1, 8, 32 and 128 minibatches per message
+//          (issue 15 item 4) against the one-per-message stream and the
+//          engine in process, in one run (benchmarks packing/...)
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,12 +38,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "bench/bench_cases.h"
 #include "bench/engine_cases.h"
@@ -321,6 +327,179 @@ void RegisterDurability() {
   }
 }
 
+// ---------------------------------------------------------------------------
+// --packing: many small steps per message.
+
+// Seconds for `steps` steps of a Train stream on a new network, sending
+// `per_message` minibatches per message and asking for a response every
+// `report_every` steps; one untimed message first (stream setup, scratch).
+absl::StatusOr<double> TimeStream(const BenchCase& c, bool f32,
+                                  const std::vector<v1::Minibatch>& batches,
+                                  int per_message, int report_every,
+                                  int64_t steps) {
+  auto name = NewNetwork(c, f32);
+  if (!name.ok()) return name.status();
+  TrainOptions options;
+  options.report_every = report_every;
+  auto opened = g_harness->client->OpenTrainStream(*name, options);
+  if (!opened.ok()) return opened.status();
+  TrainStream& stream = **opened;
+  std::vector<const v1::Minibatch*> pack;
+  const auto fill = [&](int64_t first) {
+    pack.clear();
+    for (int i = 0; i < per_message; ++i) {
+      pack.push_back(&batches[(first + i) % kMinibatchRing]);
+    }
+  };
+  fill(0);
+  v1::TrainResponse response;
+  if (!stream.WriteBatches(pack)) return stream.Finish();
+  while (response.batches_applied() < per_message) {
+    if (!stream.Read(&response)) return stream.Finish();
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread writer([&] {
+    for (int64_t done = 0; done < steps; done += per_message) {
+      fill(done);
+      if (!stream.WriteBatches(pack)) return;
+    }
+    stream.WritesDone();
+  });
+  while (stream.Read(&response)) {
+  }
+  writer.join();
+  const auto t1 = std::chrono::steady_clock::now();
+  if (absl::Status s = stream.Finish(); !s.ok()) return s;
+  const int64_t sent = (steps + per_message - 1) / per_message * per_message;
+  if (response.batches_applied() != per_message + sent) {
+    return absl::InternalError(
+        absl::StrCat("stream applied ", response.batches_applied(),
+                     " minibatches, sent ", per_message + sent));
+  }
+  return std::chrono::duration<double>(t1 - t0).count() *
+         static_cast<double>(steps) / static_cast<double>(sent);
+}
+
+// Seconds for `steps` steps through Client::Train (a resumable
+// TrainSession: buffered, packing what is written), on a new network.
+absl::StatusOr<double> TimeSession(const BenchCase& c, bool f32,
+                                   const std::vector<v1::Minibatch>& ring,
+                                   int per_message, int report_every,
+                                   int64_t steps) {
+  auto name = NewNetwork(c, f32);
+  if (!name.ok()) return name.status();
+  std::vector<v1::Minibatch> batches;
+  batches.reserve(static_cast<size_t>(steps));
+  for (int64_t i = 0; i < steps; ++i) {
+    batches.push_back(ring[static_cast<size_t>(i % kMinibatchRing)]);
+  }
+  TrainOptions options;
+  options.batches_per_message = per_message;
+  options.report_every = report_every;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto last = g_harness->client->Train(*name, batches, options, nullptr);
+  const auto t1 = std::chrono::steady_clock::now();
+  if (!last.ok()) return last.status();
+  if (last->step() != steps) {
+    return absl::InternalError(
+        absl::StrCat("session ended at step ", last->step(), ", sent ", steps));
+  }
+  return std::chrono::duration<double>(t1 - t0).count();
+}
+
+// One iteration measures, back to back on the same machine state: the
+// engine in process, the one-per-message stream (1 per message), and
+// streams packing 8, 32 and 128 minibatches per message with one response per
+// message (and 32 per message with a response per step), and the same
+// through Client::Train (TrainSession) at 1 and 32 per message.
+// Counters: steps/s of each and the ratios to the one-per-message stream
+// and to the engine.
+void BM_Packing(benchmark::State& state, const BenchCase& c, bool f32) {
+  const std::vector<v1::Minibatch> batches = ProtoBatches(c, f32);
+  std::vector<std::pair<engine::MatrixView, engine::MatrixView>> views;
+  for (const v1::Minibatch& b : batches) {
+    auto x = service::MatrixViewOf(b.inputs(), "inputs");
+    auto y = service::MatrixViewOf(b.targets(), "targets");
+    if (!x.ok() || !y.ok())
+      return Fail(state, x.ok() ? y.status() : x.status());
+    views.emplace_back(*x, *y);
+  }
+  auto net = engine::Network::Create(
+      SpecFor(c, f32 ? engine::DType::kFloat32 : engine::DType::kFloat64),
+      engine::Limits(), "network.spec");
+  if (!net.ok()) return Fail(state, net.status());
+  struct Variant {
+    const char* name;
+    int per_message;
+    int report_every;
+    int64_t steps;
+    bool session;  // through Client::Train (TrainSession), not TrainStream
+  };
+  static const Variant variants[] = {
+      {"stream_1_per_message", 1, 1, 6000, false},
+      {"packed_8", 8, 8, 40000, false},
+      {"packed_32", 32, 32, 120000, false},
+      {"packed_128", 128, 128, 200000, false},
+      {"packed_32_report_every_1", 32, 1, 60000, false},
+      {"session_1_per_message", 1, 1, 6000, true},
+      {"session_32", 32, 32, 100000, true}};
+  std::map<std::string, std::vector<double>> rates;
+  for (auto _ : state) {
+    constexpr int64_t kInProcessSteps = 200000;
+    (void)(*net)->TrainStep(views[0].first, views[0].second);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < kInProcessSteps; ++i) {
+      const auto& [x, y] = views[i % kMinibatchRing];
+      benchmark::DoNotOptimize(*(*net)->TrainStep(x, y));
+    }
+    const auto t1 = std::chrono::steady_clock::now();
+    rates["in_process"].push_back(
+        kInProcessSteps / std::chrono::duration<double>(t1 - t0).count());
+    for (const Variant& v : variants) {
+      // One per message goes as `batch` (TrainStream::Write), as every
+      // client did before.
+      auto seconds = v.session ? TimeSession(c, f32, batches, v.per_message,
+                                             v.report_every, v.steps)
+                               : TimeStream(c, f32, batches, v.per_message,
+                                            v.report_every, v.steps);
+      if (!seconds.ok()) return Fail(state, seconds.status());
+      rates[v.name].push_back(static_cast<double>(v.steps) / *seconds);
+    }
+  }
+  const auto mean = [&](const std::string& key) {
+    double sum = 0;
+    for (double r : rates[key]) sum += r;
+    return rates[key].empty() ? 0.0 : sum / rates[key].size();
+  };
+  const double base = mean("stream_1_per_message");
+  const double engine_rate = mean("in_process");
+  state.counters["in_process_steps_per_s"] = engine_rate;
+  for (const auto& [key, unused] : rates) {
+    if (key == "in_process") continue;
+    const double r = mean(key);
+    state.counters[key + "_steps_per_s"] = r;
+    if (key != "stream_1_per_message") {
+      state.counters[key + "_over_1_per_message"] = base > 0 ? r / base : 0;
+    }
+    state.counters[key + "_over_in_process"] =
+        engine_rate > 0 ? r / engine_rate : 0;
+  }
+}
+
+void RegisterPacking() {
+  for (const BenchCase& c : BenchCases()) {
+    if (c.sizes[0] >= 100) continue;  // the tiny networks: 1-1, 2-16-16-1
+    for (bool f32 : {true, false}) {
+      benchmark::RegisterBenchmark(
+          ("packing/" + std::string(c.name) + (f32 ? "/f32" : "/f64")).c_str(),
+          [&c, f32](benchmark::State& s) { BM_Packing(s, c, f32); })
+          ->Iterations(1)
+          ->Unit(benchmark::kSecond)
+          ->UseRealTime();
+    }
+  }
+}
+
 template <typename T>
 void BM_InProcess(benchmark::State& state, const BenchCase& c) {
   const bool f32 = std::is_same_v<T, float>;
@@ -470,6 +649,7 @@ int main(int argc, char** argv) {
   const int threads = TakeThreadsFlag(&argc, argv);
   bool rss = false;
   bool durability = false;
+  bool packing = false;
   std::string server_path;
   int out = 1;
   for (int i = 1; i < argc; ++i) {
@@ -477,6 +657,8 @@ int main(int argc, char** argv) {
       rss = true;
     } else if (std::strcmp(argv[i], "--durability") == 0) {
       durability = true;
+    } else if (std::strcmp(argv[i], "--packing") == 0) {
+      packing = true;
     } else if (std::strncmp(argv[i], "--server=", 9) == 0) {
       server_path = argv[i] + 9;
     } else {
@@ -535,6 +717,16 @@ int main(int argc, char** argv) {
     harness.durable_server->Shutdown(absl::Seconds(1));
     harness.server->Shutdown(absl::Seconds(1));
     std::filesystem::remove_all(harness.data_dir);
+    return 0;
+  }
+
+  if (packing) {
+    RegisterPacking();
+    benchmark::AddCustomContext("threads", std::to_string(threads));
+    benchmark::Initialize(&argc, argv);
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    harness.server->Shutdown(absl::Seconds(1));
     return 0;
   }
 

@@ -375,6 +375,18 @@ bool TrainStream::Write(const v1::Minibatch& batch) {
   return stream_->Write(request);
 }
 
+bool TrainStream::WriteBatches(absl::Span<const v1::Minibatch* const> batches) {
+  if (batches.size() == 1) return Write(*batches[0]);
+  v1::TrainRequest request;
+  if (first_) {
+    first_ = false;
+    request = std::move(first_message_);
+  }
+  request.mutable_batches()->Reserve(static_cast<int>(batches.size()));
+  for (const v1::Minibatch* batch : batches) *request.add_batches() = *batch;
+  return stream_->Write(request);
+}
+
 bool TrainStream::Read(v1::TrainResponse* response) {
   return stream_->Read(response);
 }
@@ -578,9 +590,14 @@ void TrainSession::Run() {
       st.current = &stream;
       if (st.cancelled) stream.Cancel();
     }
-    std::thread writer([&st, &stream, next] {
-      for (int64_t i = next;; ++i) {
-        const v1::Minibatch* batch = nullptr;
+    std::thread writer([&st, &stream, next, this] {
+      // What is written and not yet sent goes out together, up to
+      // batches_per_message: a writer ahead of the stream fills messages,
+      // one that trickles sends each minibatch at once.
+      const int64_t per_message = std::max(1, options_.batches_per_message);
+      std::vector<const v1::Minibatch*> pack;
+      for (int64_t i = next;; i += static_cast<int64_t>(pack.size())) {
+        pack.clear();
         {
           absl::MutexLock lock(&st.mu);
           const auto can_send = [&st, i]()
@@ -591,11 +608,14 @@ void TrainSession::Run() {
           st.mu.Await(absl::Condition(&can_send));
           if (st.stream_over || st.cancelled) return;
           if (i == st.written) break;  // writes_done: all sent
-          batch = &st.buffer[static_cast<size_t>(i - st.first_index)];
+          for (int64_t j = i; j < std::min(st.written, i + per_message); ++j) {
+            pack.push_back(&st.buffer[static_cast<size_t>(j - st.first_index)]);
+          }
         }
         // Safe outside the lock: minibatch i leaves the buffer only once it
-        // is durable, which needs this write first.
-        if (!stream.Write(*batch)) return;
+        // is durable, which needs this write first (std::deque keeps
+        // references across push_back).
+        if (!stream.WriteBatches(pack)) return;
       }
       stream.WritesDone();
     });
@@ -628,7 +648,24 @@ void TrainSession::Run() {
       st.current = nullptr;
       cancelled = st.cancelled;
     }
-    if (status.ok()) return finish(status);
+    if (status.ok()) {
+      int64_t written;
+      {
+        absl::MutexLock lock(&st.mu);
+        written = st.written;
+      }
+      // A server that predates `batches` ignores that field and ends OK
+      // with the packed minibatches unapplied: never report that as done.
+      if (server_step != start_step_ + written) {
+        status = absl::FailedPreconditionError(absl::StrCat(
+            name_, " is at step ", server_step, " after the stream, expected ",
+            start_step_ + written,
+            ": the server skipped minibatches (one that predates several "
+            "minibatches per message ignores them: set "
+            "TrainOptions.batches_per_message to 1)"));
+      }
+      return finish(status);
+    }
     // Wait, then learn where the server is; both retried on failure.
     for (;;) {
       if (cancelled || !Retryable(status, failures > 0 || resuming) ||
@@ -801,6 +838,17 @@ absl::StatusOr<v1::ListExperimentsResponse> Client::ListExperiments(
   request.set_page_size(page_size);
   request.set_page_token(std::string(page_token));
   return Unary(&v1::TrainingService::Stub::ListExperiments, request);
+}
+
+absl::StatusOr<v1::TrainStepResponse> Client::TrainSteps(
+    absl::string_view name, const std::vector<v1::Minibatch>& batches,
+    absl::string_view request_id) {
+  v1::TrainStepRequest request;
+  request.set_name(std::string(name));
+  request.mutable_batches()->Reserve(static_cast<int>(batches.size()));
+  for (const v1::Minibatch& batch : batches) *request.add_batches() = batch;
+  request.set_request_id(std::string(request_id));
+  return Unary(&v1::TrainingService::Stub::TrainStep, request);
 }
 
 absl::Status Client::DeleteExperiment(absl::string_view name) {

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "grpcpp/grpcpp.h"
 #include "satlab/v1/training_service.grpc.pb.h"
 
@@ -98,6 +99,17 @@ struct TrainOptions {
   int max_buffered_batches = 4096;
   // Deadline of the whole session; infinite by default.
   absl::Duration timeout = absl::InfiniteDuration();
+  // A TrainSession sends up to this many minibatches per message (as many
+  // as are written and not yet sent), so a stream of tiny steps is not
+  // bound by one message per step; results, parameters and responses are
+  // the same as one per message. 1 sends each alone (`batch`, which
+  // servers before `batches` existed understand). The default was the
+  // fastest measured for tiny networks (docs/benchmarks.md, "Many small
+  // steps per message"). At most the server's --max_batches_per_message.
+  // A bad minibatch fails its whole message, so the good ones packed with
+  // it (which depends on timing) are not applied either: the network's step
+  // says what was.
+  int batches_per_message = 32;
 };
 
 class Client {
@@ -207,6 +219,15 @@ class Client {
   // Deletes a finished experiment.
   absl::Status DeleteExperiment(absl::string_view name);
 
+  // --- Several steps per call (issue 15 item 4) ---
+  // One optimizer step per minibatch of `batches`, in order, in one
+  // TrainStep call: all applied or none. The response carries the last
+  // step's result, the count and every step's loss. `request_id` as in
+  // TrainStep (it covers the whole call).
+  absl::StatusOr<v1::TrainStepResponse> TrainSteps(
+      absl::string_view name, const std::vector<v1::Minibatch>& batches,
+      absl::string_view request_id = "");
+
  private:
   // A context with the unary deadline and wait-for-ready set.
   void Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const;
@@ -249,6 +270,9 @@ class TrainStream {
 
   // Sends one minibatch. False when the stream is broken (see Finish).
   bool Write(const v1::Minibatch& batch);
+  // Sends several minibatches in one message (`batches`; one alone goes as
+  // `batch`): the server applies them in order, each one step.
+  bool WriteBatches(absl::Span<const v1::Minibatch* const> batches);
   // The next result, or false at the end of the stream.
   bool Read(v1::TrainResponse* response);
   // No more minibatches.

@@ -96,6 +96,10 @@ ABSL_FLAG(int64_t, max_layers, 64, "Layers per network at most.");
 ABSL_FLAG(int64_t, max_units, 65536, "Units per layer at most.");
 ABSL_FLAG(int64_t, max_batch_rows, 1'000'000,
           "Rows per minibatch (or Evaluate dataset) at most.");
+ABSL_FLAG(int64_t, max_batches_per_message, 1024,
+          "Minibatches one TrainStep or one Train stream message may carry "
+          "(`batches`) at most; their rows together are bounded by "
+          "--max_batch_rows.");
 ABSL_FLAG(int64_t, max_call_scratch_bytes, int64_t{1} << 30,
           "Scratch memory one Forward/Evaluate/ComputeGradients/TrainStep (or "
           "experiment step) may use. Forward runs long batches in chunks "
@@ -336,6 +340,8 @@ satlab::server::AppOptions OptionsFromFlags() {
   options.service.limits.max_layers = absl::GetFlag(FLAGS_max_layers);
   options.service.limits.max_units = absl::GetFlag(FLAGS_max_units);
   options.service.limits.max_batch_rows = absl::GetFlag(FLAGS_max_batch_rows);
+  options.service.max_batches_per_message =
+      absl::GetFlag(FLAGS_max_batches_per_message);
   options.service.limits.max_call_scratch_bytes =
       absl::GetFlag(FLAGS_max_call_scratch_bytes);
   options.service.memory_budget_bytes =

@@ -209,7 +209,10 @@ struct TrainCommandOptions {
   int batch_size = 32;
   uint64_t shuffle_seed = 0;
   bool no_shuffle = false;
-  int report_every = 1;
+  // A response per message: the progress bar needs no more, and a
+  // response per step would cost more than the tiny steps themselves.
+  int report_every = TrainOptions().batches_per_message;
+  int batches_per_message = TrainOptions().batches_per_message;
 };
 
 // Trains epoch by epoch (one Train stream each), evaluating on the whole
@@ -219,6 +222,7 @@ absl::Status RunTrain(Context& ctx, const TrainCommandOptions& o) {
   SATLAB_ASSIGN_OR_RETURN(data, LoadDataset(o.data));
   TrainOptions options;
   options.report_every = o.report_every;
+  options.batches_per_message = o.batches_per_message;
   const int64_t per_epoch =
       (data.inputs.rows + o.batch_size - 1) / o.batch_size;
   ProgressBar bar(o.epochs * per_epoch, ctx.progress && !ctx.json);
@@ -376,6 +380,11 @@ Action DeclareTrain(CLI::App& app) {
   AddInteger(app, "--report-every", &o->report_every,
              "server sends a result every this many steps", 1,
              std::numeric_limits<int32_t>::max())
+      ->capture_default_str();
+  AddInteger(app, "--batches-per-message", &o->batches_per_message,
+             "minibatches sent per stream message (1: one each, for servers "
+             "before several per message existed)",
+             1, 1024)
       ->capture_default_str();
   AddDataOptions(app, &o->data, /*with_targets=*/true);
   app.get_option("--data")->required();

@@ -394,6 +394,54 @@ func TestTrainStream(t *testing.T) {
 	wantCode(t, "Train with a bad minibatch", err, satlab.ErrInvalidArgument)
 }
 
+// Several minibatches per message (SendBatches) give the same steps as one
+// per message.
+func TestTrainSendBatches(t *testing.T) {
+	c := server.Client(t)
+	defer c.Close()
+	ctx := ctxT(t)
+	packed := create(t, c, neuronSpec(pb.Loss_LOSS_MSE))
+	stepped := create(t, c, neuronSpec(pb.Loss_LOSS_MSE))
+	s, err := c.StartTraining(ctx, packed.Name, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for m := 0; m < 3; m++ {
+		batches := make([]*pb.Minibatch, 8)
+		for i := range batches {
+			batches[i] = neuronBatch()
+		}
+		if err := s.SendBatches(batches); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	var steps []int64
+	for {
+		r, err := s.Recv()
+		if err != nil {
+			break
+		}
+		steps = append(steps, r.Result.Step)
+	}
+	if len(steps) != 3 || steps[2] != 24 {
+		t.Fatalf("results at steps %v, want [8 16 24]", steps)
+	}
+	for i := 0; i < 24; i++ {
+		if _, err := c.TrainStep(ctx, stepped.Name, neuronBatch()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, _ := c.GetParameters(ctx, packed.Name)
+	b, _ := c.GetParameters(ctx, stepped.Name)
+	if wa, wb := satlab.Values(a.Layers[0].Weights)[0], satlab.Values(b.Layers[0].Weights)[0]; wa != wb {
+		t.Fatalf("w after packed Train %v, after TrainSteps %v", wa, wb)
+	}
+}
+
 func TestWatchMetrics(t *testing.T) {
 	c := server.Client(t)
 	defer c.Close()

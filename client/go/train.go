@@ -201,3 +201,16 @@ func (c *Client) trainOnce(ctx context.Context, name string, batches []*pb.Minib
 		onResult(r)
 	}
 }
+
+// SendBatches sends several minibatches in one message (TrainRequest.batches,
+// issue 15 item 4): the server applies them in order, each one step, bitwise
+// as if each came alone, so a stream of tiny steps is not bound by one
+// message per step (report every len(batches) steps to match). A bad
+// minibatch fails the whole message: none of it is applied. On an error the
+// stream is broken: Recv returns the status.
+func (s *TrainSession) SendBatches(batches []*pb.Minibatch) error {
+	if err := s.stream.Send(&pb.TrainRequest{Batches: batches}); err != nil {
+		return s.finish(err)
+	}
+	return nil
+}

@@ -119,10 +119,29 @@ export interface Gradients {
 }
 export interface ComputeGradientsRequest { name?: string; batch?: Minibatch; counterfactual_losses?: Loss[] }
 export interface ComputeGradientsResponse { gradients: Gradients; counterfactuals: Gradients[]; step: number }
-export interface TrainStepRequest { name?: string; batch?: Minibatch }
-export interface TrainStepResponse { result: StepResult }
-export interface TrainRequest { name?: string; batch?: Minibatch; report_every?: number }
-export interface TrainResponse { result: StepResult; batches_applied: number }
+/**
+ * One minibatch (`batch`) or several (`batches`, applied in order, each one
+ * step, all or none; at most the server's --max_batches_per_message).
+ */
+export interface TrainStepRequest { name?: string; batch?: Minibatch; batches?: Minibatch[]; request_id?: string }
+/** The last step's result, the steps applied and every step's loss. */
+export interface TrainStepResponse { result: StepResult; steps_applied: number; losses: number[] }
+/** First message: name and stream options; then one minibatch (`batch`) or several (`batches`) each. */
+export interface TrainRequest {
+  name?: string; batch?: Minibatch; batches?: Minibatch[]; report_every?: number; report_losses?: boolean;
+  commit_every_steps?: number; commit_interval_ms?: number; expected_step?: number;
+}
+/** `losses`: with report_losses, the loss of each step since the previous response. */
+export interface TrainResponse { result: StepResult; batches_applied: number; losses: number[] }
+/** trainBatches options. */
+export interface TrainBatchesOptions extends CallOptions {
+  /** Minibatches per message (default 32; 1 sends each alone). */
+  batchesPerMessage?: number;
+  reportEvery?: number;
+  reportLosses?: boolean;
+  commitEverySteps?: number;
+  commitIntervalMs?: number;
+}
 export interface EvaluateRequest { name?: string; data?: Minibatch }
 export interface EvaluateResponse {
   loss: number; accuracy: number; samples: number; saturation: SaturationStats | null; step: number;
@@ -293,6 +312,13 @@ export declare class Client {
   getExperiment(req: NameRequest, opts?: CallOptions): Promise<GetExperimentResponse>;
   listExperiments(req?: ListExperimentsRequest, opts?: CallOptions): Promise<ListExperimentsResponse>;
   deleteExperiment(req: NameRequest, opts?: CallOptions): Promise<DeleteExperimentResponse>;
+
+  /**
+   * One Train stream over `batches`, up to batchesPerMessage per message;
+   * yields a TrainResponse every reportEvery steps and after the last.
+   */
+  trainBatches(name: string, batches: Iterable<Minibatch> | AsyncIterable<Minibatch>,
+    opts?: TrainBatchesOptions): AsyncGenerator<TrainResponse, void, undefined>;
 }
 
 /** A Tensor from values and a shape; dtype defaults to float64 for a Float64Array, else float32. */

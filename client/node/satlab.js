@@ -379,7 +379,67 @@ class Client {
       pump();
     });
   }
+
+  // --- several minibatches per message (issue 15 item 4) ---
+
+  /**
+   * Trains networks/{id} on `batches` (an iterable or async iterable of
+   * Minibatch) through one Train stream, sending up to batchesPerMessage of
+   * them per message (the server applies them in order, each one step,
+   * bitwise as if sent one by one; 1 sends each alone as `batch`, what
+   * servers before packing read). An async iterable of TrainResponses, one
+   * every reportEvery steps and after the last; with reportLosses each lists
+   * the loss of every step since the previous one.
+   */
+  async* trainBatches(name, batches, {
+    batchesPerMessage = BATCHES_PER_MESSAGE, reportEvery = 1, reportLosses = false,
+    commitEverySteps = 0, commitIntervalMs = 0, deadlineMs,
+  } = {}) {
+    if (!(batchesPerMessage >= 1)) throw new RangeError(`batchesPerMessage: expected at least 1, got ${batchesPerMessage}`);
+    const call = this.train(null, { deadlineMs });
+    let failed = null;
+    const sender = (async () => {
+      const send = (msg) => (call.write(msg) ? null : new Promise((resolve) => call.once('drain', resolve)));
+      let first = {
+        name, report_every: reportEvery, report_losses: reportLosses,
+        commit_every_steps: commitEverySteps, commit_interval_ms: commitIntervalMs,
+      };
+      let pack = [];
+      const flush = async () => {
+        const msg = first || {};
+        first = null;
+        if (pack.length === 1) msg.batch = pack[0]; else msg.batches = pack;
+        pack = [];
+        await send(msg);
+      };
+      for await (const batch of batches) {
+        pack.push(batch);
+        if (pack.length === batchesPerMessage) await flush();
+      }
+      if (pack.length > 0) await flush();
+      if (first) await send(first);
+      call.end();
+    })().catch((err) => { failed = err; call.cancel(); });
+    let ended = false;
+    try {
+      for await (const response of call) yield response;
+      ended = true;
+    } catch (err) {
+      await sender;
+      throw failed || err;
+    } finally {
+      // The caller stopped iterating early: end the stream.
+      if (!ended) call.cancel();
+    }
+    await sender;
+    if (failed) throw failed;
+  }
 }
+
+// Minibatches per Train message by default in trainBatches: a stream of tiny
+// steps is then not bound by one message per step (docs/benchmarks.md,
+// "Many small steps per message").
+const BATCHES_PER_MESSAGE = 32;
 
 module.exports = {
   Client, tensor, values, rows, serviceDefinition, root, SERVICE_NAME, PROTO_ROOT, grpc, protobuf,

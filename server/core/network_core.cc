@@ -448,27 +448,68 @@ absl::StatusOr<EvalOutcome> NetworkCore::Evaluate(
   return EvalOutcome{*std::move(result), net.step()};
 }
 
-absl::StatusOr<engine::StepResult> NetworkCore::StepLocked(
-    Live& live, const Batch& batch, absl::string_view field,
-    const engine::CallOptions& call) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+std::string BatchFields::Of(size_t i) const {
+  return indexed ? absl::StrCat(name, "[", i, "]") : std::string(name);
+}
+
+absl::Status NetworkCore::StepsLocked(
+    Live& live, absl::Span<const Batch> batches, const BatchFields& fields,
+    const engine::CallOptions& call, bool whole,
+    absl::FunctionRef<absl::Status(engine::StepResult)> after)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {
   // Callers hold live.mu exclusively.
   if (live.deleted.load()) return Deleted(live.id);
   engine::Network& net = *live.network;
-  if (absl::Status s =
-          net.ValidateBatch(batch.inputs, &batch.targets, net.spec().loss,
-                            field, options_.limits.max_batch_rows);
-      !s.ok()) {
-    return s;
+  const int64_t max_rows = options_.limits.max_batch_rows;
+  if (batches.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(fields.name, ": expected at least 1 minibatch, got 0"));
+  }
+  if (static_cast<int64_t>(batches.size()) > options_.max_batches_per_message) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        fields.name, ": at most ", options_.max_batches_per_message,
+        " minibatches per message (--max_batches_per_message), got ",
+        batches.size()));
+  }
+  // Everything is checked before the first step, so a bad minibatch in the
+  // middle applies none of the message.
+  int64_t total_rows = 0;
+  int64_t largest = 0;
+  for (size_t i = 0; i < batches.size(); ++i) {
+    if (absl::Status s =
+            net.ValidateBatch(batches[i].inputs, &batches[i].targets,
+                              net.spec().loss, fields.Of(i), max_rows);
+        !s.ok()) {
+      return s;
+    }
+    total_rows += batches[i].inputs.rows;
+    largest = std::max(largest, batches[i].inputs.rows);
+  }
+  if (total_rows > max_rows) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        fields.name, ": at most ", max_rows,
+        " rows in all the minibatches of one message (--max_batch_rows), got ",
+        total_rows));
   }
   try {
+    // The steps run one after another: the largest one's scratch is the
+    // peak.
     auto charge = budget_->TryCharge(
         engine::CallScratchBytes(net.spec(), engine::CallKind::kTrainStep,
-                                 batch.inputs.rows),
+                                 largest),
         "TrainStep");
     if (!charge.ok()) return charge.status();
-    auto result = net.TrainStep(batch.inputs, batch.targets, call);
-    if (result.ok()) live.update_time = absl::Now();
-    return result;
+    engine::CallOptions rest = call;
+    if (whole) rest.stop = nullptr;
+    for (size_t i = 0; i < batches.size(); ++i) {
+      if (live.deleted.load()) return Deleted(live.id);
+      auto result = net.TrainStep(batches[i].inputs, batches[i].targets,
+                                  i == 0 ? call : rest);
+      if (!result.ok()) return result.status();
+      live.update_time = absl::Now();
+      if (absl::Status s = after(*std::move(result)); !s.ok()) return s;
+    }
+    return absl::OkStatus();
   } catch (const std::bad_alloc&) {
     return OutOfMemory("this step");
   }
@@ -511,6 +552,12 @@ absl::Status NetworkCore::CommitNowLocked(Live& live)
     return status;
   }
   // Memory never runs ahead of the store: back to what the store holds.
+  ReloadLocked(live);
+  return status;
+}
+
+void NetworkCore::ReloadLocked(Live& live) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  // Callers hold live.mu exclusively.
   auto record = store_->Load(live.id);
   absl::StatusOr<std::unique_ptr<engine::Network>> network =
       record.ok() ? engine::Network::FromState(std::move(record->state),
@@ -529,7 +576,6 @@ absl::Status NetworkCore::CommitNowLocked(Live& live)
     auto it = live_.find(live.id);
     if (it != live_.end() && it->second.get() == &live) live_.erase(it);
   }
-  return status;
 }
 
 absl::StatusOr<bool> NetworkCore::FindRequestLocked(
@@ -562,10 +608,10 @@ void NetworkCore::RememberRequestLocked(Live& live, const RequestKey& key,
   }
 }
 
-absl::StatusOr<StepOutcome> NetworkCore::TrainStep(
-    absl::string_view id, const Batch& batch, absl::string_view field,
-    const engine::CallOptions& call, const RequestKey& key, RecordStep record,
-    Replay* replay) {
+absl::StatusOr<StepsOutcome> NetworkCore::TrainStep(
+    absl::string_view id, absl::Span<const Batch> batches,
+    const BatchFields& fields, const engine::CallOptions& call,
+    const RequestKey& key, RecordStep record, Replay* replay) {
   auto found = Find(id);
   if (!found.ok()) return found.status();
   Live& live = **found;
@@ -576,12 +622,25 @@ absl::StatusOr<StepOutcome> NetworkCore::TrainStep(
     // A retry of an applied step: its first answer, not a second step.
     auto seen = FindRequestLocked(live, key, replay);
     if (!seen.ok()) return seen.status();
-    if (*seen) return StepOutcome{{}, live.durable_step};
+    if (*seen) return StepsOutcome{{}, live.durable_step};
   }
-  auto result = StepLocked(live, batch, field, call);
-  if (!result.ok()) return result.status();
-  StepOutcome out{*std::move(result), 0};
-  out.durable_step = out.result.step;
+  StepsOutcome out;
+  out.results.reserve(batches.size());
+  if (absl::Status s = StepsLocked(live, batches, fields, call, /*whole=*/true,
+                                   [&out](engine::StepResult result) {
+                                     out.results.push_back(std::move(result));
+                                     return absl::OkStatus();
+                                   });
+      !s.ok()) {
+    if (!out.results.empty()) {
+      // Only a failing allocator stops a validated, charged message
+      // midway. A durable store still holds the state before it: back to
+      // that, as for a failed commit.
+      if (store_->durable()) ReloadLocked(live);
+    }
+    return s;
+  }
+  out.durable_step = out.results.back().step;
   if (!key.request_id.empty()) {
     RememberRequestLocked(live, key, record(out));
   }
@@ -589,32 +648,49 @@ absl::StatusOr<StepOutcome> NetworkCore::TrainStep(
   return out;
 }
 
-std::optional<absl::StatusOr<StepOutcome>> NetworkCore::TryStepInline(
-    absl::string_view id, const Batch& batch, absl::string_view field,
-    const RequestKey& key) {
+std::optional<absl::StatusOr<StepsOutcome>> NetworkCore::TryStepInline(
+    absl::string_view id, absl::Span<const Batch> batches,
+    const BatchFields& fields, const RequestKey& key) {
   // A durable commit may wait on the disk; a request id needs the
   // recorded requests: both go to the executor.
   if (store_->durable() || !key.request_id.empty()) return std::nullopt;
   std::shared_ptr<Live> live = FindCached(id);
-  const int64_t rows = batch.inputs.rows;
-  if (live == nullptr || rows <= 0 ||
-      rows > kInlineStepWork / engine::ParameterCount(live->spec) ||
+  if (live == nullptr || batches.empty() ||
+      static_cast<int64_t>(batches.size()) > options_.max_batches_per_message) {
+    return std::nullopt;
+  }
+  int64_t rows = 0;
+  for (const Batch& batch : batches) {
+    if (batch.inputs.rows <= 0) return std::nullopt;
+    rows += batch.inputs.rows;
+  }
+  if (rows > kInlineStepWork / engine::ParameterCount(live->spec) ||
       !live->TryAcquireWriter()) {
     return std::nullopt;
   }
   absl::Cleanup release = [&live] { live->ReleaseWriter(); };
   if (!live->mu.TryLock()) return std::nullopt;
-  // No call to follow: a tiny step takes microseconds.
+  // No call to follow: tiny steps take microseconds.
   engine::CallOptions call;
   call.max_scratch_bytes = options_.limits.max_call_scratch_bytes;
-  absl::StatusOr<StepOutcome> out = [&]() -> absl::StatusOr<StepOutcome> {
-    auto result = StepLocked(*live, batch, field, call);
-    if (!result.ok()) return result.status();
+  absl::StatusOr<StepsOutcome> out = [&]() -> absl::StatusOr<StepsOutcome> {
+    StepsOutcome steps;
+    steps.results.reserve(batches.size());
+    if (absl::Status s =
+            StepsLocked(*live, batches, fields, call,
+                        /*whole=*/true,
+                        [&steps](engine::StepResult result) {
+                          steps.results.push_back(std::move(result));
+                          return absl::OkStatus();
+                        });
+        !s.ok()) {
+      return s;
+    }
     if (absl::Status s = CommitLocked(*live); !s.ok()) return s;
-    const int64_t step = result->step;
-    return StepOutcome{*std::move(result), step};
+    steps.durable_step = steps.results.back().step;
+    return steps;
   }();
-  live->mu.Unlock();  // StepLocked and CommitLocked throw nothing
+  live->mu.Unlock();  // StepsLocked and CommitLocked throw nothing
   return out;
 }
 
@@ -695,26 +771,31 @@ WriterSession::WriterSession(NetworkCore* core,
 
 WriterSession::~WriterSession() { Close().IgnoreError(); }
 
-absl::StatusOr<StepOutcome> WriterSession::Step(
-    const Batch& batch, absl::string_view field,
-    const engine::CallOptions& call) {
+absl::Status WriterSession::Steps(absl::Span<const Batch> batches,
+                                  const BatchFields& fields,
+                                  const engine::CallOptions& call,
+                                  std::vector<StepOutcome>* applied) {
   if (closed_) {
     return absl::FailedPreconditionError(
         absl::StrCat("networks/", id_, ": the writer session is closed"));
   }
   absl::MutexLock lock(&live_->mu);
-  auto result = core_->StepLocked(*live_, batch, field, call);
-  if (!result.ok()) return result.status();
-  ++uncommitted_steps_;
-  const absl::Time now = absl::Now();
-  const bool due =
-      (commit_every_steps_ > 0 && uncommitted_steps_ >= commit_every_steps_) ||
-      (commit_interval_ > absl::ZeroDuration() &&
-       now - last_commit_ >= commit_interval_);
-  if (due) {
-    if (absl::Status s = CommitNow(); !s.ok()) return s;
-  }
-  return StepOutcome{*std::move(result), durable_step_};
+  return core_->StepsLocked(
+      *live_, batches, fields, call, /*whole=*/false,
+      [this, applied](engine::StepResult result)
+          ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under live_->mu
+            ++uncommitted_steps_;
+            const absl::Time now = absl::Now();
+            const bool due = (commit_every_steps_ > 0 &&
+                              uncommitted_steps_ >= commit_every_steps_) ||
+                             (commit_interval_ > absl::ZeroDuration() &&
+                              now - last_commit_ >= commit_interval_);
+            if (due) {
+              if (absl::Status s = CommitNow(); !s.ok()) return s;
+            }
+            applied->push_back(StepOutcome{std::move(result), durable_step_});
+            return absl::OkStatus();
+          });
 }
 
 absl::Status WriterSession::CommitNow() ABSL_NO_THREAD_SAFETY_ANALYSIS {

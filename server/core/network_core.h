@@ -39,6 +39,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "server/core/memory_budget.h"
 #include "server/engine/network.h"
 #include "server/engine/spec.h"
@@ -54,6 +55,11 @@ struct CoreOptions {
   // Recent request_ids remembered per network (TrainStep, SetParameters),
   // kept in the store with the network.
   int request_ids_per_network = 32;
+  // Minibatches one call may carry at most (a TrainStep, or one message of
+  // a Train stream, with several); their rows together are bounded by
+  // limits.max_batch_rows, so that a call's work stays that of one
+  // largest step.
+  int64_t max_batches_per_message = 1024;
   // A writer session (Train stream) commits after this many steps since
   // its last commit (0: not by count) ...
   int64_t commit_every_steps = 10000;
@@ -82,11 +88,28 @@ struct Batch {
   engine::MatrixView targets;
 };
 
-// One step applied (TrainStep, a session's Step).
+// Where a call's minibatches are in its request, for error messages:
+// `name` for the one minibatch of a single-step call ("batch"), `name[i]`
+// when the call carries several ("batches[3]").
+struct BatchFields {
+  absl::string_view name;
+  bool indexed = false;
+  std::string Of(size_t i) const;
+};
+
+// One step applied (a session's steps).
 struct StepOutcome {
   engine::StepResult result;
-  // The latest step the store holds after this call: result.step for a
-  // unary TrainStep; for a session, its last commit.
+  // The latest step the store holds after this step: for a session, its
+  // last commit.
+  int64_t durable_step = 0;
+};
+
+// A TrainStep's steps, all applied and committed.
+struct StepsOutcome {
+  // One per minibatch, in order.
+  std::vector<engine::StepResult> results;
+  // The latest step the store holds: the last result's step.
   int64_t durable_step = 0;
 };
 
@@ -136,7 +159,7 @@ using ResponseBytes = absl::FunctionRef<absl::StatusOr<int64_t>(
 
 // Serialize the response of a mutation that was just applied, to be
 // recorded under its request id and committed with the network.
-using RecordStep = absl::FunctionRef<std::string(const StepOutcome&)>;
+using RecordStep = absl::FunctionRef<std::string(const StepsOutcome&)>;
 using RecordParameters = absl::FunctionRef<std::string(const NetworkInfo&)>;
 
 class WriterSession;
@@ -206,24 +229,29 @@ class NetworkCore {
   // --- Unary mutations: take the writer slot (ABORTED if taken), apply,
   // commit to the store, then return OK. ---
 
-  // One optimizer step under the spec's loss. With a request id seen
-  // before, nothing is applied and the first response is replayed.
-  absl::StatusOr<StepOutcome> TrainStep(absl::string_view id,
-                                        const Batch& batch,
-                                        absl::string_view field,
-                                        const engine::CallOptions& call,
-                                        const RequestKey& key,
-                                        RecordStep record, Replay* replay);
+  // One optimizer step under the spec's loss per minibatch of `batches`
+  // (at least one), in order, committed once. All or nothing: every batch
+  // is validated (named by `fields`) and the count and total rows checked
+  // against the limits before the first step; `call`'s stop check reaches
+  // the first step only, after which the rest follow (their work is
+  // bounded by max_batch_rows). With a request id seen before, nothing is
+  // applied and the first response is replayed.
+  absl::StatusOr<StepsOutcome> TrainStep(absl::string_view id,
+                                         absl::Span<const Batch> batches,
+                                         const BatchFields& fields,
+                                         const engine::CallOptions& call,
+                                         const RequestKey& key,
+                                         RecordStep record, Replay* replay);
 
   // The one place that decides whether a TrainStep may run on the caller's
   // thread: only when the store commits without blocking (not durable),
   // there is no request id to look up, the network is live, its writer
-  // slot and lock are free now and the step is tiny (rows x parameters <=
-  // kInlineStepWork). Otherwise returns nullopt having changed nothing, and
-  // the caller runs TrainStep on its executor.
-  std::optional<absl::StatusOr<StepOutcome>> TryStepInline(
-      absl::string_view id, const Batch& batch, absl::string_view field,
-      const RequestKey& key);
+  // slot and lock are free now and the steps are tiny (all their rows x
+  // parameters <= kInlineStepWork). Otherwise returns nullopt having
+  // changed nothing, and the caller runs TrainStep on its executor.
+  std::optional<absl::StatusOr<StepsOutcome>> TryStepInline(
+      absl::string_view id, absl::Span<const Batch> batches,
+      const BatchFields& fields, const RequestKey& key);
 
   // Replaces every layer's parameters with what `params` makes for the
   // network's spec (called once the writer slot is held, so a busy network
@@ -290,10 +318,15 @@ class NetworkCore {
   absl::StatusOr<std::shared_ptr<Live>> LoadLive(absl::string_view id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(cache_mu_);
 
-  // Validates the batch, charges its scratch, steps. Under live.mu.
-  absl::StatusOr<engine::StepResult> StepLocked(
-      Live& live, const Batch& batch, absl::string_view field,
-      const engine::CallOptions& call);
+  // Validates every batch of `batches` (count, shapes, values, total
+  // rows) before the first step, charges the scratch of the largest, then
+  // steps through them in order, calling `after` with each result (a
+  // non-OK status from it stops there and is returned). `call` reaches
+  // every step, or with `whole` only the first. Under live.mu.
+  absl::Status StepsLocked(
+      Live& live, absl::Span<const Batch> batches, const BatchFields& fields,
+      const engine::CallOptions& call, bool whole,
+      absl::FunctionRef<absl::Status(engine::StepResult)> after);
   // A commit point. With a durable store: CommitNowLocked. With an
   // ephemeral one, whose only reader is this core and which does not
   // outlive the process, the network is only marked changed and Flush
@@ -303,6 +336,9 @@ class NetworkCore {
   // Writes the live state to the store. On failure, reloads the live
   // network from the store (what it holds) and returns the store's error.
   absl::Status CommitNowLocked(Live& live);
+  // Replaces the live network with what the store holds (or drops it from
+  // the cache when the store cannot give it back).
+  void ReloadLocked(Live& live);
   // Mutation bookkeeping under live.mu.
   absl::StatusOr<bool> FindRequestLocked(Live& live, const RequestKey& key,
                                          Replay* replay);
@@ -330,12 +366,18 @@ class WriterSession {
 
   const std::string& id() const { return id_; }
 
-  // One step. ABORTED when the network was deleted; the batch's errors
-  // (`field`); the store's error if a due commit fails (the network is then
-  // back at its last committed state). On error the session stays open
-  // but the caller should end it.
-  absl::StatusOr<StepOutcome> Step(const Batch& batch, absl::string_view field,
-                                   const engine::CallOptions& call);
+  // One step per minibatch of `batches`, in order, as if each came alone:
+  // a commit whenever one is due, `call` checked in every step. Every
+  // batch is validated (named by `fields`; count and total rows against
+  // the limits) before the first step, so a bad one applies none. Appends
+  // each applied step to `applied` (also the steps before a failure).
+  // ABORTED when the network was deleted; the batches' errors; the
+  // store's error if a due commit fails (the network is then back at its
+  // last committed state). On error the session stays open but the
+  // caller should end it.
+  absl::Status Steps(absl::Span<const Batch> batches, const BatchFields& fields,
+                     const engine::CallOptions& call,
+                     std::vector<StepOutcome>* applied);
 
   // Commits what is not yet committed and releases the writer slot.
   // Idempotent; the first call's status (OK for a deleted network).

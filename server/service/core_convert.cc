@@ -45,6 +45,34 @@ absl::StatusOr<core::Batch> BatchOf(const v1::Minibatch& batch,
   return core::Batch{*inputs, *targets};
 }
 
+absl::StatusOr<Batches> BatchesOf(
+    bool has_batch, const v1::Minibatch& batch,
+    const google::protobuf::RepeatedPtrField<v1::Minibatch>& batches,
+    core::BatchFields* fields) {
+  Batches out;
+  if (batches.empty()) {
+    *fields = core::BatchFields{"batch", false};
+    auto one = BatchOf(batch, "batch");
+    if (!one.ok()) return one.status();
+    out.push_back(*one);
+    return out;
+  }
+  *fields = core::BatchFields{"batches", true};
+  if (has_batch) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "batch, batches: expected one of them, got both (a minibatch in "
+        "batch and ",
+        batches.size(), " in batches)"));
+  }
+  out.reserve(static_cast<size_t>(batches.size()));
+  for (int i = 0; i < batches.size(); ++i) {
+    auto one = BatchOf(batches[i], fields->Of(static_cast<size_t>(i)));
+    if (!one.ok()) return one.status();
+    out.push_back(*one);
+  }
+  return out;
+}
+
 absl::StatusOr<core::RequestKey> RequestKeyOf(
     const std::string& request_id, const google::protobuf::Message& request) {
   if (absl::Status s = ValidateRequestId(request_id); !s.ok()) return s;
@@ -66,6 +94,22 @@ void InfoToProto(const core::NetworkInfo& info, v1::Network* out) {
 void OutcomeToProto(const core::StepOutcome& outcome, v1::StepResult* out) {
   StepResultToProto(outcome.result, out);
   out->set_durable_step(outcome.durable_step);
+}
+
+void StepsToProto(const core::StepsOutcome& outcome,
+                  v1::TrainStepResponse* out) {
+  // The core never returns an applied call without results.
+  OutcomeToProto(
+      core::StepOutcome{outcome.results.back(), outcome.durable_step},
+      out->mutable_result());
+  out->set_steps_applied(static_cast<int64_t>(outcome.results.size()));
+  // Replaces what an earlier call wrote (the recorder of a request id
+  // fills the same response first).
+  out->clear_losses();
+  out->mutable_losses()->Reserve(static_cast<int>(outcome.results.size()));
+  for (const engine::StepResult& result : outcome.results) {
+    out->add_losses(result.loss);
+  }
 }
 
 }  // namespace satlab::service

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/message.h"
@@ -20,6 +21,24 @@ namespace satlab::service {
 absl::StatusOr<core::Batch> BatchOf(const v1::Minibatch& batch,
                                     absl::string_view field);
 
+// The minibatches of a request that carries one (`batch`, field "batch")
+// or several (`batches`, fields "batches[i]"); views into the request.
+// INVALID_ARGUMENT when both are set. A request with neither gives the
+// (empty) `batch`, which the core rejects naming its fields. Sets
+// `fields` to how errors name them.
+using Batches = absl::InlinedVector<core::Batch, 1>;
+absl::StatusOr<Batches> BatchesOf(
+    bool has_batch, const v1::Minibatch& batch,
+    const google::protobuf::RepeatedPtrField<v1::Minibatch>& batches,
+    core::BatchFields* fields);
+// The same for a TrainStepRequest or TrainRequest.
+template <typename Request>
+absl::StatusOr<Batches> BatchesOf(const Request& request,
+                                  core::BatchFields* fields) {
+  return BatchesOf(request.has_batch(), request.batch(), request.batches(),
+                   fields);
+}
+
 // The request id of a mutation (request_id: empty, or 1-128 printable
 // ASCII characters; INVALID_ARGUMENT otherwise) and a fingerprint of the
 // whole request, stable across processes (FNV-1a of its serialization) so
@@ -31,6 +50,10 @@ absl::StatusOr<core::RequestKey> RequestKeyOf(
 void InfoToProto(const core::NetworkInfo& info, v1::Network* out);
 // A step's result and the durable step after it (StepResult.durable_step).
 void OutcomeToProto(const core::StepOutcome& outcome, v1::StepResult* out);
+// A TrainStep's response: the last step's result, the count and the
+// losses of all.
+void StepsToProto(const core::StepsOutcome& outcome,
+                  v1::TrainStepResponse* out);
 
 }  // namespace satlab::service
 

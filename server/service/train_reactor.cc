@@ -1,6 +1,7 @@
 #include "server/service/train_reactor.h"
 
 #include <algorithm>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -58,7 +59,15 @@ absl::Status TrainReactor::Open(const v1::TrainRequest& first) {
   if (!session.ok()) return session.status();
   session_ = *std::move(session);
   report_every_ = first.report_every() == 0 ? 1 : first.report_every();
+  report_losses_ = first.report_losses();
   return absl::OkStatus();
+}
+
+void TrainReactor::TakeLosses(v1::TrainResponse& response) {
+  if (unreported_losses_.empty()) return;
+  response.mutable_losses()->Add(unreported_losses_.begin(),
+                                 unreported_losses_.end());
+  unreported_losses_.clear();
 }
 
 void TrainReactor::OnReadDone(bool ok) {
@@ -100,7 +109,7 @@ int64_t TrainReactor::AcceptRead(bool ok) {
     return reserved;
   }
   int64_t unused = reserved;
-  if (incoming_.has_batch()) {
+  if (incoming_.has_batch() || incoming_.batches_size() > 0) {
     ++batches_received_;
     const int64_t bytes = static_cast<int64_t>(incoming_.ByteSizeLong());
     // The next message is expected to be about as large as this one.
@@ -108,7 +117,7 @@ int64_t TrainReactor::AcceptRead(bool ok) {
     if (bytes > reserved) registry_->Charge(bytes - reserved);
     unused = std::max<int64_t>(0, reserved - bytes);
     held_bytes_ += bytes;
-    pending_.push_back(Queued{std::move(incoming_), bytes});
+    pending_.push_back(Queued{std::move(incoming_), bytes, batches_received_});
   }
   incoming_.Clear();
   MaybeCompute();
@@ -188,37 +197,63 @@ void TrainReactor::RunStep(const Queued& step, int64_t index) {
     // Stays open while computing_ (MaybeFinish waits for it).
     session = session_.get();
   }
-  absl::StatusOr<core::StepOutcome> result = [&] {
-    auto batch = BatchOf(step.request.batch(), "batch");
-    if (!batch.ok()) return absl::StatusOr<core::StepOutcome>(batch.status());
-    return session->Step(*batch, "batch", service_->CallOptionsFor(ctx_));
+  // A message's minibatches are applied as consecutive steps, each exactly
+  // as if it came alone (WriterSession::Steps): the same commits, the same
+  // responses.
+  std::vector<core::StepOutcome> applied;
+  core::BatchFields fields;
+  absl::Status status = [&] {
+    auto batches = BatchesOf(step.request, &fields);
+    if (!batches.ok()) return batches.status();
+    applied.reserve(batches->size());
+    return session->Steps(*batches, fields, service_->CallOptionsFor(ctx_),
+                          &applied);
   }();
-  if (result.ok()) {
-    service_->hub()->OnStep(NetworkName(session->id()), result->result);
-  } else {
-    result = absl::Status(
-        result.status().code(),
-        absl::StrCat("minibatch ", index + 1,
-                     " of this stream: ", result.status().message()));
+  if (!applied.empty()) {
+    const std::string network = NetworkName(session->id());
+    for (const core::StepOutcome& outcome : applied) {
+      service_->hub()->OnStep(network, outcome.result);
+    }
+  }
+  if (!status.ok()) {
+    const int64_t done = static_cast<int64_t>(applied.size());
+    status = absl::Status(
+        status.code(),
+        fields.indexed
+            ? absl::StrCat("message ", step.message,
+                           " of this stream (its minibatches ", index + 1,
+                           " to ", index + step.request.batches_size(), ", ",
+                           done == 0 ? "none" : absl::StrCat(done),
+                           " applied): ", status.message())
+            : absl::StrCat("minibatch ", index + done + 1,
+                           " of this stream: ", status.message()));
   }
 
   absl::MutexLock lock(&mu_);
   computing_ = false;
   held_bytes_ -= step.bytes;
   last_activity_ = absl::Now();
-  if (!result.ok()) {
-    FinishWith(result.status());
-    return;
+  for (size_t i = 0; i < applied.size(); ++i) {
+    ++batches_applied_;
+    if (report_losses_) unreported_losses_.push_back(applied[i].result.loss);
+    const bool report = batches_applied_ % report_every_ == 0;
+    // Only a reported step, or the message's last (reported at the end if
+    // nothing follows), needs its response built.
+    if (!report && i + 1 < applied.size()) continue;
+    v1::TrainResponse response;
+    OutcomeToProto(applied[i], response.mutable_result());
+    response.set_batches_applied(batches_applied_);
+    if (report) {
+      TakeLosses(response);
+      unsent_.push_back(std::move(response));
+      unreported_.reset();
+    } else {
+      unreported_ = std::move(response);
+    }
   }
-  ++batches_applied_;
-  v1::TrainResponse response;
-  OutcomeToProto(*result, response.mutable_result());
-  response.set_batches_applied(batches_applied_);
-  if (batches_applied_ % report_every_ == 0) {
-    unsent_.push_back(std::move(response));
-    unreported_.reset();
-  } else {
-    unreported_ = std::move(response);
+  if (!status.ok()) {
+    FinishWith(status);
+    return;
   }
   MaybeWrite();
   MaybeCompute();
@@ -317,6 +352,7 @@ void TrainReactor::MaybeFinish() {
     // The client half-closed and every minibatch was applied: report the
     // last step if report_every skipped it, and send what is queued.
     if (unreported_.has_value()) {
+      TakeLosses(*unreported_);
       unsent_.push_back(*std::move(unreported_));
       unreported_.reset();
       MaybeWrite();

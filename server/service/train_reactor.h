@@ -1,8 +1,13 @@
 // The server side of a Train stream: minibatches in, StepResults out.
 //
+// A message carries one minibatch (`batch`) or several (`batches`); all of
+// a message's steps run in one executor task under the stream's writer
+// session (WriterSession::Steps), each exactly as if it came alone, so
+// tiny steps are not bound by one message and one hand-off per step.
+//
 // Flow control: the reactor stops reading while `train_stream_window`
-// minibatches wait to be computed, or that many results wait to be sent, or
-// the minibatches it holds would pass the per-stream byte limit, or the
+// messages wait to be computed, or that many results wait to be sent, or
+// the messages it holds would pass the per-stream byte limit, or the
 // server-wide byte budget has no room (StreamRegistry; each read reserves
 // the size of the stream's previous minibatch); so a fast writer or a slow
 // reader is slowed by gRPC's own flow control instead of growing our
@@ -27,6 +32,7 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -61,6 +67,8 @@ class TrainReactor final
   struct Queued {
     v1::TrainRequest request;
     int64_t bytes = 0;
+    // Its number among the stream's messages that carry minibatches.
+    int64_t message = 0;
   };
 
   // Handles the first message: opens a writer session on the network.
@@ -77,6 +85,9 @@ class TrainReactor final
   // Resumes reading if it is paused and there is room.
   void MaybeRead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves the losses not yet reported (report_losses) into `response`.
+  void TakeLosses(v1::TrainResponse& response)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the stream once nothing is in flight; records `status` if first.
   void FinishWith(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeFinish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -122,6 +133,9 @@ class TrainReactor final
   int64_t batches_applied_ ABSL_GUARDED_BY(mu_) = 0;
   // The last step result not yet sent (report_every > 1).
   std::optional<v1::TrainResponse> unreported_ ABSL_GUARDED_BY(mu_);
+  // With report_losses: the losses of the steps since the last response.
+  bool report_losses_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<double> unreported_losses_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace satlab::service

@@ -73,6 +73,7 @@ core::CoreOptions CoreOptionsOf(const ServiceOptions& options) {
   core.limits = options.limits;
   core.memory_budget_bytes = options.memory_budget_bytes;
   core.request_ids_per_network = options.request_ids_per_network;
+  core.max_batches_per_message = options.max_batches_per_message;
   core.commit_every_steps = options.train_commit_every_steps;
   core.commit_interval = options.train_commit_interval;
   return core;
@@ -467,20 +468,23 @@ absl::Status TrainingServiceImpl::TrainStepWork(
   if (!id.ok()) return id.status();
   auto key = RequestKeyOf(request.request_id(), request);
   if (!key.ok()) return key.status();
-  auto batch = BatchOf(request.batch(), "batch");
-  if (!batch.ok()) return batch.status();
+  core::BatchFields fields;
+  auto batches = BatchesOf(request, &fields);
+  if (!batches.ok()) return batches.status();
   core::Replay replay;
   auto out = core_->TrainStep(
-      *id, *batch, "batch", CallOptionsFor(ctx), *key,
-      [response](const core::StepOutcome& applied) {
-        OutcomeToProto(applied, response->mutable_result());
+      *id, *batches, fields, CallOptionsFor(ctx), *key,
+      [response](const core::StepsOutcome& applied) {
+        StepsToProto(applied, response);
         return response->SerializeAsString();
       },
       &replay);
   if (!out.ok()) return out.status();
   if (replay.response.has_value()) return ParseReplay(replay, response);
-  OutcomeToProto(*out, response->mutable_result());
-  hub_->OnStep(request.name(), out->result);
+  StepsToProto(*out, response);
+  for (const engine::StepResult& result : out->results) {
+    hub_->OnStep(request.name(), result);
+  }
   return absl::OkStatus();
 }
 
@@ -493,13 +497,16 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::TrainStep(
   // than the step itself (bench/notes.md). Everything else, and every
   // error, goes through the executor.
   if (auto id = ParseNetworkName(request->name(), "name"); id.ok()) {
-    if (auto batch = BatchOf(request->batch(), "batch"); batch.ok()) {
+    core::BatchFields fields;
+    if (auto batches = BatchesOf(*request, &fields); batches.ok()) {
       const core::RequestKey key{request->request_id(), 0};
-      if (auto done = core_->TryStepInline(*id, *batch, "batch", key)) {
+      if (auto done = core_->TryStepInline(*id, *batches, fields, key)) {
         grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
         if (done->ok()) {
-          OutcomeToProto(**done, response->mutable_result());
-          hub_->OnStep(request->name(), (*done)->result);
+          StepsToProto(**done, response);
+          for (const engine::StepResult& result : (*done)->results) {
+            hub_->OnStep(request->name(), result);
+          }
         }
         reactor->Finish(ToGrpcStatus(done->status()));
         return reactor;

@@ -46,6 +46,9 @@ struct ServiceOptions {
   int64_t memory_budget_bytes = 0;
   // Recent request_ids remembered per network (TrainStep, SetParameters).
   int request_ids_per_network = 32;
+  // Minibatches one TrainStep or one Train message may carry at most
+  // (`batches`; their rows together at most limits.max_batch_rows).
+  int64_t max_batches_per_message = 1024;
   // A Train stream commits its network to the store after this many steps
   // (0: not by count) and after this long (zero: not by time) since its
   // last commit, and when it ends (core::CoreOptions).

@@ -186,11 +186,17 @@ TEST_F(CrashResumeTest, SigkillDuringTrain_ResumedRunEqualsUninterrupted) {
     ASSERT_TRUE(client->CreateNetwork(Spec(adam, f32), crash.substr(9)).ok());
     TrainOptions options;
     options.report_every = 1;
+    options.batches_per_message = 1;  // the reference: one per message
     ASSERT_TRUE(client->Train(ref, batches, options, nullptr).ok());
 
     // Commits every few steps, so a kill lands between commits and the
-    // session must replay from an older durable step.
+    // session must replay from an older durable step; several minibatches
+    // per message (issue 15 item 4), so commits and kills fall inside
+    // messages too.
     options.commit_every_steps = 1 + static_cast<int>(rng() % 13);
+    options.batches_per_message = 1 + static_cast<int>(rng() % 40);
+    SCOPED_TRACE(
+        absl::StrCat("batches_per_message ", options.batches_per_message));
     options.max_resumes = 40;
     std::atomic<int64_t> last_step{0};
     absl::Notification done;

@@ -164,6 +164,54 @@ test('Train_StreamOfMinibatches_ReportsEveryKAndLast', async () => {
   }
 });
 
+test('TrainBatches_PackedEqualsOneByOne_BitwiseAndLossesReported', async () => {
+  const spec = {
+    input_size: 2,
+    layers: [{ units: 5, activation: 'ACTIVATION_TANH' }, { units: 1, activation: 'ACTIVATION_SIGMOID' }],
+    loss: 'LOSS_BCE',
+    init: { scheme: 'INIT_SCHEME_GLOROT_UNIFORM', seed: 9 },
+    optimizer: { adam: { learning_rate: 0.01 } },
+    dtype: 'DTYPE_FLOAT32',
+  };
+  const batches = [];
+  for (let i = 0; i < 29; i++) {
+    const n = 1 + (i % 4);
+    const x = Float32Array.from({ length: 2 * n }, (_, k) => Math.sin(i * 3 + k));
+    const y = Float32Array.from({ length: n }, (_, r) => (x[2 * r] > x[2 * r + 1] ? 1 : 0));
+    batches.push({ inputs: tensor(x, [n, 2]), targets: tensor(y, [n, 1]) });
+  }
+  const names = [];
+  for (let k = 0; k < 3; k++) names.push((await client.createNetwork({ network: { spec } })).network.name);
+  try {
+    const one = [];
+    for await (const r of client.trainBatches(names[0], batches, { batchesPerMessage: 1 })) one.push(r);
+    const packed = [];
+    for await (const r of client.trainBatches(names[1], batches, { batchesPerMessage: 8, reportEvery: 5, reportLosses: true })) {
+      packed.push(r);
+    }
+    assert.equal(one.length, 29);
+    assert.deepEqual(packed.map((r) => r.result.step), [5, 10, 15, 20, 25, 29]);
+    assert.deepEqual(packed.flatMap((r) => r.losses), one.map((r) => r.result.loss));
+    // TrainStep with several minibatches: all or nothing, the same steps.
+    const steps = await client.trainStep({ name: names[2], batches });
+    assert.equal(steps.steps_applied, 29);
+    assert.deepEqual(steps.losses, one.map((r) => r.result.loss));
+    const bad = [batches[0], { inputs: tensor([1, 2, 3], [1, 3]), targets: tensor([0], [1, 1]) }];
+    await assert.rejects(client.trainStep({ name: names[2], batches: bad }),
+      (e) => e.code === grpc.status.INVALID_ARGUMENT && e.details.includes('batches[1].inputs'));
+    const params = [];
+    for (const name of names) {
+      const { layers } = await client.getParameters({ name });
+      params.push(Buffer.concat(layers.flatMap((l) => [values(l.weights), values(l.biases)])
+        .map((v) => Buffer.from(v.buffer, v.byteOffset, v.byteLength))));
+    }
+    assert.ok(params[0].equals(params[1]) && params[0].equals(params[2]), 'parameters differ');
+    assert.equal((await client.getNetwork({ name: names[2] })).network.step, 29);
+  } finally {
+    for (const name of names) await client.deleteNetwork({ name });
+  }
+});
+
 test('Errors_UnknownNetworkAndBadShape_StatusCodes', async () => {
   await assert.rejects(client.getNetwork({ name: `networks/${unique('missing')}` }),
     (e) => e.code === grpc.status.NOT_FOUND);

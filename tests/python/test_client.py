@@ -164,6 +164,46 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(ev.step, 22)
         self.assertTrue(0 <= ev.accuracy <= 1)
 
+    def test_PackedTrainAndTrainSteps_EqualOneByOne_Bitwise(self):
+        rng = np.random.default_rng(11)
+        batches = []
+        for i in range(37):
+            x = rng.uniform(-1, 1, size=(1 + i % 5, 2))
+            batches.append((x, (x[:, :1] > x[:, 1:]).astype(float)))
+        nets = {}
+        for key in ("one", "packed", "steps"):
+            nets[key] = self.create(input_size=2, layers=[(6, "tanh"), (1, "sigmoid")], loss="bce",
+                                    seed=4, optimizer=satlab.adam(0.01), dtype="float32")
+        one = list(self.c.train(nets["one"], batches, batches_per_message=1, timeout=60))
+        packed = list(self.c.train(nets["packed"], batches, batches_per_message=8, report_every=4,
+                                   report_losses=True, timeout=60))
+        # Responses every 4 steps and after the last, whatever the packing,
+        # each listing the losses of its steps.
+        self.assertEqual([r.result.step for r in packed], [4, 8, 12, 16, 20, 24, 28, 32, 36, 37])
+        losses = [loss for r in packed for loss in r.losses]
+        self.assertEqual(losses, [r.result.loss for r in one])
+        for r in packed:  # durable_step may differ (commits every second too)
+            a, b = r.result, one[r.batches_applied - 1].result
+            self.assertEqual((a.step, a.loss, a.accuracy, a.saturation),
+                             (b.step, b.loss, b.accuracy, b.saturation))
+        r = self.c.train_steps(nets["steps"], batches[:20])
+        r2 = self.c.train_steps(nets["steps"], batches[20:])
+        self.assertEqual((r.steps_applied, r2.steps_applied), (20, 17))
+        self.assertEqual(list(r.losses) + list(r2.losses), losses)
+        self.assertEqual(r2.result.step, 37)
+        ref = self.c.get_parameters(nets["one"])
+        for key in ("packed", "steps"):
+            for (rw, rb), (gw, gb) in zip(ref, self.c.get_parameters(nets[key])):
+                self.assertEqual(rw.tobytes(), gw.tobytes(), key)
+                self.assertEqual(rb.tobytes(), gb.tobytes(), key)
+        # A bad minibatch in the middle: nothing of the call applied.
+        bad = batches[:3] + [(np.zeros((2, 3)), np.zeros((2, 1)))] + batches[3:5]
+        with self.assertRaises(grpc.RpcError) as err:
+            self.c.train_steps(nets["steps"], bad)
+        self.assertEqual(err.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("batches[3].inputs", err.exception.details())
+        self.assertEqual(self.c.get_network(nets["steps"]).step, 37)
+
     def test_ListNetworks_Paginated_SeesAll(self):
         names = {self.create(input_size=1, layers=[(1, "sigmoid")], loss="mse").name for _ in range(3)}
         listed = {n.name for n in self.c.list_networks(page_size=2)}
@@ -325,9 +365,12 @@ class TrainResumableTest(unittest.TestCase):
             for name in ("ref", "resumed"):
                 c.create_network(3, [(8, "tanh"), (1, "sigmoid")], "bce", network_id=name,
                                  init="glorot_uniform", seed=5, optimizer=opt)
-            list(c.train("ref", batches))
+            list(c.train("ref", batches, batches_per_message=1))
             seen = []
-            for response in c.train_resumable("resumed", batches, commit_every_steps=7):
+            # 8 minibatches per message, commits every 7 steps: commits and
+            # the kill fall inside messages.
+            for response in c.train_resumable("resumed", batches, commit_every_steps=7,
+                                              batches_per_message=8):
                 seen.append(response.result.step)
                 if len(seen) == 120:
                     live.proc.kill()  # SIGKILL, by PID

@@ -551,7 +551,11 @@ TEST_F(TrainingServiceTest, Train_BadBatchMidStream_EarlierStepsKept) {
   ASSERT_TRUE(net.ok());
   std::vector<v1::Minibatch> batches(5, MakeBatch(4, 2, 1, 0));
   batches[3] = MakeBatch(4, 3, 1, 0);  // wrong width
-  auto last = client_->Train(net->name(), batches, TrainOptions{}, nullptr);
+  // One minibatch per message: a packed message with a bad minibatch
+  // applies none of its minibatches (packed_steps_test.cc).
+  TrainOptions options;
+  options.batches_per_message = 1;
+  auto last = client_->Train(net->name(), batches, options, nullptr);
   EXPECT_THAT(last.status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "minibatch 4 of this stream: batch.inputs: expected 2 "

@@ -18,7 +18,7 @@ import numpy as np
 
 from satlab._std import health_pb2, health_pb2_grpc
 from satlab.tensor import from_tensor, to_tensor
-from satlab.v1 import experiment_pb2, network_pb2
+from satlab.v1 import experiment_pb2, network_pb2, tensor_pb2
 from satlab.v1 import training_service_pb2 as pb
 from satlab.v1 import training_service_pb2_grpc as pb_grpc
 
@@ -92,6 +92,23 @@ def _minibatch(msg, inputs, targets, dtype=None):
     to_tensor(np.atleast_2d(inputs), dtype, out=msg.inputs)
     to_tensor(np.atleast_2d(targets), dtype, out=msg.targets)
     return msg
+
+
+# Minibatches per Train message by default: a stream of tiny steps is then
+# not bound by one message per step (docs/benchmarks.md, "Many small steps
+# per message").
+BATCHES_PER_MESSAGE = 32
+
+
+def _packed_request(pack: List[tensor_pb2.Minibatch]) -> pb.TrainRequest:
+    """A TrainRequest carrying `pack`: one minibatch as `batch` (what servers
+    before packing read), several as `batches`."""
+    req = pb.TrainRequest()
+    if len(pack) == 1:
+        req.batch.CopyFrom(pack[0])
+    else:
+        req.batches.extend(pack)
+    return req
 
 
 def _name(network: NetworkRef) -> str:
@@ -334,17 +351,34 @@ class Client:
         return self.stub.TrainStep(req, timeout=self.timeout).result
 
     def train(self, network: NetworkRef, batches: Iterable[Tuple[ArrayLike, ArrayLike]],
-              report_every: int = 1, timeout: Optional[float] = None) -> Iterator[pb.TrainResponse]:
+              report_every: int = 1, timeout: Optional[float] = None,
+              batches_per_message: int = BATCHES_PER_MESSAGE,
+              report_losses: bool = False) -> Iterator[pb.TrainResponse]:
         """Streams (inputs, targets) pairs through Train; yields TrainResponses
-        as the server reports them (every `report_every` steps and the last)."""
+        as the server reports them (every `report_every` steps and the last).
+
+        Up to `batches_per_message` minibatches travel in one message (the
+        server applies them as that many steps, bitwise as if sent one by
+        one); 1 sends each alone, as servers before packing expect. With
+        `report_losses`, each response also lists the loss of every step since
+        the previous one (TrainResponse.losses)."""
+        if batches_per_message < 1:
+            raise ValueError(f"batches_per_message: expected at least 1, got {batches_per_message}")
         name = _name(network)
 
         def requests():
-            yield pb.TrainRequest(name=name, report_every=report_every)
+            yield pb.TrainRequest(name=name, report_every=report_every,
+                                  report_losses=report_losses)
+            pack: List[tensor_pb2.Minibatch] = []
             for x, y in batches:
-                req = pb.TrainRequest()
-                _minibatch(req.batch, x, y)
-                yield req
+                mb = tensor_pb2.Minibatch()
+                _minibatch(mb, x, y)
+                pack.append(mb)
+                if len(pack) == batches_per_message:
+                    yield _packed_request(pack)
+                    pack = []
+            if pack:
+                yield _packed_request(pack)
 
         return self.stub.Train(requests(), timeout=timeout)
 
@@ -352,7 +386,8 @@ class Client:
                         report_every: int = 1, commit_every_steps: int = 0,
                         max_resumes: int = 10, initial_backoff: float = 0.05,
                         max_backoff: float = 2.0, max_buffered: int = 4096,
-                        timeout: Optional[float] = None) -> Iterator[pb.TrainResponse]:
+                        timeout: Optional[float] = None,
+                        batches_per_message: int = BATCHES_PER_MESSAGE) -> Iterator[pb.TrainResponse]:
         """Train that survives a dropped connection or a server restart, like
         the C++ client's TrainSession.
 
@@ -367,9 +402,13 @@ class Client:
         (every `report_every` steps and the last; a response a failure cut
         off for a step the server had already committed is not sent again). Raises grpc.RpcError when the
         failure is not retryable or max_resumes failures come in a row.
+        Minibatches travel up to `batches_per_message` per message, as in
+        train(); a resume resends from the network's step whatever the packing.
         """
         if max_buffered < 2:
             raise ValueError(f"max_buffered: expected at least 2, got {max_buffered}")
+        if batches_per_message < 1:
+            raise ValueError(f"batches_per_message: expected at least 1, got {batches_per_message}")
         name = _name(network)
         start = self.get_network(name).step
         half = max_buffered // 2
@@ -378,7 +417,7 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         source = iter(batches)
         lock = threading.Condition()
-        # Requests of minibatches start + first + 1 ... not yet durable.
+        # Minibatches of steps start + first + 1 ... not yet durable.
         state = {"buffer": collections.deque(), "first": 0, "written": 0,
                  "exhausted": False, "durable": 0, "delivered": start}
 
@@ -392,26 +431,32 @@ class Client:
                                   commit_every_steps=commit_every, expected_step=server_step)
             i = server_step - start
             while True:
+                pack: List[tensor_pb2.Minibatch] = []
                 with lock:
-                    while not state["exhausted"] and i >= state["written"] and \
-                            len(state["buffer"]) >= max_buffered:
-                        lock.wait()
-                    if i < state["written"]:
-                        req = state["buffer"][i - state["first"]]
-                    elif state["exhausted"]:
-                        return
-                    else:
-                        try:
-                            x, y = next(source)
-                        except StopIteration:
-                            state["exhausted"] = True
-                            return
-                        req = pb.TrainRequest()
-                        _minibatch(req.batch, x, y)
-                        state["buffer"].append(req)
-                        state["written"] += 1
-                yield req
-                i += 1
+                    while len(pack) < batches_per_message:
+                        j = i + len(pack)
+                        if j < state["written"]:
+                            pack.append(state["buffer"][j - state["first"]])
+                        elif state["exhausted"]:
+                            break
+                        elif len(state["buffer"]) >= max_buffered:
+                            if pack:  # send what there is; the server drains the buffer
+                                break
+                            lock.wait()
+                        else:
+                            try:
+                                x, y = next(source)
+                            except StopIteration:
+                                state["exhausted"] = True
+                                break
+                            mb = tensor_pb2.Minibatch()
+                            _minibatch(mb, x, y)
+                            state["buffer"].append(mb)
+                            state["written"] += 1
+                if not pack:
+                    return
+                yield _packed_request(pack)
+                i += len(pack)
 
         server_step, failures, backoff, resuming = start, 0, initial_backoff, False
         while True:
@@ -429,6 +474,14 @@ class Client:
                     failures, backoff = 0, initial_backoff
                     if fresh:
                         yield response
+                with lock:
+                    expected = start + state["written"]
+                if server_step != expected:
+                    # A server that predates `batches` ignores them and ends OK.
+                    raise RuntimeError(
+                        f"{name} is at step {server_step} after the stream, expected {expected}: "
+                        "the server skipped minibatches (one that predates several minibatches "
+                        "per message ignores them: pass batches_per_message=1)")
                 return
             except grpc.RpcError as err:
                 error: grpc.RpcError = err
@@ -458,6 +511,17 @@ class Client:
                         f"{name} is at step {server_step}, but only the minibatches for steps "
                         f"{start + state['first'] + 1} to {start + state['written']} are kept: "
                         "another writer changed it, or the server lost state it reported durable")
+
+    def train_steps(self, network: NetworkRef, batches: Iterable[Tuple[ArrayLike, ArrayLike]],
+                    request_id: str = "") -> pb.TrainStepResponse:
+        """One optimizer step per (inputs, targets) pair, in order, in one
+        TrainStep call: all applied or none (bitwise as that many train_step
+        calls). The response has the last StepResult, steps_applied and every
+        step's loss (losses). `request_id` makes a retry apply once."""
+        req = pb.TrainStepRequest(name=_name(network), request_id=request_id)
+        for x, y in batches:
+            _minibatch(req.batches.add(), x, y)
+        return self.stub.TrainStep(req, timeout=self.timeout)
 
     def evaluate(self, network: NetworkRef, inputs: ArrayLike, targets: ArrayLike) -> pb.EvaluateResponse:
         """Loss, accuracy and saturation over a dataset, without a step."""

@@ -12,6 +12,15 @@ async function main(address: string): Promise<number> {
   for await (const ev of c.watchMetrics({ name: network.name, start_step: -1 })) {
     console.log(ev.event.sequence);
   }
+  // Several minibatches per message (issue 15 item 4).
+  const mb = { inputs: tensor([1], [1, 1]), targets: tensor([0], [1, 1]) };
+  for await (const r of c.trainBatches(network.name, [mb, mb, mb], { batchesPerMessage: 2, reportLosses: true })) {
+    console.log(r.batches_applied, r.losses.length);
+  }
+  const packed = await c.trainStep({ name: network.name, batches: [mb, mb], request_id: 'r1' });
+  console.log(packed.steps_applied, packed.losses[0], packed.result.step);
+  // @ts-expect-error batchesPerMessage is a number
+  c.trainBatches(network.name, [mb], { batchesPerMessage: 'many' });
   // The types are not `any`: these must not compile.
   // @ts-expect-error network_id is a string
   await c.createNetwork({ network_id: 5 });
