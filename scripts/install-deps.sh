@@ -15,7 +15,7 @@ core=(build-essential cmake ninja-build ccache pkg-config git ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libspdlog-dev libfmt-dev libeigen3-dev libgtest-dev libgmock-dev
   libbenchmark-dev libsqlite3-dev libcpp-httplib-dev nlohmann-json3-dev
-  libopenblas-dev zlib1g-dev gnuplot-nox clang-format libjs-chart.js libcli11-dev)
+  libopenblas-dev zlib1g-dev libssl-dev gnuplot-nox clang-format libjs-chart.js libcli11-dev)
 test_extra=(python3 python3-grpcio python3-protobuf python3-numpy python3-sklearn
   prometheus chromium fonts-dejavu-core
   podman buildah debootstrap runc uidmap slirp4netns fuse-overlayfs curl

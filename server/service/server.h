@@ -73,6 +73,10 @@ struct ServerOptions {
   // ~+170 MiB, docs/reliability/stream.md). Off, a stream's window opens
   // for the message it is reading; loopback throughput is unchanged.
   bool http2_bdp_probe = false;
+  // gRPC server reflection (the API's descriptors, for grpcurl and the
+  // like). gRPC's reflection service cannot ask for a key, so it is on or
+  // off; main.cc turns it off by default when API keys are configured.
+  bool reflection = true;
   ServiceOptions service;
   // Receives steps, deletions and experiment progress and serves
   // WatchMetrics (a MetricsHub). Not owned; when null the server makes its
