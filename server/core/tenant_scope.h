@@ -54,6 +54,10 @@ class TenantScope {
 
   const Identity& identity() const { return identity_; }
   bool admin() const { return identity_.role == Role::kAdmin; }
+  // Whether the caller may name another tenant's resource as
+  // {tenant}.{id}: a configured admin. Not the implicit caller of a server
+  // without keys, whose ids stay exactly as they were before tenants.
+  bool names_tenants() const { return admin() && !identity_.tenant.empty(); }
   // "acme." for a user of tenant acme; empty for an admin.
   const std::string& prefix() const { return prefix_; }
 

@@ -196,14 +196,10 @@ absl::Status ValidateNetworkId(absl::string_view id) {
 absl::StatusOr<std::string> StoredId(const core::TenantScope& scope,
                                      absl::string_view id,
                                      absl::string_view field) {
-  if (absl::Status s =
-          CheckLength(id, kMaxNetworkIdBytes + (scope.admin() ? 33 : 0), field);
-      !s.ok()) {
-    return s;
-  }
+  // ValidateNetworkId and ValidateTenantName bound the lengths.
   absl::string_view local = id;
   if (const size_t dot = id.find(core::kTenantSeparator);
-      scope.admin() && dot != absl::string_view::npos) {
+      scope.names_tenants() && dot != absl::string_view::npos) {
     if (absl::Status s = core::ValidateTenantName(id.substr(0, dot), field);
         !s.ok()) {
       return s;
@@ -219,6 +215,11 @@ absl::StatusOr<std::string> StoredId(const core::TenantScope& scope,
 absl::StatusOr<std::string> ParseNetworkName(const core::TenantScope& scope,
                                              absl::string_view name,
                                              absl::string_view field) {
+  if (absl::Status s = CheckLength(
+          name, kMaxNetworkNameBytes + (scope.names_tenants() ? 33 : 0), field);
+      !s.ok()) {
+    return s;
+  }
   if (!absl::StartsWith(name, kNetworkPrefix) ||
       name.size() == kNetworkPrefix.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -252,6 +253,14 @@ absl::StatusOr<PageRequest> PageFromRequest(const core::TenantScope& scope,
                                             int32_t page_size,
                                             const std::string& page_token) {
   auto page = PageFromRequest(page_size, std::string());
+  if (page.ok()) {
+    if (absl::Status s = CheckLength(
+            page_token, kMaxNetworkIdBytes + (scope.names_tenants() ? 33 : 0),
+            "page_token");
+        !s.ok()) {
+      return s;
+    }
+  }
   if (!page.ok() || page_token.empty()) {
     if (page.ok()) page->after = scope.prefix();
     return page;

@@ -55,8 +55,8 @@ absl::Status ValidateNetworkId(absl::string_view id);
 
 // The caller's id (a network's or an experiment's), checked as
 // ValidateNetworkId does, -> the stored id in the caller's scope
-// (core::TenantScope). An admin may also name another tenant's resource
-// as {tenant}.{id}. INVALID_ARGUMENT naming `field` otherwise.
+// (core::TenantScope). A configured admin may also name another tenant's
+// resource as {tenant}.{id}. INVALID_ARGUMENT naming `field` otherwise.
 absl::StatusOr<std::string> StoredId(const core::TenantScope& scope,
                                      absl::string_view id,
                                      absl::string_view field);

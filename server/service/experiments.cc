@@ -21,6 +21,14 @@ using Scope = core::TenantScope;
 absl::StatusOr<std::string> ParseExperimentName(const Scope& who,
                                                 absl::string_view name,
                                                 absl::string_view field) {
+  if (absl::Status s =
+          CheckLength(name,
+                      kExperimentPrefix.size() + kMaxNetworkIdBytes +
+                          (who.names_tenants() ? 33 : 0),
+                      field);
+      !s.ok()) {
+    return s;
+  }
   absl::string_view id = name;
   if (!absl::ConsumePrefix(&id, kExperimentPrefix)) {
     return service::ParseExperimentName(name, field);  // its error

@@ -56,7 +56,8 @@ struct WatchFilter {
   int64_t start_step = 0;
   // Non-empty: only events of networks and experiments whose stored id
   // starts with it (a tenant's prefix, core::TenantScope).
-  std::string tenant_prefix;
+  // (Initialized so that {network, start_step} aggregates need not name it.)
+  std::string tenant_prefix = std::string();
 };
 
 // `event` with its network name and experiment id as `scope`'s caller
