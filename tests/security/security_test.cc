@@ -425,6 +425,115 @@ TEST_F(SecurityTest, Tenants_ExperimentsOfAnotherTenant_NotFoundAndUnlisted) {
   EXPECT_EQ(listed.experiments_size(), 0);
 }
 
+// A short RunExperiment as `key` (the single-sample neuron, 3 epochs); its
+// status.
+grpc::Status RunExperiment(pb::TrainingService::Stub* stub,
+                           absl::string_view key, absl::string_view id,
+                           std::vector<std::string>* experiment_names) {
+  pb::RunExperimentRequest request;
+  request.set_experiment_id(std::string(id));
+  pb::ExperimentSpec& spec = *request.mutable_spec();
+  spec.mutable_dataset()->mutable_builtin()->set_kind(
+      pb::DATASET_KIND_SINGLE_SAMPLE);
+  spec.mutable_init()->set_scheme(pb::INIT_SCHEME_EXPLICIT);
+  auto* p = spec.mutable_init()->add_parameters();
+  *p->mutable_weights() = MakeTensor(1, 1, {2.0});
+  *p->mutable_biases() = MakeVector({2.0});
+  pb::ExperimentVariant& v = *spec.add_variants();
+  v.set_output_activation(pb::ACTIVATION_SIGMOID);
+  v.set_loss(pb::LOSS_MSE);
+  spec.set_epochs(3);
+  spec.set_no_shuffle(true);
+  spec.mutable_optimizer()->mutable_sgd()->set_learning_rate(0.15);
+  auto ctx = As(key);
+  auto reader = stub->RunExperiment(ctx.get(), request);
+  pb::RunExperimentResponse response;
+  while (reader->Read(&response)) {
+    experiment_names->push_back(response.experiment());
+  }
+  return reader->Finish();
+}
+
+TEST_F(SecurityTest, Tenants_Experiments_NotFoundIdenticalToAbsentListAdmin) {
+  Start();
+  auto get = [&](absl::string_view key) {
+    pb::GetExperimentRequest request;
+    request.set_name("experiments/exp");
+    pb::GetExperimentResponse response;
+    return stub_->GetExperiment(As(key).get(), request, &response);
+  };
+  const grpc::Status absent = get(kBetaKey);
+  std::vector<std::string> names;
+  grpc::Status ran = RunExperiment(stub_.get(), kAlphaKey, "exp", &names);
+  ASSERT_TRUE(ran.ok()) << ran.error_message();
+  ASSERT_FALSE(names.empty());
+  EXPECT_EQ(names.front(), "experiments/exp");  // as alpha knows it
+  const grpc::Status foreign = get(kBetaKey);
+  EXPECT_EQ(foreign.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(foreign.error_code(), absent.error_code());
+  EXPECT_EQ(foreign.error_message(), absent.error_message());
+  pb::DeleteExperimentRequest del;
+  del.set_name("experiments/exp");
+  pb::DeleteExperimentResponse deleted;
+  EXPECT_EQ(
+      stub_->DeleteExperiment(As(kBetaKey).get(), del, &deleted).error_code(),
+      grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(get(kAlphaKey).ok());  // still there
+  // Beta running the same id gets its own experiment.
+  std::vector<std::string> beta_names;
+  EXPECT_TRUE(RunExperiment(stub_.get(), kBetaKey, "exp", &beta_names).ok());
+  auto list = [&](absl::string_view key) {
+    pb::ListExperimentsResponse response;
+    EXPECT_TRUE(stub_
+                    ->ListExperiments(As(key).get(),
+                                      pb::ListExperimentsRequest(), &response)
+                    .ok());
+    std::vector<std::string> out;
+    for (const auto& e : response.experiments()) out.push_back(e.name());
+    return out;
+  };
+  EXPECT_THAT(list(kAlphaKey), ::testing::ElementsAre("experiments/exp"));
+  EXPECT_THAT(list(kAdminKey), ::testing::ElementsAre("experiments/alpha.exp",
+                                                      "experiments/beta.exp"));
+}
+
+TEST_F(SecurityTest, Quota_NetworksCountsImports_ResourceExhausted) {
+  options_.service.auth.quotas.networks = 1;
+  Start();
+  ASSERT_TRUE(Create(kAlphaKey, "a").ok());
+  // Export it (alpha), then import the file as a second network.
+  std::string file;
+  {
+    pb::ExportNetworkRequest request;
+    request.set_name("networks/a");
+    auto ctx = As(kAlphaKey);
+    auto reader = stub_->ExportNetwork(ctx.get(), request);
+    pb::ExportNetworkResponse chunk;
+    while (reader->Read(&chunk)) file += chunk.data();
+    ASSERT_TRUE(reader->Finish().ok());
+  }
+  auto import = [&](absl::string_view key, absl::string_view id) {
+    auto ctx = As(key);
+    pb::ImportNetworkResponse response;
+    auto writer = stub_->ImportNetwork(ctx.get(), &response);
+    pb::ImportNetworkRequest request;
+    request.set_network_id(std::string(id));
+    request.set_total_bytes(static_cast<int64_t>(file.size()));
+    request.set_data(file);
+    writer->Write(request);
+    writer->WritesDone();
+    return writer->Finish();
+  };
+  grpc::Status over = import(kAlphaKey, "b");
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(over.error_message(), HasSubstr("quota networks"));
+  // Beta imports the same file into its own namespace, under its own count.
+  grpc::Status beta = import(kBetaKey, "a");
+  EXPECT_TRUE(beta.ok()) << beta.error_message();
+  EXPECT_THAT(List(kBetaKey), ::testing::ElementsAre("networks/a"));
+  EXPECT_THAT(List(kAlphaKey), ::testing::ElementsAre("networks/a"));
+}
+
 TEST_F(SecurityTest, Tenants_RestartKeepsOwnership_Sqlite) {
   const std::string dir = ::testing::TempDir() + "/security_restart";
   std::filesystem::remove_all(dir);
