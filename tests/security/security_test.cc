@@ -744,15 +744,22 @@ TEST_F(SecurityTest, Quota_Streams_ResourceExhaustedNamingIt) {
   options_.service.auth.quotas.streams = 1;
   Start();
   ASSERT_TRUE(Create(kAlphaKey, "a").ok());
+  pb::TrainStepRequest step;
+  step.set_name("networks/a");
+  *step.mutable_batch() = testing::MakeBatch(1, 1, 1, 0);
+  pb::TrainStepResponse stepped;
+  ASSERT_TRUE(stub_->TrainStep(As(kAlphaKey).get(), step, &stepped).ok());
+  // The first stream replays that step: once it arrives the stream holds
+  // the tenant's one stream.
   pb::WatchMetricsRequest request;
-  request.set_start_step(-1);
+  request.set_name("networks/a");
+  request.set_start_step(0);
   auto first_ctx = As(kAlphaKey);
   auto first = stub_->WatchMetrics(first_ctx.get(), request);
-  // The first stream is open once its metadata arrives... wait for it.
-  first->WaitForInitialMetadata();
+  pb::WatchMetricsResponse event;
+  ASSERT_TRUE(first->Read(&event));
   auto second_ctx = As(kAlphaKey);
   auto second = stub_->WatchMetrics(second_ctx.get(), request);
-  pb::WatchMetricsResponse event;
   EXPECT_FALSE(second->Read(&event));
   grpc::Status refused = second->Finish();
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
@@ -761,7 +768,9 @@ TEST_F(SecurityTest, Quota_Streams_ResourceExhaustedNamingIt) {
   auto beta_ctx = As(kBetaKey);
   beta_ctx->set_deadline(std::chrono::system_clock::now() +
                          std::chrono::milliseconds(300));
-  auto beta = stub_->WatchMetrics(beta_ctx.get(), request);
+  pb::WatchMetricsRequest live_only;
+  live_only.set_start_step(-1);
+  auto beta = stub_->WatchMetrics(beta_ctx.get(), live_only);
   while (beta->Read(&event)) {
   }
   EXPECT_EQ(beta->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
