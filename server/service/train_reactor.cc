@@ -335,8 +335,9 @@ void TrainReactor::MaybeFinish() {
   // An outstanding read is fine: it completes with ok=false after Finish.
   finished_ = true;
   absl::Status status = success ? absl::OkStatus() : *final_status_;
-  if (admission_.ok()) status = admission_->scope.Unscoped(status);
   if (session_ == nullptr) {
+    // (CloseAndFinish does this on the other path: once per status.)
+    if (admission_.ok()) status = admission_->scope.Unscoped(status);
     Finish(ToGrpcStatus(status));
     return;
   }
@@ -365,6 +366,7 @@ void TrainReactor::CloseAndFinish(std::unique_ptr<core::WriterSession> session,
                      "; resume from durable step ", session->durable_step()));
   }
   session.reset();
+  if (admission_.ok()) status = admission_->scope.Unscoped(status);
   // Nothing of the reactor is touched after this: OnDone may follow.
   Finish(ToGrpcStatus(status));
 }
