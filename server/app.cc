@@ -9,6 +9,8 @@
 
 namespace satlab::server {
 
+using service::Tenancy;
+
 absl::StatusOr<std::unique_ptr<App>> App::Start(const AppOptions& options) {
   if (options.blas_threads < 0) {
     return absl::InvalidArgumentError(
@@ -62,7 +64,16 @@ absl::StatusOr<std::unique_ptr<App>> App::Start(const AppOptions& options) {
   app->server_ = *std::move(server);
 
   if (options.http.has_value()) {
-    auto http = http::HttpServer::Start(*options.http, app->hub_.get(),
+    http::HttpServerOptions http_options = *options.http;
+    // The HTTP port checks the gRPC port's keys (the tenancy outlives it:
+    // Shutdown stops the HTTP port first).
+    if (Tenancy* tenancy = app->server_->service()->tenancy();
+        tenancy->enabled()) {
+      http_options.authenticate = [tenancy](absl::string_view header) {
+        return tenancy->FromAuthorization(header);
+      };
+    }
+    auto http = http::HttpServer::Start(http_options, app->hub_.get(),
                                         &app->grpc_metrics_);
     // `app` going out of scope shuts the gRPC server down again.
     if (!http.ok()) return http.status();

@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -24,8 +26,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "server/app.h"
+#include "server/auth/api_keys.h"
 #include "server/engine/blas_guard.h"
 #include "server/engine/gemm.h"
 #include "server/engine/kernels.h"
@@ -240,6 +244,53 @@ ABSL_FLAG(bool, plaintext, false,
           "Serve plaintext (no TLS) on both ports even on a non-loopback "
           "--host. Without TLS files and without this flag, the server only "
           "starts on a loopback host (127.0.0.1, ::1, localhost).");
+// Authentication, tenants and quotas (docs/security.md).
+ABSL_FLAG(std::string, api_keys_file, "",
+          "File of hashed API keys, one '<tenant> <user|admin> <salt> <hash> "
+          "[quota=value ...]' per line (make a line with --hash_api_key); "
+          "empty: none. With no keys and no --cert_tenants, authentication "
+          "is off (loopback dev mode).");
+ABSL_FLAG(std::string, api_keys, "",
+          "Plaintext keys 'tenant:user|admin:key,...', hashed at start and "
+          "then dropped; give them as SATLAB_API_KEYS (the environment, "
+          "which is then wiped), not on the command line.");
+ABSL_FLAG(std::string, cert_tenants, "",
+          "Under mutual TLS: client certificate names (x509 common name or "
+          "subject alternative name) mapped to tenants, "
+          "'name=tenant:user|admin,...'.");
+ABSL_FLAG(bool, hash_api_key, false,
+          "Read an API key on stdin, print its keys-file line for "
+          "--hash_tenant and --hash_role, and exit.");
+ABSL_FLAG(std::string, hash_tenant, "", "--hash_api_key: the key's tenant.");
+ABSL_FLAG(std::string, hash_role, "user",
+          "--hash_api_key: the key's role, user or admin.");
+ABSL_FLAG(int64_t, quota_networks, 0,
+          "Networks each tenant may hold (0: unlimited; the keys file may "
+          "override it per tenant with networks=N).");
+ABSL_FLAG(int64_t, quota_parameters, 0,
+          "Parameters over all of a tenant's networks (0: unlimited; "
+          "parameters=N in the keys file).");
+ABSL_FLAG(int64_t, quota_streams, 0,
+          "Streaming calls (Train, WatchMetrics, RunExperiment, Export, "
+          "Import) a tenant may have open (0: unlimited; streams=N).");
+ABSL_FLAG(int64_t, quota_running_experiments, 0,
+          "RunExperiment calls a tenant may have running (0: unlimited; "
+          "experiments=N).");
+ABSL_FLAG(double, quota_requests_per_second, 0,
+          "Calls per second per tenant, token bucket (0: unlimited; "
+          "requests_per_second=R).");
+ABSL_FLAG(double, quota_request_burst, 0,
+          "Token bucket size for --quota_requests_per_second (0: the rate, "
+          "at least 1; request_burst=B).");
+ABSL_FLAG(std::string, reflection, "auto",
+          "gRPC server reflection: on, off, or auto (on without "
+          "authentication, off with it: reflection cannot ask for a key).");
+ABSL_FLAG(std::string, metrics_access, "auto",
+          "/metrics: off, open, key (an admin API key), or auto (open "
+          "without authentication, key with it).");
+ABSL_FLAG(std::string, dashboard_access, "auto",
+          "The dashboard's data: off, open, key (each key sees its tenant's "
+          "networks), or auto (open without authentication, key with it).");
 ABSL_FLAG(std::string, log_format, "text", "Log format: text or json.");
 ABSL_FLAG(std::string, log_level, "info",
           "Log level: trace, debug, info, warn, error.");
@@ -317,6 +368,92 @@ void OnStopSignal(int signal_number) {
   [[maybe_unused]] const ssize_t written =
       write(g_stop_pipe[1], &signal_number, sizeof(signal_number));
   errno = saved_errno;
+}
+
+// --hash_api_key: the keys-file line of the key on stdin.
+int HashApiKey() {
+  std::string key;
+  std::getline(std::cin, key);
+  auto role =
+      satlab::auth::ParseRole(absl::GetFlag(FLAGS_hash_role), "hash_role");
+  auto entry =
+      role.ok()
+          ? satlab::auth::HashKey(absl::StripAsciiWhitespace(key),
+                                  {absl::GetFlag(FLAGS_hash_tenant), *role})
+          : absl::StatusOr<satlab::auth::KeyEntry>(role.status());
+  if (!entry.ok()) {
+    std::fprintf(stderr, "satlab-server: %s\n",
+                 std::string(entry.status().message()).c_str());
+    return 2;
+  }
+  std::printf("%s\n", satlab::auth::FormatKeyLine(*entry).c_str());
+  return 0;
+}
+
+// Overwrites an environment variable's value in place (the initial
+// environment stays readable in /proc/<pid>/environ otherwise), then
+// removes it.
+void WipeEnvironment(const char* name) {
+  if (char* value = std::getenv(name); value != nullptr) {
+    std::fill(value, value + std::strlen(value), 'x');
+  }
+  unsetenv(name);
+}
+
+// Keys, certificate tenants, quotas and access modes into `app`.
+absl::Status AuthFromFlags(satlab::server::AppOptions* app) {
+  satlab::service::AuthOptions& auth = app->server.service.auth;
+  if (const std::string path = absl::GetFlag(FLAGS_api_keys_file);
+      !path.empty()) {
+    if (absl::Status s = auth.keys.AddFile(satlab::ExpandHome(path)); !s.ok()) {
+      return s;
+    }
+  }
+  std::string plaintext = absl::GetFlag(FLAGS_api_keys);
+  absl::SetFlag(&FLAGS_api_keys, "");
+  WipeEnvironment("SATLAB_API_KEYS");
+  absl::Status added = auth.keys.AddPlaintext(plaintext);
+  std::fill(plaintext.begin(), plaintext.end(), 'x');
+  if (!added.ok()) return added;
+  auto certs =
+      satlab::service::ParseCertTenants(absl::GetFlag(FLAGS_cert_tenants));
+  if (!certs.ok()) return certs.status();
+  auth.cert_identities = *std::move(certs);
+  auth.quotas.networks = absl::GetFlag(FLAGS_quota_networks);
+  auth.quotas.parameters = absl::GetFlag(FLAGS_quota_parameters);
+  auth.quotas.streams = absl::GetFlag(FLAGS_quota_streams);
+  auth.quotas.running_experiments =
+      absl::GetFlag(FLAGS_quota_running_experiments);
+  auth.quotas.requests_per_second =
+      absl::GetFlag(FLAGS_quota_requests_per_second);
+  auth.quotas.request_burst = absl::GetFlag(FLAGS_quota_request_burst);
+
+  const bool on = auth.enabled();
+  const std::string reflection = absl::GetFlag(FLAGS_reflection);
+  if (reflection != "auto" && reflection != "on" && reflection != "off") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "reflection: expected on, off or auto, got \"", reflection, "\""));
+  }
+  app->server.reflection = reflection == "auto" ? !on : reflection == "on";
+  if (app->http.has_value()) {
+    const auto access =
+        [on](const std::string& value,
+             absl::string_view flag) -> absl::StatusOr<satlab::http::Access> {
+      if (value == "auto") {
+        return on ? satlab::http::Access::kKey : satlab::http::Access::kOpen;
+      }
+      return satlab::http::ParseAccess(value, flag);
+    };
+    auto metrics =
+        access(absl::GetFlag(FLAGS_metrics_access), "metrics_access");
+    if (!metrics.ok()) return metrics.status();
+    auto dashboard =
+        access(absl::GetFlag(FLAGS_dashboard_access), "dashboard_access");
+    if (!dashboard.ok()) return dashboard.status();
+    app->http->metrics_access = *metrics;
+    app->http->dashboard_access = *dashboard;
+  }
+  return absl::OkStatus();
 }
 
 // The flags as options: everything the process runs with but logging.
@@ -442,6 +579,7 @@ int main(int argc, char** argv) {
   }
   ApplyEnvironment();
   absl::ParseCommandLine(argc, argv);
+  if (absl::GetFlag(FLAGS_hash_api_key)) return HashApiKey();
   // Before anything else starts: the guard may re-execute the process.
   const absl::StatusOr<satlab::engine::BlasCoreReport> blas =
       satlab::engine::GuardBlasCore(absl::GetFlag(FLAGS_blas_core_guard), argv);
@@ -494,7 +632,17 @@ int main(int argc, char** argv) {
   // SIGHUP reloads the TLS files (below), it does not stop the server.
   sigaction(SIGHUP, &on_stop, nullptr);
 
-  const satlab::server::AppOptions options = OptionsFromFlags();
+  satlab::server::AppOptions options = OptionsFromFlags();
+  if (absl::Status s = AuthFromFlags(&options); !s.ok()) {
+    spdlog::critical("cannot start: {}", s.ToString());
+    return 2;
+  }
+  if (!options.server.service.auth.enabled()) {
+    spdlog::warn(
+        "authentication is off (no --api_keys_file, SATLAB_API_KEYS or "
+        "--cert_tenants): every caller is an admin; meant for loopback "
+        "development only");
+  }
   auto app = satlab::server::App::Start(options);
   if (!app.ok()) {
     spdlog::critical("cannot start: {}", app.status().ToString());

@@ -9,6 +9,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
@@ -25,9 +26,11 @@ constexpr int kHttplibMaxUriBytes = CPPHTTPLIB_REQUEST_URI_MAX_LENGTH;
 
 // One SSE message: `id` = the event's sequence, `data` = the
 // WatchMetricsResponse as proto JSON (field names as in the .proto).
-std::string SseMessage(const service::MetricsSubscription::Item& item) {
+std::string SseMessage(const core::TenantScope& scope,
+                       const service::MetricsSubscription::Item& item) {
   v1::WatchMetricsResponse response;
   *response.mutable_event() = *item.event;
+  service::ShowEventNames(scope, response.mutable_event());
   response.set_dropped_events(item.dropped_before);
   google::protobuf::util::JsonPrintOptions json;
   json.preserve_proto_field_names = true;
@@ -37,9 +40,11 @@ std::string SseMessage(const service::MetricsSubscription::Item& item) {
   return absl::StrCat("id: ", item.event->sequence(), "\ndata: ", data, "\n\n");
 }
 
-nlohmann::json NetworksJson(const service::MetricsHub& hub) {
+nlohmann::json NetworksJson(const core::TenantScope& scope,
+                            const service::MetricsHub& hub) {
   nlohmann::json networks = nlohmann::json::array();
   for (const service::NetworkGauges& g : hub.Networks()) {
+    if (!scope.Sees(g.id)) continue;
     nlohmann::json layers = nlohmann::json::array();
     for (const engine::LayerStats& s : g.layers) {
       layers.push_back({{"mean_derivative", s.mean_derivative},
@@ -49,7 +54,7 @@ nlohmann::json NetworksJson(const service::MetricsHub& hub) {
                         {"bias_gradient_norm", s.bias_gradient_norm},
                         {"mean_activation", s.mean_activation}});
     }
-    networks.push_back({{"name", absl::StrCat("networks/", g.id)},
+    networks.push_back({{"name", absl::StrCat("networks/", scope.Shown(g.id))},
                         {"step", g.step},
                         {"loss", g.loss},
                         {"accuracy", g.accuracy},
@@ -59,6 +64,9 @@ nlohmann::json NetworksJson(const service::MetricsHub& hub) {
                         {"samples_total", g.samples_total},
                         {"layers", std::move(layers)}});
   }
+  // The hub's counters are server-wide: an admin's (or an open
+  // dashboard's) only.
+  if (!scope.admin()) return {{"networks", std::move(networks)}};
   const service::HubCounters c = hub.Counters();
   return {{"networks", std::move(networks)},
           {"events_total", c.events_total},
@@ -69,6 +77,13 @@ nlohmann::json NetworksJson(const service::MetricsHub& hub) {
 }
 
 absl::Status ValidateOptions(const HttpServerOptions& o) {
+  if ((o.metrics_access == Access::kKey ||
+       o.dashboard_access == Access::kKey) &&
+      !o.authenticate) {
+    return absl::InvalidArgumentError(
+        "http options: metrics_access or dashboard_access is key, but no "
+        "API keys are configured (--api_keys_file, SATLAB_API_KEYS)");
+  }
   const auto positive = [](absl::Duration d) {
     return d > absl::ZeroDuration();
   };
@@ -203,29 +218,88 @@ void HttpServer::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+std::optional<core::TenantScope> HttpServer::Allow(
+    Access access, bool admin_only, const httplib::Request& req,
+    httplib::Response& res) const {
+  constexpr char kText[] = "text/plain; charset=utf-8";
+  switch (access) {
+    case Access::kOff:
+      res.status = 404;
+      res.set_content("not found\n", kText);
+      return std::nullopt;
+    case Access::kOpen:
+      return core::TenantScope(core::ImplicitAdmin());
+    case Access::kKey:
+      break;
+  }
+  absl::StatusOr<core::Identity> who =
+      absl::UnauthenticatedError("authorization: missing");
+  if (req.has_header("Authorization")) {
+    who = options_.authenticate(req.get_header_value("Authorization"));
+  }
+  if (!who.ok()) {
+    res.status = 401;
+    res.set_header("WWW-Authenticate", "Bearer");
+    res.set_content(
+        "send Authorization: Bearer <api key> (one of the gRPC port's keys)\n",
+        kText);
+    return std::nullopt;
+  }
+  if (admin_only && who->role != core::Role::kAdmin) {
+    res.status = 403;
+    res.set_content("this page needs an admin key\n", kText);
+    return std::nullopt;
+  }
+  return core::TenantScope(*std::move(who));
+}
+
+absl::StatusOr<Access> ParseAccess(absl::string_view value,
+                                   absl::string_view field) {
+  if (value == "off") return Access::kOff;
+  if (value == "open") return Access::kOpen;
+  if (value == "key") return Access::kKey;
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": expected off, open or key, got \"", value, "\""));
+}
+
 void HttpServer::Routes() {
   httplib::Server& s = *server_;
 
-  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    const HttpConnectionCounters connections = server_->Counters();
-    res.set_content(RenderMetrics(*hub_, grpc_metrics_, &connections),
-                    kExpositionContentType);
-  });
+  s.Get("/metrics",
+        [this](const httplib::Request& req, httplib::Response& res) {
+          if (!Allow(options_.metrics_access, /*admin_only=*/true, req, res))
+            return;
+          const HttpConnectionCounters connections = server_->Counters();
+          res.set_content(RenderMetrics(*hub_, grpc_metrics_, &connections),
+                          kExpositionContentType);
+        });
 
   s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain; charset=utf-8");
   });
 
-  s.Get("/api/networks",
-        [this](const httplib::Request&, httplib::Response& res) {
-          res.set_header("Cache-Control", "no-store");
-          res.set_content(NetworksJson(*hub_).dump(), "application/json");
-        });
+  s.Get("/api/networks", [this](const httplib::Request& req,
+                                httplib::Response& res) {
+    auto scope = Allow(options_.dashboard_access, false, req, res);
+    if (!scope.has_value()) return;
+    res.set_header("Cache-Control", "no-store");
+    res.set_content(NetworksJson(*scope, *hub_).dump(), "application/json");
+  });
 
   s.Get("/api/events", [this](const httplib::Request& req,
                               httplib::Response& res) {
+    auto scope = Allow(options_.dashboard_access, false, req, res);
+    if (!scope.has_value()) return;
     service::WatchFilter filter;
-    filter.network = req.get_param_value("network");
+    filter.tenant_prefix = scope->prefix();
+    if (req.has_param("network")) {
+      absl::string_view network = req.get_param_value("network");
+      // The caller's names -> stored ones (a name outside its scope matches
+      // nothing, like an absent one).
+      filter.network = absl::ConsumePrefix(&network, "networks/")
+                           ? absl::StrCat("networks/", scope->Stored(network))
+                           : std::string(network);
+    }
     if (req.has_param("start_step") &&
         (!absl::SimpleAtoi(req.get_param_value("start_step"),
                            &filter.start_step) ||
@@ -258,7 +332,7 @@ void HttpServer::Routes() {
     const absl::Duration keepalive = options_.event_stream_keepalive;
     res.set_chunked_content_provider(
         "text/event-stream",
-        [sub, keepalive](size_t, httplib::DataSink& sink) {
+        [sub, keepalive, scope = *scope](size_t, httplib::DataSink& sink) {
           if (!sub->WaitForEvent(keepalive)) {
             if (sub->closed()) {
               sink.done();
@@ -272,7 +346,7 @@ void HttpServer::Routes() {
           for (int i = 0; i < 256; ++i) {
             auto item = sub->Pop();
             if (!item.has_value()) break;
-            batch += SseMessage(*item);
+            batch += SseMessage(scope, *item);
           }
           return sink.write(batch.data(), batch.size());
         },
@@ -280,7 +354,11 @@ void HttpServer::Routes() {
   });
 
   s.Get(R"(/(|dashboard\.js|dashboard\.css|vendor/chart\.min\.js))",
-        [](const httplib::Request& req, httplib::Response& res) {
+        [this](const httplib::Request& req, httplib::Response& res) {
+          if (options_.dashboard_access == Access::kOff) {
+            res.status = 404;
+            return;
+          }
           const Asset* asset = FindAsset(req.path);
           if (asset == nullptr) {
             res.status = 404;

@@ -15,23 +15,43 @@
 #define SATLAB_SERVER_HTTP_HTTP_SERVER_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/core/tenant_scope.h"
 #include "server/service/grpc_metrics.h"
 #include "server/service/metrics_hub.h"
 #include "server/tls/http_tls.h"
 #include "server/tls/tls_files.h"
 
+namespace httplib {
+struct Request;
+struct Response;
+}  // namespace httplib
+
 namespace satlab::http {
 
 class GuardedServer;
+
+// Who may read a part of the HTTP port (docs/security.md).
+enum class Access {
+  kOff,   // 404
+  kOpen,  // anyone who can reach the port
+  kKey,   // `Authorization: Bearer <api key>` of the gRPC port's keys (401)
+};
+
+// "off" / "open" / "key" -> Access; INVALID_ARGUMENT naming `field`.
+absl::StatusOr<Access> ParseAccess(absl::string_view value,
+                                   absl::string_view field);
 
 struct HttpServerOptions {
   // Address to bind; 0.0.0.0 for every interface.
@@ -71,6 +91,17 @@ struct HttpServerOptions {
   // non-loopback host unless `plaintext`.
   tls::TlsFiles tls;
   bool plaintext = false;
+  // /metrics: with kKey only an admin key may read it (it names every
+  // tenant's networks).
+  Access metrics_access = Access::kOpen;
+  // The dashboard's data (/api/networks, /api/events): with kKey a user key
+  // sees its tenant's networks and experiments only, an admin key all. The
+  // page itself (/, its script and style) holds no data and is served
+  // unless this is kOff.
+  Access dashboard_access = Access::kOpen;
+  // Checks an Authorization header value (Tenancy::FromAuthorization);
+  // required when either access is kKey.
+  std::function<absl::StatusOr<core::Identity>(absl::string_view)> authenticate;
 };
 
 class HttpServer {
@@ -100,6 +131,12 @@ class HttpServer {
  private:
   HttpServer() = default;
   void Routes();
+  // The scope of a request to a part under `access`, or nullopt having
+  // answered it (404 off, 401 no or wrong key, 403 user key on an
+  // admin-only part).
+  std::optional<core::TenantScope> Allow(Access access, bool admin_only,
+                                         const httplib::Request& req,
+                                         httplib::Response& res) const;
 
   HttpServerOptions options_;
   service::MetricsHub* hub_ = nullptr;

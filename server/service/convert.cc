@@ -193,6 +193,41 @@ absl::Status ValidateNetworkId(absl::string_view id) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> StoredId(const core::TenantScope& scope,
+                                     absl::string_view id,
+                                     absl::string_view field) {
+  // ValidateNetworkId and ValidateTenantName bound the lengths.
+  absl::string_view local = id;
+  if (const size_t dot = id.find(core::kTenantSeparator);
+      scope.names_tenants() && dot != absl::string_view::npos) {
+    if (absl::Status s = core::ValidateTenantName(id.substr(0, dot), field);
+        !s.ok()) {
+      return s;
+    }
+    local = id.substr(dot + 1);
+  }
+  if (absl::Status s = ValidateNetworkId(local); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", s.message()));
+  }
+  return scope.Stored(id);
+}
+
+absl::StatusOr<std::string> ParseNetworkName(const core::TenantScope& scope,
+                                             absl::string_view name,
+                                             absl::string_view field) {
+  if (absl::Status s = CheckLength(
+          name, kMaxNetworkNameBytes + (scope.names_tenants() ? 33 : 0), field);
+      !s.ok()) {
+    return s;
+  }
+  if (!absl::StartsWith(name, kNetworkPrefix) ||
+      name.size() == kNetworkPrefix.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": expected networks/{network_id}, got ", QuoteForError(name)));
+  }
+  return StoredId(scope, name.substr(kNetworkPrefix.size()), field);
+}
+
 absl::StatusOr<PageRequest> PageFromRequest(int32_t page_size,
                                             const std::string& page_token) {
   constexpr int kDefaultPageSize = 50;
@@ -212,6 +247,32 @@ absl::StatusOr<PageRequest> PageFromRequest(int32_t page_size,
                      QuoteForError(page_token)));
   }
   return PageRequest{page_token, page_size == 0 ? kDefaultPageSize : page_size};
+}
+
+absl::StatusOr<PageRequest> PageFromRequest(const core::TenantScope& scope,
+                                            int32_t page_size,
+                                            const std::string& page_token) {
+  auto page = PageFromRequest(page_size, std::string());
+  if (page.ok()) {
+    if (absl::Status s = CheckLength(
+            page_token, kMaxNetworkIdBytes + (scope.names_tenants() ? 33 : 0),
+            "page_token");
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (!page.ok() || page_token.empty()) {
+    if (page.ok()) page->after = scope.prefix();
+    return page;
+  }
+  auto after = StoredId(scope, page_token, "page_token");
+  if (!after.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_token: not a token from a previous page: ",
+                     QuoteForError(page_token)));
+  }
+  page->after = *std::move(after);
+  return page;
 }
 
 absl::StatusOr<engine::MatrixView> MatrixViewOf(const pb::Tensor& tensor,

@@ -14,6 +14,7 @@
 #include "satlab/v1/experiment.pb.h"
 #include "satlab/v1/network.pb.h"
 #include "satlab/v1/tensor.pb.h"
+#include "server/core/tenant_scope.h"
 #include "server/engine/experiment.h"
 #include "server/engine/network.h"
 #include "server/engine/spec.h"
@@ -52,6 +53,18 @@ std::string NetworkName(absl::string_view id);
 // Checks a client-chosen id: 1-63 of [a-z0-9-], starting with a letter.
 absl::Status ValidateNetworkId(absl::string_view id);
 
+// The caller's id (a network's or an experiment's), checked as
+// ValidateNetworkId does, -> the stored id in the caller's scope
+// (core::TenantScope). A configured admin may also name another tenant's
+// resource as {tenant}.{id}. INVALID_ARGUMENT naming `field` otherwise.
+absl::StatusOr<std::string> StoredId(const core::TenantScope& scope,
+                                     absl::string_view id,
+                                     absl::string_view field);
+// `networks/{id}` -> the stored id in the caller's scope (StoredId).
+absl::StatusOr<std::string> ParseNetworkName(const core::TenantScope& scope,
+                                             absl::string_view name,
+                                             absl::string_view field);
+
 // A List request's page (AIP-158): page_size 0..1000 (0: 50) and the page
 // token, which is the last id of the previous page (a valid id, or empty).
 // INVALID_ARGUMENT naming page_size or page_token otherwise.
@@ -60,6 +73,11 @@ struct PageRequest {
   int size = 0;
 };
 absl::StatusOr<PageRequest> PageFromRequest(int32_t page_size,
+                                            const std::string& page_token);
+// The same page in the caller's scope: `after` is a stored id, and an empty
+// token starts at the caller's first id.
+absl::StatusOr<PageRequest> PageFromRequest(const core::TenantScope& scope,
+                                            int32_t page_size,
                                             const std::string& page_token);
 
 // Borrowed view over a rank-2 tensor's packed data (no copy). Checks rank,

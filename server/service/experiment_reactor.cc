@@ -162,13 +162,21 @@ class ExperimentReactor final
         ctx_(ctx),
         request_(request),
         start_(absl::Now()),
-        experiment_id_(request->experiment_id().empty()
-                           ? NewExperimentId()
-                           : request->experiment_id()),
+        admission_(service->AdmitStream(ctx, /*experiment=*/true)),
+        experiment_id_(admission_.ok() ? admission_->scope.Stored(
+                                             request->experiment_id().empty()
+                                                 ? NewExperimentId()
+                                                 : request->experiment_id())
+                                       : std::string()),
         experiment_name_(ExperimentName(experiment_id_)),
+        shown_name_(admission_.ok() ? ExperimentName(admission_->scope.Shown(
+                                          experiment_id_))
+                                    : std::string()),
         spec_proto_(&request->spec()) {
     // Not under mu_: the registry's lock comes before a stream's.
-    absl::Status registered = service_->streams()->Register(this);
+    absl::Status registered = admission_.ok()
+                                  ? service_->streams()->Register(this)
+                                  : admission_.status();
     absl::MutexLock lock(&mu_);
     if (!registered.ok()) {
       finished_ = true;
@@ -285,9 +293,12 @@ class ExperimentReactor final
   // (replay_), a failed or cancelled one runs again with its stored spec, a
   // running one is refused. Runs before validation, without mu_.
   absl::Status Lookup() {
-    if (absl::Status s = ValidateNetworkId(experiment_id_); !s.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("experiment_id: ", s.message()));
+    if (absl::Status s =
+            StoredId(admission_->scope, admission_->scope.Shown(experiment_id_),
+                     "experiment_id")
+                .status();
+        !s.ok()) {
+      return s;
     }
     if (request_->experiment_id().empty()) return absl::OkStatus();
     auto found = service_->experiments()->LoadExperiment(experiment_id_);
@@ -359,13 +370,13 @@ class ExperimentReactor final
       *response.mutable_epoch() = epoch;
       response.set_epochs_done(++done);
       response.set_epochs_total(total);
-      response.set_experiment(experiment_name_);
+      response.set_experiment(shown_name_);
     }
     v1::RunExperimentResponse& response = unsent_.emplace_back();
     *response.mutable_summary() = stored_.summary();
     response.set_epochs_done(done);
     response.set_epochs_total(total);
-    response.set_experiment(experiment_name_);
+    response.set_experiment(shown_name_);
     summary_queued_ = true;
     MaybeWrite();
     MaybeFinish();
@@ -478,7 +489,7 @@ class ExperimentReactor final
     RecordToProto(record, labels_[record.variant], response.mutable_epoch());
     response.set_epochs_done(epochs_done_);
     response.set_epochs_total(epochs_total_);
-    response.set_experiment(experiment_name_);
+    response.set_experiment(shown_name_);
     ReportProgress(response);
     if (absl::Status s = RecordEpoch(response.epoch()); !s.ok()) {
       cancelled_.store(true);
@@ -511,7 +522,7 @@ class ExperimentReactor final
     summary->set_output_size(static_cast<int>(data_.targets.cols()));
     response.set_epochs_done(epochs_done_);
     response.set_epochs_total(epochs_total_);
-    response.set_experiment(experiment_name_);
+    response.set_experiment(shown_name_);
     // Durable before the client sees the end: a GetExperiment after the
     // stream finished finds it SUCCEEDED.
     *record_.mutable_summary() = *summary;
@@ -588,16 +599,20 @@ class ExperimentReactor final
       if (!summary_queued_ || !unsent_.empty()) return;
     }
     finished_ = true;
-    Finish(final_status_.has_value() ? ToGrpcStatus(*final_status_)
-                                     : grpc::Status::OK);
+    Finish(final_status_.has_value()
+               ? ToGrpcStatus(admission_->scope.Unscoped(*final_status_))
+               : grpc::Status::OK);
   }
 
   TrainingServiceImpl* const service_;
   grpc::CallbackServerContext* const ctx_;
   const v1::RunExperimentRequest* const request_;
   const absl::Time start_;
-  const std::string experiment_id_;
-  const std::string experiment_name_;
+  // The caller, its stream and running-experiment quotas.
+  const absl::StatusOr<StreamAdmission> admission_;
+  const std::string experiment_id_;    // stored (tenant-scoped)
+  const std::string experiment_name_;  // experiments/{stored id}
+  const std::string shown_name_;       // as the caller knows it
   // The spec being run: the request's, or the stored one on a rerun.
   const pb::ExperimentSpec* spec_proto_;
   // Set by Prepare before any worker starts, then read-only.

@@ -1,5 +1,6 @@
 #include "server/service/experiments.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -12,6 +13,28 @@
 
 namespace satlab::service {
 namespace {
+
+using Scope = core::TenantScope;
+
+// `experiments/{id}` -> the stored id in the caller's scope (StoredId: an
+// admin may name {tenant}.{id}).
+absl::StatusOr<std::string> ParseExperimentName(const Scope& who,
+                                                absl::string_view name,
+                                                absl::string_view field) {
+  if (absl::Status s =
+          CheckLength(name,
+                      kExperimentPrefix.size() + kMaxNetworkIdBytes +
+                          (who.names_tenants() ? 33 : 0),
+                      field);
+      !s.ok()) {
+    return s;
+  }
+  absl::string_view id = name;
+  if (!absl::ConsumePrefix(&id, kExperimentPrefix)) {
+    return service::ParseExperimentName(name, field);  // its error
+  }
+  return StoredId(who, id, field);
+}
 
 // Experiments read per batch by the startup sweep.
 constexpr int kSweepBatch = 100;
@@ -118,13 +141,14 @@ absl::Status MarkInterruptedExperiments(store::ExperimentStore* store) {
 grpc::ServerUnaryReactor* TrainingServiceImpl::GetExperiment(
     grpc::CallbackServerContext* ctx, const pb::GetExperimentRequest* request,
     pb::GetExperimentResponse* response) {
-  return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
-    auto id = ParseExperimentName(request->name(), "name");
+  return RunUnary(ctx, *request, [this, request, response](const Scope& who) {
+    auto id = ParseExperimentName(who, request->name(), "name");
     if (!id.ok()) return id.status();
     auto record = experiments_->LoadExperiment(*id);
     if (!record.ok()) return record.status();
     auto experiment = ExperimentOf(*record, /*with_curves=*/true);
     if (!experiment.ok()) return experiment.status();
+    experiment->set_name(ExperimentName(who.Shown(record->id)));
     const int64_t bytes = static_cast<int64_t>(experiment->ByteSizeLong());
     if (bytes > options_.max_message_bytes) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -140,23 +164,32 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::GetExperiment(
 grpc::ServerUnaryReactor* TrainingServiceImpl::ListExperiments(
     grpc::CallbackServerContext* ctx, const pb::ListExperimentsRequest* request,
     pb::ListExperimentsResponse* response) {
-  return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
+  return RunUnary(ctx, *request, [this, request, response](const Scope& who) {
     auto page_request =
-        PageFromRequest(request->page_size(), request->page_token());
+        PageFromRequest(who, request->page_size(), request->page_token());
     if (!page_request.ok()) return page_request.status();
     const std::string& after = page_request->after;
     const int size = page_request->size;
     // One extra entry tells whether another page follows.
     auto page = experiments_->ListExperiments(after, size + 1);
     if (!page.ok()) return page.status();
+    // The caller's experiments are the run of stored ids under its prefix.
+    page->erase(std::find_if(page->begin(), page->end(),
+                             [&](const store::ExperimentRecord& record) {
+                               return !who.Sees(record.id);
+                             }),
+                page->end());
     const bool more = static_cast<int>(page->size()) > size;
     if (more) page->pop_back();
     for (const store::ExperimentRecord& record : *page) {
       auto experiment = ExperimentOf(record, /*with_curves=*/false);
       if (!experiment.ok()) return experiment.status();
+      experiment->set_name(ExperimentName(who.Shown(record.id)));
       *response->add_experiments() = *std::move(experiment);
     }
-    if (more) response->set_next_page_token(page->back().id);
+    if (more) {
+      response->set_next_page_token(std::string(who.Shown(page->back().id)));
+    }
     return absl::OkStatus();
   });
 }
@@ -165,8 +198,8 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::DeleteExperiment(
     grpc::CallbackServerContext* ctx,
     const pb::DeleteExperimentRequest* request,
     pb::DeleteExperimentResponse* response) {
-  return RunUnary(ctx, *request, [this, request]() -> absl::Status {
-    auto id = ParseExperimentName(request->name(), "name");
+  return RunUnary(ctx, *request, [this, request](const Scope& who) {
+    auto id = ParseExperimentName(who, request->name(), "name");
     if (!id.ok()) return id.status();
     absl::MutexLock lock(&experiment_claim_mu_);
     auto record = experiments_->LoadExperiment(*id);

@@ -59,8 +59,12 @@ class ExportReactor final
  public:
   ExportReactor(TrainingServiceImpl* service, grpc::CallbackServerContext* ctx,
                 const v1::ExportNetworkRequest* request)
-      : service_(service), ctx_(ctx) {
-    auto id = ParseNetworkName(request->name(), "name");
+      : service_(service),
+        ctx_(ctx),
+        admission_(service->AdmitStream(ctx, /*experiment=*/false)) {
+    auto id = admission_.ok()
+                  ? ParseNetworkName(admission_->scope, request->name(), "name")
+                  : absl::StatusOr<std::string>(admission_.status());
     absl::Status registered =
         id.ok() ? service_->streams()->Register(this) : id.status();
     absl::MutexLock lock(&mu_);
@@ -159,11 +163,13 @@ class ExportReactor final
     file_ = std::string();
     response_.Clear();
     file_charge_.Release();
-    Finish(ToGrpcStatus(status));
+    Finish(ToGrpcStatus(admission_.ok() ? admission_->scope.Unscoped(status)
+                                        : status));
   }
 
   TrainingServiceImpl* const service_;
   grpc::CallbackServerContext* const ctx_;
+  const absl::StatusOr<StreamAdmission> admission_;
   bool registered_ = false;  // set in the constructor only
   absl::Mutex mu_;
   std::string file_ ABSL_GUARDED_BY(mu_);
@@ -181,8 +187,13 @@ class ImportReactor final
  public:
   ImportReactor(TrainingServiceImpl* service, grpc::CallbackServerContext* ctx,
                 v1::ImportNetworkResponse* response)
-      : service_(service), ctx_(ctx), response_(response) {
-    absl::Status registered = service_->streams()->Register(this);
+      : service_(service),
+        ctx_(ctx),
+        response_(response),
+        admission_(service->AdmitStream(ctx, /*experiment=*/false)) {
+    absl::Status registered = admission_.ok()
+                                  ? service_->streams()->Register(this)
+                                  : admission_.status();
     absl::MutexLock lock(&mu_);
     if (!registered.ok()) {
       FinishLocked(registered);
@@ -272,12 +283,10 @@ class ImportReactor final
   absl::Status OpenLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     opened_ = true;
     id_ = request_.network_id();
-    if (id_.empty()) {
-      id_ = TrainingServiceImpl::NewId();
-    } else if (absl::Status s = ValidateNetworkId(id_); !s.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("network_id: ", s.message()));
-    }
+    if (id_.empty()) id_ = TrainingServiceImpl::NewId();
+    auto stored = StoredId(admission_->scope, id_, "network_id");
+    if (!stored.ok()) return stored.status();
+    id_ = *std::move(stored);
     total_bytes_ = request_.total_bytes();
     const int64_t max = MaxImportBytes(service_->options());
     if (total_bytes_ <= 0) {
@@ -359,9 +368,13 @@ class ImportReactor final
       file.swap(buffer_);
       id = id_;
     }
+    const core::TenantScope& scope = admission_->scope;
     absl::StatusOr<core::NetworkInfo> info = Decode(id, std::move(file));
     absl::MutexLock lock(&mu_);
-    if (info.ok()) InfoToProto(*info, response_->mutable_network());
+    if (info.ok()) {
+      info->id = std::string(scope.Shown(info->id));
+      InfoToProto(*info, response_->mutable_network());
+    }
     FinishLocked(info.status());
   }
 
@@ -392,7 +405,17 @@ class ImportReactor final
         !s.ok()) {
       return s;
     }
-    return service_->core()->Import(id, *std::move(state), "file");
+    absl::StatusOr<core::NetworkInfo> info;
+    if (absl::Status s = service_->tenancy()->CreateWithinQuota(
+            admission_->scope, engine::ParameterCount(state->spec),
+            [&] {
+              info = service_->core()->Import(id, *std::move(state), "file");
+              return info.status();
+            });
+        !s.ok()) {
+      return s;
+    }
+    return info;
   }
 
   void FinishLocked(const absl::Status& status)
@@ -401,12 +424,14 @@ class ImportReactor final
     finished_ = true;
     buffer_ = std::string();
     charge_.Release();
-    Finish(ToGrpcStatus(status));
+    Finish(ToGrpcStatus(admission_.ok() ? admission_->scope.Unscoped(status)
+                                        : status));
   }
 
   TrainingServiceImpl* const service_;
   grpc::CallbackServerContext* const ctx_;
   v1::ImportNetworkResponse* const response_;
+  const absl::StatusOr<StreamAdmission> admission_;
   bool registered_ = false;  // set in the constructor only
   absl::Mutex mu_;
   v1::ImportNetworkRequest request_ ABSL_GUARDED_BY(mu_);

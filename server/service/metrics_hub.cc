@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "server/service/convert.h"
@@ -121,9 +122,30 @@ absl::StatusOr<std::unique_ptr<MetricsHub>> MetricsHub::Create(
   return std::unique_ptr<MetricsHub>(new MetricsHub(options));
 }
 
+void ShowEventNames(const core::TenantScope& scope, v1::MetricEvent* event) {
+  if (scope.prefix().empty()) return;
+  absl::string_view network = event->network();
+  if (absl::ConsumePrefix(&network, "networks/")) {
+    event->set_network(NetworkName(scope.Shown(network)));
+  }
+  if (event->has_experiment()) {
+    event->mutable_experiment()->set_experiment_id(
+        std::string(scope.Shown(event->experiment().experiment_id())));
+  }
+}
+
 bool MetricsHub::Matches(const WatchFilter& filter,
                          const v1::MetricEvent& event, bool replay) {
   if (!filter.network.empty() && event.network() != filter.network) {
+    return false;
+  }
+  if (!filter.tenant_prefix.empty() &&
+      !(event.has_experiment()
+            ? absl::StartsWith(event.experiment().experiment_id(),
+                               filter.tenant_prefix)
+            : absl::StartsWith(
+                  event.network(),
+                  absl::StrCat("networks/", filter.tenant_prefix)))) {
     return false;
   }
   if (!replay) return true;

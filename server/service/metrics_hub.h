@@ -29,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "satlab/v1/metrics.pb.h"
+#include "server/core/tenant_scope.h"
 #include "server/engine/network.h"
 #include "server/service/events.h"
 #include "server/store/experiment_store.h"
@@ -53,7 +54,15 @@ struct WatchFilter {
   // Replay retained step events with step >= start_step (and retained
   // deletion/experiment events) before going live; -1 means live only.
   int64_t start_step = 0;
+  // Non-empty: only events of networks and experiments whose stored id
+  // starts with it (a tenant's prefix, core::TenantScope).
+  // (Initialized so that {network, start_step} aggregates need not name it.)
+  std::string tenant_prefix = std::string();
 };
+
+// `event` with its network name and experiment id as `scope`'s caller
+// knows them (the hub keeps stored, tenant-scoped ids).
+void ShowEventNames(const core::TenantScope& scope, v1::MetricEvent* event);
 
 // A shared, immutable event.
 using EventPtr = std::shared_ptr<const v1::MetricEvent>;

@@ -87,6 +87,10 @@ struct ServerOptions {
   // unless `plaintext` says it was chosen on purpose.
   tls::TlsFiles tls;
   bool plaintext = false;
+  // gRPC server reflection (the API's descriptors, for grpcurl and the
+  // like). gRPC's reflection service cannot ask for a key, so it is on or
+  // off; main.cc turns it off by default when API keys are configured.
+  bool reflection = true;
   ServiceOptions service;
   // Receives steps, deletions and experiment progress and serves
   // WatchMetrics (a MetricsHub). Not owned; when null the server makes its

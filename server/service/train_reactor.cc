@@ -19,9 +19,11 @@ TrainReactor::TrainReactor(TrainingServiceImpl* service,
       ctx_(ctx),
       registry_(service->streams()),
       window_(std::max(1, service->options().train_stream_window)),
+      admission_(service->AdmitStream(ctx, /*experiment=*/false)),
       last_activity_(absl::Now()) {
   // Not under mu_: the registry's lock comes before a stream's.
-  absl::Status registered = registry_->Register(this);
+  absl::Status registered =
+      admission_.ok() ? registry_->Register(this) : admission_.status();
   absl::MutexLock lock(&mu_);
   if (!registered.ok()) {
     finished_ = true;
@@ -33,7 +35,7 @@ TrainReactor::TrainReactor(TrainingServiceImpl* service,
 }
 
 absl::Status TrainReactor::Open(const v1::TrainRequest& first) {
-  auto id = ParseNetworkName(first.name(), "name");
+  auto id = ParseNetworkName(admission_->scope, first.name(), "name");
   if (!id.ok()) return id.status();
   if (first.report_every() < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -102,9 +104,11 @@ int64_t TrainReactor::AcceptRead(bool ok) {
       return reserved;
     }
   } else if (!incoming_.name().empty() &&
-             incoming_.name() != NetworkName(session_->id())) {
+             ParseNetworkName(admission_->scope, incoming_.name(), "name")
+                     .value_or("") != session_->id()) {
     FinishWith(absl::InvalidArgumentError(absl::StrCat(
-        "name: this stream trains networks/", session_->id(), ", message ",
+        "name: this stream trains networks/",
+        admission_->scope.Shown(session_->id()), ", message ",
         batches_received_ + 1, " names \"", incoming_.name(), "\"")));
     return reserved;
   }
@@ -368,6 +372,8 @@ void TrainReactor::MaybeFinish() {
   finished_ = true;
   absl::Status status = success ? absl::OkStatus() : *final_status_;
   if (session_ == nullptr) {
+    // (CloseAndFinish does this on the other path: once per status.)
+    if (admission_.ok()) status = admission_->scope.Unscoped(status);
     Finish(ToGrpcStatus(status));
     return;
   }
@@ -396,6 +402,7 @@ void TrainReactor::CloseAndFinish(std::unique_ptr<core::WriterSession> session,
                      "; resume from durable step ", session->durable_step()));
   }
   session.reset();
+  if (admission_.ok()) status = admission_->scope.Unscoped(status);
   // Nothing of the reactor is touched after this: OnDone may follow.
   Finish(ToGrpcStatus(status));
 }

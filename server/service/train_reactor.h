@@ -36,12 +36,14 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "satlab/v1/training_service.pb.h"
 #include "server/core/network_core.h"
 #include "server/service/stream_registry.h"
+#include "server/service/tenancy.h"
 
 namespace satlab::service {
 
@@ -100,6 +102,8 @@ class TrainReactor final
   grpc::CallbackServerContext* const ctx_;
   StreamRegistry* const registry_;
   const int window_;
+  // The caller (its scope names the network) and its stream quota.
+  const absl::StatusOr<StreamAdmission> admission_;
   // Written by the constructor, read by OnDone: false when the open-stream
   // cap refused the stream (it finished at once).
   bool registered_ = false;

@@ -1,5 +1,6 @@
 #include "server/service/training_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <new>
 #include <random>
@@ -19,6 +20,8 @@
 
 namespace satlab::service {
 namespace {
+
+using Scope = core::TenantScope;
 
 // A fresh server-assigned id: "net-" and 12 hex digits.
 std::string NewNetworkId() {
@@ -58,6 +61,13 @@ absl::Status CheckResponseSize(absl::string_view what, int64_t bytes,
       " bytes (--max_message_bytes); ", advice));
 }
 
+// `info` as the caller knows it: its id in the caller's scope.
+core::NetworkInfo Shown(const core::TenantScope& scope,
+                        core::NetworkInfo info) {
+  info.id = std::string(scope.Shown(info.id));
+  return info;
+}
+
 // A response replayed for a retried request id.
 absl::Status ParseReplay(const core::Replay& replay,
                          google::protobuf::Message* response) {
@@ -88,7 +98,8 @@ TrainingServiceImpl::TrainingServiceImpl(const ServiceOptions& options,
       executor_(executor),
       hub_(hub),
       experiments_(experiments),
-      streams_(std::make_unique<StreamRegistry>(options.streams)) {}
+      streams_(std::make_unique<StreamRegistry>(options.streams)),
+      tenancy_(std::make_unique<Tenancy>(options.auth, core)) {}
 
 engine::CallOptions TrainingServiceImpl::CallOptionsFor(
     grpc::CallbackServerContext* ctx) const {
@@ -121,6 +132,22 @@ void TrainingServiceImpl::StopComputeAt(absl::Time at) {
   stop_compute_at_nanos_.store(absl::ToUnixNanos(at));
 }
 
+absl::StatusOr<StreamAdmission> TrainingServiceImpl::AdmitStream(
+    grpc::CallbackServerContext* ctx, bool experiment) {
+  auto who = tenancy_->Admit(*ctx);
+  if (!who.ok()) return who.status();
+  auto stream = tenancy_->OpenStream(*who);
+  if (!stream.ok()) return stream.status();
+  Tenancy::Lease running;
+  if (experiment) {
+    auto started = tenancy_->StartExperiment(*who);
+    if (!started.ok()) return started.status();
+    running = *std::move(started);
+  }
+  return StreamAdmission{core::TenantScope(*std::move(who)), *std::move(stream),
+                         std::move(running)};
+}
+
 absl::Status TrainingServiceImpl::SubmitRefused(absl::string_view what) const {
   if (executor_->stopping()) return core::ShuttingDown(what);
   return core::NoCapacity(what, "the server's compute queue is full",
@@ -129,7 +156,20 @@ absl::Status TrainingServiceImpl::SubmitRefused(absl::string_view what) const {
 
 grpc::ServerUnaryReactor* TrainingServiceImpl::RunUnary(
     grpc::CallbackServerContext* ctx, const google::protobuf::Message& request,
-    absl::AnyInvocable<absl::Status() &&> work) {
+    ScopedWork work) {
+  auto who = tenancy_->Admit(*ctx);
+  if (!who.ok()) {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    reactor->Finish(ToGrpcStatus(who.status()));
+    return reactor;
+  }
+  return RunAdmitted(ctx, core::TenantScope(*std::move(who)), request,
+                     std::move(work));
+}
+
+grpc::ServerUnaryReactor* TrainingServiceImpl::RunAdmitted(
+    grpc::CallbackServerContext* ctx, const core::TenantScope& scope,
+    const google::protobuf::Message& request, ScopedWork work) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   core::MemoryBudget::Charge request_charge;
   if (const int64_t bytes = static_cast<int64_t>(request.ByteSizeLong());
@@ -144,7 +184,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::RunUnary(
     request_charge = *std::move(charge);
   }
   const bool queued = executor_->TrySubmit(
-      [ctx, reactor, work = std::move(work),
+      [ctx, reactor, scope, work = std::move(work),
        request_charge = std::move(request_charge)]() mutable {
         if (ctx->IsCancelled()) {
           reactor->Finish(grpc::Status::CANCELLED);
@@ -157,7 +197,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::RunUnary(
         }
         absl::Status status;
         try {
-          status = std::move(work)();
+          status = scope.Unscoped(std::move(work)(scope));
         } catch (const std::bad_alloc&) {
           status = absl::ResourceExhaustedError(
               "the server ran out of memory for this call; nothing changed, "
@@ -193,14 +233,13 @@ std::string TrainingServiceImpl::NewId() { return NewNetworkId(); }
 grpc::ServerUnaryReactor* TrainingServiceImpl::CreateNetwork(
     grpc::CallbackServerContext* ctx, const pb::CreateNetworkRequest* request,
     pb::CreateNetworkResponse* response) {
-  return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
+  return RunUnary(ctx, *request, [this, request, response](const Scope& who) {
     std::string id = request->network_id();
     if (id.empty()) {
       id = NewNetworkId();
-    } else if (absl::Status s = ValidateNetworkId(id); !s.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("network_id: ", s.message()));
     }
+    auto stored = StoredId(who, id, "network_id");
+    if (!stored.ok()) return stored.status();
     auto spec = SpecFromProto(request->network().spec(), "network.spec");
     if (!spec.ok()) return spec.status();
     if (absl::Status s =
@@ -211,9 +250,17 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::CreateNetwork(
     if (absl::Status s = CheckFitsMessage(*spec, "network.spec"); !s.ok()) {
       return s;
     }
-    auto info = core_->Create(id, *spec, "network.spec");
-    if (!info.ok()) return info.status();
-    InfoToProto(*info, response->mutable_network());
+    absl::StatusOr<core::NetworkInfo> info;
+    if (absl::Status s = tenancy_->CreateWithinQuota(
+            who, engine::ParameterCount(*spec),
+            [&] {
+              info = core_->Create(*stored, *spec, "network.spec");
+              return info.status();
+            });
+        !s.ok()) {
+      return s;
+    }
+    InfoToProto(Shown(who, *std::move(info)), response->mutable_network());
     return absl::OkStatus();
   });
 }
@@ -221,12 +268,12 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::CreateNetwork(
 grpc::ServerUnaryReactor* TrainingServiceImpl::GetNetwork(
     grpc::CallbackServerContext* ctx, const pb::GetNetworkRequest* request,
     pb::GetNetworkResponse* response) {
-  return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
-    auto id = ParseNetworkName(request->name(), "name");
+  return RunUnary(ctx, *request, [this, request, response](const Scope& who) {
+    auto id = ParseNetworkName(who, request->name(), "name");
     if (!id.ok()) return id.status();
     auto info = core_->Get(*id);
     if (!info.ok()) return info.status();
-    InfoToProto(*info, response->mutable_network());
+    InfoToProto(Shown(who, *std::move(info)), response->mutable_network());
     return absl::OkStatus();
   });
 }
@@ -234,21 +281,28 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::GetNetwork(
 grpc::ServerUnaryReactor* TrainingServiceImpl::ListNetworks(
     grpc::CallbackServerContext* ctx, const pb::ListNetworksRequest* request,
     pb::ListNetworksResponse* response) {
-  return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
+  return RunUnary(ctx, *request, [this, request, response](const Scope& who) {
     auto page_request =
-        PageFromRequest(request->page_size(), request->page_token());
+        PageFromRequest(who, request->page_size(), request->page_token());
     if (!page_request.ok()) return page_request.status();
     const std::string& after = page_request->after;
     const int size = page_request->size;
     // One extra entry tells whether another page follows.
     auto page = core_->List(after, size + 1);
     if (!page.ok()) return page.status();
+    // The caller's networks are the run of stored ids under its prefix.
+    const auto mine = std::find_if(
+        page->begin(), page->end(),
+        [&](const core::NetworkInfo& info) { return !who.Sees(info.id); });
+    page->erase(mine, page->end());
     const bool more = static_cast<int>(page->size()) > size;
     if (more) page->pop_back();
-    for (const core::NetworkInfo& info : *page) {
-      InfoToProto(info, response->add_networks());
+    if (more) {
+      response->set_next_page_token(std::string(who.Shown(page->back().id)));
     }
-    if (more) response->set_next_page_token(page->back().id);
+    for (core::NetworkInfo& info : *page) {
+      InfoToProto(Shown(who, std::move(info)), response->add_networks());
+    }
     return absl::OkStatus();
   });
 }
@@ -256,11 +310,11 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ListNetworks(
 grpc::ServerUnaryReactor* TrainingServiceImpl::DeleteNetwork(
     grpc::CallbackServerContext* ctx, const pb::DeleteNetworkRequest* request,
     pb::DeleteNetworkResponse* response) {
-  return RunUnary(ctx, *request, [this, request]() -> absl::Status {
-    auto id = ParseNetworkName(request->name(), "name");
+  return RunUnary(ctx, *request, [this, request](const Scope& who) {
+    auto id = ParseNetworkName(who, request->name(), "name");
     if (!id.ok()) return id.status();
     if (absl::Status s = core_->Delete(*id); !s.ok()) return s;
-    hub_->OnNetworkDeleted(request->name());
+    hub_->OnNetworkDeleted(NetworkName(*id));
     // Open Train streams on it end now and drop their reference, so its
     // memory returns to the budget without waiting for their next message.
     streams_->NetworkDeleted(*id);
@@ -271,8 +325,8 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::DeleteNetwork(
 grpc::ServerUnaryReactor* TrainingServiceImpl::GetParameters(
     grpc::CallbackServerContext* ctx, const pb::GetParametersRequest* request,
     pb::GetParametersResponse* response) {
-  return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
-    auto id = ParseNetworkName(request->name(), "name");
+  return RunUnary(ctx, *request, [this, request, response](const Scope& who) {
+    auto id = ParseNetworkName(who, request->name(), "name");
     if (!id.ok()) return id.status();
     auto params = core_->GetParameters(*id,
                                        [](const engine::NetworkSpec& spec,
@@ -301,8 +355,8 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::GetParameters(
 grpc::ServerUnaryReactor* TrainingServiceImpl::SetParameters(
     grpc::CallbackServerContext* ctx, const pb::SetParametersRequest* request,
     pb::SetParametersResponse* response) {
-  return RunUnary(ctx, *request, [this, request, response]() -> absl::Status {
-    auto id = ParseNetworkName(request->name(), "name");
+  return RunUnary(ctx, *request, [this, request, response](const Scope& who) {
+    auto id = ParseNetworkName(who, request->name(), "name");
     if (!id.ok()) return id.status();
     auto key = RequestKeyOf(request->request_id(), *request);
     if (!key.ok()) return key.status();
@@ -313,14 +367,14 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::SetParameters(
           return ParamsFromProto(request->layers(), "layers");
         },
         request->reset_optimizer_state(), *key,
-        [response](const core::NetworkInfo& applied) {
-          InfoToProto(applied, response->mutable_network());
+        [&who, response](const core::NetworkInfo& applied) {
+          InfoToProto(Shown(who, applied), response->mutable_network());
           return response->SerializeAsString();
         },
         &replay);
     if (!updated.ok()) return updated.status();
     if (replay.response.has_value()) return ParseReplay(replay, response);
-    InfoToProto(*updated, response->mutable_network());
+    InfoToProto(Shown(who, *std::move(updated)), response->mutable_network());
     return absl::OkStatus();
   });
 }
@@ -329,8 +383,8 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::Forward(
     grpc::CallbackServerContext* ctx, const pb::ForwardRequest* request,
     pb::ForwardResponse* response) {
   return RunUnary(
-      ctx, *request, [this, ctx, request, response]() -> absl::Status {
-        auto id = ParseNetworkName(request->name(), "name");
+      ctx, *request, [this, ctx, request, response](const Scope& who) {
+        auto id = ParseNetworkName(who, request->name(), "name");
         if (!id.ok()) return id.status();
         auto inputs = MatrixViewOf(request->inputs(), "inputs");
         if (!inputs.ok()) return inputs.status();
@@ -386,8 +440,8 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ComputeGradients(
     const pb::ComputeGradientsRequest* request,
     pb::ComputeGradientsResponse* response) {
   return RunUnary(
-      ctx, *request, [this, ctx, request, response]() -> absl::Status {
-        auto id = ParseNetworkName(request->name(), "name");
+      ctx, *request, [this, ctx, request, response](const Scope& who) {
+        auto id = ParseNetworkName(who, request->name(), "name");
         if (!id.ok()) return id.status();
         if (request->counterfactual_losses_size() > kMaxCounterfactualLosses) {
           return absl::InvalidArgumentError(
@@ -462,9 +516,9 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ComputeGradients(
 }
 
 absl::Status TrainingServiceImpl::TrainStepWork(
-    grpc::CallbackServerContext* ctx, const pb::TrainStepRequest& request,
-    pb::TrainStepResponse* response) {
-  auto id = ParseNetworkName(request.name(), "name");
+    grpc::CallbackServerContext* ctx, const core::TenantScope& scope,
+    const pb::TrainStepRequest& request, pb::TrainStepResponse* response) {
+  auto id = ParseNetworkName(scope, request.name(), "name");
   if (!id.ok()) return id.status();
   auto key = RequestKeyOf(request.request_id(), request);
   if (!key.ok()) return key.status();
@@ -483,7 +537,7 @@ absl::Status TrainingServiceImpl::TrainStepWork(
   if (replay.response.has_value()) return ParseReplay(replay, response);
   StepsToProto(*out, response);
   for (const engine::StepResult& result : out->results) {
-    hub_->OnStep(request.name(), result);
+    hub_->OnStep(NetworkName(*id), result);
   }
   return absl::OkStatus();
 }
@@ -496,7 +550,14 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::TrainStep(
   // two thread wake-ups, tens of microseconds on a loaded machine and more
   // than the step itself (bench/notes.md). Everything else, and every
   // error, goes through the executor.
-  if (auto id = ParseNetworkName(request->name(), "name"); id.ok()) {
+  auto who = tenancy_->Admit(*ctx);
+  if (!who.ok()) {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    reactor->Finish(ToGrpcStatus(who.status()));
+    return reactor;
+  }
+  const core::TenantScope scope(*std::move(who));
+  if (auto id = ParseNetworkName(scope, request->name(), "name"); id.ok()) {
     core::BatchFields fields;
     if (auto batches = BatchesOf(*request, &fields); batches.ok()) {
       const core::RequestKey key{request->request_id(), 0};
@@ -505,17 +566,19 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::TrainStep(
         if (done->ok()) {
           StepsToProto(**done, response);
           for (const engine::StepResult& result : (*done)->results) {
-            hub_->OnStep(request->name(), result);
+            hub_->OnStep(NetworkName(*id), result);
           }
         }
-        reactor->Finish(ToGrpcStatus(done->status()));
+        reactor->Finish(ToGrpcStatus(scope.Unscoped(done->status())));
         return reactor;
       }
     }
   }
-  return RunUnary(ctx, *request, [this, ctx, request, response] {
-    return TrainStepWork(ctx, *request, response);
-  });
+  return RunAdmitted(
+      ctx, scope, *request,
+      [this, ctx, request, response](const core::TenantScope& caller) {
+        return TrainStepWork(ctx, caller, *request, response);
+      });
 }
 
 grpc::ServerBidiReactor<pb::TrainRequest, pb::TrainResponse>*
@@ -527,8 +590,8 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::Evaluate(
     grpc::CallbackServerContext* ctx, const pb::EvaluateRequest* request,
     pb::EvaluateResponse* response) {
   return RunUnary(
-      ctx, *request, [this, ctx, request, response]() -> absl::Status {
-        auto id = ParseNetworkName(request->name(), "name");
+      ctx, *request, [this, ctx, request, response](const Scope& who) {
+        auto id = ParseNetworkName(who, request->name(), "name");
         if (!id.ok()) return id.status();
         auto batch = BatchOf(request->data(), "data");
         if (!batch.ok()) return batch.status();

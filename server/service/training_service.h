@@ -24,6 +24,7 @@
 #include "server/service/executor.h"
 #include "server/service/metrics_hub.h"
 #include "server/service/stream_registry.h"
+#include "server/service/tenancy.h"
 #include "server/store/experiment_store.h"
 
 namespace satlab::service {
@@ -63,6 +64,9 @@ struct ServiceOptions {
   // A running experiment writes its curves to the store at most this often
   // (and when it ends), so a durable store does not sync every epoch.
   absl::Duration experiment_record_interval = absl::Seconds(1);
+  // API keys, certificate identities and per-tenant quotas (tenancy.h);
+  // none configured turns authentication off.
+  AuthOptions auth;
 };
 
 // The core's options from the service's.
@@ -143,6 +147,12 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   // Every open stream; Train, WatchMetrics and RunExperiment register here.
   StreamRegistry* streams() const { return streams_.get(); }
   const ServiceOptions& options() const { return options_; }
+  // Who each call is, and its tenant's quotas.
+  Tenancy* tenancy() const { return tenancy_.get(); }
+  // Admits a streaming call (UNAUTHENTICATED, RESOURCE_EXHAUSTED naming the
+  // request rate, streams or experiments quota).
+  absl::StatusOr<StreamAdmission> AdmitStream(grpc::CallbackServerContext* ctx,
+                                              bool experiment);
   // Every experiment (`experiments/{id}`), kept by RunExperiment.
   store::ExperimentStore* experiments() const { return experiments_; }
   // Held while an experiment id is claimed (created, or a finished one set
@@ -186,13 +196,22 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   // RESOURCE_EXHAUSTED when the executor queue is full, or when `request`
   // (>= kChargedRequestBytes) does not fit in the memory budget. Cancelled
   // or expired calls are answered without running `work`.
-  grpc::ServerUnaryReactor* RunUnary(
-      grpc::CallbackServerContext* ctx,
-      const google::protobuf::Message& request,
-      absl::AnyInvocable<absl::Status() &&> work);
+  // Admits the caller first (Tenancy::Admit: UNAUTHENTICATED, or
+  // RESOURCE_EXHAUSTED over its request rate); `work` gets the caller's
+  // scope, and its status is shown in the caller's names.
+  using ScopedWork =
+      absl::AnyInvocable<absl::Status(const core::TenantScope& scope) &&>;
+  grpc::ServerUnaryReactor* RunUnary(grpc::CallbackServerContext* ctx,
+                                     const google::protobuf::Message& request,
+                                     ScopedWork work);
+  // RunUnary for a caller already admitted.
+  grpc::ServerUnaryReactor* RunAdmitted(
+      grpc::CallbackServerContext* ctx, const core::TenantScope& scope,
+      const google::protobuf::Message& request, ScopedWork work);
 
   // TrainStep's work: the core's step, its result into `response`.
   absl::Status TrainStepWork(grpc::CallbackServerContext* ctx,
+                             const core::TenantScope& scope,
                              const pb::TrainStepRequest& request,
                              pb::TrainStepResponse* response);
 
@@ -205,6 +224,7 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   // absl::ToUnixNanos of the compute stop time; INT64_MAX until shutdown.
   std::atomic<int64_t> stop_compute_at_nanos_{INT64_MAX};
   const std::unique_ptr<StreamRegistry> streams_;
+  const std::unique_ptr<Tenancy> tenancy_;
 };
 
 }  // namespace satlab::service

@@ -6,6 +6,7 @@
 #include "server/service/watch_reactor.h"
 
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -32,8 +33,11 @@ class WatchReactor final
   }
 
   // Counts against the open-stream cap, then subscribes to `hub`.
-  WatchReactor(StreamRegistry* registry, MetricsHub* hub, WatchFilter filter)
-      : ends_with_deletion_(!filter.network.empty()), registry_(registry) {
+  WatchReactor(StreamRegistry* registry, MetricsHub* hub, WatchFilter filter,
+               StreamAdmission admission)
+      : ends_with_deletion_(!filter.network.empty()),
+        registry_(registry),
+        admission_(std::move(admission)) {
     if (absl::Status s = registry_->Register(this); !s.ok()) {
       absl::MutexLock lock(&mu_);
       finished_ = true;
@@ -94,6 +98,7 @@ class WatchReactor final
     }
     response_.Clear();
     *response_.mutable_event() = *item->event;
+    ShowEventNames(admission_->scope, response_.mutable_event());
     response_.set_dropped_events(item->dropped_before);
     last_was_deletion_ =
         ends_with_deletion_ && item->event->has_network_deleted();
@@ -110,6 +115,8 @@ class WatchReactor final
 
   const bool ends_with_deletion_ = false;
   StreamRegistry* const registry_ = nullptr;
+  // The caller and its stream quota (unset for a refused call).
+  std::optional<StreamAdmission> admission_;
   // Both set by the constructor before the listener is installed; never
   // changed afterwards.
   bool registered_ = false;
@@ -132,18 +139,24 @@ grpc::ServerWriteReactor<v1::WatchMetricsResponse>* NewWatchReactor(
         absl::StrCat("start_step: expected >= -1 (-1 = live only), got ",
                      request->start_step())));
   }
+  auto admission = service->AdmitStream(ctx, /*experiment=*/false);
+  if (!admission.ok()) return new WatchReactor(admission.status());
+  const core::TenantScope& scope = admission->scope;
   WatchFilter filter;
+  filter.tenant_prefix = scope.prefix();
   if (!request->name().empty()) {
-    // NOT_FOUND for an unknown network, as every RPC naming one.
-    auto id = ParseNetworkName(request->name(), "name");
+    // NOT_FOUND for an unknown network, as every RPC naming one (and for
+    // another tenant's: the same answer).
+    auto id = ParseNetworkName(scope, request->name(), "name");
     if (!id.ok()) return new WatchReactor(id.status());
     if (auto found = service->core()->Get(*id); !found.ok()) {
-      return new WatchReactor(found.status());
+      return new WatchReactor(scope.Unscoped(found.status()));
     }
-    filter.network = request->name();
+    filter.network = NetworkName(*id);
   }
   filter.start_step = request->start_step();
-  return new WatchReactor(service->streams(), hub, std::move(filter));
+  return new WatchReactor(service->streams(), hub, std::move(filter),
+                          *std::move(admission));
 }
 
 }  // namespace satlab::service

@@ -1,9 +1,11 @@
 #include "tests/store/store_contract.h"
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace satlab::store::testing {
@@ -94,6 +96,41 @@ TEST_P(StoreContractTest, CreateBeyondMaxNetworksIsResourceExhausted) {
   EXPECT_TRUE(
       store->Create(MakeRecord("n3", DType::kFloat32, Optimizer::kSgd, 3))
           .ok());
+}
+
+// Tenant ownership (docs/security.md) lives in the stored id: tenant
+// "alpha"'s network "n" is "alpha.n" (core::TenantScope). Every backend
+// must keep such ids exactly and list one tenant's ids
+// as one contiguous run after "alpha." (the service reads a tenant's page
+// as that run), whatever tenants sort around it.
+TEST_P(StoreContractTest, TenantScopedIdsRoundTripAndListContiguously) {
+  const std::vector<std::string> ids = {"alpha.n", "alpha-x.n", "beta.n",
+                                        "alpha.m", "plain",     "alpha.z-1",
+                                        "alpha0.a"};
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  uint64_t seed = 0;
+  for (const auto& id : ids) {
+    ASSERT_TRUE(
+        store->Create(MakeRecord(id, DType::kFloat64, Optimizer::kSgd, ++seed))
+            .ok());
+  }
+  auto page = store->List("alpha.", 100);
+  ASSERT_TRUE(page.ok()) << page.status();
+  std::vector<std::string> run;
+  for (const NetworkSummary& s : *page) {
+    if (!absl::StartsWith(s.id, "alpha.")) break;
+    run.push_back(s.id);
+  }
+  EXPECT_EQ(run, (std::vector<std::string>{"alpha.m", "alpha.n", "alpha.z-1"}));
+  for (const auto& s : *page) {
+    if (absl::StartsWith(s.id, "alpha.")) {
+      EXPECT_TRUE(std::find(run.begin(), run.end(), s.id) != run.end())
+          << s.id << " outside the contiguous run";
+    }
+  }
+  EXPECT_EQ(store->Load("alpha.n")->id, "alpha.n");
+  EXPECT_EQ(store->Load("beta.n")->id, "beta.n");
 }
 
 TEST_P(StoreContractTest, ListPagesInIdOrderWithAfterAndLimit) {
