@@ -20,6 +20,7 @@ test_extra=(python3 python3-grpcio python3-protobuf python3-numpy python3-sklear
   prometheus chromium fonts-dejavu-core
   podman buildah debootstrap runc uidmap slirp4netns fuse-overlayfs curl
   clang-14 libclang-rt-14-dev llvm-14)
+test_extra+=(python3-torch)  # issue 15: the PyTorch anchor's curve test (e2e.pytorch_anchor); ~70 s to install
 clients=(golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc python3-setuptools python3-wheel python3-venv python3-pip python3-matplotlib) && test_extra+=("${clients[@]}")  # issue 16: Go client, Python package, walkthrough
 
 case "$profile" in
