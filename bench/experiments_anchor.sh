@@ -67,6 +67,14 @@ tmp = tempfile.mkdtemp(prefix="satlab-anchor.")
 times = {}  # (tool, cores, config, preset) -> [seconds]
 server_times = {}
 
+server_busy = {}  # server CPU seconds / wall seconds during the CLI's run
+server_cpu = {}  # server CPU seconds (all threads) per experiment
+TICK = os.sysconf("SC_CLK_TCK")
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
 def start_server(cores, flags, data):
     args = ["taskset", "-c", CPUS[cores], SERVER, "--port=0", "--http_port=-1",
             f"--data_dir={data}"] + flags
@@ -83,12 +91,16 @@ def run_satlab(cores, config, r):
     try:
         for preset in PRESETS:
             out = os.path.join(tmp, f"out-{cores}-{config}-{preset}")
+            c0 = cpu_seconds(proc.pid)
             t0 = time.perf_counter()
             subprocess.run(["taskset", "-c", CPUS[cores], CLI, "--server", address,
                             "experiment", preset, "--out", out, "--no-figures"],
-                           check=True, stdout=subprocess.DEVNULL)
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wall = time.perf_counter() - t0
+            cpu = cpu_seconds(proc.pid) - c0
             times.setdefault(("satlab", cores, config, preset), []).append(wall)
+            server_busy.setdefault((cores, config, preset), []).append(cpu / wall)
+            server_cpu.setdefault((cores, config, preset), []).append(cpu)
             doc = json.load(open(os.path.join(out, preset + ".json")))
             elapsed = [run["summary"]["elapsedSeconds"] for run in doc["runs"]]
             server_times.setdefault((cores, config, preset), []).append(sum(elapsed))
@@ -147,8 +159,9 @@ for preset in PRESETS:
               f"**{tb / sb:.1f}×** | {td / sd:.1f}× |")
 print()
 print("| experiment | satlab default: 1 core → 2 (end to end) | satlab best: 1 → 2 | "
-      "satlab server-side (default): 1 → 2 | PyTorch best: 1 → 2 |")
-print("|---|---|---|---|---|")
+      "satlab server-side (default): 1 → 2 | server CPU s (default): 1 → 2 cores | "
+      "server cores busy (CPU s / wall s), default, 2 cores | PyTorch best: 1 → 2 |")
+print("|---|---|---|---|---|---|---|")
 for preset in PRESETS:
     s1 = med(times[("satlab", 1, "default", preset)])
     s2 = med(times[("satlab", 2, "default", preset)])
@@ -158,9 +171,11 @@ for preset in PRESETS:
     v2 = med(server_times[(2, "default", preset)])
     t1, _ = best("pytorch", 1, preset)
     t2, _ = best("pytorch", 2, preset)
+    busy = med(server_busy[(2, "default", preset)])
     print(f"| {preset} | {s1:.3f} → {s2:.3f} s = **{s1 / s2:.2f}×** | {b1:.3f} → {b2:.3f} s = "
-          f"{b1 / b2:.2f}× | {v1:.3f} → {v2:.3f} s = {v1 / v2:.2f}× | {t1:.2f} → {t2:.2f} s = "
-          f"{t1 / t2:.2f}× |")
+          f"{b1 / b2:.2f}× | {v1:.3f} → {v2:.3f} s = {v1 / v2:.2f}× | "
+          f"{med(server_cpu[(1, 'default', preset)]):.2f} → {med(server_cpu[(2, 'default', preset)]):.2f} | {busy:.2f} | "
+          f"{t1:.2f} → {t2:.2f} s = {t1 / t2:.2f}× |")
 print()
 print("Every configuration (median seconds):\n")
 for key in sorted(times):
