@@ -45,7 +45,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
 fi
 
 exec $PY - "$B" "$REPS" <<'EOF'
-import json, os, re, shutil, statistics, subprocess, sys, tempfile, time
+import json, os, re, resource, shutil, statistics, subprocess, sys, tempfile, time
 
 B, REPS = sys.argv[1], int(sys.argv[2])
 SERVER, CLI = f"{B}/server/satlab-server", f"{B}/client/cli/satlab"
@@ -69,6 +69,7 @@ server_times = {}
 
 server_busy = {}  # server CPU seconds / wall seconds during the CLI's run
 server_cpu = {}  # server CPU seconds (all threads) per experiment
+cpu_times = {}  # (tool, cores, config, preset) -> CPU seconds (satlab: server + CLI)
 TICK = os.sysconf("SC_CLK_TCK")
 
 def cpu_seconds(pid):
@@ -108,12 +109,16 @@ def run_satlab(cores, config, r):
         for preset in PRESETS:
             out = os.path.join(tmp, f"out-{cores}-{config}-{preset}")
             c0, th0 = cpu_seconds(proc.pid), thread_cpu(proc.pid)
+            k0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             subprocess.run(["taskset", "-c", CPUS[cores], CLI, "--server", address,
                             "experiment", preset, "--out", out, "--no-figures"],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wall = time.perf_counter() - t0
             cpu = cpu_seconds(proc.pid) - c0
+            k1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cli = (k1.ru_utime - k0.ru_utime) + (k1.ru_stime - k0.ru_stime)
+            cpu_times.setdefault(("satlab", cores, config, preset), []).append(cpu + cli)
             th1 = thread_cpu(proc.pid)
             per = [th1[t] - th0.get(t, 0) for t in th1]
             if max(per) > 0:
@@ -134,8 +139,9 @@ def run_torch(cores, config):
     for preset in PRESETS:
         res = subprocess.run(["taskset", "-c", CPUS[cores], PY, ANCHOR, "--experiment", preset]
                              + TORCH[cores][config], check=True, capture_output=True, text=True)
-        wall = json.loads(res.stdout.strip().splitlines()[-1])["wall_seconds"]
-        times.setdefault(("pytorch", cores, config, preset), []).append(wall)
+        doc = json.loads(res.stdout.strip().splitlines()[-1])
+        times.setdefault(("pytorch", cores, config, preset), []).append(doc["wall_seconds"])
+        cpu_times.setdefault(("pytorch", cores, config, preset), []).append(doc["cpu_seconds"])
 
 jobs = [(c, "satlab", k) for c in (1, 2) for k in SATLAB[c]] + \
        [(c, "pytorch", k) for c in (1, 2) for k in TORCH[c]]
@@ -177,6 +183,13 @@ for preset in PRESETS:
         tb, tk = best("pytorch", cores, preset)
         print(f"| {preset} | {cores} | {sd:.3f} | {sb:.3f} [{sk}] | {td:.3f} | {tb:.3f} [{tk}] | "
               f"**{tb / sb:.1f}×** | {td / sd:.1f}× |")
+print()
+print("By CPU time instead of wall time (load-independent; 1 core, satlab = server + CLI, "
+      "PyTorch = the experiment): "
+      + ", ".join(f"{p} PyTorch t1 {med(cpu_times[('pytorch', 1, 't1', p)]):.2f} s / satlab default "
+                  f"{med(cpu_times[('satlab', 1, 'default', p)]):.2f} s = "
+                  f"**{med(cpu_times[('pytorch', 1, 't1', p)]) / med(cpu_times[('satlab', 1, 'default', p)]):.1f}×**"
+                  for p in PRESETS) + ".")
 print()
 print("| experiment | satlab default: 1 core → 2 (end to end) | satlab best: 1 → 2 | "
       "satlab server-side (default): 1 → 2 | server CPU s (default): 1 → 2 cores | "
