@@ -496,16 +496,19 @@ std::vector<EpochRecord> ExperimentSchedule::Finish(Task task) {
       state.busy = false;
       ++state.trained;
       to_evaluate_.push_back(std::move(*task.snapshot_));
+      // The run is idle now (only its own train task touches it, and that
+      // has finished): free it after its last epoch; the snapshots have
+      // what is left to evaluate.
+      if (state.trained == spec_->epochs) {
+        state.run.reset();
+        --running_;
+      }
       break;
     case Task::Kind::kEvaluate: {
       const int epoch = task.record_->epoch;
       state.records.emplace(epoch, *std::move(task.record_));
       break;
     }
-  }
-  if (state.run != nullptr && state.run->done()) {
-    state.run.reset();  // the snapshots have what is left to evaluate
-    --running_;
   }
   std::vector<EpochRecord> ready;
   for (auto it = state.records.begin();
