@@ -24,6 +24,7 @@ test_extra=(python3 python3-grpcio python3-protobuf python3-numpy python3-sklear
   clang-14 libclang-rt-14-dev llvm-14
   openssl  # issue 13: tests/security make throwaway certificates
   postgresql-15)  # the PostgreSQL store's tests start a throwaway server (scripts/pg_throwaway.sh)
+test_extra+=(python3-torch)  # issue 15: the PyTorch anchor's curve test (e2e.pytorch_anchor); ~70 s to install
 clients=(golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc python3-setuptools python3-wheel python3-venv python3-pip python3-matplotlib) && test_extra+=("${clients[@]}")  # issue 16: Go client, Python package, walkthrough
 
 case "$profile" in

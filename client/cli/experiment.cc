@@ -77,7 +77,7 @@ Action DeclareExperiment(CLI::App& app) {
       ->capture_default_str()
       ->type_name("FILE");
   AddInteger(app, "--parallelism", &o->parallelism,
-             "variants trained at once (0 = server default)", 0, 1 << 20)
+             "server compute threads the experiment uses (0 = all)", 0, 1 << 20)
       ->capture_default_str();
   AddNumber(app, "--timeout", &o->timeout_seconds,
             "deadline of each run in seconds (0 = none)")

@@ -4,11 +4,14 @@
 #include <cmath>
 #include <new>
 #include <numeric>
+#include <optional>
+#include <thread>
 #include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "server/engine/activation.h"
 #include "server/engine/check.h"
 #include "server/engine/loss.h"
@@ -260,27 +263,63 @@ absl::StatusOr<std::unique_ptr<VariantRun>> VariantRun::Create(
       "spec.variants[", variant, "]: the server ran out of memory"));
 }
 
-absl::StatusOr<EpochRecord> VariantRun::Evaluate() const {
-  CallOptions options;
-  options.max_scratch_bytes = max_scratch_bytes_;
-  return EvaluateWith(options);
-}
+namespace {
 
-absl::StatusOr<EpochRecord> VariantRun::EvaluateWith(
-    const CallOptions& options) const {
-  auto evaluated = network_->Evaluate(ViewOf(data_->inputs),
-                                      ViewOf(data_->targets), options);
+// The record of `network` evaluated on the whole dataset.
+absl::StatusOr<EpochRecord> EvaluateRecord(const Network& network,
+                                           const Dataset& data, int variant,
+                                           int epoch, bool diverged,
+                                           const CallOptions& options) {
+  auto evaluated =
+      network.Evaluate(ViewOf(data.inputs), ViewOf(data.targets), options);
   if (!evaluated.ok()) return evaluated.status();
   const EvalResult& eval = *evaluated;
   EpochRecord record;
-  record.variant = variant_;
-  record.epoch = epoch_;
-  record.step = network_->step();
+  record.variant = variant;
+  record.epoch = epoch;
+  record.step = network.step();
   record.loss = eval.loss;
   record.accuracy = eval.accuracy;
   record.stats = eval.stats;
-  record.diverged = diverged_ || !std::isfinite(eval.loss);
+  record.diverged = diverged || !std::isfinite(eval.loss);
   return record;
+}
+
+CallOptions Cancellable(const std::atomic<bool>& cancelled,
+                        int64_t max_scratch_bytes) {
+  CallOptions options;
+  options.max_scratch_bytes = max_scratch_bytes;
+  options.stop = [&cancelled] {
+    return cancelled.load(std::memory_order_relaxed)
+               ? absl::CancelledError("the experiment was cancelled")
+               : absl::OkStatus();
+  };
+  return options;
+}
+
+}  // namespace
+
+EpochSnapshot::EpochSnapshot(const Dataset* data, int variant, int epoch,
+                             bool diverged, int64_t max_scratch_bytes,
+                             std::unique_ptr<Network> network)
+    : data_(data),
+      variant_(variant),
+      epoch_(epoch),
+      diverged_(diverged),
+      max_scratch_bytes_(max_scratch_bytes),
+      network_(std::move(network)) {}
+
+absl::StatusOr<EpochRecord> EpochSnapshot::Evaluate(
+    const std::atomic<bool>& cancelled) const {
+  return EvaluateRecord(*network_, *data_, variant_, epoch_, diverged_,
+                        Cancellable(cancelled, max_scratch_bytes_));
+}
+
+absl::StatusOr<EpochRecord> VariantRun::Evaluate() const {
+  CallOptions options;
+  options.max_scratch_bytes = max_scratch_bytes_;
+  return EvaluateRecord(*network_, *data_, variant_, epoch_, diverged_,
+                        options);
 }
 
 absl::Status VariantRun::ResizeBatch(int64_t rows) {
@@ -299,18 +338,10 @@ absl::Status VariantRun::ResizeBatch(int64_t rows) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<EpochRecord> VariantRun::NextEpoch(
-    const std::atomic<bool>& cancelled) {
+absl::Status VariantRun::TrainSteps(const CallOptions& options) {
   const int64_t n = data_->inputs.rows();
   if (shuffle_) rng_.Shuffle(absl::MakeSpan(order_));
   const bool whole = !shuffle_ && batch_size_ == n;
-  CallOptions options;
-  options.max_scratch_bytes = max_scratch_bytes_;
-  options.stop = [&cancelled] {
-    return cancelled.load(std::memory_order_relaxed)
-               ? absl::CancelledError("the experiment was cancelled")
-               : absl::OkStatus();
-  };
   for (int64_t start = 0; start < n; start += batch_size_) {
     if (absl::Status s = options.stop(); !s.ok()) return s;
     absl::StatusOr<StepResult> step;
@@ -333,7 +364,25 @@ absl::StatusOr<EpochRecord> VariantRun::NextEpoch(
     diverged_ = diverged_ || step->diverged;
   }
   ++epoch_;
-  return EvaluateWith(options);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<EpochRecord> VariantRun::NextEpoch(
+    const std::atomic<bool>& cancelled) {
+  const CallOptions options = Cancellable(cancelled, max_scratch_bytes_);
+  if (absl::Status s = TrainSteps(options); !s.ok()) return s;
+  return EvaluateRecord(*network_, *data_, variant_, epoch_, diverged_,
+                        options);
+}
+
+absl::StatusOr<EpochSnapshot> VariantRun::TrainEpoch(
+    const std::atomic<bool>& cancelled) {
+  const CallOptions options = Cancellable(cancelled, max_scratch_bytes_);
+  if (absl::Status s = TrainSteps(options); !s.ok()) return s;
+  auto copy = network_->Clone();
+  if (!copy.ok()) return copy.status();
+  return EpochSnapshot(data_, variant_, epoch_, diverged_, max_scratch_bytes_,
+                       *std::move(copy));
 }
 
 void SummaryAccumulator::Add(const EpochRecord& record) {
@@ -356,9 +405,125 @@ void SummaryAccumulator::Add(const EpochRecord& record) {
 
 VariantSummary SummaryAccumulator::Result() const { return summary_; }
 
+absl::Status ExperimentSchedule::Task::Run(const std::atomic<bool>& cancelled) {
+  const ExperimentSchedule& s = *schedule_;
+  switch (kind_) {
+    case Kind::kStart: {
+      auto run = VariantRun::Create(*s.spec_, s.data_, variant_, s.initial_,
+                                    s.limits_);
+      if (!run.ok()) return run.status();
+      created_ = *std::move(run);
+      auto record = created_->Evaluate();
+      if (!record.ok()) return record.status();
+      record_ = *std::move(record);
+      return absl::OkStatus();
+    }
+    case Kind::kTrain: {
+      auto snapshot = run_->TrainEpoch(cancelled);
+      if (!snapshot.ok()) return snapshot.status();
+      snapshot_.emplace(*std::move(snapshot));
+      return absl::OkStatus();
+    }
+    case Kind::kEvaluate: {
+      auto record = snapshot_->Evaluate(cancelled);
+      if (!record.ok()) return record.status();
+      record_ = *std::move(record);
+      return absl::OkStatus();
+    }
+  }
+  return absl::InternalError("experiment: unknown task kind");
+}
+
+ExperimentSchedule::ExperimentSchedule(const ExperimentSpec* spec,
+                                       const Dataset* data,
+                                       std::vector<LayerParams> initial,
+                                       const Limits& limits, int active)
+    : spec_(spec),
+      data_(data),
+      initial_(std::move(initial)),
+      limits_(limits),
+      active_(std::max(1, active)),
+      states_(spec->variants.size()) {}
+
+std::optional<ExperimentSchedule::Task> ExperimentSchedule::Next() {
+  Task task;
+  task.schedule_ = this;
+  // Evaluations first: each holds a copy of a network, so they should not
+  // pile up.
+  if (!to_evaluate_.empty()) {
+    task.kind_ = Task::Kind::kEvaluate;
+    task.variant_ = to_evaluate_.front().variant();
+    task.snapshot_.emplace(std::move(to_evaluate_.front()));
+    to_evaluate_.pop_front();
+    return task;
+  }
+  // The idle active variant with the fewest epochs trained (ties: the
+  // lowest index) trains its next epoch.
+  int best = -1;
+  for (int v = 0; v < started_; ++v) {
+    const VariantState& state = states_[v];
+    if (state.busy || state.run == nullptr) continue;
+    if (best < 0 || state.trained < states_[best].trained) best = v;
+  }
+  if (best >= 0) {
+    VariantState& state = states_[best];
+    state.busy = true;
+    task.kind_ = Task::Kind::kTrain;
+    task.variant_ = best;
+    task.run_ = state.run.get();
+    return task;
+  }
+  if (started_ < static_cast<int>(states_.size()) && running_ < active_) {
+    VariantState& state = states_[started_];
+    state.busy = true;
+    task.kind_ = Task::Kind::kStart;
+    task.variant_ = started_++;
+    ++running_;
+    return task;
+  }
+  return std::nullopt;
+}
+
+std::vector<EpochRecord> ExperimentSchedule::Finish(Task task) {
+  VariantState& state = states_[task.variant_];
+  switch (task.kind_) {
+    case Task::Kind::kStart:
+      state.run = std::move(task.created_);
+      state.records.emplace(0, *std::move(task.record_));
+      state.busy = false;
+      break;
+    case Task::Kind::kTrain:
+      state.busy = false;
+      ++state.trained;
+      to_evaluate_.push_back(std::move(*task.snapshot_));
+      // The run is idle now (only its own train task touches it, and that
+      // has finished): free it after its last epoch; the snapshots have
+      // what is left to evaluate.
+      if (state.trained == spec_->epochs) {
+        state.run.reset();
+        --running_;
+      }
+      break;
+    case Task::Kind::kEvaluate: {
+      const int epoch = task.record_->epoch;
+      state.records.emplace(epoch, *std::move(task.record_));
+      break;
+    }
+  }
+  std::vector<EpochRecord> ready;
+  for (auto it = state.records.begin();
+       it != state.records.end() && it->first == state.next_record;
+       it = state.records.erase(it)) {
+    ready.push_back(std::move(it->second));
+    ++state.next_record;
+  }
+  if (state.next_record > spec_->epochs && !ready.empty()) ++variants_done_;
+  return ready;
+}
+
 absl::StatusOr<std::vector<std::vector<EpochRecord>>> RunExperiment(
     const ExperimentSpec& spec, const Dataset& data, const Limits& limits,
-    const ExperimentLimits& experiment_limits) {
+    const ExperimentLimits& experiment_limits, int threads) {
   if (absl::Status s =
           ValidateExperiment(spec, data, "dataset", limits, experiment_limits);
       !s.ok()) {
@@ -368,20 +533,67 @@ absl::StatusOr<std::vector<std::vector<EpochRecord>>> RunExperiment(
   if (!initial.ok()) return initial.status();
   const std::atomic<bool> never(false);
   std::vector<std::vector<EpochRecord>> curves;
-  for (size_t v = 0; v < spec.variants.size(); ++v) {
-    auto run =
-        VariantRun::Create(spec, &data, static_cast<int>(v), *initial, limits);
-    if (!run.ok()) return run.status();
-    auto first = (*run)->Evaluate();
-    if (!first.ok()) return first.status();
-    std::vector<EpochRecord> curve = {*std::move(first)};
-    while (!(*run)->done()) {
-      auto record = (*run)->NextEpoch(never);
-      if (!record.ok()) return record.status();
-      curve.push_back(*std::move(record));
+  if (threads <= 1) {
+    for (size_t v = 0; v < spec.variants.size(); ++v) {
+      auto run = VariantRun::Create(spec, &data, static_cast<int>(v), *initial,
+                                    limits);
+      if (!run.ok()) return run.status();
+      auto first = (*run)->Evaluate();
+      if (!first.ok()) return first.status();
+      std::vector<EpochRecord> curve = {*std::move(first)};
+      while (!(*run)->done()) {
+        auto record = (*run)->NextEpoch(never);
+        if (!record.ok()) return record.status();
+        curve.push_back(*std::move(record));
+      }
+      curves.push_back(std::move(curve));
     }
-    curves.push_back(std::move(curve));
+    return curves;
   }
+
+  curves.resize(spec.variants.size());
+  const int active =
+      std::min(static_cast<int>(spec.variants.size()), threads + 1);
+  ExperimentSchedule schedule(&spec, &data, *std::move(initial), limits,
+                              active);
+  absl::Mutex mu;
+  absl::CondVar changed;
+  absl::Status failed;
+  int running = 0;  // tasks out
+  std::atomic<bool> stop(false);
+  auto worker = [&] {
+    mu.Lock();
+    while (failed.ok() && !schedule.done()) {
+      std::optional<ExperimentSchedule::Task> task = schedule.Next();
+      if (!task.has_value()) {
+        if (running == 0) break;  // cannot happen: nothing would wake us
+        changed.Wait(&mu);
+        continue;
+      }
+      ++running;
+      mu.Unlock();
+      absl::Status status = task->Run(stop);
+      mu.Lock();
+      --running;
+      if (status.ok()) {
+        for (EpochRecord& record : schedule.Finish(*std::move(task))) {
+          curves[static_cast<size_t>(record.variant)].push_back(
+              std::move(record));
+        }
+      } else if (failed.ok()) {
+        failed = status;
+        stop.store(true);
+      }
+      changed.SignalAll();
+    }
+    changed.SignalAll();
+    mu.Unlock();
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
+  worker();
+  for (std::thread& t : pool) t.join();
+  if (!failed.ok()) return failed;
   return curves;
 }
 

@@ -12,6 +12,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -106,6 +108,32 @@ struct EpochRecord {
   bool diverged = false;  // some step so far was not finite (and skipped)
 };
 
+// An epoch trained but not yet evaluated: a copy of the network as the
+// epoch left it. Any thread may evaluate it while the variant trains on,
+// and gets the record VariantRun::NextEpoch would have returned.
+class EpochSnapshot {
+ public:
+  // CANCELLED when `cancelled` turns true (checked between blocks);
+  // RESOURCE_EXHAUSTED when out of memory.
+  absl::StatusOr<EpochRecord> Evaluate(
+      const std::atomic<bool>& cancelled) const;
+
+  int variant() const { return variant_; }
+  int epoch() const { return epoch_; }
+
+ private:
+  friend class VariantRun;
+  EpochSnapshot(const Dataset* data, int variant, int epoch, bool diverged,
+                int64_t max_scratch_bytes, std::unique_ptr<Network> network);
+
+  const Dataset* data_;
+  int variant_;
+  int epoch_;
+  bool diverged_;
+  int64_t max_scratch_bytes_;
+  std::unique_ptr<Network> network_;
+};
+
 // One variant, trained an epoch at a time (so a caller can interleave
 // variants, pause for a slow reader, or stop between epochs).
 class VariantRun {
@@ -126,6 +154,10 @@ class VariantRun {
   // must not be continued afterwards. RESOURCE_EXHAUSTED when out of memory.
   absl::StatusOr<EpochRecord> NextEpoch(const std::atomic<bool>& cancelled);
 
+  // The same training as NextEpoch, with the evaluation left to the
+  // returned snapshot (a copy of the network: the run may train on).
+  absl::StatusOr<EpochSnapshot> TrainEpoch(const std::atomic<bool>& cancelled);
+
   int epochs_done() const { return epoch_; }
   bool done() const { return epoch_ >= epochs_; }
   const Network& network() const { return *network_; }
@@ -134,7 +166,8 @@ class VariantRun {
   VariantRun(const Dataset* data, int variant, const ExperimentSpec& spec,
              const Limits& limits, std::unique_ptr<Network> network);
 
-  absl::StatusOr<EpochRecord> EvaluateWith(const CallOptions& options) const;
+  // The steps of one epoch (NextEpoch and TrainEpoch without evaluation).
+  absl::Status TrainSteps(const CallOptions& options);
   // Sizes the minibatch buffers to `rows`; RESOURCE_EXHAUSTED when out of
   // memory.
   absl::Status ResizeBatch(int64_t rows);
@@ -178,11 +211,87 @@ class SummaryAccumulator {
   int64_t count_ = 0;
 };
 
-// Runs every variant in order (tests, benchmarks): curves[v][e] is variant
-// v after epoch e, e = 0..epochs.
+// The work of an experiment as tasks for a pool of workers, so that the
+// variants and the evaluations of their epochs use every core: each
+// variant's epochs are trained in order, one task at a time, and each
+// trained epoch is evaluated by a task of its own on a copy of the network
+// (EpochSnapshot) while the variant trains on. At most `active` variants
+// hold a network at once; among them the one with the fewest epochs
+// trained goes first, so that when there are more variants than workers
+// (digits: 3 on 2 cores) they advance together instead of leaving the last
+// one alone at the end. Records do not depend on the number of workers or
+// on the order tasks run in, and Finish hands them back per variant in
+// epoch order.
+//
+// Not thread-safe: the caller holds one lock around Next and Finish and
+// runs Task::Run outside it (different tasks touch different variants).
+class ExperimentSchedule {
+ public:
+  class Task {
+   public:
+    // The task's numerics. CANCELLED when `cancelled` turns true,
+    // RESOURCE_EXHAUSTED when out of memory.
+    absl::Status Run(const std::atomic<bool>& cancelled);
+    int variant() const { return variant_; }
+
+   private:
+    friend class ExperimentSchedule;
+    enum class Kind { kStart, kTrain, kEvaluate };
+    const ExperimentSchedule* schedule_ = nullptr;
+    Kind kind_ = Kind::kStart;
+    int variant_ = 0;
+    VariantRun* run_ = nullptr;              // kTrain: the variant's run
+    std::unique_ptr<VariantRun> created_;    // kStart's result
+    std::optional<EpochSnapshot> snapshot_;  // kTrain's result, kEvaluate's
+    std::optional<EpochRecord> record_;      // kStart's, kEvaluate's result
+  };
+
+  // Call after ValidateExperiment; `initial` from SharedInitialParameters.
+  // `spec` and `data` are borrowed. active >= 1.
+  ExperimentSchedule(const ExperimentSpec* spec, const Dataset* data,
+                     std::vector<LayerParams> initial, const Limits& limits,
+                     int active);
+
+  // A task that may run now, or nullopt when none can (each unfinished
+  // variant is being trained and nothing waits for evaluation).
+  std::optional<Task> Next();
+  // Takes back a task whose Run succeeded; returns the records it made
+  // ready (each variant's in epoch order, epoch 0 first).
+  std::vector<EpochRecord> Finish(Task task);
+  // Every record of every variant handed out by Finish.
+  bool done() const {
+    return variants_done_ == static_cast<int>(states_.size());
+  }
+
+ private:
+  struct VariantState {
+    std::unique_ptr<VariantRun> run;
+    bool busy = false;    // a kStart or kTrain task is out
+    int trained = 0;      // epochs trained (snapshots made)
+    int next_record = 0;  // the epoch Finish hands out next
+    // Evaluated out of order, waiting for the epochs before them.
+    std::map<int, EpochRecord> records;
+  };
+
+  const ExperimentSpec* const spec_;
+  const Dataset* const data_;
+  const std::vector<LayerParams> initial_;
+  const Limits limits_;
+  const int active_;
+  std::vector<VariantState> states_;
+  std::deque<EpochSnapshot> to_evaluate_;
+  int started_ = 0;  // variants started (in index order)
+  int running_ = 0;  // started and not finished training
+  int variants_done_ = 0;
+};
+
+// Runs every variant (tests, benchmarks): curves[v][e] is variant v after
+// epoch e, e = 0..epochs. threads <= 1: one variant after the other on the
+// calling thread; more: an ExperimentSchedule over that many threads
+// (threads + 1 variants active). The curves are the same bits either way.
 absl::StatusOr<std::vector<std::vector<EpochRecord>>> RunExperiment(
     const ExperimentSpec& spec, const Dataset& data, const Limits& limits,
-    const ExperimentLimits& experiment_limits);
+    const ExperimentLimits& experiment_limits, int threads = 1);
 
 }  // namespace satlab::engine
 

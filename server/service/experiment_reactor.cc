@@ -1,12 +1,15 @@
 // The server side of RunExperiment.
 //
-// The reactor owns one engine::VariantRun per variant. Up to `parallelism`
-// workers run on the service's executor; a worker owns one variant at a
-// time, trains it an epoch at a time, queues each epoch's metrics for the
-// client, and when that variant is done takes the next unclaimed one. So
-// messages of different variants may interleave (each is tagged with its
-// variant); each variant's own messages come in epoch order, and their
-// values do not depend on the interleaving.
+// The reactor owns an engine::ExperimentSchedule: the experiment as tasks
+// (train a variant's next epoch; evaluate a trained epoch on a copy of the
+// network). Up to `parallelism` workers (default: one per executor thread)
+// run on the service's executor; a worker takes the next task, runs it,
+// queues the records it completes for the client, and takes another. So
+// the variants, and the evaluation of one variant's epochs, run in
+// parallel on every compute thread; messages of different variants may
+// interleave (each is tagged with its variant); each variant's own
+// messages come in epoch order, and their values do not depend on the
+// interleaving or the number of workers.
 //
 // Fairness and flow control: a worker gives its thread back (resubmits
 // itself) after ~kSliceTime of work, so other calls queued on the executor
@@ -242,15 +245,7 @@ class ExperimentReactor final
       QueueReplay();
       return;
     }
-    const int threads = service_->executor()->threads();
-    const int parallelism =
-        spec_proto_->parallelism() == 0 ? threads : spec_proto_->parallelism();
-    const int workers =
-        std::max(1, std::min<int>(parallelism, static_cast<int>(runs_.size())));
-    for (int w = 0; w < workers; ++w) {
-      const int v = next_variant_++;
-      Submit(v);
-    }
+    StartWorkers();
   }
 
   absl::Status Prepare() {
@@ -275,14 +270,28 @@ class ExperimentReactor final
     auto initial = engine::SharedInitialParameters(spec_, data_,
                                                    service_->options().limits);
     if (!initial.ok()) return initial.status();
-    initial_ = *std::move(initial);
     const size_t variants = spec_.variants.size();
-    runs_.resize(variants);
     for (const auto& variant : spec_.variants) {
       labels_.push_back(engine::VariantLabel(variant));
     }
+    // Workers: one per compute thread (or as asked), no more than there can
+    // be tasks (a variant in training and one evaluation per variant).
+    const int threads = service_->executor()->threads();
+    const int parallelism =
+        spec_proto_->parallelism() == 0 ? threads : spec_proto_->parallelism();
+    const int workers =
+        std::max(1, std::min<int>(parallelism, 2 * static_cast<int>(variants)));
+    // One variant more than workers in flight, so that a worker finds a
+    // variant to train while another trains and a third is evaluated; one
+    // worker runs the variants one after the other.
+    const int active =
+        workers == 1 ? 1
+                     : std::min<int>(workers + 1, static_cast<int>(variants));
     {
       absl::MutexLock lock(&mu_);
+      workers_target_ = workers;
+      schedule_.emplace(&spec_, &data_, *std::move(initial),
+                        service_->options().limits, active);
       summaries_.resize(variants);
       epochs_total_ = static_cast<int64_t>(variants) * (spec_.epochs + 1);
     }
@@ -410,75 +419,79 @@ class ExperimentReactor final
     return Record();
   }
 
-  // Queues Work(v) on the executor (mu_ held).
-  void Submit(int v) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // Brings the workers up to workers_target_ (mu_ held). A worker that
+  // finds no task ends; one that finishes a task starts more here.
+  void StartWorkers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!schedule_.has_value()) return;  // a replay has no workers
+    while (workers_ < workers_target_ && !final_status_.has_value() &&
+           !schedule_->done()) {
+      ++workers_;
+      Submit();
+    }
+  }
+
+  // Queues a worker on the executor (mu_ held; workers_ counts it).
+  void Submit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     ++in_flight_;
-    if (!service_->executor()->TrySubmit([this, v] { Work(v); })) {
+    if (!service_->executor()->TrySubmit([this] { Work(); })) {
       --in_flight_;
+      --workers_;
       cancelled_.store(true);
       FinishWith(absl::UnavailableError(
           "the server's compute queue is full or shutting down"));
     }
   }
 
-  // On the executor: advances variant `v` (owned by this worker) for about
-  // kSliceTime, then resubmits, parks, or moves to the next variant.
-  void Work(int v) {
+  // A worker leaves (mu_ held).
+  void Leave() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    --workers_;
+    --in_flight_;
+    MaybeFinish();
+  }
+
+  // On the executor: runs the schedule's tasks for about kSliceTime, then
+  // resubmits itself, parks, or ends when no task is left for it.
+  void Work() {
     const absl::Time slice_end = absl::Now() + kSliceTime;
     while (true) {
+      std::optional<engine::ExperimentSchedule::Task> task;
       {
         absl::MutexLock lock(&mu_);
         if (final_status_.has_value()) {
-          --in_flight_;
-          MaybeFinish();
+          Leave();
           return;
         }
         if (unsent_.size() >= kWindow) {  // the client reads slowly: park
-          parked_.push_back(v);
-          --in_flight_;
+          ++parked_;
+          Leave();
           return;
         }
         if (absl::Now() >= slice_end) {
           --in_flight_;
-          Submit(v);
+          Submit();
+          return;
+        }
+        task = schedule_->Next();
+        if (!task.has_value()) {
+          Leave();
           return;
         }
       }
-      absl::StatusOr<engine::EpochRecord> record = Advance(v);
+      const absl::Status status = task->Run(cancelled_);
       absl::MutexLock lock(&mu_);
-      if (!record.ok()) {
+      if (!status.ok()) {
         cancelled_.store(true);
-        FinishWith(record.status());
-        --in_flight_;
-        MaybeFinish();
+        FinishWith(status);
+        Leave();
         return;
       }
-      Publish(*record);
-      if (runs_[v]->done()) {
-        runs_[v].reset();  // frees the network
-        if (++variants_done_ == static_cast<int>(runs_.size())) {
-          PublishSummary();
-        }
-        if (next_variant_ >= static_cast<int>(runs_.size())) {
-          --in_flight_;
-          MaybeFinish();
-          return;
-        }
-        v = next_variant_++;
+      for (const engine::EpochRecord& record :
+           schedule_->Finish(*std::move(task))) {
+        Publish(record);
       }
+      if (schedule_->done() && !summary_queued_) PublishSummary();
+      StartWorkers();
     }
-  }
-
-  // Epoch 0 of a new run, or the next epoch. Runs without mu_.
-  absl::StatusOr<engine::EpochRecord> Advance(int v) {
-    if (runs_[v] == nullptr) {
-      auto run = engine::VariantRun::Create(spec_, &data_, v, initial_,
-                                            service_->options().limits);
-      if (!run.ok()) return run.status();
-      runs_[v] = *std::move(run);
-      return runs_[v]->Evaluate();
-    }
-    return runs_[v]->NextEpoch(cancelled_);
   }
 
   void Publish(const engine::EpochRecord& record)
@@ -563,10 +576,9 @@ class ExperimentReactor final
   }
 
   void WakeParked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (unsent_.size() >= kWindow / 2) return;
-    std::vector<int> parked;
-    parked.swap(parked_);
-    for (int v : parked) Submit(v);
+    if (unsent_.size() >= kWindow / 2 || parked_ == 0) return;
+    parked_ = 0;
+    StartWorkers();
   }
 
   void FinishWith(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -574,7 +586,7 @@ class ExperimentReactor final
       final_status_ = std::move(status);
       RecordEnd(*final_status_);
     }
-    parked_.clear();
+    parked_ = 0;
     MaybeFinish();
   }
 
@@ -623,21 +635,20 @@ class ExperimentReactor final
   bool registered_ = false;
   std::atomic<bool> cancelled_{false};
 
-  // Written by Setup before any worker starts, then read-only (runs_[v] is
-  // touched only by the worker owning v).
+  // Written by Setup before any worker starts, then read-only.
   engine::Dataset data_;
   engine::ExperimentSpec spec_;
-  std::vector<engine::LayerParams> initial_;
   std::vector<std::string> labels_;
-  std::vector<std::unique_ptr<engine::VariantRun>> runs_;
 
   absl::Mutex mu_;
   std::vector<engine::SummaryAccumulator> summaries_ ABSL_GUARDED_BY(mu_);
+  // What the workers run (set by Prepare).
+  std::optional<engine::ExperimentSchedule> schedule_ ABSL_GUARDED_BY(mu_);
   int in_flight_ ABSL_GUARDED_BY(mu_) =
-      0;  // Setup/Work tasks queued or running
-  int next_variant_ ABSL_GUARDED_BY(mu_) = 0;
-  int variants_done_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<int> parked_ ABSL_GUARDED_BY(mu_);
+      0;                                  // Setup/Work tasks queued or running
+  int workers_ ABSL_GUARDED_BY(mu_) = 0;  // Work tasks queued or running
+  int workers_target_ ABSL_GUARDED_BY(mu_) = 1;
+  int parked_ ABSL_GUARDED_BY(mu_) = 0;  // workers that left for the window
   int64_t epochs_done_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t epochs_total_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<v1::RunExperimentResponse> unsent_ ABSL_GUARDED_BY(mu_);

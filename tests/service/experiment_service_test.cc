@@ -147,6 +147,58 @@ TEST_F(ExperimentServiceTest, SameSpecTwiceAnyParallelism_IdenticalCurves) {
   }
 }
 
+// Issue 15 item 3: the experiment's tasks (variants side by side, each
+// epoch's evaluation beside the next epoch's training) on 1, 2 or 4 compute
+// threads give the same bits. RunAll checks that each variant's messages
+// come in epoch order and epochs_done counts up by one; the stored
+// experiment (GetExperiment) keeps each variant's curve in epoch order.
+TEST_F(ExperimentServiceTest, OneTwoFourComputeThreads_BitwiseIdenticalCurves) {
+  // 40 units: the whole-data evaluations' products go to OpenBLAS.
+  const v1::RunExperimentRequest request = Deep(150, 8, 40);
+  std::vector<Result> results;
+  for (int threads : {1, 2, 4}) {
+    service::ServerOptions options;
+    options.compute_threads = threads;
+    options.listen_address = "127.0.0.1:0";
+    auto server = service::Server::Create(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    ClientOptions client_options;
+    client_options.target = (*server)->address();
+    client_options.timeout = absl::Seconds(20);
+    Client client(client_options);
+    v1::RunExperimentRequest named = request;
+    named.set_experiment_id("threads-" + std::to_string(threads));
+    results.push_back(RunAll(client, named));
+    ASSERT_TRUE(results.back().status.ok())
+        << threads << " threads: " << results.back().status;
+    auto stored = client.GetExperiment("experiments/" + named.experiment_id());
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    std::vector<int> next_epoch(3, 0);
+    for (const v1::EpochMetrics& m : stored->curves()) {
+      EXPECT_EQ(m.epoch(), next_epoch.at(m.variant())++)
+          << threads << " threads, variant " << m.variant();
+      EXPECT_EQ(
+          m.SerializeAsString(),
+          results.back().curves[m.variant()][m.epoch()].SerializeAsString());
+    }
+    EXPECT_EQ(next_epoch, std::vector<int>(3, 9));
+    (*server)->Shutdown(absl::Seconds(2));
+  }
+  for (size_t t = 1; t < results.size(); ++t) {
+    for (size_t v = 0; v < results[0].curves.size(); ++v) {
+      ASSERT_EQ(results[t].curves[v].size(), 9u);
+      for (size_t e = 0; e < results[0].curves[v].size(); ++e) {
+        EXPECT_EQ(results[0].curves[v][e].SerializeAsString(),
+                  results[t].curves[v][e].SerializeAsString())
+            << "run " << t << " variant " << v << " epoch " << e;
+      }
+      EXPECT_EQ(
+          results[0].summary.variants(static_cast<int>(v)).SerializeAsString(),
+          results[t].summary.variants(static_cast<int>(v)).SerializeAsString());
+    }
+  }
+}
+
 TEST_F(ExperimentServiceTest, EveryVariant_StartsFromTheSameParameters) {
   const Result r = RunAll(*client_, Deep(90, 1));
   ASSERT_TRUE(r.status.ok()) << r.status;
