@@ -20,7 +20,10 @@ namespace {
 
 using ::satlab::core::testing::FlakyStore;
 using ::satlab::core::testing::SmallSpec;
+using ::satlab::core::testing::StepOne;
 using ::satlab::core::testing::TestBatch;
+using ::satlab::core::testing::TrainOne;
+using ::satlab::core::testing::TryOneInline;
 
 TEST(CoreConcurrencyTest, WritersReadersAndChurn_OneWriterNoStepLost) {
   FlakyStore store;
@@ -38,16 +41,16 @@ TEST(CoreConcurrencyTest, WritersReadersAndChurn_OneWriterNoStepLost) {
       const TestBatch batch(w);
       while (!stop.load()) {
         if (w == 0) {
-          auto done = core.TryStepInline("shared", batch.view(), "batch", {});
+          auto done = TryOneInline(core, "shared", batch.view(), {});
           if (done.has_value()) {
             if (done->ok()) steps_taken.fetch_add(1);
             continue;
           }
         }
         Replay replay;
-        auto step = core.TrainStep(
-            "shared", batch.view(), "batch", {}, {},
-            [](const StepOutcome&) { return std::string(); }, &replay);
+        auto step = TrainOne(
+            core, "shared", batch.view(), {},
+            [](const StepsOutcome&) { return std::string(); }, &replay);
         if (step.ok()) {
           steps_taken.fetch_add(1);
         } else {
@@ -67,7 +70,7 @@ TEST(CoreConcurrencyTest, WritersReadersAndChurn_OneWriterNoStepLost) {
         continue;
       }
       for (int i = 0; i < 4; ++i) {
-        auto step = (*session)->Step(batch.view(), "batch", {});
+        auto step = StepOne(**session, batch.view());
         ASSERT_TRUE(step.ok()) << step.status();
         steps_taken.fetch_add(1);
       }

@@ -6,12 +6,17 @@
 #include <atomic>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <variant>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "server/core/network_core.h"
 #include "server/engine/network.h"
 #include "server/store/network_store.h"
@@ -44,6 +49,35 @@ struct TestBatch {
   double x[12];
   double y[8];
 };
+
+// The single-step calls the tests make, through the core's several-batch
+// API: one minibatch, named "batch" in errors, no stop check.
+inline absl::StatusOr<StepsOutcome> TrainOne(
+    NetworkCore& core, absl::string_view id, const Batch& batch,
+    const RequestKey& key, RecordStep record, Replay* replay) {
+  return core.TrainStep(id, absl::MakeConstSpan(&batch, 1), {"batch"}, {}, key,
+                        record, replay);
+}
+
+inline std::optional<absl::StatusOr<StepsOutcome>> TryOneInline(
+    NetworkCore& core, absl::string_view id, const Batch& batch,
+    const RequestKey& key) {
+  return core.TryStepInline(id, absl::MakeConstSpan(&batch, 1), {"batch"}, key);
+}
+
+// One step of a session: the step applied, or the session's error.
+inline absl::StatusOr<StepOutcome> StepOne(WriterSession& session,
+                                           const Batch& batch) {
+  std::vector<StepOutcome> applied;
+  const absl::Status status =
+      session.Steps(absl::MakeConstSpan(&batch, 1), {"batch"}, {}, &applied);
+  if (!status.ok()) return status;
+  if (applied.size() != 1) {
+    return absl::InternalError(
+        absl::StrCat("Steps: expected 1 step applied, got ", applied.size()));
+  }
+  return applied[0];
+}
 
 // Bitwise equality of two parameter lists.
 inline bool SameBits(const std::vector<engine::AnyMatrix>& a,

@@ -20,10 +20,13 @@ namespace {
 using ::satlab::core::testing::FlakyStore;
 using ::satlab::core::testing::SameBits;
 using ::satlab::core::testing::SmallSpec;
+using ::satlab::core::testing::StepOne;
 using ::satlab::core::testing::TestBatch;
+using ::satlab::core::testing::TrainOne;
+using ::satlab::core::testing::TryOneInline;
 using ::testing::HasSubstr;
 
-std::string NoRecord(const StepOutcome&) { return ""; }
+std::string NoRecord(const StepsOutcome&) { return ""; }
 
 absl::StatusOr<std::vector<engine::LayerParams>> NoParams(
     const engine::NetworkSpec&) {
@@ -40,12 +43,12 @@ class NetworkCoreTest : public ::testing::Test {
     core_ = std::make_unique<NetworkCore>(options, &store_);
   }
 
-  absl::StatusOr<StepOutcome> Step(int i, RequestKey key = {},
-                                   Replay* replay = nullptr) {
+  absl::StatusOr<StepsOutcome> Step(int i, RequestKey key = {},
+                                    Replay* replay = nullptr) {
     Replay ignored;
     const TestBatch batch(i);
-    return core_->TrainStep("n", batch.view(), "batch", {}, key, NoRecord,
-                            replay != nullptr ? replay : &ignored);
+    return TrainOne(*core_, "n", batch.view(), key, NoRecord,
+                    replay != nullptr ? replay : &ignored);
   }
 
   int64_t StoredStep() {
@@ -105,9 +108,9 @@ TEST_F(NetworkCoreTest, DeletedWhileWriting_SessionStepAbortedCloseOk) {
   auto session = core_->OpenWriter("n", {});
   ASSERT_TRUE(session.ok());
   const TestBatch batch(0);
-  ASSERT_TRUE((*session)->Step(batch.view(), "batch", {}).ok());
+  ASSERT_TRUE(StepOne(**session, batch.view()).ok());
   ASSERT_TRUE(core_->Delete("n").ok());
-  auto step = (*session)->Step(batch.view(), "batch", {});
+  auto step = StepOne(**session, batch.view());
   EXPECT_EQ(step.status().code(), absl::StatusCode::kAborted);
   EXPECT_THAT(step.status().message(), HasSubstr("networks/n was deleted"));
   EXPECT_TRUE((*session)->Close().ok());
@@ -125,6 +128,69 @@ TEST_F(NetworkCoreTest, UnaryTrainStep_CommittedWhenOk) {
     EXPECT_EQ(StoredStep(), i + 1);
   }
   EXPECT_TRUE(SameBits(LiveWeights(), StoredWeights()));
+}
+
+TEST_F(NetworkCoreTest, UnaryTrainStep_SeveralBatchesAllOrNothingOneCommit) {
+  ASSERT_TRUE(core_->Create("n", SmallSpec()).ok());
+  const TestBatch b0(0), b1(1), b2(2);
+  std::vector<Batch> batches = {b0.view(), b1.view(), b2.view()};
+  const BatchFields fields{"batches", /*indexed=*/true};
+  Replay replay;
+  // A bad last minibatch: none of the message is applied or committed.
+  batches[2].inputs.cols = 2;
+  const int commits = store_.commits();
+  auto bad = core_->TrainStep("n", batches, fields, {}, {}, NoRecord, &replay);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("batches[2]"));
+  EXPECT_EQ(core_->Get("n")->step, 0);
+  EXPECT_EQ(store_.commits(), commits);
+
+  batches[2] = b2.view();
+  auto steps =
+      core_->TrainStep("n", batches, fields, {}, {}, NoRecord, &replay);
+  ASSERT_TRUE(steps.ok()) << steps.status();
+  ASSERT_EQ(steps->results.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(steps->results[i].step, i + 1);
+  EXPECT_EQ(steps->durable_step, 3);
+  EXPECT_EQ(StoredStep(), 3);
+  EXPECT_EQ(store_.commits(), commits + 1);
+
+  // The same as three single steps, bitwise.
+  const auto several = LiveWeights();
+  ASSERT_TRUE(core_->Delete("n").ok());
+  ASSERT_TRUE(core_->Create("n", SmallSpec()).ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Step(i).ok());
+  EXPECT_TRUE(SameBits(LiveWeights(), several));
+}
+
+TEST_F(NetworkCoreTest, Session_SeveralBatchesCommitWhenDueBadOneAppliesNone) {
+  ASSERT_TRUE(core_->Create("n", SmallSpec()).ok());
+  NetworkCore::SessionOptions options;
+  options.commit_every_steps = 2;
+  options.commit_interval = absl::Hours(1);
+  auto session = core_->OpenWriter("n", options);
+  ASSERT_TRUE(session.ok());
+  const TestBatch b0(0), b1(1), b2(2);
+  std::vector<Batch> batches = {b0.view(), b1.view(), b2.view()};
+  const BatchFields fields{"batches", /*indexed=*/true};
+  std::vector<StepOutcome> applied;
+  batches[1].targets.cols = 3;
+  auto bad = (*session)->Steps(batches, fields, {}, &applied);
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.message(), HasSubstr("batches[1]"));
+  EXPECT_TRUE(applied.empty());
+  EXPECT_EQ(core_->Get("n")->step, 0);
+
+  batches[1] = b1.view();
+  ASSERT_TRUE((*session)->Steps(batches, fields, {}, &applied).ok());
+  ASSERT_EQ(applied.size(), 3u);
+  std::vector<int64_t> durable;
+  for (const StepOutcome& step : applied) durable.push_back(step.durable_step);
+  EXPECT_EQ(durable, (std::vector<int64_t>{0, 2, 2}));
+  EXPECT_EQ(applied[2].result.step, 3);
+  EXPECT_EQ(StoredStep(), 2);
+  ASSERT_TRUE((*session)->Close().ok());
+  EXPECT_EQ(StoredStep(), 3);
 }
 
 TEST_F(NetworkCoreTest, SetParameters_CommittedWhenOk) {
@@ -168,7 +234,7 @@ TEST_F(NetworkCoreTest, Session_CommitsEveryNStepsAndAtClose) {
   std::vector<int64_t> durable;
   for (int i = 0; i < 7; ++i) {
     const TestBatch batch(i);
-    auto step = (*session)->Step(batch.view(), "batch", {});
+    auto step = StepOne(**session, batch.view());
     ASSERT_TRUE(step.ok()) << step.status();
     durable.push_back(step->durable_step);
   }
@@ -198,14 +264,14 @@ TEST_F(NetworkCoreTest, Session_CommitsEveryInterval) {
   ASSERT_TRUE(session.ok());
   const TestBatch batch(0);
   const absl::Time opened = absl::Now();
-  auto first = (*session)->Step(batch.view(), "batch", {});
+  auto first = StepOne(**session, batch.view());
   ASSERT_TRUE(first.ok());
   if (absl::Now() - opened < absl::Milliseconds(50)) {
     EXPECT_EQ(first->durable_step, 0);
     EXPECT_EQ(StoredStep(), 0);
   }
   absl::SleepFor(absl::Milliseconds(60));
-  auto second = (*session)->Step(batch.view(), "batch", {});
+  auto second = StepOne(**session, batch.view());
   ASSERT_TRUE(second.ok());
   EXPECT_EQ(second->durable_step, 2);
   EXPECT_EQ(StoredStep(), 2);
@@ -221,7 +287,7 @@ TEST_F(NetworkCoreTest, CoreDefaults_SessionUsesCoreOptions) {
   ASSERT_TRUE(session.ok());
   const TestBatch batch(0);
   for (int i = 0; i < 5; ++i) {
-    ASSERT_TRUE((*session)->Step(batch.view(), "batch", {}).ok());
+    ASSERT_TRUE(StepOne(**session, batch.view()).ok());
   }
   EXPECT_EQ(StoredStep(), 4);
 }
@@ -231,25 +297,26 @@ TEST_F(NetworkCoreTest, RequestId_DeduplicatedAcrossRestart) {
   const RequestKey key{"retry-1", 42};
   Replay replay;
   const TestBatch batch(0);
-  auto first = core_->TrainStep(
-      "n", batch.view(), "batch", {}, key,
-      [](const StepOutcome& s) { return absl::StrCat("step ", s.result.step); },
+  auto first = TrainOne(
+      *core_, "n", batch.view(), key,
+      [](const StepsOutcome& s) {
+        return absl::StrCat("step ", s.results.back().step);
+      },
       &replay);
   ASSERT_TRUE(first.ok());
   EXPECT_FALSE(replay.response.has_value());
 
   Restart();
   Replay again;
-  auto retried =
-      core_->TrainStep("n", batch.view(), "batch", {}, key, NoRecord, &again);
+  auto retried = TrainOne(*core_, "n", batch.view(), key, NoRecord, &again);
   ASSERT_TRUE(retried.ok()) << retried.status();
   ASSERT_TRUE(again.response.has_value());
   EXPECT_EQ(*again.response, "step 1");
   EXPECT_EQ(core_->Get("n")->step, 1);  // not applied twice
 
   Replay other;
-  auto reused = core_->TrainStep("n", batch.view(), "batch", {},
-                                 RequestKey{"retry-1", 43}, NoRecord, &other);
+  auto reused = TrainOne(*core_, "n", batch.view(), RequestKey{"retry-1", 43},
+                         NoRecord, &other);
   EXPECT_EQ(reused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(reused.status().message(),
               HasSubstr("request_id: \"retry-1\" was already used"));
@@ -276,7 +343,7 @@ TEST_F(NetworkCoreTest, Restart_ContinuesBitwiseLikeUninterrupted) {
   ASSERT_TRUE(session.ok());
   for (int i = 0; i < 5; ++i) {
     const TestBatch batch(i);
-    ASSERT_TRUE((*session)->Step(batch.view(), "batch", {}).ok());
+    ASSERT_TRUE(StepOne(**session, batch.view()).ok());
   }
   ASSERT_TRUE((*session)->Close().ok());
   session->reset();
@@ -321,8 +388,8 @@ TEST_F(NetworkCoreTest, FailingStore_MutationFailsLiveStateEqualsStored) {
   auto session = core_->OpenWriter("n", options);
   ASSERT_TRUE(session.ok());
   const TestBatch batch(2);
-  ASSERT_TRUE((*session)->Step(batch.view(), "batch", {}).ok());
-  auto due = (*session)->Step(batch.view(), "batch", {});
+  ASSERT_TRUE(StepOne(**session, batch.view()).ok());
+  auto due = StepOne(**session, batch.view());
   EXPECT_EQ(due.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ((*session)->durable_step(), 1);
   EXPECT_EQ(core_->Get("n")->step, 1);
@@ -375,20 +442,18 @@ TEST(NetworkCoreInlineTest, TryStepInline_OnlyForTinyStepsOnAnEphemeralStore) {
   NetworkCore core({}, &ephemeral);
   ASSERT_TRUE(core.Create("n", SmallSpec()).ok());
   const TestBatch batch(0);
-  auto inline_step = core.TryStepInline("n", batch.view(), "batch", {});
+  auto inline_step = TryOneInline(core, "n", batch.view(), {});
   ASSERT_TRUE(inline_step.has_value());
   ASSERT_TRUE(inline_step->ok()) << inline_step->status();
   EXPECT_EQ(core.Get("n")->step, 1);
   // With a request id: the executor's job.
   EXPECT_FALSE(
-      core.TryStepInline("n", batch.view(), "batch", RequestKey{"id", 1})
-          .has_value());
+      TryOneInline(core, "n", batch.view(), RequestKey{"id", 1}).has_value());
   // A durable store may block on its commit: never inline.
   FlakyStore durable(/*durable=*/true);
   NetworkCore on_disk({}, &durable);
   ASSERT_TRUE(on_disk.Create("n", SmallSpec()).ok());
-  EXPECT_FALSE(
-      on_disk.TryStepInline("n", batch.view(), "batch", {}).has_value());
+  EXPECT_FALSE(TryOneInline(on_disk, "n", batch.view(), {}).has_value());
 }
 
 TEST(NetworkCoreEphemeralTest, EphemeralStore_CommitsDeferredToFlush) {
@@ -399,8 +464,7 @@ TEST(NetworkCoreEphemeralTest, EphemeralStore_CommitsDeferredToFlush) {
   EXPECT_EQ(core->memory_budget().used(), 2 * engine::StateBytes(SmallSpec()));
   const TestBatch batch(0);
   Replay replay;
-  auto step =
-      core->TrainStep("n", batch.view(), "batch", {}, {}, NoRecord, &replay);
+  auto step = TrainOne(*core, "n", batch.view(), {}, NoRecord, &replay);
   ASSERT_TRUE(step.ok());
   EXPECT_EQ(step->durable_step, 1);
   // Nobody but this core reads the store: nothing copied yet.
@@ -408,9 +472,7 @@ TEST(NetworkCoreEphemeralTest, EphemeralStore_CommitsDeferredToFlush) {
   EXPECT_EQ(ephemeral.Load("n")->state.step, 0);
   ASSERT_TRUE(core->Flush().ok());
   EXPECT_EQ(ephemeral.Load("n")->state.step, 1);
-  ASSERT_TRUE(
-      core->TrainStep("n", batch.view(), "batch", {}, {}, NoRecord, &replay)
-          .ok());
+  ASSERT_TRUE(TrainOne(*core, "n", batch.view(), {}, NoRecord, &replay).ok());
   // A new core over the same store, once the old one has flushed.
   ASSERT_TRUE(core->Flush().ok());
   core.reset();
