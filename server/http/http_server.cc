@@ -293,7 +293,9 @@ void HttpServer::Routes() {
     service::WatchFilter filter;
     filter.tenant_prefix = scope->prefix();
     if (req.has_param("network")) {
-      absl::string_view network = req.get_param_value("network");
+      // get_param_value returns a copy: keep it alive while viewed.
+      const std::string param = req.get_param_value("network");
+      absl::string_view network = param;
       // The caller's names -> stored ones (a name outside its scope matches
       // nothing, like an absent one).
       filter.network = absl::ConsumePrefix(&network, "networks/")
