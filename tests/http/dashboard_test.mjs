@@ -6,19 +6,28 @@
 // vs sigmoid+BCE on XOR) through `satlab experiment SPEC.json`, selects it,
 // and checks that both variants are charted side by side.
 //
+// With --key, the server has API keys for two tenants
+// (--dashboard_access=auto -> key): the page must ask for a key, refuse a
+// wrong one, and with tenant acme's key show acme's network only.
+//
 //   node dashboard_test.mjs --server-bin B --cli-bin C --screenshot OUT.png
-//        [--experiment] [--chromium /usr/bin/chromium]
+//        [--experiment | --key] [--chromium /usr/bin/chromium]
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { arg, makeTempDir, requireFile, sleep, startServer, startTraining, stopAll } from './harness.mjs';
+import {
+  arg, cli, makeTempDir, requireFile, sleep, startServer, startTraining, stopAll, writeCsv,
+} from './harness.mjs';
 
 const serverBin = arg('server-bin');
 const cliBin = arg('cli-bin');
 const screenshot = arg('screenshot');
 const chromiumBin = requireFile(arg('chromium', '/usr/bin/chromium'), 'chromium (apt-get install chromium)');
 const experimentMode = process.argv.includes('--experiment');
+const keyMode = process.argv.includes('--key');
+const KEY_ACME = 'acme-dashboard-key-0123456789abcdef';
+const KEY_OTHER = 'other-dashboard-key-0123456789abcdef';
 
 function runExperiment(target, tmp) {
   const spec = {
@@ -61,11 +70,47 @@ async function experimentView(page, server, tmp) {
   }
 }
 
+// Each tenant creates and trains one network through the CLI with its key.
+function trainAsTenants(target, tmp) {
+  const csv = path.join(tmp, 'blobs.csv');
+  writeCsv(csv, 64);
+  for (const [id, key] of [['acme-net', KEY_ACME], ['other-net', KEY_OTHER]]) {
+    const env = { SATLAB_API_KEY: key };
+    cli(cliBin, target, ['create', id, '--input-size', '2', '--layers', '4:sigmoid,1:sigmoid',
+      '--loss', 'mse', '--seed', '3'], env);
+    cli(cliBin, target, ['--quiet', 'train', id, '--data', csv, '--epochs', '2', '--batch-size', '16'], env);
+  }
+}
+
+async function keyView(page, server, tmp) {
+  trainAsTenants(server.grpcTarget, tmp);
+  await page.goto(server.httpBase + '/', { waitUntil: 'load' });
+  await page.locator('#auth').waitFor({ state: 'visible', timeout: 10000 });
+  if ((await page.locator('#networks li').count()) !== 0) throw new Error('networks shown before a key');
+  await page.fill('#auth-key', 'not-a-key-of-this-server-000000');
+  await page.click('#auth button');
+  await page.waitForFunction(() => document.querySelector('#auth-message').textContent.includes('not accepted'),
+    null, { timeout: 10000 });
+  await page.fill('#auth-key', KEY_ACME);
+  await page.click('#auth button');
+  await page.locator('#networks li[data-key="networks/acme-net"]').waitFor({ timeout: 10000 });
+  await page.locator('#auth').waitFor({ state: 'hidden', timeout: 5000 });
+  await page.waitForFunction(() => Number(document.querySelector('#chart-loss')?.dataset.points || 0) > 0,
+    null, { timeout: 10000 });
+  await sleep(500);  // anything else the stream would bring has arrived
+  const shown = await page.locator('#networks li').evaluateAll((els) => els.map((e) => e.dataset.key));
+  console.log(`networks shown with acme's key: ${shown.join(', ')}`);
+  if (shown.length !== 1 || shown[0] !== 'networks/acme-net') {
+    throw new Error(`acme's key must show networks/acme-net only, got ${shown}`);
+  }
+}
+
 async function main() {
   const tmp = makeTempDir('satlab-dash-');
-  const server = await startServer(serverBin, tmp);
+  const server = await startServer(serverBin, tmp, keyMode
+    ? { SATLAB_API_KEYS: `acme:user:${KEY_ACME},other:user:${KEY_OTHER}` } : {});
   console.log(`satlab-server grpc ${server.grpcTarget} http ${server.httpBase}`);
-  const trainer = experimentMode ? { stop: async () => {} }
+  const trainer = experimentMode || keyMode ? { stop: async () => {} }
     : startTraining(cliBin, server.grpcTarget, 'mse-sigmoid', tmp);
 
   const browser = await chromium.launch({
@@ -77,9 +122,12 @@ async function main() {
     const page = await browser.newPage({ viewport: { width: 1440, height: 960 } });
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-    if (experimentMode) {
-      await experimentView(page, server, tmp);
+    page.on('console', (m) => {
+      // A refused key is the browser's logged 401, expected in --key mode.
+      if (m.type() === 'error' && !(keyMode && m.text().includes('401'))) errors.push(m.text());
+    });
+    if (experimentMode || keyMode) {
+      await (keyMode ? keyView(page, server, tmp) : experimentView(page, server, tmp));
       if (errors.length > 0) throw new Error(`page errors: ${errors.join('; ')}`);
       await page.screenshot({ path: screenshot, fullPage: true });
       console.log(`screenshot ${screenshot}`);

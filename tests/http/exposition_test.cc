@@ -185,7 +185,7 @@ TEST_F(HttpTest, Metrics_PromtoolFindsNothing) {
 
 TEST_F(HttpTest, Dashboard_ServesPageScriptsAndChartJs) {
   EXPECT_THAT(Get("/"), HasSubstr("/vendor/chart.min.js"));
-  EXPECT_THAT(Get("/dashboard.js"), HasSubstr("EventSource"));
+  EXPECT_THAT(Get("/dashboard.js"), HasSubstr("/api/events"));
   EXPECT_THAT(Get("/vendor/chart.min.js"), HasSubstr("Chart"));
   auto missing = web_->Get("/nope");
   ASSERT_TRUE(missing);

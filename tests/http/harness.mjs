@@ -82,12 +82,13 @@ function waitForLine(child, out, re, what, timeoutMs = 20000) {
 }
 
 // satlab-server on 127.0.0.1 with gRPC and HTTP ports picked by the server.
-export async function startServer(serverBin, tmp) {
+// `env` adds variables (SATLAB_API_KEYS for a server with keys).
+export async function startServer(serverBin, tmp, env = {}) {
   requireFile(serverBin, 'satlab-server');
   const log = fs.openSync(path.join(tmp, 'server.log'), 'w');
   const child = track(spawn(serverBin, ['--port', '0', '--http_port', '0', '--log_level', 'warn'], {
     stdio: ['ignore', 'pipe', log],
-    env: { ...process.env, SATLAB_HOST: '127.0.0.1' },
+    env: { ...process.env, SATLAB_HOST: '127.0.0.1', ...env },
   }));
   const out = collectStdout(child);
   const grpc = await waitForLine(child, out, /^listening on (\S+)$/m, 'satlab-server');
@@ -96,7 +97,7 @@ export async function startServer(serverBin, tmp) {
 }
 
 // A two-class dataset (two Gaussian-ish blobs), 2 features + 1 target.
-function writeCsv(file, rows = 512) {
+export function writeCsv(file, rows = 512) {
   let seed = 12345;
   const rand = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
   const lines = [];
@@ -108,8 +109,10 @@ function writeCsv(file, rows = 512) {
   fs.writeFileSync(file, lines.join('\n') + '\n');
 }
 
-function cli(cliBin, target, args) {
-  const r = spawnSync(cliBin, ['--server', target, ...args], { encoding: 'utf8' });
+export function cli(cliBin, target, args, env = {}) {
+  const r = spawnSync(cliBin, ['--server', target, ...args], {
+    encoding: 'utf8', env: { ...process.env, ...env },
+  });
   if (r.status !== 0) {
     throw new Error(`satlab ${args.join(' ')} failed (${r.status}): ${r.stderr}${r.stdout}`);
   }

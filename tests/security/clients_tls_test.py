@@ -264,6 +264,56 @@ class ClientsOverTls(unittest.TestCase):
         self.assertIn("Bearer k-go", self.recorder.seen)
 
 
+class KeysOverTls(unittest.TestCase):
+    """The real server with TLS and API keys: keys are checked, tenants kept apart."""
+
+    KEY_A = "tenant-a-key-0123456789abcdef"
+    KEY_B = "tenant-b-key-0123456789abcdef"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.satlab = python_client()
+        cls.proc, cls.target, _ = start_server(
+            "--host=127.0.0.1", "--tls_cert_file=" + cert("server.pem"),
+            "--tls_key_file=" + cert("server.key"),
+            env_extra={"SATLAB_API_KEYS": "a:user:%s,b:user:%s" % (cls.KEY_A, cls.KEY_B)})
+
+    @classmethod
+    def tearDownClass(cls):
+        code = stop_server(cls.proc)
+        if code != 0:
+            raise AssertionError("satlab-server exited with %s" % code)
+
+    def cli(self, key, *args):
+        return subprocess.run([ARGS.cli_bin, "--server", self.target, "--tls_ca_file",
+                               cert("ca.pem"), "--timeout", "10", *args],
+                              env=dict(os.environ, SATLAB_API_KEY=key),
+                              capture_output=True, text=True, timeout=60)
+
+    def test_cli_right_key_serves_wrong_key_unauthenticated(self):
+        ok = self.cli(self.KEY_A, "--json", "list")
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        wrong = self.cli(self.KEY_A[:-1] + "x", "--json", "list")
+        self.assertEqual(wrong.returncode, 1, wrong.stdout)
+        self.assertIn("UNAUTHENTICATED", wrong.stderr)
+
+    def test_python_other_tenant_gets_not_found_as_if_absent(self):
+        import grpc
+        ca = cert("ca.pem")
+        with self.satlab.Client(self.target, tls_ca_file=ca, api_key=self.KEY_A, timeout=10) as a:
+            a.create_network(1, [(1, "sigmoid")], "mse", network_id="owned-by-a")
+            self.assertEqual(a.get_network("owned-by-a").name, "networks/owned-by-a")
+        with self.satlab.Client(self.target, tls_ca_file=ca, api_key=self.KEY_B, timeout=10) as b:
+            codes = []
+            for name in ("owned-by-a", "never-created"):
+                with self.assertRaises(grpc.RpcError) as e:
+                    b.get_network(name)
+                codes.append((e.exception.code(), e.exception.details().replace(name, "ID")))
+            self.assertEqual(codes[0], codes[1])
+            self.assertEqual(codes[0][0], grpc.StatusCode.NOT_FOUND)
+            self.assertEqual([n.name for n in b.list_networks()], [])
+
+
 class BinaryPolicy(unittest.TestCase):
     """The binary's plaintext policy, the HTTP port over TLS, and SIGHUP."""
 

@@ -1,5 +1,6 @@
 // satlab live dashboard. One Server-Sent Events stream (/api/events, the
-// same events and replay as WatchMetrics) feeds every view; Chart.js draws.
+// same events and replay as WatchMetrics, read with fetch so that it can
+// carry an API key) feeds every view; Chart.js draws.
 'use strict';
 
 (function () {
@@ -138,21 +139,96 @@
 
   // ---------- connection ----------
 
-  function connect() {
-    const source = new EventSource('/api/events?start_step=0');
+  // The stream is read with fetch rather than EventSource so that it can
+  // carry an API key (`Authorization: Bearer`), which EventSource cannot
+  // send: a server with --dashboard_access=key answers 401 without one, and
+  // the page then asks for the key (kept in this tab's sessionStorage only).
+  const KEY_ITEM = 'satlab-api-key';
+
+  function setStatus(text, kind) {
     const status = $('connection');
-    source.onopen = () => { status.textContent = 'live'; status.className = 'pill pill-live'; };
-    source.onmessage = (m) => { try { onMessage(JSON.parse(m.data)); } catch (e) { console.error(e); } };
-    source.onerror = () => {
-      status.textContent = 'reconnecting'; status.className = 'pill pill-bad';
-      source.close();
-      // A restarted server numbers events from 1 again: start over.
-      setTimeout(() => {
-        networks.clear(); experiments.clear(); lastSequence = 0;
-        listDirty = true; connect();
-      }, 2000);
-    };
+    status.textContent = text;
+    status.className = 'pill pill-' + kind;
   }
+
+  function authHeaders() {
+    const key = sessionStorage.getItem(KEY_ITEM);
+    return key ? {Authorization: 'Bearer ' + key} : {};
+  }
+
+  function askForKey(message) {
+    setStatus('key needed', 'bad');
+    $('auth-message').textContent = message;
+    $('auth').hidden = false;
+    $('auth-key').focus();
+  }
+
+  // Server-Sent Events framing: events end with a blank line; `data:` lines
+  // carry the JSON, lines starting with `:` are keepalive comments.
+  function dispatchFrames(buffer) {
+    let end;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const frame = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = frame.split('\n').filter((l) => l.startsWith('data:'))
+        .map((l) => l.slice(5).replace(/^ /, '')).join('\n');
+      if (data) {
+        try { onMessage(JSON.parse(data)); } catch (e) { console.error(e); }
+      }
+    }
+    return buffer;
+  }
+
+  async function connect() {
+    let response;
+    try {
+      response = await fetch('/api/events?start_step=0', {headers: authHeaders(), cache: 'no-store'});
+    } catch (e) {
+      return reconnect();
+    }
+    if (response.status === 401 || response.status === 403) {
+      const had = sessionStorage.getItem(KEY_ITEM) !== null;
+      sessionStorage.removeItem(KEY_ITEM);
+      askForKey(had ? 'That key was not accepted.' : 'This dashboard needs an API key.');
+      return;
+    }
+    if (!response.ok || !response.body) return reconnect();
+    $('auth').hidden = true;
+    setStatus('live', 'live');
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = '';
+    try {
+      for (;;) {
+        const {value, done} = await reader.read();
+        if (done) break;
+        buffer = dispatchFrames(buffer + decoder.decode(value, {stream: true}));
+      }
+    } catch (e) {
+      console.warn('event stream ended', e);
+    }
+    reconnect();
+  }
+
+  function reconnect() {
+    setStatus('reconnecting', 'bad');
+    // A restarted server numbers events from 1 again: start over.
+    setTimeout(() => {
+      networks.clear(); experiments.clear(); lastSequence = 0;
+      listDirty = true; connect();
+    }, 2000);
+  }
+
+  $('auth').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const key = $('auth-key').value.trim();
+    if (!key) return;
+    sessionStorage.setItem(KEY_ITEM, key);
+    $('auth-key').value = '';
+    $('auth').hidden = true;
+    setStatus('connecting', 'wait');
+    connect();
+  });
 
   // ---------- selection ----------
 
