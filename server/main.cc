@@ -283,8 +283,8 @@ ABSL_FLAG(double, quota_request_burst, 0,
           "Token bucket size for --quota_requests_per_second (0: the rate, "
           "at least 1; request_burst=B).");
 ABSL_FLAG(std::string, reflection, "auto",
-          "gRPC server reflection: on, off, or auto (on without "
-          "authentication, off with it: reflection cannot ask for a key).");
+          "gRPC server reflection: off, open, key (any valid API key), or "
+          "auto (open without authentication, key with it); on = open.");
 ABSL_FLAG(std::string, metrics_access, "auto",
           "/metrics: off, open, key (an admin API key), or auto (open "
           "without authentication, key with it).");
@@ -430,11 +430,20 @@ absl::Status AuthFromFlags(satlab::server::AppOptions* app) {
 
   const bool on = auth.enabled();
   const std::string reflection = absl::GetFlag(FLAGS_reflection);
-  if (reflection != "auto" && reflection != "on" && reflection != "off") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "reflection: expected on, off or auto, got \"", reflection, "\""));
+  if (reflection == "off") {
+    app->server.reflection = satlab::service::ReflectionAccess::kOff;
+  } else if (reflection == "open" || reflection == "on") {
+    // "on" is the value from before reflection could ask for a key.
+    app->server.reflection = satlab::service::ReflectionAccess::kOpen;
+  } else if (reflection == "key" || (reflection == "auto" && on)) {
+    app->server.reflection = satlab::service::ReflectionAccess::kKey;
+  } else if (reflection == "auto") {
+    app->server.reflection = satlab::service::ReflectionAccess::kOpen;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("reflection: expected off, open, key or auto, got \"",
+                     reflection, "\""));
   }
-  app->server.reflection = reflection == "auto" ? !on : reflection == "on";
   if (app->http.has_value()) {
     const auto access =
         [on](const std::string& value,

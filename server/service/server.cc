@@ -7,9 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
-#include "grpcpp/impl/server_builder_option.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
@@ -20,22 +18,6 @@
 
 namespace satlab::service {
 namespace {
-
-// Drops the reflection plugin that InitProtoReflectionServerBuilderPlugin
-// registers for every server of the process, from one server's builder.
-class NoReflection final : public grpc::ServerBuilderOption {
- public:
-  void UpdateArguments(grpc::ChannelArguments*) override {}
-  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>*
-                         plugins) override {
-    plugins->erase(
-        std::remove_if(plugins->begin(), plugins->end(),
-                       [](const std::unique_ptr<grpc::ServerBuilderPlugin>& p) {
-                         return p->name() == "proto_server_reflection";
-                       }),
-        plugins->end());
-  }
-};
 
 // A duration as a gRPC channel argument: whole milliseconds, saturated to
 // the int range the arguments take.
@@ -244,9 +226,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
       server->experiments_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  if (!options.reflection) builder.SetOption(std::make_unique<NoReflection>());
   // A second server on the same port must fail, not silently share it.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
@@ -276,6 +256,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.AddListeningPort(options.listen_address, credentials, &server->port_);
   builder.RegisterService(server->service_.get());
+  if (options.reflection != ReflectionAccess::kOff) {
+    server->reflection_ = std::make_unique<ReflectionService>(
+        std::vector<std::string>{
+            satlab::v1::TrainingService::service_full_name(),
+            "grpc.health.v1.Health",
+            grpc::reflection::v1alpha::ServerReflection::service_full_name()},
+        options.reflection, server->service_->tenancy(),
+        server->service_->streams());
+    builder.RegisterService(server->reflection_.get());
+  }
   for (grpc::Service* extra : options.extra_services) {
     builder.RegisterService(extra);
   }

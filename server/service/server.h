@@ -18,6 +18,7 @@
 #include "server/service/events.h"
 #include "server/service/executor.h"
 #include "server/service/metrics_hub.h"
+#include "server/service/reflection_service.h"
 #include "server/service/training_service.h"
 #include "server/store/experiment_store.h"
 #include "server/store/network_store.h"
@@ -88,9 +89,10 @@ struct ServerOptions {
   tls::TlsFiles tls;
   bool plaintext = false;
   // gRPC server reflection (the API's descriptors, for grpcurl and the
-  // like). gRPC's reflection service cannot ask for a key, so it is on or
-  // off; main.cc turns it off by default when API keys are configured.
-  bool reflection = true;
+  // like): off (UNIMPLEMENTED), open to anyone, or behind the same
+  // authentication as TrainingService calls (ReflectionService). main.cc
+  // picks key by default when API keys are configured.
+  ReflectionAccess reflection = ReflectionAccess::kOpen;
   ServiceOptions service;
   // Receives steps, deletions and experiment progress and serves
   // WatchMetrics (a MetricsHub). Not owned; when null the server makes its
@@ -149,6 +151,7 @@ class Server {
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<MetricsHub> own_hub_;  // when options.hub is null
   std::unique_ptr<TrainingServiceImpl> service_;
+  std::unique_ptr<ReflectionService> reflection_;  // null when off
   // The checked copy of the TLS key and certificate gRPC reads; outlives
   // server_. Null without TLS.
   std::unique_ptr<tls::StagedIdentity> staged_identity_;

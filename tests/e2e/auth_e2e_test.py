@@ -4,8 +4,8 @@
 Usage: auth_e2e_test.py SERVER_BINARY
 Keys made with `satlab-server --hash_api_key` (keys file) and given in
 SATLAB_API_KEYS; checks UNAUTHENTICATED / NOT_FOUND isolation over gRPC from
-Python, /metrics behind a key, reflection off by default, ownership across a
-restart, and that no plaintext key is left in the process's environment,
+Python, /metrics behind a key, reflection behind a key by default,
+ownership across a restart, and that no plaintext key is left in the process's environment,
 command line or data directory.
 """
 import os
@@ -147,14 +147,19 @@ class AuthEndToEnd(unittest.TestCase):
         self.assertEqual(get("/api/networks", self.beta), 200)
         self.assertEqual(get("/healthz"), 200)
 
-    def test_reflection_off_by_default_with_keys(self):
+    def test_reflection_needs_a_key_by_default_with_keys(self):
         call = self.channel.stream_stream(
             "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
             request_serializer=None, response_deserializer=None)
         with self.assertRaises(grpc.RpcError) as raised:
             list(call(iter([b"\x3a\x00"]), timeout=10))
         self.assertEqual(raised.exception.code(),
-                         grpc.StatusCode.UNIMPLEMENTED)
+                         grpc.StatusCode.UNAUTHENTICATED)
+        # ServerReflectionRequest{list_services: ""} with a user key.
+        answers = list(call(iter([b"\x3a\x00"]), timeout=10, metadata=(
+            ("authorization", "Bearer " + self.alpha),)))
+        self.assertEqual(len(answers), 1)
+        self.assertIn(b"satlab.v1.TrainingService", answers[0])
 
     def test_z_restart_keeps_ownership_and_no_plaintext_key_anywhere(self):
         code, _ = self.create(self.beta, "kept")

@@ -18,7 +18,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
-#include "grpcpp/generic/generic_stub.h"
+#include "google/protobuf/descriptor.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "satlab/v1/training_service.grpc.pb.h"
@@ -837,65 +838,137 @@ TEST(TenancyTest, KeysFileOverride_AppliesToItsTenantOnly) {
 
 // --- Reflection ---
 
-// Lists services through reflection (a generic bidi call, so the test needs
-// no reflection client library); the call's status.
-grpc::Status ListServicesByReflection(std::shared_ptr<grpc::Channel> channel,
-                                      std::string* body) {
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  grpc::CompletionQueue cq;
-  auto call = stub.PrepareCall(
-      &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-      &cq);
-  void* tag = nullptr;
-  bool ok = false;
-  call->StartCall(reinterpret_cast<void*>(1));
-  cq.Next(&tag, &ok);
-  // ServerReflectionRequest{list_services: ""}: field 7, length 0.
-  const char kRequest[] = {0x3a, 0x00};
-  grpc::Slice slice(kRequest, sizeof(kRequest));
-  grpc::ByteBuffer request(&slice, 1);
-  call->Write(request, reinterpret_cast<void*>(2));
-  cq.Next(&tag, &ok);
-  call->WritesDone(reinterpret_cast<void*>(3));
-  cq.Next(&tag, &ok);
-  grpc::ByteBuffer response;
-  call->Read(&response, reinterpret_cast<void*>(4));
-  cq.Next(&tag, &ok);
-  if (ok) {
-    std::vector<grpc::Slice> slices;
-    (void)response.Dump(&slices);
-    for (const grpc::Slice& s : slices) {
-      body->append(reinterpret_cast<const char*>(s.begin()), s.size());
-    }
+namespace refl = ::grpc::reflection::v1alpha;
+
+// Sends `requests` on one ServerReflectionInfo stream as `key` (none when
+// empty); the responses and the call's status.
+grpc::Status Reflect(const std::shared_ptr<grpc::Channel>& channel,
+                     absl::string_view key,
+                     const std::vector<refl::ServerReflectionRequest>& requests,
+                     std::vector<refl::ServerReflectionResponse>* responses) {
+  auto stub = refl::ServerReflection::NewStub(channel);
+  auto ctx = As(key);
+  auto stream = stub->ServerReflectionInfo(ctx.get());
+  for (const auto& request : requests) {
+    if (!stream->Write(request)) break;
+    refl::ServerReflectionResponse response;
+    if (!stream->Read(&response)) break;
+    responses->push_back(std::move(response));
   }
-  grpc::Status status;
-  call->Finish(&status, reinterpret_cast<void*>(5));
-  while (cq.Next(&tag, &ok) && tag != reinterpret_cast<void*>(5)) {
-  }
-  cq.Shutdown();
-  while (cq.Next(&tag, &ok)) {
-  }
-  return status;
+  stream->WritesDone();
+  return stream->Finish();
 }
 
-TEST_F(SecurityTest, Reflection_On_ListsServices) {
-  options_.reflection = true;
+refl::ServerReflectionRequest ListServices() {
+  refl::ServerReflectionRequest request;
+  request.set_list_services("");
+  return request;
+}
+
+std::vector<std::string> ServiceNames(
+    const std::vector<refl::ServerReflectionResponse>& responses) {
+  std::vector<std::string> names;
+  for (const auto& r : responses) {
+    for (const auto& s : r.list_services_response().service()) {
+      names.push_back(s.name());
+    }
+  }
+  return names;
+}
+
+TEST_F(SecurityTest, Reflection_Open_ListsServicesWithoutKey) {
+  options_.reflection = service::ReflectionAccess::kOpen;
   Start();
-  std::string body;
-  grpc::Status s = ListServicesByReflection(channel_, &body);
-  EXPECT_TRUE(s.ok()) << s.error_message();
-  EXPECT_THAT(body, HasSubstr("satlab.v1.TrainingService"));
+  std::vector<refl::ServerReflectionResponse> responses;
+  grpc::Status s = Reflect(channel_, "", {ListServices()}, &responses);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(ServiceNames(responses),
+              ::testing::UnorderedElementsAre(
+                  "satlab.v1.TrainingService", "grpc.health.v1.Health",
+                  "grpc.reflection.v1alpha.ServerReflection"));
+}
+
+TEST_F(SecurityTest, Reflection_Open_FileContainingSymbolWithDependencies) {
+  options_.reflection = service::ReflectionAccess::kOpen;
+  Start();
+  refl::ServerReflectionRequest symbol;
+  symbol.set_file_containing_symbol("satlab.v1.TrainingService");
+  refl::ServerReflectionRequest missing;
+  missing.set_file_containing_symbol("satlab.v1.NoSuchThing");
+  refl::ServerReflectionRequest by_name;
+  by_name.set_file_by_filename("satlab/v1/tensor.proto");
+  refl::ServerReflectionRequest empty;
+  std::vector<refl::ServerReflectionResponse> responses;
+  grpc::Status s =
+      Reflect(channel_, "", {symbol, missing, by_name, empty}, &responses);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(responses.size(), 4u);
+
+  std::vector<std::string> files;
+  bool found_service = false;
+  for (const std::string& blob :
+       responses[0].file_descriptor_response().file_descriptor_proto()) {
+    google::protobuf::FileDescriptorProto file;
+    ASSERT_TRUE(file.ParseFromString(blob));
+    files.push_back(file.name());
+    for (const auto& service : file.service()) {
+      if (file.package() + "." + service.name() != "satlab.v1.TrainingService")
+        continue;
+      found_service = true;
+      std::vector<std::string> methods;
+      for (const auto& m : service.method()) methods.push_back(m.name());
+      EXPECT_THAT(methods, ::testing::IsSupersetOf(
+                               {"CreateNetwork", "GetNetwork", "Train"}));
+    }
+  }
+  EXPECT_TRUE(found_service);
+  EXPECT_EQ(files.front(), "satlab/v1/training_service.proto");
+  // Its imports come along, so a client can build the descriptors.
+  EXPECT_THAT(files, ::testing::IsSupersetOf({"satlab/v1/network.proto",
+                                              "satlab/v1/tensor.proto"}));
+
+  EXPECT_EQ(responses[1].error_response().error_code(),
+            static_cast<int>(grpc::StatusCode::NOT_FOUND));
+  EXPECT_THAT(responses[1].error_response().error_message(),
+              HasSubstr("satlab.v1.NoSuchThing"));
+  ASSERT_GE(
+      responses[2].file_descriptor_response().file_descriptor_proto_size(), 1);
+  google::protobuf::FileDescriptorProto tensor;
+  ASSERT_TRUE(tensor.ParseFromString(
+      responses[2].file_descriptor_response().file_descriptor_proto(0)));
+  EXPECT_EQ(tensor.name(), "satlab/v1/tensor.proto");
+  EXPECT_EQ(responses[3].error_response().error_code(),
+            static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+}
+
+TEST_F(SecurityTest, Reflection_Key_NeedsAValidKey) {
+  options_.reflection = service::ReflectionAccess::kKey;
+  Start();
+  for (absl::string_view key :
+       {absl::string_view(""),
+        absl::string_view("wrong-key-0123456789abcdef")}) {
+    std::vector<refl::ServerReflectionResponse> responses;
+    grpc::Status s = Reflect(channel_, key, {ListServices()}, &responses);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+        << "key \"" << key << "\": " << s.error_message();
+    EXPECT_TRUE(responses.empty());
+  }
+  for (absl::string_view key : {kAlphaKey, kAdminKey}) {
+    std::vector<refl::ServerReflectionResponse> responses;
+    grpc::Status s = Reflect(channel_, key, {ListServices()}, &responses);
+    EXPECT_TRUE(s.ok()) << key << ": " << s.error_message();
+    EXPECT_THAT(ServiceNames(responses),
+                ::testing::Contains("satlab.v1.TrainingService"));
+  }
 }
 
 TEST_F(SecurityTest, Reflection_Off_Unimplemented) {
-  options_.reflection = false;
+  options_.reflection = service::ReflectionAccess::kOff;
   Start();
-  std::string body;
-  grpc::Status s = ListServicesByReflection(channel_, &body);
+  std::vector<refl::ServerReflectionResponse> responses;
+  grpc::Status s = Reflect(channel_, kAdminKey, {ListServices()}, &responses);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(body, ::testing::Not(HasSubstr("satlab.v1.TrainingService")));
+  EXPECT_TRUE(responses.empty());
 }
 
 // --- The HTTP port: /metrics and the dashboard's data ---
