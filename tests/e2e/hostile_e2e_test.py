@@ -540,8 +540,11 @@ class Hostile(unittest.TestCase):
             # What the budget bounds is what is held (~1 GiB here); on top
             # come the transient decode buffers of requests arriving at
             # once (wire bytes and parsed copy, ~128 MB each, not counted:
-            # docs/reliability.md). Before the fix: 2.4-2.6 GiB.
-            self.assertLess(peak, (budget >> 20) + 1000)
+            # docs/reliability.md). Before the fix: 2.4-2.6 GiB. With it:
+            # 1.78-1.90 GiB on a quiet 2-core machine, 2.17 GiB once on a
+            # loaded one (more requests in decode at once), hence the bound
+            # between those and the unfixed figures.
+            self.assertLess(peak, (budget >> 20) + 1200)
             self.assertIn(grpc.StatusCode.RESOURCE_EXHAUSTED, codes)
         finally:
             self.assertEqual(s.stop(), 0)
