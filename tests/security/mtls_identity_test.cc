@@ -3,6 +3,8 @@
 // the openssl command at run time; a generic service answers each call
 // with the identity Admit found (ABORTED "tenant=... admin=...") or its
 // refusal.
+#include <stdlib.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -62,9 +64,12 @@ class Probe final : public grpc::CallbackGenericService {
 class MtlsIdentityTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string(::testing::TempDir() + "/mtls_identity");
-    std::filesystem::remove_all(*dir_);
-    std::filesystem::create_directories(*dir_);
+    // A directory of this process's own: ctest runs each test of this
+    // suite in its own process, several at once.
+    std::string tmpl = ::testing::TempDir() + "/mtls_identity.XXXXXX";
+    const char* made = mkdtemp(tmpl.data());
+    ASSERT_NE(made, nullptr) << "mkdtemp " << tmpl;
+    dir_ = new std::string(made);
     const std::string d = *dir_;
     std::ofstream(d + "/san.ext") << "subjectAltName=IP:127.0.0.1\n";
     const std::string script = absl::StrCat(
@@ -81,16 +86,21 @@ class MtlsIdentityTest : public ::testing::Test {
         "openssl x509 -req -in $c.csr -CA ca.pem -CAkey ca.key "
         "-CAcreateserial -out $c.pem -days 1 || exit 1; done",
         ") >/dev/null 2>&1");
-    // A test that needs a real program fails loudly without it.
-    ASSERT_EQ(std::system(script.c_str()), 0)
-        << "openssl could not make the test certificates in " << d;
+    certs_made_ = std::system(script.c_str()) == 0;
   }
   static void TearDownTestSuite() {
+    if (dir_ == nullptr) return;
     std::filesystem::remove_all(*dir_);
     delete dir_;
+    dir_ = nullptr;
   }
 
   void SetUp() override {
+    // A test that needs a real program fails loudly without it (a failure
+    // in SetUpTestSuite alone would only mark the tests skipped).
+    ASSERT_NE(dir_, nullptr) << "no temporary directory";
+    ASSERT_TRUE(certs_made_)
+        << "openssl could not make the test certificates in " << *dir_;
     service::AuthOptions auth;
     auto entry = auth::HashKey(kKey, {"beta", core::Role::kUser});
     ASSERT_TRUE(entry.ok());
@@ -146,6 +156,7 @@ class MtlsIdentityTest : public ::testing::Test {
   }
 
   static std::string* dir_;
+  static bool certs_made_;
   std::unique_ptr<service::Tenancy> tenancy_;
   std::unique_ptr<Probe> probe_;
   std::unique_ptr<grpc::Server> server_;
@@ -153,6 +164,7 @@ class MtlsIdentityTest : public ::testing::Test {
 };
 
 std::string* MtlsIdentityTest::dir_ = nullptr;
+bool MtlsIdentityTest::certs_made_ = false;
 
 TEST_F(MtlsIdentityTest, MappedCertificate_IsItsTenant) {
   grpc::Status s = CallAs("robot-1", "");
