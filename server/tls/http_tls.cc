@@ -4,28 +4,15 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/tls/tls_files.h"
 
 namespace satlab::tls {
 namespace {
 
 using Bio = std::unique_ptr<BIO, decltype(&BIO_free)>;
-
-absl::StatusOr<std::string> ReadFile(const std::string& path,
-                                     absl::string_view flag) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, ": cannot open ", path));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 Bio MemoryBio(const std::string& text) {
   return Bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())),
@@ -110,11 +97,11 @@ absl::StatusOr<std::unique_ptr<ServerTlsContext>> ServerTlsContext::Create(
 
 absl::Status ServerTlsContext::ReloadLocked() {
   next_check_ = absl::Now() + files_.refresh_interval;
-  auto cert = ReadFile(files_.cert_file, "cert_file");
-  auto key = ReadFile(files_.key_file, "key_file");
+  auto cert = ReadPemFile(files_.cert_file, "cert_file");
+  auto key = ReadPemFile(files_.key_file, "key_file");
   absl::StatusOr<std::string> ca = std::string();
   if (!files_.client_ca_file.empty()) {
-    ca = ReadFile(files_.client_ca_file, "client_ca_file");
+    ca = ReadPemFile(files_.client_ca_file, "client_ca_file");
   }
   absl::Status s = !cert.ok()  ? cert.status()
                    : !key.ok() ? key.status()

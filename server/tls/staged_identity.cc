@@ -9,26 +9,13 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/tls/tls_files.h"
 
 namespace satlab::tls {
 namespace {
-
-absl::StatusOr<std::string> ReadAll(const std::string& path,
-                                    absl::string_view flag) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, ": cannot open ", path));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 // Writes `text` to `path` through a temporary file and a rename, so that a
 // reader sees the old file or the new one, never a part.
@@ -111,9 +98,9 @@ int64_t StagedIdentity::updates() const {
 }
 
 absl::Status StagedIdentity::RefreshLocked() {
-  auto cert = ReadAll(files_.cert_file, "--tls_cert_file");
+  auto cert = ReadPemFile(files_.cert_file, "--tls_cert_file");
   if (!cert.ok()) return cert.status();
-  auto key = ReadAll(files_.key_file, "--tls_key_file");
+  auto key = ReadPemFile(files_.key_file, "--tls_key_file");
   if (!key.ok()) return key.status();
   std::string contents = absl::StrCat(*key, "\n", *cert);
   if (contents == staged_) return absl::OkStatus();

@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
-#include <optional>
 #include <sstream>
 #include <string>
 
@@ -24,14 +23,6 @@ struct FileCloser {
 using File = std::unique_ptr<FILE, FileCloser>;
 using Bio = std::unique_ptr<BIO, decltype(&BIO_free)>;
 
-std::optional<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 std::string OpenSslError() {
   const unsigned long code = ERR_get_error();
   ERR_clear_error();
@@ -42,6 +33,18 @@ std::string OpenSslError() {
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> ReadPemFile(const std::string& path,
+                                        absl::string_view field) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": cannot open ", path));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
 
 std::string HostOf(absl::string_view address) {
   if (absl::StartsWith(address, "[")) {
@@ -98,16 +101,11 @@ absl::Status CheckPemPair(absl::string_view cert_pem, absl::string_view key_pem,
 
 absl::Status CheckTlsFiles(const TlsFiles& files,
                            absl::string_view flag_prefix) {
-  auto cert = ReadFile(files.cert_file);
-  if (!cert.has_value()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag_prefix, "cert_file: cannot open ", files.cert_file));
-  }
-  auto key = ReadFile(files.key_file);
-  if (!key.has_value()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag_prefix, "key_file: cannot open ", files.key_file));
-  }
+  auto cert =
+      ReadPemFile(files.cert_file, absl::StrCat(flag_prefix, "cert_file"));
+  if (!cert.ok()) return cert.status();
+  auto key = ReadPemFile(files.key_file, absl::StrCat(flag_prefix, "key_file"));
+  if (!key.ok()) return key.status();
   if (absl::Status s = CheckPemPair(*cert, *key, files, flag_prefix); !s.ok()) {
     return s;
   }

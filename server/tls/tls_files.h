@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
@@ -28,6 +29,11 @@ struct TlsFiles {
 
   bool enabled() const { return !cert_file.empty() || !key_file.empty(); }
 };
+
+// The whole file at `path` (a certificate, key or CA bundle), or
+// INVALID_ARGUMENT "<field>: cannot open <path>".
+absl::StatusOr<std::string> ReadPemFile(const std::string& path,
+                                        absl::string_view field);
 
 // The host of "host:port", "[v6]:port" or a bare host.
 std::string HostOf(absl::string_view address);
