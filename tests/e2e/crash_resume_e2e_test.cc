@@ -27,6 +27,7 @@
 #include "client/client.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/server_process.h"
+#include "tests/e2e/training_data.h"
 
 namespace satlab::testing {
 namespace {
@@ -75,27 +76,6 @@ v1::NetworkSpec Spec(bool adam, bool f32) {
   }
   spec.set_dtype(f32 ? v1::DTYPE_FLOAT32 : v1::DTYPE_FLOAT64);
   return spec;
-}
-
-std::vector<v1::Minibatch> Batches(uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> x(-2, 2);
-  std::vector<v1::Minibatch> batches(kBatches);
-  for (v1::Minibatch& batch : batches) {
-    std::vector<double> in, out;
-    for (int r = 0; r < kRows; ++r) {
-      double sum = 0;
-      for (int c = 0; c < kInputs; ++c) {
-        in.push_back(x(rng));
-        sum += in.back();
-      }
-      out.push_back(sum > 0 ? 1 : 0);
-      out.push_back(in[in.size() - 1] * in[in.size() - 2] > 0 ? 1 : 0);
-    }
-    *batch.mutable_inputs() = MakeTensor(kRows, kInputs, in);
-    *batch.mutable_targets() = MakeTensor(kRows, 2, out);
-  }
-  return batches;
 }
 
 class CrashResumeTest : public ::testing::Test {
@@ -151,17 +131,6 @@ class CrashResumeTest : public ::testing::Test {
 };
 
 // Every tensor of every layer, as raw bytes: equal means bitwise equal.
-std::string ParameterBytes(Client& client, const std::string& name) {
-  auto params = client.GetParameters(name);
-  if (!params.ok()) return absl::StrCat("error: ", params.status().ToString());
-  std::string bytes;
-  for (const v1::LayerParameters& layer : params->layers()) {
-    bytes += layer.weights().SerializeAsString();
-    bytes += layer.biases().SerializeAsString();
-  }
-  return bytes;
-}
-
 TEST_F(CrashResumeTest, SigkillDuringTrain_ResumedRunEqualsUninterrupted) {
   const char* runs_env = std::getenv("SATLAB_CRASH_RUNS");
   const int runs = runs_env != nullptr ? std::atoi(runs_env) : 3;
@@ -177,7 +146,8 @@ TEST_F(CrashResumeTest, SigkillDuringTrain_ResumedRunEqualsUninterrupted) {
     SCOPED_TRACE(absl::StrCat("run ", run));
     const bool adam = run % 2 == 0;
     const bool f32 = run % 3 == 1;
-    const std::vector<v1::Minibatch> batches = Batches(rng());
+    const std::vector<v1::Minibatch> batches =
+        SeededBatches(rng(), kBatches, kRows, kInputs);
     ASSERT_NO_FATAL_FAILURE(Start());
     auto client = NewClient();
     const std::string ref = absl::StrCat("networks/ref", run);
@@ -277,7 +247,8 @@ TEST_F(CrashResumeTest, SigtermDuringOpenStream_AppliedStepsCommitted) {
   options.commit_interval_ms = 3600 * 1000;
   auto stream = client->OpenTrainStream("networks/graceful", options);
   ASSERT_TRUE(stream.ok()) << stream.status();
-  const std::vector<v1::Minibatch> batches = Batches(11);
+  const std::vector<v1::Minibatch> batches =
+      SeededBatches(11, kBatches, kRows, kInputs);
   constexpr int kSteps = 40;
   v1::TrainResponse response;
   for (int i = 0; i < kSteps; ++i) {

@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "server/store/postgres_store.h"
 #include "tests/e2e/server_process.h"
+#include "tests/e2e/training_data.h"
 #include "tests/store/throwaway_postgres.h"
 
 namespace satlab::testing {
@@ -64,38 +65,6 @@ v1::NetworkSpec Spec() {
   spec.mutable_optimizer()->mutable_adam()->set_learning_rate(0.01);
   spec.set_dtype(v1::DTYPE_FLOAT64);
   return spec;
-}
-
-std::vector<v1::Minibatch> Batches(uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> x(-2, 2);
-  std::vector<v1::Minibatch> batches(kBatches);
-  for (v1::Minibatch& batch : batches) {
-    std::vector<double> in, out;
-    for (int r = 0; r < kRows; ++r) {
-      double sum = 0;
-      for (int c = 0; c < kInputs; ++c) {
-        in.push_back(x(rng));
-        sum += in.back();
-      }
-      out.push_back(sum > 0 ? 1 : 0);
-      out.push_back(in[in.size() - 1] * in[in.size() - 2] > 0 ? 1 : 0);
-    }
-    *batch.mutable_inputs() = MakeTensor(kRows, kInputs, in);
-    *batch.mutable_targets() = MakeTensor(kRows, 2, out);
-  }
-  return batches;
-}
-
-std::string ParameterBytes(Client& client, const std::string& name) {
-  auto params = client.GetParameters(name);
-  if (!params.ok()) return absl::StrCat("error: ", params.status().ToString());
-  std::string bytes;
-  for (const v1::LayerParameters& layer : params->layers()) {
-    bytes += layer.weights().SerializeAsString();
-    bytes += layer.biases().SerializeAsString();
-  }
-  return bytes;
 }
 
 class PostgresE2ETest : public ::testing::Test {
@@ -155,7 +124,8 @@ TEST_F(PostgresE2ETest, KilledTrainResumesAndReadsBackBitwiseAfterRestarts) {
   const uint64_t seed = std::random_device{}();
   std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
   std::mt19937_64 rng(seed);
-  const std::vector<v1::Minibatch> batches = Batches(rng());
+  const std::vector<v1::Minibatch> batches =
+      SeededBatches(rng(), kBatches, kRows, kInputs);
   ASSERT_NO_FATAL_FAILURE(Start());
   auto client = NewClient();
   ASSERT_TRUE(client->CreateNetwork(Spec(), "ref").ok());
