@@ -129,6 +129,7 @@ void BM_Commit(benchmark::State& state) {
   bytes *= 3;
   for (auto _ : state) {
     ++r.state.step;
+    ++r.revision;
     // A step changes every parameter: so does each commit here.
     std::get<0>(r.state.weights[0])(0, 0) += 1.0f;
     if (!s->Commit(r).ok()) {

@@ -89,11 +89,21 @@ ABSL_FLAG(bool, data_sync, true,
           "false survives a crash of the process only (NORMAL).");
 ABSL_FLAG(std::string, store, "",
           "The shared durable store: a PostgreSQL connection URI, "
-          "postgresql://user@host:port/database (docs/storage.md); one "
-          "server per database until the writer lease lands (issue 14). "
-          "Given, it wins over --data_dir "
+          "postgresql://user@host:port/database (docs/storage.md); any "
+          "number of replicas may share one database (docs/deploy.md, "
+          "Cluster). Given, it wins over --data_dir "
           "and --data_sync. Keep the password out of it (flags show in ps): "
           "libpq reads PGPASSWORD and ~/.pgpass.");
+ABSL_FLAG(std::string, replica_id, "",
+          "This replica's name on its writer leases in a shared store "
+          "(--store), shown to a writer another replica refuses; unique per "
+          "process. Empty: <hostname>-<pid>-<random>. On Kubernetes, the "
+          "pod's name.");
+ABSL_FLAG(absl::Duration, lease_ttl, absl::Seconds(5),
+          "With --store: how long a replica's writer lease on a network "
+          "lasts unless renewed (a Train stream renews it every third of "
+          "this). A replica that dies leaves its networks unwritable this "
+          "long; 100ms to 1h.");
 ABSL_FLAG(int64_t, max_parameters, 50'000'000,
           "Trainable scalars per network at most.");
 ABSL_FLAG(int64_t, max_layers, 64, "Layers per network at most.");
@@ -481,6 +491,8 @@ satlab::server::AppOptions OptionsFromFlags() {
   options.data_dir = satlab::ExpandHome(absl::GetFlag(FLAGS_data_dir));
   options.data_sync_full = absl::GetFlag(FLAGS_data_sync);
   options.store_url = absl::GetFlag(FLAGS_store);
+  options.replica_id = absl::GetFlag(FLAGS_replica_id);
+  options.lease_ttl = absl::GetFlag(FLAGS_lease_ttl);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.service.limits.max_parameters = absl::GetFlag(FLAGS_max_parameters);
   options.service.limits.max_layers = absl::GetFlag(FLAGS_max_layers);
@@ -666,6 +678,11 @@ int main(int argc, char** argv) {
       "per product; usable cores: {})",
       (*app)->grpc_address(), (*app)->server()->executor()->threads(),
       satlab::engine::BlasThreads(), (*app)->usable_cores().Describe());
+  if (!options.server.store_url.empty()) {
+    spdlog::info("replica {} (writer leases of {}s in the shared store)",
+                 (*app)->server()->replica_id(),
+                 absl::ToDoubleSeconds(options.server.lease_ttl));
+  }
   if ((*app)->thread_plan().oversubscribed) {
     spdlog::warn(
         "compute_threads x blas_threads = {} x {} exceeds the {} usable "

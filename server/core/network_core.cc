@@ -38,6 +38,8 @@ struct NetworkCore::Live {
   std::vector<store::RequestRecord> requests ABSL_GUARDED_BY(mu);
   // network's step when it was last committed (or loaded).
   int64_t durable_step ABSL_GUARDED_BY(mu) = 0;
+  // The store's revision of the state held here (NetworkRecord::revision).
+  int64_t revision ABSL_GUARDED_BY(mu) = 0;
   // Changed since the store last got it (ephemeral store: CommitLocked).
   bool dirty ABSL_GUARDED_BY(mu) = false;
   std::atomic<bool> writer{false};
@@ -86,9 +88,11 @@ absl::StatusOr<MemoryBudget::Charge> ChargeState(
 
 }  // namespace
 
-NetworkCore::NetworkCore(const CoreOptions& options, store::NetworkStore* store)
+NetworkCore::NetworkCore(const CoreOptions& options, store::NetworkStore* store,
+                         store::WriterLeaseStore* leases)
     : options_(options),
       store_(store),
+      leases_(leases),
       budget_(MemoryBudget::Create(options.memory_budget_bytes > 0
                                        ? options.memory_budget_bytes
                                        : MemoryBudget::DefaultLimit())) {}
@@ -124,7 +128,7 @@ std::shared_ptr<NetworkCore::Live> NetworkCore::FindCached(
   return it == live_.end() ? nullptr : it->second;
 }
 
-absl::StatusOr<std::shared_ptr<NetworkCore::Live>> NetworkCore::Find(
+absl::StatusOr<std::shared_ptr<NetworkCore::Live>> NetworkCore::FindLocal(
     absl::string_view id) {
   if (std::shared_ptr<Live> live = FindCached(id)) return live;
   // Not live yet: loaded under the exclusive lock, so that two callers do
@@ -133,6 +137,86 @@ absl::StatusOr<std::shared_ptr<NetworkCore::Live>> NetworkCore::Find(
   auto it = live_.find(id);
   if (it != live_.end()) return it->second;
   return LoadLive(id);
+}
+
+absl::StatusOr<std::shared_ptr<NetworkCore::Live>> NetworkCore::Find(
+    absl::string_view id) {
+  std::shared_ptr<Live> live = FindCached(id);
+  if (live == nullptr) return FindLocal(id);  // loaded now: the latest
+  // A writer of this process holds the newest state there is (its commit
+  // fails if another replica wrote meanwhile, see SyncLocked).
+  if (!store_->shared() || live->writer.load()) return live;
+  // Another replica may have committed, deleted or recreated it since it
+  // was cached: one cheap read of its version says.
+  absl::StatusOr<store::NetworkVersion> version = store_->Version(id);
+  if (!version.ok()) {
+    if (absl::IsNotFound(version.status())) Forget(*live);
+    return version.status();
+  }
+  if (version->create_time != live->create_time) {
+    Forget(*live);
+    return FindLocal(id);
+  }
+  {
+    absl::ReaderMutexLock lock(&live->mu);
+    if (live->revision >= version->revision) return live;
+  }
+  absl::MutexLock lock(&live->mu);
+  if (!live->writer.load() && live->revision < version->revision) {
+    if (absl::Status s = ReloadLocked(*live); !s.ok()) return s;
+  }
+  return live;
+}
+
+void NetworkCore::Forget(Live& live) {
+  live.deleted.store(true);
+  absl::MutexLock lock(&cache_mu_);
+  auto it = live_.find(live.id);
+  if (it != live_.end() && it->second.get() == &live) live_.erase(it);
+}
+
+absl::StatusOr<std::shared_ptr<NetworkCore::Live>> NetworkCore::AcquireWriter(
+    absl::string_view id) {
+  auto found = FindLocal(id);
+  if (!found.ok()) return found.status();
+  std::shared_ptr<Live> live = *std::move(found);
+  if (!live->TryAcquireWriter()) return BusyError(id);
+  if (leased()) {
+    auto lease =
+        leases_->AcquireLease(id, options_.replica_id, options_.lease_ttl);
+    if (!lease.ok()) {
+      live->ReleaseWriter();
+      return lease.status();
+    }
+  }
+  return live;
+}
+
+void NetworkCore::ReleaseWriter(Live& live) {
+  // A lease that cannot be given back (the store is unreachable) lapses
+  // after its ttl by itself.
+  if (leased()) {
+    leases_->ReleaseLease(live.id, options_.replica_id).IgnoreError();
+  }
+  live.ReleaseWriter();
+}
+
+absl::Status NetworkCore::SyncLocked(Live& live)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {  // callers hold live.mu exclusively
+  if (!store_->shared()) return absl::OkStatus();
+  absl::StatusOr<store::NetworkVersion> version = store_->Version(live.id);
+  if (!version.ok()) {
+    if (absl::IsNotFound(version.status())) Forget(live);
+    return version.status();
+  }
+  if (version->create_time != live.create_time) {
+    // Deleted and created again on another replica: this writer's network
+    // is gone, as if deleted under it.
+    Forget(live);
+    return Deleted(live.id);
+  }
+  if (version->revision != live.revision) return ReloadLocked(live);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::shared_ptr<NetworkCore::Live>> NetworkCore::LoadLive(
@@ -156,11 +240,12 @@ absl::StatusOr<std::shared_ptr<NetworkCore::Live>> NetworkCore::LoadLive(
   {
     absl::MutexLock live_lock(&live->mu);
     live->durable_step = (*network)->step();
+    live->revision = record->revision;
     live->network = *std::move(network);
     live->update_time = record->update_time;
     live->requests = std::move(record->requests);
   }
-  live_.emplace(live->id, live);
+  live_.insert_or_assign(live->id, live);
   return live;
 }
 
@@ -204,7 +289,8 @@ absl::StatusOr<NetworkInfo> NetworkCore::Create(
   absl::MutexLock live_lock(&live->mu);
   live->network = *std::move(network);
   live->update_time = now;
-  live_.emplace(live->id, live);
+  // Replaces a cached network of that id that another replica deleted.
+  live_.insert_or_assign(live->id, live);
   return InfoLocked(*live);
 }
 
@@ -225,8 +311,10 @@ absl::StatusOr<NetworkCore::StateSnapshot> NetworkCore::ExportState(
 absl::StatusOr<NetworkInfo> NetworkCore::Import(absl::string_view id,
                                                 engine::NetworkState state,
                                                 absl::string_view field) {
-  // Refused before the (large) state is validated and copied.
-  if (FindCached(id) != nullptr) {
+  // Refused before the (large) state is validated and copied (with a shared
+  // store the cache may still hold one another replica deleted: the
+  // store's Create decides).
+  if (!store_->shared() && FindCached(id) != nullptr) {
     return absl::AlreadyExistsError(absl::StrCat(Name(id), " already exists"));
   }
   auto charge = ChargeState(*budget_, id, state.spec, store_->durable());
@@ -255,7 +343,7 @@ absl::StatusOr<NetworkInfo> NetworkCore::Import(absl::string_view id,
   live->durable_step = (*network)->step();
   live->network = *std::move(network);
   live->update_time = now;
-  live_.emplace(live->id, live);
+  live_.insert_or_assign(live->id, live);
   return InfoLocked(*live);
 }
 
@@ -282,9 +370,10 @@ absl::StatusOr<std::vector<NetworkInfo>> NetworkCore::List(
   page.reserve(summaries->size());
   for (size_t i = 0; i < summaries->size(); ++i) {
     store::NetworkSummary& s = (*summaries)[i];
-    if (live[i] != nullptr) {
-      // Live: its counters may be ahead of the store (a Train stream's
-      // steps not yet committed).
+    // Live: its counters may be ahead of the store (a Train stream's steps
+    // not yet committed). With a shared store only a writer of this
+    // process makes it so; otherwise the store's row is the newer.
+    if (live[i] != nullptr && (!store_->shared() || live[i]->writer.load())) {
       absl::ReaderMutexLock lock(&live[i]->mu);
       page.push_back(InfoLocked(*live[i]));
       continue;
@@ -539,6 +628,7 @@ absl::Status NetworkCore::CommitNowLocked(Live& live)
       record.update_time = live.update_time;
       record.state = *std::move(state);
       record.requests = live.requests;
+      record.revision = live.revision + 1;
       status = store_->Commit(record);
     } else {
       status = state.status();
@@ -548,15 +638,23 @@ absl::Status NetworkCore::CommitNowLocked(Live& live)
   }
   if (status.ok()) {
     live.durable_step = step;
+    live.revision += 1;  // what the store holds now
     live.dirty = false;
     return status;
   }
   // Memory never runs ahead of the store: back to what the store holds.
-  ReloadLocked(live);
+  ReloadLocked(live).IgnoreError();  // status says why the commit failed
+  if (absl::IsNotFound(status)) {
+    // Deleted (on another replica) under this writer: what a writer sees
+    // when its network is deleted here.
+    Forget(live);
+    return Deleted(live.id);
+  }
   return status;
 }
 
-void NetworkCore::ReloadLocked(Live& live) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+absl::Status NetworkCore::ReloadLocked(Live& live)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {
   // Callers hold live.mu exclusively.
   auto record = store_->Load(live.id);
   absl::StatusOr<std::unique_ptr<engine::Network>> network =
@@ -566,16 +664,21 @@ void NetworkCore::ReloadLocked(Live& live) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   if (network.ok() && record->create_time == live.create_time) {
     live.dirty = false;
     live.durable_step = (*network)->step();
+    live.revision = record->revision;
     live.network = *std::move(network);
     live.update_time = record->update_time;
     live.requests = std::move(record->requests);
-  } else {
-    // Unreadable now: drop it from the cache; the next call loads it again
-    // (or reports why it cannot).
+    return absl::OkStatus();
+  }
+  // Unreadable now: drop it from the cache; the next call loads it again
+  // (or reports why it cannot).
+  {
     absl::MutexLock lock(&cache_mu_);
     auto it = live_.find(live.id);
     if (it != live_.end() && it->second.get() == &live) live_.erase(it);
   }
+  if (!network.ok()) return network.status();
+  return absl::NotFoundError(absl::StrCat(Name(live.id), " not found"));
 }
 
 absl::StatusOr<bool> NetworkCore::FindRequestLocked(
@@ -612,12 +715,12 @@ absl::StatusOr<StepsOutcome> NetworkCore::TrainStep(
     absl::string_view id, absl::Span<const Batch> batches,
     const BatchFields& fields, const engine::CallOptions& call,
     const RequestKey& key, RecordStep record, Replay* replay) {
-  auto found = Find(id);
+  auto found = AcquireWriter(id);
   if (!found.ok()) return found.status();
   Live& live = **found;
-  if (!live.TryAcquireWriter()) return BusyError(id);
-  absl::Cleanup release = [&live] { live.ReleaseWriter(); };
+  absl::Cleanup release = [this, &live] { ReleaseWriter(live); };
   absl::MutexLock lock(&live.mu);
+  if (absl::Status s = SyncLocked(live); !s.ok()) return s;
   if (!key.request_id.empty()) {
     // A retry of an applied step: its first answer, not a second step.
     auto seen = FindRequestLocked(live, key, replay);
@@ -636,7 +739,7 @@ absl::StatusOr<StepsOutcome> NetworkCore::TrainStep(
       // Only a failing allocator stops a validated, charged message
       // midway. A durable store still holds the state before it: back to
       // that, as for a failed commit.
-      if (store_->durable()) ReloadLocked(live);
+      if (store_->durable()) ReloadLocked(live).IgnoreError();  // s says
     }
     return s;
   }
@@ -697,12 +800,12 @@ std::optional<absl::StatusOr<StepsOutcome>> NetworkCore::TryStepInline(
 absl::StatusOr<NetworkInfo> NetworkCore::SetParameters(
     absl::string_view id, MakeParams params, bool reset_optimizer_state,
     const RequestKey& key, RecordParameters record, Replay* replay) {
-  auto found = Find(id);
+  auto found = AcquireWriter(id);
   if (!found.ok()) return found.status();
   Live& live = **found;
-  if (!live.TryAcquireWriter()) return BusyError(id);
-  absl::Cleanup release = [&live] { live.ReleaseWriter(); };
+  absl::Cleanup release = [this, &live] { ReleaseWriter(live); };
   absl::MutexLock lock(&live.mu);
+  if (absl::Status s = SyncLocked(live); !s.ok()) return s;
   if (!key.request_id.empty()) {
     auto seen = FindRequestLocked(live, key, replay);
     if (!seen.ok()) return seen.status();
@@ -728,19 +831,22 @@ absl::StatusOr<NetworkInfo> NetworkCore::SetParameters(
 
 absl::StatusOr<std::unique_ptr<WriterSession>> NetworkCore::OpenWriter(
     absl::string_view id, const SessionOptions& options) {
-  auto found = Find(id);
+  auto found = AcquireWriter(id);
   if (!found.ok()) return found.status();
-  if (!(*found)->TryAcquireWriter()) return BusyError(id);
   int64_t durable_step;
   int64_t step;
   {
-    absl::ReaderMutexLock lock(&(*found)->mu);
+    absl::MutexLock lock(&(*found)->mu);
+    if (absl::Status s = SyncLocked(**found); !s.ok()) {
+      ReleaseWriter(**found);
+      return s;
+    }
     durable_step = (*found)->durable_step;
     step = (*found)->network->step();
   }
   // Checked with the slot held: no other writer can move the step now.
   if (options.expected_step.has_value() && *options.expected_step != step) {
-    (*found)->ReleaseWriter();
+    ReleaseWriter(**found);
     return absl::FailedPreconditionError(absl::StrCat(
         "expected_step: networks/", id, " is at step ", step,
         ", not the expected ", *options.expected_step, " (its durable step is ",
@@ -767,6 +873,7 @@ WriterSession::WriterSession(NetworkCore* core,
       commit_every_steps_(commit_every_steps),
       commit_interval_(commit_interval),
       last_commit_(absl::Now()),
+      lease_renewed_(last_commit_),
       durable_step_(durable_step) {}
 
 WriterSession::~WriterSession() { Close().IgnoreError(); }
@@ -780,6 +887,7 @@ absl::Status WriterSession::Steps(absl::Span<const Batch> batches,
         absl::StrCat("networks/", id_, ": the writer session is closed"));
   }
   absl::MutexLock lock(&live_->mu);
+  if (absl::Status s = RenewLeaseLocked(); !s.ok()) return s;
   return core_->StepsLocked(
       *live_, batches, fields, call, /*whole=*/false,
       [this, applied](engine::StepResult result)
@@ -808,6 +916,34 @@ absl::Status WriterSession::CommitNow() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   return s;
 }
 
+absl::Status WriterSession::RenewLeaseLocked() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  // Callers hold live_->mu exclusively.
+  if (!core_->leased()) return absl::OkStatus();
+  const absl::Duration ttl = core_->options_.lease_ttl;
+  const absl::Time now = absl::Now();
+  if (now - lease_renewed_ < ttl / 3) return absl::OkStatus();
+  auto lease =
+      core_->leases_->AcquireLease(id_, core_->options_.replica_id, ttl);
+  if (!lease.ok()) return lease.status();
+  const bool lapsed = now - lease_renewed_ >= ttl;
+  lease_renewed_ = now;
+  if (!lapsed) return absl::OkStatus();
+  // Another replica may have held it meanwhile and committed: then the
+  // steps since this session's last commit are lost, and it must end.
+  const int64_t revision = live_->revision;
+  if (absl::Status s = core_->SyncLocked(*live_); !s.ok()) return s;
+  if (live_->revision != revision) {
+    uncommitted_steps_ = 0;
+    durable_step_ = live_->durable_step;
+    return absl::AbortedError(absl::StrCat(
+        "networks/", id_,
+        ": this stream's writer lease lapsed and another replica wrote the "
+        "network meanwhile; it is back at step ",
+        live_->network->step(), ": resume from there"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status WriterSession::Close() {
   if (closed_) return close_status_;
   closed_ = true;
@@ -815,7 +951,7 @@ absl::Status WriterSession::Close() {
     absl::MutexLock lock(&live_->mu);
     close_status_ = CommitNow();
   }
-  live_->ReleaseWriter();
+  core_->ReleaseWriter(*live_);
   // The network's memory goes back to the budget now if it was deleted.
   live_.reset();
   return close_status_;

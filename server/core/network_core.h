@@ -20,6 +20,18 @@
 // ComputeGradients, Evaluate, GetParameters) hold it shared and see the
 // state between two steps.
 //
+// Several replicas (a shared store, NetworkStore::shared(): PostgreSQL):
+// each replica's cache may fall behind what another replica committed, so
+// a cached network is checked against the store's Version before use and
+// reloaded when another replica committed, deleted or recreated it;
+// readers thus see the latest durable state. A writer also takes the
+// network's lease in the WriterLeaseStore (one writer across replicas: a
+// second gets ABORTED naming the holder), re-reads the network if it
+// changed, and commits with the revision it read, so even a writer whose
+// lease lapsed (a stalled replica) never overwrites another's commit: its
+// commit fails with ABORTED and it falls back to what the store holds.
+// docs/architecture/core.md has the sequence.
+//
 // Thread-safe. Every call may block on the store (a durable one fsyncs);
 // only TryStepInline never waits.
 #ifndef SATLAB_SERVER_CORE_NETWORK_CORE_H_
@@ -44,6 +56,7 @@
 #include "server/engine/network.h"
 #include "server/engine/spec.h"
 #include "server/store/network_store.h"
+#include "server/store/writer_lease.h"
 
 namespace satlab::core {
 
@@ -66,6 +79,12 @@ struct CoreOptions {
   // ... and once this long has passed since its last commit (zero: not by
   // time); and always when it closes.
   absl::Duration commit_interval = absl::Seconds(1);
+  // With a shared store and a lease store: this replica's name on its
+  // writer leases (unique per process), and how long a lease lasts unless
+  // its writer renews it (a Train stream renews it every lease_ttl / 3
+  // while it steps). A replica that dies holds its networks this long.
+  std::string replica_id;
+  absl::Duration lease_ttl = absl::Seconds(5);
 };
 
 // A network as Get and List show it: a consistent snapshot.
@@ -171,9 +190,11 @@ class NetworkCore {
   // most, less than the executor hand-off it saves for the tiny networks.
   static constexpr int64_t kInlineStepWork = int64_t{1} << 16;
 
-  // `store` must outlive the core. Networks already in the store are
-  // loaded on first use.
-  NetworkCore(const CoreOptions& options, store::NetworkStore* store);
+  // `store` (and `leases`, when given) must outlive the core. Networks
+  // already in the store are loaded on first use. `leases` is used only
+  // with a shared store (options.replica_id must then be set).
+  NetworkCore(const CoreOptions& options, store::NetworkStore* store,
+              store::WriterLeaseStore* leases = nullptr);
   ~NetworkCore();
   NetworkCore(const NetworkCore&) = delete;
   NetworkCore& operator=(const NetworkCore&) = delete;
@@ -311,8 +332,28 @@ class NetworkCore {
   friend class WriterSession;
   struct Live;
 
-  // The live network `id`, loaded from the store if not cached.
+  // The live network `id`, loaded from the store if not cached; with a
+  // shared store, brought up to the store's latest revision unless a
+  // writer of this process holds it.
   absl::StatusOr<std::shared_ptr<Live>> Find(absl::string_view id);
+  // Find without the shared store's check (a writer checks once it holds
+  // the lease: SyncLocked).
+  absl::StatusOr<std::shared_ptr<Live>> FindLocal(absl::string_view id);
+  // Drops `live` from the cache (if it is still the cached one) and marks
+  // it deleted: the store no longer holds it.
+  void Forget(Live& live);
+  // Whether writers take leases (a shared store with a lease store).
+  bool leased() const { return leases_ != nullptr && store_->shared(); }
+  // Takes networks/{id}'s writer slot in this process, then its lease
+  // across replicas (released again if the lease is refused). BusyError or
+  // the lease's ABORTED / UNAVAILABLE.
+  absl::StatusOr<std::shared_ptr<Live>> AcquireWriter(absl::string_view id);
+  // Gives both back.
+  void ReleaseWriter(Live& live);
+  // With a shared store, under live.mu held exclusively by a writer that
+  // holds the lease: reloads the network if another replica committed
+  // since it was read; NOT_FOUND / ABORTED (deleted or recreated there).
+  absl::Status SyncLocked(Live& live);
   // The live network if cached (no store access), else null.
   std::shared_ptr<Live> FindCached(absl::string_view id);
   absl::StatusOr<std::shared_ptr<Live>> LoadLive(absl::string_view id)
@@ -337,8 +378,8 @@ class NetworkCore {
   // network from the store (what it holds) and returns the store's error.
   absl::Status CommitNowLocked(Live& live);
   // Replaces the live network with what the store holds (or drops it from
-  // the cache when the store cannot give it back).
-  void ReloadLocked(Live& live);
+  // the cache when the store cannot give it back, returning why).
+  absl::Status ReloadLocked(Live& live);
   // Mutation bookkeeping under live.mu.
   absl::StatusOr<bool> FindRequestLocked(Live& live, const RequestKey& key,
                                          Replay* replay);
@@ -348,6 +389,7 @@ class NetworkCore {
 
   const CoreOptions options_;
   store::NetworkStore* const store_;
+  store::WriterLeaseStore* const leases_;
   const std::shared_ptr<MemoryBudget> budget_;
   absl::Mutex cache_mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Live>> live_
@@ -391,6 +433,10 @@ class WriterSession {
                 int64_t commit_every_steps, absl::Duration commit_interval,
                 int64_t durable_step);
   absl::Status CommitNow();
+  // With leases: renews the session's lease once a third of its ttl has
+  // passed; if it had lapsed, checks that no other replica committed
+  // meanwhile (ABORTED then, the network back at the store's state).
+  absl::Status RenewLeaseLocked();
 
   NetworkCore* const core_;
   std::shared_ptr<NetworkCore::Live> live_;  // null once closed
@@ -399,6 +445,7 @@ class WriterSession {
   const absl::Duration commit_interval_;
   int64_t uncommitted_steps_ = 0;
   absl::Time last_commit_;
+  absl::Time lease_renewed_;
   int64_t durable_step_ = 0;
   bool closed_ = false;
   absl::Status close_status_;

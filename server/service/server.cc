@@ -1,10 +1,14 @@
 #include "server/service/server.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <limits>
 #include <thread>
 #include <utility>
 
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -107,6 +111,18 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentialsOf(
   return grpc::experimental::TlsServerCredentials(tls_options);
 }
 
+// "<hostname>-<pid>-<4 random bytes>": unique per process, and readable in
+// a lease's holder (ABORTED messages name it).
+std::string DefaultReplicaId() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
+    std::snprintf(host, sizeof(host), "satlab");
+  }
+  return absl::StrCat(
+      host, "-", getpid(), "-",
+      absl::Hex(absl::Uniform<uint32_t>(absl::BitGen()), absl::kZeroPad8));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(
@@ -132,6 +148,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   }
   if (absl::Status s = CheckStreamAndConnectionLimits(options); !s.ok()) {
     return s;
+  }
+  if (options.lease_ttl < absl::Milliseconds(100) ||
+      options.lease_ttl > absl::Hours(1) || options.replica_id.size() > 200) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "server options: lease_ttl must be in [100ms, 1h], got ",
+        absl::FormatDuration(options.lease_ttl),
+        "; replica_id at most 200 bytes, got ", options.replica_id.size()));
   }
   const size_t colon = options.listen_address.rfind(':');
   if (colon == std::string::npos) {
@@ -168,6 +191,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     server->store_ = std::move(stores->networks);
     server->experiments_ = std::move(stores->experiments);
     server->metric_history_ = std::move(stores->metrics);
+    server->leases_ = std::move(stores->leases);
   } else if (options.data_dir.empty()) {
     server->store_ = store::NewInMemoryStore(options.max_networks);
     server->experiments_ = store::NewInMemoryExperimentStore();
@@ -219,8 +243,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   }
   ServiceOptions service_options = options.service;
   service_options.max_message_bytes = options.max_message_bytes;
+  server->replica_id_ =
+      options.replica_id.empty() ? DefaultReplicaId() : options.replica_id;
+  core::CoreOptions core_options = CoreOptionsOf(service_options);
+  core_options.replica_id = server->replica_id_;
+  core_options.lease_ttl = options.lease_ttl;
   server->core_ = std::make_unique<core::NetworkCore>(
-      CoreOptionsOf(service_options), server->store_.get());
+      core_options, server->store_.get(), server->leases_.get());
   server->service_ = std::make_unique<TrainingServiceImpl>(
       service_options, server->core_.get(), server->executor_.get(), hub,
       server->experiments_.get());

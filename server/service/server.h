@@ -50,6 +50,12 @@ struct ServerOptions {
   // the shared store several replicas can use (store/postgres_store.h).
   // When set it is the store, and data_dir / data_sync_full are unused.
   std::string store_url;
+  // With a shared store: this replica's name on its writer leases (and in
+  // logs); empty picks "<hostname>-<pid>-<random>", unique per process.
+  std::string replica_id;
+  // How long a replica's writer lease on a network lasts unless renewed:
+  // how long a network stays unwritable after its writer's replica died.
+  absl::Duration lease_ttl = absl::Seconds(5);
   // Largest request or response message, bytes.
   int max_message_bytes = 64 << 20;
   // Connection policy, as gRPC channel arguments (zero turns the age and
@@ -135,18 +141,24 @@ class Server {
   TrainingServiceImpl* service() { return service_.get(); }
   store::NetworkStore* store() { return store_.get(); }
   core::NetworkCore* core() { return core_.get(); }
+  // This replica's name on its writer leases (options.replica_id or the
+  // one picked at start).
+  const std::string& replica_id() const { return replica_id_; }
   Executor* executor() { return executor_.get(); }
 
  private:
   Server() = default;
 
   ServerOptions options_;
+  std::string replica_id_;
   std::string host_;
   int port_ = 0;
   std::shared_ptr<store::NetworkStore> store_;
   std::shared_ptr<store::ExperimentStore> experiments_;
   // Null with the in-memory store (the hub's ring is the only history).
   std::shared_ptr<store::MetricHistoryStore> metric_history_;
+  // Writer leases across replicas; null unless the store is shared.
+  std::shared_ptr<store::WriterLeaseStore> leases_;
   std::unique_ptr<core::NetworkCore> core_;  // over store_
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<MetricsHub> own_hub_;  // when options.hub is null

@@ -42,6 +42,7 @@ class InMemoryStore final : public NetworkStore {
           absl::StrCat("the server holds its limit of ", max_networks_,
                        " networks (--max_networks); delete one first"));
     }
+    copy.revision = 0;
     records_.emplace(record.id, std::move(copy));
     return absl::OkStatus();
   }
@@ -85,9 +86,20 @@ class InMemoryStore final : public NetworkStore {
           it->second.create_time != record.create_time) {
         return NotFound(record.id);
       }
+      if (it->second.revision != record.revision - 1) {
+        return StaleRevisionError(record.id, record.revision - 1,
+                                  it->second.revision);
+      }
       old = std::exchange(it->second, std::move(copy));
     }
     return absl::OkStatus();
+  }
+
+  absl::StatusOr<NetworkVersion> Version(absl::string_view id) const override {
+    absl::ReaderMutexLock lock(&mu_);
+    auto it = records_.find(id);
+    if (it == records_.end()) return NotFound(id);
+    return NetworkVersion{it->second.create_time, it->second.revision};
   }
 
   absl::Status Delete(absl::string_view id) override {
@@ -117,6 +129,14 @@ class InMemoryStore final : public NetworkStore {
 };
 
 }  // namespace
+
+absl::Status StaleRevisionError(absl::string_view id, int64_t read_at,
+                                int64_t stored) {
+  return absl::AbortedError(
+      absl::StrCat("networks/", id, " was changed by another writer (revision ",
+                   stored, ") since this copy was read (revision ", read_at,
+                   "); nothing was written: read it again and retry"));
+}
 
 std::unique_ptr<NetworkStore> NewInMemoryStore(int64_t max_networks) {
   return std::make_unique<InMemoryStore>(max_networks);

@@ -39,6 +39,19 @@ struct NetworkRecord {
   // The most recent requests applied with a request_id, oldest first; the
   // caller bounds how many it keeps.
   std::vector<RequestRecord> requests;
+  // How many commits the store has taken of this network since it was
+  // created: Load returns it and Create stores 0. Commit takes the
+  // revision it writes, one more than the revision its writer read, and
+  // writes only over that one (optimistic concurrency: a writer on another
+  // replica that committed in between is never overwritten).
+  int64_t revision = 0;
+};
+
+// Which network the store holds under an id, and how often it was
+// committed: a cheap check that a cached copy is still the latest.
+struct NetworkVersion {
+  absl::Time create_time;
+  int64_t revision = 0;
 };
 
 // A network without its tensors: what a listing shows.
@@ -71,10 +84,19 @@ class NetworkStore {
   // Replaces an existing network's state, update time and requests with
   // `record`'s (its create_time must match the stored one, so a network
   // deleted and created again under the same id is never overwritten by
-  // the old one's writer). NOT_FOUND if absent or recreated; on any error
-  // the stored network is unchanged. When Commit returns OK the change is
-  // as durable as the store is (durable()).
+  // the old one's writer) and its revision, which must be the stored
+  // revision + 1. NOT_FOUND if absent or recreated; ABORTED naming the
+  // network and both revisions when the stored revision is not
+  // record.revision - 1 (another writer committed since this writer read
+  // it); on any error the stored
+  // network is unchanged. When Commit returns OK the change is as durable
+  // as the store is (durable()).
   virtual absl::Status Commit(const NetworkRecord& record) = 0;
+
+  // The create time and revision of networks/{id} (no tensors read), or
+  // NOT_FOUND naming it.
+  virtual absl::StatusOr<NetworkVersion> Version(
+      absl::string_view id) const = 0;
 
   // Removes the network; NOT_FOUND if absent.
   virtual absl::Status Delete(absl::string_view id) = 0;
@@ -85,7 +107,17 @@ class NetworkStore {
   // Whether what Create/Commit/Delete accept survives a restart of the
   // process (false for the in-memory store).
   virtual bool durable() const = 0;
+
+  // Whether other processes (replicas) write this store too, so that what
+  // a process cached of a network may be out of date (PostgreSQL): the
+  // core then checks Version before using a cached network and takes a
+  // writer lease before changing one.
+  virtual bool shared() const { return false; }
 };
+
+// The ABORTED answer of Commit to a record read at an older revision.
+absl::Status StaleRevisionError(absl::string_view id, int64_t read_at,
+                                int64_t stored);
 
 // The ephemeral store: records in memory, copied in and out. Holds at most
 // `max_networks`.

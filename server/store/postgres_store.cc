@@ -70,6 +70,12 @@ CREATE TABLE writer_leases (
   expires_at TIMESTAMPTZ NOT NULL
 );
 )sql",
+    // Version 3: each network's revision (NetworkRecord::revision), so a
+    // replica's commit never overwrites one another replica made since it
+    // read the network.
+    R"sql(
+ALTER TABLE networks ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
               kPostgresSchemaVersion);
@@ -275,8 +281,8 @@ class PostgresStore final : public NetworkStore,
     {
       absl::MutexLock lock(&mu_);
       r = ExecLocked(absl::StrCat("read networks/", id),
-                     "SELECT create_time_ns, update_time_ns, state, requests "
-                     "FROM networks WHERE id = $1",
+                     "SELECT create_time_ns, update_time_ns, state, requests, "
+                     "revision FROM networks WHERE id = $1",
                      Params().Text(id), true);
     }
     if (!r.ok()) return r.status();
@@ -296,6 +302,7 @@ class PostgresStore final : public NetworkStore,
           DecodeRequests(Value(res, 0, 3));
       if (!requests.ok()) return Damaged(id, requests.status());
       record.requests = *std::move(requests);
+      record.revision = Int64At(res, 0, 4);
       return record;
     } catch (const std::bad_alloc&) {
       return OutOfMemory(id);
@@ -338,20 +345,55 @@ class PostgresStore final : public NetworkStore,
     if (absl::Status s = Encode(record, e); !s.ok()) return s;
     Params p;
     BindRecord(p, record, e);
+    p.Int64(record.revision);
     absl::MutexLock lock(&mu_);
-    // One statement: atomic by itself, and the same values again if a
-    // retry repeats it after a lost connection.
+    // One statement: atomic by itself. A retry after a lost connection
+    // repeats it; if the first attempt had been applied, the row is then
+    // at this revision with this record's update time: found below.
     absl::StatusOr<Result> r =
         ExecLocked(absl::StrCat("write networks/", record.id),
                    "UPDATE networks SET update_time_ns = $3, step = $4, "
-                   "samples_seen = $5, spec = $6, state = $7, requests = $8 "
-                   "WHERE id = $1 AND create_time_ns = $2",
+                   "samples_seen = $5, spec = $6, state = $7, requests = $8, "
+                   "revision = $9 WHERE id = $1 AND create_time_ns = $2 "
+                   "AND revision = $9 - 1",
                    p, true);
     if (!r.ok()) return r.status();
-    // No row matched: absent, or deleted and created again since this
-    // record was loaded (a different create_time).
-    if (RowsChanged(r->get()) == 0) return NotFound(record.id);
-    return absl::OkStatus();
+    if (RowsChanged(r->get()) > 0) return absl::OkStatus();
+    // No row matched: absent, deleted and created again since this record
+    // was loaded (a different create_time), or committed by another
+    // replica since (a later revision).
+    absl::StatusOr<Result> v = ExecLocked(
+        absl::StrCat("read networks/", record.id),
+        "SELECT create_time_ns, revision, update_time_ns FROM networks "
+        "WHERE id = $1",
+        Params().Text(record.id), true);
+    if (!v.ok()) return v.status();
+    const PGresult* res = v->get();
+    if (PQntuples(res) == 0 ||
+        Int64At(res, 0, 0) != absl::ToUnixNanos(record.create_time)) {
+      return NotFound(record.id);
+    }
+    if (Int64At(res, 0, 1) == record.revision &&
+        Int64At(res, 0, 2) == absl::ToUnixNanos(record.update_time)) {
+      return absl::OkStatus();  // this commit, applied by the first attempt
+    }
+    return StaleRevisionError(record.id, record.revision - 1,
+                              Int64At(res, 0, 1));
+  }
+
+  absl::StatusOr<NetworkVersion> Version(absl::string_view id) const override {
+    absl::StatusOr<Result> r;
+    {
+      absl::MutexLock lock(&mu_);
+      r = ExecLocked(absl::StrCat("read networks/", id),
+                     "SELECT create_time_ns, revision FROM networks "
+                     "WHERE id = $1",
+                     Params().Text(id), true);
+    }
+    if (!r.ok()) return r.status();
+    if (PQntuples(r->get()) == 0) return NotFound(id);
+    return NetworkVersion{absl::FromUnixNanos(Int64At(r->get(), 0, 0)),
+                          Int64At(r->get(), 0, 1)};
   }
 
   absl::Status Delete(absl::string_view id) override {
@@ -373,6 +415,7 @@ class PostgresStore final : public NetworkStore,
   }
 
   bool durable() const override { return true; }
+  bool shared() const override { return true; }
 
   // ExperimentStore.
 

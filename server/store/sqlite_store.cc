@@ -59,6 +59,11 @@ CREATE TABLE experiments (
   update_time_ns INTEGER NOT NULL
 );
 )sql",
+    // Version 2: each network's revision (NetworkRecord::revision), so a
+    // commit never overwrites one made since its record was read.
+    R"sql(
+ALTER TABLE networks ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
               kSqliteSchemaVersion);
@@ -128,7 +133,8 @@ class SqliteStore final : public NetworkStore,
          {&exists_,     &insert_,     &count_,    &select_,     &list_,
           &update_,     &delete_,     &begin_,    &commit_,     &rollback_,
           &exp_insert_, &exp_select_, &exp_list_, &exp_update_, &exp_delete_,
-          &m_last_,     &m_insert_,   &m_trim_,   &m_read_,     &m_delete_}) {
+          &m_last_,     &m_insert_,   &m_trim_,   &m_read_,     &m_delete_,
+          &version_}) {
       s->reset();
     }
     if (db_ != nullptr) sqlite3_close(db_);
@@ -175,15 +181,18 @@ class SqliteStore final : public NetworkStore,
               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"},
              {&count_, "SELECT COUNT(*) FROM networks"},
              {&select_,
-              "SELECT create_time_ns, update_time_ns, state, requests "
-              "FROM networks WHERE id = ?1"},
+              "SELECT create_time_ns, update_time_ns, state, requests, "
+              "revision FROM networks WHERE id = ?1"},
+             {&version_,
+              "SELECT create_time_ns, revision FROM networks WHERE id = ?1"},
              {&list_,
               "SELECT id, create_time_ns, update_time_ns, step, samples_seen, "
               "spec FROM networks WHERE id > ?1 ORDER BY id LIMIT ?2"},
              {&update_,
               "UPDATE networks SET update_time_ns = ?3, step = ?4, "
-              "samples_seen = ?5, spec = ?6, state = ?7, requests = ?8 "
-              "WHERE id = ?1 AND create_time_ns = ?2"},
+              "samples_seen = ?5, spec = ?6, state = ?7, requests = ?8, "
+              "revision = ?9 WHERE id = ?1 AND create_time_ns = ?2 AND "
+              "revision = ?9 - 1"},
              {&delete_, "DELETE FROM networks WHERE id = ?1"},
              {&begin_, "BEGIN IMMEDIATE"},
              {&commit_, "COMMIT"},
@@ -258,6 +267,7 @@ class SqliteStore final : public NetworkStore,
           absl::FromUnixNanos(sqlite3_column_int64(q.get(), 1));
       state = ColumnBlob(q.get(), 2);
       requests = ColumnBlob(q.get(), 3);
+      record.revision = sqlite3_column_int64(q.get(), 4);
     } catch (const std::bad_alloc&) {
       return OutOfMemory(id);
     }
@@ -323,16 +333,27 @@ class SqliteStore final : public NetworkStore,
     Encoded e;
     if (absl::Status s = Encode(record, e); !s.ok()) return s;
     absl::MutexLock lock(&mu_);
-    Use q(update_);
-    BindRecord(q.get(), record, e);
-    int rc = sqlite3_step(q.get());
-    if (rc != SQLITE_DONE) {
-      return Error(rc, absl::StrCat("write networks/", record.id));
+    {
+      Use q(update_);
+      BindRecord(q.get(), record, e);
+      sqlite3_bind_int64(q.get(), 9, record.revision);
+      int rc = sqlite3_step(q.get());
+      if (rc != SQLITE_DONE) {
+        return Error(rc, absl::StrCat("write networks/", record.id));
+      }
+      if (sqlite3_changes(db_) > 0) return absl::OkStatus();
     }
-    // No row matched: absent, or deleted and created again since this
-    // record was loaded (a different create_time).
-    if (sqlite3_changes(db_) == 0) return NotFound(record.id);
-    return absl::OkStatus();
+    // No row matched: absent, deleted and created again since this record
+    // was loaded (a different create_time), or committed by another writer.
+    absl::StatusOr<NetworkVersion> stored = VersionLocked(record.id);
+    if (!stored.ok()) return stored.status();
+    if (stored->create_time != record.create_time) return NotFound(record.id);
+    return StaleRevisionError(record.id, record.revision - 1, stored->revision);
+  }
+
+  absl::StatusOr<NetworkVersion> Version(absl::string_view id) const override {
+    absl::MutexLock lock(&mu_);
+    return VersionLocked(id);
   }
 
   absl::Status Delete(absl::string_view id) override {
@@ -591,6 +612,17 @@ class SqliteStore final : public NetworkStore,
     return absl::OkStatus();
   }
 
+  absl::StatusOr<NetworkVersion> VersionLocked(absl::string_view id) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Use q(version_);
+    BindText(q.get(), 1, id);
+    int rc = sqlite3_step(q.get());
+    if (rc == SQLITE_DONE) return NotFound(id);
+    if (rc != SQLITE_ROW) return Error(rc, absl::StrCat("read networks/", id));
+    return NetworkVersion{absl::FromUnixNanos(sqlite3_column_int64(q.get(), 0)),
+                          sqlite3_column_int64(q.get(), 1)};
+  }
+
   absl::StatusOr<int64_t> CountLocked() const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Use q(count_);
@@ -741,6 +773,7 @@ class SqliteStore final : public NetworkStore,
   Stmt insert_ ABSL_GUARDED_BY(mu_);
   Stmt count_ ABSL_GUARDED_BY(mu_);
   Stmt select_ ABSL_GUARDED_BY(mu_);
+  Stmt version_ ABSL_GUARDED_BY(mu_);
   Stmt list_ ABSL_GUARDED_BY(mu_);
   Stmt update_ ABSL_GUARDED_BY(mu_);
   Stmt delete_ ABSL_GUARDED_BY(mu_);

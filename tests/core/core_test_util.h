@@ -95,11 +95,15 @@ inline bool SameBits(const std::vector<engine::AnyMatrix>& a,
 }
 
 // The in-memory store, with writes that fail on demand (a full disk, a
-// read-only directory) and a durable() flag to choose.
+// read-only directory) and durable() / shared() flags to choose. Several
+// FlakyStores over one inner store, shared, stand for replicas sharing
+// one database (each core gets its own).
 class FlakyStore final : public store::NetworkStore {
  public:
   explicit FlakyStore(bool durable = false)
       : inner_(store::NewInMemoryStore(100)), durable_(durable) {}
+  FlakyStore(std::shared_ptr<store::NetworkStore> inner, bool shared)
+      : inner_(std::move(inner)), durable_(true), shared_(shared) {}
 
   // Commit answers `status` (OK: works) from now on.
   void FailCommits(absl::Status status) { fail_ = std::move(status); }
@@ -121,15 +125,21 @@ class FlakyStore final : public store::NetworkStore {
     commits_.fetch_add(1);
     return inner_->Commit(record);
   }
+  absl::StatusOr<store::NetworkVersion> Version(
+      absl::string_view id) const override {
+    return inner_->Version(id);
+  }
   absl::Status Delete(absl::string_view id) override {
     return inner_->Delete(id);
   }
   absl::StatusOr<int64_t> Count() const override { return inner_->Count(); }
   bool durable() const override { return durable_; }
+  bool shared() const override { return shared_; }
 
  private:
-  std::unique_ptr<store::NetworkStore> inner_;
+  std::shared_ptr<store::NetworkStore> inner_;
   const bool durable_;
+  const bool shared_ = false;
   absl::Status fail_;  // set by the test thread between calls
   std::atomic<int> commits_{0};
 };

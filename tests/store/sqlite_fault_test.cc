@@ -184,6 +184,45 @@ TEST_F(SqliteFaultTest, NewerSchemaIsFailedPrecondition) {
   EXPECT_TRUE(Contains(store.status(), dir_)) << store.status();
 }
 
+// A database written by the previous binary (schema version 1, no
+// revision column) opens, migrates in place and keeps every network
+// bitwise, at revision 0, committable.
+TEST_F(SqliteFaultTest, VersionOneDatabaseMigratesKeepingEveryNetwork) {
+  std::vector<NetworkRecord> records;
+  {
+    auto store = OpenAt(dir_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    records = Fill(**store, 3);
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ + "/satlab.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "ALTER TABLE networks DROP COLUMN revision; "
+                         "PRAGMA user_version = 1",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  auto store = OpenAt(dir_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  for (NetworkRecord& r : records) {
+    absl::StatusOr<NetworkRecord> got = (*store)->Load(r.id);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_TRUE(SameRecord(*got, r));
+    Advance(r);
+    EXPECT_TRUE((*store)->Commit(r).ok());
+  }
+  store->reset();
+  ASSERT_EQ(sqlite3_open((dir_ + "/satlab.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(q, 0), kSqliteSchemaVersion);
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+}
+
 TEST_F(SqliteFaultTest, ReadOnlyDirectoryIsAClearStartupError) {
   if (!NeedRoot()) return;
   Tmpfs fs("size=8m");

@@ -225,6 +225,54 @@ TEST_P(StoreContractTest,
   ExpectLoads(*store, recreated);
 }
 
+// Two writers read the same revision; the first to commit wins, the second
+// is ABORTED naming both revisions and changes nothing (what keeps a
+// replica whose lease lapsed from overwriting another's commit).
+TEST_P(StoreContractTest, CommitOverAnotherWritersRevisionIsAbortedAndKeepsIt) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  NetworkRecord base = MakeRecord("v", DType::kFloat32, Optimizer::kAdam, 4);
+  base.revision = 7;  // Create stores revision 0 whatever it is given
+  ASSERT_TRUE(store->Create(base).ok());
+  base.revision = 0;
+  absl::StatusOr<NetworkVersion> v = store->Version("v");
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->revision, 0);
+  EXPECT_EQ(v->create_time, base.create_time);
+  ExpectLoads(*store, base);
+
+  NetworkRecord first = base;
+  Advance(first);
+  NetworkRecord second = base;
+  Advance(second);
+  Advance(second);  // other contents, the same revision a second writer
+  second.revision = first.revision;  // would write after reading `base`
+  ASSERT_TRUE(store->Commit(first).ok());
+  absl::Status s = store->Commit(second);
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;
+  EXPECT_NE(s.message().find("networks/v"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("revision 1"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("revision 0"), std::string::npos) << s;
+  ExpectLoads(*store, first);
+  // Skipping a revision is refused too.
+  NetworkRecord ahead = first;
+  ahead.revision += 2;
+  s = store->Commit(ahead);
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;
+  ExpectLoads(*store, first);
+  v = store->Version("v");
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->revision, 1);
+  EXPECT_EQ(store->Version("absent").status().code(),
+            absl::StatusCode::kNotFound);
+  if (store->durable()) {
+    store.reset();
+    auto reopened = Open();
+    ASSERT_NE(reopened, nullptr);
+    ExpectLoads(*reopened, first);
+  }
+}
+
 TEST_P(StoreContractTest, DeleteRemovesAndCounts) {
   auto store = Open();
   ASSERT_NE(store, nullptr);
@@ -272,6 +320,7 @@ TEST_P(StoreContractTest, ConcurrentCommitLoadListSeeWholeRecords) {
     NetworkRecord r = MakeRecord(absl::StrCat("w", w), DType::kFloat32,
                                  Optimizer::kMomentum, 1, {8, 16, 4}, 1);
     r.state.step = step;
+    r.revision = step;
     auto stamp = [&](std::vector<AnyMatrix>& ts) {
       for (auto& t : ts) std::get<0>(t).setConstant(static_cast<float>(step));
     };

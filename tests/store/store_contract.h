@@ -69,7 +69,8 @@ NetworkRecord MakeRecord(const std::string& id, engine::DType dtype,
                          int requests = 2);
 
 // Changes every tensor, the counters, the update time and the requests the
-// way a training step would (the result is what the seed+1 record holds).
+// way a training step would (the result is what the seed+1 record holds),
+// and takes the next revision (what its Commit writes).
 void Advance(NetworkRecord& record);
 
 // Field-by-field, bitwise (doubles by their bits) equality, with a message

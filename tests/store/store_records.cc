@@ -208,6 +208,7 @@ NetworkRecord MakeRecord(const std::string& id, DType dtype,
 }
 
 void Advance(NetworkRecord& r) {
+  ++r.revision;
   ++r.state.step;
   r.state.samples_seen += 32;
   if (r.state.spec.optimizer.kind == engine::OptimizerKind::kAdam) {
@@ -263,6 +264,10 @@ void Advance(NetworkRecord& r) {
   }
   if (a.create_time != b.create_time || a.update_time != b.update_time) {
     return ::testing::AssertionFailure() << a.id << ": times differ";
+  }
+  if (a.revision != b.revision) {
+    return ::testing::AssertionFailure()
+           << a.id << ": revision " << a.revision << " vs " << b.revision;
   }
   if (auto r = SameSpec(a.state.spec, b.state.spec); !r) return r;
   if (a.state.step != b.state.step ||
