@@ -10,6 +10,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -74,6 +75,31 @@ std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
   // also uses it as the connect timeout (TCP + HTTP/2 SETTINGS), so a small
   // value fails the first call on a loaded host ("timed out before receiving
   // SETTINGS frame") instead of just retrying sooner.
+  // Calls that change nothing are retried by gRPC itself when they fail
+  // with UNAVAILABLE: behind a load balancer a call may reach a replica
+  // that just died (nginx answers 502, which gRPC reports as UNAVAILABLE),
+  // and the next attempt goes to another. Mutations are not retried here:
+  // TrainSession resumes streams, request ids make TrainStep and
+  // SetParameters safe to retry by the caller.
+  args.SetServiceConfigJSON(R"json({"methodConfig": [{
+    "name": [
+      {"service": "satlab.v1.TrainingService", "method": "GetNetwork"},
+      {"service": "satlab.v1.TrainingService", "method": "ListNetworks"},
+      {"service": "satlab.v1.TrainingService", "method": "GetParameters"},
+      {"service": "satlab.v1.TrainingService", "method": "Forward"},
+      {"service": "satlab.v1.TrainingService", "method": "ComputeGradients"},
+      {"service": "satlab.v1.TrainingService", "method": "Evaluate"},
+      {"service": "satlab.v1.TrainingService", "method": "GetExperiment"},
+      {"service": "satlab.v1.TrainingService", "method": "ListExperiments"}
+    ],
+    "retryPolicy": {
+      "maxAttempts": 5,
+      "initialBackoff": "0.05s",
+      "maxBackoff": "1s",
+      "backoffMultiplier": 2,
+      "retryableStatusCodes": ["UNAVAILABLE"]
+    }
+  }]})json");
   auto credentials = ChannelCredentialsOf(options);
   return grpc::CreateCustomChannel(
       options.target,
@@ -444,13 +470,22 @@ struct TrainSession::State {
 namespace {
 
 // Codes after which a new stream may succeed: the server restarted or
-// went away (UNAVAILABLE), or the network's writer slot is still held by
-// the previous stream, which the server has not yet seen end (ABORTED).
-// A deleted network answers NOT_FOUND at the next lookup and ends it.
-// ABORTED counts only for a stream that resumes after such a failure: on
-// the session's first stream it means another writer holds the network.
+// went away (UNAVAILABLE), or the network's writer slot (or, with
+// replicas, its lease) is still held by the previous stream's server,
+// which has not yet seen it end or died holding it (ABORTED). A gRPC proxy
+// (nginx) whose upstream replica dies mid-stream can only reset the
+// stream, which gRPC reports as INTERNAL "Received RST_STREAM": that too
+// is the transport failing, not the server refusing. Resuming is safe
+// whatever the cause (the new stream starts at the network's step,
+// expected_step), so the only cost of a wrong guess is a bounded number of
+// retries. A deleted network answers NOT_FOUND at the next lookup and ends
+// it. ABORTED counts only for a stream that resumes after such a failure:
+// on the session's first stream it means another writer holds the
+// network.
 bool Retryable(const absl::Status& status, bool resuming) {
   return status.code() == absl::StatusCode::kUnavailable ||
+         (status.code() == absl::StatusCode::kInternal &&
+          absl::StrContains(status.message(), "RST_STREAM")) ||
          (resuming && status.code() == absl::StatusCode::kAborted);
 }
 

@@ -295,8 +295,10 @@ class TrainStream {
 // Minibatch n (from 0) of the session becomes step start_step() + n + 1.
 // The session keeps every minibatch until the server reports it durable
 // (StepResult.durable_step); when a stream fails with a code a retry may
-// cure (UNAVAILABLE, ABORTED while the old stream still holds the network,
-// a broken connection), it waits with backoff, reads the network's step,
+// cure (UNAVAILABLE, ABORTED while the old stream still holds the network
+// or another replica's lease on it runs out, a broken connection, a stream
+// a gRPC proxy reset because the replica behind it died), it waits with
+// backoff, reads the network's step,
 // opens a new stream that must start exactly there (expected_step) and
 // resends what the server does not have, so the network ends as an
 // uninterrupted run would, bit for bit. Results are delivered in order, at

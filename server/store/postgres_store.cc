@@ -587,8 +587,8 @@ class PostgresStore final : public NetworkStore,
     if (absl::Status s = CheckLeaseRequest(owner, ttl); !s.ok()) return s;
     absl::MutexLock lock(&mu_);
     // Another owner's lease may be released between the two statements:
-    // then the second round takes it.
-    for (int round = 0; round < 2; ++round) {
+    // then the next round takes it.
+    for (int round = 0; round < 4; ++round) {
       // One statement takes a free or expired lease or renews our own;
       // it returns no row when another owner's lease still runs. Running
       // it twice after a lost connection changes nothing.
@@ -621,9 +621,12 @@ class PostgresStore final : public NetworkStore,
                               absl::FromUnixMicros(Int64At(r->get(), 0, 1)));
       }
     }
-    return absl::UnavailableError(
-        absl::StrCat("the writer lease of networks/", network_id,
-                     " changed hands twice while it was being taken; retry"));
+    // Writers on other replicas keep taking and releasing it: busy, as a
+    // held lease is (the same code, so that clients retry alike).
+    return absl::AbortedError(absl::StrCat(
+        "networks/", network_id,
+        " is being written by other replicas (its writer lease changed hands "
+        "4 times while this one was taking it); retry when they finish"));
   }
 
   absl::Status ReleaseLease(absl::string_view network_id,
