@@ -32,14 +32,23 @@
 #       all run and are healthy, 1 otherwise
 #
 # DIR/cluster.env (shell-sourceable, KEY=value, no quoting needed):
-#   CLUSTER_DIR PG_URL PG_PORT PG_PID NGINX_PORT NGINX_PID REPLICAS
-#   REPLICA_<i>_GRPC_PORT REPLICA_<i>_HTTP_PORT REPLICA_<i>_PID REPLICA_<i>_ID
-#   WATCHER_PID (0 without --owner)
-# Clients use 127.0.0.1:$NGINX_PORT (plaintext h2c); each replica also
-# serves directly on 127.0.0.1:$REPLICA_<i>_GRPC_PORT, its /metrics on
-# $REPLICA_<i>_HTTP_PORT. Logs: DIR/replica-<i>.log, DIR/nginx/error.log,
-# DIR/pg/server.log.
-# Needs: nginx (Debian's nginx or nginx-light), postgresql-15, curl, python3.
+#   CLUSTER_DIR PG_URL PG_PORT PG_PID NGINX_PORT NGINX_TCP_PORT NGINX_PID
+#   REPLICAS REPLICA_<i>_GRPC_PORT REPLICA_<i>_HTTP_PORT REPLICA_<i>_PID
+#   REPLICA_<i>_ID WATCHER_PID (0 without --owner)
+# Clients use 127.0.0.1:$NGINX_PORT (plaintext h2c): nginx's gRPC proxy,
+# which balances every call. When the replica serving a stream dies, nginx
+# can only reset that stream (RST_STREAM INTERNAL_ERROR, hard-coded in
+# nginx), so the client sees INTERNAL "Received RST_STREAM with error code
+# 2". $NGINX_TCP_PORT is the same nginx as a TCP (layer 4) proxy over the
+# same replicas: it balances connections, not calls, and when the replica
+# behind a connection dies it closes the client's connection, which a gRPC
+# client reports as UNAVAILABLE ("Socket closed") and TrainSession resumes
+# after; 0 when nginx's stream module (libnginx-mod-stream) is missing.
+# Each replica also serves directly on 127.0.0.1:$REPLICA_<i>_GRPC_PORT, its
+# /metrics on $REPLICA_<i>_HTTP_PORT. Logs: DIR/replica-<i>.log,
+# DIR/nginx/error.log, DIR/pg/server.log.
+# Needs: nginx (Debian's nginx or nginx-light; libnginx-mod-stream for the
+# TCP port), postgresql-15, curl, python3.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -188,12 +197,33 @@ wait_replica() {
 }
 
 # -------------------------------------------------------------------- nginx --
+stream_module=/usr/lib/nginx/modules/ngx_stream_module.so
+
 render_nginx() {
-  local port=$1 servers="" i
+  local port=$1 tcp_port=$2 servers="" i
   for ((i = 1; i <= REPLICAS; i++)); do
     local var=REPLICA_${i}_GRPC_PORT
     servers+="server 127.0.0.1:${!var} max_fails=1 fail_timeout=2s; "
   done
+  local load_stream="" stream=""
+  if ((tcp_port)); then
+    load_stream="load_module $stream_module;"
+    # Layer 4: a client connection is spliced to one replica (chosen round
+    # robin, the next one if it refuses); when that replica dies the client
+    # connection closes, which gRPC reports as UNAVAILABLE.
+    stream="stream {
+    upstream satlab_replicas_tcp {
+        $servers
+    }
+    server {
+        listen 127.0.0.1:$tcp_port;
+        proxy_pass satlab_replicas_tcp;
+        proxy_connect_timeout 2s;
+        proxy_timeout 1h;
+        proxy_next_upstream on;
+    }
+}"
+  fi
   mkdir -p "$dir/nginx/tmp"
   # shellcheck disable=SC2016  # the names envsubst may replace, verbatim
   env SATLAB_NGINX_LISTEN="127.0.0.1:$port http2" SATLAB_NGINX_SERVERS="$servers" \
@@ -206,6 +236,7 @@ render_nginx() {
   # creates all five at start, by default under /var/lib/nginx).
   cat >"$n/nginx.conf" <<EOF
 # Written by scripts/cluster.sh for the cluster in $dir.
+$load_stream
 daemon off;
 master_process on;
 worker_processes 1;
@@ -223,6 +254,7 @@ http {
     scgi_temp_path $n/tmp/scgi;
     include $n/satlab-grpc.conf;
 }
+$stream
 EOF
 }
 
@@ -268,6 +300,15 @@ start() {
     ) || die "a cluster already runs in $dir: scripts/cluster.sh stop $dir first"
   fi
   rm -f "$dir/cluster.env"
+  # As root, PostgreSQL runs as another user (pg_throwaway.sh), which must
+  # reach DIR/pg: DIR may be a 0700 mkdtemp. Search permission only.
+  if [[ $(id -u) -eq 0 ]]; then
+    chmod o+x "$dir"
+    local pg_user=${SATLAB_PG_USER:-postgres}
+    getent passwd "$pg_user" >/dev/null || pg_user=nobody
+    runuser -u "$pg_user" -- test -x "$dir" ||
+      die "$dir is not reachable by the user $pg_user PostgreSQL runs as (a parent directory without o+x?): use a directory under /tmp"
+  fi
   # From here on, a failure stops whatever was started.
   trap 'if (($? != 0)); then
     echo "cluster.sh: start failed; stopping what was started" >&2
@@ -318,12 +359,21 @@ start() {
 
   # nginx, on a free port (again on another one if that was taken meanwhile).
   NGINX_PORT=""
+  NGINX_TCP_PORT=0
   NGINX_PID=""
+  local with_tcp=0
+  if [[ -f $stream_module ]]; then
+    with_tcp=1
+  else
+    echo "cluster.sh: $stream_module not found (apt-get install libnginx-mod-stream): no TCP port (NGINX_TCP_PORT=0)" >&2
+  fi
   local attempt
   for attempt in 1 2 3 4 5; do
-    local port
+    local port tcp_port=0
     port=$(free_port)
-    render_nginx "$port"
+    ((with_tcp)) && tcp_port=$(free_port)
+    [[ $tcp_port != "$port" ]] || continue
+    render_nginx "$port" "$tcp_port"
     : >"$dir/nginx/error.log"
     setsid "$nginx" -e "$dir/nginx/error.log" -p "$dir/nginx/" -c "$dir/nginx/nginx.conf" \
       </dev/null >"$dir/nginx/stderr.log" 2>&1 &
@@ -331,8 +381,10 @@ start() {
     local t
     for ((t = 0; t < 100; t++)); do
       alive "$npid" || break
-      if grpc_health "127.0.0.1:$port" satlab.v1.TrainingService; then
+      if grpc_health "127.0.0.1:$port" satlab.v1.TrainingService &&
+        { ((tcp_port == 0)) || grpc_health "127.0.0.1:$tcp_port" satlab.v1.TrainingService; }; then
         NGINX_PORT=$port
+        NGINX_TCP_PORT=$tcp_port
         NGINX_PID=$npid
         break 2
       fi
@@ -363,7 +415,7 @@ start() {
   trap - EXIT
 
   echo "cluster in $dir: $replicas replicas behind nginx, PostgreSQL ${PG_URL} ($((SECONDS - started)) s)"
-  echo "  gRPC through nginx: 127.0.0.1:$NGINX_PORT (pid $NGINX_PID)"
+  echo "  gRPC through nginx: 127.0.0.1:$NGINX_PORT (per call), TCP proxy 127.0.0.1:$NGINX_TCP_PORT (per connection) (pid $NGINX_PID)"
   for ((i = 1; i <= replicas; i++)); do
     local g=REPLICA_${i}_GRPC_PORT h=REPLICA_${i}_HTTP_PORT p=REPLICA_${i}_PID
     echo "  replica-$i: gRPC 127.0.0.1:${!g}, metrics http://127.0.0.1:${!h}/metrics (pid ${!p})"
@@ -380,6 +432,7 @@ write_env() {
     echo "PG_PORT=$PG_PORT"
     echo "PG_PID=$PG_PID"
     echo "NGINX_PORT=${NGINX_PORT:-0}"
+    echo "NGINX_TCP_PORT=${NGINX_TCP_PORT:-0}"
     echo "NGINX_PID=${NGINX_PID:-0}"
     echo "REPLICAS=$REPLICAS"
     for ((i = 1; i <= REPLICAS; i++)); do
@@ -480,8 +533,9 @@ case $cmd in
     if alive "$PG_PID"; then line postgres "$PG_PID" "running, $PG_URL"; else line postgres "$PG_PID" "NOT RUNNING"; bad=1; fi
     if ! ours "$NGINX_PID" "$dir"; then
       line nginx "$NGINX_PID" "NOT RUNNING"; bad=1
-    elif grpc_health "127.0.0.1:$NGINX_PORT" satlab.v1.TrainingService; then
-      line nginx "$NGINX_PID" "running, 127.0.0.1:$NGINX_PORT, health through it SERVING"
+    elif grpc_health "127.0.0.1:$NGINX_PORT" satlab.v1.TrainingService &&
+      { ((${NGINX_TCP_PORT:-0} == 0)) || grpc_health "127.0.0.1:$NGINX_TCP_PORT" satlab.v1.TrainingService; }; then
+      line nginx "$NGINX_PID" "running, 127.0.0.1:$NGINX_PORT (TCP ${NGINX_TCP_PORT:-0}), health through it SERVING"
     else
       line nginx "$NGINX_PID" "running, 127.0.0.1:$NGINX_PORT, health through it NOT SERVING"; bad=1
     fi
