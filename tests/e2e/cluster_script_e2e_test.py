@@ -87,6 +87,14 @@ def handled(http_port, method):
     return total
 
 
+def started(http_port, method):
+    """grpc_server_started_total of one method on one replica."""
+    with urllib.request.urlopen("http://127.0.0.1:%s/metrics" % http_port, timeout=10) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("grpc_server_started_total{") and 'grpc_method="%s"' % method in line)
+
+
 def spec_network(client, network_id):
     return client.create_network(4, [(8, "tanh"), (1, "sigmoid")], network_id=network_id,
                                  dtype="float32", seed=3)
@@ -146,6 +154,18 @@ class ClusterScript(unittest.TestCase):
                 for n in names:
                     self.assertEqual(c.get_network(n).spec.input_size, 4)
 
+        # What a client sees when the replica serving its Train stream is
+        # SIGKILLed: through the gRPC proxy nginx resets the stream
+        # (RST_STREAM INTERNAL_ERROR: INTERNAL); through the TCP port it
+        # closes the connection (UNAVAILABLE, which TrainSession resumes
+        # after). Either way the next call goes to a live replica.
+        code, details = self.kill_under_stream(env, nginx, "grpc-proxy")
+        self.assertEqual((code, details), (grpc.StatusCode.INTERNAL, "Received RST_STREAM with error code 2"))
+        if env["NGINX_TCP_PORT"] != "0":
+            code, details = self.kill_under_stream(env, "127.0.0.1:" + env["NGINX_TCP_PORT"], "tcp-proxy")
+            self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, details)
+        env = read_env(self.dir)
+
         # Kill replica 2: calls through nginx go on (a refused connection
         # moves the call to the next replica), status says it is down.
         old_pid = env["REPLICA_2_PID"]
@@ -193,6 +213,38 @@ class ClusterScript(unittest.TestCase):
         self.assertEqual(processes_mentioning(self.dir), [])
         self.assertEqual(processes_mentioning(env["PG_URL"]), [])
         self.assertEqual(cluster("stop", self.dir).returncode, 0)  # repeatable
+
+    def kill_under_stream(self, env, address, network_id):
+        """Opens a Train stream through address, SIGKILLs (kill-replica) the
+        replica serving it, restarts it; returns the stream's (code, details)."""
+        http = {i: env["REPLICA_%d_HTTP_PORT" % i] for i in (1, 2, 3)}
+        with Client(address, timeout=30) as c:
+            spec_network(c, network_id)
+            before = {i: started(http[i], "Train") for i in http}
+            x = np.zeros((2, 4), dtype=np.float32)
+
+            def batches():
+                for _ in range(100000):  # ~200 s at most; the kill ends it
+                    time.sleep(0.002)
+                    yield x, np.zeros((2, 1))
+
+            stream = c.train("networks/" + network_id, batches(), report_every=10,
+                             batches_per_message=1, timeout=60)
+            for _ in range(3):
+                next(stream)
+            serving = [i for i in http if started(http[i], "Train") > before[i]]
+            self.assertEqual(len(serving), 1, "Train started on %s" % serving)
+            cluster("kill-replica", self.dir, serving[0])
+            try:
+                for _ in stream:
+                    pass
+                result = (grpc.StatusCode.OK, "")
+            except grpc.RpcError as e:
+                result = (e.code(), e.details())
+            # The network lives on in PostgreSQL: another replica serves it.
+            self.assertEqual(c.get_network("networks/" + network_id).name, "networks/" + network_id)
+        cluster("restart-replica", self.dir, serving[0])
+        return result
 
     def test_owner_death_stops_the_cluster(self):
         owner = subprocess.Popen(["sleep", "600"])
