@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Replica scaling and the PostgreSQL store's cost, in one run (issue 14;
+# docs/benchmarks.md "Replicas (issue 14)").
+#
+#   bench/cluster_bench.sh [--binary PATH] [--load PATH] [--store-bench PATH]
+#                          [--clients K] [--seconds S] [--replicas "1 2 3"]
+#
+# 1. Replicas: for each N, scripts/cluster.sh starts PostgreSQL, N
+#    satlab-server replicas (default flags) and nginx; K clients
+#    (satlab_bench_cluster_load) each train their own 32-64-64-1 float32
+#    network, batch 64, through nginx for S seconds:
+#      stream  Train streams (TrainSession): a stream stays on one replica;
+#      step    unary TrainStep calls, each durable on return, spread by
+#              nginx over every replica call by call.
+#    Reported: steps/s, the ratio to N = 1, and steps per CPU-second of
+#    every server-side process (the replicas, PostgreSQL's postmaster and
+#    backends, nginx's master and worker) in the same window, from /proc.
+# 2. Stores: the same load against one replica directly (no nginx), once on
+#    SQLite (--data_dir, synchronous=FULL, the default) and once on the
+#    PostgreSQL of the N = 1 cluster; and bench/store_bench.cc's Commit of
+#    one network record on SQLite FULL vs PostgreSQL (SATLAB_BENCH_PG_URL).
+# Prints a Markdown table; the raw lines go to stderr.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+binary=$repo/build/server/satlab-server
+load=$repo/build/bench/satlab_bench_cluster_load
+store_bench=$repo/build/bench/satlab_bench_store
+clients=6
+seconds=15
+replica_counts="1 2 3"
+while (($#)); do
+  case $1 in
+    --binary) binary=$2; shift 2 ;;
+    --load) load=$2; shift 2 ;;
+    --store-bench) store_bench=$2; shift 2 ;;
+    --clients) clients=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    --replicas) replica_counts=$2; shift 2 ;;
+    *) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//;$d' >&2; exit 2 ;;
+  esac
+done
+for f in "$binary" "$load"; do
+  [[ -x $f ]] || { echo "cluster_bench: $f not built (cmake -DSATLAB_BUILD_BENCH=ON; targets satlab-server satlab_bench_cluster_load)" >&2; exit 1; }
+done
+
+work=$(mktemp -d /tmp/satlab-cluster-bench-XXXXXX)
+sqlite_pid=""
+cleanup() {
+  [[ -n $sqlite_pid ]] && kill -TERM "$sqlite_pid" 2>/dev/null && wait "$sqlite_pid" 2>/dev/null
+  for d in "$work"/cluster-*; do
+    [[ -d $d ]] && "$repo/scripts/cluster.sh" stop "$d" >/dev/null 2>&1
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+declare -A steps cpu_s client_cpu
+
+# run_load KEY TARGET MODE PIDS
+run_load() {
+  local key=$1 target=$2 mode=$3 pids=$4 line
+  line=$("$load" --target="$target" --clients="$clients" --seconds="$seconds" \
+    --mode="$mode" --cpu_pids="$pids" --prefix="$key")
+  echo "$key: $line" >&2
+  [[ $line == *" errors=0" ]] || echo "cluster_bench: $key had errors (above)" >&2
+  steps[$key]=$(sed -n 's/.* steps_per_s=\([0-9.]*\).*/\1/p' <<<"$line")
+  cpu_s[$key]=$(awk -v s="$(sed -n 's/.* steps=\([0-9]*\).*/\1/p' <<<"$line")" \
+    -v c="$(sed -n 's/.* server_cpu_s=\([0-9.]*\).*/\1/p' <<<"$line")" 'BEGIN { printf "%.1f", c > 0 ? s / c : 0 }')
+  client_cpu[$key]=$(sed -n 's/.* client_cpu_s=\([0-9.]*\).*/\1/p' <<<"$line")
+}
+
+store_bench_out=""
+for n in $replica_counts; do
+  d=$work/cluster-$n
+  "$repo/scripts/cluster.sh" start "$d" --replicas "$n" --binary "$binary" --owner $$ \
+    -- --log_level=warn >&2
+  # shellcheck disable=SC1091
+  source "$d/cluster.env"
+  pids=$PG_PID,$NGINX_PID
+  for ((i = 1; i <= n; i++)); do
+    p=REPLICA_${i}_PID
+    pids+=,${!p}
+  done
+  for mode in stream step; do
+    run_load "r$n-$mode" "127.0.0.1:$NGINX_PORT" "$mode" "$pids"
+  done
+  if [[ $n == 1 ]]; then
+    # PostgreSQL vs SQLite, one replica, no nginx.
+    for mode in stream step; do
+      run_load "pg-$mode" "127.0.0.1:$REPLICA_1_GRPC_PORT" "$mode" "$REPLICA_1_PID,$PG_PID"
+    done
+    if [[ -x $store_bench ]]; then
+      store_bench_out=$(SATLAB_BENCH_PG_URL=$PG_URL "$store_bench" \
+        --benchmark_filter='BM_Commit/net:[01]/store:[23]' --benchmark_min_time=1 \
+        --benchmark_repetitions=3 --benchmark_report_aggregates_only=true 2>&1 | tee /dev/stderr |
+        grep '_median')
+    fi
+  fi
+  "$repo/scripts/cluster.sh" stop "$d" >&2
+done
+
+# One replica on SQLite (its defaults: WAL, synchronous=FULL).
+mkdir -p "$work/sqlite"
+"$binary" --host=127.0.0.1 --port=0 --http_port=-1 --data_dir="$work/sqlite/data" \
+  --log_level=warn >"$work/sqlite/out" 2>"$work/sqlite/log" &
+sqlite_pid=$!
+for _ in $(seq 100); do
+  grep -q '^listening on ' "$work/sqlite/out" && break
+  sleep 0.1
+done
+sqlite_addr=$(sed -n 's/^listening on //p' "$work/sqlite/out")
+[[ -n $sqlite_addr ]] || { cat "$work/sqlite/log" >&2; echo "cluster_bench: SQLite server did not start" >&2; exit 1; }
+for mode in stream step; do
+  run_load "sqlite-$mode" "$sqlite_addr" "$mode" "$sqlite_pid"
+done
+kill -TERM "$sqlite_pid"
+wait "$sqlite_pid" || true
+sqlite_pid=""
+
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.2f" : "-"), a / b }'; }
+
+echo
+echo "CPU: $cpu, $(nproc) cores; load average before $load_before, after $load_after"
+echo "$clients clients, ${seconds} s per cell, 32-64-64-1 float32, batch 64"
+echo
+echo "| replicas | Train stream steps/s | vs 1 | steps per CPU-s | vs 1 | TrainStep steps/s | vs 1 | steps per CPU-s | vs 1 | clients' CPU-s (stream, step) |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+first=${replica_counts%% *}
+for n in $replica_counts; do
+  echo "| $n | ${steps[r$n-stream]} | $(ratio "${steps[r$n-stream]}" "${steps[r$first-stream]}") | ${cpu_s[r$n-stream]} | $(ratio "${cpu_s[r$n-stream]}" "${cpu_s[r$first-stream]}") | ${steps[r$n-step]} | $(ratio "${steps[r$n-step]}" "${steps[r$first-step]}") | ${cpu_s[r$n-step]} | $(ratio "${cpu_s[r$n-step]}" "${cpu_s[r$first-step]}") | ${client_cpu[r$n-stream]}, ${client_cpu[r$n-step]} |"
+done
+echo
+echo "| one replica, no nginx | Train stream steps/s | steps per CPU-s | TrainStep steps/s | steps per CPU-s |"
+echo "|---|---|---|---|---|"
+for s in sqlite pg; do
+  echo "| $s | ${steps[$s-stream]} | ${cpu_s[$s-stream]} | ${steps[$s-step]} | ${cpu_s[$s-step]} |"
+done
+echo "| PostgreSQL / SQLite | $(ratio "${steps[pg-stream]}" "${steps[sqlite-stream]}") | $(ratio "${cpu_s[pg-stream]}" "${cpu_s[sqlite-stream]}") | $(ratio "${steps[pg-step]}" "${steps[sqlite-step]}") | $(ratio "${cpu_s[pg-step]}" "${cpu_s[sqlite-step]}") |"
+if [[ -n $store_bench_out ]]; then
+  echo
+  echo "store_bench Commit (median of 3, real time):"
+  echo "$store_bench_out" | awk '{ print "  " $1, $2, $3 }'
+fi
