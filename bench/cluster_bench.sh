@@ -46,6 +46,7 @@ for f in "$binary" "$load"; do
 done
 
 work=$(mktemp -d /tmp/satlab-cluster-bench-XXXXXX)
+chmod o+x "$work"  # PostgreSQL may run as another user (pg_throwaway.sh)
 sqlite_pid=""
 cleanup() {
   [[ -n $sqlite_pid ]] && kill -TERM "$sqlite_pid" 2>/dev/null && wait "$sqlite_pid" 2>/dev/null
@@ -69,7 +70,7 @@ run_load() {
   [[ $line == *" errors=0" ]] || echo "cluster_bench: $key had errors (above)" >&2
   steps[$key]=$(sed -n 's/.* steps_per_s=\([0-9.]*\).*/\1/p' <<<"$line")
   cpu_s[$key]=$(awk -v s="$(sed -n 's/.* steps=\([0-9]*\).*/\1/p' <<<"$line")" \
-    -v c="$(sed -n 's/.* server_cpu_s=\([0-9.]*\).*/\1/p' <<<"$line")" 'BEGIN { printf "%.1f", c > 0 ? s / c : 0 }')
+    -v c="$(sed -n 's/.* server_cpu_s=\([0-9.]*\).*/\1/p' <<<"$line")" 'BEGIN { printf "%.1f", (c > 0 ? s / c : 0) }')
   client_cpu[$key]=$(sed -n 's/.* client_cpu_s=\([0-9.]*\).*/\1/p' <<<"$line")
 }
 
@@ -122,7 +123,7 @@ wait "$sqlite_pid" || true
 sqlite_pid=""
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.2f" : "-"), a / b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
 
 echo
 echo "CPU: $cpu, $(nproc) cores; load average before $load_before, after $load_after"
