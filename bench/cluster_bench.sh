@@ -3,7 +3,13 @@
 # docs/benchmarks.md "Replicas (issue 14)").
 #
 #   bench/cluster_bench.sh [--binary PATH] [--load PATH] [--store-bench PATH]
-#                          [--clients K] [--seconds S] [--replicas "1 2 3"]
+#                          [--clients K] [--seconds S] [--rounds R]
+#                          [--replicas "1 2 3"]
+#
+# Every configuration runs at once (a cluster per replica count, each with
+# its own PostgreSQL, and the SQLite server; idle ones cost nothing) and the
+# measurements alternate between them for R rounds; each cell is the median
+# over rounds, so a machine shared with other work shifts all columns alike.
 #
 # 1. Replicas: for each N, scripts/cluster.sh starts PostgreSQL, N
 #    satlab-server replicas (default flags) and nginx; K clients
@@ -28,7 +34,8 @@ binary=$repo/build/server/satlab-server
 load=$repo/build/bench/satlab_bench_cluster_load
 store_bench=$repo/build/bench/satlab_bench_store
 clients=6
-seconds=15
+seconds=10
+rounds=3
 replica_counts="1 2 3"
 while (($#)); do
   case $1 in
@@ -37,6 +44,7 @@ while (($#)); do
     --store-bench) store_bench=$2; shift 2 ;;
     --clients) clients=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     --replicas) replica_counts=$2; shift 2 ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//;$d' >&2; exit 2 ;;
   esac
@@ -59,51 +67,47 @@ trap cleanup EXIT
 
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-declare -A steps cpu_s client_cpu
+declare -A steps cpu_s client_cpu target pids_of
 
-# run_load KEY TARGET MODE PIDS
+# run_load KEY ROUND MODE: one measurement of configuration KEY; appends
+# steps/s, steps per server CPU-second and the clients' CPU-seconds.
 run_load() {
-  local key=$1 target=$2 mode=$3 pids=$4 line
-  line=$("$load" --target="$target" --clients="$clients" --seconds="$seconds" \
-    --mode="$mode" --cpu_pids="$pids" --prefix="$key")
-  echo "$key: $line" >&2
-  [[ $line == *" errors=0" ]] || echo "cluster_bench: $key had errors (above)" >&2
-  steps[$key]=$(sed -n 's/.* steps_per_s=\([0-9.]*\).*/\1/p' <<<"$line")
-  cpu_s[$key]=$(awk -v s="$(sed -n 's/.* steps=\([0-9]*\).*/\1/p' <<<"$line")" \
-    -v c="$(sed -n 's/.* server_cpu_s=\([0-9.]*\).*/\1/p' <<<"$line")" 'BEGIN { printf "%.1f", (c > 0 ? s / c : 0) }')
-  client_cpu[$key]=$(sed -n 's/.* client_cpu_s=\([0-9.]*\).*/\1/p' <<<"$line")
+  local key=$1 round=$2 mode=$3 line
+  line=$("$load" --target="${target[$key]}" --clients="$clients" --seconds="$seconds" \
+    --mode="$mode" --cpu_pids="${pids_of[$key]}" --prefix="$key-$mode-$round")
+  echo "$key-$mode round $round: $line" >&2
+  [[ $line == *" errors=0" ]] || echo "cluster_bench: $key-$mode had errors (above)" >&2
+  local st cs
+  st=$(sed -n 's/.* steps=\([0-9]*\).*/\1/p' <<<"$line")
+  cs=$(sed -n 's/.* server_cpu_s=\([0-9.]*\).*/\1/p' <<<"$line")
+  steps[$key-$mode]+="$(sed -n 's/.* steps_per_s=\([0-9.]*\).*/\1/p' <<<"$line") "
+  cpu_s[$key-$mode]+="$(awk -v s="$st" -v c="$cs" 'BEGIN { printf "%.1f", (c > 0 ? s / c : 0) }') "
+  client_cpu[$key-$mode]+="$(sed -n 's/.* client_cpu_s=\([0-9.]*\).*/\1/p' <<<"$line") "
 }
+# median "VALUES" [FORMAT]
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk -v f="${2:-%.1f}" '{ v[NR] = $1 } END { printf f, NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-store_bench_out=""
+# Start everything: a cluster per replica count, then one SQLite server.
 for n in $replica_counts; do
   d=$work/cluster-$n
   "$repo/scripts/cluster.sh" start "$d" --replicas "$n" --binary "$binary" --owner $$ \
     -- --log_level=warn >&2
   # shellcheck disable=SC1091
   source "$d/cluster.env"
-  pids=$PG_PID,$NGINX_PID
+  target[r$n]=127.0.0.1:$NGINX_PORT
+  pids_of[r$n]=$PG_PID,$NGINX_PID
   for ((i = 1; i <= n; i++)); do
     p=REPLICA_${i}_PID
-    pids+=,${!p}
+    pids_of[r$n]+=,${!p}
   done
-  for mode in stream step; do
-    run_load "r$n-$mode" "127.0.0.1:$NGINX_PORT" "$mode" "$pids"
-  done
-  if [[ $n == 1 ]]; then
-    # PostgreSQL vs SQLite, one replica, no nginx.
-    for mode in stream step; do
-      run_load "pg-$mode" "127.0.0.1:$REPLICA_1_GRPC_PORT" "$mode" "$REPLICA_1_PID,$PG_PID"
-    done
-    if [[ -x $store_bench ]]; then
-      store_bench_out=$(SATLAB_BENCH_PG_URL=$PG_URL "$store_bench" \
-        --benchmark_filter='BM_Commit/net:[01]/store:[23]' --benchmark_min_time=1 \
-        --benchmark_repetitions=3 --benchmark_report_aggregates_only=true 2>&1 | tee /dev/stderr |
-        grep '_median')
-    fi
+  if [[ $n == "${replica_counts%% *}" ]]; then
+    # The store comparison: this cluster's first replica directly.
+    target[pg]=127.0.0.1:$REPLICA_1_GRPC_PORT
+    pids_of[pg]=$REPLICA_1_PID,$PG_PID
+    # shellcheck disable=SC2153  # PG_URL comes from cluster.env
+    pg_url=$PG_URL
   fi
-  "$repo/scripts/cluster.sh" stop "$d" >&2
 done
-
 # One replica on SQLite (its defaults: WAL, synchronous=FULL).
 mkdir -p "$work/sqlite"
 "$binary" --host=127.0.0.1 --port=0 --http_port=-1 --data_dir="$work/sqlite/data" \
@@ -113,33 +117,54 @@ for _ in $(seq 100); do
   grep -q '^listening on ' "$work/sqlite/out" && break
   sleep 0.1
 done
-sqlite_addr=$(sed -n 's/^listening on //p' "$work/sqlite/out")
-[[ -n $sqlite_addr ]] || { cat "$work/sqlite/log" >&2; echo "cluster_bench: SQLite server did not start" >&2; exit 1; }
-for mode in stream step; do
-  run_load "sqlite-$mode" "$sqlite_addr" "$mode" "$sqlite_pid"
+target[sqlite]=$(sed -n 's/^listening on //p' "$work/sqlite/out")
+[[ -n ${target[sqlite]} ]] || { cat "$work/sqlite/log" >&2; echo "cluster_bench: SQLite server did not start" >&2; exit 1; }
+pids_of[sqlite]=$sqlite_pid
+
+keys=()
+for n in $replica_counts; do keys+=("r$n"); done
+keys+=(sqlite pg)
+for ((round = 1; round <= rounds; round++)); do
+  for mode in stream step; do
+    for key in "${keys[@]}"; do run_load "$key" "$round" "$mode"; done
+  done
 done
-kill -TERM "$sqlite_pid"
-wait "$sqlite_pid" || true
-sqlite_pid=""
+
+store_bench_out=""
+if [[ -x $store_bench ]]; then
+  # (Not `tee /dev/stderr`: on a redirected stderr that reopens and
+  # truncates the file.)
+  SATLAB_BENCH_PG_URL=$pg_url "$store_bench" \
+    --benchmark_filter='BM_Commit/net:[01]/store:[23]' --benchmark_min_time=1 \
+    --benchmark_repetitions=3 --benchmark_report_aggregates_only=true >"$work/store_bench.txt" 2>&1
+  cat "$work/store_bench.txt" >&2
+  store_bench_out=$(grep '_median' "$work/store_bench.txt")
+fi
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
 
 echo
 echo "CPU: $cpu, $(nproc) cores; load average before $load_before, after $load_after"
-echo "$clients clients, ${seconds} s per cell, 32-64-64-1 float32, batch 64"
+echo "$clients clients, ${seconds} s per cell, median of $rounds rounds, 32-64-64-1 float32, batch 64"
 echo
+for k in "${!steps[@]}"; do
+  steps[$k]=$(median "${steps[$k]}")
+  cpu_s[$k]=$(median "${cpu_s[$k]}")
+  client_cpu[$k]=$(median "${client_cpu[$k]}" %.2f)
+done
 echo "| replicas | Train stream steps/s | vs 1 | steps per CPU-s | vs 1 | TrainStep steps/s | vs 1 | steps per CPU-s | vs 1 | clients' CPU-s (stream, step) |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
-first=${replica_counts%% *}
+first=r${replica_counts%% *}
 for n in $replica_counts; do
-  echo "| $n | ${steps[r$n-stream]} | $(ratio "${steps[r$n-stream]}" "${steps[r$first-stream]}") | ${cpu_s[r$n-stream]} | $(ratio "${cpu_s[r$n-stream]}" "${cpu_s[r$first-stream]}") | ${steps[r$n-step]} | $(ratio "${steps[r$n-step]}" "${steps[r$first-step]}") | ${cpu_s[r$n-step]} | $(ratio "${cpu_s[r$n-step]}" "${cpu_s[r$first-step]}") | ${client_cpu[r$n-stream]}, ${client_cpu[r$n-step]} |"
+  k=r$n
+  echo "| $n | ${steps[$k-stream]} | $(ratio "${steps[$k-stream]}" "${steps[$first-stream]}") | ${cpu_s[$k-stream]} | $(ratio "${cpu_s[$k-stream]}" "${cpu_s[$first-stream]}") | ${steps[$k-step]} | $(ratio "${steps[$k-step]}" "${steps[$first-step]}") | ${cpu_s[$k-step]} | $(ratio "${cpu_s[$k-step]}" "${cpu_s[$first-step]}") | ${client_cpu[$k-stream]}, ${client_cpu[$k-step]} |"
 done
 echo
 echo "| one replica, no nginx | Train stream steps/s | steps per CPU-s | TrainStep steps/s | steps per CPU-s |"
 echo "|---|---|---|---|---|"
-for s in sqlite pg; do
-  echo "| $s | ${steps[$s-stream]} | ${cpu_s[$s-stream]} | ${steps[$s-step]} | ${cpu_s[$s-step]} |"
+for k in sqlite pg; do
+  echo "| $k | ${steps[$k-stream]} | ${cpu_s[$k-stream]} | ${steps[$k-step]} | ${cpu_s[$k-step]} |"
 done
 echo "| PostgreSQL / SQLite | $(ratio "${steps[pg-stream]}" "${steps[sqlite-stream]}") | $(ratio "${cpu_s[pg-stream]}" "${cpu_s[sqlite-stream]}") | $(ratio "${steps[pg-step]}" "${steps[sqlite-step]}") | $(ratio "${cpu_s[pg-step]}" "${cpu_s[sqlite-step]}") |"
 if [[ -n $store_bench_out ]]; then
