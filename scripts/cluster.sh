@@ -328,8 +328,11 @@ start() {
   write_env
 
   # Replicas, started together (the store's migrations are safe for that).
-  local with_id=0
-  "$binary" --help 2>/dev/null | grep -q -- '^ *--replica_id ' && with_id=1
+  # (The whole help first: `--help | grep -q` would end the binary with
+  # SIGPIPE, which pipefail turns into "not found".)
+  local with_id=0 help
+  help=$("$binary" --help 2>/dev/null || true)
+  grep -q -- '^ *--replica_id ' <<<"$help" && with_id=1
   local i pids=()
   for ((i = 1; i <= replicas; i++)); do
     local args=("$binary" --host=127.0.0.1 --port=0 --http_port=0 "--store=$PG_URL")

@@ -121,6 +121,13 @@ class ClusterScript(unittest.TestCase):
             self.assertEqual(env["REPLICA_%d_ID" % i], "replica-%d" % i)
         for name, pid in pids.items():
             self.assertTrue(alive(pid), "%s (pid %s) does not run" % (name, pid))
+        # --replica_id=replica-<i> whenever the binary has the flag.
+        has_id = "--replica_id" in subprocess.run([SERVER, "--help"], capture_output=True,
+                                                   text=True).stdout
+        for i in (1, 2, 3):
+            cmdline = pathlib.Path("/proc/%s/cmdline" % env["REPLICA_%d_PID" % i]).read_bytes().split(b"\0")
+            self.assertEqual(b"--replica_id=replica-%d" % i in cmdline, has_id, cmdline)
+            self.assertIn(("--store=" + env["PG_URL"]).encode(), cmdline)
         ports = [env[k] for k in env if k.endswith("_PORT")]
         self.assertEqual(len(ports), len(set(ports)), "ports not distinct: %s" % ports)
         self.assertEqual(cluster("status", self.dir).returncode, 0)
