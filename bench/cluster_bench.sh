@@ -132,9 +132,14 @@ done
 
 store_bench_out=""
 if [[ -x $store_bench ]]; then
+  # Its own database: the replicas' one carries their binary's schema
+  # version, which a store_bench built from other sources may refuse.
+  pg_port=${pg_url##*:}
+  pg_port=${pg_port%%/*}
+  "${SATLAB_PG_BINDIR:-/usr/lib/postgresql/15/bin}/createdb" -h 127.0.0.1 -p "$pg_port" -U satlab store_bench
   # (Not `tee /dev/stderr`: on a redirected stderr that reopens and
   # truncates the file.)
-  SATLAB_BENCH_PG_URL=$pg_url "$store_bench" \
+  SATLAB_BENCH_PG_URL=${pg_url%/*}/store_bench "$store_bench" \
     --benchmark_filter='BM_Commit/net:[01]/store:[23]' --benchmark_min_time=1 \
     --benchmark_repetitions=3 --benchmark_report_aggregates_only=true >"$work/store_bench.txt" 2>&1
   cat "$work/store_bench.txt" >&2
