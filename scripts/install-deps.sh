@@ -4,7 +4,7 @@
 # Usage: scripts/install-deps.sh [core|test|all]   (default: all)
 #   core  compiler, CMake, gRPC, protobuf, Abseil, Eigen, spdlog, ... (build + run)
 #   test  core + what the test suite drives for real (Python gRPC, Node, Prometheus,
-#         Chromium, gnuplot, podman, PostgreSQL's server) and the checking tools scripts/test.sh
+#         Chromium, gnuplot, podman, PostgreSQL's server, nginx) and the checking tools scripts/test.sh
 #         uses: clang 14 (-Wthread-safety; libFuzzer is in libclang-rt-14-dev)
 #         and llvm-symbolizer for sanitizer stack traces
 set -euo pipefail
@@ -24,6 +24,9 @@ test_extra=(python3 python3-grpcio python3-protobuf python3-numpy python3-sklear
   clang-14 libclang-rt-14-dev llvm-14
   openssl  # issue 13: tests/security make throwaway certificates
   postgresql-15)  # the PostgreSQL store's tests start a throwaway server (scripts/pg_throwaway.sh)
+# issue 14: scripts/cluster.sh's load balancer, run from its own directory (never
+# as a system service); the stream module for its TCP (layer 4) port.
+test_extra+=(nginx libnginx-mod-stream)
 test_extra+=(python3-torch)  # issue 15: the PyTorch anchor's curve test (e2e.pytorch_anchor); ~70 s to install
 clients=(golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc python3-setuptools python3-wheel python3-venv python3-pip python3-matplotlib) && test_extra+=("${clients[@]}")  # issue 16: Go client, Python package, walkthrough
 
