@@ -8,6 +8,7 @@ and message (INVALID_ARGUMENT names the offending field).
 
 import collections
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -34,9 +35,22 @@ EnumLike = Union[str, int]
 LayerParams = Tuple[ArrayLike, ArrayLike]
 
 # The server's receive limit is configurable; allow large replies by default.
+# Calls that change nothing are retried by gRPC itself on UNAVAILABLE: behind
+# a load balancer a call may reach a replica that just died (nginx answers
+# 502, reported as UNAVAILABLE) and the next attempt reaches another. The
+# same policy as the C++ client's; mutations are never retried here.
+_READ_RETRY_CONFIG = json.dumps({"methodConfig": [{
+    "name": [{"service": "satlab.v1.TrainingService", "method": m} for m in (
+        "GetNetwork", "ListNetworks", "GetParameters", "Forward", "ComputeGradients",
+        "Evaluate", "GetExperiment", "ListExperiments")],
+    "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.05s", "maxBackoff": "1s",
+                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+}]})
+
 _DEFAULT_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.service_config", _READ_RETRY_CONFIG),
 ]
 
 
@@ -394,8 +408,10 @@ class Client:
         Minibatch n (from 0) becomes step start + n + 1, where start is the
         network's step when the call begins. Every minibatch is kept until the
         server reports it durable (StepResult.durable_step); when the stream
-        fails with UNAVAILABLE (or ABORTED while the server still holds the
-        previous stream), the helper waits with backoff, reads the network's
+        fails with UNAVAILABLE (or ABORTED while the server, or another
+        replica's lease, still holds the previous stream; or INTERNAL
+        "RST_STREAM" from a gRPC proxy whose replica died), the helper waits
+        with backoff, reads the network's
         step, opens a stream that must start exactly there (expected_step) and
         resends the rest, so the network ends as an uninterrupted run would,
         bit for bit. Yields TrainResponses in order, at most once per step
@@ -487,7 +503,11 @@ class Client:
                 error: grpc.RpcError = err
             while True:
                 code = error.code()
+                # A gRPC proxy (nginx) whose replica died mid-stream resets
+                # the stream: INTERNAL "RST_STREAM", the transport failing.
                 retry = code == grpc.StatusCode.UNAVAILABLE or \
+                    (code == grpc.StatusCode.INTERNAL and
+                     "RST_STREAM" in (error.details() or "")) or \
                     (code == grpc.StatusCode.ABORTED and (resuming or failures > 0))
                 failures += 1
                 if not retry or failures > max_resumes or \
