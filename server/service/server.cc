@@ -182,10 +182,26 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     server->experiments_ = std::move(stores->experiments);
     server->metric_history_ = std::move(stores->metrics);
   }
-  if (server->metric_history_ != nullptr) {
-    // Runs the previous process left RUNNING will never finish. (Replicas
-    // sharing PostgreSQL would mark each other's: issue 14 item 4 claims
-    // runs through the database instead.)
+  if (!options.store_url.empty()) {
+    // Replicas share the store: a RUNNING experiment may be another
+    // replica's live run, and a dead replica's is taken over through its
+    // claims (experiment_claims.h); only runs from before the claims are
+    // marked interrupted.
+    if (options.experiment_claims.ttl <= absl::ZeroDuration() ||
+        options.experiment_claims.poll <= absl::ZeroDuration() ||
+        options.experiment_claims.slots < 0) {
+      return absl::InvalidArgumentError(
+          "server options: experiment_claims.ttl and poll must be > 0, "
+          "slots >= 0");
+    }
+    if (absl::Status s = MarkOrphanedExperiments(server->experiments_.get(),
+                                                 options.experiment_claims.ttl);
+        !s.ok()) {
+      return s;
+    }
+  } else if (server->metric_history_ != nullptr) {
+    // Runs the previous process left RUNNING will never finish (one server
+    // per data directory).
     if (absl::Status s = MarkInterruptedExperiments(server->experiments_.get());
         !s.ok()) {
       return s;
@@ -224,6 +240,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   server->service_ = std::make_unique<TrainingServiceImpl>(
       service_options, server->core_.get(), server->executor_.get(), hub,
       server->experiments_.get());
+  if (!options.store_url.empty()) {
+    server->experiment_claims_ = std::make_unique<ExperimentClaims>(
+        options.experiment_claims, server->experiments_.get(),
+        service_options.limits, service_options.max_experiment_record_bytes,
+        service_options.experiment_record_interval, threads);
+    server->service_->set_experiment_claims(server->experiment_claims_.get());
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
@@ -291,6 +314,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
       server->server_->GetHealthCheckService();
   health->SetServingStatus(kServiceName, true);
   health->SetServingStatus("", true);
+  if (server->experiment_claims_ != nullptr) {
+    server->experiment_claims_->Start();
+  }
   return server;
 }
 
@@ -314,6 +340,9 @@ void Server::Shutdown(absl::Duration grace) {
     server_->GetHealthCheckService()->Shutdown();
     // WatchMetrics streams end now instead of holding the grace period.
     service_->hub()->Shutdown();
+    // Experiments this replica coordinates or runs go to other replicas
+    // now (their claims given back) instead of when the grace ends.
+    if (experiment_claims_ != nullptr) experiment_claims_->Shutdown();
     // Running compute stops when the grace ends, so the calls it serves
     // finish and the process exits within the grace period.
     service_->StopComputeAt(absl::Now() + grace);
