@@ -49,6 +49,11 @@ namespace {
 
 // Messages queued for the client before workers pause.
 constexpr size_t kWindow = 256;
+// Messages queued for the client before the claims thread (several
+// replicas) stops handing it epochs until its next poll: larger than
+// kWindow because it refills once a poll, not on every write; the
+// coordinator holds the curves anyway, so this bounds a copy.
+constexpr size_t kSpreadWindow = 16 * kWindow;
 // Compute a worker does before giving its executor thread back.
 constexpr absl::Duration kSliceTime = absl::Milliseconds(20);
 
@@ -229,7 +234,9 @@ class ExperimentReactor final
   // every replica runs, read from the store.
   bool Emit(const pb::EpochMetrics& epoch, int64_t epochs_done) override {
     absl::MutexLock lock(&mu_);
-    if (final_status_.has_value() || unsent_.size() >= kWindow) return false;
+    if (final_status_.has_value() || unsent_.size() >= kSpreadWindow) {
+      return false;
+    }
     v1::RunExperimentResponse& response = unsent_.emplace_back();
     *response.mutable_epoch() = epoch;
     response.set_epochs_done(epochs_done);
