@@ -198,6 +198,27 @@ TEST_F(ExperimentClaimsTest, DeadWorkerVariantIsRunAgainElsewhereBitwise) {
   ExpectSameCurves(Sorted(run.curves), Sorted(reference.curves));
 }
 
+TEST_F(ExperimentClaimsTest, ShutdownReplicaGivesItsVariantBackAtOnce) {
+  const v1::RunExperimentRequest request = Blobs("handed-back", 2000);
+  const Streamed reference = Reference(request);
+  ASSERT_TRUE(reference.status.ok()) << reference.status;
+  // Claims that would last 60 s: only the release lets A go on in time.
+  service::Server& a = AddReplica(absl::Seconds(60));
+  service::Server& b = AddReplica(absl::Seconds(60));
+  auto client_a = ClientOf(a);
+  absl::Time stopped = absl::InfiniteFuture();
+  const Streamed run = Stream(*client_a, request, [&](int n) {
+    if (n == 400) {
+      b.Shutdown(absl::Seconds(1));
+      stopped = absl::Now();
+    }
+  });
+  ASSERT_TRUE(run.status.ok()) << run.status;
+  EXPECT_LT(absl::Now() - stopped, absl::Seconds(30));
+  ExpectSameResults(run.summary, reference.summary);
+  ExpectSameCurves(Sorted(run.curves), Sorted(reference.curves));
+}
+
 TEST_F(ExperimentClaimsTest, DeadCoordinatorIsTakenOverAndFinished) {
   const v1::RunExperimentRequest request = Blobs("coordinator-dies", 2000);
   const Streamed reference = Reference(request);
