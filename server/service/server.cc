@@ -187,12 +187,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     // replica's live run, and a dead replica's is taken over through its
     // claims (experiment_claims.h); only runs from before the claims are
     // marked interrupted.
-    if (options.experiment_claims.ttl <= absl::ZeroDuration() ||
-        options.experiment_claims.poll <= absl::ZeroDuration() ||
-        options.experiment_claims.slots < 0) {
-      return absl::InvalidArgumentError(
-          "server options: experiment_claims.ttl and poll must be > 0, "
-          "slots >= 0");
+    const ExperimentClaimOptions& claims = options.experiment_claims;
+    if (claims.ttl <= absl::ZeroDuration() ||
+        claims.poll <= absl::ZeroDuration() || claims.slots < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "server options: experiment_claims: expected ttl > 0 (--lease_ttl), "
+          "poll > 0 (--experiment_claim_poll_ms) and slots >= 0 "
+          "(--experiment_claim_slots), got ttl ",
+          absl::FormatDuration(claims.ttl), ", poll ",
+          absl::FormatDuration(claims.poll), ", slots ", claims.slots));
     }
     if (absl::Status s = MarkOrphanedExperiments(server->experiments_.get(),
                                                  options.experiment_claims.ttl);

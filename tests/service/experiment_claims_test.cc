@@ -259,6 +259,21 @@ TEST_F(ExperimentClaimsTest, DeadCoordinatorIsTakenOverAndFinished) {
   ExpectSameResults(replay.summary, reference.summary);
 }
 
+TEST_F(ExperimentClaimsTest, BadClaimOptionsAreInvalidArgumentNamingTheFlag) {
+  service::ServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.store_url = url_;
+  options.experiment_claims.poll = absl::ZeroDuration();
+  auto server = service::Server::Create(options);
+  ASSERT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument)
+      << server.status();
+  EXPECT_NE(server.status().message().find("--experiment_claim_poll_ms"),
+            std::string::npos)
+      << server.status();
+  EXPECT_NE(server.status().message().find("poll 0"), std::string::npos)
+      << server.status();
+}
+
 TEST_F(ExperimentClaimsTest, CancelledOnOneReplicaStopsEveryReplica) {
   service::Server& a = AddReplica();
   service::Server& b = AddReplica();
