@@ -87,6 +87,14 @@ ABSL_FLAG(bool, data_sync, true,
           "Sync every commit of the durable store to disk, so what the server "
           "acknowledged survives a power loss (SQLite synchronous=FULL); "
           "false survives a crash of the process only (NORMAL).");
+ABSL_FLAG(int64_t, experiment_claim_poll_ms, 500,
+          "With --store: how often a replica renews its experiment claims, "
+          "reads the progress of the experiments it streams and claims free "
+          "variants from the database (docs/architecture.md).");
+ABSL_FLAG(int32_t, experiment_claim_slots, 0,
+          "With --store: variants of experiments (its own or other "
+          "replicas') this replica runs at once; 0 = one per compute "
+          "thread.");
 ABSL_FLAG(std::string, store, "",
           "The shared durable store: a PostgreSQL connection URI, "
           "postgresql://user@host:port/database (docs/storage.md); any "
@@ -493,6 +501,12 @@ satlab::server::AppOptions OptionsFromFlags() {
   options.store_url = absl::GetFlag(FLAGS_store);
   options.replica_id = absl::GetFlag(FLAGS_replica_id);
   options.lease_ttl = absl::GetFlag(FLAGS_lease_ttl);
+  // A replica's experiment claims last as long as its writer leases: one
+  // failover time for both.
+  options.experiment_claims.ttl = options.lease_ttl;
+  options.experiment_claims.poll =
+      absl::Milliseconds(absl::GetFlag(FLAGS_experiment_claim_poll_ms));
+  options.experiment_claims.slots = absl::GetFlag(FLAGS_experiment_claim_slots);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.service.limits.max_parameters = absl::GetFlag(FLAGS_max_parameters);
   options.service.limits.max_layers = absl::GetFlag(FLAGS_max_layers);

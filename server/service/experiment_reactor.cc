@@ -38,6 +38,7 @@
 #include "server/engine/datasets.h"
 #include "server/engine/experiment.h"
 #include "server/service/convert.h"
+#include "server/service/experiment_claims.h"
 #include "server/service/experiments.h"
 #include "server/service/status.h"
 #include "server/service/stream_registry.h"
@@ -48,6 +49,11 @@ namespace {
 
 // Messages queued for the client before workers pause.
 constexpr size_t kWindow = 256;
+// Messages queued for the client before the claims thread (several
+// replicas) stops handing it epochs until its next poll: larger than
+// kWindow because it refills once a poll, not on every write; the
+// coordinator holds the curves anyway, so this bounds a copy.
+constexpr size_t kSpreadWindow = 16 * kWindow;
 // Compute a worker does before giving its executor thread back.
 constexpr absl::Duration kSliceTime = absl::Milliseconds(20);
 
@@ -127,18 +133,6 @@ absl::StatusOr<engine::Dataset> DatasetFromProto(
   }
 }
 
-void RecordToProto(const engine::EpochRecord& record, absl::string_view label,
-                   pb::EpochMetrics* out) {
-  out->set_variant(record.variant);
-  out->set_label(std::string(label));
-  out->set_epoch(record.epoch);
-  out->set_loss(record.loss);
-  out->set_accuracy(record.accuracy);
-  StatsToProto(record.stats, out->mutable_saturation());
-  out->set_step(record.step);
-  out->set_diverged(record.diverged);
-}
-
 // Whether two specs define the same experiment: parallelism aside, which
 // does not change the results.
 bool SameExperiment(const pb::ExperimentSpec& a, const pb::ExperimentSpec& b) {
@@ -156,7 +150,8 @@ std::string NewExperimentId() {
 
 class ExperimentReactor final
     : public grpc::ServerWriteReactor<v1::RunExperimentResponse>,
-      public StreamRegistry::Stream {
+      public StreamRegistry::Stream,
+      public ExperimentSink {
  public:
   ExperimentReactor(TrainingServiceImpl* service,
                     grpc::CallbackServerContext* ctx,
@@ -219,9 +214,61 @@ class ExperimentReactor final
   void OnDone() override {
     // Finish() may have been called by a worker still holding mu_; wait for
     // it to let go before the memory goes away.
-    { absl::MutexLock lock(&mu_); }
+    absl::Status ended;
+    bool coordinated;
+    {
+      absl::MutexLock lock(&mu_);
+      coordinated = coordinated_;
+      if (final_status_.has_value()) ended = *final_status_;
+    }
+    // The claims thread stops streaming here (and records a cancelled or
+    // failed call's end) before the memory goes away.
+    if (coordinated) {
+      service_->experiment_claims()->Detach(experiment_id_, ended);
+    }
     if (registered_) service_->streams()->Unregister(this);
     delete this;
+  }
+
+  // ExperimentSink: the claims thread streams the epochs of the variants
+  // every replica runs, read from the store.
+  bool Emit(const pb::EpochMetrics& epoch, int64_t epochs_done) override {
+    absl::MutexLock lock(&mu_);
+    if (final_status_.has_value() || unsent_.size() >= kSpreadWindow) {
+      return false;
+    }
+    v1::RunExperimentResponse& response = unsent_.emplace_back();
+    *response.mutable_epoch() = epoch;
+    response.set_epochs_done(epochs_done);
+    response.set_epochs_total(epochs_total_);
+    response.set_experiment(shown_name_);
+    epochs_done_ = epochs_done;
+    ReportProgress(response);
+    MaybeWrite();
+    return true;
+  }
+
+  void Summary(const pb::ExperimentSummary& summary,
+               int64_t epochs_done) override {
+    absl::MutexLock lock(&mu_);
+    recorded_final_ = true;  // by the coordinator
+    if (final_status_.has_value()) return;
+    v1::RunExperimentResponse& response = unsent_.emplace_back();
+    *response.mutable_summary() = summary;
+    response.set_epochs_done(epochs_done);
+    response.set_epochs_total(epochs_total_);
+    response.set_experiment(shown_name_);
+    summary_queued_ = true;
+    ReportProgress(response);
+    MaybeWrite();
+    MaybeFinish();
+  }
+
+  void End(const absl::Status& status) override {
+    absl::MutexLock lock(&mu_);
+    recorded_final_ = true;  // by the coordinator, or not ours any more
+    cancelled_.store(true);
+    FinishWith(status);
   }
 
  private:
@@ -229,6 +276,18 @@ class ExperimentReactor final
   // initial parameters, starts the workers.
   void Setup() {
     absl::Status status = Prepare();
+    if (status.ok() && !replay_ && service_->experiment_claims() != nullptr) {
+      pb::Experiment record;
+      {
+        absl::MutexLock lock(&mu_);
+        record = record_;
+        coordinated_ = true;
+      }
+      service_->experiment_claims()->Coordinate(
+          record, experiment_id_, labels_, data_.inputs.rows(),
+          static_cast<int>(data_.inputs.cols()),
+          static_cast<int>(data_.targets.cols()), start_, this);
+    }
     absl::MutexLock lock(&mu_);
     --in_flight_;
     if (!status.ok()) {
@@ -245,6 +304,7 @@ class ExperimentReactor final
       QueueReplay();
       return;
     }
+    if (coordinated_) return;  // the claims thread streams
     StartWorkers();
   }
 
@@ -253,27 +313,24 @@ class ExperimentReactor final
       return absl::CancelledError("the experiment was cancelled");
     }
     if (absl::Status s = Lookup(); !s.ok() || replay_) return s;
-    const pb::ExperimentSpec& spec = *spec_proto_;
-    const engine::ExperimentLimits limits;
-    std::string data_field;
-    auto data = DatasetFromProto(spec.dataset(), limits, &data_field);
-    if (!data.ok()) return data.status();
-    data_ = *std::move(data);
-    auto converted = ExperimentFromProto(spec);
-    if (!converted.ok()) return converted.status();
-    spec_ = *std::move(converted);
-    if (absl::Status s = engine::ValidateExperiment(
-            spec_, data_, data_field, service_->options().limits, limits);
-        !s.ok()) {
-      return s;
+    auto prepared = PrepareExperiment(*spec_proto_, service_->options().limits);
+    if (!prepared.ok()) return prepared.status();
+    data_ = std::move(prepared->data);
+    spec_ = std::move(prepared->spec);
+    labels_ = std::move(prepared->labels);
+    const size_t variants = spec_.variants.size();
+    if (service_->experiment_claims() != nullptr) {
+      // Several replicas: the variants are claimed through the store
+      // (experiment_claims.h); this call coordinates and streams.
+      {
+        absl::MutexLock lock(&mu_);
+        epochs_total_ = static_cast<int64_t>(variants) * (spec_.epochs + 1);
+      }
+      return ClaimSpread();
     }
     auto initial = engine::SharedInitialParameters(spec_, data_,
                                                    service_->options().limits);
     if (!initial.ok()) return initial.status();
-    const size_t variants = spec_.variants.size();
-    for (const auto& variant : spec_.variants) {
-      labels_.push_back(engine::VariantLabel(variant));
-    }
     // Workers: one per compute thread (or as asked), no more than there can
     // be tasks (a variant in training and one evaluation per variant).
     const int threads = service_->executor()->threads();
@@ -368,6 +425,32 @@ class ExperimentReactor final
     }
     if (status.ok()) claimed_ = true;
     return status;
+  }
+
+  // Claim() for several replicas: a re-run first takes the coordinator
+  // unit (another replica may be re-running it too), then the record is
+  // set RUNNING and one unit per variant offered.
+  absl::Status ClaimSpread() {
+    ExperimentClaims* claims = service_->experiment_claims();
+    store::ExperimentStore* store = service_->experiments();
+    if (rerun_) {
+      auto held =
+          store->ClaimExperimentUnit(experiment_id_, store::kCoordinatorUnit,
+                                     claims->replica_id(), claims->ttl());
+      if (absl::IsAborted(held.status())) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            experiment_name_, " is running on another replica (",
+            held.status().message(), "); GetExperiment reads its progress"));
+      }
+      if (!held.ok() && !absl::IsNotFound(held.status())) {
+        return held.status();
+      }
+    }
+    if (absl::Status s = Claim(); !s.ok()) return s;
+    // A failure here leaves the record claimed_: RecordEnd marks it FAILED.
+    return store->OfferExperimentUnits(experiment_id_,
+                                       static_cast<int>(spec_.variants.size()),
+                                       claims->replica_id(), claims->ttl());
   }
 
   // Streams the stored curves and summary of a finished experiment.
@@ -517,17 +600,8 @@ class ExperimentReactor final
     v1::RunExperimentResponse& response = unsent_.emplace_back();
     pb::ExperimentSummary* summary = response.mutable_summary();
     for (size_t v = 0; v < summaries_.size(); ++v) {
-      const engine::VariantSummary s = summaries_[v].Result();
-      pb::VariantSummary* out = summary->add_variants();
-      out->set_variant(static_cast<int>(v));
-      out->set_label(labels_[v]);
-      out->set_final_loss(s.final_loss);
-      out->set_final_accuracy(s.final_accuracy);
-      out->set_initial_loss(s.initial_loss);
-      out->set_epochs_to_half_loss(s.epochs_to_half_loss);
-      out->set_initial_output_attenuation(s.initial_output_attenuation);
-      out->set_mean_output_attenuation(s.mean_output_attenuation);
-      out->set_diverged(s.diverged);
+      VariantSummaryToProto(static_cast<int>(v), labels_[v],
+                            summaries_[v].Result(), summary->add_variants());
     }
     summary->set_elapsed_seconds(absl::ToDoubleSeconds(absl::Now() - start_));
     summary->set_samples(data_.inputs.rows());
@@ -595,8 +669,13 @@ class ExperimentReactor final
   // RUNNING is marked FAILED at the next start.
   void RecordEnd(const absl::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!claimed_ || recorded_final_) return;
+    // A coordinated experiment's end is written by its coordinator (Detach).
+    if (!claimed_ || recorded_final_ || coordinated_) return;
     recorded_final_ = true;
+    if (service_->experiment_claims() != nullptr) {
+      // Offered units stop the replicas that claimed them.
+      (void)service_->experiments()->DeleteExperimentUnits(experiment_id_);
+    }
     record_.set_state(absl::IsCancelled(status) ? pb::EXPERIMENT_STATE_CANCELLED
                                                 : pb::EXPERIMENT_STATE_FAILED);
     record_.set_error(std::string(status.message()));
@@ -661,10 +740,60 @@ class ExperimentReactor final
   int64_t record_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time last_record_ ABSL_GUARDED_BY(mu_);
   bool claimed_ ABSL_GUARDED_BY(mu_) = false;  // ours to update
+  // Handed to the claims thread (several replicas): it streams, records.
+  bool coordinated_ ABSL_GUARDED_BY(mu_) = false;
   bool recorded_final_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace
+
+void RecordToProto(const engine::EpochRecord& record, absl::string_view label,
+                   pb::EpochMetrics* out) {
+  out->set_variant(record.variant);
+  out->set_label(std::string(label));
+  out->set_epoch(record.epoch);
+  out->set_loss(record.loss);
+  out->set_accuracy(record.accuracy);
+  StatsToProto(record.stats, out->mutable_saturation());
+  out->set_step(record.step);
+  out->set_diverged(record.diverged);
+}
+
+void VariantSummaryToProto(int variant, absl::string_view label,
+                           const engine::VariantSummary& s,
+                           pb::VariantSummary* out) {
+  out->set_variant(variant);
+  out->set_label(std::string(label));
+  out->set_final_loss(s.final_loss);
+  out->set_final_accuracy(s.final_accuracy);
+  out->set_initial_loss(s.initial_loss);
+  out->set_epochs_to_half_loss(s.epochs_to_half_loss);
+  out->set_initial_output_attenuation(s.initial_output_attenuation);
+  out->set_mean_output_attenuation(s.mean_output_attenuation);
+  out->set_diverged(s.diverged);
+}
+
+absl::StatusOr<PreparedExperiment> PrepareExperiment(
+    const pb::ExperimentSpec& spec, const engine::Limits& limits) {
+  const engine::ExperimentLimits experiment_limits;
+  std::string data_field;
+  PreparedExperiment out;
+  auto data = DatasetFromProto(spec.dataset(), experiment_limits, &data_field);
+  if (!data.ok()) return data.status();
+  out.data = *std::move(data);
+  auto converted = ExperimentFromProto(spec);
+  if (!converted.ok()) return converted.status();
+  out.spec = *std::move(converted);
+  if (absl::Status s = engine::ValidateExperiment(
+          out.spec, out.data, data_field, limits, experiment_limits);
+      !s.ok()) {
+    return s;
+  }
+  for (const auto& variant : out.spec.variants) {
+    out.labels.push_back(engine::VariantLabel(variant));
+  }
+  return out;
+}
 
 grpc::ServerWriteReactor<v1::RunExperimentResponse>* NewExperimentReactor(
     TrainingServiceImpl* service, grpc::CallbackServerContext* ctx,

@@ -136,6 +136,39 @@ absl::Status MarkInterruptedExperiments(store::ExperimentStore* store) {
   }
 }
 
+absl::Status MarkOrphanedExperiments(store::ExperimentStore* store,
+                                     absl::Duration ttl) {
+  const absl::Time before = absl::Now() - 2 * ttl;
+  std::string after;
+  while (true) {
+    auto batch = store->ListExperiments(after, kSweepBatch);
+    if (!batch.ok()) return batch.status();
+    for (store::ExperimentRecord& record : *batch) {
+      if (record.status != v1::EXPERIMENT_STATE_RUNNING ||
+          record.update_time > before) {
+        continue;
+      }
+      auto units = store->ListExperimentUnits(record.id);
+      if (!units.ok()) return units.status();
+      if (!units->empty()) continue;  // the claims take care of it
+      auto experiment = ExperimentOf(record, /*with_curves=*/true);
+      if (!experiment.ok()) return experiment.status();
+      experiment->set_state(v1::EXPERIMENT_STATE_FAILED);
+      experiment->set_error(
+          "interrupted: the server stopped while it ran, before experiments "
+          "were claimed through the store; run it again with the same "
+          "experiment_id to start it over");
+      TimeToProto(absl::Now(), experiment->mutable_update_time());
+      if (absl::Status s = store->UpdateExperiment(RecordOf(*experiment));
+          !s.ok()) {
+        return s;
+      }
+    }
+    if (static_cast<int>(batch->size()) < kSweepBatch) return absl::OkStatus();
+    after = batch->back().id;
+  }
+}
+
 // --- The RPC handlers ---
 
 grpc::ServerUnaryReactor* TrainingServiceImpl::GetExperiment(
@@ -208,7 +241,13 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::DeleteExperiment(
       return absl::FailedPreconditionError(absl::StrCat(
           request->name(), " is running; cancel its RunExperiment call first"));
     }
-    return experiments_->DeleteExperiment(*id);
+    if (absl::Status s = experiments_->DeleteExperiment(*id); !s.ok()) {
+      return s;
+    }
+    // Units an ended experiment left (a crash between its end and their
+    // removal): best effort, the claims also drop them when found.
+    (void)experiments_->DeleteExperimentUnits(*id);
+    return absl::OkStatus();
   });
 }
 

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "satlab/v1/experiment.pb.h"
 #include "server/store/experiment_store.h"
 
@@ -37,6 +38,14 @@ absl::StatusOr<v1::Experiment> ExperimentOf(const store::ExperimentRecord& r,
 // call runs them any more (one server per data directory), so they were
 // interrupted by a crash or restart.
 absl::Status MarkInterruptedExperiments(store::ExperimentStore* store);
+
+// The same for replicas sharing a store (PostgreSQL), where a RUNNING
+// record may be another replica's live run: only records RUNNING with no
+// units (written before experiments were claimed through the store) and
+// not updated for 2 x `ttl` are marked FAILED. Those with units are the
+// claims' business: a dead replica's are taken over (experiment_claims.h).
+absl::Status MarkOrphanedExperiments(store::ExperimentStore* store,
+                                     absl::Duration ttl);
 
 }  // namespace satlab::service
 

@@ -1,14 +1,10 @@
 #include "server/service/server.h"
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <cstdio>
 #include <limits>
 #include <thread>
 #include <utility>
 
-#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -111,18 +107,6 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentialsOf(
   return grpc::experimental::TlsServerCredentials(tls_options);
 }
 
-// "<hostname>-<pid>-<4 random bytes>": unique per process, and readable in
-// a lease's holder (ABORTED messages name it).
-std::string DefaultReplicaId() {
-  char host[256] = {};
-  if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
-    std::snprintf(host, sizeof(host), "satlab");
-  }
-  return absl::StrCat(
-      host, "-", getpid(), "-",
-      absl::Hex(absl::Uniform<uint32_t>(absl::BitGen()), absl::kZeroPad8));
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(
@@ -206,10 +190,29 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     server->experiments_ = std::move(stores->experiments);
     server->metric_history_ = std::move(stores->metrics);
   }
-  if (server->metric_history_ != nullptr) {
-    // Runs the previous process left RUNNING will never finish. (Replicas
-    // sharing PostgreSQL would mark each other's: issue 14 item 4 claims
-    // runs through the database instead.)
+  if (!options.store_url.empty()) {
+    // Replicas share the store: a RUNNING experiment may be another
+    // replica's live run, and a dead replica's is taken over through its
+    // claims (experiment_claims.h); only runs from before the claims are
+    // marked interrupted.
+    const ExperimentClaimOptions& claims = options.experiment_claims;
+    if (claims.ttl <= absl::ZeroDuration() ||
+        claims.poll <= absl::ZeroDuration() || claims.slots < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "server options: experiment_claims: expected ttl > 0 (--lease_ttl), "
+          "poll > 0 (--experiment_claim_poll_ms) and slots >= 0 "
+          "(--experiment_claim_slots), got ttl ",
+          absl::FormatDuration(claims.ttl), ", poll ",
+          absl::FormatDuration(claims.poll), ", slots ", claims.slots));
+    }
+    if (absl::Status s = MarkOrphanedExperiments(server->experiments_.get(),
+                                                 options.experiment_claims.ttl);
+        !s.ok()) {
+      return s;
+    }
+  } else if (server->metric_history_ != nullptr) {
+    // Runs the previous process left RUNNING will never finish (one server
+    // per data directory).
     if (absl::Status s = MarkInterruptedExperiments(server->experiments_.get());
         !s.ok()) {
       return s;
@@ -253,6 +256,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   server->service_ = std::make_unique<TrainingServiceImpl>(
       service_options, server->core_.get(), server->executor_.get(), hub,
       server->experiments_.get());
+  if (!options.store_url.empty()) {
+    // One name per replica for its writer leases and its claims.
+    ExperimentClaimOptions claims = options.experiment_claims;
+    if (claims.replica_id.empty()) claims.replica_id = server->replica_id_;
+    server->experiment_claims_ = std::make_unique<ExperimentClaims>(
+        claims, server->experiments_.get(), service_options.limits,
+        service_options.max_experiment_record_bytes,
+        service_options.experiment_record_interval, threads);
+    server->service_->set_experiment_claims(server->experiment_claims_.get());
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
@@ -320,6 +333,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
       server->server_->GetHealthCheckService();
   health->SetServingStatus(kServiceName, true);
   health->SetServingStatus("", true);
+  if (server->experiment_claims_ != nullptr) {
+    server->experiment_claims_->Start();
+  }
   return server;
 }
 
@@ -343,6 +359,9 @@ void Server::Shutdown(absl::Duration grace) {
     server_->GetHealthCheckService()->Shutdown();
     // WatchMetrics streams end now instead of holding the grace period.
     service_->hub()->Shutdown();
+    // Experiments this replica coordinates or runs go to other replicas
+    // now (their claims given back) instead of when the grace ends.
+    if (experiment_claims_ != nullptr) experiment_claims_->Shutdown();
     // Running compute stops when the grace ends, so the calls it serves
     // finish and the process exits within the grace period.
     service_->StopComputeAt(absl::Now() + grace);

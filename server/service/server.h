@@ -17,6 +17,7 @@
 #include "server/core/network_core.h"
 #include "server/service/events.h"
 #include "server/service/executor.h"
+#include "server/service/experiment_claims.h"
 #include "server/service/metrics_hub.h"
 #include "server/service/reflection_service.h"
 #include "server/service/training_service.h"
@@ -50,12 +51,17 @@ struct ServerOptions {
   // the shared store several replicas can use (store/postgres_store.h).
   // When set it is the store, and data_dir / data_sync_full are unused.
   std::string store_url;
-  // With a shared store: this replica's name on its writer leases (and in
-  // logs); empty picks "<hostname>-<pid>-<random>", unique per process.
+  // With a shared store: this replica's name on its writer leases and
+  // experiment claims (and in logs); empty picks DefaultReplicaId()
+  // ("<hostname>-<pid>-<random>", unique per process).
   std::string replica_id;
   // How long a replica's writer lease on a network lasts unless renewed:
   // how long a network stays unwritable after its writer's replica died.
   absl::Duration lease_ttl = absl::Seconds(5);
+  // With store_url: how this replica claims experiments' variants through
+  // the shared store (experiment_claims.h; --replica_id, --lease_ttl,
+  // --experiment_claim_poll_ms, --experiment_claim_slots).
+  ExperimentClaimOptions experiment_claims;
   // Largest request or response message, bytes.
   int max_message_bytes = 64 << 20;
   // Connection policy, as gRPC channel arguments (zero turns the age and
@@ -145,6 +151,8 @@ class Server {
   // one picked at start).
   const std::string& replica_id() const { return replica_id_; }
   Executor* executor() { return executor_.get(); }
+  // Null unless the store is shared (store_url).
+  ExperimentClaims* experiment_claims() { return experiment_claims_.get(); }
 
  private:
   Server() = default;
@@ -163,6 +171,9 @@ class Server {
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<MetricsHub> own_hub_;  // when options.hub is null
   std::unique_ptr<TrainingServiceImpl> service_;
+  // With a shared store; outlives server_ (declared before it), so no
+  // RunExperiment call outlives it.
+  std::unique_ptr<ExperimentClaims> experiment_claims_;
   std::unique_ptr<ReflectionService> reflection_;  // null when off
   // The checked copy of the TLS key and certificate gRPC reads; outlives
   // server_. Null without TLS.

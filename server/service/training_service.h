@@ -31,6 +31,8 @@ namespace satlab::service {
 
 namespace pb = ::satlab::v1;
 
+class ExperimentClaims;
+
 struct ServiceOptions {
   engine::Limits limits;
   // Steps a Train stream may have queued or unsent before it stops reading
@@ -158,6 +160,15 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   // Held while an experiment id is claimed (created, or a finished one set
   // RUNNING again) or deleted, so that a check and its write are atomic.
   absl::Mutex* experiment_claim_mu() { return &experiment_claim_mu_; }
+  // With a store several replicas share: the experiments' variants are
+  // claimed through it (experiment_claims.h). Null otherwise (this server
+  // runs its experiments itself).
+  ExperimentClaims* experiment_claims() const { return experiment_claims_; }
+  // Set once by Server::Create before the server starts; must outlive the
+  // service's calls.
+  void set_experiment_claims(ExperimentClaims* claims) {
+    experiment_claims_ = claims;
+  }
 
   // Engine call options for a call: the per-call scratch bound, and a stop
   // check that fires (CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE) when the
@@ -221,6 +232,7 @@ class TrainingServiceImpl final : public pb::TrainingService::CallbackService {
   MetricsHub* const hub_;
   store::ExperimentStore* const experiments_;
   absl::Mutex experiment_claim_mu_;
+  ExperimentClaims* experiment_claims_ = nullptr;
   // absl::ToUnixNanos of the compute stop time; INT64_MAX until shutdown.
   std::atomic<int64_t> stop_compute_at_nanos_{INT64_MAX};
   const std::unique_ptr<StreamRegistry> streams_;

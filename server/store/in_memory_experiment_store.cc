@@ -1,3 +1,4 @@
+#include <cstdint>
 #include <deque>
 #include <limits>
 #include <map>
@@ -7,10 +8,29 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "server/store/experiment_store.h"
+#include "server/store/writer_lease.h"
 
 namespace satlab::store {
+
+absl::Status UnitHeldError(absl::string_view id, int32_t unit,
+                           absl::string_view holder, absl::Time expires) {
+  return absl::AbortedError(
+      absl::StrCat("experiments/", id,
+                   unit == kCoordinatorUnit ? std::string(" (its coordinator)")
+                                            : absl::StrCat(" variant ", unit),
+                   " is claimed by another replica (", holder, ", until ",
+                   absl::FormatTime(expires, absl::UTCTimeZone()), ")"));
+}
+
 namespace {
+
+absl::Status UnitNotFound(absl::string_view id, int32_t unit) {
+  return absl::NotFoundError(
+      absl::StrCat("experiments/", id, " has no unit ", unit,
+                   " (it ended, was deleted or started over)"));
+}
 
 absl::Status ExperimentNotFound(absl::string_view id) {
   return absl::NotFoundError(absl::StrCat("experiments/", id, " not found"));
@@ -70,9 +90,124 @@ class InMemoryExperimentStore final : public ExperimentStore {
     return absl::OkStatus();
   }
 
+  // Claims, on this process's clock (one replica: nobody else shares them).
+
+  absl::Status OfferExperimentUnits(absl::string_view id, int variants,
+                                    absl::string_view owner,
+                                    absl::Duration ttl) override {
+    if (absl::Status s = CheckLeaseRequest(owner, ttl); !s.ok()) return s;
+    const absl::Time now = absl::Now();
+    absl::MutexLock lock(&mu_);
+    DeleteUnitsLocked(id);
+    for (int32_t u = kCoordinatorUnit; u < variants; ++u) {
+      ExperimentUnit& unit = units_[{std::string(id), u}];
+      unit.experiment_id = std::string(id);
+      unit.unit = u;
+      if (u == kCoordinatorUnit) {
+        unit.owner = std::string(owner);
+        unit.expires = now + ttl;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<ExperimentUnit> ClaimExperimentUnit(
+      absl::string_view id, int32_t unit, absl::string_view owner,
+      absl::Duration ttl) override {
+    if (absl::Status s = CheckLeaseRequest(owner, ttl); !s.ok()) return s;
+    const absl::Time now = absl::Now();
+    absl::MutexLock lock(&mu_);
+    auto it = units_.find({std::string(id), unit});
+    if (it == units_.end()) return UnitNotFound(id, unit);
+    ExperimentUnit& u = it->second;
+    if (u.owner != owner && u.expires > now) {
+      return UnitHeldError(id, unit, u.owner, u.expires);
+    }
+    u.owner = std::string(owner);
+    u.expires = now + ttl;
+    return WithoutProgress(u);
+  }
+
+  absl::StatusOr<std::optional<ExperimentUnit>> ClaimFreeExperimentUnit(
+      absl::string_view owner, absl::Duration ttl) override {
+    if (absl::Status s = CheckLeaseRequest(owner, ttl); !s.ok()) return s;
+    const absl::Time now = absl::Now();
+    absl::MutexLock lock(&mu_);
+    for (auto& [key, u] : units_) {
+      if (u.done || u.expires > now) continue;
+      u.owner = std::string(owner);
+      u.expires = now + ttl;
+      return std::optional<ExperimentUnit>(WithoutProgress(u));
+    }
+    return std::optional<ExperimentUnit>();
+  }
+
+  absl::Status ReportExperimentUnit(absl::string_view id, int32_t unit,
+                                    absl::string_view owner, absl::Duration ttl,
+                                    absl::string_view progress,
+                                    bool done) override {
+    if (absl::Status s = CheckLeaseRequest(owner, ttl); !s.ok()) return s;
+    std::string copy(progress);
+    const absl::Time now = absl::Now();
+    absl::MutexLock lock(&mu_);
+    auto it = units_.find({std::string(id), unit});
+    if (it == units_.end()) return UnitNotFound(id, unit);
+    ExperimentUnit& u = it->second;
+    if (u.owner != owner) return UnitHeldError(id, unit, u.owner, u.expires);
+    u.expires = now + ttl;
+    u.progress = std::move(copy);
+    u.done = done;
+    return absl::OkStatus();
+  }
+
+  absl::Status ReleaseExperimentUnit(absl::string_view id, int32_t unit,
+                                     absl::string_view owner) override {
+    absl::MutexLock lock(&mu_);
+    auto it = units_.find({std::string(id), unit});
+    if (it != units_.end() && it->second.owner == owner) {
+      it->second.expires = absl::InfinitePast();
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<ExperimentUnit>> ListExperimentUnits(
+      absl::string_view id) const override {
+    absl::ReaderMutexLock lock(&mu_);
+    std::vector<ExperimentUnit> out;
+    for (auto it = units_.lower_bound({std::string(id), INT32_MIN});
+         it != units_.end() && it->first.first == id; ++it) {
+      out.push_back(it->second);
+    }
+    return out;
+  }
+
+  absl::Status DeleteExperimentUnits(absl::string_view id) override {
+    absl::MutexLock lock(&mu_);
+    DeleteUnitsLocked(id);
+    return absl::OkStatus();
+  }
+
  private:
+  static ExperimentUnit WithoutProgress(const ExperimentUnit& u) {
+    ExperimentUnit out;
+    out.experiment_id = u.experiment_id;
+    out.unit = u.unit;
+    out.owner = u.owner;
+    out.expires = u.expires;
+    out.done = u.done;
+    return out;
+  }
+
+  void DeleteUnitsLocked(absl::string_view id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = units_.lower_bound({std::string(id), INT32_MIN});
+    while (it != units_.end() && it->first.first == id) it = units_.erase(it);
+  }
+
   mutable absl::Mutex mu_;
   std::map<std::string, ExperimentRecord, std::less<>> records_
+      ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, int32_t>, ExperimentUnit> units_
       ABSL_GUARDED_BY(mu_);
 };
 

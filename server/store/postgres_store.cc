@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -75,6 +76,20 @@ CREATE TABLE writer_leases (
     // read the network.
     R"sql(
 ALTER TABLE networks ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;
+)sql",
+    // Version 4: experiment claims (ExperimentStore's units), on the
+    // database server's clock. A free unit expires at the epoch.
+    R"sql(
+CREATE TABLE experiment_claims (
+  experiment_id TEXT COLLATE "C" NOT NULL,
+  unit INTEGER NOT NULL,
+  owner TEXT NOT NULL DEFAULT '',
+  expires_at TIMESTAMPTZ NOT NULL DEFAULT to_timestamp(0),
+  done BOOLEAN NOT NULL DEFAULT FALSE,
+  progress BYTEA NOT NULL DEFAULT '',
+  PRIMARY KEY (experiment_id, unit)
+);
+ALTER TABLE experiment_claims ALTER COLUMN progress SET STORAGE EXTERNAL;
 )sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
@@ -501,6 +516,148 @@ class PostgresStore final : public NetworkStore,
     return absl::OkStatus();
   }
 
+  // Experiment claims (table experiment_claims, the server's clock).
+
+  absl::Status OfferExperimentUnits(absl::string_view id, int variants,
+                                    absl::string_view owner,
+                                    absl::Duration ttl) override {
+    if (absl::Status s = CheckLeaseRequest(owner, ttl); !s.ok()) return s;
+    const std::string what =
+        absl::StrCat("offer the units of experiments/", id);
+    absl::MutexLock lock(&mu_);
+    return TransactionLocked(
+        what, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+          absl::StatusOr<Result> r = ExecLocked(
+              what, "DELETE FROM experiment_claims WHERE experiment_id = $1",
+              Params().Text(id), false);
+          if (!r.ok()) return r.status();
+          r = ExecLocked(
+              what,
+              "INSERT INTO experiment_claims (experiment_id, unit, owner, "
+              "expires_at) VALUES ($1, -1, $2, clock_timestamp() + $3 * "
+              "interval '1 microsecond')",
+              Params().Text(id).Text(owner).Int64(
+                  absl::ToInt64Microseconds(ttl)),
+              false);
+          if (!r.ok()) return r.status();
+          return ExecLocked(what,
+                            "INSERT INTO experiment_claims (experiment_id, "
+                            "unit) SELECT $1, generate_series(0, $2 - 1)",
+                            Params().Text(id).Int32(variants), false)
+              .status();
+        });
+  }
+
+  absl::StatusOr<ExperimentUnit> ClaimExperimentUnit(
+      absl::string_view id, int32_t unit, absl::string_view owner,
+      absl::Duration ttl) override {
+    if (absl::Status s = CheckLeaseRequest(owner, ttl); !s.ok()) return s;
+    const std::string what =
+        absl::StrCat("claim unit ", unit, " of experiments/", id);
+    absl::MutexLock lock(&mu_);
+    // One statement takes a free or expired claim or renews our own.
+    absl::StatusOr<Result> r = ExecLocked(
+        what,
+        "UPDATE experiment_claims SET owner = $3, expires_at = "
+        "clock_timestamp() + $4 * interval '1 microsecond' WHERE "
+        "experiment_id = $1 AND unit = $2 AND (owner = $3 OR expires_at <= "
+        "clock_timestamp()) RETURNING experiment_id, unit, owner, "
+        "(extract(epoch FROM "
+        "expires_at) * 1000000)::bigint, done",
+        Params().Text(id).Int32(unit).Text(owner).Int64(
+            absl::ToInt64Microseconds(ttl)),
+        true);
+    if (!r.ok()) return r.status();
+    if (PQntuples(r->get()) == 1) return UnitRow(r->get(), 0);
+    return HeldOrGoneLocked(id, unit);
+  }
+
+  absl::StatusOr<std::optional<ExperimentUnit>> ClaimFreeExperimentUnit(
+      absl::string_view owner, absl::Duration ttl) override {
+    if (absl::Status s = CheckLeaseRequest(owner, ttl); !s.ok()) return s;
+    absl::MutexLock lock(&mu_);
+    // SKIP LOCKED: replicas racing pass over the row another one is
+    // taking; the row lock re-checks the condition, so a unit just taken
+    // (committed) is not taken twice.
+    absl::StatusOr<Result> r = ExecLocked(
+        "claim a free experiment unit",
+        "UPDATE experiment_claims c SET owner = $1, expires_at = "
+        "clock_timestamp() + $2 * interval '1 microsecond' FROM (SELECT "
+        "experiment_id, unit FROM experiment_claims WHERE NOT done AND "
+        "expires_at <= clock_timestamp() ORDER BY experiment_id, unit LIMIT 1 "
+        "FOR UPDATE SKIP LOCKED) f WHERE c.experiment_id = f.experiment_id "
+        "AND c.unit = f.unit RETURNING c.experiment_id, c.unit, c.owner, "
+        "(extract(epoch FROM c.expires_at) * 1000000)::bigint, c.done",
+        Params().Text(owner).Int64(absl::ToInt64Microseconds(ttl)), false);
+    if (!r.ok()) return r.status();
+    if (PQntuples(r->get()) == 0) return std::optional<ExperimentUnit>();
+    return std::optional<ExperimentUnit>(UnitRow(r->get(), 0));
+  }
+
+  absl::Status ReportExperimentUnit(absl::string_view id, int32_t unit,
+                                    absl::string_view owner, absl::Duration ttl,
+                                    absl::string_view progress,
+                                    bool done) override {
+    if (absl::Status s = CheckLeaseRequest(owner, ttl); !s.ok()) return s;
+    const std::string what =
+        absl::StrCat("report unit ", unit, " of experiments/", id);
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Result> r = ExecLocked(
+        what,
+        "UPDATE experiment_claims SET expires_at = clock_timestamp() + $4 * "
+        "interval '1 microsecond', progress = $5, done = $6 <> 0 WHERE "
+        "experiment_id = $1 AND unit = $2 AND owner = $3",
+        Params()
+            .Text(id)
+            .Int32(unit)
+            .Text(owner)
+            .Int64(absl::ToInt64Microseconds(ttl))
+            .Bytes(progress)
+            .Int32(done ? 1 : 0),
+        true);
+    if (!r.ok()) return r.status();
+    if (RowsChanged(r->get()) == 1) return absl::OkStatus();
+    return HeldOrGoneLocked(id, unit).status();
+  }
+
+  absl::Status ReleaseExperimentUnit(absl::string_view id, int32_t unit,
+                                     absl::string_view owner) override {
+    absl::MutexLock lock(&mu_);
+    return ExecLocked(
+               absl::StrCat("release unit ", unit, " of experiments/", id),
+               "UPDATE experiment_claims SET expires_at = to_timestamp(0) "
+               "WHERE experiment_id = $1 AND unit = $2 AND owner = $3",
+               Params().Text(id).Int32(unit).Text(owner), true)
+        .status();
+  }
+
+  absl::StatusOr<std::vector<ExperimentUnit>> ListExperimentUnits(
+      absl::string_view id) const override {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Result> r = ExecLocked(
+        absl::StrCat("read the units of experiments/", id),
+        "SELECT experiment_id, unit, owner, (extract(epoch FROM expires_at) "
+        "* 1000000)::bigint, done, progress FROM experiment_claims WHERE "
+        "experiment_id = $1 ORDER BY "
+        "unit",
+        Params().Text(id), true);
+    if (!r.ok()) return r.status();
+    std::vector<ExperimentUnit> out;
+    for (int i = 0; i < PQntuples(r->get()); ++i) {
+      out.push_back(UnitRow(r->get(), i));
+      out.back().progress = std::string(Value(r->get(), i, 5));
+    }
+    return out;
+  }
+
+  absl::Status DeleteExperimentUnits(absl::string_view id) override {
+    absl::MutexLock lock(&mu_);
+    return ExecLocked(absl::StrCat("delete the units of experiments/", id),
+                      "DELETE FROM experiment_claims WHERE experiment_id = $1",
+                      Params().Text(id), true)
+        .status();
+  }
+
   // MetricHistoryStore.
 
   absl::Status AppendMetrics(absl::string_view network_id,
@@ -668,6 +825,39 @@ class PostgresStore final : public NetworkStore,
         .Bytes(e.spec)
         .Bytes(e.state)
         .Bytes(e.requests);
+  }
+
+  // A unit from columns experiment_id, unit, owner, expiry (microseconds),
+  // done.
+  static ExperimentUnit UnitRow(const PGresult* r, int row) {
+    ExperimentUnit u;
+    u.experiment_id = std::string(Value(r, row, 0));
+    u.unit = Int32At(r, row, 1);
+    u.owner = std::string(Value(r, row, 2));
+    u.expires = absl::FromUnixMicros(Int64At(r, row, 3));
+    u.done = *PQgetvalue(r, row, 4) != 0;
+    return u;
+  }
+
+  // Why a claim or report changed no row: another owner's claim, or none.
+  absl::StatusOr<ExperimentUnit> HeldOrGoneLocked(absl::string_view id,
+                                                  int32_t unit) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    absl::StatusOr<Result> r =
+        ExecLocked(absl::StrCat("read unit ", unit, " of experiments/", id),
+                   "SELECT experiment_id, unit, owner, (extract(epoch FROM "
+                   "expires_at) * 1000000)::bigint, done FROM "
+                   "experiment_claims WHERE experiment_id = $1 AND "
+                   "unit = $2",
+                   Params().Text(id).Int32(unit), true);
+    if (!r.ok()) return r.status();
+    if (PQntuples(r->get()) == 0) {
+      return absl::NotFoundError(
+          absl::StrCat("experiments/", id, " has no unit ", unit,
+                       " (it ended, was deleted or started over)"));
+    }
+    const ExperimentUnit u = UnitRow(r->get(), 0);
+    return UnitHeldError(id, unit, u.owner, u.expires);
   }
 
   static ExperimentRecord ExperimentRow(const PGresult* r, int row) {

@@ -29,7 +29,7 @@
 namespace satlab::store {
 
 // The schema version this binary creates and reads (table satlab_schema).
-inline constexpr int kPostgresSchemaVersion = 3;
+inline constexpr int kPostgresSchemaVersion = 4;
 
 // Whether `store` names a PostgreSQL database (postgresql:// or
 // postgres://, the URI forms libpq reads).

@@ -9,8 +9,10 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <new>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,7 +21,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "server/store/codec.h"
+#include "server/store/writer_lease.h"
 
 namespace satlab::store {
 namespace {
@@ -63,6 +67,20 @@ CREATE TABLE experiments (
     // commit never overwrites one made since its record was read.
     R"sql(
 ALTER TABLE networks ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+)sql",
+    // Version 3: experiment claims (ExperimentStore's units), on this
+    // process's clock in microseconds since the epoch (one server owns a
+    // directory; the claims let it pick up what a crash left running).
+    R"sql(
+CREATE TABLE experiment_claims (
+  experiment_id TEXT NOT NULL,
+  unit INTEGER NOT NULL,
+  owner TEXT NOT NULL DEFAULT '',
+  expires_us INTEGER NOT NULL DEFAULT 0,
+  done INTEGER NOT NULL DEFAULT 0,
+  progress BLOB NOT NULL DEFAULT x'',
+  PRIMARY KEY (experiment_id, unit)
+);
 )sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
@@ -456,6 +474,147 @@ class SqliteStore final : public NetworkStore,
     return absl::OkStatus();
   }
 
+  // Experiment claims (table experiment_claims, this process's clock).
+
+  absl::Status OfferExperimentUnits(absl::string_view id, int variants,
+                                    absl::string_view owner,
+                                    absl::Duration ttl) override {
+    if (absl::Status s = CheckLeaseRequest(owner, ttl); !s.ok()) return s;
+    const std::string what =
+        absl::StrCat("offer the units of experiments/", id);
+    const int64_t expires = absl::ToUnixMicros(absl::Now() + ttl);
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = Step(begin_, "begin a transaction"); !s.ok()) {
+      return s;
+    }
+    absl::Status s =
+        RunLocked("DELETE FROM experiment_claims WHERE experiment_id = ?1",
+                  what, [&](sqlite3_stmt* q) { BindText(q, 1, id); });
+    for (int32_t u = kCoordinatorUnit; u < variants && s.ok(); ++u) {
+      s = RunLocked(
+          "INSERT INTO experiment_claims (experiment_id, unit, owner, "
+          "expires_us) VALUES (?1, ?2, ?3, ?4)",
+          what, [&](sqlite3_stmt* q) {
+            BindText(q, 1, id);
+            sqlite3_bind_int(q, 2, u);
+            BindText(q, 3, u == kCoordinatorUnit ? owner : "");
+            sqlite3_bind_int64(q, 4, u == kCoordinatorUnit ? expires : 0);
+          });
+    }
+    if (s.ok()) s = Step(commit_, "commit");
+    if (!s.ok()) RollbackLocked();
+    return s;
+  }
+
+  absl::StatusOr<ExperimentUnit> ClaimExperimentUnit(
+      absl::string_view id, int32_t unit, absl::string_view owner,
+      absl::Duration ttl) override {
+    if (absl::Status s = CheckLeaseRequest(owner, ttl); !s.ok()) return s;
+    const absl::Time now = absl::Now();
+    absl::MutexLock lock(&mu_);
+    std::optional<ExperimentUnit> claimed;
+    absl::Status s = RunLocked(
+        "UPDATE experiment_claims SET owner = ?3, expires_us = ?4 WHERE "
+        "experiment_id = ?1 AND unit = ?2 AND (owner = ?3 OR expires_us <= "
+        "?5) RETURNING experiment_id, unit, owner, expires_us, done",
+        absl::StrCat("claim unit ", unit, " of experiments/", id),
+        [&](sqlite3_stmt* q) {
+          BindText(q, 1, id);
+          sqlite3_bind_int(q, 2, unit);
+          BindText(q, 3, owner);
+          sqlite3_bind_int64(q, 4, absl::ToUnixMicros(now + ttl));
+          sqlite3_bind_int64(q, 5, absl::ToUnixMicros(now));
+        },
+        [&](sqlite3_stmt* q) { claimed = UnitRow(q); });
+    if (!s.ok()) return s;
+    if (claimed.has_value()) return *std::move(claimed);
+    return HeldOrGoneLocked(id, unit);
+  }
+
+  absl::StatusOr<std::optional<ExperimentUnit>> ClaimFreeExperimentUnit(
+      absl::string_view owner, absl::Duration ttl) override {
+    if (absl::Status s = CheckLeaseRequest(owner, ttl); !s.ok()) return s;
+    const absl::Time now = absl::Now();
+    absl::MutexLock lock(&mu_);
+    std::optional<ExperimentUnit> claimed;
+    absl::Status s = RunLocked(
+        "UPDATE experiment_claims SET owner = ?1, expires_us = ?2 WHERE "
+        "rowid = (SELECT rowid FROM experiment_claims WHERE done = 0 AND "
+        "expires_us <= ?3 ORDER BY experiment_id, unit LIMIT 1) RETURNING "
+        "experiment_id, unit, owner, expires_us, done",
+        "claim a free experiment unit",
+        [&](sqlite3_stmt* q) {
+          BindText(q, 1, owner);
+          sqlite3_bind_int64(q, 2, absl::ToUnixMicros(now + ttl));
+          sqlite3_bind_int64(q, 3, absl::ToUnixMicros(now));
+        },
+        [&](sqlite3_stmt* q) { claimed = UnitRow(q); });
+    if (!s.ok()) return s;
+    return claimed;
+  }
+
+  absl::Status ReportExperimentUnit(absl::string_view id, int32_t unit,
+                                    absl::string_view owner, absl::Duration ttl,
+                                    absl::string_view progress,
+                                    bool done) override {
+    if (absl::Status s = CheckLeaseRequest(owner, ttl); !s.ok()) return s;
+    const absl::Time now = absl::Now();
+    absl::MutexLock lock(&mu_);
+    absl::Status s = RunLocked(
+        "UPDATE experiment_claims SET expires_us = ?4, progress = ?5, done = "
+        "?6 WHERE experiment_id = ?1 AND unit = ?2 AND owner = ?3",
+        absl::StrCat("report unit ", unit, " of experiments/", id),
+        [&](sqlite3_stmt* q) {
+          BindText(q, 1, id);
+          sqlite3_bind_int(q, 2, unit);
+          BindText(q, 3, owner);
+          sqlite3_bind_int64(q, 4, absl::ToUnixMicros(now + ttl));
+          BindBlob(q, 5, progress);
+          sqlite3_bind_int(q, 6, done ? 1 : 0);
+        });
+    if (!s.ok()) return s;
+    if (sqlite3_changes(db_) == 1) return absl::OkStatus();
+    return HeldOrGoneLocked(id, unit).status();
+  }
+
+  absl::Status ReleaseExperimentUnit(absl::string_view id, int32_t unit,
+                                     absl::string_view owner) override {
+    absl::MutexLock lock(&mu_);
+    return RunLocked(
+        "UPDATE experiment_claims SET expires_us = 0 WHERE experiment_id = ?1 "
+        "AND unit = ?2 AND owner = ?3",
+        absl::StrCat("release unit ", unit, " of experiments/", id),
+        [&](sqlite3_stmt* q) {
+          BindText(q, 1, id);
+          sqlite3_bind_int(q, 2, unit);
+          BindText(q, 3, owner);
+        });
+  }
+
+  absl::StatusOr<std::vector<ExperimentUnit>> ListExperimentUnits(
+      absl::string_view id) const override {
+    std::vector<ExperimentUnit> out;
+    absl::MutexLock lock(&mu_);
+    absl::Status s = RunLocked(
+        "SELECT experiment_id, unit, owner, expires_us, done, progress FROM "
+        "experiment_claims WHERE experiment_id = ?1 ORDER BY unit",
+        absl::StrCat("read the units of experiments/", id),
+        [&](sqlite3_stmt* q) { BindText(q, 1, id); },
+        [&](sqlite3_stmt* q) {
+          out.push_back(UnitRow(q));
+          out.back().progress = ColumnBlob(q, 5);
+        });
+    if (!s.ok()) return s;
+    return out;
+  }
+
+  absl::Status DeleteExperimentUnits(absl::string_view id) override {
+    absl::MutexLock lock(&mu_);
+    return RunLocked("DELETE FROM experiment_claims WHERE experiment_id = ?1",
+                     absl::StrCat("delete the units of experiments/", id),
+                     [&](sqlite3_stmt* q) { BindText(q, 1, id); });
+  }
+
   // MetricHistoryStore.
 
   absl::Status AppendMetrics(absl::string_view network_id,
@@ -502,6 +661,62 @@ class SqliteStore final : public NetworkStore,
   }
 
  private:
+  // Runs `sql` (prepared per call: the claims are a few statements a
+  // second) with `bind`'s values, handing each result row to `row`.
+  absl::Status RunLocked(const char* sql, absl::string_view what,
+                         const std::function<void(sqlite3_stmt*)>& bind,
+                         const std::function<void(sqlite3_stmt*)>& row =
+                             nullptr) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    sqlite3_stmt* raw = nullptr;
+    int rc = sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr);
+    Stmt q(raw);
+    if (rc != SQLITE_OK) return Error(rc, what);
+    bind(q.get());
+    while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
+      if (row) row(q.get());
+    }
+    if (rc != SQLITE_DONE) return Error(rc, what);
+    return absl::OkStatus();
+  }
+
+  // A unit from columns experiment_id, unit, owner, expires_us, done.
+  static ExperimentUnit UnitRow(sqlite3_stmt* q) {
+    ExperimentUnit u;
+    const unsigned char* id = sqlite3_column_text(q, 0);
+    u.experiment_id.assign(reinterpret_cast<const char*>(id),
+                           static_cast<size_t>(sqlite3_column_bytes(q, 0)));
+    u.unit = sqlite3_column_int(q, 1);
+    const unsigned char* owner = sqlite3_column_text(q, 2);
+    u.owner.assign(reinterpret_cast<const char*>(owner),
+                   static_cast<size_t>(sqlite3_column_bytes(q, 2)));
+    u.expires = absl::FromUnixMicros(sqlite3_column_int64(q, 3));
+    u.done = sqlite3_column_int(q, 4) != 0;
+    return u;
+  }
+
+  // Why a claim or report changed no row: another owner's claim, or none.
+  absl::StatusOr<ExperimentUnit> HeldOrGoneLocked(absl::string_view id,
+                                                  int32_t unit) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::optional<ExperimentUnit> found;
+    absl::Status s = RunLocked(
+        "SELECT experiment_id, unit, owner, expires_us, done FROM "
+        "experiment_claims WHERE experiment_id = ?1 AND unit = ?2",
+        absl::StrCat("read unit ", unit, " of experiments/", id),
+        [&](sqlite3_stmt* q) {
+          BindText(q, 1, id);
+          sqlite3_bind_int(q, 2, unit);
+        },
+        [&](sqlite3_stmt* q) { found = UnitRow(q); });
+    if (!s.ok()) return s;
+    if (!found.has_value()) {
+      return absl::NotFoundError(
+          absl::StrCat("experiments/", id, " has no unit ", unit,
+                       " (it ended, was deleted or started over)"));
+    }
+    return UnitHeldError(id, unit, found->owner, found->expires);
+  }
+
   static ExperimentRecord ExperimentRow(sqlite3_stmt* s) {
     ExperimentRecord r;
     const unsigned char* id = sqlite3_column_text(s, 0);

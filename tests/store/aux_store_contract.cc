@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace satlab::store::testing {
 namespace {
@@ -139,6 +140,119 @@ TEST_P(AuxStoreTest, MetricHistoryIsBoundedOrderedAndPerNetwork) {
   EXPECT_EQ(s.metrics->ReadMetrics("b", 0, 10)->size(), 2u);
   // After a deletion the network starts over.
   EXPECT_TRUE(s.metrics->AppendMetrics("a", Events(1, 1)).ok());
+}
+
+// Experiment claims (issue 14 item 4): offered units, one owner at a time,
+// expiry, progress, release, the free-unit search, durability.
+TEST_P(AuxStoreTest, ExperimentClaimsOneOwnerExpireReportAndPersist) {
+  AuxStores s = Open();
+  ASSERT_NE(s.experiments, nullptr);
+  ExperimentStore& e = *s.experiments;
+  const absl::Duration ttl = absl::Seconds(30);
+  EXPECT_EQ(e.OfferExperimentUnits("x", 2, "", ttl).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      e.ClaimExperimentUnit("x", 0, "a", absl::ZeroDuration()).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(e.ListExperimentUnits("x")->empty());
+  EXPECT_EQ(e.ClaimExperimentUnit("x", 0, "a", ttl).status().code(),
+            absl::StatusCode::kNotFound);
+
+  ASSERT_TRUE(e.OfferExperimentUnits("x", 3, "a", ttl).ok());
+  auto units = e.ListExperimentUnits("x");
+  ASSERT_TRUE(units.ok()) << units.status();
+  ASSERT_EQ(units->size(), 4u);
+  EXPECT_EQ((*units)[0].unit, kCoordinatorUnit);
+  EXPECT_EQ((*units)[0].owner, "a");
+  EXPECT_GT((*units)[0].expires, absl::Now() + absl::Seconds(20));
+  for (int v = 0; v < 3; ++v) {
+    EXPECT_EQ((*units)[v + 1].unit, v);
+    EXPECT_EQ((*units)[v + 1].owner, "");
+    EXPECT_FALSE((*units)[v + 1].done);
+    EXPECT_EQ((*units)[v + 1].progress, "");
+  }
+
+  // The coordinator is a's: b is refused, naming the holder; a renews.
+  auto held = e.ClaimExperimentUnit("x", kCoordinatorUnit, "b", ttl);
+  EXPECT_EQ(held.status().code(), absl::StatusCode::kAborted);
+  EXPECT_NE(held.status().message().find("experiments/x"), std::string::npos);
+  EXPECT_NE(held.status().message().find("(a,"), std::string::npos)
+      << held.status();
+  ASSERT_TRUE(e.ClaimExperimentUnit("x", kCoordinatorUnit, "a", ttl).ok());
+
+  // Free units go to whoever asks, lowest first, each once.
+  auto free0 = e.ClaimFreeExperimentUnit("b", ttl);
+  ASSERT_TRUE(free0.ok()) << free0.status();
+  ASSERT_TRUE(free0->has_value());
+  EXPECT_EQ((*free0)->experiment_id, "x");
+  EXPECT_EQ((*free0)->unit, 0);
+  EXPECT_EQ((*free0)->owner, "b");
+  auto free1 = e.ClaimFreeExperimentUnit("c", ttl);
+  ASSERT_TRUE(free1.ok() && free1->has_value());
+  EXPECT_EQ((*free1)->unit, 1);
+  EXPECT_EQ(e.ClaimExperimentUnit("x", 1, "b", ttl).status().code(),
+            absl::StatusCode::kAborted);
+
+  // Progress by the holder only; done units are not offered again.
+  ASSERT_TRUE(e.ReportExperimentUnit("x", 0, "b", ttl, "half", false).ok());
+  EXPECT_EQ(e.ReportExperimentUnit("x", 0, "c", ttl, "stolen", true).code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(e.ReportExperimentUnit("x", 7, "b", ttl, "?", true).code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_TRUE(e.ReportExperimentUnit("x", 0, "b", ttl,
+                                     std::string("all\0bytes", 9), true)
+                  .ok());
+  // c gives variant 1 back: it is free again at once.
+  ASSERT_TRUE(e.ReleaseExperimentUnit("x", 1, "b").ok());  // not b's: nothing
+  EXPECT_EQ(e.ClaimExperimentUnit("x", 1, "b", ttl).status().code(),
+            absl::StatusCode::kAborted);
+  ASSERT_TRUE(e.ReleaseExperimentUnit("x", 1, "c").ok());
+  auto again = e.ClaimFreeExperimentUnit("b", ttl);
+  ASSERT_TRUE(again.ok() && again->has_value());
+  EXPECT_EQ((*again)->unit, 1);
+  EXPECT_EQ((*again)->owner, "b");
+
+  // A claim that lapses may be taken by another owner; the old holder's
+  // report is then refused.
+  auto short_claim =
+      e.ClaimExperimentUnit("x", 1, "b", absl::Milliseconds(200));
+  ASSERT_TRUE(short_claim.ok()) << short_claim.status();
+  absl::SleepFor(absl::Milliseconds(400));
+  auto free2 = e.ClaimFreeExperimentUnit("c", ttl);
+  ASSERT_TRUE(free2.ok() && free2->has_value());
+  EXPECT_EQ((*free2)->unit, 1);
+  EXPECT_EQ(e.ReportExperimentUnit("x", 1, "b", ttl, "late", true).code(),
+            absl::StatusCode::kAborted);
+  auto last = e.ClaimFreeExperimentUnit("d", ttl);
+  ASSERT_TRUE(last.ok() && last->has_value());
+  EXPECT_EQ((*last)->unit, 2);
+  auto none = e.ClaimFreeExperimentUnit("d", ttl);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+
+  if (s.durable) {
+    s = AuxStores();
+    s = Open();
+  }
+  units = s.experiments->ListExperimentUnits("x");
+  ASSERT_TRUE(units.ok()) << units.status();
+  ASSERT_EQ(units->size(), 4u);
+  EXPECT_EQ((*units)[1].owner, "b");
+  EXPECT_TRUE((*units)[1].done);
+  EXPECT_EQ((*units)[1].progress, std::string("all\0bytes", 9));
+  EXPECT_EQ((*units)[2].owner, "c");
+  EXPECT_EQ((*units)[3].owner, "d");
+
+  // Offering again starts over; deleting removes them (twice is fine).
+  ASSERT_TRUE(s.experiments->OfferExperimentUnits("x", 1, "z", ttl).ok());
+  units = s.experiments->ListExperimentUnits("x");
+  ASSERT_TRUE(units.ok());
+  ASSERT_EQ(units->size(), 2u);
+  EXPECT_EQ((*units)[0].owner, "z");
+  EXPECT_EQ((*units)[1].progress, "");
+  ASSERT_TRUE(s.experiments->DeleteExperimentUnits("x").ok());
+  ASSERT_TRUE(s.experiments->DeleteExperimentUnits("x").ok());
+  EXPECT_TRUE(s.experiments->ListExperimentUnits("x")->empty());
 }
 
 }  // namespace

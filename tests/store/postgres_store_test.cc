@@ -191,6 +191,58 @@ TEST(PostgresStoreTest, MaxNetworksHoldsAcrossReplicas) {
   EXPECT_EQ(*replicas[0]->Count(), kMax);
 }
 
+// Three replicas (stores of their own) racing for the free units of two
+// experiments: every unit goes to exactly one of them.
+TEST(PostgresStoreTest, ExperimentUnitsGoToOneReplicaEach) {
+  TempDir dir;
+  absl::StatusOr<std::string> url = DatabaseFor(dir.path());
+  ASSERT_TRUE(url.ok()) << url.status();
+  std::vector<std::shared_ptr<ExperimentStore>> replicas;
+  for (int i = 0; i < 3; ++i) {
+    auto s = OpenPostgresStores(Options(*url));
+    ASSERT_TRUE(s.ok()) << s.status();
+    replicas.push_back(s->experiments);
+  }
+  constexpr int kVariants = 12;
+  for (const char* id : {"ea", "eb"}) {
+    ASSERT_TRUE(
+        replicas[0]
+            ->OfferExperimentUnits(id, kVariants, "r0", absl::Seconds(30))
+            .ok());
+  }
+  absl::Mutex mu;
+  std::vector<std::pair<std::string, int>> won;
+  std::atomic<int> errors{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&, i] {
+      while (true) {
+        auto unit = replicas[i]->ClaimFreeExperimentUnit(absl::StrCat("r", i),
+                                                         absl::Seconds(30));
+        if (!unit.ok()) {
+          ++errors;
+          return;
+        }
+        if (!unit->has_value()) return;
+        absl::MutexLock lock(&mu);
+        won.emplace_back((*unit)->experiment_id, (*unit)->unit);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  std::set<std::pair<std::string, int>> distinct(won.begin(), won.end());
+  EXPECT_EQ(won.size(), 2u * kVariants);  // the coordinators are held
+  EXPECT_EQ(distinct.size(), won.size());
+  for (const char* id : {"ea", "eb"}) {
+    auto units = replicas[1]->ListExperimentUnits(id);
+    ASSERT_TRUE(units.ok()) << units.status();
+    ASSERT_EQ(units->size(), kVariants + 1u);
+    EXPECT_EQ((*units)[0].owner, "r0");
+    for (const ExperimentUnit& u : *units) EXPECT_FALSE(u.owner.empty());
+  }
+}
+
 // A port nothing listens on (bound, then closed).
 int FreePort() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
