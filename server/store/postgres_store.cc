@@ -743,58 +743,28 @@ class PostgresStore final : public NetworkStore,
                                            absl::Duration ttl) override {
     if (absl::Status s = CheckLeaseRequest(owner, ttl); !s.ok()) return s;
     absl::MutexLock lock(&mu_);
-    // Another owner's lease may be released between the two statements:
-    // then the next round takes it.
-    for (int round = 0; round < 4; ++round) {
-      // One statement takes a free or expired lease or renews our own;
-      // it returns no row when another owner's lease still runs. Running
-      // it twice after a lost connection changes nothing.
-      absl::StatusOr<Result> r = ExecLocked(
-          absl::StrCat("take the writer lease of networks/", network_id),
-          "INSERT INTO writer_leases AS l (network_id, owner, expires_at) "
-          "VALUES ($1, $2, clock_timestamp() + $3 * interval '1 microsecond') "
-          "ON CONFLICT (network_id) DO UPDATE SET owner = EXCLUDED.owner, "
-          "expires_at = EXCLUDED.expires_at WHERE l.owner = EXCLUDED.owner "
-          "OR l.expires_at <= clock_timestamp() "
-          "RETURNING (extract(epoch FROM expires_at) * 1000000)::bigint",
-          Params()
-              .Text(network_id)
-              .Text(owner)
-              .Int64(absl::ToInt64Microseconds(ttl)),
-          true);
-      if (!r.ok()) return r.status();
-      if (PQntuples(r->get()) == 1) {
-        return WriterLease{std::string(network_id), std::string(owner),
-                           absl::FromUnixMicros(Int64At(r->get(), 0, 0))};
-      }
-      r = ExecLocked(
-          absl::StrCat("read the writer lease of networks/", network_id),
-          "SELECT owner, (extract(epoch FROM expires_at) * 1000000)::bigint "
-          "FROM writer_leases WHERE network_id = $1",
-          Params().Text(network_id), true);
-      if (!r.ok()) return r.status();
-      if (PQntuples(r->get()) == 1) {
-        return LeaseHeldError(network_id, Value(r->get(), 0, 0),
-                              absl::FromUnixMicros(Int64At(r->get(), 0, 1)));
-      }
-    }
-    // Writers on other replicas keep taking and releasing it: busy, as a
-    // held lease is (the same code, so that clients retry alike).
-    return absl::AbortedError(absl::StrCat(
-        "networks/", network_id,
-        " is being written by other replicas (its writer lease changed hands "
-        "4 times while this one was taking it); retry when they finish"));
+    absl::StatusOr<WriterLease> lease;
+    absl::Status s = UnsyncedTransactionLocked(
+        absl::StrCat("take the writer lease of networks/", network_id), [&] {
+          lease = TakeLeaseLocked(network_id, owner, ttl);
+          return lease.status();
+        });
+    if (!s.ok()) return s;
+    return lease;
   }
 
   absl::Status ReleaseLease(absl::string_view network_id,
                             absl::string_view owner) override {
     absl::MutexLock lock(&mu_);
-    return ExecLocked(
-               absl::StrCat("release the writer lease of networks/",
-                            network_id),
-               "DELETE FROM writer_leases WHERE network_id = $1 AND owner = $2",
-               Params().Text(network_id).Text(owner), true)
-        .status();
+    const std::string what =
+        absl::StrCat("release the writer lease of networks/", network_id);
+    return UnsyncedTransactionLocked(what, [&] {
+      return ExecLocked(what,
+                        "DELETE FROM writer_leases WHERE network_id = $1 AND "
+                        "owner = $2",
+                        Params().Text(network_id).Text(owner), false)
+          .status();
+    });
   }
 
  private:
@@ -963,6 +933,71 @@ class PostgresStore final : public NetworkStore,
       }
       return ErrorOf(r.get(), what);
     }
+  }
+
+  // Takes or renews the lease (inside a transaction).
+  absl::StatusOr<WriterLease> TakeLeaseLocked(absl::string_view network_id,
+                                              absl::string_view owner,
+                                              absl::Duration ttl)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // Another owner's lease may be released between the two statements:
+    // then the next round takes it.
+    for (int round = 0; round < 4; ++round) {
+      // One statement takes a free or expired lease or renews our own;
+      // it returns no row when another owner's lease still runs.
+      absl::StatusOr<Result> r = ExecLocked(
+          absl::StrCat("take the writer lease of networks/", network_id),
+          "INSERT INTO writer_leases AS l (network_id, owner, expires_at) "
+          "VALUES ($1, $2, clock_timestamp() + $3 * interval '1 microsecond') "
+          "ON CONFLICT (network_id) DO UPDATE SET owner = EXCLUDED.owner, "
+          "expires_at = EXCLUDED.expires_at WHERE l.owner = EXCLUDED.owner "
+          "OR l.expires_at <= clock_timestamp() "
+          "RETURNING (extract(epoch FROM expires_at) * 1000000)::bigint",
+          Params()
+              .Text(network_id)
+              .Text(owner)
+              .Int64(absl::ToInt64Microseconds(ttl)),
+          false);
+      if (!r.ok()) return r.status();
+      if (PQntuples(r->get()) == 1) {
+        return WriterLease{std::string(network_id), std::string(owner),
+                           absl::FromUnixMicros(Int64At(r->get(), 0, 0))};
+      }
+      r = ExecLocked(
+          absl::StrCat("read the writer lease of networks/", network_id),
+          "SELECT owner, (extract(epoch FROM expires_at) * 1000000)::bigint "
+          "FROM writer_leases WHERE network_id = $1",
+          Params().Text(network_id), false);
+      if (!r.ok()) return r.status();
+      if (PQntuples(r->get()) == 1) {
+        return LeaseHeldError(network_id, Value(r->get(), 0, 0),
+                              absl::FromUnixMicros(Int64At(r->get(), 0, 1)));
+      }
+    }
+    // Writers on other replicas keep taking and releasing it: busy, as a
+    // held lease is (the same code, so that clients retry alike).
+    return absl::AbortedError(absl::StrCat(
+        "networks/", network_id,
+        " is being written by other replicas (its writer lease changed hands "
+        "4 times while this one was taking it); retry when they finish"));
+  }
+
+  // TransactionLocked whose COMMIT does not wait for the disk
+  // (synchronous_commit off for it alone): for the writer leases, taken and
+  // given back around every unary mutation. A lease PostgreSQL loses in a
+  // crash only lets another writer in early, and the revision check of
+  // Commit still refuses that writer's stale commit; the networks' own
+  // commits keep waiting for the disk. Two of the three disk flushes of a
+  // TrainStep on a shared store go (docs/benchmarks.md, "Replicas").
+  template <typename Body>
+  absl::Status UnsyncedTransactionLocked(absl::string_view what, Body body)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return TransactionLocked(what, [&]() -> absl::Status {
+      absl::StatusOr<Result> r = ExecLocked(
+          what, "SET LOCAL synchronous_commit TO off", Params(), false);
+      if (!r.ok()) return r.status();
+      return body();
+    });
   }
 
   // Runs `body` in one transaction: COMMIT when it returns OK, ROLLBACK
