@@ -328,7 +328,26 @@ void Tiles(int64_t* j, int64_t end, int64_t m, int64_t n, int64_t k, const T* a,
 // along p in 128-bit packets (lane l sums p = l, l + lanes, ...), reduced as
 // Eigen's SSE predux ((l0 + l2) + (l1 + l3) for float, l0 + l1 for
 // double), then the remaining p in order.
-template <typename T>
+// Rows [*i, m) of column j with A transposed (a_row == 1: A^T's column is
+// a contiguous row of A), S::kLanes rows per vector, each lane summed over
+// p in order from 0 as the scalar loop does; advances *i past them.
+template <typename S, typename T>
+void TransposedColumnRows(int64_t* i, int64_t j, int64_t m, int64_t n,
+                          int64_t k, const T* a, int64_t a_col, const T* b,
+                          T* c, bool accumulate) {
+  for (; *i + S::kLanes <= m; *i += S::kLanes) {
+    typename S::V acc = S::Zero();
+    for (int64_t p = 0; p < k; ++p) {
+      acc = S::Load(a + p * a_col + *i) * S::Splat(b[p * n + j]) + acc;
+    }
+    for (int l = 0; l < S::kLanes; ++l) {
+      T& out = c[(*i + l) * n + j];
+      out = accumulate ? out + acc[l] : acc[l];
+    }
+  }
+}
+
+template <typename T, int Bytes>
 void Column(int64_t j, int64_t m, int64_t n, int64_t k, const T* a,
             int64_t a_row, int64_t a_col, const T* b, T* c, bool accumulate) {
   using S = Simd<T, 16>;
@@ -337,7 +356,13 @@ void Column(int64_t j, int64_t m, int64_t n, int64_t k, const T* a,
     out = accumulate ? out + value : value;
   };
   if (a_row == 1) {
-    for (int64_t i = 0; i < m; ++i) {
+    // Each C(i, j) is a sequential sum over p: any number of rows per
+    // vector gives the same bits (the gradient of a one-unit layer).
+    int64_t i = 0;
+    TransposedColumnRows<Simd<T, Bytes>>(&i, j, m, n, k, a, a_col, b, c,
+                                         accumulate);
+    TransposedColumnRows<S>(&i, j, m, n, k, a, a_col, b, c, accumulate);
+    for (; i < m; ++i) {
       T acc = 0;
       for (int64_t p = 0; p < k; ++p)
         acc = a[p * a_col + i] * b[p * n + j] + acc;
@@ -345,13 +370,25 @@ void Column(int64_t j, int64_t m, int64_t n, int64_t k, const T* a,
     }
     return;
   }
+  // B's column j, gathered once for every row when it is short (a layer's
+  // fan-in): the same values, so the same bits.
+  constexpr int64_t kGathered = 64;
+  T column[kGathered];
+  const bool gathered = k <= kGathered;
+  if (gathered) {
+    for (int64_t p = 0; p < k; ++p) column[p] = b[p * n + j];
+  }
   for (int64_t i = 0; i < m; ++i) {
     const T* a_i = a + i * a_row;
     typename S::V acc = S::Zero();
     int64_t p = 0;
     for (; p + S::kLanes <= k; p += S::kLanes) {
       typename S::V b_col;
-      for (int l = 0; l < S::kLanes; ++l) b_col[l] = b[(p + l) * n + j];
+      if (gathered) {
+        b_col = S::Load(column + p);
+      } else {
+        for (int l = 0; l < S::kLanes; ++l) b_col[l] = b[(p + l) * n + j];
+      }
       acc = S::Load(a_i + p) * b_col + acc;
     }
     T sum;
@@ -377,7 +414,9 @@ void SmallProduct(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row,
     Tiles<Simd<T, 32>>(&j, packed, m, n, k, a, a_row, a_col, b, c, accumulate);
   }
   Tiles<Simd<T, 16>>(&j, packed, m, n, k, a, a_row, a_col, b, c, accumulate);
-  for (; j < n; ++j) Column(j, m, n, k, a, a_row, a_col, b, c, accumulate);
+  for (; j < n; ++j) {
+    Column<T, Bytes>(j, m, n, k, a, a_row, a_col, b, c, accumulate);
+  }
 }
 
 template <typename Ops, int Bytes>
