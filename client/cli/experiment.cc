@@ -45,6 +45,9 @@ absl::StatusOr<Plan> PlanFor(const ExperimentOptions& o) {
 absl::Status RunExperimentCommand(Context& ctx, const ExperimentOptions& o) {
   const bool figures = !o.no_figures;
   if (o.what == "factor") return RunFactor(ctx, o.out, figures);
+  // Connect (gRPC's own threads: name resolution, TCP, HTTP/2 handshake)
+  // while this thread reads the preset's data, instead of after.
+  ctx.client->channel()->GetState(/*try_to_connect=*/true);
   SATLAB_ASSIGN_OR_RETURN(plan, PlanFor(o));
   const absl::Duration timeout = o.timeout_seconds > 0
                                      ? absl::Seconds(o.timeout_seconds)

@@ -457,6 +457,19 @@ std::optional<ExperimentSchedule::Task> ExperimentSchedule::Next() {
     to_evaluate_.pop_front();
     return task;
   }
+  // Then a new variant while fewer than `active` are in flight, before any
+  // started one trains on: with 2 workers and 3 variants, starting the
+  // third only when a worker finds both others busy would leave it to run
+  // alone at the end (a worker is always free for one of two variants),
+  // its epochs one after the other on one core.
+  if (started_ < static_cast<int>(states_.size()) && running_ < active_) {
+    VariantState& state = states_[started_];
+    state.busy = true;
+    task.kind_ = Task::Kind::kStart;
+    task.variant_ = started_++;
+    ++running_;
+    return task;
+  }
   // The idle active variant with the fewest epochs trained (ties: the
   // lowest index) trains its next epoch.
   int best = -1;
@@ -471,14 +484,6 @@ std::optional<ExperimentSchedule::Task> ExperimentSchedule::Next() {
     task.kind_ = Task::Kind::kTrain;
     task.variant_ = best;
     task.run_ = state.run.get();
-    return task;
-  }
-  if (started_ < static_cast<int>(states_.size()) && running_ < active_) {
-    VariantState& state = states_[started_];
-    state.busy = true;
-    task.kind_ = Task::Kind::kStart;
-    task.variant_ = started_++;
-    ++running_;
     return task;
   }
   return std::nullopt;

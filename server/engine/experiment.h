@@ -216,12 +216,12 @@ class SummaryAccumulator {
 // variant's epochs are trained in order, one task at a time, and each
 // trained epoch is evaluated by a task of its own on a copy of the network
 // (EpochSnapshot) while the variant trains on. At most `active` variants
-// hold a network at once; among them the one with the fewest epochs
-// trained goes first, so that when there are more variants than workers
-// (digits: 3 on 2 cores) they advance together instead of leaving the last
-// one alone at the end. Records do not depend on the number of workers or
-// on the order tasks run in, and Finish hands them back per variant in
-// epoch order.
+// hold a network at once, and a new one starts as soon as fewer are in
+// flight; among them the one with the fewest epochs trained goes first, so
+// that when there are more variants than workers (digits: 3 on 2 cores)
+// they advance together instead of leaving the last one alone at the end.
+// Records do not depend on the number of workers or on the order tasks run in,
+// and Finish hands them back per variant in epoch order.
 //
 // Not thread-safe: the caller holds one lock around Next and Finish and
 // runs Task::Run outside it (different tasks touch different variants).

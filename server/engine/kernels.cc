@@ -144,6 +144,15 @@ void SmallProduct(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row,
   Typed<T>().small_product(m, n, k, a, a_row, a_col, b, c, accumulate);
 }
 
+template <typename T>
+bool SgdFinite(const T* p, const T* g, int64_t count, T lr, T wd) {
+  return Typed<T>().sgd_finite(p, g, count, lr, wd);
+}
+template <typename T>
+void SgdUpdate(T* p, const T* g, int64_t count, T lr, T wd) {
+  Typed<T>().sgd_update(p, g, count, lr, wd);
+}
+
 template void Sigmoid<float>(const float*, int64_t, float*);
 template void Sigmoid<double>(const double*, int64_t, double*);
 template void SigmoidDerivative<float>(const float*, int64_t, float*);
@@ -157,5 +166,13 @@ template void SmallProduct<float>(int64_t, int64_t, int64_t, const float*,
 template void SmallProduct<double>(int64_t, int64_t, int64_t, const double*,
                                    int64_t, int64_t, const double*, double*,
                                    bool);
+
+template bool SgdFinite<float>(const float*, const float*, int64_t, float,
+                               float);
+template bool SgdFinite<double>(const double*, const double*, int64_t, double,
+                                double);
+template void SgdUpdate<float>(float*, const float*, int64_t, float, float);
+template void SgdUpdate<double>(double*, const double*, int64_t, double,
+                                double);
 
 }  // namespace satlab::engine::kernels

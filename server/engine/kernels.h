@@ -1,5 +1,6 @@
 // The engine's own hot loops (the sigmoid and its derivative, elementwise
-// products, the saturation count, the small matrix products of tiny networks),
+// products, the saturation count, the small matrix products of tiny networks,
+// plain SGD's update),
 // compiled several times for different instruction sets and chosen once per
 // process from what the CPU supports, so that one portable binary (built
 // without -march=native) runs AVX2 or AVX-512 code where the CPU has it.
@@ -82,6 +83,14 @@ int64_t CountBelow(const T* x, int64_t count, T threshold);
 template <typename T>
 void SmallProduct(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row,
                   int64_t a_col, const T* b, T* c, bool accumulate);
+
+// Plain SGD's step, p[i] - lr (g[i] + wd p[i]) (wd = 0: the gradient
+// alone, as the optimizer always computed it): SgdFinite says whether every
+// such value is finite (nothing written), SgdUpdate writes them into p.
+template <typename T>
+bool SgdFinite(const T* p, const T* g, int64_t count, T lr, T wd);
+template <typename T>
+void SgdUpdate(T* p, const T* g, int64_t count, T lr, T wd);
 
 }  // namespace satlab::engine::kernels
 

@@ -157,10 +157,27 @@ void SmallProduct(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row,
   for (; j < n; ++j) Column(j, m, n, k, a, a_row, a_col, b, c, accumulate);
 }
 
+// Plain SGD (optimizer.cc's code before dispatch): whether every
+// p - lr (g + wd p) is finite (x * 0 is 0 for a finite x, NaN otherwise:
+// the sum is 0 or NaN in any order), and the update itself.
 template <typename T>
-constexpr TypedKernels<T> kTyped = {Sigmoid<T>, SigmoidDerivative<T>,
-                                    MultiplyInPlace<T>, CountBelow<T>,
-                                    SmallProduct<T>};
+bool SgdFinite(const T* p_data, const T* g_data, int64_t count, T lr, T wd) {
+  const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> p(p_data, count);
+  const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> g(g_data, count);
+  return ((p - lr * (g + wd * p)) * T(0)).sum() == T(0);
+}
+
+template <typename T>
+void SgdUpdate(T* p_data, const T* g_data, int64_t count, T lr, T wd) {
+  Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> p(p_data, count);
+  const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> g(g_data, count);
+  p -= lr * (g + wd * p);
+}
+
+template <typename T>
+constexpr TypedKernels<T> kTyped = {
+    Sigmoid<T>,      SigmoidDerivative<T>, MultiplyInPlace<T>, CountBelow<T>,
+    SmallProduct<T>, SgdFinite<T>,         SgdUpdate<T>};
 
 }  // namespace
 

@@ -215,6 +215,38 @@ void MultiplyInPlace(const T* y, int64_t count, T* x) {
   for (; i < count; ++i) x[i] *= y[i];
 }
 
+// Plain SGD's step p - lr (g + wd p), elementwise: each element's value
+// takes the same four roundings in any width (no FMA: -ffp-contract=off).
+template <typename T, int Bytes>
+bool SgdFinite(const T* p, const T* g, int64_t count, T lr, T wd) {
+  using S = Simd<T, Bytes>;
+  const typename S::V lr_v = S::Splat(lr), wd_v = S::Splat(wd);
+  // q * 0 is 0 for a finite q and NaN otherwise; NaN sticks in `bad`.
+  typename S::V bad = S::Zero();
+  int64_t i = 0;
+  for (; i + S::kLanes <= count; i += S::kLanes) {
+    const typename S::V q =
+        S::Load(p + i) - lr_v * (S::Load(g + i) + wd_v * S::Load(p + i));
+    bad += q * S::Zero();
+  }
+  T tail = 0;
+  for (; i < count; ++i) tail += (p[i] - lr * (g[i] + wd * p[i])) * T(0);
+  for (int l = 0; l < S::kLanes; ++l) tail += bad[l];
+  return tail == T(0);
+}
+
+template <typename T, int Bytes>
+void SgdUpdate(T* p, const T* g, int64_t count, T lr, T wd) {
+  using S = Simd<T, Bytes>;
+  const typename S::V lr_v = S::Splat(lr), wd_v = S::Splat(wd);
+  int64_t i = 0;
+  for (; i + S::kLanes <= count; i += S::kLanes) {
+    const typename S::V v = S::Load(p + i);
+    S::Store(p + i, v - lr_v * (S::Load(g + i) + wd_v * v));
+  }
+  for (; i < count; ++i) p[i] = p[i] - lr * (g[i] + wd * p[i]);
+}
+
 template <typename T, int Bytes>
 int64_t CountBelow(const T* x, int64_t count, T threshold) {
   using S = Simd<T, Bytes>;
@@ -296,7 +328,26 @@ void Tiles(int64_t* j, int64_t end, int64_t m, int64_t n, int64_t k, const T* a,
 // along p in 128-bit packets (lane l sums p = l, l + lanes, ...), reduced as
 // Eigen's SSE predux ((l0 + l2) + (l1 + l3) for float, l0 + l1 for
 // double), then the remaining p in order.
-template <typename T>
+// Rows [*i, m) of column j with A transposed (a_row == 1: A^T's column is
+// a contiguous row of A), S::kLanes rows per vector, each lane summed over
+// p in order from 0 as the scalar loop does; advances *i past them.
+template <typename S, typename T>
+void TransposedColumnRows(int64_t* i, int64_t j, int64_t m, int64_t n,
+                          int64_t k, const T* a, int64_t a_col, const T* b,
+                          T* c, bool accumulate) {
+  for (; *i + S::kLanes <= m; *i += S::kLanes) {
+    typename S::V acc = S::Zero();
+    for (int64_t p = 0; p < k; ++p) {
+      acc = S::Load(a + p * a_col + *i) * S::Splat(b[p * n + j]) + acc;
+    }
+    for (int l = 0; l < S::kLanes; ++l) {
+      T& out = c[(*i + l) * n + j];
+      out = accumulate ? out + acc[l] : acc[l];
+    }
+  }
+}
+
+template <typename T, int Bytes>
 void Column(int64_t j, int64_t m, int64_t n, int64_t k, const T* a,
             int64_t a_row, int64_t a_col, const T* b, T* c, bool accumulate) {
   using S = Simd<T, 16>;
@@ -305,7 +356,13 @@ void Column(int64_t j, int64_t m, int64_t n, int64_t k, const T* a,
     out = accumulate ? out + value : value;
   };
   if (a_row == 1) {
-    for (int64_t i = 0; i < m; ++i) {
+    // Each C(i, j) is a sequential sum over p: any number of rows per
+    // vector gives the same bits (the gradient of a one-unit layer).
+    int64_t i = 0;
+    TransposedColumnRows<Simd<T, Bytes>>(&i, j, m, n, k, a, a_col, b, c,
+                                         accumulate);
+    TransposedColumnRows<S>(&i, j, m, n, k, a, a_col, b, c, accumulate);
+    for (; i < m; ++i) {
       T acc = 0;
       for (int64_t p = 0; p < k; ++p)
         acc = a[p * a_col + i] * b[p * n + j] + acc;
@@ -313,13 +370,25 @@ void Column(int64_t j, int64_t m, int64_t n, int64_t k, const T* a,
     }
     return;
   }
+  // B's column j, gathered once for every row when it is short (a layer's
+  // fan-in): the same values, so the same bits.
+  constexpr int64_t kGathered = 64;
+  T column[kGathered];
+  const bool gathered = k <= kGathered;
+  if (gathered) {
+    for (int64_t p = 0; p < k; ++p) column[p] = b[p * n + j];
+  }
   for (int64_t i = 0; i < m; ++i) {
     const T* a_i = a + i * a_row;
     typename S::V acc = S::Zero();
     int64_t p = 0;
     for (; p + S::kLanes <= k; p += S::kLanes) {
       typename S::V b_col;
-      for (int l = 0; l < S::kLanes; ++l) b_col[l] = b[(p + l) * n + j];
+      if (gathered) {
+        b_col = S::Load(column + p);
+      } else {
+        for (int l = 0; l < S::kLanes; ++l) b_col[l] = b[(p + l) * n + j];
+      }
       acc = S::Load(a_i + p) * b_col + acc;
     }
     T sum;
@@ -345,17 +414,21 @@ void SmallProduct(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row,
     Tiles<Simd<T, 32>>(&j, packed, m, n, k, a, a_row, a_col, b, c, accumulate);
   }
   Tiles<Simd<T, 16>>(&j, packed, m, n, k, a, a_row, a_col, b, c, accumulate);
-  for (; j < n; ++j) Column(j, m, n, k, a, a_row, a_col, b, c, accumulate);
+  for (; j < n; ++j) {
+    Column<T, Bytes>(j, m, n, k, a, a_row, a_col, b, c, accumulate);
+  }
 }
 
 template <typename Ops, int Bytes>
 constexpr KernelTable kSimdTable = {
     {Sigmoid<float, Ops, Bytes>, SigmoidDerivative<float, Bytes>,
      MultiplyInPlace<float, Bytes>, CountBelow<float, Bytes>,
-     SmallProduct<float, Bytes>},
+     SmallProduct<float, Bytes>, SgdFinite<float, Bytes>,
+     SgdUpdate<float, Bytes>},
     {Sigmoid<double, Ops, Bytes>, SigmoidDerivative<double, Bytes>,
      MultiplyInPlace<double, Bytes>, CountBelow<double, Bytes>,
-     SmallProduct<double, Bytes>}};
+     SmallProduct<double, Bytes>, SgdFinite<double, Bytes>,
+     SgdUpdate<double, Bytes>}};
 
 }  // namespace
 }  // namespace satlab::engine::kernels

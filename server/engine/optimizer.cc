@@ -3,6 +3,8 @@
 #include <cmath>
 #include <utility>
 
+#include "server/engine/kernels.h"
+
 namespace satlab::engine {
 namespace {
 
@@ -117,9 +119,9 @@ bool Optimizer<T>::Tensor(Flat p, const T* g_data, Flat m, Flat v,
     return true;
   }
   if (spec_.momentum == 0) {
-    // p -= lr g'.
-    if (!write) return Finite(p - lr * g2);
-    p -= lr * g2;
+    // p -= lr g': the dispatched kernels (the same bits in every variant).
+    if (!write) return kernels::SgdFinite(p.data(), g_data, p.size(), lr, wd);
+    kernels::SgdUpdate(p.data(), g_data, p.size(), lr, wd);
     return true;
   }
   // v = mu v + g';  p -= lr (nesterov ? g' + mu v : v).

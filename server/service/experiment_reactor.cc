@@ -133,13 +133,40 @@ absl::StatusOr<engine::Dataset> DatasetFromProto(
   }
 }
 
+// The spec with its inline data's float tensors widened to double, as the
+// data set is (CopyMatrix): the same values sent either way (the CLI sends
+// float32 when every value is exact) are the same experiment. A copy only
+// when there is something to widen.
+const pb::ExperimentSpec& Widened(const pb::ExperimentSpec& spec,
+                                  pb::ExperimentSpec* storage) {
+  const auto& data = spec.dataset().inline_();
+  if (!spec.dataset().has_inline_() ||
+      (data.inputs().float_values_size() == 0 &&
+       data.targets().float_values_size() == 0)) {
+    return spec;
+  }
+  *storage = spec;
+  auto* widened = storage->mutable_dataset()->mutable_inline_();
+  for (pb::Tensor* t :
+       {widened->mutable_inputs(), widened->mutable_targets()}) {
+    if (t->float_values_size() == 0) continue;
+    auto* values = t->mutable_double_values();
+    values->Reserve(t->float_values_size());
+    for (const float v : t->float_values()) values->AddAlreadyReserved(v);
+    t->clear_float_values();
+  }
+  return *storage;
+}
+
 // Whether two specs define the same experiment: parallelism aside, which
-// does not change the results.
+// does not change the results, and float data compared as the doubles it
+// becomes.
 bool SameExperiment(const pb::ExperimentSpec& a, const pb::ExperimentSpec& b) {
   google::protobuf::util::MessageDifferencer differencer;
   differencer.IgnoreField(
       pb::ExperimentSpec::descriptor()->FindFieldByName("parallelism"));
-  return differencer.Compare(a, b);
+  pb::ExperimentSpec a_storage, b_storage;
+  return differencer.Compare(Widened(a, &a_storage), Widened(b, &b_storage));
 }
 
 std::string NewExperimentId() {

@@ -3,11 +3,15 @@
 // (shape checked against values), epoch minibatches, parameter JSON.
 #include <zlib.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <limits>
 #include <set>
+#include <string>
+#include <vector>
 
+#include "absl/strings/numbers.h"
 #include "client/cli/data.h"
 #include "client/cli/format.h"
 #include "client/client.h"
@@ -70,6 +74,54 @@ TEST(ReadCsvTest, MissingFileOrRaggedRow_Error) {
   }
   EXPECT_THAT(ReadCsv(ragged).status().message(),
               HasSubstr("line 2 has 1 values, expected 2"));
+}
+
+// The in-place scanner (with its integer fast path) reads every number
+// form as absl::SimpleAtod does, and counts blank lines in line numbers.
+TEST(ReadCsvTest, NumberFormsAndSeparators_AsSimpleAtod) {
+  const std::vector<std::string> fields = {"0",
+                                           "16",
+                                           "007",
+                                           "-3",
+                                           "+4",
+                                           "2.5",
+                                           "1e3",
+                                           "-0",
+                                           "inf",
+                                           "1E-2",
+                                           "123456789012345",
+                                           "1234567890123456789",
+                                           "0.1",
+                                           "99999999999999999999"};
+  const std::string path = TempPath("forms.csv");
+  {
+    std::ofstream out(path);
+    out << "\r\n";  // a blank first line still counts as line 1
+    for (size_t i = 0; i < fields.size(); i += 2) {
+      out << fields[i] << " ;\t," << fields[i + 1] << "\r\n";
+    }
+    out << "\n1 2 3\n";
+  }
+  auto m = ReadCsv(path);
+  ASSERT_FALSE(m.ok());
+  // Line 1 is blank, lines 2-8 hold the pairs, line 9 is blank.
+  EXPECT_THAT(m.status().message(),
+              HasSubstr("line 10 has 3 values, expected 2"));
+  {
+    std::ofstream out(path);
+    for (size_t i = 0; i < fields.size(); i += 2) {
+      out << fields[i] << " ;\t," << fields[i + 1] << "\n";
+    }
+  }
+  m = ReadCsv(path);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_EQ(m->values.size(), fields.size());
+  for (size_t i = 0; i < fields.size(); ++i) {
+    double expected;
+    ASSERT_TRUE(absl::SimpleAtod(fields[i], &expected)) << fields[i];
+    EXPECT_EQ(std::signbit(m->values[i]), std::signbit(expected)) << fields[i];
+    EXPECT_EQ(m->values[i], expected) << fields[i];
+  }
 }
 
 TEST(SplitDatasetTest, OneHot_ExpandsLabelsAndScalesInputs) {

@@ -171,6 +171,36 @@ TEST(ExperimentSchedule, ActiveBound_LimitsVariantsInFlight) {
   EXPECT_FALSE(schedule.Next().has_value());
 }
 
+// Two workers, three variants active (the reactor's plan for digits on 2
+// cores): the third variant starts as soon as a worker is free, before the
+// first trains on, so the three advance together and none is left to run
+// alone on one core at the end.
+TEST(ExperimentSchedule, TwoWorkers_ThirdVariantStartsBeforeOthersTrainOn) {
+  const Dataset data = Blobs(60);
+  const ExperimentSpec spec = ThreeVariants(8, 7, 3);
+  auto initial = SharedInitialParameters(spec, data, Limits{});
+  ASSERT_TRUE(initial.ok());
+  ExperimentSchedule schedule(&spec, &data, *initial, Limits{},
+                              /*active=*/3);
+  const std::atomic<bool> never(false);
+  auto a = schedule.Next();
+  auto b = schedule.Next();
+  ASSERT_TRUE(a.has_value() && b.has_value());
+  EXPECT_EQ(a->variant(), 0);
+  EXPECT_EQ(b->variant(), 1);
+  ASSERT_TRUE(a->Run(never).ok());
+  EXPECT_EQ(schedule.Finish(*std::move(a)).size(), 1u);  // epoch 0
+  // Worker a is free while b still runs: variant 2 starts, not variant 0.
+  auto c = schedule.Next();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->variant(), 2);
+  // Then variant 0 trains (the only idle one; 1 and 2 are busy).
+  auto d = schedule.Next();
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->variant(), 0);
+  EXPECT_FALSE(schedule.Next().has_value());
+}
+
 TEST(EpochSnapshot, EvaluatedLater_EqualsNextEpoch) {
   const Dataset data = Blobs(60);
   const ExperimentSpec spec = ThreeVariants(8, 7, 3);

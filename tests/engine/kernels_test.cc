@@ -184,6 +184,75 @@ TEST_F(KernelsTest, Elementwise_EveryVariant_SameBitsF64) {
   ExpectElementwiseMatches<double>();
 }
 
+// Plain SGD's check and update against the baseline (and the baseline
+// against the per-element formula), on lengths 0-131 at 4 misalignments,
+// with and without weight decay, on values with and without the specials
+// (NaN, infinities, the largest floats: some steps overflow).
+template <typename T>
+void ExpectSgdMatches() {
+  int finite_cases = 0, infinite_cases = 0;
+  for (int64_t count = 0; count <= 131; ++count) {
+    for (int offset = 0; offset < 4; ++offset) {
+      for (const bool specials : {false, true}) {
+        std::vector<T> p0 = Inputs<T>(count + offset, 7 + count);
+        std::vector<T> g = Inputs<T>(count + offset, 1000 + count);
+        if (!specials) {
+          for (size_t i = 0; i < p0.size(); ++i) {
+            if (i % 5 == 3) p0[i] = g[i] = T(0.5) - T(i % 7) / T(3);
+          }
+        }
+        for (const T wd : {T(0), T(1e-3)}) {
+          const T lr = T(0.25);
+          ASSERT_TRUE(SetActiveIsa(Isa::kBaseline).ok());
+          const bool finite = SgdFinite<T>(p0.data() + offset,
+                                           g.data() + offset, count, lr, wd);
+          std::vector<T> expected = p0;
+          SgdUpdate<T>(expected.data() + offset, g.data() + offset, count, lr,
+                       wd);
+          bool all_finite = true;
+          for (int64_t i = offset; i < count + offset; ++i) {
+            const T formula = p0[i] - lr * (g[i] + wd * p0[i]);
+            ASSERT_TRUE(SameBits(expected[i], formula) ||
+                        (std::isnan(expected[i]) && std::isnan(formula)))
+                << "baseline at " << i << ": " << expected[i] << " vs "
+                << formula;
+            all_finite = all_finite && std::isfinite(formula);
+          }
+          ASSERT_EQ(finite, all_finite) << "count=" << count;
+          (finite ? finite_cases : infinite_cases) += 1;
+          for (Isa isa : SupportedIsas()) {
+            ASSERT_TRUE(SetActiveIsa(isa).ok());
+            EXPECT_EQ(SgdFinite<T>(p0.data() + offset, g.data() + offset, count,
+                                   lr, wd),
+                      finite)
+                << IsaName(isa) << " count=" << count;
+            std::vector<T> got = p0;
+            SgdUpdate<T>(got.data() + offset, g.data() + offset, count, lr, wd);
+            for (size_t i = 0; i < got.size(); ++i) {
+              ASSERT_TRUE(SameBits(expected[i], got[i]))
+                  << IsaName(isa) << " count=" << count << " offset=" << offset
+                  << " wd=" << wd << " at " << i << ": expected " << expected[i]
+                  << ", got " << got[i];
+            }
+          }
+        }
+      }
+    }
+  }
+  // Both answers of the check were exercised.
+  EXPECT_GT(finite_cases, 100);
+  EXPECT_GT(infinite_cases, 100);
+}
+
+TEST_F(KernelsTest, Sgd_EveryVariant_SameBitsAsBaselineF32) {
+  SKIP_IF_BASELINE_CONTRACTS();
+  ExpectSgdMatches<float>();
+}
+TEST_F(KernelsTest, Sgd_EveryVariant_SameBitsAsBaselineF64) {
+  SKIP_IF_BASELINE_CONTRACTS();
+  ExpectSgdMatches<double>();
+}
+
 // C (+)= A B against the baseline variant, A upright and transposed, for
 // every (m, n, k) from a set with odd sizes, single rows and columns, and
 // widths just past each vector width.

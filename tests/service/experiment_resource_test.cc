@@ -186,6 +186,50 @@ TEST_F(ExperimentResourceTest, BadNamesIdsAndTokens_InvalidArgument) {
   EXPECT_EQ(all->experiments_size(), 0);
 }
 
+// The CLI sends inline data as float32 when every value is exact; an
+// experiment stored from double data is the same experiment (the server
+// widens float data to those doubles), one with other values is not.
+TEST_F(ExperimentResourceTest, SameIdAgain_FloatOrDoubleData_SameExperiment) {
+  v1::RunExperimentRequest doubles = Nielsen("widened", 5);
+  auto* data = doubles.mutable_spec()->mutable_dataset()->mutable_inline_();
+  *data->mutable_inputs() = MakeTensor(2, 1, {1.0, 0.5});
+  *data->mutable_targets() = MakeTensor(2, 1, {0.0, 0.25});
+  Streamed run = RunStreamed(*client_, doubles);
+  ASSERT_TRUE(run.status.ok()) << run.status;
+  v1::RunExperimentRequest floats = doubles;
+  auto* f = floats.mutable_spec()->mutable_dataset()->mutable_inline_();
+  for (v1::Tensor* t : {f->mutable_inputs(), f->mutable_targets()}) {
+    for (const double v : t->double_values()) {
+      t->add_float_values(static_cast<float>(v));
+    }
+    t->clear_double_values();
+  }
+  Streamed replay = RunStreamed(*client_, floats);
+  ASSERT_TRUE(replay.status.ok()) << replay.status;
+  // Replayed, not trained again: the same summary, elapsed_seconds included.
+  EXPECT_TRUE(MessageDifferencer::Equals(replay.summary, run.summary));
+  // 0.1 is not exact in float: stored as double, the float request is
+  // another experiment under that id, and refused.
+  v1::RunExperimentRequest inexact = doubles;
+  inexact.set_experiment_id("inexact");
+  inexact.mutable_spec()
+      ->mutable_dataset()
+      ->mutable_inline_()
+      ->mutable_targets()
+      ->set_double_values(1, 0.1);
+  ASSERT_TRUE(RunStreamed(*client_, inexact).status.ok());
+  v1::RunExperimentRequest rounded = floats;
+  rounded.set_experiment_id("inexact");
+  rounded.mutable_spec()
+      ->mutable_dataset()
+      ->mutable_inline_()
+      ->mutable_targets()
+      ->set_float_values(1, 0.1f);
+  Streamed refused = RunStreamed(*client_, rounded);
+  EXPECT_EQ(refused.status.code(), absl::StatusCode::kAlreadyExists)
+      << refused.status;
+}
+
 TEST_F(ExperimentResourceTest, SameIdAgain_ReplaysTheStoredRunWithoutTraining) {
   Streamed run = RunStreamed(*client_, Nielsen("again", 5));
   ASSERT_TRUE(run.status.ok()) << run.status;
