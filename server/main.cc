@@ -218,8 +218,15 @@ ABSL_FLAG(int64_t, metrics_subscriber_buffer, 1024,
           "Events buffered per WatchMetrics or dashboard stream before its "
           "oldest are dropped (and counted in dropped_events).");
 ABSL_FLAG(int64_t, metrics_flush_interval_ms, 500,
-          "With --data_dir, new metric events are written to the store in one "
-          "batch this often (so WatchMetrics replay survives a restart).");
+          "With --data_dir or --store, new metric events are written to the "
+          "store in one batch this often (so WatchMetrics replay survives a "
+          "restart; with --store it is also when other replicas can see "
+          "them).");
+ABSL_FLAG(int64_t, metrics_feed_poll_ms, 1000,
+          "With --store (replicas sharing PostgreSQL): the longest a replica "
+          "waits for a notification of other replicas' metric events before "
+          "it reads them anyway (bounds the delay when a notification is "
+          "lost).");
 ABSL_FLAG(std::string, tls_cert_file, "",
           "PEM certificate chain of the gRPC port (and of the HTTP port "
           "unless --http_tls_cert_file is set). With --tls_key_file the port "
@@ -542,6 +549,10 @@ satlab::server::AppOptions OptionsFromFlags() {
       absl::GetFlag(FLAGS_metrics_subscriber_buffer);
   app.metrics.history_flush_interval =
       absl::Milliseconds(absl::GetFlag(FLAGS_metrics_flush_interval_ms));
+  app.metrics.feed_poll_interval =
+      absl::Milliseconds(absl::GetFlag(FLAGS_metrics_feed_poll_ms));
+  // Issue 14 item 5: the lead's --replica_id plugs in here
+  // (app.metrics.replica_id; empty = the host name).
 
   if (absl::GetFlag(FLAGS_http_port) >= 0) {
     satlab::http::HttpServerOptions& http = app.http.emplace();

@@ -1,7 +1,11 @@
 #include "server/store/postgres_store.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -70,6 +74,25 @@ CREATE TABLE writer_leases (
   expires_at TIMESTAMPTZ NOT NULL
 );
 )sql",
+    // Version 5 (issue 14 item 5; 3 on the watch branch until the lead's 3
+    // and claims' 4 are merged before it): the metric feed (MetricFeed).
+    // Published events take their seq from one sequence, started above
+    // every seq stored so far, so a reader's cursor orders all replicas'
+    // events; `origin` names the publishing process; deletions are rows of
+    // their own (the network's history rows go).
+    R"sql(
+CREATE SEQUENCE metric_feed_seq;
+SELECT setval('metric_feed_seq',
+              GREATEST(1, (SELECT COALESCE(MAX(seq), 0) FROM metric_history)));
+ALTER TABLE metric_history ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+CREATE INDEX metric_history_by_seq ON metric_history (seq);
+CREATE TABLE metric_deletions (
+  seq BIGINT PRIMARY KEY,
+  network_id TEXT COLLATE "C" NOT NULL,
+  origin TEXT NOT NULL,
+  time_ns BIGINT NOT NULL
+);
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
               kPostgresSchemaVersion);
@@ -80,6 +103,14 @@ static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
 // --max_networks holds across replicas.
 constexpr int64_t kMigrationLock = 0x7361746c61624d31;
 constexpr int64_t kCreateLock = 0x7361746c61624331;
+// "satlabF1": held by the transaction that publishes metric events, so
+// that feed seqs become visible in increasing order (a reader that saw seq
+// N committed never later finds a smaller one).
+constexpr int64_t kFeedLock = 0x7361746c61624631;
+// The channel Publish notifies (payload: the last seq published).
+constexpr char kFeedChannel[] = "satlab_metrics";
+// Deletion rows kept for readers that fall behind.
+constexpr int64_t kFeedDeletionsKept = 10000;
 
 // Type OIDs of the parameters (pg_type.h is a server header; these never
 // change).
@@ -206,6 +237,54 @@ absl::StatusOr<std::string> Describe(const std::string& url) {
   }
   PQconninfoFree(options);
   return absl::StrCat("postgresql://", host, ":", port, "/", db);
+}
+
+// A connection to options.url with the store's timeouts (keepalives,
+// tcp_user_timeout), its notices silenced. UNAVAILABLE naming `where`.
+absl::StatusOr<PGconn*> Connect(const PostgresStoreOptions& options,
+                                absl::string_view where,
+                                const char* application_name) {
+  const std::string timeout = absl::StrCat(
+      std::max<int64_t>(1, absl::ToInt64Seconds(options.connect_timeout)));
+  // A server that vanishes mid-statement (a cut network, a dead machine:
+  // no RST) fails the call after io_timeout instead of hanging it for the
+  // kernel's ~15 minutes: TCP keepalives on an idle wait, and
+  // tcp_user_timeout on unacknowledged data.
+  const int64_t io_ms =
+      std::max<int64_t>(1000, absl::ToInt64Milliseconds(options.io_timeout));
+  const std::string user_timeout = absl::StrCat(io_ms);
+  const std::string idle = absl::StrCat(std::max<int64_t>(1, io_ms / 3000));
+  // Later entries override earlier ones, so the URL's own settings win.
+  const char* keywords[] = {"connect_timeout",
+                            "application_name",
+                            "keepalives",
+                            "keepalives_idle",
+                            "keepalives_interval",
+                            "keepalives_count",
+                            "tcp_user_timeout",
+                            "dbname",
+                            nullptr};
+  const char* values[] = {timeout.c_str(),      application_name,    "1",
+                          idle.c_str(),         idle.c_str(),        "2",
+                          user_timeout.c_str(), options.url.c_str(), nullptr};
+  PGconn* conn = PQconnectdbParams(keywords, values, /*expand_dbname=*/1);
+  if (conn == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "out of memory connecting to the PostgreSQL store ", where));
+  }
+  if (PQstatus(conn) != CONNECTION_OK) {
+    std::string why = Trimmed(PQerrorMessage(conn));
+    PQfinish(conn);
+    return absl::UnavailableError(absl::StrCat(
+        "the PostgreSQL store ", where,
+        " is unavailable (cannot connect: ", why, "); nothing changed, retry"));
+  }
+  // libpq prints the server's notices (a table that already exists, the
+  // notice of a shutdown) on stderr; what matters reaches the caller as
+  // a status instead.
+  PQsetNoticeProcessor(
+      conn, [](void*, const char*) {}, nullptr);
+  return conn;
 }
 
 class PostgresStore final : public NetworkStore,
@@ -536,6 +615,86 @@ class PostgresStore final : public NetworkStore,
         .status();
   }
 
+  // MetricFeed::Publish (PostgresMetricFeed reads on a connection of its
+  // own; publishing shares the store's). Not retried: a second attempt
+  // could publish the events twice.
+  absl::Status PublishMetrics(absl::string_view origin,
+                              const std::vector<FeedEntry>& entries) {
+    if (entries.empty()) return absl::OkStatus();
+    absl::MutexLock lock(&mu_);
+    return TransactionLocked(
+        "publish metric events",
+        [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+          absl::StatusOr<Result> r = ExecLocked(
+              "lock the metric feed", "SELECT pg_advisory_xact_lock($1)",
+              Params().Int64(kFeedLock), false);
+          if (!r.ok()) return r.status();
+          int64_t last = 0;
+          bool deletions = false;
+          std::vector<absl::string_view> trimmed;
+          for (const FeedEntry& e : entries) {
+            const int64_t time_ns = absl::ToUnixNanos(e.time);
+            if (e.deleted) {
+              r = ExecLocked("delete metric history",
+                             "DELETE FROM metric_history WHERE network_id = $1",
+                             Params().Text(e.network), false);
+              if (!r.ok()) return r.status();
+              r = ExecLocked(
+                  "publish a deletion",
+                  "INSERT INTO metric_deletions (seq, network_id, origin, "
+                  "time_ns) VALUES (nextval('metric_feed_seq'), $1, $2, $3) "
+                  "RETURNING seq",
+                  Params().Text(e.network).Text(origin).Int64(time_ns), false);
+              deletions = true;
+            } else {
+              r = ExecLocked(
+                  "write metric history",
+                  "INSERT INTO metric_history (network_id, seq, time_ns, "
+                  "event, origin) VALUES ($1, nextval('metric_feed_seq'), $2, "
+                  "$3, $4) RETURNING seq",
+                  Params().Text(e.network).Int64(time_ns).Bytes(e.event).Text(
+                      origin),
+                  false);
+              if (trimmed.empty() || trimmed.back() != e.network) {
+                trimmed.push_back(e.network);
+              }
+            }
+            if (!r.ok()) return r.status();
+            last = Int64At(r->get(), 0, 0);
+          }
+          std::sort(trimmed.begin(), trimmed.end());
+          trimmed.erase(std::unique(trimmed.begin(), trimmed.end()),
+                        trimmed.end());
+          for (absl::string_view network : trimmed) {
+            r = ExecLocked(
+                "trim metric history",
+                "DELETE FROM metric_history WHERE network_id = $1 AND seq <= "
+                "(SELECT seq FROM metric_history WHERE network_id = $1 "
+                "ORDER BY seq DESC LIMIT 1 OFFSET $2)",
+                Params().Text(network).Int64(
+                    options_.metric_history_per_network),
+                false);
+            if (!r.ok()) return r.status();
+          }
+          if (deletions) {
+            r = ExecLocked(
+                "trim metric deletions",
+                "DELETE FROM metric_deletions WHERE seq <= (SELECT seq FROM "
+                "metric_deletions ORDER BY seq DESC LIMIT 1 OFFSET $1)",
+                Params().Int64(kFeedDeletionsKept), false);
+            if (!r.ok()) return r.status();
+          }
+          // Delivered at COMMIT, to every session listening (this one too).
+          const std::string payload = absl::StrCat(last);
+          r = ExecLocked("notify metric readers", "SELECT pg_notify($1, $2)",
+                         Params().Text(kFeedChannel).Text(payload), false);
+          return r.status();
+        });
+  }
+
+  const PostgresStoreOptions& options() const { return options_; }
+  const std::string& where() const { return where_; }
+
   // WriterLeaseStore.
 
   absl::StatusOr<WriterLease> AcquireLease(absl::string_view network_id,
@@ -659,48 +818,9 @@ class PostgresStore final : public NetworkStore,
           " is unavailable (lost the connection inside a transaction); "
           "nothing changed, retry"));
     }
-    const std::string timeout = absl::StrCat(
-        std::max<int64_t>(1, absl::ToInt64Seconds(options_.connect_timeout)));
-    // A server that vanishes mid-statement (a cut network, a dead machine:
-    // no RST) fails the call after io_timeout instead of hanging it for the
-    // kernel's ~15 minutes: TCP keepalives on an idle wait, and
-    // tcp_user_timeout on unacknowledged data.
-    const int64_t io_ms =
-        std::max<int64_t>(1000, absl::ToInt64Milliseconds(options_.io_timeout));
-    const std::string user_timeout = absl::StrCat(io_ms);
-    const std::string idle = absl::StrCat(std::max<int64_t>(1, io_ms / 3000));
-    // Later entries override earlier ones, so the URL's own settings win.
-    const char* keywords[] = {"connect_timeout",
-                              "application_name",
-                              "keepalives",
-                              "keepalives_idle",
-                              "keepalives_interval",
-                              "keepalives_count",
-                              "tcp_user_timeout",
-                              "dbname",
-                              nullptr};
-    const char* values[] = {
-        timeout.c_str(),      "satlab-server",      "1",
-        idle.c_str(),         idle.c_str(),         "2",
-        user_timeout.c_str(), options_.url.c_str(), nullptr};
-    conn_ = PQconnectdbParams(keywords, values, /*expand_dbname=*/1);
-    if (conn_ == nullptr) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "out of memory connecting to the PostgreSQL store ", where_));
-    }
-    if (PQstatus(conn_) != CONNECTION_OK) {
-      std::string why = Trimmed(PQerrorMessage(conn_));
-      PQfinish(conn_);
-      conn_ = nullptr;
-      return absl::UnavailableError(absl::StrCat(
-          "the PostgreSQL store ", where_, " is unavailable (cannot connect: ",
-          why, "); nothing changed, retry"));
-    }
-    // libpq prints the server's notices (a table that already exists, the
-    // notice of a shutdown) on stderr; what matters reaches the caller as
-    // a status instead.
-    PQsetNoticeProcessor(
-        conn_, [](void*, const char*) {}, nullptr);
+    absl::StatusOr<PGconn*> conn = Connect(options_, where_, "satlab-server");
+    if (!conn.ok()) return conn.status();
+    conn_ = *conn;
     return absl::OkStatus();
   }
 
@@ -876,6 +996,179 @@ class PostgresStore final : public NetworkStore,
   int pinned_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// The reading side of the metric feed: a connection of its own that
+// LISTENs on kFeedChannel and reads the numbered rows (the store's
+// connection is shared under its mutex and must not wait for
+// notifications), made again when it breaks. Used by one reader thread;
+// Interrupt may come from any.
+class PostgresMetricFeed final : public MetricFeed {
+ public:
+  explicit PostgresMetricFeed(std::shared_ptr<PostgresStore> store)
+      : store_(std::move(store)),
+        wake_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+
+  ~PostgresMetricFeed() override {
+    absl::MutexLock lock(&mu_);
+    if (conn_ != nullptr) PQfinish(conn_);
+    if (wake_fd_ >= 0) close(wake_fd_);
+  }
+
+  absl::Status Publish(absl::string_view origin,
+                       const std::vector<FeedEntry>& entries) override {
+    return store_->PublishMetrics(origin, entries);
+  }
+
+  absl::StatusOr<int64_t> LastSeq() override {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Result> r = QueryLocked(
+        "read the metric feed's position",
+        "SELECT GREATEST((SELECT COALESCE(MAX(seq), 0) FROM metric_history), "
+        "(SELECT COALESCE(MAX(seq), 0) FROM metric_deletions))",
+        Params());
+    if (!r.ok()) return r.status();
+    return Int64At(r->get(), 0, 0);
+  }
+
+  absl::StatusOr<std::vector<FeedRecord>> Read(int64_t after,
+                                               absl::string_view own_origin,
+                                               int limit) override {
+    std::vector<FeedRecord> out;
+    if (limit <= 0) return out;
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Result> r = QueryLocked(
+        "read the metric feed",
+        "(SELECT seq, network_id, origin, time_ns, FALSE, CASE WHEN origin = "
+        "$2 THEN ''::bytea ELSE event END FROM metric_history WHERE seq > $1 "
+        "ORDER BY seq LIMIT $3) UNION ALL (SELECT seq, network_id, origin, "
+        "time_ns, TRUE, ''::bytea FROM metric_deletions WHERE seq > $1 ORDER "
+        "BY seq LIMIT $3) ORDER BY 1 LIMIT $3",
+        Params().Int64(after).Text(own_origin).Int64(limit));
+    if (!r.ok()) return r.status();
+    const PGresult* res = r->get();
+    out.reserve(PQntuples(res));
+    for (int i = 0; i < PQntuples(res); ++i) {
+      FeedRecord& f = out.emplace_back();
+      f.seq = Int64At(res, i, 0);
+      f.network = std::string(Value(res, i, 1));
+      f.origin = std::string(Value(res, i, 2));
+      f.time = absl::FromUnixNanos(Int64At(res, i, 3));
+      f.deleted = Value(res, i, 4) != absl::string_view("\0", 1);
+      f.event = std::string(Value(res, i, 5));
+    }
+    return out;
+  }
+
+  bool WaitForPublish(absl::Duration timeout) override {
+    const absl::Time deadline = absl::Now() + timeout;
+    absl::MutexLock lock(&mu_);
+    if (conn_ == nullptr && !ConnectLocked().ok()) {
+      // Nothing to listen on: wait the timeout out; the caller's Read
+      // reports the error and the next call connects again.
+      Poll(-1, deadline);
+      return false;
+    }
+    while (true) {
+      if (DrainLocked()) return true;
+      if (conn_ == nullptr) return false;  // it broke: catch up, reconnect
+      if (Poll(PQsocket(conn_), deadline) <= 0) return false;
+    }
+  }
+
+  void Interrupt() override {
+    const uint64_t one = 1;
+    // A full counter (never, in practice) still wakes the poll.
+    (void)!write(wake_fd_, &one, sizeof(one));
+  }
+
+ private:
+  // A connection listening on kFeedChannel.
+  absl::Status ConnectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    absl::StatusOr<PGconn*> conn =
+        Connect(store_->options(), store_->where(), "satlab-metric-feed");
+    if (!conn.ok()) return conn.status();
+    Result r(PQexec(*conn, absl::StrCat("LISTEN ", kFeedChannel).c_str()));
+    if (r == nullptr || PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
+      std::string why = Trimmed(PQerrorMessage(*conn));
+      PQfinish(*conn);
+      return absl::UnavailableError(absl::StrCat(
+          "the PostgreSQL store ", store_->where(),
+          " is unavailable (listen for metric events: ", why, "); retry"));
+    }
+    conn_ = *conn;
+    return absl::OkStatus();
+  }
+
+  void DropLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    PQfinish(conn_);
+    conn_ = nullptr;
+  }
+
+  // Reads what arrived; true when it held notifications (all consumed).
+  // Drops a broken connection.
+  bool DrainLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (PQconsumeInput(conn_) == 0 || PQstatus(conn_) != CONNECTION_OK) {
+      DropLocked();
+      return false;
+    }
+    bool any = false;
+    while (PGnotify* n = PQnotifies(conn_)) {
+      any = true;
+      PQfreemem(n);
+    }
+    return any;
+  }
+
+  // Waits for `fd` (none when < 0) to be readable until `deadline`: 1 when
+  // it is, 0 at the deadline, -1 on Interrupt.
+  int Poll(int fd, absl::Time deadline) {
+    while (true) {
+      const int64_t ms = std::max<int64_t>(
+          0, absl::ToInt64Milliseconds(deadline - absl::Now()) + 1);
+      pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {fd, POLLIN, 0}};
+      const int n = poll(fds, fd >= 0 ? 2 : 1,
+                         static_cast<int>(std::min<int64_t>(ms, 1 << 30)));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return 0;
+      if (fds[0].revents != 0) {
+        uint64_t count;
+        (void)!read(wake_fd_, &count, sizeof(count));
+        return -1;
+      }
+      if (n > 0) return 1;
+      if (absl::Now() >= deadline) return 0;
+    }
+  }
+
+  absl::StatusOr<Result> QueryLocked(absl::string_view what, const char* sql,
+                                     const Params& params)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // Finds a broken connection; notifications stay queued for the next
+    // WaitForPublish (one may announce a commit this read misses).
+    if (conn_ != nullptr &&
+        (PQconsumeInput(conn_) == 0 || PQstatus(conn_) != CONNECTION_OK)) {
+      DropLocked();
+    }
+    if (conn_ == nullptr) {
+      if (absl::Status s = ConnectLocked(); !s.ok()) return s;
+    }
+    Result r(params.Run(conn_, sql));
+    const ExecStatusType status =
+        r == nullptr ? PGRES_FATAL_ERROR : PQresultStatus(r.get());
+    if (status == PGRES_TUPLES_OK) return r;
+    std::string why = r == nullptr ? Trimmed(PQerrorMessage(conn_))
+                                   : Trimmed(PQresultErrorMessage(r.get()));
+    if (PQstatus(conn_) == CONNECTION_BAD) DropLocked();
+    return absl::UnavailableError(
+        absl::StrCat("the PostgreSQL store ", store_->where(),
+                     " is unavailable (", what, ": ", why, "); retry"));
+  }
+
+  const std::shared_ptr<PostgresStore> store_;
+  const int wake_fd_;
+  absl::Mutex mu_;
+  PGconn* conn_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
 absl::StatusOr<std::unique_ptr<PostgresStore>> OpenStore(
     const PostgresStoreOptions& options) {
   if (!IsPostgresUrl(options.url)) {
@@ -914,7 +1207,8 @@ absl::StatusOr<PostgresStores> OpenPostgresStores(
   absl::StatusOr<std::unique_ptr<PostgresStore>> store = OpenStore(options);
   if (!store.ok()) return store.status();
   std::shared_ptr<PostgresStore> shared = *std::move(store);
-  return PostgresStores{shared, shared, shared, shared};
+  return PostgresStores{shared, shared, shared, shared,
+                        std::make_shared<PostgresMetricFeed>(shared)};
 }
 
 absl::StatusOr<std::unique_ptr<NetworkStore>> NewPostgresStore(
