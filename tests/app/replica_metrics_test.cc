@@ -101,8 +101,8 @@ std::unique_ptr<Client> ClientOf(const App& app, const std::string& key = "") {
   return std::make_unique<Client>(options);
 }
 
-// The minibatch of step `i` (1-based) of the 2-2-1 network.
-v1::Minibatch Batch(int i) { return testing::MakeBatch(4, 2, 1, i); }
+// The minibatch of step `i` (1-based) of the one-neuron network.
+v1::Minibatch Batch(int i) { return testing::MakeBatch(4, 1, 1, i); }
 
 // What a watcher received, with when.
 struct Seen {
@@ -371,6 +371,39 @@ TEST(ReplicaMetricsTest, LateWatcherOnAGetsTheHistoryThenLiveAndDashboardToo) {
   EXPECT_EQ(sse_steps, Range(1, 30));
 }
 
+// A replica that starts after B trained: the history up to the feed's
+// position is loaded, the rest read from the feed, each step once.
+TEST(ReplicaMetricsTest, ReplicaStartedLaterLoadsTheHistoryOnceThenLive) {
+  const std::string url = FreshDatabase();
+  auto b = StartReplica(url, "b");
+  ASSERT_TRUE(b != nullptr);
+  auto on_b = ClientOf(*b);
+  ASSERT_TRUE(on_b->CreateNetwork(testing::NeuronSpec(), "x").ok());
+  // Steps published before C starts, and steps trained while it starts
+  // (published after its position was read, or before: either way once).
+  for (int i = 1; i <= 10; ++i) {
+    ASSERT_TRUE(on_b->TrainStep("networks/x", Batch(i)).ok());
+  }
+  absl::SleepFor(kFlush * 3);
+  std::thread trainer([&] {
+    for (int i = 11; i <= 25; ++i) {
+      EXPECT_TRUE(on_b->TrainStep("networks/x", Batch(i)).ok());
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+  });
+  auto c = StartReplica(url, "c");
+  trainer.join();
+  ASSERT_TRUE(c != nullptr);
+  auto on_c = ClientOf(*c);
+  Watcher late(on_c.get(), "networks/x", 0, UntilStep(30));
+  ASSERT_TRUE(late.WaitFor(25));
+  for (int i = 26; i <= 30; ++i) {
+    ASSERT_TRUE(on_b->TrainStep("networks/x", Batch(i)).ok());
+  }
+  late.Join();
+  EXPECT_EQ(Steps(late.seen()), Range(1, 30));
+}
+
 TEST(ReplicaMetricsTest, TenantsStayApartAcrossReplicas) {
   const std::string url = FreshDatabase();
   auto a = StartReplica(url, "a", /*with_keys=*/true);
@@ -437,23 +470,31 @@ TEST(ReplicaMetricsTest, KilledListenConnectionsLoseNothing) {
   const std::string database = url.substr(url.rfind('/') + 1);
   std::atomic<bool> stop{false};
   std::atomic<int> killed{0};
-  std::thread killer([&] {
-    while (!stop) {
-      auto n = Shared()->Query(
-          database,
-          "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-          "WHERE application_name = 'satlab-metric-feed'");
-      int64_t count = 0;
-      if (n.ok() && absl::SimpleAtoi(*n, &count)) killed += count;
-      absl::SleepFor(absl::Milliseconds(40));
+  struct Joiner {
+    std::atomic<bool>& stop;
+    std::thread thread;
+    ~Joiner() {
+      stop = true;
+      if (thread.joinable()) thread.join();
     }
-  });
+  } killer{
+      stop, std::thread([&] {
+        while (!stop) {
+          auto n = Shared()->Query(
+              database,
+              "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+              "WHERE application_name = 'satlab-metric-feed'");
+          int64_t count = 0;
+          if (n.ok() && absl::SimpleAtoi(*n, &count)) killed += count;
+          absl::SleepFor(absl::Milliseconds(40));
+        }
+      })};
   for (int i = 1; i <= kSteps; ++i) {
     ASSERT_TRUE(on_b->TrainStep("networks/x", Batch(i)).ok());
     absl::SleepFor(absl::Milliseconds(5));
   }
   stop = true;
-  killer.join();
+  killer.thread.join();
   EXPECT_GT(killed.load(), 2);
   watch_a.Join();
   EXPECT_EQ(Steps(watch_a.seen()), Range(1, kSteps));
