@@ -111,6 +111,9 @@ constexpr int64_t kFeedLock = 0x7361746c61624631;
 constexpr char kFeedChannel[] = "satlab_metrics";
 // Deletion rows kept for readers that fall behind.
 constexpr int64_t kFeedDeletionsKept = 10000;
+// Events per INSERT statement of a publish (5 parameters each; PostgreSQL
+// takes at most 65535 per statement).
+constexpr size_t kFeedRowsPerInsert = 500;
 
 // Type OIDs of the parameters (pg_type.h is a server header; these never
 // change).
@@ -629,38 +632,76 @@ class PostgresStore final : public NetworkStore,
               "lock the metric feed", "SELECT pg_advisory_xact_lock($1)",
               Params().Int64(kFeedLock), false);
           if (!r.ok()) return r.status();
-          int64_t last = 0;
+          // The batch's seqs as one block (no other publisher runs under
+          // the lock), so the rows go in multi-row INSERTs: one round trip
+          // per kFeedRowsPerInsert events instead of one per event.
+          const int64_t n = static_cast<int64_t>(entries.size());
+          r = ExecLocked("number metric events",
+                         "SELECT setval('metric_feed_seq', "
+                         "nextval('metric_feed_seq') + $1 - 1)",
+                         Params().Int64(n), false);
+          if (!r.ok()) return r.status();
+          const int64_t last = Int64At(r->get(), 0, 0);
+          const int64_t first = last - n + 1;
           bool deletions = false;
           std::vector<absl::string_view> trimmed;
-          for (const FeedEntry& e : entries) {
-            const int64_t time_ns = absl::ToUnixNanos(e.time);
-            if (e.deleted) {
-              r = ExecLocked("delete metric history",
-                             "DELETE FROM metric_history WHERE network_id = $1",
-                             Params().Text(e.network), false);
-              if (!r.ok()) return r.status();
-              r = ExecLocked(
-                  "publish a deletion",
-                  "INSERT INTO metric_deletions (seq, network_id, origin, "
-                  "time_ns) VALUES (nextval('metric_feed_seq'), $1, $2, $3) "
-                  "RETURNING seq",
-                  Params().Text(e.network).Text(origin).Int64(time_ns), false);
-              deletions = true;
-            } else {
-              r = ExecLocked(
-                  "write metric history",
+          // Step events [begin, end) of `entries`, inserted in chunks.
+          auto insert = [&](size_t begin, size_t end)
+                            ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+            for (size_t chunk = begin; chunk < end;
+                 chunk += kFeedRowsPerInsert) {
+              const size_t stop = std::min(end, chunk + kFeedRowsPerInsert);
+              std::string sql =
                   "INSERT INTO metric_history (network_id, seq, time_ns, "
-                  "event, origin) VALUES ($1, nextval('metric_feed_seq'), $2, "
-                  "$3, $4) RETURNING seq",
-                  Params().Text(e.network).Int64(time_ns).Bytes(e.event).Text(
-                      origin),
-                  false);
+                  "event, origin) VALUES ";
+              Params p;
+              for (size_t i = chunk; i < stop; ++i) {
+                const int k = static_cast<int>(5 * (i - chunk));
+                absl::StrAppend(&sql, i == chunk ? "" : ",", "($", k + 1, ",$",
+                                k + 2, ",$", k + 3, ",$", k + 4, ",$", k + 5,
+                                ")");
+                p.Text(entries[i].network)
+                    .Int64(first + static_cast<int64_t>(i))
+                    .Int64(absl::ToUnixNanos(entries[i].time))
+                    .Bytes(entries[i].event)
+                    .Text(origin);
+              }
+              absl::StatusOr<Result> q =
+                  ExecLocked("write metric history", sql.c_str(), p, false);
+              if (!q.ok()) return q.status();
+            }
+            return absl::OkStatus();
+          };
+          size_t run = 0;  // the first step event not inserted yet
+          for (size_t i = 0; i < entries.size(); ++i) {
+            const FeedEntry& e = entries[i];
+            if (!e.deleted) {
               if (trimmed.empty() || trimmed.back() != e.network) {
                 trimmed.push_back(e.network);
               }
+              continue;
             }
+            // The steps before a deletion go in first (and with it).
+            if (absl::Status st = insert(run, i); !st.ok()) return st;
+            run = i + 1;
+            r = ExecLocked("delete metric history",
+                           "DELETE FROM metric_history WHERE network_id = $1",
+                           Params().Text(e.network), false);
             if (!r.ok()) return r.status();
-            last = Int64At(r->get(), 0, 0);
+            r = ExecLocked("publish a deletion",
+                           "INSERT INTO metric_deletions (seq, network_id, "
+                           "origin, time_ns) VALUES ($1, $2, $3, $4)",
+                           Params()
+                               .Int64(first + static_cast<int64_t>(i))
+                               .Text(e.network)
+                               .Text(origin)
+                               .Int64(absl::ToUnixNanos(e.time)),
+                           false);
+            if (!r.ok()) return r.status();
+            deletions = true;
+          }
+          if (absl::Status st = insert(run, entries.size()); !st.ok()) {
+            return st;
           }
           std::sort(trimmed.begin(), trimmed.end());
           trimmed.erase(std::unique(trimmed.begin(), trimmed.end()),

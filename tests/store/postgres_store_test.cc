@@ -435,3 +435,39 @@ TEST(PostgresMetricFeedTest, PublishedEventsReadBackInOrderAndWakeReaders) {
 
 }  // namespace
 }  // namespace satlab::store::testing
+
+namespace satlab::store::testing {
+namespace {
+
+// A flush's worth of a fast Train stream (2000 step events of ~300 bytes
+// over 4 networks) is published in one transaction, read back whole.
+TEST(PostgresMetricFeedTest, LargeBatchPublishesInOneTransaction) {
+  TempDir dir;
+  absl::StatusOr<std::string> url = DatabaseFor(dir.path());
+  ASSERT_TRUE(url.ok()) << url.status();
+  absl::StatusOr<PostgresStores> a = OpenPostgresStores(Options(*url));
+  ASSERT_TRUE(a.ok()) << a.status();
+  constexpr int kEvents = 2000;
+  std::vector<FeedEntry> batch;
+  for (int i = 0; i < kEvents; ++i) {
+    batch.push_back({absl::StrCat("networks/n", i % 4), absl::Now(), false,
+                     std::string(300, static_cast<char>('a' + i % 26))});
+  }
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(a->feed->Publish("a#1", batch).ok());
+  const absl::Duration took = absl::Now() - start;
+  std::printf("published %d events in %s (%.1f us each)\n", kEvents,
+              absl::FormatDuration(took).c_str(),
+              absl::ToDoubleMicroseconds(took) / kEvents);
+  absl::StatusOr<std::vector<FeedRecord>> read =
+      a->feed->Read(0, "", kEvents + 10);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_EQ(read->size(), static_cast<size_t>(kEvents));
+  for (int i = 0; i < kEvents; ++i) {
+    EXPECT_EQ((*read)[i].network, batch[i].network);
+    EXPECT_EQ((*read)[i].event, batch[i].event);
+  }
+}
+
+}  // namespace
+}  // namespace satlab::store::testing
