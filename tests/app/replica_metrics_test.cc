@@ -68,14 +68,15 @@ constexpr absl::Duration kFlush = absl::Milliseconds(100);
 
 std::unique_ptr<App> StartReplica(const std::string& url,
                                   const std::string& replica,
-                                  bool with_keys = false) {
+                                  bool with_keys = false,
+                                  absl::Duration flush = kFlush) {
   AppOptions options;
   options.server.listen_address = "127.0.0.1:0";
   options.server.compute_threads = 1;
   options.server.store_url = url;
   options.shutdown_grace = absl::Seconds(2);
   options.metrics.replica_id = replica;
-  options.metrics.history_flush_interval = kFlush;
+  options.metrics.history_flush_interval = flush;
   options.metrics.feed_poll_interval = absl::Milliseconds(500);
   options.http.emplace();
   options.http->host = "127.0.0.1";
@@ -369,6 +370,40 @@ TEST(ReplicaMetricsTest, LateWatcherOnAGetsTheHistoryThenLiveAndDashboardToo) {
   sse.join();
   EXPECT_EQ(Steps(late.seen()), Range(1, 30));
   EXPECT_EQ(sse_steps, Range(1, 30));
+}
+
+// Steady training (a step every 20 ms) with the default flush interval:
+// how late B's events reach a watcher on A (printed for docs/notes/watch.md).
+TEST(ReplicaMetricsTest, SteadyTrainingReachesAWithinAboutOneFlush) {
+  const absl::Duration flush =
+      service::MetricsHubOptions{}.history_flush_interval;
+  const std::string url = FreshDatabase();
+  auto a = StartReplica(url, "a", false, flush);
+  auto b = StartReplica(url, "b", false, flush);
+  ASSERT_TRUE(a != nullptr && b != nullptr);
+  auto on_a = ClientOf(*a);
+  auto on_b = ClientOf(*b);
+  ASSERT_TRUE(on_b->CreateNetwork(testing::NeuronSpec(), "x").ok());
+  constexpr int kSteps = 100;
+  Watcher watch_a(on_a.get(), "networks/x", -1, UntilStep(kSteps));
+  absl::SleepFor(absl::Milliseconds(300));
+  for (int i = 1; i <= kSteps; ++i) {
+    ASSERT_TRUE(on_b->TrainStep("networks/x", Batch(i)).ok());
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  watch_a.Join();
+  ASSERT_EQ(Steps(watch_a.seen()), Range(1, kSteps));
+  std::vector<absl::Duration> delays;
+  for (const Seen& s : watch_a.seen()) delays.push_back(s.delay);
+  std::printf(
+      "steady cross-replica delay (flush %s): p50 %s, p90 %s, max %s over "
+      "%zu events\n",
+      absl::FormatDuration(flush).c_str(),
+      absl::FormatDuration(Percentile(delays, 0.5)).c_str(),
+      absl::FormatDuration(Percentile(delays, 0.9)).c_str(),
+      absl::FormatDuration(Percentile(delays, 1.0)).c_str(), delays.size());
+  // At most a flush interval, the commit and a read (loaded machine: slack).
+  EXPECT_LT(Percentile(delays, 0.5), flush + absl::Seconds(1));
 }
 
 // A replica that starts after B trained: the history up to the feed's
