@@ -456,10 +456,20 @@ void MetricsHub::FlushHistory() {
                         absl::Nanoseconds(event.time().nanos());
       entries[i].deleted = event.has_network_deleted();
       if (!entries[i].deleted) entries[i].event = event.SerializeAsString();
+      entries[i].origin_seq = event.sequence();
     }
     if (!feed_->Publish(origin_, entries).ok()) {
+      // Tried again with the next flush (the feed skips what a failed
+      // attempt did commit), within the pending bound.
       absl::MutexLock lock(&mu_);
-      history_write_failures_ += static_cast<int64_t>(batch.size());
+      batch.insert(batch.end(), pending_.begin(), pending_.end());
+      pending_.swap(batch);
+      const int64_t excess =
+          static_cast<int64_t>(pending_.size()) - options_.history_size;
+      if (excess > 0) {
+        pending_.erase(pending_.begin(), pending_.begin() + excess);
+        history_write_failures_ += excess;
+      }
     }
     return;
   }

@@ -31,6 +31,9 @@ struct FeedEntry {
   // The network was deleted: its history goes, and readers are told.
   bool deleted = false;
   std::string event;  // the serialized event (unused when deleted)
+  // The publisher's own number of the event, increasing over its entries
+  // (a retry skips those at or below the last one published).
+  int64_t origin_seq = 0;
 };
 
 // One event read back.
@@ -52,8 +55,10 @@ class MetricFeed {
   // Appends `entries` in order, as `origin` (unique per process), to the
   // metric history (each network keeps its newest events only, as
   // AppendMetrics) in one transaction, and wakes the readers. A deletion
-  // drops the network's history. UNAVAILABLE when the store cannot answer
-  // (nothing published).
+  // drops the network's history. Entries whose origin_seq is at or below
+  // the last one `origin` published are skipped, so publishing a batch
+  // again after an error whose outcome is unknown (a lost COMMIT) is safe.
+  // UNAVAILABLE when the store cannot answer.
   virtual absl::Status Publish(absl::string_view origin,
                                const std::vector<FeedEntry>& entries) = 0;
   // The largest seq published so far (0 when none): a new reader starts

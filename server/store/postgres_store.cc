@@ -79,7 +79,8 @@ CREATE TABLE writer_leases (
     // Published events take their seq from one sequence, started above
     // every seq stored so far, so a reader's cursor orders all replicas'
     // events; `origin` names the publishing process; deletions are rows of
-    // their own (the network's history rows go).
+    // their own (the network's history rows go); metric_publishers makes a
+    // retried publish skip what an earlier attempt committed.
     R"sql(
 CREATE SEQUENCE metric_feed_seq;
 SELECT setval('metric_feed_seq',
@@ -91,6 +92,11 @@ CREATE TABLE metric_deletions (
   network_id TEXT COLLATE "C" NOT NULL,
   origin TEXT NOT NULL,
   time_ns BIGINT NOT NULL
+);
+CREATE TABLE metric_publishers (
+  origin TEXT PRIMARY KEY,
+  last_seq BIGINT NOT NULL,
+  update_time_ns BIGINT NOT NULL
 );
 )sql",
 };
@@ -619,8 +625,10 @@ class PostgresStore final : public NetworkStore,
   }
 
   // MetricFeed::Publish (PostgresMetricFeed reads on a connection of its
-  // own; publishing shares the store's). Not retried: a second attempt
-  // could publish the events twice.
+  // own; publishing shares the store's). Not retried here; a caller may
+  // publish the same entries again after an error: table
+  // metric_publishers remembers each origin's last origin_seq published,
+  // so what an attempt with an unknown outcome did commit is skipped.
   absl::Status PublishMetrics(absl::string_view origin,
                               const std::vector<FeedEntry>& entries) {
     if (entries.empty()) return absl::OkStatus();
@@ -632,25 +640,39 @@ class PostgresStore final : public NetworkStore,
               "lock the metric feed", "SELECT pg_advisory_xact_lock($1)",
               Params().Int64(kFeedLock), false);
           if (!r.ok()) return r.status();
+          r = ExecLocked("read the metric feed's publishers",
+                         "SELECT last_seq FROM metric_publishers WHERE "
+                         "origin = $1",
+                         Params().Text(origin), false);
+          if (!r.ok()) return r.status();
+          size_t begin = 0;
+          if (PQntuples(r->get()) == 1) {
+            const int64_t done = Int64At(r->get(), 0, 0);
+            while (begin < entries.size() &&
+                   entries[begin].origin_seq <= done) {
+              ++begin;
+            }
+          }
+          if (begin == entries.size()) return absl::OkStatus();
           // The batch's seqs as one block (no other publisher runs under
           // the lock), so the rows go in multi-row INSERTs: one round trip
           // per kFeedRowsPerInsert events instead of one per event.
-          const int64_t n = static_cast<int64_t>(entries.size());
+          const int64_t n = static_cast<int64_t>(entries.size() - begin);
           r = ExecLocked("number metric events",
                          "SELECT setval('metric_feed_seq', "
                          "nextval('metric_feed_seq') + $1 - 1)",
                          Params().Int64(n), false);
           if (!r.ok()) return r.status();
           const int64_t last = Int64At(r->get(), 0, 0);
-          const int64_t first = last - n + 1;
+          // entries[i] is numbered first + i (i >= begin).
+          const int64_t first = last - n + 1 - static_cast<int64_t>(begin);
           bool deletions = false;
           std::vector<absl::string_view> trimmed;
-          // Step events [begin, end) of `entries`, inserted in chunks.
-          auto insert = [&](size_t begin, size_t end)
+          // Step events [from, to) of `entries`, inserted in chunks.
+          auto insert = [&](size_t from, size_t to)
                             ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
-            for (size_t chunk = begin; chunk < end;
-                 chunk += kFeedRowsPerInsert) {
-              const size_t stop = std::min(end, chunk + kFeedRowsPerInsert);
+            for (size_t chunk = from; chunk < to; chunk += kFeedRowsPerInsert) {
+              const size_t stop = std::min(to, chunk + kFeedRowsPerInsert);
               std::string sql =
                   "INSERT INTO metric_history (network_id, seq, time_ns, "
                   "event, origin) VALUES ";
@@ -672,8 +694,8 @@ class PostgresStore final : public NetworkStore,
             }
             return absl::OkStatus();
           };
-          size_t run = 0;  // the first step event not inserted yet
-          for (size_t i = 0; i < entries.size(); ++i) {
+          size_t run = begin;  // the first step event not inserted yet
+          for (size_t i = begin; i < entries.size(); ++i) {
             const FeedEntry& e = entries[i];
             if (!e.deleted) {
               if (trimmed.empty() || trimmed.back() != e.network) {
@@ -725,6 +747,26 @@ class PostgresStore final : public NetworkStore,
                 Params().Int64(kFeedDeletionsKept), false);
             if (!r.ok()) return r.status();
           }
+          r = ExecLocked(
+              "record the metric feed's publisher",
+              "INSERT INTO metric_publishers (origin, last_seq, "
+              "update_time_ns) VALUES ($1, $2, $3) ON CONFLICT (origin) DO "
+              "UPDATE SET last_seq = EXCLUDED.last_seq, update_time_ns = "
+              "EXCLUDED.update_time_ns",
+              Params()
+                  .Text(origin)
+                  .Int64(entries.back().origin_seq)
+                  .Int64(absl::ToUnixNanos(absl::Now())),
+              false);
+          if (!r.ok()) return r.status();
+          // Publishers gone for a day (a process each) are forgotten.
+          r = ExecLocked(
+              "forget old metric feed publishers",
+              "DELETE FROM metric_publishers WHERE update_time_ns "
+              "< $1",
+              Params().Int64(absl::ToUnixNanos(absl::Now() - absl::Hours(24))),
+              false);
+          if (!r.ok()) return r.status();
           // Delivered at COMMIT, to every session listening (this one too).
           const std::string payload = absl::StrCat(last);
           r = ExecLocked("notify metric readers", "SELECT pg_notify($1, $2)",

@@ -535,5 +535,30 @@ TEST(ReplicaMetricsTest, KilledListenConnectionsLoseNothing) {
   EXPECT_EQ(Steps(watch_a.seen()), Range(1, kSteps));
 }
 
+// PostgreSQL stopped before B's flush: the flush fails, B keeps the batch
+// and publishes it once the database is back; A's reader reconnects and
+// gets every step once.
+TEST(ReplicaMetricsTest, EventsPendingDuringADatabaseOutageArriveAfterIt) {
+  const std::string url = FreshDatabase();
+  auto a = StartReplica(url, "a");
+  auto b = StartReplica(url, "b", false, absl::Seconds(3));
+  ASSERT_TRUE(a != nullptr && b != nullptr);
+  auto on_a = ClientOf(*a);
+  auto on_b = ClientOf(*b);
+  ASSERT_TRUE(on_b->CreateNetwork(testing::NeuronSpec(), "x").ok());
+  Watcher watch_a(on_a.get(), "networks/x", -1, UntilStep(10));
+  absl::SleepFor(absl::Milliseconds(300));
+  for (int i = 1; i <= 10; ++i) {
+    ASSERT_TRUE(on_b->TrainStep("networks/x", Batch(i)).ok());
+  }
+  ASSERT_TRUE(Shared()->Stop().ok());
+  // Longer than B's flush interval: at least one publish fails.
+  absl::SleepFor(absl::Seconds(4));
+  ASSERT_TRUE(Shared()->Restart().ok());
+  watch_a.Join();
+  EXPECT_EQ(Steps(watch_a.seen()), Range(1, 10));
+  EXPECT_EQ(b->hub()->Counters().history_write_failures, 0);
+}
+
 }  // namespace
 }  // namespace satlab::server

@@ -381,14 +381,19 @@ TEST(PostgresMetricFeedTest, PublishedEventsReadBackInOrderAndWakeReaders) {
 
   const absl::Time t = absl::FromUnixSeconds(1700000000);
   std::vector<FeedEntry> batch = {
-      {"networks/x", t, false, "x1"},
-      {"networks/y", t, false, "y1"},
-      {"networks/x", t, false, "x2"},
+      {"networks/x", t, false, "x1", 1},
+      {"networks/y", t, false, "y1", 2},
+      {"networks/x", t, false, "x2", 3},
   };
   ASSERT_TRUE(a->feed->Publish("a#1", batch).ok());
   EXPECT_TRUE(b->feed->WaitForPublish(absl::Seconds(10)));
-  ASSERT_TRUE(b->feed->Publish("b#1", {{"networks/z", t, false, "z1"}}).ok());
-  ASSERT_TRUE(a->feed->Publish("a#1", {{"networks/y", t, true, ""}}).ok());
+  // Published again (a retry after a lost COMMIT): nothing new.
+  ASSERT_TRUE(a->feed->Publish("a#1", batch).ok());
+  ASSERT_TRUE(
+      b->feed->Publish("b#1", {{"networks/z", t, false, "z1", 1}}).ok());
+  // Partly published before: only the new entry goes in.
+  batch.push_back({"networks/y", t, true, "", 4});
+  ASSERT_TRUE(a->feed->Publish("a#1", batch).ok());
 
   absl::StatusOr<std::vector<FeedRecord>> read =
       b->feed->Read(*start, "b#1", 100);
@@ -451,7 +456,7 @@ TEST(PostgresMetricFeedTest, LargeBatchPublishesInOneTransaction) {
   std::vector<FeedEntry> batch;
   for (int i = 0; i < kEvents; ++i) {
     batch.push_back({absl::StrCat("networks/n", i % 4), absl::Now(), false,
-                     std::string(300, static_cast<char>('a' + i % 26))});
+                     std::string(300, static_cast<char>('a' + i % 26)), i + 1});
   }
   const absl::Time start = absl::Now();
   ASSERT_TRUE(a->feed->Publish("a#1", batch).ok());
