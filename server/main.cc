@@ -236,8 +236,15 @@ ABSL_FLAG(int64_t, metrics_subscriber_buffer, 1024,
           "Events buffered per WatchMetrics or dashboard stream before its "
           "oldest are dropped (and counted in dropped_events).");
 ABSL_FLAG(int64_t, metrics_flush_interval_ms, 500,
-          "With --data_dir, new metric events are written to the store in one "
-          "batch this often (so WatchMetrics replay survives a restart).");
+          "With --data_dir or --store, new metric events are written to the "
+          "store in one batch this often (so WatchMetrics replay survives a "
+          "restart; with --store it is also when other replicas can see "
+          "them).");
+ABSL_FLAG(int64_t, metrics_feed_poll_ms, 1000,
+          "With --store (replicas sharing PostgreSQL): the longest a replica "
+          "waits for a notification of other replicas' metric events before "
+          "it reads them anyway (bounds the delay when a notification is "
+          "lost).");
 ABSL_FLAG(std::string, tls_cert_file, "",
           "PEM certificate chain of the gRPC port (and of the HTTP port "
           "unless --http_tls_cert_file is set). With --tls_key_file the port "
@@ -499,7 +506,12 @@ satlab::server::AppOptions OptionsFromFlags() {
   options.data_dir = satlab::ExpandHome(absl::GetFlag(FLAGS_data_dir));
   options.data_sync_full = absl::GetFlag(FLAGS_data_sync);
   options.store_url = absl::GetFlag(FLAGS_store);
+  // One name per process for its writer leases, experiment claims and
+  // metric feed (the hub is made before the server, so it is picked here).
   options.replica_id = absl::GetFlag(FLAGS_replica_id);
+  if (options.replica_id.empty()) {
+    options.replica_id = satlab::service::DefaultReplicaId();
+  }
   options.lease_ttl = absl::GetFlag(FLAGS_lease_ttl);
   // A replica's experiment claims last as long as its writer leases: one
   // failover time for both.
@@ -568,6 +580,9 @@ satlab::server::AppOptions OptionsFromFlags() {
       absl::GetFlag(FLAGS_metrics_subscriber_buffer);
   app.metrics.history_flush_interval =
       absl::Milliseconds(absl::GetFlag(FLAGS_metrics_flush_interval_ms));
+  app.metrics.feed_poll_interval =
+      absl::Milliseconds(absl::GetFlag(FLAGS_metrics_feed_poll_ms));
+  app.metrics.replica_id = options.replica_id;
 
   if (absl::GetFlag(FLAGS_http_port) >= 0) {
     satlab::http::HttpServerOptions& http = app.http.emplace();

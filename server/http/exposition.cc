@@ -1,5 +1,6 @@
 #include "server/http/exposition.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -81,7 +82,14 @@ class Writer {
 };
 
 void WriteTraining(const service::MetricsHub& hub, Writer& w) {
-  const std::vector<service::NetworkGauges> networks = hub.Networks();
+  // The networks this replica trains: another replica's (received through
+  // the shared store's feed, for WatchMetrics and the dashboard) are that
+  // replica's to expose, so a cluster-wide query counts each once.
+  std::vector<service::NetworkGauges> networks = hub.Networks();
+  networks.erase(
+      std::remove_if(networks.begin(), networks.end(),
+                     [](const service::NetworkGauges& g) { return g.remote; }),
+      networks.end());
 
   // Per network: (name, type, help, value getter).
   struct NetworkFamily {
@@ -188,6 +196,23 @@ void WriteTraining(const service::MetricsHub& hub, Writer& w) {
   w.Family("satlab_metric_history_events", "gauge",
            "Events retained for replay.");
   w.Sample("satlab_metric_history_events", {}, c.history_events);
+  w.Family("satlab_replica_info", "gauge",
+           "This server's replica id (--replica_id, else the host name), to "
+           "join on instance. Always 1.");
+  w.Sample("satlab_replica_info", {{"replica", hub.replica_id()}}, int64_t{1});
+  w.Family("satlab_metric_feed_events_total", "counter",
+           "Metric events received from other replicas through the shared "
+           "store (PostgreSQL; 0 otherwise).");
+  w.Sample("satlab_metric_feed_events_total", {}, c.feed_events_total);
+  w.Family("satlab_metric_feed_read_failures_total", "counter",
+           "Reads of the shared store's metric feed that failed (retried) "
+           "and received events that did not parse (skipped).");
+  w.Sample("satlab_metric_feed_read_failures_total", {}, c.feed_read_failures);
+  w.Family("satlab_metric_feed_delay_seconds", "gauge",
+           "Age of the last event received from another replica when it "
+           "arrived: its publisher's flush interval, the commit, the "
+           "notification and the read.");
+  w.Sample("satlab_metric_feed_delay_seconds", {}, c.feed_last_delay_seconds);
 }
 
 const char* CodeName(int code) {

@@ -62,13 +62,19 @@ nlohmann::json NetworksJson(const core::TenantScope& scope,
                         {"diverged", g.diverged},
                         {"steps_total", g.steps_total},
                         {"samples_total", g.samples_total},
+                        {"replica", g.replica},
+                        {"remote", g.remote},
                         {"layers", std::move(layers)}});
   }
   // The hub's counters are server-wide: an admin's (or an open
   // dashboard's) only.
-  if (!scope.admin()) return {{"networks", std::move(networks)}};
+  if (!scope.admin()) {
+    return {{"networks", std::move(networks)}, {"replica", hub.replica_id()}};
+  }
   const service::HubCounters c = hub.Counters();
   return {{"networks", std::move(networks)},
+          {"replica", hub.replica_id()},
+          {"feed_events_total", c.feed_events_total},
           {"events_total", c.events_total},
           {"dropped_events_total", c.dropped_events_total},
           {"subscribers", c.subscribers},

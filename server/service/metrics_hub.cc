@@ -1,8 +1,11 @@
 #include "server/service/metrics_hub.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <deque>
 #include <map>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,6 +24,30 @@ absl::string_view IdOf(absl::string_view network) {
   absl::ConsumePrefix(&network, kNetworkPrefix);
   return network;
 }
+
+std::string HostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') {
+    return "satlab";
+  }
+  return name;
+}
+
+// `replica#<64 random bits>`.
+std::string OriginOf(absl::string_view replica) {
+  std::random_device random;
+  const uint64_t nonce = (uint64_t{random()} << 32) ^ random();
+  return absl::StrCat(replica, "#", absl::Hex(nonce, absl::kZeroPad16));
+}
+
+// The replica of an origin (OriginOf's inverse).
+absl::string_view ReplicaOf(absl::string_view origin) {
+  const size_t hash = origin.rfind('#');
+  return hash == absl::string_view::npos ? origin : origin.substr(0, hash);
+}
+
+// Feed records read per query.
+constexpr int kFeedPage = 1000;
 
 }  // namespace
 
@@ -105,8 +132,18 @@ void MetricsSubscription::Notify() {
 
 // --- MetricsHub ---
 
+MetricsHub::MetricsHub(const MetricsHubOptions& options)
+    : options_(options),
+      replica_id_(options.replica_id.empty() ? HostName() : options.replica_id),
+      origin_(OriginOf(replica_id_)) {}
+
 absl::StatusOr<std::unique_ptr<MetricsHub>> MetricsHub::Create(
     const MetricsHubOptions& options) {
+  if (options.feed_poll_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics options: feed_poll_interval must be > 0, got ",
+                     absl::FormatDuration(options.feed_poll_interval)));
+  }
   if (options.history_flush_interval <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         absl::StrCat("metrics options: history_flush_interval must be > 0, "
@@ -176,6 +213,8 @@ void MetricsHub::OnStep(absl::string_view network,
     g.output_attenuation = result.stats.output_attenuation;
     g.diverged = result.diverged;
     g.layers = result.stats.layers;
+    if (g.replica != replica_id_) g.replica = replica_id_;  // no copy per step
+    g.remote = false;
     ++g.steps_total;
     g.samples_total += result.batch_size;
     if (result.diverged) ++g.diverged_steps_total;
@@ -211,11 +250,11 @@ void MetricsHub::OnExperimentProgress(const v1::ExperimentProgress& progress) {
 
 void MetricsHub::Record(
     std::shared_ptr<v1::MetricEvent> event,
-    std::vector<std::shared_ptr<MetricsSubscription>>& to_notify) {
+    std::vector<std::shared_ptr<MetricsSubscription>>& to_notify, bool remote) {
   event->set_sequence(next_sequence_++);
-  TimeToProto(absl::Now(), event->mutable_time());
+  if (!remote) TimeToProto(absl::Now(), event->mutable_time());
   EventPtr shared = std::move(event);
-  if (history_store_ != nullptr && !shared->network().empty()) {
+  if (history_store_ != nullptr && !remote && !shared->network().empty()) {
     if (static_cast<int64_t>(pending_.size()) >= options_.history_size) {
       // The store falls behind: drop the oldest pending, counted.
       pending_.erase(pending_.begin());
@@ -279,6 +318,9 @@ HubCounters MetricsHub::Counters() const {
   c.history_events = static_cast<int64_t>(history_.size());
   c.last_sequence = next_sequence_ - 1;
   c.history_write_failures = history_write_failures_;
+  c.feed_events_total = feed_events_;
+  c.feed_read_failures = feed_read_failures_;
+  c.feed_last_delay_seconds = feed_last_delay_seconds_;
   return c;
 }
 
@@ -299,7 +341,15 @@ void MetricsHub::Shutdown() {
 
 absl::Status MetricsHub::AttachHistory(
     store::MetricHistoryStore* store,
-    const std::vector<std::string>& network_ids) {
+    const std::vector<std::string>& network_ids, store::MetricFeed* feed) {
+  // The feed's position first: what the history holds up to it is loaded
+  // below, what comes after it the reader records.
+  int64_t cursor = 0;
+  if (feed != nullptr) {
+    absl::StatusOr<int64_t> last = feed->LastSeq();
+    if (!last.ok()) return last.status();
+    cursor = *last;
+  }
   // Read in pages, keeping only the newest history_size overall, so the
   // memory used stays bounded by the ring's size whatever the store holds.
   constexpr int kPage = 1000;
@@ -308,21 +358,29 @@ absl::Status MetricsHub::AttachHistory(
   for (const std::string& id : network_ids) {
     const std::string name = absl::StrCat(kNetworkPrefix, id);
     int64_t from = 0;
-    while (true) {
+    bool more = true;
+    while (more) {
       auto page = store->ReadMetrics(name, from, kPage);
       if (!page.ok()) return page.status();
+      more = static_cast<int>(page->size()) == kPage;
       for (const store::MetricRecord& record : *page) {
+        if (feed != nullptr && record.seq > cursor) {
+          more = false;  // the reader's to record
+          break;
+        }
         auto event = std::make_shared<v1::MetricEvent>();
         if (!event->ParseFromString(record.event)) {
           return absl::DataLossError(absl::StrCat("metric history of ", name,
                                                   ": event ", record.seq,
                                                   " does not parse"));
         }
+        // The store's numbering: with a feed it orders every replica's
+        // events (each numbered its own way when recorded).
+        event->set_sequence(record.seq);
         max_sequence = std::max(max_sequence, record.seq);
         loaded.push_back(std::move(event));
       }
-      if (static_cast<int>(page->size()) < kPage) break;
-      from = page->back().seq + 1;
+      if (!page->empty()) from = page->back().seq + 1;
       // Per network the newest come last: trim as we go.
       while (static_cast<int64_t>(loaded.size()) > 2 * options_.history_size) {
         loaded.pop_front();
@@ -355,6 +413,11 @@ absl::Status MetricsHub::AttachHistory(
   history_store_ = store;
   stop_flusher_ = false;
   flusher_ = std::thread([this] { FlushLoop(); });
+  if (feed != nullptr) {
+    feed_ = feed;
+    stop_reader_ = false;
+    reader_ = std::thread([this, cursor] { ReadLoop(cursor); });
+  }
   return absl::OkStatus();
 }
 
@@ -382,6 +445,34 @@ void MetricsHub::FlushHistory() {
     store = history_store_;
   }
   if (store == nullptr || batch.empty()) return;
+  if (feed_ != nullptr) {
+    // Shared: one transaction, in the order recorded; the feed numbers the
+    // events for every replica.
+    std::vector<store::FeedEntry> entries(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const v1::MetricEvent& event = *batch[i];
+      entries[i].network = event.network();
+      entries[i].time = absl::FromUnixSeconds(event.time().seconds()) +
+                        absl::Nanoseconds(event.time().nanos());
+      entries[i].deleted = event.has_network_deleted();
+      if (!entries[i].deleted) entries[i].event = event.SerializeAsString();
+      entries[i].origin_seq = event.sequence();
+    }
+    if (!feed_->Publish(origin_, entries).ok()) {
+      // Tried again with the next flush (the feed skips what a failed
+      // attempt did commit), within the pending bound.
+      absl::MutexLock lock(&mu_);
+      batch.insert(batch.end(), pending_.begin(), pending_.end());
+      pending_.swap(batch);
+      const int64_t excess =
+          static_cast<int64_t>(pending_.size()) - options_.history_size;
+      if (excess > 0) {
+        pending_.erase(pending_.begin(), pending_.begin() + excess);
+        history_write_failures_ += excess;
+      }
+    }
+    return;
+  }
   // Per network, in order; a deletion drops what came before it.
   std::map<std::string, std::vector<store::MetricRecord>> groups;
   int64_t failed = 0;
@@ -414,11 +505,96 @@ void MetricsHub::FlushHistory() {
   }
 }
 
+void MetricsHub::ReadLoop(int64_t cursor) {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stop_reader_) return;
+    }
+    // Everything after the cursor, page by page: after a notification, and
+    // after a timeout or a broken connection (the catch-up for lost ones).
+    while (true) {
+      absl::StatusOr<std::vector<store::FeedRecord>> page =
+          feed_->Read(cursor, origin_, kFeedPage);
+      if (!page.ok()) {
+        absl::MutexLock lock(&mu_);
+        ++feed_read_failures_;
+        break;
+      }
+      for (const store::FeedRecord& record : *page) {
+        cursor = record.seq;
+        if (record.origin != origin_) ApplyRemote(record);
+      }
+      if (static_cast<int>(page->size()) < kFeedPage) break;
+    }
+    feed_->WaitForPublish(options_.feed_poll_interval);
+  }
+}
+
+void MetricsHub::ApplyRemote(const store::FeedRecord& record) {
+  auto event = std::make_shared<v1::MetricEvent>();
+  if (record.deleted) {
+    event->set_network(record.network);
+    event->set_network_deleted(true);
+    TimeToProto(record.time, event->mutable_time());
+  } else if (!event->ParseFromString(record.event) ||
+             event->network() != record.network) {
+    absl::MutexLock lock(&mu_);
+    ++feed_read_failures_;  // not ours to understand: skipped
+    return;
+  }
+  const absl::Duration delay = absl::Now() - record.time;
+  std::vector<std::shared_ptr<MetricsSubscription>> to_notify;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::string_view id = IdOf(record.network);
+    if (record.deleted) {
+      auto it = networks_.find(id);
+      if (it != networks_.end()) networks_.erase(it);
+    } else if (event->has_step()) {
+      auto it = networks_.find(id);
+      if (it == networks_.end()) {
+        it = networks_.emplace(std::string(id), NetworkGauges{}).first;
+        it->second.id = std::string(id);
+      }
+      NetworkGauges& g = it->second;
+      const v1::StepResult& step = event->step();
+      g.step = step.step();
+      g.loss = step.loss();
+      g.accuracy = step.accuracy();
+      g.output_attenuation = step.saturation().output_attenuation();
+      g.diverged = step.diverged();
+      g.layers.clear();
+      for (const v1::LayerStats& layer : step.saturation().layers()) {
+        engine::LayerStats& s = g.layers.emplace_back();
+        s.mean_derivative = layer.mean_derivative();
+        s.saturated_fraction = layer.saturated_fraction();
+        s.dead_units = layer.dead_units();
+        s.weight_gradient_norm = layer.weight_gradient_norm();
+        s.bias_gradient_norm = layer.bias_gradient_norm();
+        s.mean_activation = layer.mean_activation();
+      }
+      g.replica = std::string(ReplicaOf(record.origin));
+      g.remote = true;
+      g.updated = absl::Now();
+    }
+    ++feed_events_;
+    feed_last_delay_seconds_ = absl::ToDoubleSeconds(delay);
+    Record(std::move(event), to_notify, /*remote=*/true);
+  }
+  for (const auto& sub : to_notify) sub->Notify();
+}
+
 void MetricsHub::DetachHistory() {
   {
     absl::MutexLock lock(&mu_);
     if (history_store_ == nullptr || stop_flusher_) return;
     stop_flusher_ = true;
+    stop_reader_ = true;
+  }
+  if (reader_.joinable()) {
+    feed_->Interrupt();
+    reader_.join();
   }
   flusher_.join();  // its last pass writes what is pending
   absl::MutexLock lock(&mu_);

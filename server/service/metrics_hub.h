@@ -33,6 +33,7 @@
 #include "server/engine/network.h"
 #include "server/service/events.h"
 #include "server/store/experiment_store.h"
+#include "server/store/metric_feed.h"
 
 namespace satlab::service {
 
@@ -44,6 +45,14 @@ struct MetricsHubOptions {
   // With a history store attached (AttachHistory): new step and deletion
   // events are written to it in one batch this often, off the hot path.
   absl::Duration history_flush_interval = absl::Milliseconds(500);
+  // This replica's name (--replica_id; empty: the host name). It
+  // labels /metrics (satlab_replica_info) and tells the dashboard which
+  // replica trains a network.
+  std::string replica_id;
+  // With a shared metric feed (AttachHistory's `feed`): the longest the hub
+  // waits for a notification before it reads the feed anyway, which bounds
+  // how late an event whose notification was lost arrives.
+  absl::Duration feed_poll_interval = absl::Seconds(1);
 };
 
 // Which events a subscriber receives.
@@ -126,7 +135,12 @@ struct NetworkGauges {
   double output_attenuation = 1;
   bool diverged = false;
   std::vector<engine::LayerStats> layers;
-  // Counted since this process started.
+  // The replica whose step these figures are (empty for figures loaded
+  // from the history at start), and whether that is another replica (its
+  // series are then that replica's to expose on /metrics, not this one's).
+  std::string replica;
+  bool remote = false;
+  // Counted since this process started (this process's steps only).
   int64_t steps_total = 0;
   int64_t samples_total = 0;
   int64_t diverged_steps_total = 0;
@@ -143,6 +157,12 @@ struct HubCounters {
   // Events not written to the history store because it failed or the
   // pending batch overflowed (0 without a store).
   int64_t history_write_failures = 0;
+  // With a shared feed: events received from other replicas, reads of the
+  // feed that failed (retried at the next poll), and how old the last
+  // received event was when it arrived (publish + notify + read).
+  int64_t feed_events_total = 0;
+  int64_t feed_read_failures = 0;
+  double feed_last_delay_seconds = 0;
 };
 
 class MetricsHub final : public EventSink {
@@ -165,6 +185,8 @@ class MetricsHub final : public EventSink {
   std::vector<NetworkGauges> Networks() const;
   HubCounters Counters() const;
   const MetricsHubOptions& options() const { return options_; }
+  // options().replica_id, or the host name when that is empty.
+  const std::string& replica_id() const { return replica_id_; }
 
   // Closes every subscription (streams end) and refuses new ones; events
   // are still recorded. Idempotent.
@@ -179,21 +201,38 @@ class MetricsHub final : public EventSink {
   // appends new events every history_flush_interval. Experiment events are
   // not written (experiments are kept as experiments/{id}). Call once,
   // before any event is recorded.
+  //
+  // With `feed` (a store several replicas share, issue 14 item 5; not owned,
+  // alive until DetachHistory) the history is also the replicas' live
+  // feed: the flushes publish this hub's events through `feed` instead of
+  // `store`, and a reader thread records the events other replicas publish
+  // as if they happened here (same ring, subscribers, gauges; their own
+  // time, this hub's sequence numbers), in the feed's order, each once: the
+  // history is loaded up to the feed's position read first, and the reader
+  // continues from there.
   absl::Status AttachHistory(store::MetricHistoryStore* store,
-                             const std::vector<std::string>& network_ids);
+                             const std::vector<std::string>& network_ids,
+                             store::MetricFeed* feed = nullptr);
   // Writes what is pending and stops the thread; events after it are kept
   // in memory only. Idempotent.
   void DetachHistory();
   ~MetricsHub() override;
 
  private:
-  explicit MetricsHub(const MetricsHubOptions& options) : options_(options) {}
+  explicit MetricsHub(const MetricsHubOptions& options);
 
   // Numbers, timestamps and retains `event` and queues it for matching
   // subscribers, which the caller notifies after releasing mu_.
+  // `remote`: received from another replica: keeps its time and is not
+  // written to the store again.
   void Record(std::shared_ptr<v1::MetricEvent> event,
-              std::vector<std::shared_ptr<MetricsSubscription>>& to_notify)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+              std::vector<std::shared_ptr<MetricsSubscription>>& to_notify,
+              bool remote = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // The feed reader: records other replicas' events (ApplyRemote) after
+  // each notification or feed_poll_interval.
+  void ReadLoop(int64_t cursor);
+  void ApplyRemote(const store::FeedRecord& record) ABSL_LOCKS_EXCLUDED(mu_);
 
   static bool Matches(const WatchFilter& filter, const v1::MetricEvent& event,
                       bool replay);
@@ -203,6 +242,13 @@ class MetricsHub final : public EventSink {
   void FlushLoop();
 
   const MetricsHubOptions options_;
+  const std::string replica_id_;
+  // Names this process in the feed: replica_id_ plus a random suffix, so a
+  // restarted replica (or two given one id by mistake) still differ.
+  const std::string origin_;
+  // Set by AttachHistory before the threads start; never changed after.
+  store::MetricFeed* feed_ = nullptr;
+  std::thread reader_;
   // Serializes flushes, so batches reach the store in sequence order.
   absl::Mutex flush_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   std::thread flusher_;
@@ -211,6 +257,10 @@ class MetricsHub final : public EventSink {
   // Step and deletion events not yet written (at most history_size).
   std::vector<EventPtr> pending_ ABSL_GUARDED_BY(mu_);
   bool stop_flusher_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_reader_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t feed_events_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t feed_read_failures_ ABSL_GUARDED_BY(mu_) = 0;
+  double feed_last_delay_seconds_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t history_write_failures_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   std::deque<EventPtr> history_ ABSL_GUARDED_BY(mu_);

@@ -176,6 +176,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     server->experiments_ = std::move(stores->experiments);
     server->metric_history_ = std::move(stores->metrics);
     server->leases_ = std::move(stores->leases);
+    server->metric_feed_ = std::move(stores->feed);
   } else if (options.data_dir.empty()) {
     server->store_ = store::NewInMemoryStore(options.max_networks);
     server->experiments_ = store::NewInMemoryExperimentStore();
@@ -239,7 +240,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
       if (page->size() < 1000) break;
       after = page->back().id;
     }
-    if (absl::Status s = hub->AttachHistory(server->metric_history_.get(), ids);
+    // With a shared store, also every other replica's live events
+    // (issue 14 item 5).
+    if (absl::Status s = hub->AttachHistory(server->metric_history_.get(), ids,
+                                            server->metric_feed_.get());
         !s.ok()) {
       return s;
     }

@@ -22,6 +22,7 @@
 #include "server/service/reflection_service.h"
 #include "server/service/training_service.h"
 #include "server/store/experiment_store.h"
+#include "server/store/metric_feed.h"
 #include "server/store/network_store.h"
 #include "server/tls/staged_identity.h"
 #include "server/tls/tls_files.h"
@@ -167,6 +168,8 @@ class Server {
   std::shared_ptr<store::MetricHistoryStore> metric_history_;
   // Writer leases across replicas; null unless the store is shared.
   std::shared_ptr<store::WriterLeaseStore> leases_;
+  // The replicas' shared metric events: PostgreSQL only, null otherwise.
+  std::shared_ptr<store::MetricFeed> metric_feed_;
   std::unique_ptr<core::NetworkCore> core_;  // over store_
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<MetricsHub> own_hub_;  // when options.hub is null

@@ -1,7 +1,11 @@
 #include "server/store/postgres_store.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -91,6 +95,30 @@ CREATE TABLE experiment_claims (
 );
 ALTER TABLE experiment_claims ALTER COLUMN progress SET STORAGE EXTERNAL;
 )sql",
+    // Version 5 (issue 14 item 5): the metric feed (MetricFeed).
+    // Published events take their seq from one sequence, started above
+    // every seq stored so far, so a reader's cursor orders all replicas'
+    // events; `origin` names the publishing process; deletions are rows of
+    // their own (the network's history rows go); metric_publishers makes a
+    // retried publish skip what an earlier attempt committed.
+    R"sql(
+CREATE SEQUENCE metric_feed_seq;
+SELECT setval('metric_feed_seq',
+              GREATEST(1, (SELECT COALESCE(MAX(seq), 0) FROM metric_history)));
+ALTER TABLE metric_history ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+CREATE INDEX metric_history_by_seq ON metric_history (seq);
+CREATE TABLE metric_deletions (
+  seq BIGINT PRIMARY KEY,
+  network_id TEXT COLLATE "C" NOT NULL,
+  origin TEXT NOT NULL,
+  time_ns BIGINT NOT NULL
+);
+CREATE TABLE metric_publishers (
+  origin TEXT PRIMARY KEY,
+  last_seq BIGINT NOT NULL,
+  update_time_ns BIGINT NOT NULL
+);
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
               kPostgresSchemaVersion);
@@ -101,6 +129,17 @@ static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
 // --max_networks holds across replicas.
 constexpr int64_t kMigrationLock = 0x7361746c61624d31;
 constexpr int64_t kCreateLock = 0x7361746c61624331;
+// "satlabF1": held by the transaction that publishes metric events, so
+// that feed seqs become visible in increasing order (a reader that saw seq
+// N committed never later finds a smaller one).
+constexpr int64_t kFeedLock = 0x7361746c61624631;
+// The channel Publish notifies (payload: the last seq published).
+constexpr char kFeedChannel[] = "satlab_metrics";
+// Deletion rows kept for readers that fall behind.
+constexpr int64_t kFeedDeletionsKept = 10000;
+// Events per INSERT statement of a publish (5 parameters each; PostgreSQL
+// takes at most 65535 per statement).
+constexpr size_t kFeedRowsPerInsert = 500;
 
 // Type OIDs of the parameters (pg_type.h is a server header; these never
 // change).
@@ -227,6 +266,54 @@ absl::StatusOr<std::string> Describe(const std::string& url) {
   }
   PQconninfoFree(options);
   return absl::StrCat("postgresql://", host, ":", port, "/", db);
+}
+
+// A connection to options.url with the store's timeouts (keepalives,
+// tcp_user_timeout), its notices silenced. UNAVAILABLE naming `where`.
+absl::StatusOr<PGconn*> Connect(const PostgresStoreOptions& options,
+                                absl::string_view where,
+                                const char* application_name) {
+  const std::string timeout = absl::StrCat(
+      std::max<int64_t>(1, absl::ToInt64Seconds(options.connect_timeout)));
+  // A server that vanishes mid-statement (a cut network, a dead machine:
+  // no RST) fails the call after io_timeout instead of hanging it for the
+  // kernel's ~15 minutes: TCP keepalives on an idle wait, and
+  // tcp_user_timeout on unacknowledged data.
+  const int64_t io_ms =
+      std::max<int64_t>(1000, absl::ToInt64Milliseconds(options.io_timeout));
+  const std::string user_timeout = absl::StrCat(io_ms);
+  const std::string idle = absl::StrCat(std::max<int64_t>(1, io_ms / 3000));
+  // Later entries override earlier ones, so the URL's own settings win.
+  const char* keywords[] = {"connect_timeout",
+                            "application_name",
+                            "keepalives",
+                            "keepalives_idle",
+                            "keepalives_interval",
+                            "keepalives_count",
+                            "tcp_user_timeout",
+                            "dbname",
+                            nullptr};
+  const char* values[] = {timeout.c_str(),      application_name,    "1",
+                          idle.c_str(),         idle.c_str(),        "2",
+                          user_timeout.c_str(), options.url.c_str(), nullptr};
+  PGconn* conn = PQconnectdbParams(keywords, values, /*expand_dbname=*/1);
+  if (conn == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "out of memory connecting to the PostgreSQL store ", where));
+  }
+  if (PQstatus(conn) != CONNECTION_OK) {
+    std::string why = Trimmed(PQerrorMessage(conn));
+    PQfinish(conn);
+    return absl::UnavailableError(absl::StrCat(
+        "the PostgreSQL store ", where,
+        " is unavailable (cannot connect: ", why, "); nothing changed, retry"));
+  }
+  // libpq prints the server's notices (a table that already exists, the
+  // notice of a shutdown) on stderr; what matters reaches the caller as
+  // a status instead.
+  PQsetNoticeProcessor(
+      conn, [](void*, const char*) {}, nullptr);
+  return conn;
 }
 
 class PostgresStore final : public NetworkStore,
@@ -736,6 +823,160 @@ class PostgresStore final : public NetworkStore,
         .status();
   }
 
+  // MetricFeed::Publish (PostgresMetricFeed reads on a connection of its
+  // own; publishing shares the store's). Not retried here; a caller may
+  // publish the same entries again after an error: table
+  // metric_publishers remembers each origin's last origin_seq published,
+  // so what an attempt with an unknown outcome did commit is skipped.
+  absl::Status PublishMetrics(absl::string_view origin,
+                              const std::vector<FeedEntry>& entries) {
+    if (entries.empty()) return absl::OkStatus();
+    absl::MutexLock lock(&mu_);
+    return TransactionLocked(
+        "publish metric events",
+        [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+          absl::StatusOr<Result> r = ExecLocked(
+              "lock the metric feed", "SELECT pg_advisory_xact_lock($1)",
+              Params().Int64(kFeedLock), false);
+          if (!r.ok()) return r.status();
+          r = ExecLocked("read the metric feed's publishers",
+                         "SELECT last_seq FROM metric_publishers WHERE "
+                         "origin = $1",
+                         Params().Text(origin), false);
+          if (!r.ok()) return r.status();
+          size_t begin = 0;
+          if (PQntuples(r->get()) == 1) {
+            const int64_t done = Int64At(r->get(), 0, 0);
+            while (begin < entries.size() &&
+                   entries[begin].origin_seq <= done) {
+              ++begin;
+            }
+          }
+          if (begin == entries.size()) return absl::OkStatus();
+          // The batch's seqs as one block (no other publisher runs under
+          // the lock), so the rows go in multi-row INSERTs: one round trip
+          // per kFeedRowsPerInsert events instead of one per event.
+          const int64_t n = static_cast<int64_t>(entries.size() - begin);
+          r = ExecLocked("number metric events",
+                         "SELECT setval('metric_feed_seq', "
+                         "nextval('metric_feed_seq') + $1 - 1)",
+                         Params().Int64(n), false);
+          if (!r.ok()) return r.status();
+          const int64_t last = Int64At(r->get(), 0, 0);
+          // entries[i] is numbered first + i (i >= begin).
+          const int64_t first = last - n + 1 - static_cast<int64_t>(begin);
+          bool deletions = false;
+          std::vector<absl::string_view> trimmed;
+          // Step events [from, to) of `entries`, inserted in chunks.
+          auto insert = [&](size_t from, size_t to)
+                            ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+            for (size_t chunk = from; chunk < to; chunk += kFeedRowsPerInsert) {
+              const size_t stop = std::min(to, chunk + kFeedRowsPerInsert);
+              std::string sql =
+                  "INSERT INTO metric_history (network_id, seq, time_ns, "
+                  "event, origin) VALUES ";
+              Params p;
+              for (size_t i = chunk; i < stop; ++i) {
+                const int k = static_cast<int>(5 * (i - chunk));
+                absl::StrAppend(&sql, i == chunk ? "" : ",", "($", k + 1, ",$",
+                                k + 2, ",$", k + 3, ",$", k + 4, ",$", k + 5,
+                                ")");
+                p.Text(entries[i].network)
+                    .Int64(first + static_cast<int64_t>(i))
+                    .Int64(absl::ToUnixNanos(entries[i].time))
+                    .Bytes(entries[i].event)
+                    .Text(origin);
+              }
+              absl::StatusOr<Result> q =
+                  ExecLocked("write metric history", sql.c_str(), p, false);
+              if (!q.ok()) return q.status();
+            }
+            return absl::OkStatus();
+          };
+          size_t run = begin;  // the first step event not inserted yet
+          for (size_t i = begin; i < entries.size(); ++i) {
+            const FeedEntry& e = entries[i];
+            if (!e.deleted) {
+              if (trimmed.empty() || trimmed.back() != e.network) {
+                trimmed.push_back(e.network);
+              }
+              continue;
+            }
+            // The steps before a deletion go in first (and with it).
+            if (absl::Status st = insert(run, i); !st.ok()) return st;
+            run = i + 1;
+            r = ExecLocked("delete metric history",
+                           "DELETE FROM metric_history WHERE network_id = $1",
+                           Params().Text(e.network), false);
+            if (!r.ok()) return r.status();
+            r = ExecLocked("publish a deletion",
+                           "INSERT INTO metric_deletions (seq, network_id, "
+                           "origin, time_ns) VALUES ($1, $2, $3, $4)",
+                           Params()
+                               .Int64(first + static_cast<int64_t>(i))
+                               .Text(e.network)
+                               .Text(origin)
+                               .Int64(absl::ToUnixNanos(e.time)),
+                           false);
+            if (!r.ok()) return r.status();
+            deletions = true;
+          }
+          if (absl::Status st = insert(run, entries.size()); !st.ok()) {
+            return st;
+          }
+          std::sort(trimmed.begin(), trimmed.end());
+          trimmed.erase(std::unique(trimmed.begin(), trimmed.end()),
+                        trimmed.end());
+          for (absl::string_view network : trimmed) {
+            r = ExecLocked(
+                "trim metric history",
+                "DELETE FROM metric_history WHERE network_id = $1 AND seq <= "
+                "(SELECT seq FROM metric_history WHERE network_id = $1 "
+                "ORDER BY seq DESC LIMIT 1 OFFSET $2)",
+                Params().Text(network).Int64(
+                    options_.metric_history_per_network),
+                false);
+            if (!r.ok()) return r.status();
+          }
+          if (deletions) {
+            r = ExecLocked(
+                "trim metric deletions",
+                "DELETE FROM metric_deletions WHERE seq <= (SELECT seq FROM "
+                "metric_deletions ORDER BY seq DESC LIMIT 1 OFFSET $1)",
+                Params().Int64(kFeedDeletionsKept), false);
+            if (!r.ok()) return r.status();
+          }
+          r = ExecLocked(
+              "record the metric feed's publisher",
+              "INSERT INTO metric_publishers (origin, last_seq, "
+              "update_time_ns) VALUES ($1, $2, $3) ON CONFLICT (origin) DO "
+              "UPDATE SET last_seq = EXCLUDED.last_seq, update_time_ns = "
+              "EXCLUDED.update_time_ns",
+              Params()
+                  .Text(origin)
+                  .Int64(entries.back().origin_seq)
+                  .Int64(absl::ToUnixNanos(absl::Now())),
+              false);
+          if (!r.ok()) return r.status();
+          // Publishers gone for a day (a process each) are forgotten.
+          r = ExecLocked(
+              "forget old metric feed publishers",
+              "DELETE FROM metric_publishers WHERE update_time_ns "
+              "< $1",
+              Params().Int64(absl::ToUnixNanos(absl::Now() - absl::Hours(24))),
+              false);
+          if (!r.ok()) return r.status();
+          // Delivered at COMMIT, to every session listening (this one too).
+          const std::string payload = absl::StrCat(last);
+          r = ExecLocked("notify metric readers", "SELECT pg_notify($1, $2)",
+                         Params().Text(kFeedChannel).Text(payload), false);
+          return r.status();
+        });
+  }
+
+  const PostgresStoreOptions& options() const { return options_; }
+  const std::string& where() const { return where_; }
+
   // WriterLeaseStore.
 
   absl::StatusOr<WriterLease> AcquireLease(absl::string_view network_id,
@@ -865,48 +1106,9 @@ class PostgresStore final : public NetworkStore,
           " is unavailable (lost the connection inside a transaction); "
           "nothing changed, retry"));
     }
-    const std::string timeout = absl::StrCat(
-        std::max<int64_t>(1, absl::ToInt64Seconds(options_.connect_timeout)));
-    // A server that vanishes mid-statement (a cut network, a dead machine:
-    // no RST) fails the call after io_timeout instead of hanging it for the
-    // kernel's ~15 minutes: TCP keepalives on an idle wait, and
-    // tcp_user_timeout on unacknowledged data.
-    const int64_t io_ms =
-        std::max<int64_t>(1000, absl::ToInt64Milliseconds(options_.io_timeout));
-    const std::string user_timeout = absl::StrCat(io_ms);
-    const std::string idle = absl::StrCat(std::max<int64_t>(1, io_ms / 3000));
-    // Later entries override earlier ones, so the URL's own settings win.
-    const char* keywords[] = {"connect_timeout",
-                              "application_name",
-                              "keepalives",
-                              "keepalives_idle",
-                              "keepalives_interval",
-                              "keepalives_count",
-                              "tcp_user_timeout",
-                              "dbname",
-                              nullptr};
-    const char* values[] = {
-        timeout.c_str(),      "satlab-server",      "1",
-        idle.c_str(),         idle.c_str(),         "2",
-        user_timeout.c_str(), options_.url.c_str(), nullptr};
-    conn_ = PQconnectdbParams(keywords, values, /*expand_dbname=*/1);
-    if (conn_ == nullptr) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "out of memory connecting to the PostgreSQL store ", where_));
-    }
-    if (PQstatus(conn_) != CONNECTION_OK) {
-      std::string why = Trimmed(PQerrorMessage(conn_));
-      PQfinish(conn_);
-      conn_ = nullptr;
-      return absl::UnavailableError(absl::StrCat(
-          "the PostgreSQL store ", where_, " is unavailable (cannot connect: ",
-          why, "); nothing changed, retry"));
-    }
-    // libpq prints the server's notices (a table that already exists, the
-    // notice of a shutdown) on stderr; what matters reaches the caller as
-    // a status instead.
-    PQsetNoticeProcessor(
-        conn_, [](void*, const char*) {}, nullptr);
+    absl::StatusOr<PGconn*> conn = Connect(options_, where_, "satlab-server");
+    if (!conn.ok()) return conn.status();
+    conn_ = *conn;
     return absl::OkStatus();
   }
 
@@ -1147,6 +1349,179 @@ class PostgresStore final : public NetworkStore,
   int pinned_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// The reading side of the metric feed: a connection of its own that
+// LISTENs on kFeedChannel and reads the numbered rows (the store's
+// connection is shared under its mutex and must not wait for
+// notifications), made again when it breaks. Used by one reader thread;
+// Interrupt may come from any.
+class PostgresMetricFeed final : public MetricFeed {
+ public:
+  explicit PostgresMetricFeed(std::shared_ptr<PostgresStore> store)
+      : store_(std::move(store)),
+        wake_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+
+  ~PostgresMetricFeed() override {
+    absl::MutexLock lock(&mu_);
+    if (conn_ != nullptr) PQfinish(conn_);
+    if (wake_fd_ >= 0) close(wake_fd_);
+  }
+
+  absl::Status Publish(absl::string_view origin,
+                       const std::vector<FeedEntry>& entries) override {
+    return store_->PublishMetrics(origin, entries);
+  }
+
+  absl::StatusOr<int64_t> LastSeq() override {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Result> r = QueryLocked(
+        "read the metric feed's position",
+        "SELECT GREATEST((SELECT COALESCE(MAX(seq), 0) FROM metric_history), "
+        "(SELECT COALESCE(MAX(seq), 0) FROM metric_deletions))",
+        Params());
+    if (!r.ok()) return r.status();
+    return Int64At(r->get(), 0, 0);
+  }
+
+  absl::StatusOr<std::vector<FeedRecord>> Read(int64_t after,
+                                               absl::string_view own_origin,
+                                               int limit) override {
+    std::vector<FeedRecord> out;
+    if (limit <= 0) return out;
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Result> r = QueryLocked(
+        "read the metric feed",
+        "(SELECT seq, network_id, origin, time_ns, FALSE, CASE WHEN origin = "
+        "$2 THEN ''::bytea ELSE event END FROM metric_history WHERE seq > $1 "
+        "ORDER BY seq LIMIT $3) UNION ALL (SELECT seq, network_id, origin, "
+        "time_ns, TRUE, ''::bytea FROM metric_deletions WHERE seq > $1 ORDER "
+        "BY seq LIMIT $3) ORDER BY 1 LIMIT $3",
+        Params().Int64(after).Text(own_origin).Int64(limit));
+    if (!r.ok()) return r.status();
+    const PGresult* res = r->get();
+    out.reserve(PQntuples(res));
+    for (int i = 0; i < PQntuples(res); ++i) {
+      FeedRecord& f = out.emplace_back();
+      f.seq = Int64At(res, i, 0);
+      f.network = std::string(Value(res, i, 1));
+      f.origin = std::string(Value(res, i, 2));
+      f.time = absl::FromUnixNanos(Int64At(res, i, 3));
+      f.deleted = Value(res, i, 4) != absl::string_view("\0", 1);
+      f.event = std::string(Value(res, i, 5));
+    }
+    return out;
+  }
+
+  bool WaitForPublish(absl::Duration timeout) override {
+    const absl::Time deadline = absl::Now() + timeout;
+    absl::MutexLock lock(&mu_);
+    if (conn_ == nullptr && !ConnectLocked().ok()) {
+      // Nothing to listen on: wait the timeout out; the caller's Read
+      // reports the error and the next call connects again.
+      Poll(-1, deadline);
+      return false;
+    }
+    while (true) {
+      if (DrainLocked()) return true;
+      if (conn_ == nullptr) return false;  // it broke: catch up, reconnect
+      if (Poll(PQsocket(conn_), deadline) <= 0) return false;
+    }
+  }
+
+  void Interrupt() override {
+    const uint64_t one = 1;
+    // A full counter (never, in practice) still wakes the poll.
+    (void)!write(wake_fd_, &one, sizeof(one));
+  }
+
+ private:
+  // A connection listening on kFeedChannel.
+  absl::Status ConnectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    absl::StatusOr<PGconn*> conn =
+        Connect(store_->options(), store_->where(), "satlab-metric-feed");
+    if (!conn.ok()) return conn.status();
+    Result r(PQexec(*conn, absl::StrCat("LISTEN ", kFeedChannel).c_str()));
+    if (r == nullptr || PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
+      std::string why = Trimmed(PQerrorMessage(*conn));
+      PQfinish(*conn);
+      return absl::UnavailableError(absl::StrCat(
+          "the PostgreSQL store ", store_->where(),
+          " is unavailable (listen for metric events: ", why, "); retry"));
+    }
+    conn_ = *conn;
+    return absl::OkStatus();
+  }
+
+  void DropLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    PQfinish(conn_);
+    conn_ = nullptr;
+  }
+
+  // Reads what arrived; true when it held notifications (all consumed).
+  // Drops a broken connection.
+  bool DrainLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (PQconsumeInput(conn_) == 0 || PQstatus(conn_) != CONNECTION_OK) {
+      DropLocked();
+      return false;
+    }
+    bool any = false;
+    while (PGnotify* n = PQnotifies(conn_)) {
+      any = true;
+      PQfreemem(n);
+    }
+    return any;
+  }
+
+  // Waits for `fd` (none when < 0) to be readable until `deadline`: 1 when
+  // it is, 0 at the deadline, -1 on Interrupt.
+  int Poll(int fd, absl::Time deadline) {
+    while (true) {
+      const int64_t ms = std::max<int64_t>(
+          0, absl::ToInt64Milliseconds(deadline - absl::Now()) + 1);
+      pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {fd, POLLIN, 0}};
+      const int n = poll(fds, fd >= 0 ? 2 : 1,
+                         static_cast<int>(std::min<int64_t>(ms, 1 << 30)));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return 0;
+      if (fds[0].revents != 0) {
+        uint64_t count;
+        (void)!read(wake_fd_, &count, sizeof(count));
+        return -1;
+      }
+      if (n > 0) return 1;
+      if (absl::Now() >= deadline) return 0;
+    }
+  }
+
+  absl::StatusOr<Result> QueryLocked(absl::string_view what, const char* sql,
+                                     const Params& params)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // Finds a broken connection; notifications stay queued for the next
+    // WaitForPublish (one may announce a commit this read misses).
+    if (conn_ != nullptr &&
+        (PQconsumeInput(conn_) == 0 || PQstatus(conn_) != CONNECTION_OK)) {
+      DropLocked();
+    }
+    if (conn_ == nullptr) {
+      if (absl::Status s = ConnectLocked(); !s.ok()) return s;
+    }
+    Result r(params.Run(conn_, sql));
+    const ExecStatusType status =
+        r == nullptr ? PGRES_FATAL_ERROR : PQresultStatus(r.get());
+    if (status == PGRES_TUPLES_OK) return r;
+    std::string why = r == nullptr ? Trimmed(PQerrorMessage(conn_))
+                                   : Trimmed(PQresultErrorMessage(r.get()));
+    if (PQstatus(conn_) == CONNECTION_BAD) DropLocked();
+    return absl::UnavailableError(
+        absl::StrCat("the PostgreSQL store ", store_->where(),
+                     " is unavailable (", what, ": ", why, "); retry"));
+  }
+
+  const std::shared_ptr<PostgresStore> store_;
+  const int wake_fd_;
+  absl::Mutex mu_;
+  PGconn* conn_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
 absl::StatusOr<std::unique_ptr<PostgresStore>> OpenStore(
     const PostgresStoreOptions& options) {
   if (!IsPostgresUrl(options.url)) {
@@ -1185,7 +1560,8 @@ absl::StatusOr<PostgresStores> OpenPostgresStores(
   absl::StatusOr<std::unique_ptr<PostgresStore>> store = OpenStore(options);
   if (!store.ok()) return store.status();
   std::shared_ptr<PostgresStore> shared = *std::move(store);
-  return PostgresStores{shared, shared, shared, shared};
+  return PostgresStores{shared, shared, shared, shared,
+                        std::make_shared<PostgresMetricFeed>(shared)};
 }
 
 absl::StatusOr<std::unique_ptr<NetworkStore>> NewPostgresStore(

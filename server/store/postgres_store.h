@@ -23,13 +23,14 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/store/experiment_store.h"
+#include "server/store/metric_feed.h"
 #include "server/store/network_store.h"
 #include "server/store/writer_lease.h"
 
 namespace satlab::store {
 
 // The schema version this binary creates and reads (table satlab_schema).
-inline constexpr int kPostgresSchemaVersion = 4;
+inline constexpr int kPostgresSchemaVersion = 5;
 
 // Whether `store` names a PostgreSQL database (postgresql:// or
 // postgres://, the URI forms libpq reads).
@@ -70,6 +71,9 @@ struct PostgresStores {
   std::shared_ptr<ExperimentStore> experiments;
   std::shared_ptr<MetricHistoryStore> metrics;
   std::shared_ptr<WriterLeaseStore> leases;
+  // The replicas' shared metric events (metric_feed.h): publishes on the
+  // store's connection, LISTENs and reads on one of its own.
+  std::shared_ptr<MetricFeed> feed;
 };
 
 // Connects, then brings the schema to kPostgresSchemaVersion under a
