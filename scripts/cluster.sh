@@ -498,6 +498,7 @@ case $cmd in
     echo "cluster in $dir stopped"
     ;;
   kill-replica)
+    [[ -d $dir ]] || die "$dir: no such directory (no cluster started there)"
     dir=$(cd "$dir" && pwd)
     load_env
     i=$(replica_index "${1:-}")
@@ -508,6 +509,7 @@ case $cmd in
     echo "replica $i (pid ${!p}) killed"
     ;;
   restart-replica)
+    [[ -d $dir ]] || die "$dir: no such directory (no cluster started there)"
     dir=$(cd "$dir" && pwd)
     load_env
     i=$(replica_index "${1:-}")
@@ -529,6 +531,7 @@ case $cmd in
     echo "replica $i restarted (pid $replica_pid, gRPC 127.0.0.1:${!g})"
     ;;
   status)
+    [[ -d $dir ]] || die "$dir: no such directory (no cluster started there)"
     dir=$(cd "$dir" && pwd)
     load_env
     bad=0
