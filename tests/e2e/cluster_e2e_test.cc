@@ -44,22 +44,7 @@ constexpr int kRows = 16;
 constexpr int kInputs = 6;
 constexpr int kReplicas = 3;
 
-v1::NetworkSpec Spec() {
-  v1::NetworkSpec spec;
-  spec.set_input_size(kInputs);
-  for (int units : {24, 2}) {
-    v1::LayerSpec* layer = spec.add_layers();
-    layer->set_units(units);
-    layer->set_activation(units == 2 ? v1::ACTIVATION_SIGMOID
-                                     : v1::ACTIVATION_TANH);
-  }
-  spec.set_loss(v1::LOSS_BCE);
-  spec.mutable_init()->set_scheme(v1::INIT_SCHEME_GLOROT_UNIFORM);
-  spec.mutable_init()->set_seed(11);
-  spec.mutable_optimizer()->mutable_adam()->set_learning_rate(0.01);
-  spec.set_dtype(v1::DTYPE_FLOAT64);
-  return spec;
-}
+v1::NetworkSpec Spec() { return TwoOutputSpec(kInputs, 24, 11); }
 
 // Runs a command; its exit status (0 = success).
 int Shell(const std::string& command) {

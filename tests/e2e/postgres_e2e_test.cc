@@ -50,22 +50,7 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
-v1::NetworkSpec Spec() {
-  v1::NetworkSpec spec;
-  spec.set_input_size(kInputs);
-  for (int units : {12, 2}) {
-    v1::LayerSpec* layer = spec.add_layers();
-    layer->set_units(units);
-    layer->set_activation(units == 2 ? v1::ACTIVATION_SIGMOID
-                                     : v1::ACTIVATION_TANH);
-  }
-  spec.set_loss(v1::LOSS_BCE);
-  spec.mutable_init()->set_scheme(v1::INIT_SCHEME_GLOROT_UNIFORM);
-  spec.mutable_init()->set_seed(7);
-  spec.mutable_optimizer()->mutable_adam()->set_learning_rate(0.01);
-  spec.set_dtype(v1::DTYPE_FLOAT64);
-  return spec;
-}
+v1::NetworkSpec Spec() { return TwoOutputSpec(kInputs, 12, 7); }
 
 class PostgresE2ETest : public ::testing::Test {
  protected:

@@ -38,6 +38,26 @@ inline std::vector<v1::Minibatch> SeededBatches(uint64_t seed, int count,
   return batches;
 }
 
+// A kInputs-hidden-2 network: tanh hidden layer, sigmoid outputs under BCE,
+// Glorot-uniform with `seed`, Adam at 0.01, float64: what the resume tests
+// train with SeededBatches (two targets per row).
+inline v1::NetworkSpec TwoOutputSpec(int inputs, int hidden, uint64_t seed) {
+  v1::NetworkSpec spec;
+  spec.set_input_size(inputs);
+  for (int units : {hidden, 2}) {
+    v1::LayerSpec* layer = spec.add_layers();
+    layer->set_units(units);
+    layer->set_activation(units == 2 ? v1::ACTIVATION_SIGMOID
+                                     : v1::ACTIVATION_TANH);
+  }
+  spec.set_loss(v1::LOSS_BCE);
+  spec.mutable_init()->set_scheme(v1::INIT_SCHEME_GLOROT_UNIFORM);
+  spec.mutable_init()->set_seed(seed);
+  spec.mutable_optimizer()->mutable_adam()->set_learning_rate(0.01);
+  spec.set_dtype(v1::DTYPE_FLOAT64);
+  return spec;
+}
+
 // Every layer's weights and biases as bytes (compared bitwise), or the
 // error reading them.
 inline std::string ParameterBytes(Client& client, const std::string& name) {

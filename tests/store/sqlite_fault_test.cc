@@ -184,9 +184,9 @@ TEST_F(SqliteFaultTest, NewerSchemaIsFailedPrecondition) {
   EXPECT_TRUE(Contains(store.status(), dir_)) << store.status();
 }
 
-// A database written by the previous binary (schema version 1, no
-// revision column) opens, migrates in place and keeps every network
-// bitwise, at revision 0, committable.
+// A database written by an earlier binary (schema version 1: no revision
+// column, no experiment claims) opens, migrates in place and keeps every
+// network bitwise, at revision 0, committable.
 TEST_F(SqliteFaultTest, VersionOneDatabaseMigratesKeepingEveryNetwork) {
   std::vector<NetworkRecord> records;
   {
@@ -198,6 +198,7 @@ TEST_F(SqliteFaultTest, VersionOneDatabaseMigratesKeepingEveryNetwork) {
   ASSERT_EQ(sqlite3_open((dir_ + "/satlab.db").c_str(), &db), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(db,
                          "ALTER TABLE networks DROP COLUMN revision; "
+                         "DROP TABLE experiment_claims; "
                          "PRAGMA user_version = 1",
                          nullptr, nullptr, nullptr),
             SQLITE_OK)
