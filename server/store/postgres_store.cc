@@ -986,7 +986,8 @@ class PostgresStore final : public NetworkStore,
     absl::MutexLock lock(&mu_);
     absl::StatusOr<WriterLease> lease;
     absl::Status s = UnsyncedTransactionLocked(
-        absl::StrCat("take the writer lease of networks/", network_id), [&] {
+        absl::StrCat("take the writer lease of networks/", network_id),
+        [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
           lease = TakeLeaseLocked(network_id, owner, ttl);
           return lease.status();
         });
@@ -999,7 +1000,8 @@ class PostgresStore final : public NetworkStore,
     absl::MutexLock lock(&mu_);
     const std::string what =
         absl::StrCat("release the writer lease of networks/", network_id);
-    return UnsyncedTransactionLocked(what, [&] {
+    return UnsyncedTransactionLocked(what, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(
+                                               mu_) {
       return ExecLocked(what,
                         "DELETE FROM writer_leases WHERE network_id = $1 AND "
                         "owner = $2",
@@ -1194,12 +1196,13 @@ class PostgresStore final : public NetworkStore,
   template <typename Body>
   absl::Status UnsyncedTransactionLocked(absl::string_view what, Body body)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return TransactionLocked(what, [&]() -> absl::Status {
-      absl::StatusOr<Result> r = ExecLocked(
-          what, "SET LOCAL synchronous_commit TO off", Params(), false);
-      if (!r.ok()) return r.status();
-      return body();
-    });
+    return TransactionLocked(
+        what, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+          absl::StatusOr<Result> r = ExecLocked(
+              what, "SET LOCAL synchronous_commit TO off", Params(), false);
+          if (!r.ok()) return r.status();
+          return body();
+        });
   }
 
   // Runs `body` in one transaction: COMMIT when it returns OK, ROLLBACK
