@@ -148,24 +148,32 @@ absl::StatusOr<std::shared_ptr<NetworkCore::Live>> NetworkCore::Find(
   if (!store_->shared() || live->writer.load()) return live;
   // Another replica may have committed, deleted or recreated it since it
   // was cached: one cheap read of its version says.
-  absl::StatusOr<store::NetworkVersion> version = store_->Version(id);
-  if (!version.ok()) {
-    if (absl::IsNotFound(version.status())) Forget(*live);
-    return version.status();
-  }
-  if (version->create_time != live->create_time) {
-    Forget(*live);
-    return FindLocal(id);
-  }
+  absl::StatusOr<int64_t> revision = StoredRevision(*live);
+  if (absl::IsAborted(revision.status())) return FindLocal(id);  // recreated
+  if (!revision.ok()) return revision.status();
   {
     absl::ReaderMutexLock lock(&live->mu);
-    if (live->revision >= version->revision) return live;
+    if (live->revision >= *revision) return live;
   }
   absl::MutexLock lock(&live->mu);
-  if (!live->writer.load() && live->revision < version->revision) {
+  if (!live->writer.load() && live->revision < *revision) {
     if (absl::Status s = ReloadLocked(*live); !s.ok()) return s;
   }
   return live;
+}
+
+absl::StatusOr<int64_t> NetworkCore::StoredRevision(Live& live) {
+  absl::StatusOr<store::NetworkVersion> version = store_->Version(live.id);
+  if (!version.ok()) {
+    if (absl::IsNotFound(version.status())) Forget(live);
+    return version.status();
+  }
+  if (version->create_time != live.create_time) {
+    // Deleted and created again on another replica.
+    Forget(live);
+    return Deleted(live.id);
+  }
+  return version->revision;
 }
 
 void NetworkCore::Forget(Live& live) {
@@ -204,18 +212,11 @@ void NetworkCore::ReleaseWriter(Live& live) {
 absl::Status NetworkCore::SyncLocked(Live& live)
     ABSL_NO_THREAD_SAFETY_ANALYSIS {  // callers hold live.mu exclusively
   if (!store_->shared()) return absl::OkStatus();
-  absl::StatusOr<store::NetworkVersion> version = store_->Version(live.id);
-  if (!version.ok()) {
-    if (absl::IsNotFound(version.status())) Forget(live);
-    return version.status();
-  }
-  if (version->create_time != live.create_time) {
-    // Deleted and created again on another replica: this writer's network
-    // is gone, as if deleted under it.
-    Forget(live);
-    return Deleted(live.id);
-  }
-  if (version->revision != live.revision) return ReloadLocked(live);
+  // A network recreated on another replica is gone for this writer, as if
+  // deleted under it (ABORTED).
+  absl::StatusOr<int64_t> revision = StoredRevision(live);
+  if (!revision.ok()) return revision.status();
+  if (*revision != live.revision) return ReloadLocked(live);
   return absl::OkStatus();
 }
 

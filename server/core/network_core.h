@@ -342,6 +342,11 @@ class NetworkCore {
   // Drops `live` from the cache (if it is still the cached one) and marks
   // it deleted: the store no longer holds it.
   void Forget(Live& live);
+  // With a shared store: the stored revision of `live`'s network, read
+  // without its tensors. NOT_FOUND when the store no longer holds it,
+  // ABORTED (Deleted) when another network was created under its id; in
+  // both cases `live` is forgotten.
+  absl::StatusOr<int64_t> StoredRevision(Live& live);
   // Whether writers take leases (a shared store with a lease store).
   bool leased() const { return leases_ != nullptr && store_->shared(); }
   // Takes networks/{id}'s writer slot in this process, then its lease

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <limits>
+#include <new>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -425,6 +426,20 @@ absl::StatusOr<std::vector<RequestRecord>> DecodeRequests(
   }
   if (absl::Status s = r.Finish(); !s.ok()) return s;
   return requests;
+}
+
+absl::StatusOr<EncodedRecord> EncodeRecord(const NetworkRecord& record) {
+  try {
+    EncodedRecord e;
+    e.spec = EncodeNetworkSpec(record.state.spec);
+    e.state = EncodeNetworkState(record.state);
+    e.requests = EncodeRequests(record.requests);
+    return e;
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the server ran out of memory to copy networks/",
+                     record.id, "; nothing changed"));
+  }
 }
 
 }  // namespace satlab::store

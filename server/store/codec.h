@@ -34,6 +34,16 @@ absl::StatusOr<engine::NetworkSpec> DecodeNetworkSpec(absl::string_view in);
 std::string EncodeRequests(const std::vector<RequestRecord>& requests);
 absl::StatusOr<std::vector<RequestRecord>> DecodeRequests(absl::string_view in);
 
+// A record as the durable stores keep it: its spec, state and request
+// frames. RESOURCE_EXHAUSTED naming networks/{id} when memory runs out
+// (nothing was written yet).
+struct EncodedRecord {
+  std::string spec;
+  std::string state;
+  std::string requests;
+};
+absl::StatusOr<EncodedRecord> EncodeRecord(const NetworkRecord& record);
+
 }  // namespace satlab::store
 
 #endif  // SATLAB_SERVER_STORE_CODEC_H_

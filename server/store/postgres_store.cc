@@ -341,8 +341,9 @@ class PostgresStore final : public NetworkStore,
   }
 
   absl::Status Create(const NetworkRecord& record) override {
-    Encoded e;
-    if (absl::Status s = Encode(record, e); !s.ok()) return s;
+    absl::StatusOr<EncodedRecord> encoded = EncodeRecord(record);
+    if (!encoded.ok()) return encoded.status();
+    const EncodedRecord& e = *encoded;
     absl::MutexLock lock(&mu_);
     return TransactionLocked(
         absl::StrCat("write networks/", record.id),
@@ -443,8 +444,9 @@ class PostgresStore final : public NetworkStore,
   }
 
   absl::Status Commit(const NetworkRecord& record) override {
-    Encoded e;
-    if (absl::Status s = Encode(record, e); !s.ok()) return s;
+    absl::StatusOr<EncodedRecord> encoded = EncodeRecord(record);
+    if (!encoded.ok()) return encoded.status();
+    const EncodedRecord& e = *encoded;
     Params p;
     BindRecord(p, record, e);
     p.Int64(record.revision);
@@ -1011,25 +1013,9 @@ class PostgresStore final : public NetworkStore,
   }
 
  private:
-  struct Encoded {
-    std::string spec;
-    std::string state;
-    std::string requests;
-  };
-
-  absl::Status Encode(const NetworkRecord& record, Encoded& e) const {
-    try {
-      e.spec = EncodeNetworkSpec(record.state.spec);
-      e.state = EncodeNetworkState(record.state);
-      e.requests = EncodeRequests(record.requests);
-    } catch (const std::bad_alloc&) {
-      return OutOfMemory(record.id);
-    }
-    return absl::OkStatus();
-  }
-
   // $1..$8 as the networks table's columns.
-  static void BindRecord(Params& p, const NetworkRecord& r, const Encoded& e) {
+  static void BindRecord(Params& p, const NetworkRecord& r,
+                         const EncodedRecord& e) {
     p.Text(r.id)
         .Int64(absl::ToUnixNanos(r.create_time))
         .Int64(absl::ToUnixNanos(r.update_time))

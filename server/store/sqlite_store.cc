@@ -255,8 +255,9 @@ class SqliteStore final : public NetworkStore,
   }
 
   absl::Status Create(const NetworkRecord& record) override {
-    Encoded e;
-    if (absl::Status s = Encode(record, e); !s.ok()) return s;
+    absl::StatusOr<EncodedRecord> encoded = EncodeRecord(record);
+    if (!encoded.ok()) return encoded.status();
+    const EncodedRecord& e = *encoded;
     absl::MutexLock lock(&mu_);
     if (absl::Status s = Step(begin_, "begin a transaction"); !s.ok()) {
       return s;
@@ -348,8 +349,9 @@ class SqliteStore final : public NetworkStore,
   }
 
   absl::Status Commit(const NetworkRecord& record) override {
-    Encoded e;
-    if (absl::Status s = Encode(record, e); !s.ok()) return s;
+    absl::StatusOr<EncodedRecord> encoded = EncodeRecord(record);
+    if (!encoded.ok()) return encoded.status();
+    const EncodedRecord& e = *encoded;
     absl::MutexLock lock(&mu_);
     {
       Use q(update_);
@@ -767,25 +769,8 @@ class SqliteStore final : public NetworkStore,
     return absl::OkStatus();
   }
 
-  struct Encoded {
-    std::string spec;
-    std::string state;
-    std::string requests;
-  };
-
-  absl::Status Encode(const NetworkRecord& record, Encoded& e) const {
-    try {
-      e.spec = EncodeNetworkSpec(record.state.spec);
-      e.state = EncodeNetworkState(record.state);
-      e.requests = EncodeRequests(record.requests);
-    } catch (const std::bad_alloc&) {
-      return OutOfMemory(record.id);
-    }
-    return absl::OkStatus();
-  }
-
   static void BindRecord(sqlite3_stmt* s, const NetworkRecord& r,
-                         const Encoded& e) {
+                         const EncodedRecord& e) {
     BindText(s, 1, r.id);
     sqlite3_bind_int64(s, 2, absl::ToUnixNanos(r.create_time));
     sqlite3_bind_int64(s, 3, absl::ToUnixNanos(r.update_time));
@@ -797,7 +782,7 @@ class SqliteStore final : public NetworkStore,
                         SQLITE_STATIC);
   }
 
-  absl::Status CreateLocked(const NetworkRecord& record, const Encoded& e)
+  absl::Status CreateLocked(const NetworkRecord& record, const EncodedRecord& e)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     {
       Use q(exists_);
