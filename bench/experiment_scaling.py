@@ -8,6 +8,9 @@ once to warm up and twice timed, and prints medians:
 
   wall          the whole CLI process (start, reading the CSV, gRPC,
                 training, writing the curves), as bench/experiments_anchor.sh
+  calls         the RunExperiment calls as the CLI saw them (sending the
+                data, the server's checks and durable record, the compute,
+                the stream): the CLI's "done in ... s of calls"
   server-side   the experiment's own elapsed time from its summary
   server CPU    all server threads (/proc/PID/task/*/schedstat, ns)
 
@@ -65,17 +68,22 @@ for r in range(args.reps):
                 out = os.path.join(tmp, "out")
                 c0 = server_cpu(proc.pid)
                 t0 = time.perf_counter()
-                subprocess.run(["taskset", "-c", CORES[n], cli, "--server", address, "experiment",
-                                args.preset, "--out", out, "--no-figures"], check=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                cli_run = subprocess.run(["taskset", "-c", CORES[n], cli, "--server", address,
+                                          "experiment", args.preset, "--out", out,
+                                          "--no-figures"],
+                                         check=True, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, text=True)
                 wall = time.perf_counter() - t0
+                calls = float(re.search(r"s of server compute, ([0-9.]+) s of calls",
+                                        cli_run.stderr).group(1))
                 c1 = server_cpu(proc.pid)
                 doc = json.load(open(os.path.join(out, args.preset + ".json")))
                 shutil.rmtree(out)
                 if i == 0:
                     continue  # warm-up
-                d = res.setdefault((name, n), {"wall": [], "server": [], "cpu": []})
+                d = res.setdefault((name, n), {"wall": [], "calls": [], "server": [], "cpu": []})
                 d["wall"].append(wall)
+                d["calls"].append(calls)
                 d["server"].append(sum(run["summary"]["elapsedSeconds"] for run in doc["runs"]))
                 d["cpu"].append(sum(c1[t] - c0.get(t, 0) for t in c1))
         finally:
@@ -89,13 +97,15 @@ med = statistics.median
 print(f"{args.preset}, {args.reps} repetitions x 2 timed runs; 1-minute load average "
       f"after each repetition: {' '.join(loads)}")
 print()
-print("| configuration | cores | wall (s) | server-side (s) | server CPU (s) |")
-print("|---|---|---|---|---|")
+print("| configuration | cores | wall (s) | calls (s) | server-side (s) | server CPU (s) |")
+print("|---|---|---|---|---|---|")
 for (name, _, _, _), n in jobs:
     d = res[(name, n)]
-    print(f"| {name} | {n} | {med(d['wall']):.3f} | {med(d['server']):.3f} | {med(d['cpu']):.3f} |")
+    print(f"| {name} | {n} | {med(d['wall']):.3f} | {med(d['calls']):.3f} | {med(d['server']):.3f} "
+          f"| {med(d['cpu']):.3f} |")
 print()
 for name, _, _, _ in configs:
     a, b = res[(name, 1)], res[(name, 2)]
     print(f"- {name}: 1 -> 2 cores {med(a['wall']) / med(b['wall']):.2f}x end to end, "
+          f"{med(a['calls']) / med(b['calls']):.2f}x calls, "
           f"{med(a['server']) / med(b['server']):.2f}x server-side")

@@ -49,6 +49,12 @@ struct PlanResult {
   int epochs = 0;
   // Server compute time of all runs.
   double elapsed_seconds = 0;
+  // Wall time of all RunExperiment calls as this client saw them: the
+  // compute plus sending the data, the server's checks and its durable
+  // record, and the stream; not this process's start or its files. Shown
+  // on the progress line only: the files hold results, which a replay of a
+  // kept run (--id) writes again byte for byte.
+  double call_seconds = 0;
 };
 
 }  // namespace satlab::cli

@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "client/cli/experiment_figures.h"
 #include "client/cli/experiment_report.h"
 #include "client/cli/figures.h"
@@ -103,6 +105,7 @@ absl::StatusOr<PlanResult> RunPlan(Context& ctx, const Plan& plan,
     result.epochs = std::max(result.epochs, run.spec.epochs());
     // A malformed message stops the stream; its error is the result.
     absl::Status bad_message;
+    const absl::Time call_start = absl::Now();
     auto summary = ctx.client->RunExperiment(
         request,
         [&](const v1::RunExperimentResponse& m) {
@@ -117,6 +120,7 @@ absl::StatusOr<PlanResult> RunPlan(Context& ctx, const Plan& plan,
           return true;
         },
         timeout);
+    const double call_seconds = absl::ToDoubleSeconds(absl::Now() - call_start);
     if (bad_message.ok() && summary.ok()) {
       for (const v1::VariantSummary& s : summary->variants()) {
         bad_message = curves.AddSummary(s);
@@ -129,6 +133,7 @@ absl::StatusOr<PlanResult> RunPlan(Context& ctx, const Plan& plan,
     }
     done_before += ProgressUnits(run);
     result.elapsed_seconds += summary->elapsed_seconds();
+    result.call_seconds += call_seconds;
     v1::ExperimentSpec spec_copy = run.spec;
     if (spec_copy.dataset().has_inline_()) {
       // The data is in the CSV the user gave; keep the JSON readable.
@@ -137,8 +142,9 @@ absl::StatusOr<PlanResult> RunPlan(Context& ctx, const Plan& plan,
     result.runs.push_back(
         {{"spec", MessageJson(spec_copy)}, {"summary", MessageJson(*summary)}});
   }
-  bar.Finish(absl::StrFormat("done in %.2f s of server compute",
-                             result.elapsed_seconds));
+  bar.Finish(
+      absl::StrFormat("done in %.3f s of server compute, %.3f s of calls",
+                      result.elapsed_seconds, result.call_seconds));
   result.curves = curves.Take();
   return result;
 }

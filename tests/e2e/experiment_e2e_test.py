@@ -8,6 +8,7 @@ The server picks its own port (--port=0) and is stopped by PID.
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,15 @@ class ExperimentEndToEnd(unittest.TestCase):
         self.assertLess(elapsed, 30, "nielsen should take seconds")
         self.assertIn("mse from w=2 b=2", result.stdout)
         self.assertIn("LOSS@150", result.stdout)
+        # The progress line's last word: the server's compute time and the
+        # wall time of the calls around it, which is never less.
+        done = re.search(r"done in ([0-9.]+) s of server compute, ([0-9.]+) s of calls",
+                         result.stderr)
+        self.assertIsNotNone(done, result.stderr)
+        compute, calls = float(done.group(1)), float(done.group(2))
+        self.assertGreater(compute, 0)
+        self.assertGreaterEqual(calls, compute)
+        self.assertLess(calls, elapsed)
         with open(os.path.join(out, "nielsen.csv")) as f:
             rows = list(csv.DictReader(f))
         self.assertEqual(len(rows), 4 * 301)
