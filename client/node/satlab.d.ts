@@ -72,6 +72,8 @@ export interface Network {
   step: number;
   samples_seen: number;
   parameter_count: number;
+  /** The last step a restart keeps (equal to step on an in-memory server). */
+  durable_step: number;
 }
 export interface LayerStats {
   layer: number;
@@ -90,6 +92,8 @@ export interface StepResult {
   saturation: SaturationStats | null;
   diverged: boolean;
   accuracy: number;
+  /** The last step a restart keeps, as of this step. */
+  durable_step: number;
 }
 
 // ---- requests and responses -----------------------------------------------
@@ -141,6 +145,20 @@ export interface TrainBatchesOptions extends CallOptions {
   reportLosses?: boolean;
   commitEverySteps?: number;
   commitIntervalMs?: number;
+}
+/** trainResumable options. */
+export interface TrainResumableOptions extends CallOptions {
+  /** Minibatches per message (default 32; 1 sends each alone). */
+  batchesPerMessage?: number;
+  reportEvery?: number;
+  /** Commit every this many steps (0: half of maxBuffered). */
+  commitEverySteps?: number;
+  /** Failures in a row before the error is thrown (default 10). */
+  maxResumes?: number;
+  initialBackoffMs?: number;
+  maxBackoffMs?: number;
+  /** Minibatches kept until durable (default 4096, at least 2). */
+  maxBuffered?: number;
 }
 export interface EvaluateRequest { name?: string; data?: Minibatch }
 export interface EvaluateResponse {
@@ -319,6 +337,14 @@ export declare class Client {
    */
   trainBatches(name: string, batches: Iterable<Minibatch> | AsyncIterable<Minibatch>,
     opts?: TrainBatchesOptions): AsyncGenerator<TrainResponse, void, undefined>;
+  /**
+   * trainBatches that resumes after UNAVAILABLE, INTERNAL "RST_STREAM" (a
+   * gRPC proxy whose replica died) or a server restart, resending from the
+   * network's durable step: the network ends bitwise as an uninterrupted
+   * run; each step's response at most once, in order.
+   */
+  trainResumable(name: string, batches: Iterable<Minibatch> | AsyncIterable<Minibatch>,
+    opts?: TrainResumableOptions): AsyncGenerator<TrainResponse, void, undefined>;
 }
 
 /** A Tensor from values and a shape; dtype defaults to float64 for a Float64Array, else float32. */

@@ -434,6 +434,192 @@ class Client {
     await sender;
     if (failed) throw failed;
   }
+
+  /**
+   * trainBatches that survives a dropped connection, a server restart or,
+   * behind a gRPC proxy, the death of the replica serving the stream, like
+   * the C++ TrainSession and Python's train_resumable. Minibatch n (from 0)
+   * becomes step start + n + 1, where start is the network's step when the
+   * call begins; each is kept until the server reports it durable
+   * (result.durable_step). When the stream fails with UNAVAILABLE, INTERNAL
+   * "RST_STREAM" (nginx's gRPC proxy when its replica died) or, once
+   * resuming, ABORTED (the previous stream, or another replica's lease,
+   * still holds the network), it waits with backoff, reads the network's
+   * step, opens a stream that must start exactly there (expected_step) and
+   * resends the rest: the network ends bitwise as an uninterrupted run.
+   * Yields TrainResponses in order, at most once per step. Throws the gRPC
+   * error when it is not retryable or maxResumes failures come in a row.
+   */
+  async* trainResumable(name, batches, {
+    batchesPerMessage = BATCHES_PER_MESSAGE, reportEvery = 1, commitEverySteps = 0,
+    maxResumes = 10, initialBackoffMs = 50, maxBackoffMs = 2000, maxBuffered = 4096, deadlineMs,
+  } = {}) {
+    if (!(batchesPerMessage >= 1)) throw new RangeError(`batchesPerMessage: expected at least 1, got ${batchesPerMessage}`);
+    if (!(maxBuffered >= 2)) throw new RangeError(`maxBuffered: expected at least 2, got ${maxBuffered}`);
+    const deadline = deadlineMs ? Date.now() + deadlineMs : null;
+    const left = () => (deadline === null ? undefined : Math.max(1, deadline - Date.now()));
+    const start = (await this.getNetwork({ name }, { deadlineMs: left() })).network.step;
+    // Half the buffer: a commit (and a report) comes before it fills, so the
+    // sender never waits on a durable step the server has no reason to reach.
+    const half = Math.floor(maxBuffered / 2);
+    const commitEvery = commitEverySteps > 0 ? Math.min(commitEverySteps, half) : half;
+    const every = Math.max(1, Math.min(reportEvery, half));
+    const source = batches[Symbol.asyncIterator] ? batches[Symbol.asyncIterator]() : batches[Symbol.iterator]();
+    // The minibatches of steps start + first + 1 ... start + written not yet
+    // durable: kept.list[kept.head + j - kept.first] is minibatch j.
+    const kept = { list: [], head: 0, first: 0, written: 0, exhausted: false, durable: 0 };
+    const at = (j) => kept.list[kept.head + j - kept.first];
+    let sourceError = null;
+    // One pull from the source at a time, kept across streams: a source that
+    // waits for this generator's consumer (reports) must not hold up a
+    // resume, and what it hands out belongs to the next stream then.
+    let pending = null;
+    const pull = () => {
+      if (!pending) {
+        pending = Promise.resolve().then(() => source.next()).then((next) => {
+          if (next.done) {
+            kept.exhausted = true;
+          } else {
+            kept.list.push(next.value);
+            kept.written += 1;
+          }
+        }, (err) => { sourceError = sourceError || err; }).finally(() => { pending = null; });
+      }
+      return pending;
+    };
+    let release = null; // wakes a sender waiting for 'drain' or for room
+    const wakeSender = () => {
+      if (release) { const r = release; release = null; r(); }
+    };
+    const trim = () => {
+      let dropped = false;
+      while (kept.first < kept.written && start + kept.first + 1 <= kept.durable) {
+        kept.list[kept.head] = undefined;
+        kept.head += 1;
+        kept.first += 1;
+        dropped = true;
+      }
+      if (kept.head > 1024 && 2 * kept.head > kept.list.length) {
+        kept.list = kept.list.slice(kept.head);
+        kept.head = 0;
+      }
+      if (dropped) wakeSender();
+    };
+    let serverStep = start;
+    let delivered = start;
+    let failures = 0;
+    let backoff = initialBackoffMs;
+    let resuming = false;
+    let call = null;
+    try {
+      for (;;) {
+        call = this.train(null, { deadlineMs: left() });
+        const stream = call;
+        // A write the failing stream refuses is reported to the reader
+        // below; without a listener Node would also throw it at top level.
+        stream.on('error', () => {});
+        let over = false;
+        const wait = (onDrain) => new Promise((resolve) => {
+          release = resolve;
+          if (onDrain) stream.once('drain', wakeSender);
+        });
+        const sender = (async () => {
+          const send = async (msg) => { if (!stream.write(msg)) await wait(true); };
+          await send({ name, report_every: every, commit_every_steps: commitEvery, expected_step: serverStep });
+          let i = serverStep - start;
+          while (!over) {
+            const pack = [];
+            while (pack.length < batchesPerMessage && !over) {
+              const j = i + pack.length;
+              if (j < kept.written) {
+                pack.push(at(j));
+              } else if (kept.exhausted) {
+                break;
+              } else if (kept.written - kept.first >= maxBuffered) {
+                if (pack.length) break; // send what there is; the server drains the buffer
+                await wait(false);
+              } else {
+                await pull();
+                if (sourceError) {
+                  if (!over) stream.cancel();
+                  return;
+                }
+              }
+            }
+            if (over) return;
+            if (!pack.length) { stream.end(); return; }
+            await send(pack.length === 1 ? { batch: pack[0] } : { batches: pack });
+            i += pack.length;
+          }
+        })().catch((err) => {
+          // Not the server's failure (that reaches the reader): end the call
+          // and throw it to the caller as a source error is.
+          sourceError = sourceError || err;
+          if (!over) stream.cancel();
+        });
+        let error = null;
+        try {
+          for await (const response of stream) {
+            const r = response.result;
+            serverStep = Math.max(serverStep, r.step);
+            kept.durable = Math.max(kept.durable, r.durable_step);
+            trim();
+            failures = 0;
+            backoff = initialBackoffMs;
+            if (r.step > delivered) {
+              delivered = r.step;
+              yield response;
+            }
+          }
+        } catch (err) {
+          error = err;
+        } finally {
+          over = true;
+          wakeSender();
+        }
+        if (sourceError) throw sourceError;
+        if (!error) {
+          await sender; // done: it ended the stream before the server did
+          call = null;
+          if (serverStep !== start + kept.written) {
+            throw new Error(`${name} is at step ${serverStep} after the stream, expected ${start + kept.written}: `
+              + 'the server skipped minibatches (one that predates several minibatches per message '
+              + 'ignores them: pass batchesPerMessage: 1)');
+          }
+          return;
+        }
+        let net;
+        for (;;) {
+          const code = error.code;
+          const retry = code === grpc.status.UNAVAILABLE
+            || (code === grpc.status.INTERNAL && String(error.details || '').includes('RST_STREAM'))
+            || (code === grpc.status.ABORTED && (resuming || failures > 0));
+          failures += 1;
+          if (!retry || failures > maxResumes || (deadline !== null && Date.now() >= deadline)) throw error;
+          await new Promise((resolve) => { setTimeout(resolve, backoff); });
+          backoff = Math.min(2 * backoff, maxBackoffMs);
+          try {
+            net = (await this.getNetwork({ name }, { deadlineMs: left() })).network;
+            break;
+          } catch (again) {
+            error = again;
+          }
+        }
+        resuming = true;
+        serverStep = net.step;
+        kept.durable = Math.max(kept.durable, net.durable_step);
+        trim();
+        if (serverStep - start < kept.first || serverStep - start > kept.written) {
+          throw new Error(`${name} is at step ${serverStep}, but only the minibatches for steps `
+            + `${start + kept.first + 1} to ${start + kept.written} are kept: another writer changed it, `
+            + 'or the server lost state it reported durable');
+        }
+      }
+    } finally {
+      // The caller stopped iterating early, or an error ends the call.
+      if (call) call.cancel();
+    }
+  }
 }
 
 // Minibatches per Train message by default in trainBatches: a stream of tiny

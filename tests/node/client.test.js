@@ -8,6 +8,9 @@ const path = require('path');
 const { execFile } = require('child_process');
 const { promisify } = require('util');
 const crypto = require('crypto');
+const fs = require('fs');
+const net = require('net');
+const os = require('os');
 
 // The package under test is the `npm pack` tarball installed into a temp
 // app (run_packed.js sets these); the examples run from the checkout.
@@ -209,6 +212,92 @@ test('TrainBatches_PackedEqualsOneByOne_BitwiseAndLossesReported', async () => {
     assert.equal((await client.getNetwork({ name: names[2] })).network.step, 29);
   } finally {
     for (const name of names) await client.deleteNetwork({ name });
+  }
+});
+
+// trainResumable against a durable server SIGKILLed and restarted (same
+// port, same data directory) mid-stream: every step reported once, in
+// order, and the network ends bitwise equal to an uninterrupted run.
+test('TrainResumable_ServerKilledMidStream_ResumesBitwise', async () => {
+  const port = await new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => { const p = probe.address().port; probe.close(() => resolve(p)); });
+  });
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'satlab-noderesume-'));
+  const args = [`--port=${port}`, `--data_dir=${dataDir}`, '--compute_threads=1'];
+  let live = await startServer(undefined, args);
+  const c = new Client(`127.0.0.1:${port}`, {
+    deadlineMs: 20000,
+    options: { 'grpc.initial_reconnect_backoff_ms': 50, 'grpc.max_reconnect_backoff_ms': 200 },
+  });
+  try {
+    const spec = {
+      input_size: 3,
+      layers: [{ units: 8, activation: 'ACTIVATION_TANH' }, { units: 1, activation: 'ACTIVATION_SIGMOID' }],
+      loss: 'LOSS_BCE',
+      init: { scheme: 'INIT_SCHEME_GLOROT_UNIFORM', seed: 5 },
+      optimizer: { adam: { learning_rate: 0.01 } },
+      dtype: 'DTYPE_FLOAT64',
+    };
+    const batches = [];
+    for (let i = 0; i < 300; i++) {
+      const x = Float64Array.from({ length: 24 }, (_, k) => 2 * Math.sin(7 * i + 3 * k));
+      const y = Float64Array.from({ length: 8 }, (_, r) => (x[3 * r] + x[3 * r + 1] + x[3 * r + 2] > 0 ? 1 : 0));
+      batches.push({ inputs: tensor(x, [8, 3]), targets: tensor(y, [8, 1]) });
+    }
+    const ref = (await c.createNetwork({ network: { spec } })).network.name;
+    const resumed = (await c.createNetwork({ network: { spec } })).network.name;
+    for await (const r of c.trainBatches(ref, batches, { batchesPerMessage: 1 })) assert.ok(r.result.step > 0);
+    const seen = [];
+    // The source hands out minibatch i only once step i - 40 was reported,
+    // so the first server cannot have trained all 300 when it is killed
+    // (without it the server runs ahead of this loop and may finish first).
+    async function* gated() {
+      for (let i = 0; i < batches.length; i++) {
+        while (i > seen.length + 40) await new Promise((resolve) => { setTimeout(resolve, 1); });
+        yield batches[i];
+      }
+    }
+    // 8 minibatches per message, commits every 7 steps: the commits and the
+    // kill fall inside messages.
+    for await (const r of c.trainResumable(resumed, gated(), { batchesPerMessage: 8, commitEverySteps: 7 })) {
+      seen.push(r.result.step);
+      if (seen.length === 120) {
+        live.proc.kill('SIGKILL');
+        await live.stop();
+        live = await startServer(undefined, args);
+      }
+    }
+    assert.deepEqual(seen, [...new Set(seen)].sort((a, b) => a - b), 'steps in order, each once');
+    assert.equal(seen[seen.length - 1], 300);
+    assert.ok(seen.length > 120, `${seen.length} responses`);
+    const bytes = async (name) => {
+      const { layers } = await c.getParameters({ name });
+      return Buffer.concat(layers.flatMap((l) => [values(l.weights), values(l.biases)])
+        .map((v) => Buffer.from(v.buffer, v.byteOffset, v.byteLength)));
+    };
+    assert.ok((await bytes(ref)).equals(await bytes(resumed)), 'parameters differ from the uninterrupted run');
+    const { network } = await c.getNetwork({ name: resumed });
+    assert.deepEqual([network.step, network.durable_step], [300, 300]);
+    // Not retryable: a missing network fails at once, naming it.
+    await assert.rejects(async () => {
+      for await (const r of c.trainResumable('networks/absent', batches.slice(0, 2))) assert.fail(r);
+    }, (e) => e.code === grpc.status.NOT_FOUND);
+    // A source that throws ends the call with its error, not a resume.
+    const broken = (await c.createNetwork({ network: { spec } })).network.name;
+    async function* failing() {
+      yield batches[0];
+      yield batches[1];
+      throw new Error('source broke');
+    }
+    await assert.rejects(async () => {
+      for await (const r of c.trainResumable(broken, failing(), { batchesPerMessage: 1 })) assert.ok(r.result.step <= 2);
+    }, /source broke/);
+  } finally {
+    c.close();
+    await live.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
   }
 });
 

@@ -24,6 +24,12 @@ async function main(address: string): Promise<number> {
   console.log(packed.steps_applied, packed.losses[0], packed.result.step);
   // @ts-expect-error batchesPerMessage is a number
   c.trainBatches(network.name, [mb], { batchesPerMessage: 'many' });
+  // Resumable training (survives restarts and a proxy's replica dying).
+  for await (const r of c.trainResumable(network.name, [mb, mb], { commitEverySteps: 1, maxResumes: 3 })) {
+    console.log(r.result.durable_step);
+  }
+  // @ts-expect-error maxResumes is a number
+  c.trainResumable(network.name, [mb], { maxResumes: 'often' });
   // The types are not `any`: these must not compile.
   // @ts-expect-error network_id is a string
   await c.createNetwork({ network_id: 5 });
