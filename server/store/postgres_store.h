@@ -63,9 +63,9 @@ struct PostgresStoreOptions {
 };
 
 // The store as all four interfaces: one connection (reconnected when
-// lost), shared by the four pointers. `leases` (table writer_leases, the
-// database server's clock) is issue 14 item 2's groundwork: nothing calls
-// it yet.
+// lost), shared by the four pointers. `leases` (table writer_leases, timed
+// by the database server's clock) are the replicas' writer leases
+// (NetworkCore::AcquireWriter, docs/storage.md).
 struct PostgresStores {
   std::shared_ptr<NetworkStore> networks;
   std::shared_ptr<ExperimentStore> experiments;

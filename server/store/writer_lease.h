@@ -1,8 +1,8 @@
-// One writer per network across replicas (issue 14 item 2; groundwork, not
-// yet called by the core): a lease on a network held by an owner (a
-// replica's id) until an expiry, renewed by its holder while it writes (a
-// step, an open Train stream). A replica that dies stops renewing, so its
-// leases expire and another replica may take the network over. On one
+// One writer per network across replicas (issue 14 item 2; taken by
+// NetworkCore::AcquireWriter on a shared store): a lease on a network held
+// by an owner (a replica's id) until an expiry, renewed by its holder while
+// it writes (a step, an open Train stream). A replica that dies stops renewing,
+// so its leases expire and another replica may take the network over. On one
 // replica the core's own writer slot does this job; the lease extends it to
 // several replicas sharing the PostgreSQL store.
 #ifndef SATLAB_SERVER_STORE_WRITER_LEASE_H_
