@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pb "satlab/satlabv1"
 )
@@ -105,7 +107,9 @@ func (s *TrainSession) finish(err error) error {
 // StepResult, calling onResult (may be nil) for every result received.
 //
 // Resuming: when the stream breaks with UNAVAILABLE (a restart, a dropped
-// connection) and fewer than opts.MaxResumes resumes have happened, Train
+// connection) or INTERNAL "RST_STREAM" (what nginx's gRPC proxy sends when
+// the replica behind the stream dies; docs/deploy.md) and fewer than
+// opts.MaxResumes resumes have happened, Train
 // waits for the connection to come back, reopens the stream and resends
 // from the first minibatch the server did not apply. That count is the
 // network's step now minus its step before the first attempt, as in the C++
@@ -135,8 +139,7 @@ func (c *Client) Train(ctx context.Context, name string, batches []*pb.Minibatch
 		if err == nil {
 			return last, nil
 		}
-		retryable := Code(err) == codes.Unavailable || (attempt > 0 && received == 0 && Code(err) == codes.Aborted)
-		if !retryable || attempt >= opts.MaxResumes {
+		if !resumable(err, attempt > 0, received) || attempt >= opts.MaxResumes {
 			return last, err
 		}
 		// Back off a little (50, 100, 200 ms, ...) so that the old stream can end.
@@ -163,6 +166,23 @@ func (c *Client) Train(ctx context.Context, name string, batches []*pb.Minibatch
 			return last, nil
 		}
 	}
+}
+
+// resumable says whether Train may reopen a stream that ended with err
+// (see Train): resumed is whether this stream was itself a resume, received
+// how many results it brought. Resuming is safe whatever the cause: the
+// network's step says what the server applied.
+func resumable(err error, resumed bool, received int) bool {
+	switch Code(err) {
+	case codes.Unavailable:
+		return true
+	case codes.Internal:
+		// *Error carries its status (GRPCStatus), a raw gRPC error too.
+		return strings.Contains(status.Convert(err).Message(), "RST_STREAM")
+	case codes.Aborted:
+		return resumed && received == 0
+	}
+	return false
 }
 
 func min(a, b int) int {
