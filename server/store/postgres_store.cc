@@ -986,30 +986,22 @@ class PostgresStore final : public NetworkStore,
                                            absl::Duration ttl) override {
     if (absl::Status s = CheckLeaseRequest(owner, ttl); !s.ok()) return s;
     absl::MutexLock lock(&mu_);
-    absl::StatusOr<WriterLease> lease;
-    absl::Status s = UnsyncedTransactionLocked(
-        absl::StrCat("take the writer lease of networks/", network_id),
-        [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          lease = TakeLeaseLocked(network_id, owner, ttl);
-          return lease.status();
-        });
-    if (!s.ok()) return s;
-    return lease;
+    return TakeLeaseLocked(network_id, owner, ttl);
   }
 
   absl::Status ReleaseLease(absl::string_view network_id,
                             absl::string_view owner) override {
     absl::MutexLock lock(&mu_);
-    const std::string what =
-        absl::StrCat("release the writer lease of networks/", network_id);
-    return UnsyncedTransactionLocked(what, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(
-                                               mu_) {
-      return ExecLocked(what,
-                        "DELETE FROM writer_leases WHERE network_id = $1 AND "
-                        "owner = $2",
-                        Params().Text(network_id).Text(owner), false)
-          .status();
-    });
+    // One statement, its own transaction, unsynced (see TakeLeaseLocked).
+    // Giving up a lease we no longer hold changes nothing, so a retry is
+    // harmless.
+    return ExecLocked(absl::StrCat("release the writer lease of networks/",
+                                   network_id),
+                      "DELETE FROM writer_leases USING (SELECT set_config("
+                      "'synchronous_commit', 'off', true)) AS unsynced "
+                      "WHERE network_id = $1 AND owner = $2",
+                      Params().Text(network_id).Text(owner), true)
+        .status();
   }
 
  private:
@@ -1125,7 +1117,20 @@ class PostgresStore final : public NetworkStore,
     }
   }
 
-  // Takes or renews the lease (inside a transaction).
+  // Takes or renews the lease: one statement, its own transaction; a
+  // second one only to name another holder. Repeating the first after a
+  // lost reply renews what it took (the same owner), so a broken connection
+  // is retried.
+  //
+  // Unsynced: the leases are taken and given back around every unary
+  // mutation, so their commits do not wait for the disk. The statement
+  // sets synchronous_commit off for its own transaction (set_config with
+  // is_local, in a FROM subquery evaluated before the write; the commit
+  // reads the setting before it is reset), one round trip where BEGIN, SET
+  // LOCAL, the statement and COMMIT were four. A lease PostgreSQL loses in
+  // a crash only lets another writer in early, and the revision check of
+  // Commit still refuses that writer's stale commit; the networks' own
+  // commits keep waiting for the disk (docs/benchmarks.md, "Replicas").
   absl::StatusOr<WriterLease> TakeLeaseLocked(absl::string_view network_id,
                                               absl::string_view owner,
                                               absl::Duration ttl)
@@ -1138,8 +1143,10 @@ class PostgresStore final : public NetworkStore,
       absl::StatusOr<Result> r = ExecLocked(
           absl::StrCat("take the writer lease of networks/", network_id),
           "INSERT INTO writer_leases AS l (network_id, owner, expires_at) "
-          "VALUES ($1, $2, clock_timestamp() + $3 * interval '1 microsecond') "
-          "ON CONFLICT (network_id) DO UPDATE SET owner = EXCLUDED.owner, "
+          "SELECT $1, $2, clock_timestamp() + $3 * interval '1 microsecond' "
+          "FROM (SELECT set_config('synchronous_commit', 'off', true)) "
+          "AS unsynced ON CONFLICT (network_id) DO UPDATE SET "
+          "owner = EXCLUDED.owner, "
           "expires_at = EXCLUDED.expires_at WHERE l.owner = EXCLUDED.owner "
           "OR l.expires_at <= clock_timestamp() "
           "RETURNING (extract(epoch FROM expires_at) * 1000000)::bigint",
@@ -1147,7 +1154,7 @@ class PostgresStore final : public NetworkStore,
               .Text(network_id)
               .Text(owner)
               .Int64(absl::ToInt64Microseconds(ttl)),
-          false);
+          true);
       if (!r.ok()) return r.status();
       if (PQntuples(r->get()) == 1) {
         return WriterLease{std::string(network_id), std::string(owner),
@@ -1157,7 +1164,7 @@ class PostgresStore final : public NetworkStore,
           absl::StrCat("read the writer lease of networks/", network_id),
           "SELECT owner, (extract(epoch FROM expires_at) * 1000000)::bigint "
           "FROM writer_leases WHERE network_id = $1",
-          Params().Text(network_id), false);
+          Params().Text(network_id), true);
       if (!r.ok()) return r.status();
       if (PQntuples(r->get()) == 1) {
         return LeaseHeldError(network_id, Value(r->get(), 0, 0),
@@ -1170,25 +1177,6 @@ class PostgresStore final : public NetworkStore,
         "networks/", network_id,
         " is being written by other replicas (its writer lease changed hands "
         "4 times while this one was taking it); retry when they finish"));
-  }
-
-  // TransactionLocked whose COMMIT does not wait for the disk
-  // (synchronous_commit off for it alone): for the writer leases, taken and
-  // given back around every unary mutation. A lease PostgreSQL loses in a
-  // crash only lets another writer in early, and the revision check of
-  // Commit still refuses that writer's stale commit; the networks' own
-  // commits keep waiting for the disk. Two of the three disk flushes of a
-  // TrainStep on a shared store go (docs/benchmarks.md, "Replicas").
-  template <typename Body>
-  absl::Status UnsyncedTransactionLocked(absl::string_view what, Body body)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return TransactionLocked(
-        what, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
-          absl::StatusOr<Result> r = ExecLocked(
-              what, "SET LOCAL synchronous_commit TO off", Params(), false);
-          if (!r.ok()) return r.status();
-          return body();
-        });
   }
 
   // Runs `body` in one transaction: COMMIT when it returns OK, ROLLBACK
