@@ -44,7 +44,7 @@ constexpr int kRows = 16;
 constexpr int kInputs = 6;
 constexpr int kReplicas = 3;
 
-v1::NetworkSpec Spec() { return TwoOutputSpec(kInputs, 24, 11); }
+v1::NetworkSpec Spec() { return TwoOutputSpec(kInputs, {24}, 11); }
 
 // Runs a command; its exit status (0 = success).
 int Shell(const std::string& command) {

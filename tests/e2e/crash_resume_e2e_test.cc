@@ -55,26 +55,14 @@ int FreePort() {
 }
 
 v1::NetworkSpec Spec(bool adam, bool f32) {
-  v1::NetworkSpec spec;
-  spec.set_input_size(kInputs);
-  for (int units : {12, 12, 2}) {
-    v1::LayerSpec* layer = spec.add_layers();
-    layer->set_units(units);
-    layer->set_activation(units == 2 ? v1::ACTIVATION_SIGMOID
-                                     : v1::ACTIVATION_TANH);
-  }
-  spec.set_loss(v1::LOSS_BCE);
-  spec.mutable_init()->set_scheme(v1::INIT_SCHEME_GLOROT_UNIFORM);
-  spec.mutable_init()->set_seed(7);
-  if (adam) {
-    spec.mutable_optimizer()->mutable_adam()->set_learning_rate(0.01);
-  } else {
+  v1::NetworkSpec spec = TwoOutputSpec(kInputs, {12, 12}, 7);
+  if (!adam) {
     v1::Sgd* sgd = spec.mutable_optimizer()->mutable_sgd();
     sgd->set_learning_rate(0.3);
     sgd->set_momentum(0.9);
     sgd->set_nesterov(true);
   }
-  spec.set_dtype(f32 ? v1::DTYPE_FLOAT32 : v1::DTYPE_FLOAT64);
+  if (f32) spec.set_dtype(v1::DTYPE_FLOAT32);
   return spec;
 }
 

@@ -50,7 +50,7 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
-v1::NetworkSpec Spec() { return TwoOutputSpec(kInputs, 12, 7); }
+v1::NetworkSpec Spec() { return TwoOutputSpec(kInputs, {12}, 7); }
 
 class PostgresE2ETest : public ::testing::Test {
  protected:

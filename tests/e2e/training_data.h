@@ -4,6 +4,7 @@
 #define SATLAB_TESTS_E2E_TRAINING_DATA_H_
 
 #include <cstdint>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -38,18 +39,22 @@ inline std::vector<v1::Minibatch> SeededBatches(uint64_t seed, int count,
   return batches;
 }
 
-// A kInputs-hidden-2 network: tanh hidden layer, sigmoid outputs under BCE,
-// Glorot-uniform with `seed`, Adam at 0.01, float64: what the resume tests
-// train with SeededBatches (two targets per row).
-inline v1::NetworkSpec TwoOutputSpec(int inputs, int hidden, uint64_t seed) {
+// An inputs-hidden...-2 network: tanh hidden layers, sigmoid outputs under
+// BCE, Glorot-uniform with `seed`, Adam at 0.01, float64: what the resume
+// tests train with SeededBatches (two targets per row).
+inline v1::NetworkSpec TwoOutputSpec(int inputs,
+                                     std::initializer_list<int> hidden,
+                                     uint64_t seed) {
   v1::NetworkSpec spec;
   spec.set_input_size(inputs);
-  for (int units : {hidden, 2}) {
+  for (int units : hidden) {
     v1::LayerSpec* layer = spec.add_layers();
     layer->set_units(units);
-    layer->set_activation(units == 2 ? v1::ACTIVATION_SIGMOID
-                                     : v1::ACTIVATION_TANH);
+    layer->set_activation(v1::ACTIVATION_TANH);
   }
+  v1::LayerSpec* out = spec.add_layers();
+  out->set_units(2);
+  out->set_activation(v1::ACTIVATION_SIGMOID);
   spec.set_loss(v1::LOSS_BCE);
   spec.mutable_init()->set_scheme(v1::INIT_SCHEME_GLOROT_UNIFORM);
   spec.mutable_init()->set_seed(seed);
