@@ -50,7 +50,8 @@ struct Streamed {
 
 // `on_epoch(count)` after each streamed epoch.
 Streamed Stream(Client& client, const v1::RunExperimentRequest& request,
-                const std::function<void(int)>& on_epoch = nullptr) {
+                const std::function<void(int)>& on_epoch = nullptr,
+                absl::Duration deadline = absl::Seconds(120)) {
   Streamed out;
   auto summary = client.RunExperiment(
       request,
@@ -61,7 +62,7 @@ Streamed Stream(Client& client, const v1::RunExperimentRequest& request,
         }
         return true;
       },
-      absl::Seconds(120));
+      deadline);
   out.status = summary.status();
   if (summary.ok()) out.summary = *summary;
   return out;
@@ -202,19 +203,29 @@ TEST_F(ExperimentClaimsTest, ShutdownReplicaGivesItsVariantBackAtOnce) {
   const v1::RunExperimentRequest request = Blobs("handed-back", 2000);
   const Streamed reference = Reference(request);
   ASSERT_TRUE(reference.status.ok()) << reference.status;
-  // Claims that would last 60 s: only the release lets A go on in time.
-  service::Server& a = AddReplica(absl::Seconds(60));
-  service::Server& b = AddReplica(absl::Seconds(60));
+  // Claims that would last 180 s: were B's claim not given back, A could
+  // run B's variant only after it expired, 180 s after the shutdown. The
+  // bound is the claim's life, not a guess at how fast the rest computes
+  // (under ASan on a slow machine the rest took 36 s).
+  const absl::Duration claim_life = absl::Seconds(180);
+  service::Server& a = AddReplica(claim_life);
+  service::Server& b = AddReplica(claim_life);
   auto client_a = ClientOf(a);
   absl::Time stopped = absl::InfiniteFuture();
-  const Streamed run = Stream(*client_a, request, [&](int n) {
-    if (n == 400) {
-      b.Shutdown(absl::Seconds(1));
-      stopped = absl::Now();
-    }
-  });
+  const Streamed run = Stream(
+      *client_a, request,
+      [&](int n) {
+        if (n == 400) {
+          b.Shutdown(absl::Seconds(1));
+          stopped = absl::Now();
+        }
+      },
+      claim_life + absl::Seconds(20));
   ASSERT_TRUE(run.status.ok()) << run.status;
-  EXPECT_LT(absl::Now() - stopped, absl::Seconds(30));
+  EXPECT_LT(absl::Now() - stopped, claim_life);
+  // B was stopped mid-variant (400 of 4 x 2000 epochs): A ran all four.
+  EXPECT_EQ(b.experiment_claims()->variants_finished(), 0);
+  EXPECT_EQ(a.experiment_claims()->variants_finished(), 4);
   ExpectSameResults(run.summary, reference.summary);
   ExpectSameCurves(Sorted(run.curves), Sorted(reference.curves));
 }
