@@ -50,23 +50,32 @@ void Tile(int64_t i, int64_t j, int64_t n, int64_t k, const T* a, int64_t a_row,
   namespace ei = Eigen::internal;
   using Packet = typename ei::packet_traits<T>::type;
   constexpr int kLanes = ei::unpacket_traits<Packet>::size;
+  // Every loop over R and V unrolled where it stands (kernels_simd.h's Tile
+  // says why).
   Packet acc[R][V];
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 2
     for (int v = 0; v < V; ++v) acc[r][v] = ei::pset1<Packet>(T(0));
   }
   for (int64_t p = 0; p < k; ++p) {
     Packet b_row[V];
+#pragma GCC unroll 2
     for (int v = 0; v < V; ++v) {
       b_row[v] = ei::ploadu<Packet>(b + p * n + j + v * kLanes);
     }
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const Packet a_ip = ei::pset1<Packet>(a[(i + r) * a_row + p * a_col]);
+#pragma GCC unroll 2
       for (int v = 0; v < V; ++v) {
         acc[r][v] = ei::pmadd(a_ip, b_row[v], acc[r][v]);
       }
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 2
     for (int v = 0; v < V; ++v) {
       T* out = c + (i + r) * n + j + v * kLanes;
       ei::pstoreu(out, accumulate ? ei::padd(ei::ploadu<Packet>(out), acc[r][v])
