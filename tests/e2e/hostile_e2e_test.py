@@ -519,9 +519,13 @@ class Hostile(unittest.TestCase):
             c = s.client
             slow_network(c, "slow")
             c.create_network(16, [(1, "sigmoid")], network_id="tiny", dtype="float32")
-            x, y = self.batch(min(3 * self.rows, 10000))
-            blocker = c.stub.TrainStep.future(pb.TrainStepRequest(
-                name="networks/slow", batch=train_req(x, y).batch), timeout=120)
+            # ~10 s of Evaluate holds the one compute thread while the
+            # Forwards arrive: a ~3 s TrainStep could end before the last of
+            # 20 x 64 MB had been sent on a loaded machine, and Forwards that
+            # never wait together never fill the budget (seen once at -j3).
+            x, y = self.batch(self.rows * 30)
+            blocker = c.stub.Evaluate.future(pb.EvaluateRequest(
+                name="networks/slow", data=train_req(x, y).batch), timeout=120)
             fwd = pb.ForwardRequest(name="networks/tiny")
             to_tensor(np.ones((1000000, 16), np.float32), "float32", out=fwd.inputs)
             data = fwd.SerializeToString()
