@@ -33,6 +33,7 @@
 #include "server/engine/blas_guard.h"
 #include "server/engine/gemm.h"
 #include "server/engine/kernels.h"
+#include "server/engine/native_engine.h"
 #include "server/http/http_server.h"
 #include "server/logging.h"
 #include "server/service/server.h"
@@ -69,6 +70,17 @@ ABSL_FLAG(std::string, kernels, "auto",
           "The engine's own kernels: auto (the widest this CPU supports), "
           "baseline (SSE2), avx2 or avx512. Every variant gives the same "
           "bits; this only changes speed.");
+ABSL_FLAG(std::string, engine, "portable",
+          "The network engine: portable (the same bits on every x86-64 CPU) "
+          "or native (the network code compiled for this CPU's level, "
+          "x86-64-v3 or -v4: a -march=native build's speed, bits that differ "
+          "in the last places from portable and between levels; every "
+          "replica of a cluster must run the same engine). docs/"
+          "configuration.md.");
+ABSL_FLAG(std::string, engine_dir, "",
+          "Where --engine=native finds libsatlab_engine_<level>.so; empty: "
+          "next to the satlab-server executable, then ../lib/satlab from "
+          "it.");
 ABSL_FLAG(bool, blas_core_guard, true,
           "When OpenBLAS picks a generic (SSE-era) core on a CPU with AVX2 "
           "or AVX-512, re-execute once with OPENBLAS_CORETYPE set to a "
@@ -658,6 +670,35 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (const std::string engine = absl::GetFlag(FLAGS_engine);
+      engine == "native") {
+    std::vector<std::string> dirs;
+    if (std::string dir = absl::GetFlag(FLAGS_engine_dir); !dir.empty()) {
+      dirs.push_back(std::move(dir));
+    } else {
+      char exe[4096];
+      const ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+      const std::string path(exe, n > 0 ? static_cast<size_t>(n) : 0);
+      const std::string bin = path.substr(0, path.rfind('/'));
+      dirs = {bin, bin + "/../lib/satlab"};
+    }
+    absl::Status loaded;
+    for (const std::string& dir : dirs) {
+      loaded = satlab::engine::UseNativeEngine(dir);
+      if (loaded.code() != absl::StatusCode::kNotFound) break;
+    }
+    if (!loaded.ok()) {
+      spdlog::critical("cannot start: --engine=native: {}",
+                       std::string(loaded.message()));
+      return 2;
+    }
+  } else if (engine != "portable") {
+    spdlog::critical(
+        "cannot start: --engine: expected portable or native, got \"{}\"",
+        engine);
+    return 2;
+  }
+  spdlog::info("network engine {}", satlab::engine::EngineName());
   spdlog::info("kernels: engine {}; BLAS core {}{} ({})",
                satlab::engine::kernels::Description(), blas->active,
                blas->forced ? absl::StrCat(", forced over ", blas->detected)

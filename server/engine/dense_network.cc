@@ -19,6 +19,22 @@
 #include "server/engine/optimizer.h"
 
 namespace satlab::engine {
+
+int64_t BlockRows(const NetworkSpec& spec) {
+  // Forward, Evaluate and ComputeGradients process a large batch in blocks
+  // of about this many elements of the widest layer, to bound memory.
+  constexpr int64_t kBatchBlockElements = int64_t{1} << 16;
+  int64_t widest = spec.input_size;
+  for (const LayerSpec& layer : spec.layers) {
+    widest = std::max<int64_t>(widest, layer.units);
+  }
+  // A multiple of 16 rows, so that every block of a float or double
+  // buffer starts 64-byte aligned (see Forward).
+  const int64_t rows =
+      kBatchBlockElements / std::max<int64_t>(1, widest) / 16 * 16;
+  return std::max<int64_t>(256, rows);
+}
+
 namespace {
 
 // Sets *m to [rows, cols]. Eigen frees the old buffer before allocating

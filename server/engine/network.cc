@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/engine/check.h"
 #include "server/engine/loss.h"
+#include "server/engine/native_engine.h"
 #include "server/engine/network_impl.h"
 #include "server/engine/optimizer.h"
 
@@ -69,10 +70,6 @@ absl::Status CheckUnitRange(const T* data, int64_t rows, int64_t cols,
                    " at (", index / cols, ", ", index % cols, ")"));
 }
 
-// Forward, Evaluate and ComputeGradients process a large batch in blocks of
-// about this many elements of the widest layer, to bound memory.
-constexpr int64_t kBlockElements = int64_t{1} << 16;
-
 int64_t DTypeBytes(DType dtype) { return dtype == DType::kFloat32 ? 4 : 8; }
 
 // a * b, saturating at INT64_MAX (both >= 0).
@@ -112,17 +109,6 @@ absl::Status ScratchError(absl::string_view what, int64_t rows, int64_t needed,
 }
 
 }  // namespace
-
-int64_t BlockRows(const NetworkSpec& spec) {
-  int64_t widest = spec.input_size;
-  for (const LayerSpec& layer : spec.layers) {
-    widest = std::max<int64_t>(widest, layer.units);
-  }
-  // A multiple of 16 rows, so that every block of a float or double
-  // buffer starts 64-byte aligned (see Forward).
-  const int64_t rows = kBlockElements / std::max<int64_t>(1, widest) / 16 * 16;
-  return std::max<int64_t>(256, rows);
-}
 
 int64_t CallScratchBytes(const NetworkSpec& spec, CallKind kind, int64_t rows) {
   // Per-sample values (Z, A; and for training f'(Z), deltas, the output
@@ -169,7 +155,7 @@ absl::StatusOr<std::unique_ptr<Network>> Network::Create(
     const NetworkSpec& spec, const Limits& limits, const SpecFields& fields) {
   if (absl::Status s = ValidateSpec(spec, limits, fields); !s.ok()) return s;
   return Guarded("network", [&]() -> absl::StatusOr<std::unique_ptr<Network>> {
-    return std::unique_ptr<Network>(new Network(spec, MakeNetworkImpl(spec)));
+    return std::unique_ptr<Network>(new Network(spec, NewNetworkImpl(spec)));
   });
 }
 
@@ -320,7 +306,7 @@ absl::StatusOr<std::unique_ptr<Network>> Network::FromState(
     NetworkState state, const Limits& limits, absl::string_view field) {
   if (absl::Status s = CheckState(state, limits, field); !s.ok()) return s;
   return Guarded("network", [&]() -> absl::StatusOr<std::unique_ptr<Network>> {
-    std::unique_ptr<NetworkImpl> impl = MakeNetworkImpl(state.spec, &state);
+    std::unique_ptr<NetworkImpl> impl = NewNetworkImpl(state.spec, &state);
     return std::unique_ptr<Network>(
         new Network(std::move(state.spec), std::move(impl)));
   });

@@ -13,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "server/engine/blas_guard.h"
 #include "server/engine/kernels.h"
+#include "server/engine/native_engine.h"
 #include "server/http/process_metrics.h"
 
 namespace satlab::http {
@@ -316,14 +317,17 @@ void WriteKernels(Writer& w) {
   w.Family("satlab_kernels_info", "gauge",
            "The engine's kernel variant (engine) and OpenBLAS's core "
            "(blas_core; blas_detected: the one OpenBLAS chose itself; "
-           "blas_forced: the startup guard replaced it). Always 1.");
+           "blas_forced: the startup guard replaced it), and the network "
+           "engine (network_engine: portable, or the native engine's "
+           "x86-64 level). Always 1.");
   w.Sample(
       "satlab_kernels_info",
       {{"engine",
         std::string(engine::kernels::IsaName(engine::kernels::ActiveIsa()))},
        {"blas_core", blas.active},
        {"blas_detected", blas.detected},
-       {"blas_forced", blas.forced ? "true" : "false"}},
+       {"blas_forced", blas.forced ? "true" : "false"},
+       {"network_engine", engine::EngineName()}},
       int64_t{1});
 }
 

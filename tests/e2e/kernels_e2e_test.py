@@ -3,7 +3,9 @@
 in its log and on /metrics (issue 15, item 1), and its OpenBLAS guard
 replaces a generic core on a CPU with AVX2/AVX-512.
 
-Usage: kernels_e2e_test.py SERVER_BINARY
+Usage: kernels_e2e_test.py SERVER_BINARY [native-engines|no-native-engines]
+The second argument says whether the build made the native engines
+(libsatlab_engine_<level>.so next to the server; not in sanitizer builds).
 A "bad" OpenBLAS detection is simulated with OPENBLAS_CORETYPE=Prescott
 (what OpenBLAS 0.3.21 picks on AVX-512 Xeons it does not know). Every
 server it starts is stopped by PID before the test returns.
@@ -16,11 +18,13 @@ import unittest
 import urllib.request
 
 SERVER = sys.argv[1]
+NATIVE_ENGINES = (sys.argv[2] if len(sys.argv) > 2 else "native-engines") == "native-engines"
 
 from live_server import start_server  # noqa: E402
 
 INFO = re.compile(r'^satlab_kernels_info\{engine="(\w+)",blas_core="(\w+)",'
-                  r'blas_detected="(\w+)",blas_forced="(true|false)"\} 1$', re.M)
+                  r'blas_detected="(\w+)",blas_forced="(true|false)",'
+                  r'network_engine="([\w-]+)"\} 1$', re.M)
 
 
 def cpu_flags():
@@ -35,6 +39,13 @@ def best_engine(flags):
     if {"avx512f", "avx512dq"} <= flags:
         return "avx512"
     return "avx2" if "avx2" in flags else "baseline"
+
+
+def cpu_level(flags):
+    """The x86-64 level a native engine is built for that this CPU runs."""
+    v3 = {"avx2", "fma", "bmi1", "bmi2"} <= flags
+    v4 = v3 and {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"} <= flags
+    return "x86-64-v4" if v4 else "x86-64-v3" if v3 else ""
 
 
 def run(*flags, env=None):
@@ -105,6 +116,36 @@ class Kernels(unittest.TestCase):
         info, log = run("--kernels=baseline")
         self.assertEqual(info.group(1), "baseline")
         self.assertIn("kernels: engine baseline", log)
+
+    def test_portable_network_engine_by_default(self):
+        info, log = run()
+        self.assertEqual(info.group(5), "portable")
+        self.assertIn("network engine portable", log)
+
+    def test_native_network_engine_for_this_cpu_level(self):
+        level = cpu_level(self.flags)
+        self.assertNotEqual(level, "", "the fleet's CPUs are x86-64-v3 or better")
+        if not NATIVE_ENGINES:  # this build has none: the server must say so
+            proc = subprocess.run([SERVER, "--port", "0", "--http_port", "-1",
+                                   "--engine=native"], capture_output=True,
+                                  text=True, timeout=30)
+            self.assertEqual(proc.returncode, 2, proc.stderr)
+            self.assertIn("no native engine for this CPU (%s)" % level, proc.stderr)
+            return
+        info, log = run("--engine=native")
+        self.assertEqual(info.group(5), level)
+        self.assertIn("network engine %s" % level, log)
+
+    def test_native_engine_missing_or_unknown_engine_is_rejected(self):
+        for flag, message in (
+                ("--engine_dir=/nonexistent", "/nonexistent/libsatlab_engine_"),
+                ("--engine=fast", '--engine: expected portable or native, got "fast"')):
+            args = [SERVER, "--port", "0", "--http_port", "-1", flag]
+            if flag.startswith("--engine_dir"):
+                args.append("--engine=native")
+            proc = subprocess.run(args, capture_output=True, text=True, timeout=30)
+            self.assertEqual(proc.returncode, 2, proc.stderr)
+            self.assertIn(message, proc.stderr)
 
     def test_kernels_flag_unknown_is_rejected(self):
         proc = subprocess.run([SERVER, "--port", "0", "--http_port", "-1",
