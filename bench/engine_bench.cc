@@ -3,9 +3,11 @@
 // runs before each of them, and the heap bytes one network costs.
 //
 // Usage: engine_bench --threads=N [--passive] [--kernels=ISA]
-//                     [google benchmark flags]
+//                     [--engine_dir=DIR] [google benchmark flags]
 // [--passive] sets OMP_WAIT_POLICY=PASSIVE; --kernels=baseline|avx2|avx512
-// picks the engine's kernel variant (default: the best the CPU supports).
+// picks the engine's kernel variant (default: the best the CPU supports);
+// --engine_dir runs the native engine for this CPU from DIR (the build's
+// server/ directory), as satlab-server --engine=native does.
 // N is applied to every pool the engine could use (Eigen's OpenMP pool via
 // OMP_NUM_THREADS, OpenBLAS via OPENBLAS_NUM_THREADS) before the libraries
 // load, by re-executing once (see FixThreadEnvironment).
@@ -22,6 +24,7 @@
 #include "bench/engine_cases.h"
 #include "benchmark/benchmark.h"
 #include "server/engine/kernels.h"
+#include "server/engine/native_engine.h"
 #include "server/engine/network.h"
 #include "server/engine/spec.h"
 
@@ -131,6 +134,13 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--passive") {
       passive = true;
+    } else if (std::string(argv[i]).rfind("--engine_dir=", 0) == 0) {
+      // --engine=native's objects (the build's server/ directory).
+      const absl::Status used = satlab::engine::UseNativeEngine(argv[i] + 13);
+      if (!used.ok()) {
+        std::fprintf(stderr, "%s\n", used.ToString().c_str());
+        return 2;
+      }
     } else if (std::string(argv[i]).rfind("--kernels=", 0) == 0) {
       const auto isa = satlab::engine::kernels::ParseIsa(argv[i] + 10);
       const absl::Status set =
@@ -189,6 +199,7 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("threads", std::to_string(threads));
   benchmark::AddCustomContext("kernels",
                               satlab::engine::kernels::Description());
+  benchmark::AddCustomContext("network_engine", satlab::engine::EngineName());
   benchmark::AddCustomContext("eigen_threads",
                               std::to_string(Eigen::nbThreads()));
   benchmark::Initialize(&argc, argv);

@@ -11,8 +11,11 @@
 # "native best" is the native build with --kernels=baseline: Eigen compiled
 # for this CPU, FMA included (different bits); "native default" is the
 # native build as it runs by default (the dispatched kernels, the portable
-# binary's bits). Pinned to one CPU and, when allowed, at real-time priority
-# so that other work on the machine does not preempt the runs.
+# binary's bits); "portable, native engine" is the portable binary running
+# its native engine for this CPU (satlab-server --engine=native; the
+# objects from the portable build's server/ directory, or ENGINE_DIR).
+# Pinned to one CPU and, when allowed, at real-time priority so that other
+# work on the machine does not preempt the runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-5}
@@ -23,18 +26,23 @@ if [ -z "${SKIP_BUILD:-}" ] && [ -z "${P:-}" ]; then
     dir=build-${variant%%:*}
     cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSATLAB_BUILD_BENCH=ON \
       -DSATLAB_BUILD_TESTS=OFF -DSATLAB_NATIVE="${variant##*:}" >/dev/null
-    cmake --build "$dir" -j2 --target satlab_bench_engine >/dev/null
+    targets=satlab_bench_engine
+    [ "$dir" = build-portable ] && targets="$targets satlab_engine_x86-64-v3 satlab_engine_x86-64-v4"
+    # shellcheck disable=SC2086  # the target list
+    cmake --build "$dir" -j2 --target $targets >/dev/null
   done
 fi
 P=${P:-build-portable/bench/satlab_bench_engine}
 N=${N:-build-native/bench/satlab_bench_engine}
+ENGINE_DIR=${ENGINE_DIR:-$(dirname "$P")/../server}
 OUT=$(mktemp -d /tmp/satlab-gap.XXXXXX)
 pin=(taskset -c "$(($(nproc) - 1))")
 if chrt -f 10 true 2>/dev/null; then pin+=(chrt -f 10); fi
 
 for r in $(seq 1 "$REPS"); do
   echo "repetition $r/$REPS" >&2
-  for run in "portable:$P" "native_default:$N" "native_best:$N --kernels=baseline"; do
+  for run in "portable:$P" "portable_native_engine:$P --engine_dir=$ENGINE_DIR" \
+    "native_default:$N" "native_best:$N --kernels=baseline"; do
     name=${run%%:*}
     # shellcheck disable=SC2086  # the binary and its flag
     "${pin[@]}" ${run#*:} --threads=1 --benchmark_filter="$CASES" \
@@ -63,11 +71,13 @@ simd = " ".join(f for f in ["avx2", "fma", "avx512f", "avx512dq", "avx512bw", "a
 print(f"CPU: {cpu}, {os.cpu_count()} cores ({simd}); load average at the end "
       f"{' '.join(open('/proc/loadavg').read().split()[:3])}; CPU us per TrainStep, "
       f"1 thread, medians of {reps} interleaved repetitions.\n")
-p, nd, nb = load("portable"), load("native_default"), load("native_best")
-print("| case | portable | native default | native best | portable / native best | portable / native default |")
-print("|---|---|---|---|---|---|")
+p, pn = load("portable"), load("portable_native_engine")
+nd, nb = load("native_default"), load("native_best")
+print("| case | portable | portable, --engine=native | native default | native best "
+      "| portable / native best | portable / native default | portable --engine=native / native best |")
+print("|---|---|---|---|---|---|---|---|")
 for name in sorted(p):
     short = name.replace("engine_train/", "").replace("_mse", " mse").replace("_cce", " cce")
-    print(f"| {short} | {p[name]:.2f} | {nd[name]:.2f} | {nb[name]:.2f} | "
-          f"{p[name] / nb[name]:.2f}× | {p[name] / nd[name]:.2f}× |")
+    print(f"| {short} | {p[name]:.2f} | {pn[name]:.2f} | {nd[name]:.2f} | {nb[name]:.2f} | "
+          f"{p[name] / nb[name]:.2f}× | {p[name] / nd[name]:.2f}× | {pn[name] / nb[name]:.2f}× |")
 EOF
