@@ -67,16 +67,14 @@ for r in $(seq 1 "$REPS"); do
 done
 
 python3 - "$OUT" "$REPS" <<'EOF'
-import glob, json, os, statistics, subprocess, sys
+import os, subprocess, sys
+sys.path.insert(0, "bench")
+import medians
 out, reps = sys.argv[1], int(sys.argv[2])
 
 def load(name):
     """benchmark name -> median real time (us) over the repetitions."""
-    times = {}
-    for path in glob.glob(os.path.join(out, name + ".*.json")):
-        for b in json.load(open(path))["benchmarks"]:
-            times.setdefault(b["name"].replace("/real_time", ""), []).append(b["real_time"])
-    return {k: statistics.median(v) for k, v in times.items()}
+    return medians.load(out, name, "real_time")
 
 def short(n):
     return n.replace("engine_train/", "").replace("_mse", " mse").replace("_cce", " cce")
