@@ -133,6 +133,24 @@ grep -q 0.017345 <<<"$out" && grep -q 0.982014 <<<"$out" ||
   die "unexpected gradients from the container: $out"
 log "ComputeGradients + 60 TrainSteps through $grpc_addr: dC/dw mse 0.017345, bce 0.982014"
 
+# ---- 5b. the native engine the image ships for this CPU --------------------
+# A second, short-lived container: satlab-server --engine=native finds
+# /usr/local/lib/satlab/libsatlab_engine_<level>.so, checks it against the
+# portable engine and logs it; timeout stops it (SIGTERM, graceful drain).
+level=x86-64-v3
+if grep -qw avx512f /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo &&
+  grep -qw avx512cd /proc/cpuinfo && grep -qw avx512dq /proc/cpuinfo &&
+  grep -qw avx512vl /proc/cpuinfo; then
+  level=x86-64-v4
+fi
+native_log=$(podman run --rm --read-only --tmpfs /tmp --cap-drop=ALL \
+  --security-opt=no-new-privileges --env SATLAB_PLAINTEXT=true \
+  --entrypoint timeout "$image" -s TERM 3 satlab-server --engine=native \
+  --port 0 --http_port=-1 2>&1 || true)
+grep -q "network engine $level" <<<"$native_log" ||
+  die "the image's satlab-server --engine=native did not run the $level engine: $native_log"
+log "satlab-server --engine=native in the image: network engine $level"
+
 # ---- 6. metrics port ---------------------------------------------------------
 # A server with the HTTP side port says "http listening on ..." on stdout.
 if podman logs "$cid" 2>/dev/null | grep -q '^http listening on'; then
