@@ -52,7 +52,7 @@ for r in $(seq 1 "$REPS"); do
 done
 
 python3 - "$OUT" "$REPS" <<'EOF'
-import os, subprocess, sys
+import sys
 sys.path.insert(0, "bench")
 import medians
 out, reps = sys.argv[1], int(sys.argv[2])
@@ -61,21 +61,14 @@ def load(name):
     """benchmark name -> median CPU time (us) over the repetitions."""
     return medians.load(out, name, "cpu_time")
 
-cpu = subprocess.run("lscpu | sed -n 's/^Model name: *//p'", shell=True,
-                     capture_output=True, text=True).stdout.strip()
-flags = open("/proc/cpuinfo").read()
-simd = " ".join(f for f in ["avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl"]
-                if " " + f + " " in flags)
-print(f"CPU: {cpu}, {os.cpu_count()} cores ({simd}); load average at the end "
-      f"{' '.join(open('/proc/loadavg').read().split()[:3])}; CPU us per TrainStep, "
-      f"1 thread, medians of {reps} interleaved repetitions.\n")
+print(f"{medians.machine()}; CPU us per TrainStep, 1 thread, medians of {reps} "
+      f"interleaved repetitions.\n")
 p, pn = load("portable"), load("portable_native_engine")
 nd, nb = load("native_default"), load("native_best")
 print("| case | portable | portable, --engine=native | native default | native best "
       "| portable / native best | portable / native default | portable --engine=native / native best |")
 print("|---|---|---|---|---|---|---|---|")
 for name in sorted(p):
-    short = name.replace("engine_train/", "").replace("_mse", " mse").replace("_cce", " cce")
-    print(f"| {short} | {p[name]:.2f} | {pn[name]:.2f} | {nd[name]:.2f} | {nb[name]:.2f} | "
+    print(f"| {medians.short(name)} | {p[name]:.2f} | {pn[name]:.2f} | {nd[name]:.2f} | {nb[name]:.2f} | "
           f"{p[name] / nb[name]:.2f}× | {p[name] / nd[name]:.2f}× | {pn[name] / nb[name]:.2f}× |")
 EOF

@@ -67,24 +67,18 @@ for r in $(seq 1 "$REPS"); do
 done
 
 python3 - "$OUT" "$REPS" <<'EOF'
-import os, subprocess, sys
+import sys
 sys.path.insert(0, "bench")
 import medians
+from medians import short
 out, reps = sys.argv[1], int(sys.argv[2])
 
 def load(name):
     """benchmark name -> median real time (us) over the repetitions."""
     return medians.load(out, name, "real_time")
 
-def short(n):
-    return n.replace("engine_train/", "").replace("_mse", " mse").replace("_cce", " cce")
-
-cpu = subprocess.run("lscpu | sed -n 's/^Model name: *//p'", shell=True, capture_output=True, text=True).stdout.strip()
-flags = open("/proc/cpuinfo").read()
-simd = " ".join(f for f in ["avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl"] if " " + f + " " in flags)
-load_avg = open("/proc/loadavg").read().split()[:3]
-print(f"CPU: {cpu}, {os.cpu_count()} cores ({simd}); load average at the end {' '.join(load_avg)}; "
-      f"medians of {reps} interleaved repetitions; engine_train = one TrainStep, 1 thread, OpenBLAS's own core unless named.\n")
+print(f"{medians.machine()}; medians of {reps} interleaved repetitions; "
+      f"engine_train = one TrainStep, 1 thread, OpenBLAS's own core unless named.\n")
 
 pa, pb, na, nb = (load(n) for n in ["portable_auto", "portable_baseline", "native_auto", "native_baseline"])
 print("| case | portable, no dispatch (µs) | portable + dispatch (µs) | native (µs) | native + dispatch (µs) | dispatch gain | portable+dispatch / native |")

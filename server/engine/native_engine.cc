@@ -42,6 +42,14 @@ bool HasV4() {
 #endif
 }
 
+RowMatrix<double> AsDouble(const AnyMatrix& m) {
+  return std::visit(
+      [](const auto& v) {
+        return RowMatrix<double>(v.template cast<double>());
+      },
+      m);
+}
+
 // A small network of each dtype, trained a few steps by both engines: the
 // native one must agree with the portable one to rounding (FMA and wider
 // sums change the last bits, never more). Sigmoid and tanh layers, MSE and
@@ -99,17 +107,12 @@ absl::Status CheckAgainstPortable(const EngineEntry& entry) {
       // something other than rounding differs.
       const double tolerance = dtype == DType::kFloat32 ? 1e-4 : 1e-10;
       for (int l = 0; l < 3; ++l) {
-        for (const auto& [p, n] :
-             {std::pair{portable->weights(l), native->weights(l)},
-              std::pair{portable->biases(l), native->biases(l)}}) {
-          const bool f32 = dtype == DType::kFloat32;
-          const int64_t size = f32 ? std::get<RowMatrix<float>>(p).size()
-                                   : std::get<RowMatrix<double>>(p).size();
-          for (int64_t i = 0; i < size; ++i) {
-            const double pv = f32 ? std::get<RowMatrix<float>>(p).data()[i]
-                                  : std::get<RowMatrix<double>>(p).data()[i];
-            const double nv = f32 ? std::get<RowMatrix<float>>(n).data()[i]
-                                  : std::get<RowMatrix<double>>(n).data()[i];
+        for (const auto& [p, n] : {std::pair{AsDouble(portable->weights(l)),
+                                             AsDouble(native->weights(l))},
+                                   std::pair{AsDouble(portable->biases(l)),
+                                             AsDouble(native->biases(l))}}) {
+          for (int64_t i = 0; i < p.size(); ++i) {
+            const double pv = p.data()[i], nv = n.data()[i];
             if (!(std::abs(pv - nv) <= tolerance * (1 + std::abs(pv)))) {
               return absl::FailedPreconditionError(absl::StrFormat(
                   "the %s engine disagrees with the portable one beyond "
@@ -166,8 +169,7 @@ absl::Status UseNativeEngine(const std::string& dir) {
         ", expected abi ", kEngineAbi, ")"));
   }
   if (absl::Status s = CheckAgainstPortable(*entry); !s.ok()) {
-    // Networks of the object may still be referenced by nothing: the check
-    // destroyed its own. Unloading is safe here.
+    // The check's networks are gone: nothing of the object is referenced.
     dlclose(handle);
     return s;
   }
