@@ -8,9 +8,10 @@
 // picks the engine's kernel variant (default: the best the CPU supports);
 // --engine_dir runs the native engine for this CPU from DIR (the build's
 // server/ directory), as satlab-server --engine=native does.
-// N is applied to every pool the engine could use (Eigen's OpenMP pool via
-// OMP_NUM_THREADS, OpenBLAS via OPENBLAS_NUM_THREADS) before the libraries
-// load, by re-executing once (see FixThreadEnvironment).
+// N is the step team's size (engine::SetBlasThreads, as satlab-server
+// --blas_threads=N), with OpenBLAS single-threaded inside it and Eigen's
+// OpenMP pool at N, both fixed before the libraries load by re-executing
+// once (see FixThreadEnvironment).
 #include <malloc.h>
 
 #include <cstdint>
@@ -23,6 +24,7 @@
 #include "bench/bench_cases.h"
 #include "bench/engine_cases.h"
 #include "benchmark/benchmark.h"
+#include "server/engine/gemm.h"
 #include "server/engine/kernels.h"
 #include "server/engine/native_engine.h"
 #include "server/engine/network.h"
@@ -154,8 +156,11 @@ int main(int argc, char** argv) {
     }
   }
   argc = out;
-  FixThreadEnvironment(threads, threads, passive, original_argv.data());
+  // OpenBLAS single-threaded and the step team at `threads`, as
+  // satlab-server --blas_threads=N sets them (gemm.h).
+  FixThreadEnvironment(threads, 1, passive, original_argv.data());
   Eigen::setNbThreads(threads);
+  satlab::engine::SetBlasThreads(threads);
   const std::pair<Op, const char*> ops[] = {
       {Op::kTrainStep, "engine_train"},
       {Op::kForward, "engine_forward"},

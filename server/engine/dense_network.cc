@@ -17,6 +17,7 @@
 #include "server/engine/loss.h"
 #include "server/engine/network_impl.h"
 #include "server/engine/optimizer.h"
+#include "server/engine/step_team.h"
 
 namespace satlab::engine {
 
@@ -123,6 +124,15 @@ struct Scratch {
   T* output_delta = nullptr;          // [rows, units_L], per-sample delta
   RowMatrix<T> x_storage, y_storage;  // inputs/targets in the other dtype
   std::vector<LayerSums> sums;
+  // Per block of Activate's rows (see there), then added in block order:
+  // the same sums whichever member of the step team computed a block.
+  std::vector<double> block_derivative, block_activation;
+  std::vector<int64_t> block_saturated;
+  // Column maxima of Z over each team member's rows [parts, widest layer].
+  std::vector<T> part_max_z;
+  // Squared norms of the gradients' blocks of kNormBlock values, and the
+  // gradients' norms (weights then biases of each layer).
+  std::vector<double> norm_blocks, grad_norms;
   double loss_sum = 0;     // sum of C_x
   double delta_sq = 0;     // ||delta||_F^2 (per-sample delta)
   double residual_sq = 0;  // ||a - y||_F^2
@@ -233,7 +243,7 @@ class DenseNetwork final : public NetworkImpl {
     result.loss = loss;
     result.loss_value = s.loss_sum / static_cast<double>(n);
     result.accuracy = static_cast<double>(s.correct) / static_cast<double>(n);
-    result.stats = FinishStats(s, n);
+    result.stats = FinishStats(&s, n);
     for (size_t l = 0; l < layers_.size(); ++l) {
       result.weight_grads.emplace_back(RowMatrix<T>(GradW(s, l)));
       result.bias_grads.emplace_back(RowMatrix<T>(GradB(s, l)));
@@ -257,7 +267,7 @@ class DenseNetwork final : public NetworkImpl {
     result.loss = s.loss_sum / static_cast<double>(n);
     result.accuracy = static_cast<double>(s.correct) / static_cast<double>(n);
     result.samples = n;
-    result.stats = FinishStats(s, n);
+    result.stats = FinishStats(&s, n);
     Trim(&s);
     return result;
   }
@@ -286,7 +296,7 @@ class DenseNetwork final : public NetworkImpl {
     result.batch_size = n;
     result.loss = s.loss_sum / static_cast<double>(n);
     result.accuracy = static_cast<double>(s.correct) / static_cast<double>(n);
-    result.stats = FinishStats(s, n);
+    result.stats = FinishStats(&s, n);
     // Nothing is applied unless the loss and every updated value are finite
     // (the optimizer's check covers the gradients).
     result.diverged = !std::isfinite(result.loss) ||
@@ -448,6 +458,24 @@ class DenseNetwork final : public NetworkImpl {
       s.max_z[l] = take(Units(l));
     }
     s.output_delta = training ? take(rows * Units(count - 1)) : nullptr;
+    if (!training) return;
+    int64_t blocks = 0, widest = 0, norm_blocks = 0;
+    for (size_t l = 0; l < count; ++l) {
+      blocks = std::max(blocks, (rows + BlockRowsOf(l) - 1) / BlockRowsOf(l));
+      widest = std::max(widest, Units(l));
+      norm_blocks += NormBlocks(FanIn(l) * Units(l)) + NormBlocks(Units(l));
+    }
+    auto grow = [](auto* v, int64_t size) {
+      if (static_cast<int64_t>(v->size()) < size) {
+        v->resize(static_cast<size_t>(size));
+      }
+    };
+    grow(&s.block_derivative, blocks);
+    grow(&s.block_activation, blocks);
+    grow(&s.block_saturated, blocks);
+    grow(&s.part_max_z, widest * TeamSize());
+    grow(&s.norm_blocks, norm_blocks);
+    grow(&s.grad_norms, 2 * static_cast<int64_t>(count));
   }
 
   // Zeroes the running sums.
@@ -470,79 +498,146 @@ class DenseNetwork final : public NetworkImpl {
   // a row differently depending on its block: Forward passes block_rows_,
   // so that a chunk made of whole blocks issues exactly the calls the
   // whole batch would for those rows, and comes out bitwise the same.
+  // Training passes the whole chunk (gemm_rows == m).
   absl::Status ForwardPass(const ConstRowRef<T>& x, bool training,
                            int64_t gemm_rows, const StopCheck& stop,
                            Scratch<T>* s) const {
     const int64_t m = x.rows();
     for (size_t l = 0; l < layers_.size(); ++l) {
       if (absl::Status st = CheckStop(stop); !st.ok()) return st;
-      // Z starts as the bias on every row and the product is added to it:
-      // no separate pass over Z for the bias, and OpenBLAS skips the pass
-      // that zeroes its output when beta is 0.
       const int64_t units = Units(l);
-      Map(s->z[l], m, units).rowwise() = params_.biases[l];
-      // [m, units] += [m, fan_in] x [fan_in, units]
+      const int64_t fan_in = FanIn(l);
       const T* input = l == 0 ? x.data() : s->a[l - 1];
-      for (int64_t r = 0; r < m; r += gemm_rows) {
-        Gemm<T>(Transpose::kNo, Transpose::kNo, std::min(gemm_rows, m - r),
-                units, FanIn(l), input + r * FanIn(l),
-                params_.weights[l].data(), s->z[l] + r * units,
-                /*accumulate=*/true);
+      if (!training) {
+        // Z starts as the bias on every row and the product is added to
+        // it: no separate pass over Z for the bias, and OpenBLAS skips the
+        // pass that zeroes its output when beta is 0.
+        Map(s->z[l], m, units).rowwise() = params_.biases[l];
+        // [m, units] += [m, fan_in] x [fan_in, units]
+        for (int64_t r = 0; r < m; r += gemm_rows) {
+          Gemm<T>(Transpose::kNo, Transpose::kNo, std::min(gemm_rows, m - r),
+                  units, fan_in, input + r * fan_in, params_.weights[l].data(),
+                  s->z[l] + r * units, /*accumulate=*/true);
+        }
+        ActivateForward(l, m, s);
+        continue;
       }
-      Activate(l, m, training, s);
+      // Each member of the step team takes whole blocks of Activate's rows
+      // through the bias, the product and Activate, so that its rows of Z,
+      // A and f'(Z) stay in its own cache (one hand-off per layer).
+      int used_parts = 1;
+      RunOnTeam(m * units * fan_in, [&](int part, int parts) {
+        if (part == 0) used_parts = parts;
+        const Range rows = PartOf(m, BlockRowsOf(l), part, parts);
+        const int64_t count = rows.end - rows.begin;
+        T* const z = s->z[l] + rows.begin * units;
+        Map(z, count, units).rowwise() = params_.biases[l];
+        if (count > 0) {
+          Gemm<T>(Transpose::kNo, Transpose::kNo, count, units, fan_in,
+                  input + rows.begin * fan_in, params_.weights[l].data(), z,
+                  /*accumulate=*/true);
+        }
+        Activate(l, rows, part, s);
+      });
+      AddBlockSums(l, m, used_parts, s);
     }
     return absl::OkStatus();
   }
 
-  // Applies f to Z_l (and, when `training`, f' and the
-  // statistics) a few rows at a time, so that each block of Z, A and f'
-  // stays in L1 across what would otherwise be four passes over memory.
-  void Activate(size_t l, int64_t m, bool training, Scratch<T>* s) const {
+  // Rows per block of Activate: about 1024 values of layer l.
+  int64_t BlockRowsOf(size_t l) const {
+    constexpr int64_t kBlockElements = 1024;
+    return std::max<int64_t>(1, kBlockElements / Units(l));
+  }
+
+  // Applies f to Z_l for a forward pass without training, in blocks of
+  // elements (rows, for a rowwise f).
+  void ActivateForward(size_t l, int64_t m, Scratch<T>* s) const {
     constexpr int64_t kBlockElements = 1024;
     const int64_t units = Units(l);
-    const int64_t block = std::max<int64_t>(1, kBlockElements / units);
     const ActivationOps<T>& ops = *layers_[l].ops;
     const T slope = layers_[l].slope;
-    if (!training && !ops.rowwise) {
-      // Forward only: blocks of elements, not rows. Each block starts
-      // 64-byte aligned and all but the chunk's last hold whole SIMD
-      // packets, so with chunks of whole blocks (a multiple of 16 rows)
-      // only the batch's last few elements take Eigen's scalar path (which
-      // rounds differently), as in one pass.
-      const int64_t total = m * units;
-      for (int64_t e = 0; e < total; e += kBlockElements) {
-        const int64_t count = std::min(kBlockElements, total - e);
-        const Map z(s->z[l] + e, 1, count);
-        Map a(s->a[l] + e, 1, count);
+    if (ops.rowwise) {
+      const int64_t block = BlockRowsOf(l);
+      for (int64_t r = 0; r < m; r += block) {
+        const int64_t rows = std::min(block, m - r);
+        const Map z(s->z[l] + r * units, rows, units);
+        Map a(s->a[l] + r * units, rows, units);
         ops.forward(z, slope, a);
       }
       return;
     }
+    // Blocks of elements, not rows. Each block starts 64-byte aligned and
+    // all but the chunk's last hold whole SIMD packets, so with chunks of
+    // whole blocks (a multiple of 16 rows) only the batch's last few
+    // elements take Eigen's scalar path (which rounds differently), as in
+    // one pass.
+    const int64_t total = m * units;
+    for (int64_t e = 0; e < total; e += kBlockElements) {
+      const int64_t count = std::min(kBlockElements, total - e);
+      const Map z(s->z[l] + e, 1, count);
+      Map a(s->a[l] + e, 1, count);
+      ops.forward(z, slope, a);
+    }
+  }
+
+  // Applies f and f' to the rows `rows` of Z_l (whole blocks of
+  // BlockRowsOf(l) rows but the batch's last), a block at a time, so that
+  // each block of Z, A and f' stays in L1 across what would otherwise be
+  // four passes over memory. Each block's statistics go to its slot in
+  // s->block_*, the column maxima of Z (for units that can die) to part
+  // `part` of s->part_max_z.
+  void Activate(size_t l, Range rows, int part, Scratch<T>* s) const {
+    const int64_t units = Units(l);
+    const int64_t block = BlockRowsOf(l);
+    const ActivationOps<T>& ops = *layers_[l].ops;
+    const T slope = layers_[l].slope;
     const T threshold = static_cast<T>(theta_ * ops.max_derivative);
-    LayerSums& sums = s->sums[l];
-    for (int64_t r = 0; r < m; r += block) {
-      const int64_t rows = std::min(block, m - r);
+    VectorMap max_z(s->part_max_z.data() + part * units, units);
+    if (ops.can_die) max_z.setConstant(-std::numeric_limits<T>::infinity());
+    for (int64_t r = rows.begin; r < rows.end; r += block) {
+      const int64_t count = std::min(block, rows.end - r);
       T* const z_data = s->z[l] + r * units;
       T* const a_data = s->a[l] + r * units;
       // An elementwise f sees the block as one row: vectorized end to end,
       // even for a one-unit layer (whose column would be scalar code).
-      const int64_t view_rows = ops.rowwise ? rows : 1;
-      const int64_t view_cols = rows * units / view_rows;
+      const int64_t view_rows = ops.rowwise ? count : 1;
+      const int64_t view_cols = count * units / view_rows;
       const Map z(z_data, view_rows, view_cols);
       Map a(a_data, view_rows, view_cols);
       ops.forward(z, slope, a);
-      if (!training) continue;
       Map d(s->d[l] + r * units, view_rows, view_cols);
       ops.derivative(z, a, slope, d);
-      sums.derivative_sum += static_cast<double>(d.sum());
-      sums.saturated += kernels::CountBelow(d.data(), rows * units, threshold);
-      sums.activation_sum += static_cast<double>(a.sum());
+      const size_t b = static_cast<size_t>(r / block);
+      s->block_derivative[b] = static_cast<double>(d.sum());
+      s->block_saturated[b] =
+          kernels::CountBelow(d.data(), count * units, threshold);
+      s->block_activation[b] = static_cast<double>(a.sum());
       if (ops.can_die) {
-        VectorMap max_z(s->max_z[l], units);
-        for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t i = 0; i < count; ++i) {
           max_z = max_z.cwiseMax(VectorMap(z_data + i * units, units));
         }
       }
+    }
+  }
+
+  // Adds layer l's block statistics over m rows to its running sums, in
+  // block order (the order one thread would add them in), and the team's
+  // column maxima of Z.
+  void AddBlockSums(size_t l, int64_t m, int parts, Scratch<T>* s) const {
+    LayerSums& sums = s->sums[l];
+    const int64_t blocks = (m + BlockRowsOf(l) - 1) / BlockRowsOf(l);
+    for (size_t b = 0; b < static_cast<size_t>(blocks); ++b) {
+      sums.derivative_sum += s->block_derivative[b];
+      sums.saturated += s->block_saturated[b];
+      sums.activation_sum += s->block_activation[b];
+    }
+    if (!layers_[l].ops->can_die) return;
+    const int64_t units = Units(l);
+    VectorMap max_z(s->max_z[l], units);
+    for (int part = 0; part < parts; ++part) {
+      max_z =
+          max_z.cwiseMax(VectorMap(s->part_max_z.data() + part * units, units));
     }
   }
 
@@ -586,19 +681,30 @@ class DenseNetwork final : public NetworkImpl {
       const T* input = l == 0 ? x.data() : s->a[l - 1];
       Gemm<T>(Transpose::kYes, Transpose::kNo, FanIn(l), Units(l), m, input,
               delta.data(), s->grad_w[l], accumulate);
-      // db_l = colsum(Delta_l): [1, units]
-      if (accumulate) {
-        GradB(*s, l) += delta.colwise().sum();
-      } else {
-        GradB(*s, l) = delta.colwise().sum();
-      }
+      // db_l = colsum(Delta_l) [1, units]: rows added in order, vectorized
+      // across units (Eigen's column sums of a row-major matrix run down
+      // each column with a stride); a later chunk adds its rows to the
+      // earlier chunks' sums, as one pass over the whole batch would.
+      VectorMap db = GradB(*s, l);
+      if (!accumulate) db = delta.row(0);
+      for (int64_t r = accumulate ? 0 : 1; r < m; ++r) db += delta.row(r);
       if (l == 0) break;  // no gradient w.r.t. the input X
       // Delta_{l-1} = (Delta_l W_l^T) ⊙ f'(Z_{l-1}):
-      // [m, fan_in] = [m, units] x [units, fan_in], then elementwise.
-      Gemm<T>(Transpose::kNo, Transpose::kYes, m, FanIn(l), Units(l),
-              delta.data(), params_.weights[l].data(), s->delta[l - 1],
-              /*accumulate=*/false);
-      kernels::MultiplyInPlace(s->d[l - 1], m * FanIn(l), s->delta[l - 1]);
+      // [m, fan_in] = [m, units] x [units, fan_in], then elementwise; each
+      // member of the step team on the rows it activated in ForwardPass.
+      const int64_t fan_in = FanIn(l);
+      const int64_t width = Units(l);
+      RunOnTeam(m * fan_in * width, [&](int part, int parts) {
+        const Range rows = PartOf(m, BlockRowsOf(l - 1), part, parts);
+        const int64_t count = rows.end - rows.begin;
+        if (count == 0) return;
+        T* const out = s->delta[l - 1] + rows.begin * fan_in;
+        Gemm<T>(Transpose::kNo, Transpose::kYes, count, fan_in, width,
+                delta.data() + rows.begin * width, params_.weights[l].data(),
+                out, /*accumulate=*/false);
+        kernels::MultiplyInPlace(s->d[l - 1] + rows.begin * fan_in,
+                                 count * fan_in, out);
+      });
     }
     return absl::OkStatus();
   }
@@ -634,7 +740,58 @@ class DenseNetwork final : public NetworkImpl {
     return absl::OkStatus();
   }
 
-  SaturationStats FinishStats(const Scratch<T>& s, int64_t n) const {
+  // The Frobenius norms of the gradients, into s->grad_norms (weights
+  // then biases, per layer): squared norms of blocks of kNormBlock values
+  // (split over the step team), added in block order and so the same bits
+  // for any team.
+  static constexpr int64_t kNormBlock = 4096;
+  static int64_t NormBlocks(int64_t values) {
+    return (values + kNormBlock - 1) / kNormBlock;
+  }
+
+  void GradientNorms(Scratch<T>* s) const {
+    const size_t count = layers_.size();
+    // Tensor t: weights of layer t / 2 when t is even, else its biases.
+    auto tensor = [&](size_t t) -> std::pair<const T*, int64_t> {
+      const size_t l = t / 2;
+      return t % 2 == 0 ? std::make_pair(s->grad_w[l], FanIn(l) * Units(l))
+                        : std::make_pair(s->grad_b[l], Units(l));
+    };
+    int64_t blocks = 0, values = 0;
+    for (size_t t = 0; t < 2 * count; ++t) {
+      blocks += NormBlocks(tensor(t).second);
+      values += tensor(t).second;
+    }
+    RunOnTeam(values, [&](int part, int parts) {
+      const Range mine = PartOf(blocks, 1, part, parts);
+      int64_t first = 0;  // the first block of tensor t
+      for (size_t t = 0; t < 2 * count && first < mine.end; ++t) {
+        const auto [data, size] = tensor(t);
+        const int64_t n = NormBlocks(size);
+        for (int64_t b = std::max(first, mine.begin);
+             b < std::min(first + n, mine.end); ++b) {
+          const int64_t offset = (b - first) * kNormBlock;
+          const Eigen::Map<const RowVector<T>> values_of_block(
+              data + offset, std::min(kNormBlock, size - offset));
+          s->norm_blocks[static_cast<size_t>(b)] =
+              static_cast<double>(values_of_block.squaredNorm());
+        }
+        first += n;
+      }
+    });
+    size_t b = 0;
+    for (size_t t = 0; t < 2 * count; ++t) {
+      double sum = 0;
+      for (int64_t i = NormBlocks(tensor(t).second); i > 0; --i) {
+        sum += s->norm_blocks[b++];
+      }
+      s->grad_norms[t] = std::sqrt(sum);
+    }
+  }
+
+  SaturationStats FinishStats(Scratch<T>* scratch, int64_t n) const {
+    Scratch<T>& s = *scratch;
+    GradientNorms(&s);
     SaturationStats stats;
     stats.layers.reserve(layers_.size());
     for (size_t l = 0; l < layers_.size(); ++l) {
@@ -648,8 +805,8 @@ class DenseNetwork final : public NetworkImpl {
           layers_[l].ops->can_die
               ? (VectorMap(s.max_z[l], Units(l)).array() <= T(0)).count()
               : int64_t{0};
-      out.weight_gradient_norm = static_cast<double>(GradW(s, l).norm());
-      out.bias_gradient_norm = static_cast<double>(GradB(s, l).norm());
+      out.weight_gradient_norm = s.grad_norms[2 * l];
+      out.bias_gradient_norm = s.grad_norms[2 * l + 1];
       out.mean_activation = sums.activation_sum / count;
     }
     // ||delta||_F / ||a - y||_F; 1 when a == y.

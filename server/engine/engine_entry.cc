@@ -4,6 +4,7 @@
 #include <variant>
 #include <vector>
 
+#include "server/engine/gemm.h"
 #include "server/engine/kernels.h"
 #include "server/engine/native_engine.h"
 #include "server/engine/network_impl.h"
@@ -58,6 +59,6 @@ satlab_engine_entry() {
       satlab::engine::kEngineAbi, SATLAB_ENGINE_LEVEL,
       static_cast<std::unique_ptr<NetworkImpl> (*)(const NetworkSpec&)>(
           &MakeNetworkImpl),
-      &satlab::engine::Restore};
+      &satlab::engine::Restore, &satlab::engine::SetBlasThreads};
   return &entry;
 }

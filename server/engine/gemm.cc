@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "server/engine/kernels.h"
+#include "server/engine/step_team.h"
 
 namespace satlab::engine {
 namespace {
@@ -17,6 +18,9 @@ namespace {
 //   8^3: 0.06 vs 0.24 us;  16^3: 0.28 vs 0.48 us;
 //   24^3 to 32^3: even (0.8-1.2x either way);  40^3 and up: BLAS 1.1-1.6x.
 constexpr int64_t kSmallProduct = int64_t{32} * 32 * 32;
+
+// The step team splits a product in blocks of whole rows of this many.
+constexpr int64_t kSplitRows = 8;
 
 // src [rows, cols] transposed into this thread's buffer [cols, rows]
 // (grown, never shrunk: at most kSmallProduct values).
@@ -47,27 +51,49 @@ void SmallGemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n,
   }
 }
 
+// C = A B (+ C) through OpenBLAS, with explicit leading dimensions (a
+// block of rows of a larger product).
+template <typename T>
+void Cblas(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n,
+           int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
+           bool accumulate) {
+  const CBLAS_TRANSPOSE ta =
+      trans_a == Transpose::kYes ? CblasTrans : CblasNoTrans;
+  const CBLAS_TRANSPOSE tb =
+      trans_b == Transpose::kYes ? CblasTrans : CblasNoTrans;
+  const T beta = accumulate ? T(1) : T(0);
+  if constexpr (std::is_same_v<T, float>) {
+    cblas_sgemm(CblasRowMajor, ta, tb, static_cast<blasint>(m),
+                static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, a,
+                static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta,
+                c, static_cast<blasint>(n));
+  } else {
+    cblas_dgemm(CblasRowMajor, ta, tb, static_cast<blasint>(m),
+                static_cast<blasint>(n), static_cast<blasint>(k), 1.0, a,
+                static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta,
+                c, static_cast<blasint>(n));
+  }
+}
+
 }  // namespace
 
 template <typename T>
 void BlasGemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n,
               int64_t k, const T* a, const T* b, T* c, bool accumulate) {
-  const CBLAS_TRANSPOSE ta =
-      trans_a == Transpose::kYes ? CblasTrans : CblasNoTrans;
-  const CBLAS_TRANSPOSE tb =
-      trans_b == Transpose::kYes ? CblasTrans : CblasNoTrans;
-  const auto lda = static_cast<blasint>(trans_a == Transpose::kYes ? m : k);
-  const auto ldb = static_cast<blasint>(trans_b == Transpose::kYes ? k : n);
-  const T beta = accumulate ? T(1) : T(0);
-  if constexpr (std::is_same_v<T, float>) {
-    cblas_sgemm(CblasRowMajor, ta, tb, static_cast<blasint>(m),
-                static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, a, lda,
-                b, ldb, beta, c, static_cast<blasint>(n));
-  } else {
-    cblas_dgemm(CblasRowMajor, ta, tb, static_cast<blasint>(m),
-                static_cast<blasint>(n), static_cast<blasint>(k), 1.0, a, lda,
-                b, ldb, beta, c, static_cast<blasint>(n));
-  }
+  const int64_t lda = trans_a == Transpose::kYes ? m : k;
+  const int64_t ldb = trans_b == Transpose::kYes ? k : n;
+  // Rows of C to each member of the step team, each a single-threaded
+  // OpenBLAS call on the rows of A they need. Every entry of C is the same
+  // sum over k in the same order whatever rows share its call, so the split
+  // changes no bits (gemm_test checks it against one call).
+  RunOnTeam(m * n * k, [&](int part, int parts) {
+    const Range rows = PartOf(m, kSplitRows, part, parts);
+    if (rows.begin == rows.end) return;
+    const T* a_rows =
+        trans_a == Transpose::kYes ? a + rows.begin : a + rows.begin * lda;
+    Cblas(trans_a, trans_b, rows.end - rows.begin, n, k, a_rows, lda, b, ldb,
+          c + rows.begin * n, accumulate);
+  });
 }
 
 template <typename T>
@@ -80,9 +106,15 @@ void Gemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_t k,
   BlasGemm(trans_a, trans_b, m, n, k, a, b, c, accumulate);
 }
 
-void SetBlasThreads(int threads) { openblas_set_num_threads(threads); }
+// The step team splits products (above) and passes; OpenBLAS runs
+// single-threaded inside each member, so that it starts no threads of its
+// own beside the team's.
+void SetBlasThreads(int threads) {
+  openblas_set_num_threads(1);
+  SetStepThreads(threads);
+}
 
-int BlasThreads() { return openblas_get_num_threads(); }
+int BlasThreads() { return StepThreads(); }
 
 template void BlasGemm<float>(Transpose, Transpose, int64_t, int64_t, int64_t,
                               const float*, const float*, float*, bool);

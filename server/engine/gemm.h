@@ -44,12 +44,13 @@ extern template void Gemm<double>(Transpose, Transpose, int64_t, int64_t,
                                   int64_t, const double*, const double*,
                                   double*, bool);
 
-// OpenBLAS's thread pool, shared by every large product in the process:
-// each may use up to BlasThreads() cores. Its initial size comes from
-// OPENBLAS_NUM_THREADS (else one per core). A server that runs several
-// products at once (compute threads) may want fewer per product, and a
-// Train stream on a 2-core machine runs faster with one BLAS thread and
-// the other core left to the transport (docs/benchmarks.md).
+// Threads per training step (the server's --blas_threads): the size of
+// the step team (step_team.h) that splits every large product and the
+// elementwise passes of a step, for every thread that computes from now on.
+// OpenBLAS itself is set to one thread: the team is the only pool. A server
+// that runs several steps at once (compute threads) wants fewer per step,
+// and a Train stream on a 2-core machine runs faster with one and the other
+// core left to the transport (docs/benchmarks.md).
 void SetBlasThreads(int threads);  // threads >= 1
 int BlasThreads();
 

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/engine/network.h"
+#include "server/engine/step_team.h"
 
 namespace satlab::engine {
 namespace {
@@ -174,6 +175,7 @@ absl::Status UseNativeEngine(const std::string& dir) {
     return s;
   }
   g_entry.store(entry, std::memory_order_release);
+  ForwardStepThreads(entry->set_blas_threads);
   return absl::OkStatus();
 }
 

@@ -28,13 +28,15 @@ namespace satlab::engine {
 // What a native engine's shared object exports (engine_entry.cc) through
 // its one C symbol, `satlab_engine_entry`. `abi` guards against an object
 // from another build: everything crossing is C++ of this source tree.
-inline constexpr int kEngineAbi = 1;
+inline constexpr int kEngineAbi = 2;
 struct EngineEntry {
   int abi;
   const char* level;  // "x86-64-v3", "x86-64-v4"
   std::unique_ptr<NetworkImpl> (*make)(const NetworkSpec& spec);
   std::unique_ptr<NetworkImpl> (*restore)(const NetworkSpec& spec,
                                           NetworkState* state);
+  // The object's SetBlasThreads (gemm.h): its step team is its own.
+  void (*set_blas_threads)(int threads);
 };
 
 // The highest level this CPU runs that a native engine is built for:

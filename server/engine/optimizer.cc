@@ -1,9 +1,11 @@
 #include "server/engine/optimizer.h"
 
+#include <array>
 #include <cmath>
 #include <utility>
 
 #include "server/engine/kernels.h"
+#include "server/engine/step_team.h"
 
 namespace satlab::engine {
 namespace {
@@ -146,16 +148,45 @@ template <typename T>
 bool Optimizer<T>::Step(absl::Span<const T* const> weight_grads,
                         absl::Span<const T* const> bias_grads,
                         ParamSet<T>* params) {
-  for (const bool write : {false, true}) {
+  // Every tensor is split over the step team in ranges of whole cache
+  // lines; an update reads and writes only its own element, so the split
+  // changes no bits. Two hand-offs: all checks, then (if all pass) all
+  // writes.
+  constexpr int64_t kGrain = 64;
+  auto pass = [&](bool write, int part, int parts) {
+    bool ok = true;
+    auto tensor = [&](Flat p, const T* g, Flat m, Flat v) {
+      const Range r = PartOf(p.size(), kGrain, part, parts);
+      const int64_t n = r.end - r.begin;
+      if (n == 0) return;
+      auto slice = [&](Flat x) {
+        return x.size() == 0 ? x : Flat(x.data() + r.begin, n);
+      };
+      ok = ok && Tensor(Flat(p.data() + r.begin, n), g + r.begin, slice(m),
+                        slice(v), write);
+    };
     for (size_t i = 0; i < params->weights.size(); ++i) {
-      if (!Tensor(FlatOf(params->weights[i]), weight_grads[i],
-                  StateOf(m_.weights, i), StateOf(v_.weights, i), write) ||
-          !Tensor(FlatOf(params->biases[i]), bias_grads[i],
-                  StateOf(m_.biases, i), StateOf(v_.biases, i), write)) {
-        return false;  // only the checking pass fails: nothing written
-      }
+      tensor(FlatOf(params->weights[i]), weight_grads[i],
+             StateOf(m_.weights, i), StateOf(v_.weights, i));
+      tensor(FlatOf(params->biases[i]), bias_grads[i], StateOf(m_.biases, i),
+             StateOf(v_.biases, i));
     }
+    return ok;
+  };
+  int64_t values = 0;
+  for (size_t i = 0; i < params->weights.size(); ++i) {
+    values += params->weights[i].size() + params->biases[i].size();
   }
+  std::array<bool, kMaxStepThreads> finite;
+  finite.fill(true);
+  RunOnTeam(values, [&](int part, int parts) {
+    finite[static_cast<size_t>(part)] = pass(/*write=*/false, part, parts);
+  });
+  for (const bool ok : finite) {
+    if (!ok) return false;  // only the checking pass fails: nothing written
+  }
+  RunOnTeam(values,
+            [&](int part, int parts) { pass(/*write=*/true, part, parts); });
   if (spec_.kind == OptimizerKind::kAdam) ++t_;
   return true;
 }

@@ -7,11 +7,13 @@
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "server/engine/gemm.h"
 #include "server/engine/network.h"
 #include "server/engine/network_impl.h"
 #include "test_util.h"
@@ -109,6 +111,46 @@ TEST(NativeEngine, AgreesWithPortableToRounding) {
   EXPECT_TRUE(any_bit_differs)
       << "the native engine computed the portable "
          "engine's bits: is it compiled for its level?";
+}
+
+int ThreadsOfThisProcess() {
+  int count = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator("/proc/self/task")) {
+    (void)entry;
+    ++count;
+  }
+  return count;
+}
+
+// The server's --blas_threads reaches the native engine's own step team:
+// its step starts a helper thread, and trains as one thread would, to
+// rounding.
+TEST(NativeEngine, BlasThreadsReachItsStepTeam) {
+  NetworkSpec spec;
+  spec.input_size = 300;
+  spec.layers = {{200, Activation::kTanh, 0}, {10, Activation::kSigmoid, 0}};
+  spec.loss = Loss::kBce;
+  spec.init.seed = 9;
+  Rng rng(6);
+  const RowMatrix<double> x = Uniform(rng, 40, 300, -1, 1);
+  const RowMatrix<double> y = Uniform(rng, 40, 10, 0, 1);
+  SetBlasThreads(1);
+  std::unique_ptr<Network> one = MakeNetwork(spec);
+  ASSERT_NE(one, nullptr);
+  ASSERT_TRUE(one->TrainStep(View(x), View(y)).ok());
+  const int threads_before = ThreadsOfThisProcess();
+  SetBlasThreads(2);
+  std::unique_ptr<Network> team = MakeNetwork(spec);
+  ASSERT_NE(team, nullptr);
+  ASSERT_TRUE(team->TrainStep(View(x), View(y)).ok());
+  EXPECT_EQ(ThreadsOfThisProcess(), threads_before + 1);
+  SetBlasThreads(1);
+  for (int l = 0; l < 2; ++l) {
+    const RowMatrix<double>& a = Get<double>(one->weights(l));
+    const RowMatrix<double>& b = Get<double>(team->weights(l));
+    EXPECT_LE((a - b).cwiseAbs().maxCoeff(), 1e-12) << "layer " << l;
+  }
 }
 
 // A network saved and restored (Network::FromState, as a restart does)
