@@ -26,8 +26,10 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 
 namespace satlab::http {
@@ -97,6 +99,30 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
   // socket) or `deadline` passes. False on timeout or stop.
   bool WaitForRequest(Clock::time_point deadline) const {
     return begin_ != end_ || TlsPending() || Wait(POLLIN, deadline) > 0;
+  }
+
+  // Whether the next request's line and headers have all arrived (a client
+  // pipelining its requests), looking only at what is buffered and what
+  // the socket already holds, without waiting: such a connection is busy,
+  // not waiting for a request. A partial request is moved to the front of
+  // the buffer to make room. An end of stream or error is left for read()
+  // to find again.
+  bool NextRequestReceived() {
+    if (HeadersComplete()) return true;
+    if (begin_ > 0) {
+      std::memmove(buffer_, buffer_ + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    while (end_ < sizeof(buffer_)) {
+      short events = 0;
+      const ssize_t n =
+          ReadSome(buffer_ + end_, sizeof(buffer_) - end_, &events);
+      if (n <= 0) return false;
+      end_ += static_cast<size_t>(n);
+      if (HeadersComplete()) return true;
+    }
+    return false;
   }
 
   // Takes `ssl` (null: OpenSSL could not allocate) and completes the TLS
@@ -176,7 +202,7 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
           return -1;
         }
       }
-      const ssize_t n = ReadSome(&events);
+      const ssize_t n = ReadSome(buffer_, sizeof(buffer_), &events);
       if (n == 0) return 0;
       if (n < 0) {
         if (events != 0) continue;
@@ -234,6 +260,14 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
   socket_t socket() const override { return sock_; }
 
  private:
+  // Whether the buffered bytes hold a request's line and headers up to the
+  // empty line that ends them (httplib accepts LF as well as CRLF).
+  bool HeadersComplete() const {
+    const absl::string_view buffered(buffer_ + begin_, end_ - begin_);
+    return absl::StrContains(buffered, "\n\r\n") ||
+           absl::StrContains(buffered, "\n\n");
+  }
+
   // Whether OpenSSL holds decrypted bytes the socket will not signal.
   bool TlsPending() const {
     return ssl_ != nullptr && SSL_pending(ssl_.get()) > 0;
@@ -252,11 +286,12 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
     }
   }
 
-  // One non-blocking read into buffer_: > 0 bytes, 0 at the end of the
-  // stream, -1 with `events` set to what to wait for (0: failed).
-  ssize_t ReadSome(short* events) {
+  // One non-blocking read of up to `size` bytes into `into`: > 0 bytes, 0 at
+  // the end of the stream, -1 with `events` set to what to wait for (0:
+  // failed).
+  ssize_t ReadSome(char* into, size_t size, short* events) {
     if (ssl_ == nullptr) {
-      const ssize_t n = recv(sock_, buffer_, sizeof(buffer_), MSG_DONTWAIT);
+      const ssize_t n = recv(sock_, into, size, MSG_DONTWAIT);
       if (n >= 0) return n;
       const bool again =
           errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
@@ -264,7 +299,7 @@ class GuardedServer::ConnectionStream final : public httplib::Stream {
       return -1;
     }
     ERR_clear_error();
-    const int n = SSL_read(ssl_.get(), buffer_, sizeof(buffer_));
+    const int n = SSL_read(ssl_.get(), into, static_cast<int>(size));
     if (n > 0) return n;
     if (SSL_get_error(ssl_.get(), n) == SSL_ERROR_ZERO_RETURN) return 0;
     *events = WantedEvents(n);
@@ -667,10 +702,17 @@ void GuardedServer::Serve(std::unique_ptr<ConnectionStream> owned) {
   bool answered_error = false;
   for (int served = 0; served < limits_.max_requests_per_connection; ++served) {
     if (served > 0) {
-      EnterWaiting(stream);
-      if (!stream.WaitForRequest(Clock::now() +
-                                 ToClock(limits_.keepalive_timeout))) {
-        break;
+      // Between requests a connection may be evicted to make room, unless
+      // its next request is already here: a client pipelining requests
+      // (and not reading its responses) is busy, even in the moment
+      // before its next request is parsed. One still sending its headers
+      // stays evictable, as before its first request.
+      if (!stream.NextRequestReceived()) {
+        EnterWaiting(stream);
+        if (!stream.WaitForRequest(Clock::now() +
+                                   ToClock(limits_.keepalive_timeout))) {
+          break;
+        }
       }
       deadline = Clock::now() + ToClock(limits_.request_timeout);
     } else if (!stream.WaitForRequest(deadline)) {

@@ -416,14 +416,27 @@ class ConnectionCapTest(unittest.TestCase):
                          sum(closed))
 
     def test_at_cap_with_every_connection_busy_answered_503_at_once(self):
+        # The other test's connections, which its client closed, gone on
+        # the server's side too (on a loaded machine it notices a moment
+        # later): else the busy connections below are over the cap while
+        # they connect, and one of them, still waiting for its first
+        # request to be read, makes room for another and is closed.
+        deadline = time.monotonic() + 10
+        while metric(self.port, "satlab_http_connections") != 1:
+            self.assertLess(time.monotonic(), deadline, "connections left open")
+            time.sleep(0.05)
         busy = [stalled_reader(self.port) for _ in range(20)]
         try:
             # All accepted and their writes stalled: the server has started
             # writing to each one (a fixed sleep was too short on a loaded
-            # machine, where some were still idle and so evictable).
+            # machine, where some were still idle and so evictable). A
+            # response's bytes, not an end of stream (a closed connection
+            # is readable too).
             for sock in busy:
                 readable, _, _ = select.select([sock], [], [], 15.0)
                 self.assertTrue(readable, "the server never wrote to a busy connection")
+                self.assertTrue(sock.recv(1, socket.MSG_PEEK),
+                                "a busy connection was closed")
             time.sleep(0.2)  # their responses fill the socket buffers
             over = [connect(self.port) for _ in range(50)]
             started = time.monotonic()
