@@ -101,7 +101,9 @@ TEST_F(StepTeamTest, InsideATask_TeamOfOneAndNestedWorkRunsWhole) {
   SetStepThreads(2);
   std::vector<int> nested_parts(2, 0);
   std::vector<int> sizes(2, 0);
-  std::vector<bool> same_thread(2, false);
+  // Not vector<bool>: its elements share words, and the parts write theirs
+  // at once.
+  std::vector<char> same_thread(2, 0);
   RunOnTeam(kMinTeamWork, [&](int part, int) {
     const auto me = std::this_thread::get_id();
     sizes[static_cast<size_t>(part)] = TeamSize();
