@@ -181,6 +181,7 @@ class DenseNetwork final : public NetworkImpl {
       params_.weights[l] = params[l].weights.template cast<T>();
       params_.biases[l] = params[l].biases.template cast<T>();
     }
+    optimizer_.ParametersChanged();
     if (reset_optimizer_state) optimizer_.Reset();
   }
 
@@ -299,8 +300,9 @@ class DenseNetwork final : public NetworkImpl {
     result.stats = FinishStats(&s, n);
     // Nothing is applied unless the loss and every updated value are finite
     // (the optimizer's check covers the gradients).
-    result.diverged = !std::isfinite(result.loss) ||
-                      !optimizer_.Step(s.grad_w, s.grad_b, &params_);
+    result.diverged =
+        !std::isfinite(result.loss) ||
+        !optimizer_.Step(s.grad_w, s.grad_b, &params_, GradientBound(s));
     ++step_;
     samples_seen_ += n;
     result.step = step_;
@@ -787,6 +789,19 @@ class DenseNetwork final : public NetworkImpl {
       }
       s->grad_norms[t] = std::sqrt(sum);
     }
+  }
+
+  // The largest gradient norm after FinishStats: it bounds every entry of
+  // every gradient (infinity when a norm is not finite).
+  double GradientBound(const Scratch<T>& s) const {
+    double bound = 0;
+    for (size_t t = 0; t < 2 * layers_.size(); ++t) {
+      if (!std::isfinite(s.grad_norms[t])) {
+        return std::numeric_limits<double>::infinity();
+      }
+      bound = std::max(bound, s.grad_norms[t]);
+    }
+    return bound;
   }
 
   SaturationStats FinishStats(Scratch<T>* scratch, int64_t n) const {

@@ -4,6 +4,7 @@
 #define SATLAB_SERVER_ENGINE_OPTIMIZER_H_
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "Eigen/Core"
@@ -52,8 +53,19 @@ class Optimizer {
   // does the second write them. Returns false and changes nothing
   // (Adam's t included) when a value would not be finite. No spare copy of
   // the parameters is kept: a network costs its parameters and state.
+  //
+  // `gradient_bound` bounds every |gradient| (the largest gradient norm),
+  // or is infinite or NaN when unknown. For plain SGD, when it and a bound
+  // of every |parameter| prove each new value finite, the first pass is
+  // skipped: the same values are written, one read of the parameters and
+  // gradients sooner (docs/benchmarks.md, "One step on two cores").
   bool Step(absl::Span<const T* const> weight_grads,
-            absl::Span<const T* const> bias_grads, ParamSet<T>* params);
+            absl::Span<const T* const> bias_grads, ParamSet<T>* params,
+            double gradient_bound);
+
+  // The parameters were set from outside (SetParameters): their bound is
+  // found again at the next Step.
+  void ParametersChanged() { param_bound_.reset(); }
 
   // Zeroes momentum / moments and Adam's t.
   void Reset();
@@ -71,6 +83,9 @@ class Optimizer {
   // SGD: m = velocity (only when momentum > 0). Adam: m, v = moments.
   ParamSet<T> m_, v_;
   int64_t t_ = 0;  // Adam steps applied since creation / last Reset
+  // Plain SGD: a bound of every |parameter| after the last update, when
+  // known (not kept in saved state: found again after a restore).
+  std::optional<double> param_bound_;
 };
 
 extern template class Optimizer<float>;

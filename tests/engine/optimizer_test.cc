@@ -1,8 +1,13 @@
 // Optimizer updates against hand-computed values, on one linear neuron:
 // z = x w + b, identity output, mse, x = 2, y = 0, w0 = 1, b0 = 0.5, so
 // r = x w + b - y, dC/dw = x r, dC/db = r (first step: 5 and 2.5).
+#include "server/engine/optimizer.h"
+
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -159,6 +164,71 @@ TEST(OptimizerState, ResetOnSetParameters_RestartsMomentsAndAdamStep) {
       EXPECT_EQ(used->step(), 3);
     }
   }
+}
+
+// Plain SGD skips its checking pass when bounds prove every new value
+// finite; the values written are the same bits as with the check.
+template <typename T>
+void ExpectProvenAndCheckedStepsEqual() {
+  Rng rng(17);
+  ParamSet<T> params;
+  std::vector<RowMatrix<T>> grads_w;
+  std::vector<RowVector<T>> grads_b;
+  for (const auto& [rows, cols] : {std::pair{30, 20}, std::pair{20, 3}}) {
+    params.weights.push_back(
+        testing::Uniform(rng, rows, cols, -2, 2).template cast<T>());
+    params.biases.push_back(
+        testing::Uniform(rng, 1, cols, -1, 1).template cast<T>());
+    grads_w.push_back(
+        testing::Uniform(rng, rows, cols, -5, 5).template cast<T>());
+    grads_b.push_back(testing::Uniform(rng, 1, cols, -5, 5).template cast<T>());
+  }
+  const std::vector<const T*> gw = {grads_w[0].data(), grads_w[1].data()};
+  const std::vector<const T*> gb = {grads_b[0].data(), grads_b[1].data()};
+  double largest_norm = 0;
+  for (int l = 0; l < 2; ++l) {
+    largest_norm =
+        std::max({largest_norm, static_cast<double>(grads_w[l].norm()),
+                  static_cast<double>(grads_b[l].norm())});
+  }
+  const OptimizerSpec spec = Sgd(0.05, 0, false, 0.01);
+  Optimizer<T> proven(spec, params), checked(spec, params);
+  ParamSet<T> a = params, b = params;
+  for (int step = 0; step < 5; ++step) {
+    ASSERT_TRUE(proven.Step(gw, gb, &a, largest_norm));
+    ASSERT_TRUE(
+        checked.Step(gw, gb, &b, std::numeric_limits<double>::infinity()));
+  }
+  for (int l = 0; l < 2; ++l) {
+    EXPECT_TRUE(a.weights[l] == b.weights[l]) << l;
+    EXPECT_TRUE(a.biases[l] == b.biases[l]) << l;
+  }
+}
+
+TEST(OptimizerState, PlainSgdWithBounds_WritesTheCheckedStepsBits) {
+  ExpectProvenAndCheckedStepsEqual<double>();
+  ExpectProvenAndCheckedStepsEqual<float>();
+}
+
+// The parameters' bound carried from step to step is found again after
+// SetParameters: a weight of 1e308 set from outside makes the next update
+// overflow (w - 3 (g + w) = -2e308), which must be refused whole, as it was
+// before bounds, not proven finite from the earlier small weights.
+TEST(OptimizerState, PlainSgdAfterHugeSetParameters_OverflowRefused) {
+  auto net = Neuron(Sgd(3, 0, false, 1));
+  const RowMatrix<double> x = Mat(1, 1, {kX});
+  const RowMatrix<double> y = Mat(1, 1, {kY});
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_FALSE(net->TrainStep(View(x), View(y))->diverged);
+  }
+  const std::vector<LayerParams> huge = {{Mat(1, 1, {1e308}), Vec({0})}};
+  ASSERT_TRUE(net->SetParameters(huge, false).ok());
+  const RowMatrix<double> tiny_x = Mat(1, 1, {1e-300});  // x w = 1e8
+  const StepResult r = *net->TrainStep(View(tiny_x), View(y));
+  EXPECT_TRUE(std::isfinite(r.loss));
+  EXPECT_TRUE(r.diverged);
+  EXPECT_EQ(Get<double>(net->weights(0))(0, 0), 1e308);
+  EXPECT_EQ(Get<double>(net->biases(0))(0, 0), 0.0);
 }
 
 TEST(TrainStep, Result_ReportsLossBeforeUpdateAndCounts) {
