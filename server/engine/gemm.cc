@@ -83,9 +83,11 @@ void BlasGemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n,
   const int64_t lda = trans_a == Transpose::kYes ? m : k;
   const int64_t ldb = trans_b == Transpose::kYes ? k : n;
   // Rows of C to each member of the step team, each a single-threaded
-  // OpenBLAS call on the rows of A they need. Every entry of C is the same
-  // sum over k in the same order whatever rows share its call, so the split
-  // changes no bits (gemm_test checks it against one call).
+  // OpenBLAS call on the rows of A they need. OpenBLAS may pick another
+  // kernel (another order of the sum over k) for a part than for the
+  // whole, so a team agrees with one call to rounding, not to the bit
+  // (step_team_test), and with itself bitwise: the parts are a fixed
+  // function of the team's size.
   RunOnTeam(m * n * k, [&](int part, int parts) {
     const Range rows = PartOf(m, kSplitRows, part, parts);
     if (rows.begin == rows.end) return;

@@ -186,9 +186,9 @@ bool Optimizer<T>::Step(absl::Span<const T* const> weight_grads,
                         absl::Span<const T* const> bias_grads,
                         ParamSet<T>* params, double gradient_bound) {
   // Every tensor is split over the step team in ranges of whole cache
-  // lines; an update reads and writes only its own element, so the split
-  // changes no bits. Two hand-offs: all checks, then (if all pass) all
-  // writes.
+  // lines; an update reads and writes only its own element, with the same
+  // operations whichever member computes it. Two hand-offs: all checks,
+  // then (if all pass) all writes.
   constexpr int64_t kGrain = 64;
   auto pass = [&](bool write, int part, int parts) {
     bool ok = true;
