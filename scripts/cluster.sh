@@ -334,8 +334,15 @@ start() {
   help=$("$binary" --help 2>/dev/null || true)
   grep -q -- '^ *--replica_id ' <<<"$help" && with_id=1
   local i pids=()
+  # Ports below the kernel's ephemeral range (listen_port.py): a replica
+  # restarted after a SIGKILL must find its ports free again, and any
+  # outgoing connection made meanwhile could be given an ephemeral one.
+  local ports=()
+  mapfile -t ports < <(python3 "$here/listen_port.py" $((2 * replicas)))
+  ((${#ports[@]} == 2 * replicas)) || die "no free ports for the replicas"
   for ((i = 1; i <= replicas; i++)); do
-    local args=("$binary" --host=127.0.0.1 --port=0 --http_port=0 "--store=$PG_URL")
+    local args=("$binary" --host=127.0.0.1 "--port=${ports[2 * i - 2]}"
+      "--http_port=${ports[2 * i - 1]}" "--store=$PG_URL")
     ((with_id)) && args+=("--replica_id=replica-$i")
     args+=("${extra[@]}")
     printf '%s\0' "${args[@]}" >"$dir/replica-$i.args"
@@ -351,12 +358,6 @@ start() {
     wait_replica "$i" "${pids[i]}" 90
     printf -v "REPLICA_${i}_GRPC_PORT" %s "$grpc_port"
     printf -v "REPLICA_${i}_HTTP_PORT" %s "$http_port"
-    # A restart keeps the ports: the chosen ones replace the zeros.
-    local args=()
-    mapfile -d '' args <"$dir/replica-$i.args"
-    args[2]=--port=$grpc_port
-    args[3]=--http_port=$http_port
-    printf '%s\0' "${args[@]}" >"$dir/replica-$i.args"
   done
   write_env
 

@@ -79,7 +79,8 @@ case $cmd in
     [[ -f $dir/port ]] && port=$(cat "$dir/port")
     for attempt in 1 2 3 4 5; do
       if [[ -z $port || $attempt -gt 1 ]]; then
-        port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        # Below the ephemeral range: a restart reuses it (listen_port.py).
+        port=$(python3 "$(dirname "$0")/listen_port.py")
       fi
       if run "$bindir/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start \
         -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/sock -c fsync=$fsync -c max_connections=200" \

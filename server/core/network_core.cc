@@ -27,7 +27,15 @@ struct NetworkCore::Live {
     bool expected = false;
     return writer.compare_exchange_strong(expected, true);
   }
-  void ReleaseWriter() { writer.store(false); }
+  void ReleaseWriter() {
+    writer_synced.store(false);
+    writer.store(false);
+  }
+  // Whether this process's writer holds the newest state there is: it has
+  // the slot and has read the store since it took it (SyncLocked). Between
+  // the two (its lease is being taken, a store round trip) the cached state
+  // may be another replica's commits behind, and readers must check.
+  bool SyncedWriter() const { return writer.load() && writer_synced.load(); }
 
   const std::string id;
   const absl::Time create_time;
@@ -43,6 +51,7 @@ struct NetworkCore::Live {
   // Changed since the store last got it (ephemeral store: CommitLocked).
   bool dirty ABSL_GUARDED_BY(mu) = false;
   std::atomic<bool> writer{false};
+  std::atomic<bool> writer_synced{false};  // see SyncedWriter
   // Set by Delete; writers check it before each step.
   std::atomic<bool> deleted{false};
   // The network's parameters and optimizer state in the memory budget,
@@ -143,9 +152,10 @@ absl::StatusOr<std::shared_ptr<NetworkCore::Live>> NetworkCore::Find(
     absl::string_view id) {
   std::shared_ptr<Live> live = FindCached(id);
   if (live == nullptr) return FindLocal(id);  // loaded now: the latest
-  // A writer of this process holds the newest state there is (its commit
-  // fails if another replica wrote meanwhile, see SyncLocked).
-  if (!store_->shared() || live->writer.load()) return live;
+  // A writer of this process that has synced holds the newest state there
+  // is (its commit fails if another replica wrote meanwhile, see
+  // SyncLocked).
+  if (!store_->shared() || live->SyncedWriter()) return live;
   // Another replica may have committed, deleted or recreated it since it
   // was cached: one cheap read of its version says.
   absl::StatusOr<int64_t> revision = StoredRevision(*live);
@@ -156,7 +166,7 @@ absl::StatusOr<std::shared_ptr<NetworkCore::Live>> NetworkCore::Find(
     if (live->revision >= *revision) return live;
   }
   absl::MutexLock lock(&live->mu);
-  if (!live->writer.load() && live->revision < *revision) {
+  if (!live->SyncedWriter() && live->revision < *revision) {
     if (absl::Status s = ReloadLocked(*live); !s.ok()) return s;
   }
   return live;
@@ -216,7 +226,10 @@ absl::Status NetworkCore::SyncLocked(Live& live)
   // deleted under it (ABORTED).
   absl::StatusOr<int64_t> revision = StoredRevision(live);
   if (!revision.ok()) return revision.status();
-  if (*revision != live.revision) return ReloadLocked(live);
+  if (*revision != live.revision) {
+    if (absl::Status s = ReloadLocked(live); !s.ok()) return s;
+  }
+  if (live.writer.load()) live.writer_synced.store(true);
   return absl::OkStatus();
 }
 
@@ -374,7 +387,7 @@ absl::StatusOr<std::vector<NetworkInfo>> NetworkCore::List(
     // Live: its counters may be ahead of the store (a Train stream's steps
     // not yet committed). With a shared store only a writer of this
     // process makes it so; otherwise the store's row is the newer.
-    if (live[i] != nullptr && (!store_->shared() || live[i]->writer.load())) {
+    if (live[i] != nullptr && (!store_->shared() || live[i]->SyncedWriter())) {
       absl::ReaderMutexLock lock(&live[i]->mu);
       page.push_back(InfoLocked(*live[i]));
       continue;

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -87,6 +88,70 @@ TEST_F(ReplicasTest, ReadersOnAnyReplicaSeeTheLatestCommit) {
   ASSERT_TRUE(page.ok()) << page.status();
   ASSERT_EQ(page->size(), 1u);
   EXPECT_EQ((*page)[0].step, 3);
+}
+
+// Leases that, once armed, hold the next AcquireLease until released: a
+// writer caught between taking its slot and reading the store.
+class HeldLeases final : public store::WriterLeaseStore {
+ public:
+  explicit HeldLeases(store::WriterLeaseStore* leases) : leases_(leases) {}
+  void Arm() { armed_.store(true); }
+  void WaitUntilHeld() { held_.WaitForNotification(); }
+  void Release() { release_.Notify(); }
+
+  absl::StatusOr<store::WriterLease> AcquireLease(absl::string_view network_id,
+                                                  absl::string_view owner,
+                                                  absl::Duration ttl) override {
+    if (armed_.exchange(false)) {
+      held_.Notify();
+      release_.WaitForNotification();
+    }
+    return leases_->AcquireLease(network_id, owner, ttl);
+  }
+  absl::Status ReleaseLease(absl::string_view network_id,
+                            absl::string_view owner) override {
+    return leases_->ReleaseLease(network_id, owner);
+  }
+
+ private:
+  store::WriterLeaseStore* const leases_;
+  std::atomic<bool> armed_{false};
+  absl::Notification held_, release_;
+};
+
+// A reader on the replica whose writer is still taking its lease (the
+// writer slot is taken, the store not yet read) sees the other replica's
+// commits, not the state it cached before them (the cluster test once read
+// a durable step of 0 there for a network trained to step 516).
+TEST_F(ReplicasTest,
+       ReaderBesideAWriterStillTakingItsLeaseSeesTheLatestCommit) {
+  HeldLeases held(leases_.get());
+  CoreOptions options;
+  options.replica_id = "replica-c";
+  options.lease_ttl = absl::Seconds(5);
+  NetworkCore c(options, &store_b_, &held);
+  ASSERT_TRUE(a_->Create("n", SmallSpec()).ok());
+  auto seen = c.Get("n");  // c caches it at step 0
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ(seen->step, 0);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Step(*a_, i).ok());
+  held.Arm();
+  std::thread writer([&] {
+    auto session = c.OpenWriter("n", {});
+    EXPECT_TRUE(session.ok()) << session.status();
+  });
+  held.WaitUntilHeld();
+  seen = c.Get("n");
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ(seen->step, 3);
+  EXPECT_EQ(seen->durable_step, 3);
+  auto page = c.List("", 10);
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->size(), 1u);
+  EXPECT_EQ((*page)[0].step, 3);
+  EXPECT_TRUE(SameBits(Weights(*a_), Weights(c)));
+  held.Release();
+  writer.join();
 }
 
 TEST_F(ReplicasTest, SecondWriterOnAnotherReplicaAbortedNamingTheHolder) {

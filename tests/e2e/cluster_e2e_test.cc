@@ -142,9 +142,12 @@ class ClusterTest : public ::testing::Test {
   }
 
   void RestartReplica(int i) {
+    const std::string log = absl::StrCat(dir_->path(), "/restart.log");
     ASSERT_EQ(Shell(absl::StrCat(SATLAB_CLUSTER_SCRIPT, " restart-replica ",
-                                 dir_->path(), "/c ", i, " > /dev/null 2>&1")),
-              0);
+                                 dir_->path(), "/c ", i, " > ", log, " 2>&1")),
+              0)
+        << "scripts/cluster.sh restart-replica failed:\n"
+        << Slurp(log);
     ReadEnv();
   }
 
