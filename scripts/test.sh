@@ -112,7 +112,7 @@ tsan() {
   # Only the executables whose tests carry the label: the rest of the tree
   # is checked under ASan, and building it again here cost minutes of CI.
   SATLAB_BUILD_DIR=build-tsan \
-    SATLAB_TARGETS="concurrency_test core_concurrency_test store_memory_test experiment_parallel_test step_team_test" \
+    SATLAB_TARGETS="concurrency_test core_concurrency_test core_replicas_test store_memory_test experiment_parallel_test step_team_test" \
     scripts/build.sh -DSATLAB_SANITIZE=thread -DSATLAB_WERROR=ON
   python3 scripts/check_flags.py build-tsan
   # Label tsan: the concurrency tests with no gRPC between their threads.
