@@ -109,7 +109,7 @@ stop_pid() {
 }
 
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  python3 "$here/listen_port.py"
 }
 
 # ---------------------------------------------------------------- health --

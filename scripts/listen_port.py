@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Prints a free TCP port on 127.0.0.1 for a server that must be able to
-listen on it again after a restart (scripts/cluster.sh's replicas,
+listen on it again after a restart (scripts/cluster.sh's replicas and nginx,
 scripts/pg_throwaway.sh's PostgreSQL).
 
 A port the kernel hands out for port 0 comes from its ephemeral range, the

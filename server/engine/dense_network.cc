@@ -546,16 +546,18 @@ class DenseNetwork final : public NetworkImpl {
     return absl::OkStatus();
   }
 
-  // Rows per block of Activate: about 1024 values of layer l.
+  // Activate's and ActivateForward's blocks: values of a layer that stay
+  // in L1 across the passes over them.
+  static constexpr int64_t kBlockElements = 1024;
+
+  // Rows per block of Activate: about kBlockElements values of layer l.
   int64_t BlockRowsOf(size_t l) const {
-    constexpr int64_t kBlockElements = 1024;
     return std::max<int64_t>(1, kBlockElements / Units(l));
   }
 
   // Applies f to Z_l for a forward pass without training, in blocks of
   // elements (rows, for a rowwise f).
   void ActivateForward(size_t l, int64_t m, Scratch<T>* s) const {
-    constexpr int64_t kBlockElements = 1024;
     const int64_t units = Units(l);
     const ActivationOps<T>& ops = *layers_[l].ops;
     const T slope = layers_[l].slope;
