@@ -5,13 +5,16 @@
 # socket in DIR/sock, no password (trust, local only). Nothing systemd,
 # nothing under /var/lib.
 #
-#   scripts/pg_throwaway.sh start DIR [OWNER_PID]
+#   scripts/pg_throwaway.sh start DIR [OWNER_PID [remove]]
 #                                      initdb (first time) and start; prints
 #                                      one line "port=N pid=P url=postgresql://..."
 #                                      and creates database `satlab`. With
 #                                      OWNER_PID, a watcher stops the server
 #                                      when that process ends (a test killed
-#                                      by its timeout leaves no server behind)
+#                                      by its timeout leaves no server behind);
+#                                      with `remove` too, it then deletes DIR
+#                                      (a test that never ran its cleanup
+#                                      leaves no data behind either)
 #   scripts/pg_throwaway.sh stop DIR   fast shutdown by PID, waits (<= 30 s,
 #                                      then SIGKILL)
 #   scripts/pg_throwaway.sh kill DIR   immediate shutdown by PID (SIGQUIT: no
@@ -101,11 +104,22 @@ case $cmd in
       -c "SELECT 1 FROM pg_database WHERE datname = 'satlab'" | grep -q 1 ||
       run "$bindir/createdb" -h "$dir/sock" -p "$port" -U satlab satlab
     owner=${3:-}
+    remove=${4:-}
+    if [[ -n $remove && $remove != remove ]]; then
+      echo "pg_throwaway: expected \"remove\" or nothing after OWNER_PID, got \"$remove\"" >&2
+      exit 2
+    fi
     if [[ -n $owner ]]; then
       self=$(readlink -f "$0")
+      # The watcher also ends when the server is stopped (a Stop before a
+      # Restart, which starts a new watcher); DIR is removed only once its
+      # owner has ended, never under a live owner.
       # shellcheck disable=SC2016  # expanded by the watcher's bash
-      setsid bash -c 'while kill -0 "$1" 2>/dev/null && [[ -f $2/data/postmaster.pid ]]; do sleep 1; done; "$3" stop "$2"' \
-        _ "$owner" "$dir" "$self" </dev/null >/dev/null 2>&1 &
+      setsid bash -c 'while kill -0 "$1" 2>/dev/null && [[ -f $2/data/postmaster.pid ]]; do sleep 1; done
+        kill -0 "$1" 2>/dev/null && exit 0
+        "$3" stop "$2"
+        if [[ $4 == remove ]]; then rm -rf -- "$2"; fi' \
+        _ "$owner" "$dir" "$self" "$remove" </dev/null >/dev/null 2>&1 &
     fi
     echo "port=$port pid=$(server_pid) url=postgresql://satlab@127.0.0.1:$port/satlab"
     ;;

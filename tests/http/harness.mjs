@@ -51,7 +51,17 @@ export function stopAll() {
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, () => { stopAll(); process.exit(1); });
 }
-process.on('exit', stopAll);
+// Temp dirs of a passing run are removed (a CI machine runs these often);
+// a failing run keeps them for its logs. Removal may race a server still
+// shutting down, so it is best effort.
+const tempDirs = [];
+process.on('exit', (code) => {
+  stopAll();
+  if (code !== 0) return;
+  for (const dir of tempDirs) {
+    try { fs.rmSync(dir, { recursive: true, force: true }); } catch { /* left behind */ }
+  }
+});
 
 // Collects a child's stdout so that several lines can be waited for.
 function collectStdout(child) {
@@ -144,5 +154,7 @@ export function startTraining(cliBin, target, id, tmp) {
 }
 
 export function makeTempDir(prefix) {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
 }

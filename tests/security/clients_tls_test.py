@@ -332,6 +332,7 @@ class BinaryPolicy(unittest.TestCase):
 
     def test_http_tls_and_sighup_rotation(self):
         live = tempfile.mkdtemp(prefix="satlab_tls_live.")
+        self.addCleanup(shutil.rmtree, live, ignore_errors=True)
         crt, key = os.path.join(live, "tls.crt"), os.path.join(live, "tls.key")
         shutil.copy(cert("server.pem"), crt)
         shutil.copy(cert("server.key"), key)

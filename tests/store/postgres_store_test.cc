@@ -4,8 +4,11 @@
 // across replicas, and a server that goes down and comes back.
 #include "server/store/postgres_store.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -276,6 +279,66 @@ TEST(PostgresStoreTest, BadOrUnreachableUrlFailsAtOpenWithoutItsPassword) {
             std::string::npos)
       << s.status();
   EXPECT_EQ(s.status().message().find("secretpw"), std::string::npos);
+}
+
+// A test process that ends without destroying its server (killed by a
+// timeout, or holding a shared one for its whole life) leaves neither a
+// running server nor its directory: the script's watcher stops the one and
+// removes the other. A CI machine runs hundreds of such processes.
+TEST(ThrowawayPostgresTest, OwnerEndingWithoutCleanupLeavesNothingBehind) {
+  int fds[2];
+  // Close-on-exec: the server and the watcher the child starts must not
+  // hold the write end (the read below waits for its end of file).
+  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(fds[0]);
+    absl::StatusOr<std::unique_ptr<ThrowawayPostgres>> pg =
+        ThrowawayPostgres::Start();
+    const std::string line =
+        pg.ok() ? absl::StrCat((*pg)->port(), " ", (*pg)->dir()) : "";
+    (void)!write(fds[1], line.data(), line.size());
+    _exit(pg.ok() ? 0 : 1);  // no destructors: the object is abandoned
+  }
+  close(fds[1]);
+  std::string line;
+  char buf[512];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof(buf))) > 0) line.append(buf, n);
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "the child could not start PostgreSQL";
+  const size_t space = line.find(' ');
+  ASSERT_NE(space, std::string::npos) << line;
+  const int port = std::stoi(line.substr(0, space));
+  const std::string dir = line.substr(space + 1);
+  ASSERT_EQ(dir.rfind("/tmp/satlab-pg-", 0), 0u) << dir;
+
+  auto dir_exists = [&] {
+    struct stat st;
+    return stat(dir.c_str(), &st) == 0;
+  };
+  auto accepting = [&] {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok =
+        connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    close(fd);
+    return ok;
+  };
+  // The watcher polls once a second; a fast shutdown takes well under 30 s.
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while ((dir_exists() || accepting()) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_FALSE(accepting()) << "PostgreSQL still listens on " << port;
+  EXPECT_FALSE(dir_exists()) << dir << " was left behind";
 }
 
 // The server stops under an open store: every call is UNAVAILABLE naming

@@ -41,10 +41,12 @@ ThrowawayPostgres::~ThrowawayPostgres() {
 }
 
 absl::Status ThrowawayPostgres::Run(absl::string_view command) {
-  // The script's watcher stops the server if this process dies first.
-  const std::string line =
-      absl::StrCat(SATLAB_PG_THROWAWAY, " ", command, " ", dir_, " ",
-                   command == "start" ? absl::StrCat(getpid()) : "", " 2>&1");
+  // The script's watcher stops the server and removes the directory if this
+  // process ends without the destructor (killed by a timeout, or a server
+  // held for the whole process, like the tests' shared ones).
+  const std::string line = absl::StrCat(
+      SATLAB_PG_THROWAWAY, " ", command, " ", dir_, " ",
+      command == "start" ? absl::StrCat(getpid(), " remove") : "", " 2>&1");
   FILE* out = popen(line.c_str(), "r");
   if (out == nullptr) {
     return absl::FailedPreconditionError(

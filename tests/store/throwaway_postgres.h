@@ -2,7 +2,8 @@
 // postgresql-15 binaries, its own data directory under a fresh temp
 // directory, 127.0.0.1 on a free port chosen at start, socket in that
 // directory, run as an unprivileged user when the test runs as root),
-// stopped by PID and removed when the object goes. Issue 14's cluster and
+// stopped by PID and removed when the object goes, or when the process
+// that started it ends without destroying it. Issue 14's cluster and
 // failover tests start theirs with the same class (library
 // satlab_test_postgres) or the same script.
 #ifndef SATLAB_TESTS_STORE_THROWAWAY_POSTGRES_H_
@@ -37,6 +38,8 @@ class ThrowawayPostgres {
   absl::Status Restart();
 
   int port() const { return port_; }
+  // Its directory (data, socket, logs).
+  const std::string& dir() const { return dir_; }
   // postgresql://satlab@127.0.0.1:<port>/<database>; database `satlab`
   // exists from the start.
   std::string Url(absl::string_view database = "satlab") const;
