@@ -10,12 +10,20 @@
 //   n_{l-1}]   (l ≥ 2 only:
 //                    nothing needs the gradient with respect to the inputs)
 //
+// The inputs A_0 cycle through kMinibatchRing minibatches, as they do in the
+// engine's benchmark and in the PyTorch and LibTorch anchors: a step reads
+// the batch it is given, which one batch reused forever would keep in L2
+// (OpenBLAS's packing of it then costs about half as much). The
+// gemm_floor_one_batch/ variants keep that one batch, for comparison with
+// figures taken before the ring.
+//
 // Usage: gemm_floor_bench --threads=N [google benchmark flags]
 // N is OpenBLAS's pool size (openblas_set_num_threads), fixed per process.
 #include <cblas.h>
 
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench/bench_cases.h"
@@ -44,14 +52,16 @@ std::vector<T> Random(size_t n, std::mt19937_64& rng) {
 }
 
 template <typename T>
-void BM_GemmFloor(benchmark::State& state, const BenchCase& c) {
+void BM_GemmFloor(benchmark::State& state, const BenchCase& c, int ring) {
   const std::vector<int>& n = c.sizes;
   const int layers = static_cast<int>(n.size()) - 1;
   const int b = c.batch;
   std::mt19937_64 rng(42);
   std::vector<std::vector<T>> w(layers + 1), dw(layers + 1), a(layers + 1),
-      delta(layers + 1);
-  a[0] = Random<T>(static_cast<size_t>(b) * n[0], rng);
+      delta(layers + 1), inputs(ring);
+  for (std::vector<T>& x : inputs) {
+    x = Random<T>(static_cast<size_t>(b) * n[0], rng);
+  }
   for (int l = 1; l <= layers; ++l) {
     w[l] = Random<T>(static_cast<size_t>(n[l - 1]) * n[l], rng);
     dw[l] = std::vector<T>(w[l].size());
@@ -62,7 +72,9 @@ void BM_GemmFloor(benchmark::State& state, const BenchCase& c) {
   for (int l = 1; l <= layers; ++l) {
     flops += 2.0 * b * n[l - 1] * n[l] * (l >= 2 ? 3 : 2);
   }
+  int64_t step = 0;
   for (auto _ : state) {
+    a[0] = std::move(inputs[step % ring]);
     for (int l = 1; l <= layers; ++l) {
       Gemm(CblasNoTrans, CblasNoTrans, b, n[l], n[l - 1], a[l - 1].data(),
            n[l - 1], w[l].data(), n[l], a[l].data(), n[l]);
@@ -77,6 +89,7 @@ void BM_GemmFloor(benchmark::State& state, const BenchCase& c) {
              w[l].data(), n[l], delta[l - 1].data(), n[l - 1]);
       }
     }
+    inputs[step++ % ring] = std::move(a[0]);
     benchmark::DoNotOptimize(dw[1].data());
     benchmark::ClobberMemory();
   }
@@ -93,17 +106,23 @@ int main(int argc, char** argv) {
   using namespace satlab::bench;
   const int threads = TakeThreadsFlag(&argc, argv);
   openblas_set_num_threads(threads);
-  for (const BenchCase& c : BenchCases()) {
-    benchmark::RegisterBenchmark(
-        ("gemm_floor/" + std::string(c.name) + "/f32").c_str(),
-        [&c](benchmark::State& s) { BM_GemmFloor<float>(s, c); })
-        ->Unit(benchmark::kMicrosecond)
-        ->UseRealTime();
-    benchmark::RegisterBenchmark(
-        ("gemm_floor/" + std::string(c.name) + "/f64").c_str(),
-        [&c](benchmark::State& s) { BM_GemmFloor<double>(s, c); })
-        ->Unit(benchmark::kMicrosecond)
-        ->UseRealTime();
+  for (const auto& [prefix, ring] :
+       {std::pair<std::string, int>{"gemm_floor/", kMinibatchRing},
+        std::pair<std::string, int>{"gemm_floor_one_batch/", 1}}) {
+    for (const BenchCase& c : BenchCases()) {
+      benchmark::RegisterBenchmark((prefix + c.name + "/f32").c_str(),
+                                   [&c, ring = ring](benchmark::State& s) {
+                                     BM_GemmFloor<float>(s, c, ring);
+                                   })
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
+      benchmark::RegisterBenchmark((prefix + c.name + "/f64").c_str(),
+                                   [&c, ring = ring](benchmark::State& s) {
+                                     BM_GemmFloor<double>(s, c, ring);
+                                   })
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
+    }
   }
   benchmark::AddCustomContext("threads", std::to_string(threads));
   benchmark::AddCustomContext("openblas_config", openblas_get_config());

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Issue 15's frameworks line: 784-256-256-10 batch 128, one training step,
 # at 1 and 2 threads, against the GEMM floor (the step's eight products
-# alone, OpenBLAS's own threads) and PyTorch in each of its thread layouts.
+# alone, OpenBLAS's own threads, inputs from the same ring of minibatches as
+# every contender's: bench/gemm_floor_bench.cc) and PyTorch in each of its
+# thread layouts.
 # Prints one markdown table of wall-clock microseconds per step (medians of
 # REPS interleaved repetitions) with the ratios, for docs/benchmarks.md.
 #
@@ -84,12 +86,15 @@ print(f"{medians.machine()}; OpenBLAS core {core} (PyTorch's: {torch_core}); wal
       f"per training step, medians of {reps} interleaved repetitions.\n")
 ours = {t: load(f"ours_t{t}", "engine_train/") for t in (1, 2)}
 floor = {t: load(f"floor_t{t}", "gemm_floor/") for t in (1, 2)}
+# The floor with one batch reused (as measured before the ring): for reference.
+floor_one = {t: load(f"floor_t{t}", "gemm_floor_one_batch/") for t in (1, 2)}
 pt = {c: load(f"pytorch_{c}", "pytorch/") for c in ("t1", "t2", "t1blas2")}
 lt = {c: load(f"libtorch_{c}", "libtorch/") for c in ("t1", "t2", "t1blas2")}
 print("| case | satlab t1 | floor t1 | satlab / floor | satlab t2 | floor t2 "
       "| satlab / floor | PyTorch t1 / t2 / t1blas2 | LibTorch t1 / t2 / t1blas2 "
-      "| PyTorch best / satlab, t1 | t2 | LibTorch best / satlab, t1 | t2 |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+      "| PyTorch best / satlab, t1 | t2 | LibTorch best / satlab, t1 | t2 "
+      "| floor, one batch reused, t1 / t2 |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 def cell(d, name):
     return " / ".join(f"{d[c][name]:.0f}" if name in d[c] else "–" for c in ("t1", "t2", "t1blas2"))
 def ratio(d, name, configs, t):
@@ -100,5 +105,6 @@ for name in sorted(ours[1]):
           f"{ours[1][name] / floor[1][name]:.2f}× | {ours[2][name]:.0f} | {floor[2][name]:.0f} | "
           f"{ours[2][name] / floor[2][name]:.2f}× | {cell(pt, name)} | {cell(lt, name)} | "
           f"{ratio(pt, name, ['t1'], 1)} | **{ratio(pt, name, ['t2', 't1blas2'], 2)}** | "
-          f"{ratio(lt, name, ['t1'], 1)} | **{ratio(lt, name, ['t2', 't1blas2'], 2)}** |")
+          f"{ratio(lt, name, ['t1'], 1)} | **{ratio(lt, name, ['t2', 't1blas2'], 2)}** | "
+          f"{floor_one[1].get(name, 0):.0f} / {floor_one[2].get(name, 0):.0f} |")
 EOF
