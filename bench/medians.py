@@ -9,14 +9,15 @@ import statistics
 import subprocess
 
 
-def load(out, name, field):
-    """benchmark name -> median of `field` (real_time, cpu_time) over the
-    repetitions of run `name` in directory `out`."""
+def load(out, name, field, reduce=statistics.median):
+    """benchmark name -> median (or `reduce`, e.g. min) of `field`
+    (real_time, cpu_time) over the repetitions of run `name` in directory
+    `out`."""
     times = {}
     for path in glob.glob(os.path.join(out, name + ".*.json")):
         for b in json.load(open(path))["benchmarks"]:
             times.setdefault(b["name"].replace("/real_time", ""), []).append(b[field])
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: reduce(v) for k, v in times.items()}
 
 
 def short(name):

@@ -681,25 +681,39 @@ class DenseNetwork final : public NetworkImpl {
     for (size_t l = last + 1; l-- > 0;) {
       if (absl::Status st = CheckStop(stop); !st.ok()) return st;
       const Map delta = Delta(*s, l, m);
-      // dW_l = A_{l-1}^T Delta_l: [fan_in, units] = [fan_in, m] x [m, units]
+      // One task of the step team per layer (one hand-off), each member
+      // on its share of three independent pieces, each split as it would
+      // be alone (the same bits as three tasks):
+      // - dW_l = A_{l-1}^T Delta_l: [fan_in, units] = [fan_in, m] x
+      //   [m, units], by rows (GemmPart);
+      // - db_l = colsum(Delta_l) [1, units], by columns: rows added in
+      //   order, vectorized across units (Eigen's column sums of a
+      //   row-major matrix run down each column with a stride); a later
+      //   chunk adds its rows to the earlier chunks' sums, as one pass
+      //   over the whole batch would;
+      // - Delta_{l-1} = (Delta_l W_l^T) ⊙ f'(Z_{l-1}): [m, fan_in] =
+      //   [m, units] x [units, fan_in], then elementwise, each member on
+      //   the rows it activated in ForwardPass (none for l = 0: no
+      //   gradient w.r.t. the input X).
       const T* input = l == 0 ? x.data() : s->a[l - 1];
-      Gemm<T>(Transpose::kYes, Transpose::kNo, FanIn(l), Units(l), m, input,
-              delta.data(), s->grad_w[l], accumulate);
-      // db_l = colsum(Delta_l) [1, units]: rows added in order, vectorized
-      // across units (Eigen's column sums of a row-major matrix run down
-      // each column with a stride); a later chunk adds its rows to the
-      // earlier chunks' sums, as one pass over the whole batch would.
-      VectorMap db = GradB(*s, l);
-      if (!accumulate) db = delta.row(0);
-      for (int64_t r = accumulate ? 0 : 1; r < m; ++r) db += delta.row(r);
-      if (l == 0) break;  // no gradient w.r.t. the input X
-      // Delta_{l-1} = (Delta_l W_l^T) ⊙ f'(Z_{l-1}):
-      // [m, fan_in] = [m, units] x [units, fan_in], then elementwise; each
-      // member of the step team on the rows it activated in ForwardPass.
       const int64_t fan_in = FanIn(l);
       const int64_t width = Units(l);
-      RunOnTeam(m * fan_in * width, [&](int part, int parts) {
-        const Range rows = PartOf(m, BlockRowsOf(l - 1), part, parts);
+      const int64_t delta_work = l == 0 ? 0 : m * fan_in * width;
+      RunOnTeam(m * fan_in * width + delta_work, [&](int part, int parts) {
+        GemmPart<T>(part, parts, Transpose::kYes, Transpose::kNo, fan_in, width,
+                    m, input, delta.data(), s->grad_w[l], accumulate);
+        const Range cols = PartOf(width, kBiasColumns, part, parts);
+        if (cols.begin < cols.end) {
+          auto db = GradB(*s, l).segment(cols.begin, cols.end - cols.begin);
+          const auto column = [&](int64_t r) {
+            return delta.row(r).segment(cols.begin, cols.end - cols.begin);
+          };
+          if (!accumulate) db = column(0);
+          for (int64_t r = accumulate ? 0 : 1; r < m; ++r) db += column(r);
+        }
+        const int delta_parts = delta_work < kMinTeamWork ? 1 : parts;
+        if (l == 0 || part >= delta_parts) return;
+        const Range rows = PartOf(m, BlockRowsOf(l - 1), part, delta_parts);
         const int64_t count = rows.end - rows.begin;
         if (count == 0) return;
         T* const out = s->delta[l - 1] + rows.begin * fan_in;
@@ -709,9 +723,14 @@ class DenseNetwork final : public NetworkImpl {
         kernels::MultiplyInPlace(s->d[l - 1] + rows.begin * fan_in,
                                  count * fan_in, out);
       });
+      if (l == 0) break;
     }
     return absl::OkStatus();
   }
+
+  // The bias gradients' columns go to the step team in groups of this many
+  // (whole SIMD packets of float and double).
+  static constexpr int64_t kBiasColumns = 16;
 
   // Forward + Backward over a whole batch in blocks of block_rows_ rows
   // (converted to T a block at a time) into *s; the per-sample output delta

@@ -99,6 +99,28 @@ void BlasGemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n,
 }
 
 template <typename T>
+void GemmPart(int part, int parts, Transpose trans_a, Transpose trans_b,
+              int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c,
+              bool accumulate) {
+  // Gemm's own choices, made for one part: the small kernels on one
+  // thread; below kMinTeamWork, RunOnTeam would not have split it.
+  if (m * n * k <= kSmallProduct || m * n * k < kMinTeamWork) parts = 1;
+  if (part >= parts) return;
+  if (m * n * k <= kSmallProduct) {
+    SmallGemm(trans_a, trans_b, m, n, k, a, b, c, accumulate);
+    return;
+  }
+  const int64_t lda = trans_a == Transpose::kYes ? m : k;
+  const int64_t ldb = trans_b == Transpose::kYes ? k : n;
+  const Range rows = PartOf(m, kSplitRows, part, parts);
+  if (rows.begin == rows.end) return;
+  const T* a_rows =
+      trans_a == Transpose::kYes ? a + rows.begin : a + rows.begin * lda;
+  Cblas(trans_a, trans_b, rows.end - rows.begin, n, k, a_rows, lda, b, ldb,
+        c + rows.begin * n, accumulate);
+}
+
+template <typename T>
 void Gemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_t k,
           const T* a, const T* b, T* c, bool accumulate) {
   if (m * n * k <= kSmallProduct) {
@@ -118,6 +140,12 @@ void SetBlasThreads(int threads) {
 
 int BlasThreads() { return StepThreads(); }
 
+template void GemmPart<float>(int, int, Transpose, Transpose, int64_t, int64_t,
+                              int64_t, const float*, const float*, float*,
+                              bool);
+template void GemmPart<double>(int, int, Transpose, Transpose, int64_t, int64_t,
+                               int64_t, const double*, const double*, double*,
+                               bool);
 template void BlasGemm<float>(Transpose, Transpose, int64_t, int64_t, int64_t,
                               const float*, const float*, float*, bool);
 template void BlasGemm<double>(Transpose, Transpose, int64_t, int64_t, int64_t,

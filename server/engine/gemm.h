@@ -25,6 +25,22 @@ template <typename T>
 void Gemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n, int64_t k,
           const T* a, const T* b, T* c, bool accumulate);
 
+// What member `part` of a step team of `parts` computes of Gemm(...), for
+// a product that shares one task of the team with other work (one hand-off
+// instead of several): the rows of C Gemm's own split gives that member,
+// or all of a product Gemm would not split on part 0. Called for every
+// part, it writes exactly what Gemm writes with a team of `parts`.
+template <typename T>
+void GemmPart(int part, int parts, Transpose trans_a, Transpose trans_b,
+              int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c,
+              bool accumulate);
+extern template void GemmPart<float>(int, int, Transpose, Transpose, int64_t,
+                                     int64_t, int64_t, const float*,
+                                     const float*, float*, bool);
+extern template void GemmPart<double>(int, int, Transpose, Transpose, int64_t,
+                                      int64_t, int64_t, const double*,
+                                      const double*, double*, bool);
+
 // The same product always through OpenBLAS (cblas_?gemm), whatever its
 // size: what Gemm uses above the small-product bound, and what the BLAS
 // core guard checks.
