@@ -75,26 +75,33 @@ void Cblas(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n,
   }
 }
 
+// Part `part` of `parts` of C = op(A) op(B) (+ C) through OpenBLAS: rows
+// PartOf(m, kSplitRows, part, parts) of C, one single-threaded call on the
+// rows of A they need. OpenBLAS may pick another kernel (another order of
+// the sum over k) for a part than for the whole, so a team agrees with one
+// call to rounding, not to the bit (step_team_test), and with itself
+// bitwise: the parts are a fixed function of the team's size.
+template <typename T>
+void CblasPart(int part, int parts, Transpose trans_a, Transpose trans_b,
+               int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c,
+               bool accumulate) {
+  const int64_t lda = trans_a == Transpose::kYes ? m : k;
+  const int64_t ldb = trans_b == Transpose::kYes ? k : n;
+  const Range rows = PartOf(m, kSplitRows, part, parts);
+  if (rows.begin == rows.end) return;
+  const T* a_rows =
+      trans_a == Transpose::kYes ? a + rows.begin : a + rows.begin * lda;
+  Cblas(trans_a, trans_b, rows.end - rows.begin, n, k, a_rows, lda, b, ldb,
+        c + rows.begin * n, accumulate);
+}
+
 }  // namespace
 
 template <typename T>
 void BlasGemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n,
               int64_t k, const T* a, const T* b, T* c, bool accumulate) {
-  const int64_t lda = trans_a == Transpose::kYes ? m : k;
-  const int64_t ldb = trans_b == Transpose::kYes ? k : n;
-  // Rows of C to each member of the step team, each a single-threaded
-  // OpenBLAS call on the rows of A they need. OpenBLAS may pick another
-  // kernel (another order of the sum over k) for a part than for the
-  // whole, so a team agrees with one call to rounding, not to the bit
-  // (step_team_test), and with itself bitwise: the parts are a fixed
-  // function of the team's size.
   RunOnTeam(m * n * k, [&](int part, int parts) {
-    const Range rows = PartOf(m, kSplitRows, part, parts);
-    if (rows.begin == rows.end) return;
-    const T* a_rows =
-        trans_a == Transpose::kYes ? a + rows.begin : a + rows.begin * lda;
-    Cblas(trans_a, trans_b, rows.end - rows.begin, n, k, a_rows, lda, b, ldb,
-          c + rows.begin * n, accumulate);
+    CblasPart(part, parts, trans_a, trans_b, m, n, k, a, b, c, accumulate);
   });
 }
 
@@ -110,14 +117,7 @@ void GemmPart(int part, int parts, Transpose trans_a, Transpose trans_b,
     SmallGemm(trans_a, trans_b, m, n, k, a, b, c, accumulate);
     return;
   }
-  const int64_t lda = trans_a == Transpose::kYes ? m : k;
-  const int64_t ldb = trans_b == Transpose::kYes ? k : n;
-  const Range rows = PartOf(m, kSplitRows, part, parts);
-  if (rows.begin == rows.end) return;
-  const T* a_rows =
-      trans_a == Transpose::kYes ? a + rows.begin : a + rows.begin * lda;
-  Cblas(trans_a, trans_b, rows.end - rows.begin, n, k, a_rows, lda, b, ldb,
-        c + rows.begin * n, accumulate);
+  CblasPart(part, parts, trans_a, trans_b, m, n, k, a, b, c, accumulate);
 }
 
 template <typename T>
