@@ -711,7 +711,7 @@ class DenseNetwork final : public NetworkImpl {
           if (!accumulate) db = column(0);
           for (int64_t r = accumulate ? 0 : 1; r < m; ++r) db += column(r);
         }
-        const int delta_parts = delta_work < kMinTeamWork ? 1 : parts;
+        const int delta_parts = PartsFor(delta_work, parts);
         if (l == 0 || part >= delta_parts) return;
         const Range rows = PartOf(m, BlockRowsOf(l - 1), part, delta_parts);
         const int64_t count = rows.end - rows.begin;

@@ -109,9 +109,10 @@ template <typename T>
 void GemmPart(int part, int parts, Transpose trans_a, Transpose trans_b,
               int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c,
               bool accumulate) {
-  // Gemm's own choices, made for one part: the small kernels on one
-  // thread; below kMinTeamWork, RunOnTeam would not have split it.
-  if (m * n * k <= kSmallProduct || m * n * k < kMinTeamWork) parts = 1;
+  // Gemm's own choices, made for one part: a small product (below
+  // kMinTeamWork too) on one thread, a large one split as BlasGemm's task.
+  static_assert(kSmallProduct < kMinTeamWork);
+  parts = PartsFor(m * n * k, parts);
   if (part >= parts) return;
   if (m * n * k <= kSmallProduct) {
     SmallGemm(trans_a, trans_b, m, n, k, a, b, c, accumulate);

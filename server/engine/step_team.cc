@@ -151,7 +151,7 @@ int TeamSize() { return in_task ? 1 : StepThreads(); }
 
 void RunOnTeam(int64_t work, absl::FunctionRef<void(int, int)> fn) {
   const int size = TeamSize();
-  if (size == 1 || work < kMinTeamWork) {
+  if (PartsFor(work, size) == 1) {
     fn(0, 1);
     return;
   }

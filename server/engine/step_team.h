@@ -47,6 +47,12 @@ int TeamSize();
 inline constexpr int64_t kMinTeamWork = int64_t{1} << 16;
 void RunOnTeam(int64_t work, absl::FunctionRef<void(int part, int parts)> fn);
 
+// The parts RunOnTeam gives `work` from a team of `parts`: for a piece of
+// a larger task that must split as it would in a task of its own.
+inline int PartsFor(int64_t work, int parts) {
+  return work < kMinTeamWork ? 1 : parts;
+}
+
 // Part `part` of `parts` of [0, count): contiguous ranges in order, their
 // boundaries multiples of `grain` (but the last), as equal as that allows.
 struct Range {
