@@ -2,6 +2,7 @@
 // units_l = spec.layers[l].units, fan_in_l = units_{l-1} (input_size for
 // l = 0). Every matrix is row-major, one row per sample.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -119,7 +120,11 @@ struct Scratch {
   Eigen::Matrix<T, Eigen::Dynamic, 1> buffer;  // aligned for SIMD
   // [rows, units_l]: Z_l, A_l, f'(Z_l), dC/dZ_l.
   std::vector<T*> z, a, d, delta;
-  std::vector<T*> grad_w, grad_b;     // [fan_in_l, units_l], [1, units_l]
+  // The gradients [fan_in_l, units_l], [1, units_l], as tensors of their
+  // own: a step's update writes the new parameters over them, and then
+  // swaps them with the network's (Optimizer::Stage, Commit).
+  ParamSet<T> grads;
+  std::vector<T*> grad_w, grad_b;     // their data
   std::vector<T*> max_z;              // [1, units_l]: column maxima of Z_l
   T* output_delta = nullptr;          // [rows, units_L], per-sample delta
   RowMatrix<T> x_storage, y_storage;  // inputs/targets in the other dtype
@@ -130,9 +135,15 @@ struct Scratch {
   std::vector<int64_t> block_saturated;
   // Column maxima of Z over each team member's rows [parts, widest layer].
   std::vector<T> part_max_z;
-  // Squared norms of the gradients' blocks of kNormBlock values, and the
-  // gradients' norms (weights then biases of each layer).
+  // Squared norms of the gradients' blocks of kNormBlock values (and
+  // whether each is done: a step finishes most while still in cache), and
+  // the gradients' norms (weights then biases of each layer).
   std::vector<double> norm_blocks, grad_norms;
+  std::vector<char> block_done;
+  // A step's staged optimizer state (Optimizer::PrepareStaging), and
+  // whether every value each team member staged was finite.
+  std::vector<ParamSet<T>> staged;
+  std::array<bool, kMaxStepThreads> part_finite;
   double loss_sum = 0;     // sum of C_x
   double delta_sq = 0;     // ||delta||_F^2 (per-sample delta)
   double residual_sq = 0;  // ||a - y||_F^2
@@ -181,7 +192,6 @@ class DenseNetwork final : public NetworkImpl {
       params_.weights[l] = params[l].weights.template cast<T>();
       params_.biases[l] = params[l].biases.template cast<T>();
     }
-    optimizer_.ParametersChanged();
     if (reset_optimizer_state) optimizer_.Reset();
   }
 
@@ -244,7 +254,7 @@ class DenseNetwork final : public NetworkImpl {
     result.loss = loss;
     result.loss_value = s.loss_sum / static_cast<double>(n);
     result.accuracy = static_cast<double>(s.correct) / static_cast<double>(n);
-    result.stats = FinishStats(&s, n);
+    result.stats = FinishStats(&s, n, /*stage=*/false);
     for (size_t l = 0; l < layers_.size(); ++l) {
       result.weight_grads.emplace_back(RowMatrix<T>(GradW(s, l)));
       result.bias_grads.emplace_back(RowMatrix<T>(GradB(s, l)));
@@ -268,7 +278,7 @@ class DenseNetwork final : public NetworkImpl {
     result.loss = s.loss_sum / static_cast<double>(n);
     result.accuracy = static_cast<double>(s.correct) / static_cast<double>(n);
     result.samples = n;
-    result.stats = FinishStats(&s, n);
+    result.stats = FinishStats(&s, n, /*stage=*/false);
     Trim(&s);
     return result;
   }
@@ -277,14 +287,21 @@ class DenseNetwork final : public NetworkImpl {
                                        const MatrixView& targets,
                                        const StopCheck& stop) override {
     // The whole batch in one chunk, so gradients are written, not summed.
+    // The update is staged block by block as the gradients are computed
+    // (Backward, then FinishStats for the rest) and committed whole, only
+    // when every new value is finite.
     const int64_t n = inputs.rows;
     Scratch<T>& s = ThreadScratch();
     Prepare(n, /*training=*/true, &s);
+    optimizer_.PrepareStaging(params_, &s.staged);
     const auto x = AsMatrix<T>(inputs, &s.x_storage);
     const auto y = AsMatrix<T>(targets, &s.y_storage);
     BeginSums(&s);
     absl::Status status = ForwardPass(x, /*training=*/true, n, stop, &s);
-    if (status.ok()) status = Backward(x, y, loss_, n, false, stop, &s);
+    if (status.ok()) {
+      status = Backward(x, y, loss_, n, /*accumulate=*/false, /*stage=*/true,
+                        stop, &s);
+    }
     // The last chance to stop: past this point the update is applied and
     // the step must be reported as done.
     if (status.ok()) status = CheckStop(stop);
@@ -297,12 +314,13 @@ class DenseNetwork final : public NetworkImpl {
     result.batch_size = n;
     result.loss = s.loss_sum / static_cast<double>(n);
     result.accuracy = static_cast<double>(s.correct) / static_cast<double>(n);
-    result.stats = FinishStats(&s, n);
+    result.stats = FinishStats(&s, n, /*stage=*/true);
     // Nothing is applied unless the loss and every updated value are finite
-    // (the optimizer's check covers the gradients).
-    result.diverged =
-        !std::isfinite(result.loss) ||
-        !optimizer_.Step(s.grad_w, s.grad_b, &params_, GradientBound(s));
+    // (a non-finite gradient makes some updated value non-finite).
+    result.diverged = !std::isfinite(result.loss) ||
+                      !std::all_of(s.part_finite.begin(), s.part_finite.end(),
+                                   [](bool finite) { return finite; });
+    if (!result.diverged) optimizer_.Commit(&params_, &s.grads, &s.staged);
     ++step_;
     samples_seen_ += n;
     result.step = step_;
@@ -408,6 +426,12 @@ class DenseNetwork final : public NetworkImpl {
     if (too_big(s->buffer.size())) s->buffer.resize(0);
     if (too_big(s->x_storage.size())) s->x_storage.resize(0, 0);
     if (too_big(s->y_storage.size())) s->y_storage.resize(0, 0);
+    int64_t kept = ValueCount(s->grads);
+    for (const ParamSet<T>& set : s->staged) kept += ValueCount(set);
+    if (too_big(kept)) {
+      s->grads = ParamSet<T>();
+      s->staged.clear();
+    }
   }
 
   // Lays *s out for passes of up to `rows` rows of this network
@@ -426,9 +450,7 @@ class DenseNetwork final : public NetworkImpl {
     for (size_t l = 0; l < count; ++l) {
       const int64_t per_sample = padded(rows * Units(l));
       total += per_sample * (training ? 4 : 2);
-      if (training) {
-        total += padded(FanIn(l) * Units(l)) + 2 * padded(Units(l));
-      }
+      if (training) total += padded(Units(l));
     }
     if (training) total += padded(rows * Units(count - 1));
     if (s.buffer.size() < total) {
@@ -455,9 +477,14 @@ class DenseNetwork final : public NetworkImpl {
       if (!training) continue;
       s.d[l] = take(rows * Units(l));
       s.delta[l] = take(rows * Units(l));
-      s.grad_w[l] = take(FanIn(l) * Units(l));
-      s.grad_b[l] = take(Units(l));
       s.max_z[l] = take(Units(l));
+    }
+    if (training) {
+      ShapeLike(params_, &s.grads);
+      for (size_t l = 0; l < count; ++l) {
+        s.grad_w[l] = s.grads.weights[l].data();
+        s.grad_b[l] = s.grads.biases[l].data();
+      }
     }
     s.output_delta = training ? take(rows * Units(count - 1)) : nullptr;
     if (!training) return;
@@ -477,6 +504,7 @@ class DenseNetwork final : public NetworkImpl {
     grow(&s.block_saturated, blocks);
     grow(&s.part_max_z, widest * TeamSize());
     grow(&s.norm_blocks, norm_blocks);
+    grow(&s.block_done, norm_blocks);
     grow(&s.grad_norms, 2 * static_cast<int64_t>(count));
   }
 
@@ -489,6 +517,8 @@ class DenseNetwork final : public NetworkImpl {
     }
     s->loss_sum = s->delta_sq = s->residual_sq = 0;
     s->correct = 0;
+    std::fill(s->block_done.begin(), s->block_done.end(), 0);
+    s->part_finite.fill(true);
   }
 
   // Z_l = A_{l-1} W_l + b_l, A_l = f(Z_l) for every layer; A_0 = x [m, in].
@@ -647,11 +677,13 @@ class DenseNetwork final : public NetworkImpl {
 
   // After ForwardPass over a chunk (x [m, in], y [m, out]) of a batch of
   // `total_rows`: adds the chunk's loss and statistics, and writes (or with
-  // `accumulate`, adds) its share of the gradient of the mean loss.
-  // Asks `stop` before each layer.
+  // `accumulate`, adds) its share of the gradient of the mean loss. With
+  // `stage` (a whole batch), also finishes the gradients' blocks each
+  // member wrote whole (FinishBlocksWithin). Asks `stop` before each layer.
   absl::Status Backward(const ConstRowRef<T>& x, const ConstRowRef<T>& y,
                         Loss loss, int64_t total_rows, bool accumulate,
-                        const StopCheck& stop, Scratch<T>* s) const {
+                        bool stage, const StopCheck& stop,
+                        Scratch<T>* s) const {
     const size_t last = layers_.size() - 1;
     const int64_t m = x.rows();
     const Map z_out = Z(*s, last, m);
@@ -695,6 +727,10 @@ class DenseNetwork final : public NetworkImpl {
       //   [m, units] x [units, fan_in], then elementwise, each member on
       //   the rows it activated in ForwardPass (none for l = 0: no
       //   gradient w.r.t. the input X).
+      // With `stage`, between the second and the third, the member
+      // finishes the blocks of dW_l and db_l it wrote, while they are in
+      // its cache (the update's staged values go beside W_l, which the
+      // third piece still reads).
       const T* input = l == 0 ? x.data() : s->a[l - 1];
       const int64_t fan_in = FanIn(l);
       const int64_t width = Units(l);
@@ -710,6 +746,12 @@ class DenseNetwork final : public NetworkImpl {
           };
           if (!accumulate) db = column(0);
           for (int64_t r = accumulate ? 0 : 1; r < m; ++r) db += column(r);
+        }
+        if (stage) {
+          const Range rows = GemmPartRows(part, parts, fan_in, width, m);
+          FinishBlocksWithin(2 * l, rows.begin * width, rows.end * width, part,
+                             s);
+          FinishBlocksWithin(2 * l + 1, cols.begin, cols.end, part, s);
         }
         const int delta_parts = PartsFor(delta_work, parts);
         if (l == 0 || part >= delta_parts) return;
@@ -751,7 +793,8 @@ class DenseNetwork final : public NetworkImpl {
           !st.ok()) {
         return st;
       }
-      if (absl::Status st = Backward(x, y, loss, n, start > 0, stop, &s);
+      if (absl::Status st = Backward(x, y, loss, n, /*accumulate=*/start > 0,
+                                     /*stage=*/false, stop, &s);
           !st.ok()) {
         return st;
       }
@@ -763,41 +806,87 @@ class DenseNetwork final : public NetworkImpl {
     return absl::OkStatus();
   }
 
-  // The Frobenius norms of the gradients, into s->grad_norms (weights
-  // then biases, per layer): squared norms of blocks of kNormBlock values
-  // (split over the step team), added in block order and so the same bits
-  // for any team.
+  // The gradients' norms are sums of squared norms of blocks of
+  // kNormBlock values, added in block order, and so the same bits for any
+  // team; with a step's update, each block's values are staged with its
+  // norm (the update's ranges then start at multiples of kNormBlock, as
+  // Optimizer::Stage asks).
   static constexpr int64_t kNormBlock = 4096;
   static int64_t NormBlocks(int64_t values) {
     return (values + kNormBlock - 1) / kNormBlock;
   }
 
-  void GradientNorms(Scratch<T>* s) const {
-    const size_t count = layers_.size();
-    // Tensor t: weights of layer t / 2 when t is even, else its biases.
-    auto tensor = [&](size_t t) -> std::pair<const T*, int64_t> {
-      const size_t l = t / 2;
-      return t % 2 == 0 ? std::make_pair(s->grad_w[l], FanIn(l) * Units(l))
-                        : std::make_pair(s->grad_b[l], Units(l));
-    };
-    int64_t blocks = 0, values = 0;
-    for (size_t t = 0; t < 2 * count; ++t) {
-      blocks += NormBlocks(tensor(t).second);
-      values += tensor(t).second;
+  // Gradient tensor t: the weights of layer t / 2 when t is even, else its
+  // biases (Optimizer::Stage's numbering).
+  std::pair<T*, int64_t> GradTensor(const Scratch<T>& s, size_t t) const {
+    const size_t l = t / 2;
+    return t % 2 == 0 ? std::make_pair(s.grad_w[l], FanIn(l) * Units(l))
+                      : std::make_pair(s.grad_b[l], Units(l));
+  }
+
+  // Tensor t's first block in s->norm_blocks.
+  int64_t FirstBlock(size_t t) const {
+    int64_t first = 0;
+    for (size_t u = 0; u < t; ++u) {
+      first +=
+          NormBlocks(u % 2 == 0 ? FanIn(u / 2) * Units(u / 2) : Units(u / 2));
     }
-    RunOnTeam(values, [&](int part, int parts) {
+    return first;
+  }
+
+  // Block b of tensor t: its squared norm and, with `stage`, its staged
+  // update (a non-finite value clears part_finite[part]).
+  void FinishBlock(size_t t, int64_t b, bool stage, int part,
+                   Scratch<T>* s) const {
+    const auto [data, size] = GradTensor(*s, t);
+    const int64_t begin = b * kNormBlock;
+    const int64_t end = std::min(size, begin + kNormBlock);
+    const size_t index = static_cast<size_t>(FirstBlock(t) + b);
+    s->norm_blocks[index] = static_cast<double>(
+        Eigen::Map<const RowVector<T>>(data + begin, end - begin)
+            .squaredNorm());
+    if (stage && !optimizer_.Stage(params_, t, begin, end, data, &s->staged)) {
+      s->part_finite[static_cast<size_t>(part)] = false;
+    }
+    s->block_done[index] = 1;
+  }
+
+  // Finishes (with the update) the blocks of tensor t that lie wholly in
+  // its values [begin, end), which member `part` has just written.
+  void FinishBlocksWithin(size_t t, int64_t begin, int64_t end, int part,
+                          Scratch<T>* s) const {
+    const int64_t size = GradTensor(*s, t).second;
+    for (int64_t b = (begin + kNormBlock - 1) / kNormBlock;
+         b * kNormBlock < end && std::min(size, (b + 1) * kNormBlock) <= end;
+         ++b) {
+      FinishBlock(t, b, /*stage=*/true, part, s);
+    }
+  }
+
+  // Finishes every block not yet done (all of them, but for a step's;
+  // `stage`: with the update), split over the step team, and takes the
+  // norms into s->grad_norms (weights then biases, per layer).
+  void GradientNorms(Scratch<T>* s, bool stage) const {
+    const size_t count = layers_.size();
+    int64_t blocks = 0, remaining = 0;
+    for (size_t t = 0; t < 2 * count; ++t) {
+      const int64_t size = GradTensor(*s, t).second;
+      for (int64_t b = 0; b < NormBlocks(size); ++b, ++blocks) {
+        if (s->block_done[static_cast<size_t>(blocks)] == 0) {
+          remaining += std::min(kNormBlock, size - b * kNormBlock);
+        }
+      }
+    }
+    RunOnTeam(remaining, [&](int part, int parts) {
       const Range mine = PartOf(blocks, 1, part, parts);
       int64_t first = 0;  // the first block of tensor t
       for (size_t t = 0; t < 2 * count && first < mine.end; ++t) {
-        const auto [data, size] = tensor(t);
-        const int64_t n = NormBlocks(size);
+        const int64_t n = NormBlocks(GradTensor(*s, t).second);
         for (int64_t b = std::max(first, mine.begin);
              b < std::min(first + n, mine.end); ++b) {
-          const int64_t offset = (b - first) * kNormBlock;
-          const Eigen::Map<const RowVector<T>> values_of_block(
-              data + offset, std::min(kNormBlock, size - offset));
-          s->norm_blocks[static_cast<size_t>(b)] =
-              static_cast<double>(values_of_block.squaredNorm());
+          if (s->block_done[static_cast<size_t>(b)] == 0) {
+            FinishBlock(t, b - first, stage, part, s);
+          }
         }
         first += n;
       }
@@ -805,29 +894,18 @@ class DenseNetwork final : public NetworkImpl {
     size_t b = 0;
     for (size_t t = 0; t < 2 * count; ++t) {
       double sum = 0;
-      for (int64_t i = NormBlocks(tensor(t).second); i > 0; --i) {
+      for (int64_t i = NormBlocks(GradTensor(*s, t).second); i > 0; --i) {
         sum += s->norm_blocks[b++];
       }
       s->grad_norms[t] = std::sqrt(sum);
     }
   }
 
-  // The largest gradient norm after FinishStats: it bounds every entry of
-  // every gradient (infinity when a norm is not finite).
-  double GradientBound(const Scratch<T>& s) const {
-    double bound = 0;
-    for (size_t t = 0; t < 2 * layers_.size(); ++t) {
-      if (!std::isfinite(s.grad_norms[t])) {
-        return std::numeric_limits<double>::infinity();
-      }
-      bound = std::max(bound, s.grad_norms[t]);
-    }
-    return bound;
-  }
-
-  SaturationStats FinishStats(Scratch<T>* scratch, int64_t n) const {
+  // `stage`: a step's, whose update's remaining blocks are staged too.
+  SaturationStats FinishStats(Scratch<T>* scratch, int64_t n,
+                              bool stage) const {
     Scratch<T>& s = *scratch;
-    GradientNorms(&s);
+    GradientNorms(&s, stage);
     SaturationStats stats;
     stats.layers.reserve(layers_.size());
     for (size_t l = 0; l < layers_.size(); ++l) {

@@ -75,19 +75,18 @@ void Cblas(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n,
   }
 }
 
-// Part `part` of `parts` of C = op(A) op(B) (+ C) through OpenBLAS: rows
-// PartOf(m, kSplitRows, part, parts) of C, one single-threaded call on the
-// rows of A they need. OpenBLAS may pick another kernel (another order of
-// the sum over k) for a part than for the whole, so a team agrees with one
-// call to rounding, not to the bit (step_team_test), and with itself
-// bitwise: the parts are a fixed function of the team's size.
+// Rows `rows` of C = op(A) op(B) (+ C) through OpenBLAS: one
+// single-threaded call on the rows of A they need. OpenBLAS may pick
+// another kernel (another order of the sum over k) for a block of rows than
+// for the whole, so a team agrees with one call to rounding, not to the bit
+// (step_team_test), and with itself bitwise: the parts are a fixed function
+// of the team's size.
 template <typename T>
-void CblasPart(int part, int parts, Transpose trans_a, Transpose trans_b,
-               int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c,
+void CblasRows(Range rows, Transpose trans_a, Transpose trans_b, int64_t m,
+               int64_t n, int64_t k, const T* a, const T* b, T* c,
                bool accumulate) {
   const int64_t lda = trans_a == Transpose::kYes ? m : k;
   const int64_t ldb = trans_b == Transpose::kYes ? k : n;
-  const Range rows = PartOf(m, kSplitRows, part, parts);
   if (rows.begin == rows.end) return;
   const T* a_rows =
       trans_a == Transpose::kYes ? a + rows.begin : a + rows.begin * lda;
@@ -101,24 +100,32 @@ template <typename T>
 void BlasGemm(Transpose trans_a, Transpose trans_b, int64_t m, int64_t n,
               int64_t k, const T* a, const T* b, T* c, bool accumulate) {
   RunOnTeam(m * n * k, [&](int part, int parts) {
-    CblasPart(part, parts, trans_a, trans_b, m, n, k, a, b, c, accumulate);
+    CblasRows(PartOf(m, kSplitRows, part, parts), trans_a, trans_b, m, n, k, a,
+              b, c, accumulate);
   });
+}
+
+Range GemmPartRows(int part, int parts, int64_t m, int64_t n, int64_t k) {
+  // Gemm's own choices, made for one part: a product below kMinTeamWork
+  // (small products included) on part 0, a larger one split as BlasGemm's
+  // task.
+  static_assert(kSmallProduct < kMinTeamWork);
+  parts = PartsFor(m * n * k, parts);
+  if (part >= parts) return {0, 0};
+  return PartOf(m, kSplitRows, part, parts);
 }
 
 template <typename T>
 void GemmPart(int part, int parts, Transpose trans_a, Transpose trans_b,
               int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* c,
               bool accumulate) {
-  // Gemm's own choices, made for one part: a small product (below
-  // kMinTeamWork too) on one thread, a large one split as BlasGemm's task.
-  static_assert(kSmallProduct < kMinTeamWork);
-  parts = PartsFor(m * n * k, parts);
-  if (part >= parts) return;
+  const Range rows = GemmPartRows(part, parts, m, n, k);
+  if (rows.begin == rows.end) return;
   if (m * n * k <= kSmallProduct) {
     SmallGemm(trans_a, trans_b, m, n, k, a, b, c, accumulate);
     return;
   }
-  CblasPart(part, parts, trans_a, trans_b, m, n, k, a, b, c, accumulate);
+  CblasRows(rows, trans_a, trans_b, m, n, k, a, b, c, accumulate);
 }
 
 template <typename T>

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "server/engine/step_team.h"
+
 namespace satlab::engine {
 
 enum class Transpose { kNo, kYes };
@@ -40,6 +42,10 @@ extern template void GemmPart<float>(int, int, Transpose, Transpose, int64_t,
 extern template void GemmPart<double>(int, int, Transpose, Transpose, int64_t,
                                       int64_t, int64_t, const double*,
                                       const double*, double*, bool);
+
+// The rows of C [m, n] that GemmPart(part, parts, ...) writes for a
+// product of m n k multiply-adds (empty for a part it leaves idle).
+Range GemmPartRows(int part, int parts, int64_t m, int64_t n, int64_t k);
 
 // The same product always through OpenBLAS (cblas_?gemm), whatever its
 // size: what Gemm uses above the small-product bound, and what the BLAS

@@ -145,12 +145,8 @@ void SmallProduct(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row,
 }
 
 template <typename T>
-bool SgdFinite(const T* p, const T* g, int64_t count, T lr, T wd) {
-  return Typed<T>().sgd_finite(p, g, count, lr, wd);
-}
-template <typename T>
-void SgdUpdate(T* p, const T* g, int64_t count, T lr, T wd) {
-  Typed<T>().sgd_update(p, g, count, lr, wd);
+bool SgdUpdate(const T* p, const T* g, int64_t count, T lr, T wd, T* out) {
+  return Typed<T>().sgd_update(p, g, count, lr, wd, out);
 }
 
 template void Sigmoid<float>(const float*, int64_t, float*);
@@ -167,12 +163,9 @@ template void SmallProduct<double>(int64_t, int64_t, int64_t, const double*,
                                    int64_t, int64_t, const double*, double*,
                                    bool);
 
-template bool SgdFinite<float>(const float*, const float*, int64_t, float,
-                               float);
-template bool SgdFinite<double>(const double*, const double*, int64_t, double,
-                                double);
-template void SgdUpdate<float>(float*, const float*, int64_t, float, float);
-template void SgdUpdate<double>(double*, const double*, int64_t, double,
-                                double);
+template bool SgdUpdate<float>(const float*, const float*, int64_t, float,
+                               float, float*);
+template bool SgdUpdate<double>(const double*, const double*, int64_t, double,
+                                double, double*);
 
 }  // namespace satlab::engine::kernels

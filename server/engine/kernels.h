@@ -84,13 +84,12 @@ template <typename T>
 void SmallProduct(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row,
                   int64_t a_col, const T* b, T* c, bool accumulate);
 
-// Plain SGD's step, p[i] - lr (g[i] + wd p[i]) (wd = 0: the gradient
-// alone, as the optimizer always computed it): SgdFinite says whether every
-// such value is finite (nothing written), SgdUpdate writes them into p.
+// Plain SGD's step: out[i] = p[i] - lr (g[i] + wd p[i]) (wd = 0: the
+// gradient alone, as the optimizer always computed it); returns whether
+// every out[i] is finite. `out` may be `p` or `g` (each element is read
+// before its own is written).
 template <typename T>
-bool SgdFinite(const T* p, const T* g, int64_t count, T lr, T wd);
-template <typename T>
-void SgdUpdate(T* p, const T* g, int64_t count, T lr, T wd);
+bool SgdUpdate(const T* p, const T* g, int64_t count, T lr, T wd, T* out);
 
 }  // namespace satlab::engine::kernels
 

@@ -170,23 +170,21 @@ void SmallProduct(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row,
 // p - lr (g + wd p) is finite (x * 0 is 0 for a finite x, NaN otherwise:
 // the sum is 0 or NaN in any order), and the update itself.
 template <typename T>
-bool SgdFinite(const T* p_data, const T* g_data, int64_t count, T lr, T wd) {
+bool SgdUpdate(const T* p_data, const T* g_data, int64_t count, T lr, T wd,
+               T* out_data) {
   const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> p(p_data, count);
   const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> g(g_data, count);
-  return ((p - lr * (g + wd * p)) * T(0)).sum() == T(0);
+  Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> out(out_data, count);
+  out = p - lr * (g + wd * p);
+  // q * 0 is 0 for a finite q and NaN otherwise (the values are still in
+  // cache: callers pass a block at a time).
+  return (out * T(0)).sum() == T(0);
 }
 
 template <typename T>
-void SgdUpdate(T* p_data, const T* g_data, int64_t count, T lr, T wd) {
-  Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> p(p_data, count);
-  const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> g(g_data, count);
-  p -= lr * (g + wd * p);
-}
-
-template <typename T>
-constexpr TypedKernels<T> kTyped = {
-    Sigmoid<T>,      SigmoidDerivative<T>, MultiplyInPlace<T>, CountBelow<T>,
-    SmallProduct<T>, SgdFinite<T>,         SgdUpdate<T>};
+constexpr TypedKernels<T> kTyped = {Sigmoid<T>,         SigmoidDerivative<T>,
+                                    MultiplyInPlace<T>, CountBelow<T>,
+                                    SmallProduct<T>,    SgdUpdate<T>};
 
 }  // namespace
 

@@ -17,8 +17,7 @@ struct TypedKernels {
   void (*small_product)(int64_t m, int64_t n, int64_t k, const T* a,
                         int64_t a_row, int64_t a_col, const T* b, T* c,
                         bool accumulate);
-  bool (*sgd_finite)(const T* p, const T* g, int64_t count, T lr, T wd);
-  void (*sgd_update)(T* p, const T* g, int64_t count, T lr, T wd);
+  bool (*sgd_update)(const T* p, const T* g, int64_t count, T lr, T wd, T* out);
 };
 
 struct KernelTable {

@@ -218,33 +218,25 @@ void MultiplyInPlace(const T* y, int64_t count, T* x) {
 // Plain SGD's step p - lr (g + wd p), elementwise: each element's value
 // takes the same four roundings in any width (no FMA: -ffp-contract=off).
 template <typename T, int Bytes>
-bool SgdFinite(const T* p, const T* g, int64_t count, T lr, T wd) {
+bool SgdUpdate(const T* p, const T* g, int64_t count, T lr, T wd, T* out) {
   using S = Simd<T, Bytes>;
   const typename S::V lr_v = S::Splat(lr), wd_v = S::Splat(wd);
   // q * 0 is 0 for a finite q and NaN otherwise; NaN sticks in `bad`.
   typename S::V bad = S::Zero();
   int64_t i = 0;
   for (; i + S::kLanes <= count; i += S::kLanes) {
-    const typename S::V q =
-        S::Load(p + i) - lr_v * (S::Load(g + i) + wd_v * S::Load(p + i));
+    const typename S::V v = S::Load(p + i);
+    const typename S::V q = v - lr_v * (S::Load(g + i) + wd_v * v);
+    S::Store(out + i, q);
     bad += q * S::Zero();
   }
   T tail = 0;
-  for (; i < count; ++i) tail += (p[i] - lr * (g[i] + wd * p[i])) * T(0);
+  for (; i < count; ++i) {
+    out[i] = p[i] - lr * (g[i] + wd * p[i]);
+    tail += out[i] * T(0);
+  }
   for (int l = 0; l < S::kLanes; ++l) tail += bad[l];
   return tail == T(0);
-}
-
-template <typename T, int Bytes>
-void SgdUpdate(T* p, const T* g, int64_t count, T lr, T wd) {
-  using S = Simd<T, Bytes>;
-  const typename S::V lr_v = S::Splat(lr), wd_v = S::Splat(wd);
-  int64_t i = 0;
-  for (; i + S::kLanes <= count; i += S::kLanes) {
-    const typename S::V v = S::Load(p + i);
-    S::Store(p + i, v - lr_v * (S::Load(g + i) + wd_v * v));
-  }
-  for (; i < count; ++i) p[i] = p[i] - lr * (g[i] + wd * p[i]);
 }
 
 template <typename T, int Bytes>
@@ -438,12 +430,10 @@ template <typename Ops, int Bytes>
 constexpr KernelTable kSimdTable = {
     {Sigmoid<float, Ops, Bytes>, SigmoidDerivative<float, Bytes>,
      MultiplyInPlace<float, Bytes>, CountBelow<float, Bytes>,
-     SmallProduct<float, Bytes>, SgdFinite<float, Bytes>,
-     SgdUpdate<float, Bytes>},
+     SmallProduct<float, Bytes>, SgdUpdate<float, Bytes>},
     {Sigmoid<double, Ops, Bytes>, SigmoidDerivative<double, Bytes>,
      MultiplyInPlace<double, Bytes>, CountBelow<double, Bytes>,
-     SmallProduct<double, Bytes>, SgdFinite<double, Bytes>,
-     SgdUpdate<double, Bytes>}};
+     SmallProduct<double, Bytes>, SgdUpdate<double, Bytes>}};
 
 }  // namespace
 }  // namespace satlab::engine::kernels

@@ -113,8 +113,8 @@ absl::Status ScratchError(absl::string_view what, int64_t rows, int64_t needed,
 int64_t CallScratchBytes(const NetworkSpec& spec, CallKind kind, int64_t rows) {
   // Per-sample values (Z, A; and for training f'(Z), deltas, the output
   // delta) plus a converted copy of the batch; then, for training, the
-  // gradients and two [1, units] vectors per layer; 64 bytes of alignment
-  // padding per buffer.
+  // gradients and two [1, units] vectors per layer, and for a step the
+  // staged update; 64 bytes of alignment padding per buffer.
   const bool training = kind != CallKind::kForward;
   int64_t units = 0, gradients = 0, buffers = 0;
   int64_t fan_in = spec.input_size;
@@ -133,6 +133,13 @@ int64_t CallScratchBytes(const NetworkSpec& spec, CallKind kind, int64_t rows) {
   }
   int64_t values = SaturatingMul(rows, per_row);
   if (training) values = SaturatingAdd(values, gradients);
+  if (kind == CallKind::kTrainStep) {
+    // The update's staged optimizer state (Optimizer::PrepareStaging; the
+    // new parameters go over the gradients): two tensors per layer and set.
+    const int64_t sets = OptimizerSlotCount(spec.optimizer);
+    values = SaturatingAdd(values, SaturatingMul(ParameterCount(spec), sets));
+    buffers += 2 * static_cast<int64_t>(spec.layers.size()) * sets;
+  }
   return SaturatingAdd(SaturatingMul(values, DTypeBytes(spec.dtype)),
                        64 * (buffers + 3));
 }

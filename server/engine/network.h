@@ -134,9 +134,10 @@ int64_t BlockRows(const NetworkSpec& spec);
 
 // Scratch bytes a `kind` call over `rows` rows allocates at its peak,
 // beyond its inputs and its result: activations, derivatives, deltas,
-// gradients, and a converted copy of the batch when its dtype differs from
-// the network's. For Forward, `rows` is one chunk's. Saturates at
-// INT64_MAX.
+// gradients, a TrainStep's staged optimizer state (a copy of momentum or
+// Adam's moments), and a converted copy of the batch when its dtype
+// differs from the network's. For Forward, `rows` is one chunk's.
+// Saturates at INT64_MAX.
 int64_t CallScratchBytes(const NetworkSpec& spec, CallKind kind, int64_t rows);
 
 // Bytes the network keeps for its life: parameters plus optimizer state

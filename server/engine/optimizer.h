@@ -4,11 +4,9 @@
 #define SATLAB_SERVER_ENGINE_OPTIMIZER_H_
 
 #include <cstdint>
-#include <optional>
 #include <vector>
 
 #include "Eigen/Core"
-#include "absl/types/span.h"
 #include "server/engine/spec.h"
 
 namespace satlab::engine {
@@ -21,6 +19,33 @@ struct ParamSet {
   std::vector<RowVector<T>> biases;
 };
 
+// Reshapes *set like `shapes`, keeping the buffers that already fit (a
+// buffer that must change is freed first, so that a failed allocation
+// leaves it valid, empty). Values are not set.
+template <typename T>
+void ShapeLike(const ParamSet<T>& shapes, ParamSet<T>* set) {
+  auto shape = [](auto* m, Eigen::Index rows, Eigen::Index cols) {
+    if (m->rows() == rows && m->cols() == cols) return;
+    m->resize(0, 0);
+    m->resize(rows, cols);
+  };
+  set->weights.resize(shapes.weights.size());
+  set->biases.resize(shapes.biases.size());
+  for (size_t l = 0; l < shapes.weights.size(); ++l) {
+    shape(&set->weights[l], shapes.weights[l].rows(), shapes.weights[l].cols());
+    shape(&set->biases[l], 1, shapes.biases[l].cols());
+  }
+}
+
+// Values in a set (all its tensors).
+template <typename T>
+int64_t ValueCount(const ParamSet<T>& set) {
+  int64_t count = 0;
+  for (const auto& w : set.weights) count += w.size();
+  for (const auto& b : set.biases) count += b.size();
+  return count;
+}
+
 // State tensor sets the optimizer `spec` keeps, each shaped like the
 // parameters: 0 (SGD), 1 (SGD with momentum: velocity), 2 (Adam: first and
 // second moments).
@@ -30,7 +55,7 @@ template <typename T>
 class Optimizer {
  public:
   // `shapes` gives the parameter shapes; state starts at zero. Every buffer
-  // is allocated here, none in Step.
+  // the optimizer keeps is allocated here, none in an update.
   Optimizer(const OptimizerSpec& spec, const ParamSet<T>& shapes);
 
   // Restores saved state: `slots` holds OptimizerSlotCount(spec) sets shaped
@@ -45,47 +70,45 @@ class Optimizer {
   // Adam's updates since creation or the last Reset; 0 for SGD.
   int64_t t() const { return t_; }
 
-  // One update of *params from the gradients, in place. weight_grads[l] and
-  // bias_grads[l] hold as many values as params->weights[l] / biases[l], in
-  // the same order. Two passes: the first evaluates every new parameter and
-  // state value without storing it and checks that all are finite (a
-  // non-finite gradient always makes some new value non-finite); only then
-  // does the second write them. Returns false and changes nothing
-  // (Adam's t included) when a value would not be finite. No spare copy of
-  // the parameters is kept: a network costs its parameters and state.
-  //
-  // `gradient_bound` bounds every |gradient| (the largest gradient norm),
-  // or is infinite or NaN when unknown. For plain SGD, when it and a bound
-  // of every |parameter| prove each new value finite, the first pass is
-  // skipped: the same values are written, one read of the parameters and
-  // gradients sooner (docs/benchmarks.md, "One step on two cores").
-  bool Step(absl::Span<const T* const> weight_grads,
-            absl::Span<const T* const> bias_grads, ParamSet<T>* params,
-            double gradient_bound);
-
-  // The parameters were set from outside (SetParameters): their bound is
-  // found again at the next Step.
-  void ParametersChanged() { param_bound_.reset(); }
+  // An update goes in three parts, so that it can follow the gradients as
+  // they are computed and still be applied whole or not at all, reading
+  // each parameter and gradient once and writing nothing beside them for
+  // plain SGD:
+  // - PrepareStaging shapes *staged like the parameters, one set per state
+  //   slot (slots() order; none for plain SGD), reusing its buffers;
+  // - Stage computes the new values of elements [begin, end) of tensor `t`
+  //   (the weights of layer t / 2 when t is even, its biases when odd)
+  //   from its gradient `g` (the tensor's values, shaped like it) and the
+  //   current values: the new parameters over g (each g read first), the
+  //   new state into *staged, and changes nothing else; it says whether
+  //   they are all finite (a non-finite gradient always makes some new
+  //   value non-finite). Disjoint ranges may be staged from different
+  //   threads at once; ranges that start at multiples of 64 elements give
+  //   every value the same bits however the tensor was cut (Eigen's vector
+  //   and scalar parts of a range start where its 64-byte-aligned tensor
+  //   does);
+  // - Commit, once every element is staged and all were finite, swaps the
+  //   new parameters (the set that held the gradients) and the staged
+  //   state in (no copy) and counts Adam's step; those sets then hold the
+  //   old values, buffers for the next step.
+  // Without a Commit nothing changes. The staged state belongs to the
+  // caller (a compute thread's scratch), not to the network: a network
+  // costs its parameters and state (StateBytes).
+  void PrepareStaging(const ParamSet<T>& params,
+                      std::vector<ParamSet<T>>* staged) const;
+  bool Stage(const ParamSet<T>& params, size_t t, int64_t begin, int64_t end,
+             T* g, std::vector<ParamSet<T>>* staged) const;
+  void Commit(ParamSet<T>* params, ParamSet<T>* new_params,
+              std::vector<ParamSet<T>>* staged);
 
   // Zeroes momentum / moments and Adam's t.
   void Reset();
 
  private:
-  using Flat = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
-
-  // Updates p, m, v of one tensor from g (state the optimizer does not keep
-  // is empty and never touched). With `write` false, stores nothing and
-  // returns whether every new value is finite; with `write` true, stores
-  // them and returns true.
-  bool Tensor(Flat p, const T* g, Flat m, Flat v, bool write) const;
-
   OptimizerSpec spec_;
   // SGD: m = velocity (only when momentum > 0). Adam: m, v = moments.
   ParamSet<T> m_, v_;
   int64_t t_ = 0;  // Adam steps applied since creation / last Reset
-  // Plain SGD: a bound of every |parameter| after the last update, when
-  // known (not kept in saved state: found again after a restore).
-  std::optional<double> param_bound_;
 };
 
 extern template class Optimizer<float>;

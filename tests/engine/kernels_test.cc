@@ -184,10 +184,10 @@ TEST_F(KernelsTest, Elementwise_EveryVariant_SameBitsF64) {
   ExpectElementwiseMatches<double>();
 }
 
-// Plain SGD's check and update against the baseline (and the baseline
-// against the per-element formula), on lengths 0-131 at 4 misalignments,
-// with and without weight decay, on values with and without the specials
-// (NaN, infinities, the largest floats: some steps overflow).
+// Plain SGD's update and its finiteness answer against the baseline (and the
+// baseline against the per-element formula), on lengths 0-131 at 4
+// misalignments, with and without weight decay, on values with and without the
+// specials (NaN, infinities, the largest floats: some steps overflow).
 template <typename T>
 void ExpectSgdMatches() {
   int finite_cases = 0, infinite_cases = 0;
@@ -204,11 +204,12 @@ void ExpectSgdMatches() {
         for (const T wd : {T(0), T(1e-3)}) {
           const T lr = T(0.25);
           ASSERT_TRUE(SetActiveIsa(Isa::kBaseline).ok());
-          const bool finite = SgdFinite<T>(p0.data() + offset,
-                                           g.data() + offset, count, lr, wd);
+          // Out of place into `expected`, then in place (out == p): the
+          // same values and the same answer.
           std::vector<T> expected = p0;
-          SgdUpdate<T>(expected.data() + offset, g.data() + offset, count, lr,
-                       wd);
+          const bool finite =
+              SgdUpdate<T>(p0.data() + offset, g.data() + offset, count, lr, wd,
+                           expected.data() + offset);
           bool all_finite = true;
           for (int64_t i = offset; i < count + offset; ++i) {
             const T formula = p0[i] - lr * (g[i] + wd * p0[i]);
@@ -222,17 +223,28 @@ void ExpectSgdMatches() {
           (finite ? finite_cases : infinite_cases) += 1;
           for (Isa isa : SupportedIsas()) {
             ASSERT_TRUE(SetActiveIsa(isa).ok());
-            EXPECT_EQ(SgdFinite<T>(p0.data() + offset, g.data() + offset, count,
-                                   lr, wd),
-                      finite)
-                << IsaName(isa) << " count=" << count;
-            std::vector<T> got = p0;
-            SgdUpdate<T>(got.data() + offset, g.data() + offset, count, lr, wd);
-            for (size_t i = 0; i < got.size(); ++i) {
-              ASSERT_TRUE(SameBits(expected[i], got[i]))
-                  << IsaName(isa) << " count=" << count << " offset=" << offset
-                  << " wd=" << wd << " at " << i << ": expected " << expected[i]
-                  << ", got " << got[i];
+            // Into a buffer of its own, over p, over g.
+            for (const int into : {0, 1, 2}) {
+              std::vector<T> p = p0, g_copy = g;
+              std::vector<T> out(p0.size(), T(-7));
+              T* const dest = into == 0   ? out.data()
+                              : into == 1 ? p.data()
+                                          : g_copy.data();
+              EXPECT_EQ(SgdUpdate<T>(p.data() + offset, g_copy.data() + offset,
+                                     count, lr, wd, dest + offset),
+                        finite)
+                  << IsaName(isa) << " count=" << count << " into=" << into;
+              // Nothing written outside [offset, offset + count).
+              if (into == 0) {
+                for (int i = 0; i < offset; ++i) ASSERT_EQ(out[i], T(-7));
+              }
+              for (int64_t i = offset; i < count + offset; ++i) {
+                ASSERT_TRUE(SameBits(expected[i], dest[i]))
+                    << IsaName(isa) << " count=" << count
+                    << " offset=" << offset << " wd=" << wd << " into=" << into
+                    << " at " << i << ": expected " << expected[i] << ", got "
+                    << dest[i];
+              }
             }
           }
         }

@@ -166,54 +166,88 @@ TEST(OptimizerState, ResetOnSetParameters_RestartsMomentsAndAdamStep) {
   }
 }
 
-// Plain SGD skips its checking pass when bounds prove every new value
-// finite; the values written are the same bits as with the check.
+// An update staged in ranges (multiples of 64 elements, in any order, as a
+// step team stages them) has the same bits as one range per tensor, for
+// every optimizer; nothing changes before Commit; a non-finite new value
+// is reported by the range that holds it, and only by that one.
 template <typename T>
-void ExpectProvenAndCheckedStepsEqual() {
+void ExpectStagedRangesAgree(const OptimizerSpec& spec) {
   Rng rng(17);
-  ParamSet<T> params;
-  std::vector<RowMatrix<T>> grads_w;
-  std::vector<RowVector<T>> grads_b;
-  for (const auto& [rows, cols] : {std::pair{30, 20}, std::pair{20, 3}}) {
+  ParamSet<T> params, grads;
+  for (const auto& [rows, cols] : {std::pair{300, 20}, std::pair{20, 3}}) {
     params.weights.push_back(
         testing::Uniform(rng, rows, cols, -2, 2).template cast<T>());
     params.biases.push_back(
         testing::Uniform(rng, 1, cols, -1, 1).template cast<T>());
-    grads_w.push_back(
+    grads.weights.push_back(
         testing::Uniform(rng, rows, cols, -5, 5).template cast<T>());
-    grads_b.push_back(testing::Uniform(rng, 1, cols, -5, 5).template cast<T>());
+    grads.biases.push_back(
+        testing::Uniform(rng, 1, cols, -5, 5).template cast<T>());
   }
-  const std::vector<const T*> gw = {grads_w[0].data(), grads_w[1].data()};
-  const std::vector<const T*> gb = {grads_b[0].data(), grads_b[1].data()};
-  double largest_norm = 0;
-  for (int l = 0; l < 2; ++l) {
-    largest_norm =
-        std::max({largest_norm, static_cast<double>(grads_w[l].norm()),
-                  static_cast<double>(grads_b[l].norm())});
-  }
-  const OptimizerSpec spec = Sgd(0.05, 0, false, 0.01);
-  Optimizer<T> proven(spec, params), checked(spec, params);
+  // Tensor t of a set: Optimizer::Stage's numbering.
+  auto tensor = [](ParamSet<T>& set, size_t t) -> std::pair<T*, int64_t> {
+    if (t % 2 == 0)
+      return {set.weights[t / 2].data(), set.weights[t / 2].size()};
+    return {set.biases[t / 2].data(), set.biases[t / 2].size()};
+  };
+  Optimizer<T> whole(spec, params), pieces(spec, params);
   ParamSet<T> a = params, b = params;
-  for (int step = 0; step < 5; ++step) {
-    ASSERT_TRUE(proven.Step(gw, gb, &a, largest_norm));
-    ASSERT_TRUE(
-        checked.Step(gw, gb, &b, std::numeric_limits<double>::infinity()));
+  std::vector<ParamSet<T>> staged_a, staged_b;
+  for (int step = 0; step < 3; ++step) {
+    // Stage writes the new parameters over these copies of the gradients.
+    ParamSet<T> next_a = grads, next_b = grads;
+    whole.PrepareStaging(a, &staged_a);
+    pieces.PrepareStaging(b, &staged_b);
+    const ParamSet<T> before = b;
+    for (size_t t = 0; t < 4; ++t) {
+      const auto [g_a, size] = tensor(next_a, t);
+      ASSERT_TRUE(whole.Stage(a, t, 0, size, g_a, &staged_a));
+      T* const g_b = tensor(next_b, t).first;
+      for (int64_t begin = (size - 1) / 192 * 192; begin >= 0; begin -= 192) {
+        ASSERT_TRUE(pieces.Stage(b, t, begin, std::min(size, begin + 192), g_b,
+                                 &staged_b));
+      }
+    }
+    for (int l = 0; l < 2; ++l) {
+      ASSERT_TRUE(b.weights[l] == before.weights[l]) << "staging wrote " << l;
+    }
+    whole.Commit(&a, &next_a, &staged_a);
+    pieces.Commit(&b, &next_b, &staged_b);
+    ASSERT_FALSE(a.weights[0] == before.weights[0]) << "no update at all";
+    ASSERT_TRUE(next_a.weights[0] == before.weights[0]) << "not swapped";
   }
   for (int l = 0; l < 2; ++l) {
     EXPECT_TRUE(a.weights[l] == b.weights[l]) << l;
     EXPECT_TRUE(a.biases[l] == b.biases[l]) << l;
   }
+  EXPECT_EQ(whole.slots().size(), pieces.slots().size());
+  for (size_t i = 0; i < whole.slots().size(); ++i) {
+    for (int l = 0; l < 2; ++l) {
+      EXPECT_TRUE(whole.slots()[i]->weights[l] == pieces.slots()[i]->weights[l])
+          << "slot " << i << " layer " << l;
+    }
+  }
+  // Element 5 * 20 + 5 = 105 of tensor 0 (in [64, 128)) overflows.
+  ParamSet<T> next = grads;
+  next.weights[0](5, 5) = std::numeric_limits<T>::infinity();
+  whole.PrepareStaging(a, &staged_a);
+  T* const g = next.weights[0].data();
+  EXPECT_TRUE(whole.Stage(a, 0, 0, 64, g, &staged_a));
+  EXPECT_FALSE(whole.Stage(a, 0, 64, 128, g, &staged_a));
+  EXPECT_TRUE(whole.Stage(a, 0, 128, 6000, g, &staged_a));
 }
 
-TEST(OptimizerState, PlainSgdWithBounds_WritesTheCheckedStepsBits) {
-  ExpectProvenAndCheckedStepsEqual<double>();
-  ExpectProvenAndCheckedStepsEqual<float>();
+TEST(OptimizerState, StagedInRanges_SameBitsAsWholeTensors) {
+  for (const OptimizerSpec& spec :
+       {Sgd(0.05, 0, false, 0.01), Sgd(0.05, 0.9, false, 0),
+        Sgd(0.05, 0.9, true, 0.01), Adam(0.01, 0.01)}) {
+    ExpectStagedRangesAgree<double>(spec);
+    ExpectStagedRangesAgree<float>(spec);
+  }
 }
 
-// The parameters' bound carried from step to step is found again after
-// SetParameters: a weight of 1e308 set from outside makes the next update
-// overflow (w - 3 (g + w) = -2e308), which must be refused whole, as it was
-// before bounds, not proven finite from the earlier small weights.
+// A weight of 1e308 set from outside makes the next update overflow
+// (w - 3 (g + w) = -2e308), which must be refused whole.
 TEST(OptimizerState, PlainSgdAfterHugeSetParameters_OverflowRefused) {
   auto net = Neuron(Sgd(3, 0, false, 1));
   const RowMatrix<double> x = Mat(1, 1, {kX});
