@@ -109,10 +109,13 @@ struct LayerSums {
   double activation_sum = 0;  // sum of a over (unit, sample)
 };
 
-// Scratch space of one pass, carved out of one buffer. Training passes use
-// one per thread and precision (thread_local), not one per network: a
-// network owns only its parameters and optimizer state, and once a thread
-// has run the largest shape it sees nothing is allocated in a step.
+// Scratch space of one pass, carved out of one buffer (but the gradients
+// and a step's staged state). Training passes use one per thread and
+// precision (thread_local), not one per network: a network owns only its
+// parameters and optimizer state, and once a thread has run the largest
+// shape it sees nothing is allocated in a step (but the gradients' and
+// staged state's tensors, reshaped when a thread alternates networks of
+// different shapes).
 // Pointers are per layer; the per-sample buffers hold as many rows as the
 // last Prepare was given.
 template <typename T>
@@ -729,8 +732,8 @@ class DenseNetwork final : public NetworkImpl {
       //   gradient w.r.t. the input X).
       // With `stage`, between the second and the third, the member
       // finishes the blocks of dW_l and db_l it wrote, while they are in
-      // its cache (the update's staged values go beside W_l, which the
-      // third piece still reads).
+      // its cache (the new parameters go over dW_l, not over W_l, which
+      // the third piece still reads).
       const T* input = l == 0 ? x.data() : s->a[l - 1];
       const int64_t fan_in = FanIn(l);
       const int64_t width = Units(l);

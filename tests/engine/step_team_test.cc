@@ -366,6 +366,74 @@ TEST_F(StepTeamTest, DivergedStepWithATeam_ChangesNothing) {
   }
 }
 
+// A step whose update overflows in one value only, of the first layer's
+// weights (the last gradient computed): w = 1e308 on an input that is 0 in
+// every row (so the forward pass stays finite), weight decay 0.01 and a
+// learning rate of 300 make w - lr (g + wd w) = -2e308 (SGD, momentum) or
+// Adam's second moment overflow. Row 290's value sits in a block a helper
+// stages inside the backward task; row 152's block straddles the two
+// members' rows and is left for the final pass. Nothing is applied, and the
+// next step (from the same parameters) is bitwise the step of a twin that
+// never took the diverged one: optimizer state and Adam's count untouched,
+// nothing left over in the thread's scratch.
+TEST_F(StepTeamTest, OneOverflowingValue_NothingAppliedNextStepUnaffected) {
+  struct Kind {
+    OptimizerKind kind;
+    double momentum;
+  };
+  for (int threads : {1, 2}) {
+    SetBlasThreads(threads);
+    for (int row : {152, 290}) {
+      for (const Kind& k :
+           {Kind{OptimizerKind::kSgd, 0}, Kind{OptimizerKind::kSgd, 0.9},
+            Kind{OptimizerKind::kAdam, 0}}) {
+        const std::string where = absl::StrCat(
+            "team of ", threads, ", row ", row,
+            k.kind == OptimizerKind::kAdam ? ", adam" : ", sgd momentum ",
+            k.momentum);
+        NetworkSpec spec = LargeSpec(DType::kFloat64, Loss::kMse,
+                                     Activation::kSigmoid, k.kind, k.momentum);
+        if (k.kind == OptimizerKind::kSgd) spec.optimizer.learning_rate = 300;
+        spec.optimizer.weight_decay = 0.01;
+        auto net = MakeNetwork(spec);
+        auto twin = MakeNetwork(spec);
+        ASSERT_NE(net, nullptr);
+        Rng rng(5);
+        RowMatrix<double> x = Uniform(rng, 40, 300, -1, 1);
+        x.col(row).setZero();
+        const RowMatrix<double> y = Uniform(rng, 40, 10, 0, 1);
+        // An ordinary step first: momentum and moments are not zero.
+        ASSERT_FALSE(net->TrainStep(View(x), View(y))->diverged) << where;
+        ASSERT_FALSE(twin->TrainStep(View(x), View(y))->diverged) << where;
+        const std::vector<LayerParams> ordinary = Params(*net);
+        std::vector<LayerParams> huge = ordinary;
+        huge[0].weights(row, 0) = 1e308;
+        ASSERT_TRUE(net->SetParameters(huge, false).ok());
+        const StepResult bad = *net->TrainStep(View(x), View(y));
+        EXPECT_TRUE(std::isfinite(bad.loss)) << where;
+        EXPECT_TRUE(bad.diverged) << where;
+        const std::vector<LayerParams> after = Params(*net);
+        for (size_t l = 0; l < huge.size(); ++l) {
+          EXPECT_TRUE(after[l].weights == huge[l].weights) << where << " " << l;
+          EXPECT_TRUE(after[l].biases == huge[l].biases) << where << " " << l;
+        }
+        ASSERT_TRUE(net->SetParameters(ordinary, false).ok());
+        ASSERT_TRUE(twin->SetParameters(ordinary, false).ok());
+        ASSERT_FALSE(net->TrainStep(View(x), View(y))->diverged) << where;
+        ASSERT_FALSE(twin->TrainStep(View(x), View(y))->diverged) << where;
+        const std::vector<LayerParams> mine = Params(*net);
+        const std::vector<LayerParams> theirs = Params(*twin);
+        for (size_t l = 0; l < mine.size(); ++l) {
+          EXPECT_TRUE(mine[l].weights == theirs[l].weights)
+              << where << " " << l;
+          EXPECT_TRUE(mine[l].biases == theirs[l].biases) << where << " " << l;
+        }
+        EXPECT_FALSE(mine[0].weights == ordinary[0].weights) << where;
+      }
+    }
+  }
+}
+
 // Backpropagation with a team of two against float64 central differences,
 // on a network whose products the team splits (48 x 64 x 96 = 295K), at
 // 300 parameters drawn from every layer.
