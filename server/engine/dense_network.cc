@@ -2,7 +2,7 @@
 // units_l = spec.layers[l].units, fan_in_l = units_{l-1} (input_size for
 // l = 0). Every matrix is row-major, one row per sample.
 #include <algorithm>
-#include <array>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -144,9 +144,10 @@ struct Scratch {
   std::vector<double> norm_blocks, grad_norms;
   std::vector<char> block_done;
   // A step's staged optimizer state (Optimizer::PrepareStaging), and
-  // whether every value each team member staged was finite.
+  // whether a staged value was not finite (set by any team member, read
+  // after the team's tasks have returned).
   std::vector<ParamSet<T>> staged;
-  std::array<bool, kMaxStepThreads> part_finite;
+  std::atomic<bool> nonfinite{false};
   double loss_sum = 0;     // sum of C_x
   double delta_sq = 0;     // ||delta||_F^2 (per-sample delta)
   double residual_sq = 0;  // ||a - y||_F^2
@@ -321,8 +322,7 @@ class DenseNetwork final : public NetworkImpl {
     // Nothing is applied unless the loss and every updated value are finite
     // (a non-finite gradient makes some updated value non-finite).
     result.diverged = !std::isfinite(result.loss) ||
-                      !std::all_of(s.part_finite.begin(), s.part_finite.end(),
-                                   [](bool finite) { return finite; });
+                      s.nonfinite.load(std::memory_order_relaxed);
     if (!result.diverged) optimizer_.Commit(&params_, &s.grads, &s.staged);
     ++step_;
     samples_seen_ += n;
@@ -358,6 +358,11 @@ class DenseNetwork final : public NetworkImpl {
     for (const LayerSpec& layer : spec.layers) {
       layers_.push_back({&GetActivationOps<T>(layer.activation),
                          static_cast<T>(layer.leaky_relu_slope)});
+    }
+    first_block_.push_back(0);
+    for (size_t t = 0; t < 2 * layers_.size(); ++t) {
+      first_block_.push_back(first_block_.back() +
+                             NormBlocks(GradTensorSize(t)));
     }
   }
 
@@ -421,7 +426,7 @@ class DenseNetwork final : public NetworkImpl {
   // Frees a thread's scratch after an unusually large pass (a full-batch
   // step over a big dataset), so that it does not stay allocated for the
   // life of the thread; the usual sizes are kept and reused.
-  static void Trim(Scratch<T>* s) {
+  void Trim(Scratch<T>* s) const {
     constexpr int64_t kKeepBytes = int64_t{32} << 20;
     auto too_big = [](int64_t values) {
       return values * static_cast<int64_t>(sizeof(T)) > kKeepBytes;
@@ -429,9 +434,9 @@ class DenseNetwork final : public NetworkImpl {
     if (too_big(s->buffer.size())) s->buffer.resize(0);
     if (too_big(s->x_storage.size())) s->x_storage.resize(0, 0);
     if (too_big(s->y_storage.size())) s->y_storage.resize(0, 0);
-    int64_t kept = ValueCount(s->grads);
-    for (const ParamSet<T>& set : s->staged) kept += ValueCount(set);
-    if (too_big(kept)) {
+    // The gradients and every staged set are shaped like the parameters.
+    if (too_big(ValueCount(params_) *
+                (1 + static_cast<int64_t>(s->staged.size())))) {
       s->grads = ParamSet<T>();
       s->staged.clear();
     }
@@ -521,7 +526,7 @@ class DenseNetwork final : public NetworkImpl {
     s->loss_sum = s->delta_sq = s->residual_sq = 0;
     s->correct = 0;
     std::fill(s->block_done.begin(), s->block_done.end(), 0);
-    s->part_finite.fill(true);
+    s->nonfinite.store(false, std::memory_order_relaxed);
   }
 
   // Z_l = A_{l-1} W_l + b_l, A_l = f(Z_l) for every layer; A_0 = x [m, in].
@@ -752,9 +757,8 @@ class DenseNetwork final : public NetworkImpl {
         }
         if (stage) {
           const Range rows = GemmPartRows(part, parts, fan_in, width, m);
-          FinishBlocksWithin(2 * l, rows.begin * width, rows.end * width, part,
-                             s);
-          FinishBlocksWithin(2 * l + 1, cols.begin, cols.end, part, s);
+          FinishBlocksWithin(2 * l, rows.begin * width, rows.end * width, s);
+          FinishBlocksWithin(2 * l + 1, cols.begin, cols.end, s);
         }
         const int delta_parts = PartsFor(delta_work, parts);
         if (l == 0 || part >= delta_parts) return;
@@ -827,42 +831,35 @@ class DenseNetwork final : public NetworkImpl {
                       : std::make_pair(s.grad_b[l], Units(l));
   }
 
-  // Tensor t's first block in s->norm_blocks.
-  int64_t FirstBlock(size_t t) const {
-    int64_t first = 0;
-    for (size_t u = 0; u < t; ++u) {
-      first +=
-          NormBlocks(u % 2 == 0 ? FanIn(u / 2) * Units(u / 2) : Units(u / 2));
-    }
-    return first;
+  int64_t GradTensorSize(size_t t) const {
+    return t % 2 == 0 ? FanIn(t / 2) * Units(t / 2) : Units(t / 2);
   }
 
   // Block b of tensor t: its squared norm and, with `stage`, its staged
-  // update (a non-finite value clears part_finite[part]).
-  void FinishBlock(size_t t, int64_t b, bool stage, int part,
-                   Scratch<T>* s) const {
+  // update (a non-finite value sets s->nonfinite).
+  void FinishBlock(size_t t, int64_t b, bool stage, Scratch<T>* s) const {
     const auto [data, size] = GradTensor(*s, t);
     const int64_t begin = b * kNormBlock;
     const int64_t end = std::min(size, begin + kNormBlock);
-    const size_t index = static_cast<size_t>(FirstBlock(t) + b);
+    const size_t index = static_cast<size_t>(first_block_[t] + b);
     s->norm_blocks[index] = static_cast<double>(
         Eigen::Map<const RowVector<T>>(data + begin, end - begin)
             .squaredNorm());
     if (stage && !optimizer_.Stage(params_, t, begin, end, data, &s->staged)) {
-      s->part_finite[static_cast<size_t>(part)] = false;
+      s->nonfinite.store(true, std::memory_order_relaxed);
     }
     s->block_done[index] = 1;
   }
 
   // Finishes (with the update) the blocks of tensor t that lie wholly in
-  // its values [begin, end), which member `part` has just written.
-  void FinishBlocksWithin(size_t t, int64_t begin, int64_t end, int part,
+  // its values [begin, end), which the calling member has just written.
+  void FinishBlocksWithin(size_t t, int64_t begin, int64_t end,
                           Scratch<T>* s) const {
-    const int64_t size = GradTensor(*s, t).second;
+    const int64_t size = GradTensorSize(t);
     for (int64_t b = (begin + kNormBlock - 1) / kNormBlock;
          b * kNormBlock < end && std::min(size, (b + 1) * kNormBlock) <= end;
          ++b) {
-      FinishBlock(t, b, /*stage=*/true, part, s);
+      FinishBlock(t, b, /*stage=*/true, s);
     }
   }
 
@@ -870,35 +867,35 @@ class DenseNetwork final : public NetworkImpl {
   // `stage`: with the update), split over the step team, and takes the
   // norms into s->grad_norms (weights then biases, per layer).
   void GradientNorms(Scratch<T>* s, bool stage) const {
-    const size_t count = layers_.size();
-    int64_t blocks = 0, remaining = 0;
-    for (size_t t = 0; t < 2 * count; ++t) {
-      const int64_t size = GradTensor(*s, t).second;
-      for (int64_t b = 0; b < NormBlocks(size); ++b, ++blocks) {
-        if (s->block_done[static_cast<size_t>(blocks)] == 0) {
-          remaining += std::min(kNormBlock, size - b * kNormBlock);
+    const size_t tensors = 2 * layers_.size();
+    const int64_t blocks = first_block_.back();
+    int64_t remaining = 0;  // values in blocks not done
+    for (size_t t = 0; t < tensors; ++t) {
+      const int64_t size = GradTensorSize(t);
+      for (int64_t b = first_block_[t]; b < first_block_[t + 1]; ++b) {
+        if (s->block_done[static_cast<size_t>(b)] == 0) {
+          remaining +=
+              std::min(kNormBlock, size - (b - first_block_[t]) * kNormBlock);
         }
       }
     }
-    RunOnTeam(remaining, [&](int part, int parts) {
-      const Range mine = PartOf(blocks, 1, part, parts);
-      int64_t first = 0;  // the first block of tensor t
-      for (size_t t = 0; t < 2 * count && first < mine.end; ++t) {
-        const int64_t n = NormBlocks(GradTensor(*s, t).second);
-        for (int64_t b = std::max(first, mine.begin);
-             b < std::min(first + n, mine.end); ++b) {
-          if (s->block_done[static_cast<size_t>(b)] == 0) {
-            FinishBlock(t, b - first, stage, part, s);
+    if (remaining > 0) {
+      RunOnTeam(remaining, [&](int part, int parts) {
+        const Range mine = PartOf(blocks, 1, part, parts);
+        for (size_t t = 0; t < tensors; ++t) {
+          for (int64_t b = std::max(first_block_[t], mine.begin);
+               b < std::min(first_block_[t + 1], mine.end); ++b) {
+            if (s->block_done[static_cast<size_t>(b)] == 0) {
+              FinishBlock(t, b - first_block_[t], stage, s);
+            }
           }
         }
-        first += n;
-      }
-    });
-    size_t b = 0;
-    for (size_t t = 0; t < 2 * count; ++t) {
+      });
+    }
+    for (size_t t = 0; t < tensors; ++t) {
       double sum = 0;
-      for (int64_t i = NormBlocks(GradTensor(*s, t).second); i > 0; --i) {
-        sum += s->norm_blocks[b++];
+      for (int64_t b = first_block_[t]; b < first_block_[t + 1]; ++b) {
+        sum += s->norm_blocks[static_cast<size_t>(b)];
       }
       s->grad_norms[t] = std::sqrt(sum);
     }
@@ -938,6 +935,9 @@ class DenseNetwork final : public NetworkImpl {
   std::vector<Layer> layers_;
   int64_t block_rows_;  // BlockRows(spec)
   ParamSet<T> params_;  // W_l [fan_in, units], b_l [1, units]
+  // Gradient tensor t's first block of kNormBlock values, and (last) the
+  // number of blocks.
+  std::vector<int64_t> first_block_;
   Optimizer<T> optimizer_;
   int64_t step_ = 0;
   int64_t samples_seen_ = 0;
