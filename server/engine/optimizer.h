@@ -4,6 +4,7 @@
 #define SATLAB_SERVER_ENGINE_OPTIMIZER_H_
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "Eigen/Core"
@@ -26,7 +27,7 @@ template <typename T>
 void ShapeLike(const ParamSet<T>& shapes, ParamSet<T>* set) {
   auto shape = [](auto* m, Eigen::Index rows, Eigen::Index cols) {
     if (m->rows() == rows && m->cols() == cols) return;
-    m->resize(0, 0);
+    *m = std::decay_t<decltype(*m)>();  // empty (a bias keeps its one row)
     m->resize(rows, cols);
   };
   set->weights.resize(shapes.weights.size());
