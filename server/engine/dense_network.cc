@@ -39,16 +39,6 @@ int64_t BlockRows(const NetworkSpec& spec) {
 
 namespace {
 
-// Sets *m to [rows, cols]. Eigen frees the old buffer before allocating
-// the new one and keeps the freed pointer if that throws; emptying first
-// leaves *m valid (empty) when the allocation fails, so that a thread's
-// scratch survives a std::bad_alloc.
-template <typename M>
-void Reallocate(M* m, int64_t rows, int64_t cols) {
-  if (m->size() != rows * cols) m->resize(0, 0);
-  m->resize(rows, cols);
-}
-
 // Rows [start, start + rows) of a view.
 MatrixView RowsOf(const MatrixView& view, int64_t start, int64_t rows) {
   MatrixView out = view;
@@ -363,6 +353,7 @@ class DenseNetwork final : public NetworkImpl {
     for (size_t t = 0; t < 2 * layers_.size(); ++t) {
       first_block_.push_back(first_block_.back() +
                              NormBlocks(GradTensorSize(t)));
+      param_count_ += GradTensorSize(t);
     }
   }
 
@@ -435,8 +426,7 @@ class DenseNetwork final : public NetworkImpl {
     if (too_big(s->x_storage.size())) s->x_storage.resize(0, 0);
     if (too_big(s->y_storage.size())) s->y_storage.resize(0, 0);
     // The gradients and every staged set are shaped like the parameters.
-    if (too_big(ValueCount(params_) *
-                (1 + static_cast<int64_t>(s->staged.size())))) {
+    if (too_big(param_count_ * (1 + static_cast<int64_t>(s->staged.size())))) {
       s->grads = ParamSet<T>();
       s->staged.clear();
     }
@@ -823,22 +813,13 @@ class DenseNetwork final : public NetworkImpl {
     return (values + kNormBlock - 1) / kNormBlock;
   }
 
-  // Gradient tensor t: the weights of layer t / 2 when t is even, else its
-  // biases (Optimizer::Stage's numbering).
-  std::pair<T*, int64_t> GradTensor(const Scratch<T>& s, size_t t) const {
-    const size_t l = t / 2;
-    return t % 2 == 0 ? std::make_pair(s.grad_w[l], FanIn(l) * Units(l))
-                      : std::make_pair(s.grad_b[l], Units(l));
-  }
-
-  int64_t GradTensorSize(size_t t) const {
-    return t % 2 == 0 ? FanIn(t / 2) * Units(t / 2) : Units(t / 2);
-  }
+  // Values in gradient tensor t (TensorAt's numbering).
+  int64_t GradTensorSize(size_t t) const { return TensorAt(params_, t).second; }
 
   // Block b of tensor t: its squared norm and, with `stage`, its staged
   // update (a non-finite value sets s->nonfinite).
   void FinishBlock(size_t t, int64_t b, bool stage, Scratch<T>* s) const {
-    const auto [data, size] = GradTensor(*s, t);
+    const auto [data, size] = TensorAt(s->grads, t);
     const int64_t begin = b * kNormBlock;
     const int64_t end = std::min(size, begin + kNormBlock);
     const size_t index = static_cast<size_t>(first_block_[t] + b);
@@ -938,6 +919,7 @@ class DenseNetwork final : public NetworkImpl {
   // Gradient tensor t's first block of kNormBlock values, and (last) the
   // number of blocks.
   std::vector<int64_t> first_block_;
+  int64_t param_count_ = 0;  // values in params_
   Optimizer<T> optimizer_;
   int64_t step_ = 0;
   int64_t samples_seen_ = 0;

@@ -26,15 +26,6 @@ void SetZero(ParamSet<T>* s) {
   for (auto& b : s->biases) b.setZero();
 }
 
-// Elements [begin, begin + n) of tensor t of a set: the weights of layer
-// t / 2 when t is even, its biases when odd (storage order does not
-// matter for elementwise updates).
-template <typename Set>
-auto TensorAt(Set& set, size_t t, int64_t begin) {
-  const size_t l = t / 2;
-  return (t % 2 == 0 ? set.weights[l].data() : set.biases[l].data()) + begin;
-}
-
 // Whether every coefficient of x is finite, as one vectorized sum: x * 0
 // is 0 for a finite x and NaN for an infinite or NaN one.
 template <typename A>
@@ -98,10 +89,10 @@ bool Optimizer<T>::Stage(const ParamSet<T>& params, size_t t, int64_t begin,
   using In = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
   using Out = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
   auto current = [&](const ParamSet<T>& set) {
-    return In(TensorAt(set, t, begin), n);
+    return In(TensorAt(set, t).first + begin, n);
   };
   auto next = [&](size_t slot) {
-    return Out(TensorAt((*staged)[slot], t, begin), n);
+    return Out(TensorAt((*staged)[slot], t).first + begin, n);
   };
   const In p = current(params);
   const In g(g_data + begin, n);

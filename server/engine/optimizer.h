@@ -4,7 +4,7 @@
 #define SATLAB_SERVER_ENGINE_OPTIMIZER_H_
 
 #include <cstdint>
-#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "Eigen/Core"
@@ -20,31 +20,42 @@ struct ParamSet {
   std::vector<RowVector<T>> biases;
 };
 
-// Reshapes *set like `shapes`, keeping the buffers that already fit (a
-// buffer that must change is freed first, so that a failed allocation
-// leaves it valid, empty). Values are not set.
+// Sets *m to [rows, cols], keeping its buffer when the size is unchanged.
+// Eigen frees the old buffer before allocating the new one and keeps the
+// freed pointer if that throws; emptying first leaves *m valid (empty)
+// when the allocation fails, so that a thread's scratch survives a
+// std::bad_alloc. Emptied by assigning an empty M: a bias (one fixed row)
+// cannot be resized to 0 x 0.
+template <typename M>
+void Reallocate(M* m, Eigen::Index rows, Eigen::Index cols) {
+  if (m->size() != rows * cols) *m = M();
+  m->resize(rows, cols);
+}
+
+// Reshapes *set like `shapes`, keeping the buffers that already fit
+// (Reallocate). Values are not set.
 template <typename T>
 void ShapeLike(const ParamSet<T>& shapes, ParamSet<T>* set) {
-  auto shape = [](auto* m, Eigen::Index rows, Eigen::Index cols) {
-    if (m->rows() == rows && m->cols() == cols) return;
-    *m = std::decay_t<decltype(*m)>();  // empty (a bias keeps its one row)
-    m->resize(rows, cols);
-  };
   set->weights.resize(shapes.weights.size());
   set->biases.resize(shapes.biases.size());
   for (size_t l = 0; l < shapes.weights.size(); ++l) {
-    shape(&set->weights[l], shapes.weights[l].rows(), shapes.weights[l].cols());
-    shape(&set->biases[l], 1, shapes.biases[l].cols());
+    Reallocate(&set->weights[l], shapes.weights[l].rows(),
+               shapes.weights[l].cols());
+    Reallocate(&set->biases[l], 1, shapes.biases[l].cols());
   }
 }
 
-// Values in a set (all its tensors).
-template <typename T>
-int64_t ValueCount(const ParamSet<T>& set) {
-  int64_t count = 0;
-  for (const auto& w : set.weights) count += w.size();
-  for (const auto& b : set.biases) count += b.size();
-  return count;
+// Tensor t of a set as (data, values): the weights of layer t / 2 when t
+// is even, its biases when odd. Optimizer::Stage and the network's staged
+// update number a set's tensors so (storage order does not matter for
+// elementwise updates).
+template <typename Set>
+auto TensorAt(Set& set, size_t t) {
+  const size_t l = t / 2;
+  return t % 2 == 0 ? std::make_pair(set.weights[l].data(),
+                                     int64_t{set.weights[l].size()})
+                    : std::make_pair(set.biases[l].data(),
+                                     int64_t{set.biases[l].size()});
 }
 
 // State tensor sets the optimizer `spec` keeps, each shaped like the

@@ -184,12 +184,6 @@ void ExpectStagedRangesAgree(const OptimizerSpec& spec) {
     grads.biases.push_back(
         testing::Uniform(rng, 1, cols, -5, 5).template cast<T>());
   }
-  // Tensor t of a set: Optimizer::Stage's numbering.
-  auto tensor = [](ParamSet<T>& set, size_t t) -> std::pair<T*, int64_t> {
-    if (t % 2 == 0)
-      return {set.weights[t / 2].data(), set.weights[t / 2].size()};
-    return {set.biases[t / 2].data(), set.biases[t / 2].size()};
-  };
   Optimizer<T> whole(spec, params), pieces(spec, params);
   ParamSet<T> a = params, b = params;
   std::vector<ParamSet<T>> staged_a, staged_b;
@@ -200,9 +194,9 @@ void ExpectStagedRangesAgree(const OptimizerSpec& spec) {
     pieces.PrepareStaging(b, &staged_b);
     const ParamSet<T> before = b;
     for (size_t t = 0; t < 4; ++t) {
-      const auto [g_a, size] = tensor(next_a, t);
+      const auto [g_a, size] = TensorAt(next_a, t);
       ASSERT_TRUE(whole.Stage(a, t, 0, size, g_a, &staged_a));
-      T* const g_b = tensor(next_b, t).first;
+      T* const g_b = TensorAt(next_b, t).first;
       for (int64_t begin = (size - 1) / 192 * 192; begin >= 0; begin -= 192) {
         ASSERT_TRUE(pieces.Stage(b, t, begin, std::min(size, begin + 192), g_b,
                                  &staged_b));
