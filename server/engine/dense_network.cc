@@ -351,9 +351,9 @@ class DenseNetwork final : public NetworkImpl {
     }
     first_block_.push_back(0);
     for (size_t t = 0; t < 2 * layers_.size(); ++t) {
-      first_block_.push_back(first_block_.back() +
-                             NormBlocks(GradTensorSize(t)));
-      param_count_ += GradTensorSize(t);
+      const int64_t size = GradTensorSize(t);
+      first_block_.push_back(first_block_.back() + NormBlocks(size));
+      param_count_ += size;
     }
   }
 

@@ -542,14 +542,17 @@ class Hostile(unittest.TestCase):
 
             peak = 0
             give_up = time.monotonic() + 300
-            while not refused() and not blocker.done() and time.monotonic() < give_up:
-                peak = max(peak, rss_mib(s.proc)[0])
-                time.sleep(0.05)
+
+            def watch_rss_until(done):
+                nonlocal peak
+                while not done() and time.monotonic() < give_up:
+                    peak = max(peak, rss_mib(s.proc)[0])
+                    time.sleep(0.05)
+
+            watch_rss_until(lambda: refused() or blocker.done())
             blocker_ran_out = blocker.done()
             blocker.cancel()
-            while not all(f.done() for f in futures) and time.monotonic() < give_up:
-                peak = max(peak, rss_mib(s.proc)[0])
-                time.sleep(0.05)
+            watch_rss_until(lambda: all(f.done() for f in futures))
             codes = [code_of(f.result)[0] for f in futures]
             note("20 queued 64 MB Forwards, budget 1 GiB: peak RSS %d MiB" % peak)
             self.assertTrue(s.alive())
