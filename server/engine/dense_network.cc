@@ -641,10 +641,12 @@ class DenseNetwork final : public NetworkImpl {
       Map d(s->d[l] + r * units, view_rows, view_cols);
       ops.derivative(z, a, slope, d);
       const size_t b = static_cast<size_t>(r / block);
-      s->block_derivative[b] = static_cast<double>(d.sum());
+      s->block_derivative[b] =
+          static_cast<double>(kernels::Sum(d.data(), count * units));
       s->block_saturated[b] =
           kernels::CountBelow(d.data(), count * units, threshold);
-      s->block_activation[b] = static_cast<double>(a.sum());
+      s->block_activation[b] =
+          static_cast<double>(kernels::Sum(a_data, count * units));
       if (ops.can_die) {
         for (int64_t i = 0; i < count; ++i) {
           max_z = max_z.cwiseMax(VectorMap(z_data + i * units, units));
@@ -823,9 +825,8 @@ class DenseNetwork final : public NetworkImpl {
     const int64_t begin = b * kNormBlock;
     const int64_t end = std::min(size, begin + kNormBlock);
     const size_t index = static_cast<size_t>(first_block_[t] + b);
-    s->norm_blocks[index] = static_cast<double>(
-        Eigen::Map<const RowVector<T>>(data + begin, end - begin)
-            .squaredNorm());
+    s->norm_blocks[index] =
+        static_cast<double>(kernels::SumOfSquares(data + begin, end - begin));
     if (stage && !optimizer_.Stage(params_, t, begin, end, data, &s->staged)) {
       s->nonfinite.store(true, std::memory_order_relaxed);
     }

@@ -149,6 +149,15 @@ bool SgdUpdate(const T* p, const T* g, int64_t count, T lr, T wd, T* out) {
   return Typed<T>().sgd_update(p, g, count, lr, wd, out);
 }
 
+template <typename T>
+T Sum(const T* x, int64_t count) {
+  return Typed<T>().sum(x, count);
+}
+template <typename T>
+T SumOfSquares(const T* x, int64_t count) {
+  return Typed<T>().sum_of_squares(x, count);
+}
+
 template void Sigmoid<float>(const float*, int64_t, float*);
 template void Sigmoid<double>(const double*, int64_t, double*);
 template void SigmoidDerivative<float>(const float*, int64_t, float*);
@@ -167,5 +176,9 @@ template bool SgdUpdate<float>(const float*, const float*, int64_t, float,
                                float, float*);
 template bool SgdUpdate<double>(const double*, const double*, int64_t, double,
                                 double, double*);
+template float Sum<float>(const float*, int64_t);
+template double Sum<double>(const double*, int64_t);
+template float SumOfSquares<float>(const float*, int64_t);
+template double SumOfSquares<double>(const double*, int64_t);
 
 }  // namespace satlab::engine::kernels

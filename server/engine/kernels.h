@@ -1,6 +1,6 @@
 // The engine's own hot loops (the sigmoid and its derivative, elementwise
 // products, the saturation count, the small matrix products of tiny networks,
-// plain SGD's update),
+// plain SGD's update, the sums behind a step's statistics and norms),
 // compiled several times for different instruction sets and chosen once per
 // process from what the CPU supports, so that one portable binary (built
 // without -march=native) runs AVX2 or AVX-512 code where the CPU has it.
@@ -90,6 +90,16 @@ void SmallProduct(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row,
 // before its own is written).
 template <typename T>
 bool SgdUpdate(const T* p, const T* g, int64_t count, T lr, T wd, T* out);
+
+// The sum of x[i], and of x[i]^2, for i < count, in T, added in one fixed
+// order (kernels_sums.h: 256 bytes of interleaved partial sums, folded in
+// halves, then the tail) that keeps the additions independent of each
+// other; the same bits in every variant. A layer's statistics and the
+// gradients' norms, a block at a time.
+template <typename T>
+T Sum(const T* x, int64_t count);
+template <typename T>
+T SumOfSquares(const T* x, int64_t count);
 
 }  // namespace satlab::engine::kernels
 

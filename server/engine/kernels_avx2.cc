@@ -31,6 +31,8 @@ struct Avx2Ops {
   using D = Simd<double, 32>::V;
   static F Floor(F x) { return (F)_mm256_floor_ps((__m256)x); }
   static D Floor(D x) { return (D)_mm256_floor_pd((__m256d)x); }
+  static F Scale(F y, F m) { return ScaleByPowerOfTwo<Simd<float, 32>>(y, m); }
+  static D Scale(D y, D m) { return ScaleByPowerOfTwo<Simd<double, 32>>(y, m); }
 };
 
 }  // namespace

@@ -27,8 +27,9 @@
 namespace satlab::engine::kernels {
 namespace {
 
-// The masked roundscale with every lane selected: the unmasked intrinsic
-// starts from _mm512_undefined_ps, which GCC 12 reports as uninitialized.
+// The masked roundscale and scalef with every lane selected: the unmasked
+// intrinsics start from _mm512_undefined_ps, which GCC 12 reports as
+// uninitialized. vscalef computes y 2^floor(m) rounded once.
 struct Avx512Ops {
   using F = Simd<float, 64>::V;
   using D = Simd<double, 64>::V;
@@ -41,6 +42,12 @@ struct Avx512Ops {
     return (D)_mm512_mask_roundscale_pd(
         (__m512d)x, 0xFF, (__m512d)x,
         _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  }
+  static F Scale(F y, F m) {
+    return (F)_mm512_mask_scalef_ps((__m512)y, 0xFFFF, (__m512)y, (__m512)m);
+  }
+  static D Scale(D y, D m) {
+    return (D)_mm512_mask_scalef_pd((__m512d)y, 0xFF, (__m512d)y, (__m512d)m);
   }
 };
 

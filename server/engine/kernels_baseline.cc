@@ -3,6 +3,7 @@
 // define the bits every other variant must reproduce.
 #include "Eigen/Core"
 #include "server/engine/kernels_internal.h"
+#include "server/engine/kernels_sums.h"
 
 namespace satlab::engine::kernels {
 namespace {
@@ -184,7 +185,8 @@ bool SgdUpdate(const T* p_data, const T* g_data, int64_t count, T lr, T wd,
 template <typename T>
 constexpr TypedKernels<T> kTyped = {Sigmoid<T>,         SigmoidDerivative<T>,
                                     MultiplyInPlace<T>, CountBelow<T>,
-                                    SmallProduct<T>,    SgdUpdate<T>};
+                                    SmallProduct<T>,    SgdUpdate<T>,
+                                    Sum<T, 16>,         SumOfSquares<T, 16>};
 
 }  // namespace
 

@@ -18,6 +18,8 @@ struct TypedKernels {
                         int64_t a_row, int64_t a_col, const T* b, T* c,
                         bool accumulate);
   bool (*sgd_update)(const T* p, const T* g, int64_t count, T lr, T wd, T* out);
+  T (*sum)(const T* x, int64_t count);
+  T (*sum_of_squares)(const T* x, int64_t count);
 };
 
 struct KernelTable {

@@ -10,6 +10,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "Eigen/Core"
@@ -147,6 +148,58 @@ TEST_F(KernelsTest, Sigmoid_WideRangeF32_SameBitsAsEigen) {
   }
 }
 
+// Denser than the sweep above, for the variants' exp of -|z| (which drops
+// the clamps Eigen's pexp needs only for x > 0 and scales once where Eigen
+// multiplies four times): every 1031st float bit pattern, and every float
+// in [86, 90], where exp(-|z|) turns subnormal and then hits the clamp.
+// Doubles: random bit patterns, and random values across the subnormal
+// band and the clamp (|z| in [700, 760]).
+TEST_F(KernelsTest, Sigmoid_DenseSweep_SameBitsAsEigen) {
+  SKIP_IF_BASELINE_CONTRACTS();
+  std::vector<float> zf;
+  for (uint64_t bits = 0; bits < (uint64_t{1} << 32); bits += 1031) {
+    const auto b = static_cast<uint32_t>(bits);
+    float f;
+    std::memcpy(&f, &b, sizeof(f));
+    zf.push_back(f);
+  }
+  for (float f = 86.0f; f <= 90.0f; f = std::nextafter(f, 100.0f)) {
+    zf.push_back(f);
+    zf.push_back(-f);
+  }
+  std::mt19937_64 rng(5);
+  std::uniform_real_distribution<double> band(700.0, 760.0);
+  std::vector<double> zd;
+  for (int i = 0; i < 1 << 20; ++i) {
+    const uint64_t b = rng();
+    double d;
+    std::memcpy(&d, &b, sizeof(d));
+    zd.push_back(d);
+    zd.push_back(i % 2 == 0 ? band(rng) : -band(rng));
+  }
+  auto check = [](const auto& z) {
+    using T = typename std::decay_t<decltype(z)>::value_type;
+    const auto count = static_cast<int64_t>(z.size());
+    std::vector<T> expected(z.size()), got(z.size());
+    EigenSigmoid(z.data(), count, expected.data());
+    for (Isa isa : SupportedIsas()) {
+      ASSERT_TRUE(SetActiveIsa(isa).ok());
+      Sigmoid(z.data(), count, got.data());
+      int64_t differ = 0, first = -1;
+      for (int64_t i = 0; i < count; ++i) {
+        const bool same = SameBits(expected[i], got[i]) ||
+                          (std::isnan(expected[i]) && std::isnan(got[i]));
+        if (!same && differ++ == 0) first = i;
+      }
+      ASSERT_EQ(differ, 0) << IsaName(isa) << " " << sizeof(T) * 8
+                           << "-bit, first z=" << z[first] << ": expected "
+                           << expected[first] << ", got " << got[first];
+    }
+  };
+  check(zf);
+  check(zd);
+}
+
 template <typename T>
 void ExpectElementwiseMatches() {
   const std::vector<T> a = Inputs<T>(300, 11), b = Inputs<T>(300, 12);
@@ -182,6 +235,78 @@ TEST_F(KernelsTest, Elementwise_EveryVariant_SameBitsF32) {
 }
 TEST_F(KernelsTest, Elementwise_EveryVariant_SameBitsF64) {
   ExpectElementwiseMatches<double>();
+}
+
+// The order kernels_sums.h documents, written out plainly: 256 bytes of
+// partial sums (value i to partial i mod P), folded in halves, then the
+// values past the last whole 256 bytes one by one.
+template <typename T>
+T OrderedSum(const T* x, int64_t count, bool squares) {
+  constexpr int kPartials = 256 / sizeof(T);
+  T partial[kPartials] = {};
+  int64_t i = 0;
+  for (; i + kPartials <= count; i += kPartials) {
+    for (int j = 0; j < kPartials; ++j) {
+      partial[j] += squares ? x[i + j] * x[i + j] : x[i + j];
+    }
+  }
+  for (int h = kPartials / 2; h > 0; h /= 2) {
+    for (int j = 0; j < h; ++j) partial[j] += partial[j + h];
+  }
+  T sum = partial[0];
+  for (; i < count; ++i) sum += squares ? x[i] * x[i] : x[i];
+  return sum;
+}
+
+// Sum and SumOfSquares: every variant, on lengths 0-700 at 4 misalignments,
+// returns the documented order's bits (the order is what keeps a statistic
+// the same on every CPU), which is also within a few roundings of the exact
+// sum; NaN and infinities come through.
+template <typename T>
+void ExpectSumsMatch() {
+  std::mt19937_64 rng(3);
+  std::uniform_real_distribution<double> u(-3.0, 3.0);
+  std::vector<T> x(704);
+  for (T& v : x) v = static_cast<T>(u(rng));
+  for (Isa isa : SupportedIsas()) {
+    ASSERT_TRUE(SetActiveIsa(isa).ok());
+    for (int64_t count = 0; count <= 700; ++count) {
+      for (int64_t offset = 0; offset < 4; ++offset) {
+        const T* data = x.data() + offset;
+        const T sum = Sum(data, count), squares = SumOfSquares(data, count);
+        ASSERT_TRUE(SameBits(sum, OrderedSum(data, count, false)))
+            << IsaName(isa) << " count " << count << " offset " << offset;
+        ASSERT_TRUE(SameBits(squares, OrderedSum(data, count, true)))
+            << IsaName(isa) << " count " << count << " offset " << offset;
+        long double exact = 0, exact_squares = 0, magnitude = 0;
+        for (int64_t i = 0; i < count; ++i) {
+          exact += data[i];
+          exact_squares += static_cast<long double>(data[i]) * data[i];
+          magnitude += std::abs(data[i]);
+        }
+        const double eps = std::numeric_limits<T>::epsilon();
+        EXPECT_LE(std::abs(static_cast<double>(sum - exact)),
+                  16 * eps * static_cast<double>(magnitude) + 1e-300);
+        EXPECT_LE(std::abs(static_cast<double>(squares - exact_squares)),
+                  16 * eps * static_cast<double>(exact_squares) + 1e-300);
+      }
+    }
+    std::vector<T> special(300, T(1));
+    special[150] = std::numeric_limits<T>::quiet_NaN();
+    EXPECT_TRUE(std::isnan(Sum(special.data(), 300))) << IsaName(isa);
+    EXPECT_TRUE(std::isnan(SumOfSquares(special.data(), 300))) << IsaName(isa);
+    special[150] = -std::numeric_limits<T>::infinity();
+    EXPECT_EQ(Sum(special.data(), 300), -std::numeric_limits<T>::infinity());
+    EXPECT_EQ(SumOfSquares(special.data(), 300),
+              std::numeric_limits<T>::infinity());
+  }
+}
+
+TEST_F(KernelsTest, Sums_EveryVariant_DocumentedOrderF32) {
+  ExpectSumsMatch<float>();
+}
+TEST_F(KernelsTest, Sums_EveryVariant_DocumentedOrderF64) {
+  ExpectSumsMatch<double>();
 }
 
 // Plain SGD's update and its finiteness answer against the baseline (and the
