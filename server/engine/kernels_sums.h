@@ -28,24 +28,29 @@ T BlockSum(const T* x, int64_t count) {
   constexpr int kLanes = Bytes / sizeof(T);
   constexpr int kPartials = kSumBytes / sizeof(T);
   constexpr int kVectors = kPartials / kLanes;
-  V acc[kVectors];
-#pragma GCC unroll 16
-  for (int v = 0; v < kVectors; ++v) acc[v] = V{};
+  T sum = 0;
   int64_t i = 0;
-  for (; i + kPartials <= count; i += kPartials) {
+  // Fewer values than partials: the folded partials would all be +0, and
+  // a one-unit layer's blocks are this short, so start from +0 directly.
+  if (count >= kPartials) {
+    V acc[kVectors];
 #pragma GCC unroll 16
-    for (int v = 0; v < kVectors; ++v) {
-      V value;
-      std::memcpy(&value, x + i + v * kLanes, sizeof(value));
-      acc[v] += kSquares ? value * value : value;
+    for (int v = 0; v < kVectors; ++v) acc[v] = V{};
+    for (; i + kPartials <= count; i += kPartials) {
+#pragma GCC unroll 16
+      for (int v = 0; v < kVectors; ++v) {
+        V value;
+        std::memcpy(&value, x + i + v * kLanes, sizeof(value));
+        acc[v] += kSquares ? value * value : value;
+      }
     }
+    T partial[kPartials];
+    std::memcpy(partial, acc, sizeof(partial));
+    for (int h = kPartials / 2; h > 0; h /= 2) {
+      for (int j = 0; j < h; ++j) partial[j] += partial[j + h];
+    }
+    sum = partial[0];
   }
-  T partial[kPartials];
-  std::memcpy(partial, acc, sizeof(partial));
-  for (int h = kPartials / 2; h > 0; h /= 2) {
-    for (int j = 0; j < h; ++j) partial[j] += partial[j + h];
-  }
-  T sum = partial[0];
   for (; i < count; ++i) sum += kSquares ? x[i] * x[i] : x[i];
   return sum;
 }
