@@ -42,19 +42,19 @@ void LogisticDerivative(const ConstRowRef<T>& a, RowRef<T> d) {
 template <typename T>
 constexpr std::array<ActivationOps<T>, 7> kTable = {{
     // f(z) = z; f' = 1.
-    {Activation::kIdentity, "identity", 1.0, false, false, false,
+    {Activation::kIdentity, "identity", 1.0, false, false, false, false,
      [](const ConstRowRef<T>& z, T, RowRef<T> a) { a = z; },
      [](const ConstRowRef<T>&, const ConstRowRef<T>&, T, RowRef<T> d) {
        d.setOnes();
      }},
     // f(z) = 1 / (1 + e^-z); f' = a (1 - a) <= 0.25.
-    {Activation::kSigmoid, "sigmoid", 0.25, false, false, false,
+    {Activation::kSigmoid, "sigmoid", 0.25, false, false, false, true,
      [](const ConstRowRef<T>& z, T, RowRef<T> a) { StableSigmoid<T>(z, a); },
      [](const ConstRowRef<T>&, const ConstRowRef<T>& a, T, RowRef<T> d) {
        LogisticDerivative<T>(a, d);
      }},
     // f(z) = tanh z; f' = 1 - a^2 <= 1.
-    {Activation::kTanh, "tanh", 1.0, false, false, false,
+    {Activation::kTanh, "tanh", 1.0, false, false, false, false,
      [](const ConstRowRef<T>& z, T, RowRef<T> a) {
        a.array() = z.array().tanh();
      },
@@ -62,7 +62,7 @@ constexpr std::array<ActivationOps<T>, 7> kTable = {{
        d.array() = T(1) - a.array().square();
      }},
     // f(z) = max(0, z); f' = [z > 0].
-    {Activation::kRelu, "relu", 1.0, false, false, true,
+    {Activation::kRelu, "relu", 1.0, false, false, true, false,
      [](const ConstRowRef<T>& z, T, RowRef<T> a) {
        a.array() = z.array().max(T(0));
      },
@@ -70,7 +70,7 @@ constexpr std::array<ActivationOps<T>, 7> kTable = {{
        d.array() = (z.array() > T(0)).template cast<T>();
      }},
     // f(z) = z for z > 0, slope z otherwise; f' = 1 or slope.
-    {Activation::kLeakyRelu, "leaky_relu", 1.0, false, false, true,
+    {Activation::kLeakyRelu, "leaky_relu", 1.0, false, false, true, false,
      [](const ConstRowRef<T>& z, T slope, RowRef<T> a) {
        a.array() = (z.array() > T(0)).select(z.array(), slope * z.array());
      },
@@ -80,7 +80,7 @@ constexpr std::array<ActivationOps<T>, 7> kTable = {{
                                Array<T>::Constant(z.rows(), z.cols(), slope));
      }},
     // f(z) = log(1 + e^z) = max(z, 0) + log1p(e^-|z|); f' = sigmoid(z) < 1.
-    {Activation::kSoftplus, "softplus", 1.0, false, false, false,
+    {Activation::kSoftplus, "softplus", 1.0, false, false, false, false,
      [](const ConstRowRef<T>& z, T, RowRef<T> a) {
        a.array() = z.array().max(T(0)) + (-z.array().abs()).exp().log1p();
      },
@@ -89,7 +89,7 @@ constexpr std::array<ActivationOps<T>, 7> kTable = {{
      }},
     // a_k = e^{z_k - m} / sum_j e^{z_j - m} per row, m = max_j z_j (so the
     // largest exponent is 0); "f'" = Jacobian diagonal a_k (1 - a_k).
-    {Activation::kSoftmax, "softmax", 0.25, true, true, false,
+    {Activation::kSoftmax, "softmax", 0.25, true, true, false, true,
      [](const ConstRowRef<T>& z, T, RowRef<T> a) {
        for (Eigen::Index r = 0; r < z.rows(); ++r) {
          const T m = z.row(r).maxCoeff();

@@ -22,6 +22,10 @@ struct ActivationOps {
   bool rowwise;
   // ReLU-like: a unit is "dead" when z <= 0 for every sample.
   bool can_die;
+  // `derivative` is d = a (1 - a) (sigmoid; softmax's diagonal): the step
+  // takes it with the block's statistics in one pass
+  // (kernels::LogisticDerivativeStats).
+  bool logistic;
   // a = f(z), both [n, units] (a already has z's shape); `slope` is the
   // leaky_relu negative slope. Views, so that the engine can apply them to
   // a few rows at a time while those rows are in L1.

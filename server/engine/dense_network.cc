@@ -638,15 +638,24 @@ class DenseNetwork final : public NetworkImpl {
       const Map z(z_data, view_rows, view_cols);
       Map a(a_data, view_rows, view_cols);
       ops.forward(z, slope, a);
-      Map d(s->d[l] + r * units, view_rows, view_cols);
-      ops.derivative(z, a, slope, d);
+      T* const d_data = s->d[l] + r * units;
+      const int64_t values = count * units;
       const size_t b = static_cast<size_t>(r / block);
-      s->block_derivative[b] =
-          static_cast<double>(kernels::Sum(d.data(), count * units));
-      s->block_saturated[b] =
-          kernels::CountBelow(d.data(), count * units, threshold);
-      s->block_activation[b] =
-          static_cast<double>(kernels::Sum(a_data, count * units));
+      if (ops.logistic) {
+        const kernels::DerivativeStats<T> stats =
+            kernels::LogisticDerivativeStats(a_data, values, threshold, d_data);
+        s->block_derivative[b] = static_cast<double>(stats.derivative_sum);
+        s->block_saturated[b] = stats.below;
+        s->block_activation[b] = static_cast<double>(stats.activation_sum);
+      } else {
+        Map d(d_data, view_rows, view_cols);
+        ops.derivative(z, a, slope, d);
+        s->block_derivative[b] =
+            static_cast<double>(kernels::Sum(d_data, values));
+        s->block_saturated[b] = kernels::CountBelow(d_data, values, threshold);
+        s->block_activation[b] =
+            static_cast<double>(kernels::Sum(a_data, values));
+      }
       if (ops.can_die) {
         for (int64_t i = 0; i < count; ++i) {
           max_z = max_z.cwiseMax(VectorMap(z_data + i * units, units));

@@ -176,9 +176,22 @@ template bool SgdUpdate<float>(const float*, const float*, int64_t, float,
                                float, float*);
 template bool SgdUpdate<double>(const double*, const double*, int64_t, double,
                                 double, double*);
+template <typename T>
+DerivativeStats<T> LogisticDerivativeStats(const T* a, int64_t count,
+                                           T threshold, T* d) {
+  return Typed<T>().logistic_derivative_stats(a, count, threshold, d);
+}
+
 template float Sum<float>(const float*, int64_t);
 template double Sum<double>(const double*, int64_t);
 template float SumOfSquares<float>(const float*, int64_t);
 template double SumOfSquares<double>(const double*, int64_t);
+template DerivativeStats<float> LogisticDerivativeStats<float>(const float*,
+                                                               int64_t, float,
+                                                               float*);
+template DerivativeStats<double> LogisticDerivativeStats<double>(const double*,
+                                                                 int64_t,
+                                                                 double,
+                                                                 double*);
 
 }  // namespace satlab::engine::kernels

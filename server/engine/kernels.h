@@ -101,6 +101,19 @@ T Sum(const T* x, int64_t count);
 template <typename T>
 T SumOfSquares(const T* x, int64_t count);
 
+// A block of a sigmoid (or softmax) layer in one pass: d[i] = a[i] (1 -
+// a[i]) written, and what Sum(a), Sum(d) and CountBelow(d, threshold)
+// return for it, bit for bit (four passes over the block otherwise).
+template <typename T>
+struct DerivativeStats {
+  T activation_sum;
+  T derivative_sum;
+  int64_t below;
+};
+template <typename T>
+DerivativeStats<T> LogisticDerivativeStats(const T* a, int64_t count,
+                                           T threshold, T* d);
+
 }  // namespace satlab::engine::kernels
 
 #endif  // SATLAB_SERVER_ENGINE_KERNELS_H_

@@ -183,10 +183,10 @@ bool SgdUpdate(const T* p_data, const T* g_data, int64_t count, T lr, T wd,
 }
 
 template <typename T>
-constexpr TypedKernels<T> kTyped = {Sigmoid<T>,         SigmoidDerivative<T>,
-                                    MultiplyInPlace<T>, CountBelow<T>,
-                                    SmallProduct<T>,    SgdUpdate<T>,
-                                    Sum<T, 16>,         SumOfSquares<T, 16>};
+constexpr TypedKernels<T> kTyped = {
+    Sigmoid<T>,    SigmoidDerivative<T>, MultiplyInPlace<T>,
+    CountBelow<T>, SmallProduct<T>,      SgdUpdate<T>,
+    Sum<T, 16>,    SumOfSquares<T, 16>,  LogisticDerivativeStats<T, 16>};
 
 }  // namespace
 

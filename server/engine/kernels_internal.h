@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "server/engine/kernels.h"
+
 namespace satlab::engine::kernels {
 
 template <typename T>
@@ -20,6 +22,8 @@ struct TypedKernels {
   bool (*sgd_update)(const T* p, const T* g, int64_t count, T lr, T wd, T* out);
   T (*sum)(const T* x, int64_t count);
   T (*sum_of_squares)(const T* x, int64_t count);
+  DerivativeStats<T> (*logistic_derivative_stats)(const T* a, int64_t count,
+                                                  T threshold, T* d);
 };
 
 struct KernelTable {

@@ -433,11 +433,11 @@ constexpr KernelTable kSimdTable = {
     {Sigmoid<float, Ops, Bytes>, SigmoidDerivative<float, Bytes>,
      MultiplyInPlace<float, Bytes>, CountBelow<float, Bytes>,
      SmallProduct<float, Bytes>, SgdUpdate<float, Bytes>, Sum<float, Bytes>,
-     SumOfSquares<float, Bytes>},
+     SumOfSquares<float, Bytes>, LogisticDerivativeStats<float, Bytes>},
     {Sigmoid<double, Ops, Bytes>, SigmoidDerivative<double, Bytes>,
      MultiplyInPlace<double, Bytes>, CountBelow<double, Bytes>,
      SmallProduct<double, Bytes>, SgdUpdate<double, Bytes>, Sum<double, Bytes>,
-     SumOfSquares<double, Bytes>}};
+     SumOfSquares<double, Bytes>, LogisticDerivativeStats<double, Bytes>}};
 
 }  // namespace
 }  // namespace satlab::engine::kernels
