@@ -158,6 +158,12 @@ T SumOfSquares(const T* x, int64_t count) {
   return Typed<T>().sum_of_squares(x, count);
 }
 
+template <typename T>
+DerivativeStats<T> LogisticDerivativeStats(const T* a, int64_t count,
+                                           T threshold, T* d) {
+  return Typed<T>().logistic_derivative_stats(a, count, threshold, d);
+}
+
 template void Sigmoid<float>(const float*, int64_t, float*);
 template void Sigmoid<double>(const double*, int64_t, double*);
 template void SigmoidDerivative<float>(const float*, int64_t, float*);
@@ -176,12 +182,6 @@ template bool SgdUpdate<float>(const float*, const float*, int64_t, float,
                                float, float*);
 template bool SgdUpdate<double>(const double*, const double*, int64_t, double,
                                 double, double*);
-template <typename T>
-DerivativeStats<T> LogisticDerivativeStats(const T* a, int64_t count,
-                                           T threshold, T* d) {
-  return Typed<T>().logistic_derivative_stats(a, count, threshold, d);
-}
-
 template float Sum<float>(const float*, int64_t);
 template double Sum<double>(const double*, int64_t);
 template float SumOfSquares<float>(const float*, int64_t);

@@ -26,6 +26,20 @@ namespace {
 
 constexpr int kSumBytes = 256;
 
+// The partial sums in `acc` (kSumBytes of them) folded in halves, p[j] +=
+// p[j + h] for h = half the count down to 1: their sum.
+template <typename T, typename V, int kVectors>
+T Fold(const V (&acc)[kVectors]) {
+  constexpr int kPartials = kSumBytes / sizeof(T);
+  static_assert(sizeof(acc) == kSumBytes);
+  T partial[kPartials];
+  std::memcpy(partial, acc, sizeof(partial));
+  for (int h = kPartials / 2; h > 0; h /= 2) {
+    for (int j = 0; j < h; ++j) partial[j] += partial[j + h];
+  }
+  return partial[0];
+}
+
 template <typename T, int Bytes, bool kSquares>
 T BlockSum(const T* x, int64_t count) {
   typedef T V __attribute__((vector_size(Bytes)));
@@ -48,12 +62,7 @@ T BlockSum(const T* x, int64_t count) {
         acc[v] += kSquares ? value * value : value;
       }
     }
-    T partial[kPartials];
-    std::memcpy(partial, acc, sizeof(partial));
-    for (int h = kPartials / 2; h > 0; h /= 2) {
-      for (int j = 0; j < h; ++j) partial[j] += partial[j + h];
-    }
-    sum = partial[0];
+    sum = Fold<T>(acc);
   }
   for (; i < count; ++i) sum += kSquares ? x[i] * x[i] : x[i];
   return sum;
@@ -107,17 +116,8 @@ DerivativeStats<T> LogisticDerivativeStats(const T* a, int64_t count,
         hits[v] += derivative < limit;  // -1 per hit
       }
     }
-    T partial_a[kPartials], partial_d[kPartials];
-    std::memcpy(partial_a, acc_a, sizeof(partial_a));
-    std::memcpy(partial_d, acc_d, sizeof(partial_d));
-    for (int h = kPartials / 2; h > 0; h /= 2) {
-      for (int j = 0; j < h; ++j) {
-        partial_a[j] += partial_a[j + h];
-        partial_d[j] += partial_d[j + h];
-      }
-    }
-    out.activation_sum = partial_a[0];
-    out.derivative_sum = partial_d[0];
+    out.activation_sum = Fold<T>(acc_a);
+    out.derivative_sum = Fold<T>(acc_d);
     for (int v = 0; v < kVectors; ++v) {
       for (int l = 0; l < kLanes; ++l) out.below -= hits[v][l];
     }
