@@ -27,17 +27,27 @@ namespace {
 constexpr int kSumBytes = 256;
 
 // The partial sums in `acc` (kSumBytes of them) folded in halves, p[j] +=
-// p[j + h] for h = half the count down to 1: their sum.
+// p[j + h] for h = half the count down to 1: their sum. While h spans
+// whole vectors that is one vector addition per pair of vectors; the last
+// vector's lanes are folded one by one.
 template <typename T, typename V, int kVectors>
 T Fold(const V (&acc)[kVectors]) {
-  constexpr int kPartials = kSumBytes / sizeof(T);
+  constexpr int kLanes = sizeof(V) / sizeof(T);
   static_assert(sizeof(acc) == kSumBytes);
-  T partial[kPartials];
-  std::memcpy(partial, acc, sizeof(partial));
-  for (int h = kPartials / 2; h > 0; h /= 2) {
-    for (int j = 0; j < h; ++j) partial[j] += partial[j + h];
+  V folded[kVectors];
+#pragma GCC unroll 16
+  for (int v = 0; v < kVectors; ++v) folded[v] = acc[v];
+#pragma GCC unroll 16
+  for (int n = kVectors / 2; n > 0; n /= 2) {
+#pragma GCC unroll 16
+    for (int v = 0; v < n; ++v) folded[v] += folded[v + n];
   }
-  return partial[0];
+  T lane[kLanes];
+  std::memcpy(lane, &folded[0], sizeof(lane));
+  for (int h = kLanes / 2; h > 0; h /= 2) {
+    for (int j = 0; j < h; ++j) lane[j] += lane[j + h];
+  }
+  return lane[0];
 }
 
 template <typename T, int Bytes, bool kSquares>
