@@ -318,16 +318,19 @@ void ExpectLogisticStatsMatch() {
       for (int64_t offset = 0; offset < 4; ++offset) {
         for (T threshold : {T(0), T(0.1), T(0.3)}) {
           const T* data = a.data() + offset;
-          std::vector<T> d(count), expected_d(count);
+          // One value past the block, which neither call may write (and
+          // never an empty vector: memcmp takes no null pointer).
+          std::vector<T> d(count + 1, T(-7)), expected_d(count + 1, T(-7));
           const DerivativeStats<T> got =
               LogisticDerivativeStats(data, count, threshold, d.data());
           SigmoidDerivative(data, count, expected_d.data());
           const std::string where = std::string(IsaName(isa)) + " count " +
                                     std::to_string(count) + " offset " +
                                     std::to_string(offset);
-          ASSERT_EQ(std::memcmp(d.data(), expected_d.data(), count * sizeof(T)),
-                    0)
+          ASSERT_EQ(
+              std::memcmp(d.data(), expected_d.data(), d.size() * sizeof(T)), 0)
               << where;
+          ASSERT_EQ(d[count], T(-7)) << where;
           ASSERT_TRUE(SameBits(got.activation_sum, Sum(data, count))) << where;
           ASSERT_TRUE(
               SameBits(got.derivative_sum, Sum(expected_d.data(), count)))
