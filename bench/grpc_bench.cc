@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "bench/bench_cases.h"
 #include "bench/engine_cases.h"
@@ -668,6 +669,8 @@ int main(int argc, char** argv) {
   argc = out;
   if (rss) return RunRss(argc, argv, server_path);
   FixThreadEnvironment(threads, threads, false, original_argv.data());
+  // The in-process server runs as satlab-server does (server/main.cc).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   satlab::service::ServerOptions options;
   options.listen_address = "127.0.0.1:0";

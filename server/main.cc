@@ -27,6 +27,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/app.h"
 #include "server/auth/api_keys.h"
@@ -626,6 +627,13 @@ satlab::server::AppOptions OptionsFromFlags() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Debian builds Abseil without NDEBUG, which leaves absl's lock-order
+  // (deadlock) detection on: every absl::Mutex acquisition, gRPC's own
+  // included, is recorded in a process-wide graph. Release builds of Abseil
+  // skip it; so does the server (4-7% of a tiny network's Train stream,
+  // docs/benchmarks.md). The tests that host a server in process keep it on,
+  // where it catches inversions.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   absl::SetProgramUsageMessage(kUsage);
   // absl's --helpshort and --help=<substring> also start from these flags.
   absl::FlagsUsageConfig usage_config;
