@@ -335,7 +335,7 @@ class ExperimentClaims::Coordinator {
   absl::Status Write() {
     last_record_ = absl::Now();
     TimeToProto(last_record_, record_.mutable_update_time());
-    return owner_->store_->UpdateExperiment(RecordOf(record_));
+    return owner_->store_->UpdateExperiment(ProgressRecordOf(record_));
   }
 
   ExperimentClaims* const owner_;

@@ -446,7 +446,8 @@ class ExperimentReactor final
             experiment_name_, " is running in another RunExperiment call"));
       }
       *record_.mutable_create_time() = stored_.create_time();
-      status = service_->experiments()->UpdateExperiment(RecordOf(record_));
+      status =
+          service_->experiments()->UpdateExperiment(ProgressRecordOf(record_));
     } else {
       status = service_->experiments()->CreateExperiment(RecordOf(record_));
     }
@@ -507,7 +508,7 @@ class ExperimentReactor final
     const absl::Time now = absl::Now();
     TimeToProto(now, record_.mutable_update_time());
     last_record_ = now;
-    return service_->experiments()->UpdateExperiment(RecordOf(record_));
+    return service_->experiments()->UpdateExperiment(ProgressRecordOf(record_));
   }
 
   // Keeps an epoch in record_ (while under the size bound) and writes the

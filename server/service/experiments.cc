@@ -66,11 +66,16 @@ std::string ExperimentName(absl::string_view id) {
 }
 
 store::ExperimentRecord RecordOf(const v1::Experiment& experiment) {
+  store::ExperimentRecord record = ProgressRecordOf(experiment);
+  record.spec = experiment.spec().SerializeAsString();
+  return record;
+}
+
+store::ExperimentRecord ProgressRecordOf(const v1::Experiment& experiment) {
   store::ExperimentRecord record;
   absl::string_view id = experiment.name();
   absl::ConsumePrefix(&id, kExperimentPrefix);
   record.id = std::string(id);
-  record.spec = experiment.spec().SerializeAsString();
   record.status = experiment.state();
   v1::Experiment body;
   *body.mutable_curves() = experiment.curves();
@@ -126,7 +131,8 @@ absl::Status MarkInterruptedExperiments(store::ExperimentStore* store) {
           "interrupted: the server stopped while it ran; run it again with "
           "the same experiment_id to start it over");
       TimeToProto(absl::Now(), experiment->mutable_update_time());
-      if (absl::Status s = store->UpdateExperiment(RecordOf(*experiment));
+      if (absl::Status s =
+              store->UpdateExperiment(ProgressRecordOf(*experiment));
           !s.ok()) {
         return s;
       }
@@ -159,7 +165,8 @@ absl::Status MarkOrphanedExperiments(store::ExperimentStore* store,
           "were claimed through the store; run it again with the same "
           "experiment_id to start it over");
       TimeToProto(absl::Now(), experiment->mutable_update_time());
-      if (absl::Status s = store->UpdateExperiment(RecordOf(*experiment));
+      if (absl::Status s =
+              store->UpdateExperiment(ProgressRecordOf(*experiment));
           !s.ok()) {
         return s;
       }

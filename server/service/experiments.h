@@ -29,6 +29,11 @@ std::string ExperimentName(absl::string_view id);
 // `curves` bytes hold a pb::Experiment with only curves, error,
 // curves_truncated and epochs_total set; `summary` the ExperimentSummary.
 store::ExperimentRecord RecordOf(const v1::Experiment& experiment);
+// The same without the spec, for ExperimentStore::UpdateExperiment, which
+// keeps the stored spec: a running experiment is recorded every
+// experiment_record_interval, and its spec holds the whole data set (up to
+// max_experiment_record_bytes) that serializing again would copy each time.
+store::ExperimentRecord ProgressRecordOf(const v1::Experiment& experiment);
 // The experiment a record holds; without curves unless `with_curves`.
 // DATA_LOSS naming it when its bytes do not parse.
 absl::StatusOr<v1::Experiment> ExperimentOf(const store::ExperimentRecord& r,

@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
+#include "server/service/convert.h"
 #include "server/service/experiments.h"
 #include "server/store/sqlite_store.h"
 #include "tests/service/service_test_util.h"
@@ -397,6 +398,30 @@ TEST_F(DurableExperimentTest, Restart_KeepsCurvesAndSummary) {
   ExpectCurvesEqual(got->curves(), run.curves);
 }
 
+TEST(ExperimentRecordTest, ProgressRecordOf_IsRecordOfWithoutTheSpec) {
+  v1::Experiment experiment;
+  experiment.set_name("experiments/e1");
+  *experiment.mutable_spec() = Nielsen("e1", 3).spec();
+  experiment.set_state(v1::EXPERIMENT_STATE_RUNNING);
+  experiment.set_error("none yet");
+  service::TimeToProto(absl::FromUnixSeconds(100),
+                       experiment.mutable_create_time());
+  service::TimeToProto(absl::FromUnixSeconds(200),
+                       experiment.mutable_update_time());
+  const store::ExperimentRecord whole = service::RecordOf(experiment);
+  const store::ExperimentRecord progress =
+      service::ProgressRecordOf(experiment);
+  EXPECT_FALSE(whole.spec.empty());
+  EXPECT_TRUE(progress.spec.empty());
+  EXPECT_EQ(progress.id, "e1");
+  EXPECT_EQ(progress.id, whole.id);
+  EXPECT_EQ(progress.status, whole.status);
+  EXPECT_EQ(progress.curves, whole.curves);
+  EXPECT_EQ(progress.summary, whole.summary);
+  EXPECT_EQ(progress.create_time, whole.create_time);
+  EXPECT_EQ(progress.update_time, whole.update_time);
+}
+
 TEST_F(DurableExperimentTest, RunningAtRestart_ShowsFailedAndRunsAgain) {
   TearDown();
   server_.reset();
@@ -418,6 +443,9 @@ TEST_F(DurableExperimentTest, RunningAtRestart_ShowsFailedAndRunsAgain) {
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(got->state(), v1::EXPERIMENT_STATE_FAILED);
   EXPECT_THAT(got->error(), HasSubstr("interrupted"));
+  // Marked FAILED through an update without the spec: the stored one stays.
+  EXPECT_TRUE(
+      MessageDifferencer::Equals(got->spec(), Nielsen("cut", 4).spec()));
   v1::RunExperimentRequest by_id;
   by_id.set_experiment_id("cut");
   Streamed rerun = RunStreamed(*client_, by_id);
