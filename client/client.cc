@@ -389,28 +389,26 @@ TrainStream::~TrainStream() {
   }
 }
 
-bool TrainStream::Write(const v1::Minibatch& batch) {
-  if (first_) {
+v1::TrainRequest& TrainStream::NextMessage() {
+  pack_.Clear();
+  if (first_) {  // the stream's first message also carries its options
     first_ = false;
-    v1::TrainRequest request = std::move(first_message_);
-    *request.mutable_batch() = batch;
-    return stream_->Write(request);
+    pack_.Swap(&first_message_);
   }
-  v1::TrainRequest request;
-  *request.mutable_batch() = batch;
-  return stream_->Write(request);
+  return pack_;
+}
+
+bool TrainStream::Write(const v1::Minibatch& batch) {
+  *NextMessage().mutable_batch() = batch;
+  return stream_->Write(pack_);
 }
 
 bool TrainStream::WriteBatches(absl::Span<const v1::Minibatch* const> batches) {
   if (batches.size() == 1) return Write(*batches[0]);
-  v1::TrainRequest request;
-  if (first_) {
-    first_ = false;
-    request = std::move(first_message_);
-  }
-  request.mutable_batches()->Reserve(static_cast<int>(batches.size()));
-  for (const v1::Minibatch* batch : batches) *request.add_batches() = *batch;
-  return stream_->Write(request);
+  NextMessage();
+  pack_.mutable_batches()->Reserve(static_cast<int>(batches.size()));
+  for (const v1::Minibatch* batch : batches) *pack_.add_batches() = *batch;
+  return stream_->Write(pack_);
 }
 
 bool TrainStream::Read(v1::TrainResponse* response) {

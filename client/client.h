@@ -283,10 +283,18 @@ class TrainStream {
   void Cancel();
 
  private:
+  // pack_, cleared, with the first message's options if none was sent.
+  v1::TrainRequest& NextMessage();
+
   std::unique_ptr<grpc::ClientContext> ctx_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::TrainRequest, v1::TrainResponse>>
       stream_;
   v1::TrainRequest first_message_;
+  // The message Write and WriteBatches fill, kept between calls: cleared, it
+  // keeps its minibatches' submessages and value arrays, so packing the next
+  // message copies values without allocating (it holds about the memory of
+  // the largest message this stream sent).
+  v1::TrainRequest pack_;
   bool first_ = true;
   bool finished_ = false;
 };

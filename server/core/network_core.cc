@@ -579,11 +579,13 @@ absl::Status NetworkCore::StepsLocked(
   int64_t total_rows = 0;
   int64_t largest = 0;
   for (size_t i = 0; i < batches.size(); ++i) {
-    if (absl::Status s =
-            net.ValidateBatch(batches[i].inputs, &batches[i].targets,
-                              net.spec().loss, fields.Of(i), max_rows);
-        !s.ok()) {
-      return s;
+    // Checked unnamed first ("inputs", "targets"): the minibatch's field
+    // name ("batches[12]") is built only to report a failure.
+    if (!net.ValidateBatch(batches[i].inputs, &batches[i].targets,
+                           net.spec().loss, "", max_rows)
+             .ok()) {
+      return net.ValidateBatch(batches[i].inputs, &batches[i].targets,
+                               net.spec().loss, fields.Of(i), max_rows);
     }
     total_rows += batches[i].inputs.rows;
     largest = std::max(largest, batches[i].inputs.rows);

@@ -10,9 +10,11 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "google/protobuf/arena.h"
 #include "server/service/convert.h"
 
 namespace satlab::service {
@@ -23,6 +25,27 @@ constexpr absl::string_view kNetworkPrefix = "networks/";
 absl::string_view IdOf(absl::string_view network) {
   absl::ConsumePrefix(&network, kNetworkPrefix);
   return network;
+}
+
+// A step event in an arena that lives in the same allocation: its
+// submessages (the result, its saturation, one per layer, the time, the
+// name) are laid out in the holder's first block instead of taking one
+// heap allocation each, and are freed together when the last reader (the
+// history ring, a subscriber's buffer, a pending store write) lets go.
+// The block fits a network of a handful of layers; a deeper one's event
+// continues in blocks the arena allocates.
+std::shared_ptr<v1::MetricEvent> NewStepEvent(
+    absl::string_view network, const engine::StepResult& result) {
+  struct Holder {
+    alignas(16) char block[768];
+    google::protobuf::Arena arena{block, sizeof(block)};
+  };
+  auto holder = std::make_shared<Holder>();
+  auto* event =
+      google::protobuf::Arena::CreateMessage<v1::MetricEvent>(&holder->arena);
+  event->set_network(std::string(network));
+  StepResultToProto(result, event->mutable_step());
+  return std::shared_ptr<v1::MetricEvent>(std::move(holder), event);
 }
 
 std::string HostName() {
@@ -191,11 +214,16 @@ bool MetricsHub::Matches(const WatchFilter& filter,
   return true;
 }
 
-void MetricsHub::OnStep(absl::string_view network,
-                        const engine::StepResult& result) {
-  auto event = std::make_shared<v1::MetricEvent>();
-  event->set_network(std::string(network));
-  StepResultToProto(result, event->mutable_step());
+void MetricsHub::OnSteps(
+    absl::string_view network, size_t count,
+    absl::FunctionRef<const engine::StepResult&(size_t)> result) {
+  if (count == 0) return;
+  // Built before the lock, so other trainers wait only for the recording.
+  absl::InlinedVector<std::shared_ptr<v1::MetricEvent>, 32> events;
+  events.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    events.push_back(NewStepEvent(network, result(i)));
+  }
 
   std::vector<std::shared_ptr<MetricsSubscription>> to_notify;
   {
@@ -207,19 +235,27 @@ void MetricsHub::OnStep(absl::string_view network,
       it->second.id = std::string(id);
     }
     NetworkGauges& g = it->second;
-    g.step = result.step;
-    g.loss = result.loss;
-    g.accuracy = result.accuracy;
-    g.output_attenuation = result.stats.output_attenuation;
-    g.diverged = result.diverged;
-    g.layers = result.stats.layers;
+    for (size_t i = 0; i < count; ++i) {
+      const engine::StepResult& r = result(i);
+      ++g.steps_total;
+      g.samples_total += r.batch_size;
+      if (r.diverged) ++g.diverged_steps_total;
+    }
+    const engine::StepResult& last = result(count - 1);
+    g.step = last.step;
+    g.loss = last.loss;
+    g.accuracy = last.accuracy;
+    g.output_attenuation = last.stats.output_attenuation;
+    g.diverged = last.diverged;
+    g.layers = last.stats.layers;
     if (g.replica != replica_id_) g.replica = replica_id_;  // no copy per step
     g.remote = false;
-    ++g.steps_total;
-    g.samples_total += result.batch_size;
-    if (result.diverged) ++g.diverged_steps_total;
-    Record(std::move(event), to_notify);
+    for (auto& event : events) Record(std::move(event), to_notify);
   }
+  // A subscriber that matched several of the steps is woken once.
+  std::sort(to_notify.begin(), to_notify.end());
+  to_notify.erase(std::unique(to_notify.begin(), to_notify.end()),
+                  to_notify.end());
   for (const auto& sub : to_notify) sub->Notify();
 }
 

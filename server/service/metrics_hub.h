@@ -8,8 +8,9 @@
 //   - folded into the latest per-network gauges that /metrics exposes (a
 //     deleted network's entry is removed, so its series disappear).
 //
-// Thread-safe. The EventSink callbacks run on executor threads and cost one
-// small proto, one mutex and one notification per subscriber.
+// Thread-safe. The EventSink callbacks run on executor threads (the ones
+// that train) and cost one small proto per step (one allocation: see
+// NewStepEvent), one mutex per call and one notification per subscriber.
 #ifndef SATLAB_SERVER_SERVICE_METRICS_HUB_H_
 #define SATLAB_SERVER_SERVICE_METRICS_HUB_H_
 
@@ -172,8 +173,9 @@ class MetricsHub final : public EventSink {
       const MetricsHubOptions& options);
 
   // EventSink.
-  void OnStep(absl::string_view network,
-              const engine::StepResult& result) override;
+  void OnSteps(
+      absl::string_view network, size_t count,
+      absl::FunctionRef<const engine::StepResult&(size_t)> result) override;
   void OnNetworkDeleted(absl::string_view network) override;
   void OnExperimentProgress(const v1::ExperimentProgress& progress) override;
 

@@ -12,6 +12,16 @@
 #include "server/service/training_service.h"
 
 namespace satlab::service {
+namespace {
+
+// The largest message whose request a stream keeps for reuse
+// (TrainReactor::spare_; a cleared request holds about the memory of the
+// largest message parsed into it): 32 minibatches of 2-16-16-1 at batch 32
+// in float64 are 24.6 KB, and below this size allocation is a visible
+// share of a step. At most this much per open stream.
+constexpr int64_t kSpareMessageBytes = 32 << 10;
+
+}  // namespace
 
 TrainReactor::TrainReactor(TrainingServiceImpl* service,
                            grpc::CallbackServerContext* ctx)
@@ -99,31 +109,32 @@ int64_t TrainReactor::AcceptRead(bool ok) {
   }
   if (final_status_.has_value()) return reserved;
   if (session_ == nullptr) {
-    if (absl::Status s = Open(incoming_); !s.ok()) {
+    if (absl::Status s = Open(*incoming_); !s.ok()) {
       FinishWith(s);
       return reserved;
     }
-  } else if (!incoming_.name().empty() &&
-             ParseNetworkName(admission_->scope, incoming_.name(), "name")
+  } else if (!incoming_->name().empty() &&
+             ParseNetworkName(admission_->scope, incoming_->name(), "name")
                      .value_or("") != session_->id()) {
     FinishWith(absl::InvalidArgumentError(absl::StrCat(
         "name: this stream trains networks/",
         admission_->scope.Shown(session_->id()), ", message ",
-        batches_received_ + 1, " names \"", incoming_.name(), "\"")));
+        batches_received_ + 1, " names \"", incoming_->name(), "\"")));
     return reserved;
   }
   int64_t unused = reserved;
-  if (incoming_.has_batch() || incoming_.batches_size() > 0) {
+  if (incoming_->has_batch() || incoming_->batches_size() > 0) {
     ++batches_received_;
-    const int64_t bytes = static_cast<int64_t>(incoming_.ByteSizeLong());
+    const int64_t bytes = static_cast<int64_t>(incoming_->ByteSizeLong());
     // The next message is expected to be about as large as this one.
     last_message_bytes_ = bytes;
     if (bytes > reserved) registry_->Charge(bytes - reserved);
     unused = std::max<int64_t>(0, reserved - bytes);
     held_bytes_ += bytes;
     pending_.push_back(Queued{std::move(incoming_), bytes, batches_received_});
+  } else {
+    incoming_->Clear();
   }
-  incoming_.Clear();
   MaybeCompute();
   MaybeRead();
   return unused;
@@ -149,7 +160,11 @@ void TrainReactor::MaybeRead() {
   read_reservation_ = expected;
   held_bytes_ += expected;
   reading_ = true;
-  StartRead(&incoming_);
+  if (incoming_ == nullptr) {
+    incoming_ = spare_ != nullptr ? std::move(spare_)
+                                  : std::make_unique<v1::TrainRequest>();
+  }
+  StartRead(incoming_.get());
 }
 
 void TrainReactor::OnBufferRoom() {
@@ -171,7 +186,7 @@ void TrainReactor::MaybeCompute() {
         RunStep(step, index);
         // The reactor may be gone now (RunStep's last critical section may
         // have finished the call); only the task's own state is touched.
-        step.request = v1::TrainRequest();
+        step.request.reset();
         registry->Release(step.bytes);
       });
   pending_.pop_front();
@@ -185,7 +200,7 @@ void TrainReactor::MaybeCompute() {
   }
 }
 
-void TrainReactor::RunStep(const Queued& step, int64_t index) {
+void TrainReactor::RunStep(Queued& step, int64_t index) {
   core::WriterSession* session;
   {
     absl::MutexLock lock(&mu_);
@@ -207,18 +222,16 @@ void TrainReactor::RunStep(const Queued& step, int64_t index) {
   std::vector<core::StepOutcome> applied;
   core::BatchFields fields;
   absl::Status status = [&] {
-    auto batches = BatchesOf(step.request, &fields);
+    auto batches = BatchesOf(*step.request, &fields);
     if (!batches.ok()) return batches.status();
     applied.reserve(batches->size());
     return session->Steps(*batches, fields, service_->CallOptionsFor(ctx_),
                           &applied);
   }();
-  if (!applied.empty()) {
-    const std::string network = NetworkName(session->id());
-    for (const core::StepOutcome& outcome : applied) {
-      service_->hub()->OnStep(network, outcome.result);
-    }
-  }
+  service_->hub()->OnSteps(NetworkName(session->id()), applied.size(),
+                           [&applied](size_t i) -> const engine::StepResult& {
+                             return applied[i].result;
+                           });
   if (!status.ok()) {
     const int64_t done = static_cast<int64_t>(applied.size());
     status = absl::Status(
@@ -226,17 +239,22 @@ void TrainReactor::RunStep(const Queued& step, int64_t index) {
         fields.indexed
             ? absl::StrCat("message ", step.message,
                            " of this stream (its minibatches ", index + 1,
-                           " to ", index + step.request.batches_size(), ", ",
+                           " to ", index + step.request->batches_size(), ", ",
                            done == 0 ? "none" : absl::StrCat(done),
                            " applied): ", status.message())
             : absl::StrCat("minibatch ", index + done + 1,
                            " of this stream: ", status.message()));
   }
 
+  // Cleared here, outside mu_; kept below if no other is.
+  const bool keep = step.bytes <= kSpareMessageBytes;
+  if (keep) step.request->Clear();
+
   absl::MutexLock lock(&mu_);
   computing_ = false;
   held_bytes_ -= step.bytes;
   last_activity_ = absl::Now();
+  if (keep && spare_ == nullptr) spare_ = std::move(step.request);
   for (size_t i = 0; i < applied.size(); ++i) {
     ++batches_applied_;
     if (report_losses_) unreported_losses_.push_back(applied[i].result.loss);

@@ -67,7 +67,7 @@ class TrainReactor final
  private:
   // A received minibatch and the bytes it was charged to the budget.
   struct Queued {
-    v1::TrainRequest request;
+    std::unique_ptr<v1::TrainRequest> request;
     int64_t bytes = 0;
     // Its number among the stream's messages that carry minibatches.
     int64_t message = 0;
@@ -80,7 +80,8 @@ class TrainReactor final
   void MaybeCompute() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs on the executor: one step on `step` (minibatch number `index` + 1
   // of the stream), unless the stream ended while it was queued.
-  void RunStep(const Queued& step, int64_t index) ABSL_LOCKS_EXCLUDED(mu_);
+  // A small message's request goes to spare_ when the step is done.
+  void RunStep(Queued& step, int64_t index) ABSL_LOCKS_EXCLUDED(mu_);
   // OnReadDone under mu_: takes the message in. Returns the bytes of the
   // read's reservation to give back to the budget.
   int64_t AcceptRead(bool ok) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -109,7 +110,15 @@ class TrainReactor final
   bool registered_ = false;
 
   absl::Mutex mu_;
-  v1::TrainRequest incoming_ ABSL_GUARDED_BY(mu_);
+  // The message being read (null between a read and the next).
+  std::unique_ptr<v1::TrainRequest> incoming_ ABSL_GUARDED_BY(mu_);
+  // The request of an applied message, cleared, to be read into again: a
+  // cleared message keeps its submessages and value arrays, so parsing the
+  // next message of a stream of tiny steps allocates nothing, and the
+  // executor, which runs the steps, frees nothing. One, of a message of at
+  // most kSpareMessageBytes (32 KiB), so what a stream keeps between
+  // messages is bounded.
+  std::unique_ptr<v1::TrainRequest> spare_ ABSL_GUARDED_BY(mu_);
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
   bool read_closed_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<Queued> pending_ ABSL_GUARDED_BY(mu_);

@@ -76,6 +76,14 @@ absl::Status ParseReplay(const core::Replay& replay,
       "request_id: the recorded response of this request cannot be read");
 }
 
+// A TrainStep's steps, to the metrics hub in one call.
+void RecordSteps(MetricsHub* hub, absl::string_view id,
+                 const std::vector<engine::StepResult>& results) {
+  hub->OnSteps(
+      NetworkName(id), results.size(),
+      [&results](size_t i) -> const engine::StepResult& { return results[i]; });
+}
+
 }  // namespace
 
 core::CoreOptions CoreOptionsOf(const ServiceOptions& options) {
@@ -536,9 +544,7 @@ absl::Status TrainingServiceImpl::TrainStepWork(
   if (!out.ok()) return out.status();
   if (replay.response.has_value()) return ParseReplay(replay, response);
   StepsToProto(*out, response);
-  for (const engine::StepResult& result : out->results) {
-    hub_->OnStep(NetworkName(*id), result);
-  }
+  RecordSteps(hub_, *id, out->results);
   return absl::OkStatus();
 }
 
@@ -565,9 +571,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::TrainStep(
         grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
         if (done->ok()) {
           StepsToProto(**done, response);
-          for (const engine::StepResult& result : (*done)->results) {
-            hub_->OnStep(NetworkName(*id), result);
-          }
+          RecordSteps(hub_, *id, (*done)->results);
         }
         reactor->Finish(ToGrpcStatus(scope.Unscoped(done->status())));
         return reactor;

@@ -171,6 +171,58 @@ TEST(MetricsHubTest, Delete_RemovesGauges) {
   EXPECT_EQ(networks[0].id, "b");
 }
 
+// A Train message's steps in one call: an event per step, in order, with
+// every field; the gauges count each step and show the last; a subscriber
+// is woken once. A deep network's event (more than the arena's first
+// block holds) is whole too, and events outlive the hub (ASan checks).
+TEST(MetricsHubTest, OnSteps_EventPerStepInOrder_GaugesCountAll_OneWakeUp) {
+  auto hub = NewHub(10, 10);
+  auto sub = hub->Subscribe({"", -1});
+  std::atomic<int> calls{0};
+  sub->SetListener([&calls] { ++calls; });
+  std::vector<engine::StepResult> steps = {Step(1, 0.9, 3), Step(2, 0.7, 3),
+                                           Step(3, 0.6, 12)};
+  steps[1].diverged = true;
+  hub->OnSteps(
+      "networks/a", 0, [&steps](size_t i) -> const auto& { return steps[i]; });
+  EXPECT_TRUE(hub->Networks().empty());
+  EXPECT_EQ(calls.load(), 0);
+  hub->OnSteps(
+      "networks/a",
+      steps.size(), [&steps](size_t i) -> const auto& { return steps[i]; });
+  EXPECT_EQ(calls.load(), 1);
+
+  auto networks = hub->Networks();
+  ASSERT_EQ(networks.size(), 1u);
+  EXPECT_EQ(networks[0].step, 3);
+  EXPECT_DOUBLE_EQ(networks[0].loss, 0.6);
+  EXPECT_FALSE(networks[0].diverged);
+  EXPECT_EQ(networks[0].steps_total, 3);
+  EXPECT_EQ(networks[0].samples_total, 24);
+  EXPECT_EQ(networks[0].diverged_steps_total, 1);
+  EXPECT_EQ(networks[0].layers.size(), 12u);
+
+  auto items = Drain(*sub);
+  hub.reset();
+  ASSERT_EQ(items.size(), 3u);
+  for (size_t i = 0; i < items.size(); ++i) {
+    const v1::MetricEvent& event = *items[i].event;
+    EXPECT_EQ(event.sequence(), static_cast<int64_t>(i) + 1);
+    EXPECT_EQ(event.network(), "networks/a");
+    EXPECT_EQ(event.step().step(), steps[i].step);
+    EXPECT_DOUBLE_EQ(event.step().loss(), steps[i].loss);
+    EXPECT_EQ(event.step().diverged(), steps[i].diverged);
+    ASSERT_EQ(event.step().saturation().layers_size(),
+              static_cast<int>(steps[i].stats.layers.size()));
+    for (int l = 0; l < event.step().saturation().layers_size(); ++l) {
+      EXPECT_EQ(event.step().saturation().layers(l).layer(), l);
+      EXPECT_DOUBLE_EQ(
+          event.step().saturation().layers(l).weight_gradient_norm(),
+          1.5 * (l + 1));
+    }
+  }
+}
+
 TEST(MetricsHubTest, Listener_CalledPerEvent_NeverAfterClose) {
   auto hub = NewHub(10, 10);
   auto sub = hub->Subscribe({"", -1});

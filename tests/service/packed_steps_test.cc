@@ -109,20 +109,33 @@ TEST_P(PackedStepsTest, Stream_PackedEqualsOnePerMessage_Bitwise) {
   const std::vector<v1::Minibatch> batches = Batches(40);
   const std::string alone = Create("alone");
   const std::string packed = Create("packed");
-  std::vector<v1::TrainResponse> one, many;
+  const std::string mixed = Create("mixed");
+  std::vector<v1::TrainResponse> one, many, both;
   ASSERT_TRUE(Stream(alone, batches, {0}, 1, false, &one).ok());
   // Packs of 1 (as `batches`), 3, 7 and 13: boundaries fall everywhere,
   // commits (every 5 steps) inside messages too.
   ASSERT_TRUE(Stream(packed, batches, {1, 3, 7, 13}, 1, false, &many).ok());
+  // `batch` and packs in turn, large after small and back: the server
+  // reads each message into a request that held an earlier one (cleared),
+  // so anything left over would show as a step on wrong data or as both
+  // fields set.
+  ASSERT_TRUE(
+      Stream(mixed, batches, {13, 0, 1, 0, 7, 3}, 1, false, &both).ok());
   ASSERT_EQ(one.size(), batches.size());
   ASSERT_EQ(many.size(), one.size());
+  ASSERT_EQ(both.size(), one.size());
   for (size_t i = 0; i < one.size(); ++i) {
     EXPECT_EQ(one[i].SerializeAsString(), many[i].SerializeAsString())
         << "response " << i << ":\n"
         << one[i].DebugString() << "\nvs\n"
         << many[i].DebugString();
+    EXPECT_EQ(one[i].SerializeAsString(), both[i].SerializeAsString())
+        << "response " << i << ":\n"
+        << one[i].DebugString() << "\nvs\n"
+        << both[i].DebugString();
   }
   EXPECT_EQ(ParamsOf(*client_, alone), ParamsOf(*client_, packed));
+  EXPECT_EQ(ParamsOf(*client_, alone), ParamsOf(*client_, mixed));
 }
 
 TEST_P(PackedStepsTest, TrainStep_PackedEqualsOneCallEach_Bitwise) {
