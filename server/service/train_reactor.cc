@@ -15,11 +15,13 @@ namespace satlab::service {
 namespace {
 
 // The largest message whose request a stream keeps for reuse
-// (TrainReactor::spare_; a cleared request holds about the memory of the
-// largest message parsed into it): 32 minibatches of 2-16-16-1 at batch 32
-// in float64 are 24.6 KB, and below this size allocation is a visible
-// share of a step. At most this much per open stream.
+// (TrainReactor::spare_). A cleared request holds the memory of the
+// messages parsed into it: their values and ~300 bytes per minibatch, so
+// both are bounded; at these bounds it is at most ~50 KB per open stream.
+// 32 minibatches of 2-16-16-1 at batch 32 in float64 are 24.6 KB: below
+// this size allocation is a visible share of a step.
 constexpr int64_t kSpareMessageBytes = 32 << 10;
+constexpr int kSpareMessageBatches = 64;
 
 }  // namespace
 
@@ -247,7 +249,8 @@ void TrainReactor::RunStep(Queued& step, int64_t index) {
   }
 
   // Cleared here, outside mu_; kept below if no other is.
-  const bool keep = step.bytes <= kSpareMessageBytes;
+  const bool keep = step.bytes <= kSpareMessageBytes &&
+                    step.request->batches_size() <= kSpareMessageBatches;
   if (keep) step.request->Clear();
 
   absl::MutexLock lock(&mu_);

@@ -116,8 +116,8 @@ class TrainReactor final
   // cleared message keeps its submessages and value arrays, so parsing the
   // next message of a stream of tiny steps allocates nothing, and the
   // executor, which runs the steps, frees nothing. One, of a message of at
-  // most kSpareMessageBytes (32 KiB), so what a stream keeps between
-  // messages is bounded.
+  // most 32 KiB and 64 minibatches, so what a stream keeps between messages
+  // is bounded (~50 KB).
   std::unique_ptr<v1::TrainRequest> spare_ ABSL_GUARDED_BY(mu_);
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
   bool read_closed_ ABSL_GUARDED_BY(mu_) = false;
