@@ -3,6 +3,7 @@
 // minibatch came alone; a bad minibatch anywhere applies none of its
 // message; the count and total rows are bounded; request ids still make a
 // retry apply once.
+#include <chrono>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -159,6 +160,43 @@ TEST_P(PackedStepsTest, TrainStep_PackedEqualsOneCallEach_Bitwise) {
         << "step " << i;
   }
   EXPECT_EQ(ParamsOf(*client_, alone), ParamsOf(*client_, packed));
+}
+
+// A client that waits for each message's result before it sends the next
+// gets it (nothing the server holds back waits for a message that will not
+// come), and one that writes ahead gets every result, in order.
+TEST_P(PackedStepsTest, Stream_LockStepAndWriteAhead_EveryResultInOrder) {
+  const std::vector<v1::Minibatch> batches = Batches(24);
+  const std::string name = Create("lockstep");
+  grpc::ClientContext ctx;
+  // A result held back for good would end the test here, not hang it.
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto stream = stub_->Train(&ctx);
+  v1::TrainResponse response;
+  for (int k = 0; k < 4; ++k) {  // lock step: 3 minibatches, then the result
+    v1::TrainRequest request;
+    if (k == 0) {
+      request.set_name(name);
+      request.set_report_every(3);  // one result per message
+    }
+    for (int i = 0; i < 3; ++i) *request.add_batches() = batches[3 * k + i];
+    ASSERT_TRUE(stream->Write(request));
+    ASSERT_TRUE(stream->Read(&response)) << "message " << k;
+    EXPECT_EQ(response.batches_applied(), 3 * (k + 1));
+  }
+  for (int k = 4; k < 8; ++k) {  // ahead: four messages, then the results
+    v1::TrainRequest request;
+    for (int i = 0; i < 3; ++i) *request.add_batches() = batches[3 * k + i];
+    ASSERT_TRUE(stream->Write(request));
+  }
+  stream->WritesDone();
+  for (int k = 4; k < 8; ++k) {
+    ASSERT_TRUE(stream->Read(&response)) << "message " << k;
+    EXPECT_EQ(response.batches_applied(), 3 * (k + 1));
+    EXPECT_EQ(response.result().step(), 3 * (k + 1));
+  }
+  EXPECT_FALSE(stream->Read(&response));
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 std::string CaseName(const ::testing::TestParamInfo<Case>& param) {
