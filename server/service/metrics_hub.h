@@ -9,8 +9,9 @@
 //     deleted network's entry is removed, so its series disappear).
 //
 // Thread-safe. The EventSink callbacks run on executor threads (the ones
-// that train) and cost one small proto per step (one allocation: see
-// NewStepEvent), one mutex per call and one notification per subscriber.
+// that train) and cost one small proto per step (two allocations, its
+// arena's and its name's: NewStepEvent), one mutex per call and one
+// notification per subscriber.
 #ifndef SATLAB_SERVER_SERVICE_METRICS_HUB_H_
 #define SATLAB_SERVER_SERVICE_METRICS_HUB_H_
 
