@@ -551,10 +551,6 @@ absl::StatusOr<EvalOutcome> NetworkCore::Evaluate(
   return EvalOutcome{*std::move(result), net.step()};
 }
 
-std::string BatchFields::Of(size_t i) const {
-  return indexed ? absl::StrCat(name, "[", i, "]") : std::string(name);
-}
-
 absl::Status NetworkCore::StepsLocked(
     Live& live, absl::Span<const Batch> batches, const BatchFields& fields,
     const engine::CallOptions& call, bool whole,
@@ -579,13 +575,11 @@ absl::Status NetworkCore::StepsLocked(
   int64_t total_rows = 0;
   int64_t largest = 0;
   for (size_t i = 0; i < batches.size(); ++i) {
-    // Checked unnamed first ("inputs", "targets"): the minibatch's field
-    // name ("batches[12]") is built only to report a failure.
-    if (!net.ValidateBatch(batches[i].inputs, &batches[i].targets,
-                           net.spec().loss, "", max_rows)
-             .ok()) {
-      return net.ValidateBatch(batches[i].inputs, &batches[i].targets,
-                               net.spec().loss, fields.Of(i), max_rows);
+    if (absl::Status s =
+            net.ValidateBatch(batches[i].inputs, &batches[i].targets,
+                              net.spec().loss, fields.At(i), max_rows);
+        !s.ok()) {
+      return s;
     }
     total_rows += batches[i].inputs.rows;
     largest = std::max(largest, batches[i].inputs.rows);

@@ -113,7 +113,9 @@ struct Batch {
 struct BatchFields {
   absl::string_view name;
   bool indexed = false;
-  std::string Of(size_t i) const;
+  engine::FieldPath At(size_t i) const {
+    return indexed ? engine::FieldPath(name, i) : engine::FieldPath(name);
+  }
 };
 
 // One step applied (a session's steps).

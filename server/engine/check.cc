@@ -37,6 +37,12 @@ absl::Status CheckValues(const double* data, int64_t rows, int64_t cols,
 
 }  // namespace
 
+std::string FieldPath::Join(absl::string_view child) const {
+  if (name_.empty()) return std::string(child);
+  if (index_ < 0) return absl::StrCat(name_, ".", child);
+  return absl::StrCat(name_, "[", index_, "].", child);
+}
+
 std::string ShapeString(int64_t rows, int64_t cols) {
   return absl::StrCat("[", rows, ", ", cols, "]");
 }

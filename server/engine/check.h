@@ -13,6 +13,32 @@
 
 namespace satlab::engine {
 
+// Where a checked value sits in a request, for error messages: empty (a
+// top-level field: "inputs"), a field ("batch": "batch.inputs") or an
+// element of a repeated field ("batches", 12: "batches[12].inputs"). Held
+// as a view and an index and joined only when a message needs it: checks
+// run for every minibatch of every message, and a heap string per
+// minibatch was a visible share of a tiny step.
+class FieldPath {
+ public:
+  FieldPath() = default;
+  // Implicit, so that a field name is a path: ValidateBatch(..., "batch").
+  FieldPath(absl::string_view name)  // NOLINT(google-explicit-constructor)
+      : name_(name) {}
+  FieldPath(const char* name)  // NOLINT(google-explicit-constructor)
+      : name_(name) {}
+  FieldPath(absl::string_view name, size_t index)
+      : name_(name), index_(static_cast<int64_t>(index)) {}
+
+  bool empty() const { return name_.empty(); }
+  // The path's field `child`: "batches[12].inputs", or "inputs" when empty.
+  std::string Join(absl::string_view child) const;
+
+ private:
+  absl::string_view name_;
+  int64_t index_ = -1;  // >= 0: an element of the repeated field name_
+};
+
 // "[rows, cols]".
 std::string ShapeString(int64_t rows, int64_t cols);
 

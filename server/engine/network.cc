@@ -356,18 +356,27 @@ absl::Status Network::SetParameters(absl::Span<const LayerParams> params,
 
 absl::Status Network::ValidateBatch(const MatrixView& inputs,
                                     const MatrixView* targets, Loss loss,
-                                    absl::string_view field,
+                                    const FieldPath& field,
                                     int64_t max_rows) const {
-  // An empty `field` names top-level request fields (Forward's `inputs`).
-  const std::string dot = field.empty() ? "" : ".";
-  const std::string inputs_field = absl::StrCat(field, dot, "inputs");
+  absl::Status s =
+      CheckBatch(inputs, targets, loss, "inputs", "targets", max_rows);
+  if (s.ok() || field.empty()) return s;
+  // Checked again under the path's names, built only now, for the message.
+  return CheckBatch(inputs, targets, loss, field.Join("inputs"),
+                    field.Join("targets"), max_rows);
+}
+
+absl::Status Network::CheckBatch(const MatrixView& inputs,
+                                 const MatrixView* targets, Loss loss,
+                                 absl::string_view inputs_field,
+                                 absl::string_view targets_field,
+                                 int64_t max_rows) const {
   if (absl::Status s = CheckBatchMatrix(inputs, -1, input_size(), dtype(),
                                         inputs_field, max_rows, "");
       !s.ok()) {
     return s;
   }
   if (targets == nullptr) return absl::OkStatus();
-  const std::string targets_field = absl::StrCat(field, dot, "targets");
   if (absl::Status s =
           CheckBatchMatrix(*targets, inputs.rows, output_size(), dtype(),
                            targets_field, max_rows, inputs_field);

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "server/engine/check.h"
 #include "server/engine/spec.h"
 
 namespace satlab::engine {
@@ -201,11 +202,11 @@ class Network {
   // Checks a batch before any arithmetic: shape [rows >= 1, input_size] for
   // inputs, [rows, output_size] for targets, finite values, targets in range
   // for the loss (bce/cce: [0, 1]). `field` prefixes messages
-  // ("batch" gives "batch.inputs"; "" gives "inputs"). Pass targets ==
-  // nullptr for input-only checks.
+  // ("batch" gives "batch.inputs"; "" gives "inputs"); its names are built
+  // only when a check fails. Pass targets == nullptr for input-only checks.
   absl::Status ValidateBatch(const MatrixView& inputs,
                              const MatrixView* targets, Loss loss,
-                             absl::string_view field, int64_t max_rows) const;
+                             const FieldPath& field, int64_t max_rows) const;
 
   // The calls below assume ValidateBatch passed (they assert shapes). Each
   // returns RESOURCE_EXHAUSTED when its scratch is over
@@ -238,6 +239,12 @@ class Network {
 
  private:
   Network(NetworkSpec spec, std::unique_ptr<NetworkImpl> impl);
+
+  // ValidateBatch's checks, under the given field names.
+  absl::Status CheckBatch(const MatrixView& inputs, const MatrixView* targets,
+                          Loss loss, absl::string_view inputs_field,
+                          absl::string_view targets_field,
+                          int64_t max_rows) const;
 
   NetworkSpec spec_;
   std::unique_ptr<NetworkImpl> impl_;

@@ -37,12 +37,15 @@ uint64_t Fingerprint(const google::protobuf::Message& request) {
 }  // namespace
 
 absl::StatusOr<core::Batch> BatchOf(const v1::Minibatch& batch,
-                                    absl::string_view field) {
-  auto inputs = MatrixViewOf(batch.inputs(), absl::StrCat(field, ".inputs"));
-  if (!inputs.ok()) return inputs.status();
-  auto targets = MatrixViewOf(batch.targets(), absl::StrCat(field, ".targets"));
-  if (!targets.ok()) return targets.status();
-  return core::Batch{*inputs, *targets};
+                                    const engine::FieldPath& field) {
+  auto inputs = MatrixViewOf(batch.inputs(), "inputs");
+  auto targets = MatrixViewOf(batch.targets(), "targets");
+  if (inputs.ok() && targets.ok()) return core::Batch{*inputs, *targets};
+  // Checked again under the full name, built only now, for the message.
+  if (!inputs.ok()) {
+    return MatrixViewOf(batch.inputs(), field.Join("inputs")).status();
+  }
+  return MatrixViewOf(batch.targets(), field.Join("targets")).status();
 }
 
 absl::StatusOr<Batches> BatchesOf(
@@ -66,14 +69,9 @@ absl::StatusOr<Batches> BatchesOf(
   }
   out.reserve(static_cast<size_t>(batches.size()));
   for (int i = 0; i < batches.size(); ++i) {
-    auto inputs = MatrixViewOf(batches[i].inputs(), "inputs");
-    auto targets = MatrixViewOf(batches[i].targets(), "targets");
-    if (!inputs.ok() || !targets.ok()) {
-      // The full names ("batches[12].inputs") are built only for the
-      // message: strings per minibatch were a visible share of tiny steps.
-      return BatchOf(batches[i], fields->Of(static_cast<size_t>(i))).status();
-    }
-    out.push_back(core::Batch{*inputs, *targets});
+    auto one = BatchOf(batches[i], fields->At(static_cast<size_t>(i)));
+    if (!one.ok()) return one.status();
+    out.push_back(*one);
   }
   return out;
 }

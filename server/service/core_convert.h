@@ -15,11 +15,11 @@
 
 namespace satlab::service {
 
-// Views of a minibatch's inputs and targets (`field`.inputs/.targets); the
-// core checks shapes and values against the network. The views point into
-// `batch`, which must outlive them.
+// Views of a minibatch's inputs and targets (`field`.inputs/.targets, the
+// names built only for an error); the core checks shapes and values against
+// the network. The views point into `batch`, which must outlive them.
 absl::StatusOr<core::Batch> BatchOf(const v1::Minibatch& batch,
-                                    absl::string_view field);
+                                    const engine::FieldPath& field);
 
 // The minibatches of a request that carries one (`batch`, field "batch")
 // or several (`batches`, fields "batches[i]"); views into the request.

@@ -3,8 +3,10 @@
 #include <functional>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_replace.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/engine/network.h"
@@ -387,6 +389,19 @@ TEST_P(BatchValidation, BadBatch_RejectedNamingField) {
   const MatrixView yv32 = View(y32);
   EXPECT_EQ(net->ValidateBatch(View(x32), &yv32, c.loss, "batch", 10).code(),
             c.code);
+  // The same message under an element of a repeated field and at the top
+  // level: the names are joined only after a check fails, so a joining
+  // mistake shows only here.
+  for (const auto& [path, prefix] :
+       std::vector<std::pair<FieldPath, std::string>>{
+           {FieldPath("batches", 12), "batches[12]."}, {FieldPath(), ""}}) {
+    const absl::Status named =
+        net->ValidateBatch(View(x), &yv, c.loss, path, /*max_rows=*/10);
+    EXPECT_EQ(named.code(), c.code) << named;
+    EXPECT_THAT(std::string(named.message()),
+                HasSubstr(absl::StrReplaceAll(c.message, {{"batch.", prefix}})))
+        << prefix;
+  }
 }
 
 using Matrix = RowMatrix<double>;

@@ -230,6 +230,10 @@ TEST_P(PackedLimitsTest, TrainStep_BadOrOverLimitMessage_NothingApplied) {
   wrong_columns[1] = MakeBatch(2, 4, 2, 0);  // 4 inputs, the network has 3
   std::vector<v1::Minibatch> non_finite = Batches(3);
   non_finite[2].mutable_inputs()->set_double_values(0, std::nan(""));
+  // A tensor whose values disagree with its shape: rejected by the
+  // service's own check before the core sees it.
+  std::vector<v1::Minibatch> malformed = Batches(3);
+  malformed[1].mutable_targets()->add_double_values(0.5);
   struct Bad {
     std::vector<v1::Minibatch> batches;
     absl::StatusCode code;
@@ -238,6 +242,7 @@ TEST_P(PackedLimitsTest, TrainStep_BadOrOverLimitMessage_NothingApplied) {
   const std::vector<Bad> cases = {
       {wrong_columns, absl::StatusCode::kInvalidArgument, "batches[1].inputs"},
       {non_finite, absl::StatusCode::kInvalidArgument, "batches[2].inputs"},
+      {malformed, absl::StatusCode::kInvalidArgument, "batches[1].targets"},
       {Batches(5), absl::StatusCode::kResourceExhausted,
        "--max_batches_per_message"},
       // 4 + 5 + 6 = 15 rows > 10, each one alone within the limit.
