@@ -82,6 +82,19 @@ CREATE TABLE experiment_claims (
   PRIMARY KEY (experiment_id, unit)
 );
 )sql",
+    // Version 4: an experiment's spec (with an inline data set, up to the
+    // request size) in a table of its own, written once: SQLite rewrites a
+    // whole row on UPDATE, so every progress record (one a second while an
+    // experiment runs) and the final one rewrote the data set too — 3.5 ms
+    // against 0.5 ms per update for the 0.5 MB digits spec.
+    R"sql(
+CREATE TABLE experiment_specs (
+  id TEXT PRIMARY KEY NOT NULL,
+  spec BLOB NOT NULL
+);
+INSERT INTO experiment_specs (id, spec) SELECT id, spec FROM experiments;
+ALTER TABLE experiments DROP COLUMN spec;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
               kSqliteSchemaVersion);
@@ -147,12 +160,29 @@ class SqliteStore final : public NetworkStore,
 
   ~SqliteStore() override {
     // Statements first: sqlite3_close refuses while any is open.
-    for (Stmt* s :
-         {&exists_,     &insert_,     &count_,    &select_,     &list_,
-          &update_,     &delete_,     &begin_,    &commit_,     &rollback_,
-          &exp_insert_, &exp_select_, &exp_list_, &exp_update_, &exp_delete_,
-          &m_last_,     &m_insert_,   &m_trim_,   &m_read_,     &m_delete_,
-          &version_}) {
+    for (Stmt* s : {&exists_,
+                    &insert_,
+                    &count_,
+                    &select_,
+                    &list_,
+                    &update_,
+                    &delete_,
+                    &begin_,
+                    &commit_,
+                    &rollback_,
+                    &exp_insert_,
+                    &exp_spec_insert_,
+                    &exp_select_,
+                    &exp_list_,
+                    &exp_update_,
+                    &exp_delete_,
+                    &exp_spec_delete_,
+                    &m_last_,
+                    &m_insert_,
+                    &m_trim_,
+                    &m_read_,
+                    &m_delete_,
+                    &version_}) {
       s->reset();
     }
     if (db_ != nullptr) sqlite3_close(db_);
@@ -216,20 +246,25 @@ class SqliteStore final : public NetworkStore,
              {&commit_, "COMMIT"},
              {&rollback_, "ROLLBACK"},
              {&exp_insert_,
-              "INSERT INTO experiments (id, spec, status, curves, summary, "
+              "INSERT INTO experiments (id, status, curves, summary, "
               "create_time_ns, update_time_ns) "
-              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+              "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"},
+             {&exp_spec_insert_,
+              "INSERT INTO experiment_specs (id, spec) VALUES (?1, ?2)"},
              {&exp_select_,
-              "SELECT id, spec, status, curves, summary, create_time_ns, "
-              "update_time_ns FROM experiments WHERE id = ?1"},
+              "SELECT e.id, s.spec, e.status, e.curves, e.summary, "
+              "e.create_time_ns, e.update_time_ns FROM experiments e "
+              "JOIN experiment_specs s ON s.id = e.id WHERE e.id = ?1"},
              {&exp_list_,
-              "SELECT id, spec, status, curves, summary, create_time_ns, "
-              "update_time_ns FROM experiments WHERE id > ?1 ORDER BY id "
-              "LIMIT ?2"},
+              "SELECT e.id, s.spec, e.status, e.curves, e.summary, "
+              "e.create_time_ns, e.update_time_ns FROM experiments e "
+              "JOIN experiment_specs s ON s.id = e.id WHERE e.id > ?1 "
+              "ORDER BY e.id LIMIT ?2"},
              {&exp_update_,
               "UPDATE experiments SET status = ?3, curves = ?4, summary = ?5, "
               "update_time_ns = ?6 WHERE id = ?1 AND create_time_ns = ?2"},
              {&exp_delete_, "DELETE FROM experiments WHERE id = ?1"},
+             {&exp_spec_delete_, "DELETE FROM experiment_specs WHERE id = ?1"},
              {&m_last_,
               "SELECT MAX(seq) FROM metric_history WHERE network_id = ?1"},
              {&m_insert_,
@@ -399,23 +434,13 @@ class SqliteStore final : public NetworkStore,
 
   absl::Status CreateExperiment(const ExperimentRecord& record) override {
     absl::MutexLock lock(&mu_);
-    Use q(exp_insert_);
-    BindText(q.get(), 1, record.id);
-    BindBlob(q.get(), 2, record.spec);
-    sqlite3_bind_int(q.get(), 3, record.status);
-    BindBlob(q.get(), 4, record.curves);
-    BindBlob(q.get(), 5, record.summary);
-    sqlite3_bind_int64(q.get(), 6, absl::ToUnixNanos(record.create_time));
-    sqlite3_bind_int64(q.get(), 7, absl::ToUnixNanos(record.update_time));
-    int rc = sqlite3_step(q.get());
-    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("experiments/", record.id, " already exists"));
+    if (absl::Status s = Step(begin_, "begin a transaction"); !s.ok()) {
+      return s;
     }
-    if (rc != SQLITE_DONE) {
-      return Error(rc, absl::StrCat("write experiments/", record.id));
-    }
-    return absl::OkStatus();
+    absl::Status s = CreateExperimentLocked(record);
+    if (s.ok()) s = Step(commit_, "commit");
+    if (!s.ok()) RollbackLocked();
+    return s;
   }
 
   absl::StatusOr<ExperimentRecord> LoadExperiment(
@@ -466,14 +491,13 @@ class SqliteStore final : public NetworkStore,
 
   absl::Status DeleteExperiment(absl::string_view id) override {
     absl::MutexLock lock(&mu_);
-    Use q(exp_delete_);
-    BindText(q.get(), 1, id);
-    int rc = sqlite3_step(q.get());
-    if (rc != SQLITE_DONE) {
-      return Error(rc, absl::StrCat("delete experiments/", id));
+    if (absl::Status s = Step(begin_, "begin a transaction"); !s.ok()) {
+      return s;
     }
-    if (sqlite3_changes(db_) == 0) return ExperimentNotFound(id);
-    return absl::OkStatus();
+    absl::Status s = DeleteExperimentLocked(id);
+    if (s.ok()) s = Step(commit_, "commit");
+    if (!s.ok()) RollbackLocked();
+    return s;
   }
 
   // Experiment claims (table experiment_claims, this process's clock).
@@ -831,6 +855,57 @@ class SqliteStore final : public NetworkStore,
     return sqlite3_column_int64(q.get(), 0);
   }
 
+  // The experiment's row, then its spec's (experiment_specs).
+  absl::Status CreateExperimentLocked(const ExperimentRecord& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    {
+      Use q(exp_insert_);
+      BindText(q.get(), 1, record.id);
+      sqlite3_bind_int(q.get(), 2, record.status);
+      BindBlob(q.get(), 3, record.curves);
+      BindBlob(q.get(), 4, record.summary);
+      sqlite3_bind_int64(q.get(), 5, absl::ToUnixNanos(record.create_time));
+      sqlite3_bind_int64(q.get(), 6, absl::ToUnixNanos(record.update_time));
+      int rc = sqlite3_step(q.get());
+      if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("experiments/", record.id, " already exists"));
+      }
+      if (rc != SQLITE_DONE) {
+        return Error(rc, absl::StrCat("write experiments/", record.id));
+      }
+    }
+    Use q(exp_spec_insert_);
+    BindText(q.get(), 1, record.id);
+    BindBlob(q.get(), 2, record.spec);
+    int rc = sqlite3_step(q.get());
+    if (rc != SQLITE_DONE) {
+      return Error(rc,
+                   absl::StrCat("write the spec of experiments/", record.id));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status DeleteExperimentLocked(absl::string_view id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    {
+      Use q(exp_delete_);
+      BindText(q.get(), 1, id);
+      int rc = sqlite3_step(q.get());
+      if (rc != SQLITE_DONE) {
+        return Error(rc, absl::StrCat("delete experiments/", id));
+      }
+      if (sqlite3_changes(db_) == 0) return ExperimentNotFound(id);
+    }
+    Use q(exp_spec_delete_);
+    BindText(q.get(), 1, id);
+    int rc = sqlite3_step(q.get());
+    if (rc != SQLITE_DONE) {
+      return Error(rc, absl::StrCat("delete the spec of experiments/", id));
+    }
+    return absl::OkStatus();
+  }
+
   // Ends a failed transaction. SQLite may have rolled it back already
   // (after SQLITE_FULL, for one), so this runs only if one is still open.
   void RollbackLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -981,10 +1056,12 @@ class SqliteStore final : public NetworkStore,
   Stmt commit_ ABSL_GUARDED_BY(mu_);
   Stmt rollback_ ABSL_GUARDED_BY(mu_);
   Stmt exp_insert_ ABSL_GUARDED_BY(mu_);
+  Stmt exp_spec_insert_ ABSL_GUARDED_BY(mu_);
   Stmt exp_select_ ABSL_GUARDED_BY(mu_);
   Stmt exp_list_ ABSL_GUARDED_BY(mu_);
   Stmt exp_update_ ABSL_GUARDED_BY(mu_);
   Stmt exp_delete_ ABSL_GUARDED_BY(mu_);
+  Stmt exp_spec_delete_ ABSL_GUARDED_BY(mu_);
   Stmt m_last_ ABSL_GUARDED_BY(mu_);
   Stmt m_insert_ ABSL_GUARDED_BY(mu_);
   Stmt m_trim_ ABSL_GUARDED_BY(mu_);

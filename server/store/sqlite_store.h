@@ -18,7 +18,7 @@
 namespace satlab::store {
 
 // The schema version this binary creates and reads (PRAGMA user_version).
-inline constexpr int kSqliteSchemaVersion = 3;
+inline constexpr int kSqliteSchemaVersion = 4;
 
 struct SqliteStoreOptions {
   // The directory holding satlab.db and LOCK; created (with its parents)

@@ -76,6 +76,11 @@ TEST_P(AuxStoreTest, ExperimentsCreateLoadListUpdateDelete) {
   absl::Status gone = s.experiments->DeleteExperiment("e2");
   EXPECT_EQ(gone.code(), absl::StatusCode::kNotFound) << gone;
   EXPECT_NE(gone.message().find("experiments/e2"), std::string::npos) << gone;
+  // Deleted whole: the id can be created again (a spec kept apart from its
+  // row, as SQLite keeps it, would collide here).
+  ExperimentRecord again = Experiment("e2", 5);
+  ASSERT_TRUE(s.experiments->CreateExperiment(again).ok());
+  ASSERT_TRUE(s.experiments->DeleteExperiment("e2").ok());
 
   if (s.durable) {
     s = AuxStores();

@@ -184,6 +184,15 @@ TEST_F(SqliteFaultTest, NewerSchemaIsFailedPrecondition) {
   EXPECT_TRUE(Contains(store.status(), dir_)) << store.status();
 }
 
+// Takes a database of this binary's schema back to version 3, as a
+// version-3 binary left it: each experiment's spec in its own row.
+constexpr const char* kBackToVersion3 =
+    "ALTER TABLE experiments ADD COLUMN spec BLOB NOT NULL DEFAULT x''; "
+    "UPDATE experiments SET spec = (SELECT spec FROM experiment_specs s "
+    "WHERE s.id = experiments.id); "
+    "DROP TABLE experiment_specs; "
+    "PRAGMA user_version = 3; ";
+
 // A database written by an earlier binary (schema version 1: no revision
 // column, no experiment claims) opens, migrates in place and keeps every
 // network bitwise, at revision 0, committable.
@@ -197,9 +206,12 @@ TEST_F(SqliteFaultTest, VersionOneDatabaseMigratesKeepingEveryNetwork) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open((dir_ + "/satlab.db").c_str(), &db), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(db,
-                         "ALTER TABLE networks DROP COLUMN revision; "
-                         "DROP TABLE experiment_claims; "
-                         "PRAGMA user_version = 1",
+                         absl::StrCat(kBackToVersion3,
+                                      "ALTER TABLE networks DROP COLUMN "
+                                      "revision; "
+                                      "DROP TABLE experiment_claims; "
+                                      "PRAGMA user_version = 1")
+                             .c_str(),
                          nullptr, nullptr, nullptr),
             SQLITE_OK)
       << sqlite3_errmsg(db);
@@ -222,6 +234,63 @@ TEST_F(SqliteFaultTest, VersionOneDatabaseMigratesKeepingEveryNetwork) {
   EXPECT_EQ(sqlite3_column_int(q, 0), kSqliteSchemaVersion);
   sqlite3_finalize(q);
   sqlite3_close(db);
+}
+
+// A version-3 database (each experiment's spec in its row) migrates to
+// version 4 keeping every experiment whole, and what it holds afterwards
+// updates and deletes as any other.
+TEST_F(SqliteFaultTest, VersionThreeDatabaseMigratesKeepingEveryExperiment) {
+  SqliteStoreOptions options;
+  options.data_dir = dir_;
+  std::vector<ExperimentRecord> records;
+  {
+    auto stores = OpenSqliteStores(options);
+    ASSERT_TRUE(stores.ok()) << stores.status();
+    for (int i = 0; i < 3; ++i) {
+      ExperimentRecord r;
+      r.id = absl::StrCat("exp-", i);
+      // A spec of several pages (overflow pages in the old row), with
+      // every byte value.
+      for (int b = 0; b < 20000 * (i + 1); ++b) {
+        r.spec.push_back(static_cast<char>((b * 7 + i) & 0xff));
+      }
+      r.status = i;
+      r.curves = std::string(100 + i, 'c');
+      r.summary = absl::StrCat("summary ", i);
+      r.create_time = absl::FromUnixNanos(1'700'000'000'000'000'000 + i);
+      r.update_time = r.create_time + absl::Seconds(1);
+      ASSERT_TRUE(stores->experiments->CreateExperiment(r).ok());
+      records.push_back(r);
+    }
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ + "/satlab.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, kBackToVersion3, nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  auto stores = OpenSqliteStores(options);
+  ASSERT_TRUE(stores.ok()) << stores.status();
+  auto listed = stores->experiments->ListExperiments("", 10);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), records.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    EXPECT_EQ((*listed)[i].id, records[i].id);
+    EXPECT_EQ((*listed)[i].spec, records[i].spec) << records[i].id;
+    EXPECT_EQ((*listed)[i].curves, records[i].curves);
+    EXPECT_EQ((*listed)[i].summary, records[i].summary);
+    EXPECT_EQ((*listed)[i].create_time, records[i].create_time);
+  }
+  ExperimentRecord done = records[1];
+  done.status = 9;
+  done.summary = "done";
+  ASSERT_TRUE(stores->experiments->UpdateExperiment(done).ok());
+  auto got = stores->experiments->LoadExperiment(done.id);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->spec, records[1].spec);
+  EXPECT_EQ(got->summary, "done");
+  ASSERT_TRUE(stores->experiments->DeleteExperiment(records[0].id).ok());
+  ASSERT_TRUE(stores->experiments->CreateExperiment(records[0]).ok());
 }
 
 TEST_F(SqliteFaultTest, ReadOnlyDirectoryIsAClearStartupError) {
