@@ -1,6 +1,8 @@
 // satlab's engine in process: TrainStep, Forward and ComputeGradients of the
 // bench cases (bench/bench_cases.h), plus the batch validation the service
-// runs before each of them, and the heap bytes one network costs.
+// runs before each of them, the heap bytes one network costs, and the
+// softmax activation against its former Eigen code (the reference, in the
+// same run).
 //
 // Usage: engine_bench --threads=N [--passive] [--kernels=ISA]
 //                     [--engine_dir=DIR] [google benchmark flags]
@@ -18,12 +20,14 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "Eigen/Core"
 #include "bench/bench_cases.h"
 #include "bench/engine_cases.h"
 #include "benchmark/benchmark.h"
+#include "server/engine/activation.h"
 #include "server/engine/gemm.h"
 #include "server/engine/kernels.h"
 #include "server/engine/native_engine.h"
@@ -74,6 +78,35 @@ void BM_Engine(benchmark::State& state, const BenchCase& c, Op op) {
     }
   }
   benchmark::DoNotOptimize(sink);
+}
+
+// The softmax activation over [rows, cols] logits in [-8, 8]: the engine's
+// (engine_softmax: exponentials through the dispatched kernel) and, as the
+// reference in the same process, the Eigen row loop it replaced
+// (eigen_softmax: max, exp, sum and scale per row).
+template <typename T>
+void BM_Softmax(benchmark::State& state, bool engine_code) {
+  const auto rows = static_cast<Eigen::Index>(state.range(0));
+  const auto cols = static_cast<Eigen::Index>(state.range(1));
+  engine::RowMatrix<T> z(rows, cols), a(rows, cols);
+  for (Eigen::Index i = 0; i < z.size(); ++i) {
+    z.data()[i] = static_cast<T>((i * 7919 % 1601) / 100.0 - 8.0);
+  }
+  const auto& ops = engine::GetActivationOps<T>(engine::Activation::kSoftmax);
+  for (auto _ : state) {
+    if (engine_code) {
+      ops.forward(z, T(0), a);
+    } else {
+      for (Eigen::Index r = 0; r < rows; ++r) {
+        const T m = z.row(r).maxCoeff();
+        a.row(r).array() = (z.row(r).array() - m).exp();
+        a.row(r) /= a.row(r).sum();
+      }
+    }
+    benchmark::DoNotOptimize(a.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * rows);
 }
 
 // Heap bytes per network (HeapBytesInUse before and after creating
@@ -179,6 +212,25 @@ int main(int argc, char** argv) {
           [&c, op = op](benchmark::State& s) { BM_Engine<double>(s, c, op); })
           ->Unit(benchmark::kMicrosecond)
           ->UseRealTime();
+    }
+  }
+  // Softmax shapes: a step's block of 128 rows and an evaluation of 1,797
+  // (the digits data set), over 10 classes, and a wider 100.
+  for (const auto& [rows, cols] :
+       std::vector<std::pair<int, int>>{{128, 10}, {1797, 10}, {128, 100}}) {
+    for (const bool engine_code : {true, false}) {
+      const std::string prefix =
+          engine_code ? "engine_softmax/" : "eigen_softmax/";
+      const std::string shape =
+          std::to_string(rows) + "x" + std::to_string(cols);
+      benchmark::RegisterBenchmark((prefix + shape + "/f32").c_str(),
+                                   BM_Softmax<float>, engine_code)
+          ->Args({rows, cols})
+          ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark((prefix + shape + "/f64").c_str(),
+                                   BM_Softmax<double>, engine_code)
+          ->Args({rows, cols})
+          ->Unit(benchmark::kMicrosecond);
     }
   }
   for (const BenchCase& c : BenchCases()) {

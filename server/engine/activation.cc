@@ -27,6 +27,33 @@ void StableSigmoid(const ConstRowRef<T>& z, RowRef<T> out) {
       (z.array() >= T(0)).select(T(1), out.array()) / (T(1) + out.array());
 }
 
+// a_k = e^{z_k - m} / sum_j e^{z_j - m} per row, m = max_j z_j (so every
+// exponent is <= 0 and the largest is 0). The exponentials go through the
+// dispatched kernel, over the whole block when the rows are contiguous
+// (rows are often narrower than one vector: 10 classes); the max and the
+// sum run in order, in scalar code, so every variant gives the same bits.
+// A NaN anywhere in a row makes the whole row NaN. `a` may be `z`.
+template <typename T>
+void Softmax(const ConstRowRef<T>& z, RowRef<T> a) {
+  const Eigen::Index rows = z.rows(), cols = z.cols();
+  const bool contiguous = (rows == 1 || a.outerStride() == cols);
+  for (Eigen::Index r = 0; r < rows; ++r) {
+    const T* zr = z.data() + r * z.outerStride();
+    T* ar = a.data() + r * a.outerStride();
+    T m = zr[0];
+    for (Eigen::Index k = 1; k < cols; ++k) m = zr[k] > m ? zr[k] : m;
+    for (Eigen::Index k = 0; k < cols; ++k) ar[k] = zr[k] - m;
+    if (!contiguous) kernels::ExpOfNonPositive(ar, cols, ar);
+  }
+  if (contiguous) kernels::ExpOfNonPositive(a.data(), rows * cols, a.data());
+  for (Eigen::Index r = 0; r < rows; ++r) {
+    T* ar = a.data() + r * a.outerStride();
+    T sum = 0;
+    for (Eigen::Index k = 0; k < cols; ++k) sum += ar[k];
+    for (Eigen::Index k = 0; k < cols; ++k) ar[k] /= sum;
+  }
+}
+
 // d = a (1 - a): sigmoid's f', softmax's Jacobian diagonal. Elementwise
 // and exact per operation, so any contiguous view may take the kernel.
 template <typename T>
@@ -90,13 +117,7 @@ constexpr std::array<ActivationOps<T>, 7> kTable = {{
     // a_k = e^{z_k - m} / sum_j e^{z_j - m} per row, m = max_j z_j (so the
     // largest exponent is 0); "f'" = Jacobian diagonal a_k (1 - a_k).
     {Activation::kSoftmax, "softmax", 0.25, true, true, false, true,
-     [](const ConstRowRef<T>& z, T, RowRef<T> a) {
-       for (Eigen::Index r = 0; r < z.rows(); ++r) {
-         const T m = z.row(r).maxCoeff();
-         a.row(r).array() = (z.row(r).array() - m).exp();
-         a.row(r) /= a.row(r).sum();
-       }
-     },
+     [](const ConstRowRef<T>& z, T, RowRef<T> a) { Softmax<T>(z, a); },
      [](const ConstRowRef<T>&, const ConstRowRef<T>& a, T, RowRef<T> d) {
        LogisticDerivative<T>(a, d);
      }},

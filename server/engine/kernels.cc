@@ -127,6 +127,10 @@ void Sigmoid(const T* z, int64_t count, T* out) {
   Typed<T>().sigmoid(z, count, out);
 }
 template <typename T>
+void ExpOfNonPositive(const T* x, int64_t count, T* out) {
+  Typed<T>().exp_of_non_positive(x, count, out);
+}
+template <typename T>
 void SigmoidDerivative(const T* a, int64_t count, T* d) {
   Typed<T>().sigmoid_derivative(a, count, d);
 }
@@ -166,6 +170,8 @@ DerivativeStats<T> LogisticDerivativeStats(const T* a, int64_t count,
 
 template void Sigmoid<float>(const float*, int64_t, float*);
 template void Sigmoid<double>(const double*, int64_t, double*);
+template void ExpOfNonPositive<float>(const float*, int64_t, float*);
+template void ExpOfNonPositive<double>(const double*, int64_t, double*);
 template void SigmoidDerivative<float>(const float*, int64_t, float*);
 template void SigmoidDerivative<double>(const double*, int64_t, double*);
 template void MultiplyInPlace<float>(const float*, int64_t, float*);

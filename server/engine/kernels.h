@@ -61,6 +61,17 @@ std::string Description();
 template <typename T>
 void Sigmoid(const T* z, int64_t count, T* out);
 
+// out[i] = exp(x[i]) for x[i] <= 0 (or NaN), i < count: the softmax's
+// e^{z - max z}. Every element goes through Eigen's vector polynomial
+// (there is no scalar head or tail here, unlike Sigmoid), so its bits
+// depend on its value only, not on where a row starts or how long it is.
+// As Eigen's, it clamps x at about -88.7 (float) / -709.8 (double): results
+// under T's smallest normal number are that close to zero, not exact.
+// `out` may be `x`. (Larger x is not this kernel's: the variants drop the
+// clamps only x > 0 needs.)
+template <typename T>
+void ExpOfNonPositive(const T* x, int64_t count, T* out);
+
 // d[i] = a[i] (1 - a[i]), the sigmoid's (and softmax's diagonal) f'.
 template <typename T>
 void SigmoidDerivative(const T* a, int64_t count, T* d);

@@ -1,6 +1,8 @@
 // The baseline variant: the engine's code as it was before dispatch
 // (Eigen's SSE2 packets in a build without -march=native). Its results
 // define the bits every other variant must reproduce.
+#include <algorithm>
+
 #include "Eigen/Core"
 #include "server/engine/kernels_internal.h"
 #include "server/engine/kernels_sums.h"
@@ -21,6 +23,26 @@ void Sigmoid(const T* z_data, int64_t count, T* out_data) {
   RowMap<T> out(out_data, count);
   out = (-z.abs()).exp();
   out = (z >= T(0)).select(T(1), out) / (T(1) + out);
+}
+
+// Eigen's pexp on every element, the last packet zero-padded: no scalar
+// head or tail (std::exp rounds differently), so an element's bits do not
+// depend on where its row starts (kernels.h).
+template <typename T>
+void ExpOfNonPositive(const T* x, int64_t count, T* out) {
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<T>::type;
+  constexpr int kLanes = ei::unpacket_traits<Packet>::size;
+  int64_t i = 0;
+  for (; i + kLanes <= count; i += kLanes) {
+    ei::pstoreu(out + i, ei::pexp(ei::ploadu<Packet>(x + i)));
+  }
+  if (i < count) {
+    T padded[kLanes] = {};
+    std::copy(x + i, x + count, padded);
+    ei::pstoreu(padded, ei::pexp(ei::ploadu<Packet>(padded)));
+    std::copy(padded, padded + (count - i), out + i);
+  }
 }
 
 template <typename T>
@@ -184,9 +206,11 @@ bool SgdUpdate(const T* p_data, const T* g_data, int64_t count, T lr, T wd,
 
 template <typename T>
 constexpr TypedKernels<T> kTyped = {
-    Sigmoid<T>,    SigmoidDerivative<T>, MultiplyInPlace<T>,
-    CountBelow<T>, SmallProduct<T>,      SgdUpdate<T>,
-    Sum<T, 16>,    SumOfSquares<T, 16>,  LogisticDerivativeStats<T, 16>};
+    Sigmoid<T>,           ExpOfNonPositive<T>,
+    SigmoidDerivative<T>, MultiplyInPlace<T>,
+    CountBelow<T>,        SmallProduct<T>,
+    SgdUpdate<T>,         Sum<T, 16>,
+    SumOfSquares<T, 16>,  LogisticDerivativeStats<T, 16>};
 
 }  // namespace
 

@@ -13,6 +13,7 @@ namespace satlab::engine::kernels {
 template <typename T>
 struct TypedKernels {
   void (*sigmoid)(const T* z, int64_t count, T* out);
+  void (*exp_of_non_positive)(const T* x, int64_t count, T* out);
   void (*sigmoid_derivative)(const T* a, int64_t count, T* d);
   void (*multiply_in_place)(const T* y, int64_t count, T* x);
   int64_t (*count_below)(const T* x, int64_t count, T threshold);

@@ -194,6 +194,24 @@ void Sigmoid(const T* z, int64_t count, T* out) {
   for (i = end; i < count; ++i) out[i] = SigmoidScalar(z[i]);
 }
 
+// exp(x) for x <= 0 over a row, every element through the vector
+// polynomial (as the baseline, which has no scalar head or tail either),
+// the last vector zero-padded.
+template <typename T, typename Ops, int Bytes>
+void ExpOfNonPositive(const T* x, int64_t count, T* out) {
+  using S = Simd<T, Bytes>;
+  int64_t i = 0;
+  for (; i + S::kLanes <= count; i += S::kLanes) {
+    S::Store(out + i, ExpOfNonPositive<S, Ops>(S::Load(x + i), T()));
+  }
+  if (i < count) {
+    T padded[S::kLanes] = {};
+    std::memcpy(padded, x + i, (count - i) * sizeof(T));
+    S::Store(padded, ExpOfNonPositive<S, Ops>(S::Load(padded), T()));
+    std::memcpy(out + i, padded, (count - i) * sizeof(T));
+  }
+}
+
 // d = a (1 - a) and x *= y round once per operation, in vectors or not:
 // any split gives the baseline's bits.
 template <typename T, int Bytes>
@@ -431,14 +449,16 @@ void SmallProduct(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_row,
 
 template <typename Ops, int Bytes>
 constexpr KernelTable kSimdTable = {
-    {Sigmoid<float, Ops, Bytes>, SigmoidDerivative<float, Bytes>,
-     MultiplyInPlace<float, Bytes>, CountBelow<float, Bytes>,
-     SmallProduct<float, Bytes>, SgdUpdate<float, Bytes>, Sum<float, Bytes>,
-     SumOfSquares<float, Bytes>, LogisticDerivativeStats<float, Bytes>},
-    {Sigmoid<double, Ops, Bytes>, SigmoidDerivative<double, Bytes>,
-     MultiplyInPlace<double, Bytes>, CountBelow<double, Bytes>,
-     SmallProduct<double, Bytes>, SgdUpdate<double, Bytes>, Sum<double, Bytes>,
-     SumOfSquares<double, Bytes>, LogisticDerivativeStats<double, Bytes>}};
+    {Sigmoid<float, Ops, Bytes>, ExpOfNonPositive<float, Ops, Bytes>,
+     SigmoidDerivative<float, Bytes>, MultiplyInPlace<float, Bytes>,
+     CountBelow<float, Bytes>, SmallProduct<float, Bytes>,
+     SgdUpdate<float, Bytes>, Sum<float, Bytes>, SumOfSquares<float, Bytes>,
+     LogisticDerivativeStats<float, Bytes>},
+    {Sigmoid<double, Ops, Bytes>, ExpOfNonPositive<double, Ops, Bytes>,
+     SigmoidDerivative<double, Bytes>, MultiplyInPlace<double, Bytes>,
+     CountBelow<double, Bytes>, SmallProduct<double, Bytes>,
+     SgdUpdate<double, Bytes>, Sum<double, Bytes>, SumOfSquares<double, Bytes>,
+     LogisticDerivativeStats<double, Bytes>}};
 
 }  // namespace
 }  // namespace satlab::engine::kernels

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -294,13 +295,9 @@ class SqliteStore final : public NetworkStore,
     if (!encoded.ok()) return encoded.status();
     const EncodedRecord& e = *encoded;
     absl::MutexLock lock(&mu_);
-    if (absl::Status s = Step(begin_, "begin a transaction"); !s.ok()) {
-      return s;
-    }
-    absl::Status s = CreateLocked(record, e);
-    if (s.ok()) s = Step(commit_, "commit");
-    if (!s.ok()) RollbackLocked();
-    return s;
+    return InTransactionLocked([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return CreateLocked(record, e);
+    });
   }
 
   absl::StatusOr<NetworkRecord> Load(absl::string_view id) const override {
@@ -434,13 +431,9 @@ class SqliteStore final : public NetworkStore,
 
   absl::Status CreateExperiment(const ExperimentRecord& record) override {
     absl::MutexLock lock(&mu_);
-    if (absl::Status s = Step(begin_, "begin a transaction"); !s.ok()) {
-      return s;
-    }
-    absl::Status s = CreateExperimentLocked(record);
-    if (s.ok()) s = Step(commit_, "commit");
-    if (!s.ok()) RollbackLocked();
-    return s;
+    return InTransactionLocked([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return CreateExperimentLocked(record);
+    });
   }
 
   absl::StatusOr<ExperimentRecord> LoadExperiment(
@@ -491,13 +484,9 @@ class SqliteStore final : public NetworkStore,
 
   absl::Status DeleteExperiment(absl::string_view id) override {
     absl::MutexLock lock(&mu_);
-    if (absl::Status s = Step(begin_, "begin a transaction"); !s.ok()) {
-      return s;
-    }
-    absl::Status s = DeleteExperimentLocked(id);
-    if (s.ok()) s = Step(commit_, "commit");
-    if (!s.ok()) RollbackLocked();
-    return s;
+    return InTransactionLocked([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return DeleteExperimentLocked(id);
+    });
   }
 
   // Experiment claims (table experiment_claims, this process's clock).
@@ -510,26 +499,23 @@ class SqliteStore final : public NetworkStore,
         absl::StrCat("offer the units of experiments/", id);
     const int64_t expires = absl::ToUnixMicros(absl::Now() + ttl);
     absl::MutexLock lock(&mu_);
-    if (absl::Status s = Step(begin_, "begin a transaction"); !s.ok()) {
+    return InTransactionLocked([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      absl::Status s =
+          RunLocked("DELETE FROM experiment_claims WHERE experiment_id = ?1",
+                    what, [&](sqlite3_stmt* q) { BindText(q, 1, id); });
+      for (int32_t u = kCoordinatorUnit; u < variants && s.ok(); ++u) {
+        s = RunLocked(
+            "INSERT INTO experiment_claims (experiment_id, unit, owner, "
+            "expires_us) VALUES (?1, ?2, ?3, ?4)",
+            what, [&](sqlite3_stmt* q) {
+              BindText(q, 1, id);
+              sqlite3_bind_int(q, 2, u);
+              BindText(q, 3, u == kCoordinatorUnit ? owner : "");
+              sqlite3_bind_int64(q, 4, u == kCoordinatorUnit ? expires : 0);
+            });
+      }
       return s;
-    }
-    absl::Status s =
-        RunLocked("DELETE FROM experiment_claims WHERE experiment_id = ?1",
-                  what, [&](sqlite3_stmt* q) { BindText(q, 1, id); });
-    for (int32_t u = kCoordinatorUnit; u < variants && s.ok(); ++u) {
-      s = RunLocked(
-          "INSERT INTO experiment_claims (experiment_id, unit, owner, "
-          "expires_us) VALUES (?1, ?2, ?3, ?4)",
-          what, [&](sqlite3_stmt* q) {
-            BindText(q, 1, id);
-            sqlite3_bind_int(q, 2, u);
-            BindText(q, 3, u == kCoordinatorUnit ? owner : "");
-            sqlite3_bind_int64(q, 4, u == kCoordinatorUnit ? expires : 0);
-          });
-    }
-    if (s.ok()) s = Step(commit_, "commit");
-    if (!s.ok()) RollbackLocked();
-    return s;
+    });
   }
 
   absl::StatusOr<ExperimentUnit> ClaimExperimentUnit(
@@ -646,13 +632,9 @@ class SqliteStore final : public NetworkStore,
   absl::Status AppendMetrics(absl::string_view network_id,
                              const std::vector<MetricRecord>& events) override {
     absl::MutexLock lock(&mu_);
-    if (absl::Status s = Step(begin_, "begin a transaction"); !s.ok()) {
-      return s;
-    }
-    absl::Status s = AppendMetricsLocked(network_id, events);
-    if (s.ok()) s = Step(commit_, "commit");
-    if (!s.ok()) RollbackLocked();
-    return s;
+    return InTransactionLocked([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return AppendMetricsLocked(network_id, events);
+    });
   }
 
   absl::StatusOr<std::vector<MetricRecord>> ReadMetrics(
@@ -904,6 +886,19 @@ class SqliteStore final : public NetworkStore,
       return Error(rc, absl::StrCat("delete the spec of experiments/", id));
     }
     return absl::OkStatus();
+  }
+
+  // Runs `body` in one BEGIN IMMEDIATE ... COMMIT transaction; rolled back
+  // whole when `body` or the commit fails.
+  absl::Status InTransactionLocked(absl::FunctionRef<absl::Status()> body)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (absl::Status s = Step(begin_, "begin a transaction"); !s.ok()) {
+      return s;
+    }
+    absl::Status s = body();
+    if (s.ok()) s = Step(commit_, "commit");
+    if (!s.ok()) RollbackLocked();
+    return s;
   }
 
   // Ends a failed transaction. SQLite may have rolled it back already

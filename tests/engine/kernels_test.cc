@@ -4,6 +4,7 @@
 // sigmoid are delicate (NaN, infinities, subnormal results, signed zeros).
 #include "server/engine/kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -14,6 +15,7 @@
 
 #include "Eigen/Core"
 #include "gtest/gtest.h"
+#include "server/engine/activation.h"
 #include "server/engine/network.h"
 
 namespace satlab::engine::kernels {
@@ -187,6 +189,132 @@ TEST_F(KernelsTest, Sigmoid_DenseSweep_SameBitsAsEigen) {
     zd.push_back(i % 2 == 0 ? band(rng) : -band(rng));
   }
   ExpectSigmoidSameBitsAsEigen(zd);
+}
+
+// exp of non-positive values (the softmax's e^{z - max z}): every element
+// through Eigen's packet exp, whatever its position, so the result for a
+// value is the same at every offset, every length and in place, in every
+// variant; and within 2 ulps of std::exp (in absolute terms below T's
+// smallest normal number: Eigen clamps x at -88.7 / -709.8, so exp(-95f)
+// is 2.9e-39, not 5.5e-42 — as the softmax always had it). Inputs: -|v| for the
+// values above (so -0, -inf, the subnormal band and the clamp) and NaNs of both
+// signs.
+template <typename T>
+void ExpectExpOfNonPositiveMatchesEigen() {
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<T>::type;
+  std::vector<T> input = Inputs<T>(400, 9);
+  for (size_t i = 0; i < input.size(); ++i) {
+    input[i] =
+        i % 37 == 5 ? std::numeric_limits<T>::quiet_NaN() : -std::abs(input[i]);
+  }
+  input[36] = -std::numeric_limits<T>::quiet_NaN();
+  // Eigen's packet exp of each value alone: what every element must be.
+  std::vector<T> expected(input.size());
+  for (size_t i = 0; i < input.size(); ++i) {
+    expected[i] = ei::pfirst(ei::pexp(ei::pset1<Packet>(input[i])));
+    if (std::isfinite(input[i]) && expected[i] != 0) {
+      const T exact = std::exp(input[i]);
+      ASSERT_LE(std::abs(expected[i] - exact),
+                2 * std::numeric_limits<T>::epsilon() * exact +
+                    std::numeric_limits<T>::min())
+          << input[i];
+    }
+  }
+  for (Isa isa : SupportedIsas()) {
+    ASSERT_TRUE(SetActiveIsa(isa).ok());
+    for (int64_t offset = 0; offset < 4; ++offset) {
+      for (int64_t count = 0; count <= 131; ++count) {
+        alignas(64) T got[140], in_place[140];
+        const T* x = input.data() + count;
+        ExpOfNonPositive(x, count, got + offset);
+        std::copy(x, x + count, in_place + offset);
+        ExpOfNonPositive(in_place + offset, count, in_place + offset);
+        for (int64_t i = 0; i < count; ++i) {
+          ASSERT_TRUE(SameBits(expected[count + i], got[offset + i]))
+              << IsaName(isa) << " offset " << offset << " count " << count
+              << " x=" << x[i] << ": expected " << expected[count + i]
+              << ", got " << got[offset + i];
+          ASSERT_TRUE(SameBits(got[offset + i], in_place[offset + i]))
+              << IsaName(isa) << " in place, x=" << x[i];
+        }
+      }
+    }
+  }
+}
+
+TEST_F(KernelsTest, ExpOfNonPositive_EveryVariant_SameBitsAsEigenF32) {
+  SKIP_IF_BASELINE_CONTRACTS();
+  ExpectExpOfNonPositiveMatchesEigen<float>();
+}
+TEST_F(KernelsTest, ExpOfNonPositive_EveryVariant_SameBitsAsEigenF64) {
+  SKIP_IF_BASELINE_CONTRACTS();
+  ExpectExpOfNonPositiveMatchesEigen<double>();
+}
+
+// The softmax activation (which takes its exponentials from the kernel
+// above): the same bits in every variant, for contiguous rows and for a
+// view into a wider matrix; within a few ulps of a long double reference;
+// no overflow for large logits; a NaN makes its row NaN and no other.
+template <typename T>
+void ExpectSoftmaxSameBitsEveryVariant() {
+  const ActivationOps<T>& softmax = GetActivationOps<T>(Activation::kSoftmax);
+  std::mt19937_64 rng(3);
+  std::uniform_real_distribution<double> u(-30.0, 30.0);
+  for (int cols : {1, 2, 3, 8, 10, 17}) {
+    const int rows = 23;
+    RowMatrix<T> wide(rows, cols + 3);
+    for (Eigen::Index i = 0; i < wide.size(); ++i) {
+      wide.data()[i] = static_cast<T>(u(rng));
+    }
+    wide(4, 0) = T(1000);  // e^{1000} would overflow without the max
+    wide(5, cols - 1) = std::numeric_limits<T>::quiet_NaN();
+    const RowMatrix<T> z = wide.leftCols(cols);
+    std::vector<RowMatrix<T>> contiguous, strided;
+    for (Isa isa : SupportedIsas()) {
+      ASSERT_TRUE(SetActiveIsa(isa).ok());
+      RowMatrix<T> a(rows, cols);
+      softmax.forward(z, T(0), a);
+      contiguous.push_back(a);
+      RowMatrix<T> out = RowMatrix<T>::Zero(rows, cols + 3);
+      RowRef<T> view = out.leftCols(cols);
+      ASSERT_NE(view.outerStride(), cols);
+      softmax.forward(wide.leftCols(cols), T(0), view);
+      strided.push_back(out.leftCols(cols));
+    }
+    for (size_t v = 0; v < contiguous.size(); ++v) {
+      for (Eigen::Index i = 0; i < contiguous[0].size(); ++i) {
+        ASSERT_TRUE(SameBits(contiguous[0].data()[i], contiguous[v].data()[i]))
+            << IsaName(SupportedIsas()[v]) << " cols " << cols << " at " << i;
+        ASSERT_TRUE(
+            SameBits(contiguous[0].data()[i], strided[v](i / cols, i % cols)))
+            << IsaName(SupportedIsas()[v]) << " strided, cols " << cols;
+      }
+    }
+    const RowMatrix<T>& a = contiguous[0];
+    const double tolerance = sizeof(T) == 4 ? 4e-6 : 8e-15;
+    for (int r = 0; r < rows; ++r) {
+      if (r == 5) {
+        for (int k = 0; k < cols; ++k) EXPECT_TRUE(std::isnan(a(r, k)));
+        continue;
+      }
+      long double m = z(r, 0), sum = 0;
+      for (int k = 1; k < cols; ++k) m = std::max<long double>(m, z(r, k));
+      for (int k = 0; k < cols; ++k) sum += std::exp(z(r, k) - m);
+      for (int k = 0; k < cols; ++k) {
+        const long double want = std::exp(z(r, k) - m) / sum;
+        // Absolute below the smallest normal number (the exp above).
+        EXPECT_LE(std::abs(static_cast<long double>(a(r, k)) - want),
+                  tolerance * want + std::numeric_limits<T>::min())
+            << "cols " << cols << " row " << r << " col " << k;
+      }
+    }
+  }
+}
+
+TEST_F(KernelsTest, Softmax_EveryVariant_SameBitsCloseToReference) {
+  ExpectSoftmaxSameBitsEveryVariant<float>();
+  ExpectSoftmaxSameBitsEveryVariant<double>();
 }
 
 template <typename T>
