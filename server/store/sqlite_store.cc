@@ -161,29 +161,12 @@ class SqliteStore final : public NetworkStore,
 
   ~SqliteStore() override {
     // Statements first: sqlite3_close refuses while any is open.
-    for (Stmt* s : {&exists_,
-                    &insert_,
-                    &count_,
-                    &select_,
-                    &list_,
-                    &update_,
-                    &delete_,
-                    &begin_,
-                    &commit_,
-                    &rollback_,
-                    &exp_insert_,
-                    &exp_spec_insert_,
-                    &exp_select_,
-                    &exp_list_,
-                    &exp_update_,
-                    &exp_delete_,
-                    &exp_spec_delete_,
-                    &m_last_,
-                    &m_insert_,
-                    &m_trim_,
-                    &m_read_,
-                    &m_delete_,
-                    &version_}) {
+    for (Stmt* s :
+         {&exists_,     &insert_,     &count_,    &select_,     &list_,
+          &update_,     &delete_,     &begin_,    &commit_,     &rollback_,
+          &exp_insert_, &exp_select_, &exp_list_, &exp_update_, &exp_delete_,
+          &m_last_,     &m_insert_,   &m_trim_,   &m_read_,     &m_delete_,
+          &version_}) {
       s->reset();
     }
     if (db_ != nullptr) sqlite3_close(db_);
@@ -250,8 +233,6 @@ class SqliteStore final : public NetworkStore,
               "INSERT INTO experiments (id, status, curves, summary, "
               "create_time_ns, update_time_ns) "
               "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"},
-             {&exp_spec_insert_,
-              "INSERT INTO experiment_specs (id, spec) VALUES (?1, ?2)"},
              {&exp_select_,
               "SELECT e.id, s.spec, e.status, e.curves, e.summary, "
               "e.create_time_ns, e.update_time_ns FROM experiments e "
@@ -265,7 +246,6 @@ class SqliteStore final : public NetworkStore,
               "UPDATE experiments SET status = ?3, curves = ?4, summary = ?5, "
               "update_time_ns = ?6 WHERE id = ?1 AND create_time_ns = ?2"},
              {&exp_delete_, "DELETE FROM experiments WHERE id = ?1"},
-             {&exp_spec_delete_, "DELETE FROM experiment_specs WHERE id = ?1"},
              {&m_last_,
               "SELECT MAX(seq) FROM metric_history WHERE network_id = ?1"},
              {&m_insert_,
@@ -857,15 +837,12 @@ class SqliteStore final : public NetworkStore,
         return Error(rc, absl::StrCat("write experiments/", record.id));
       }
     }
-    Use q(exp_spec_insert_);
-    BindText(q.get(), 1, record.id);
-    BindBlob(q.get(), 2, record.spec);
-    int rc = sqlite3_step(q.get());
-    if (rc != SQLITE_DONE) {
-      return Error(rc,
-                   absl::StrCat("write the spec of experiments/", record.id));
-    }
-    return absl::OkStatus();
+    return RunLocked("INSERT INTO experiment_specs (id, spec) VALUES (?1, ?2)",
+                     absl::StrCat("write the spec of experiments/", record.id),
+                     [&](sqlite3_stmt* q) {
+                       BindText(q, 1, record.id);
+                       BindBlob(q, 2, record.spec);
+                     });
   }
 
   absl::Status DeleteExperimentLocked(absl::string_view id)
@@ -879,13 +856,9 @@ class SqliteStore final : public NetworkStore,
       }
       if (sqlite3_changes(db_) == 0) return ExperimentNotFound(id);
     }
-    Use q(exp_spec_delete_);
-    BindText(q.get(), 1, id);
-    int rc = sqlite3_step(q.get());
-    if (rc != SQLITE_DONE) {
-      return Error(rc, absl::StrCat("delete the spec of experiments/", id));
-    }
-    return absl::OkStatus();
+    return RunLocked("DELETE FROM experiment_specs WHERE id = ?1",
+                     absl::StrCat("delete the spec of experiments/", id),
+                     [&](sqlite3_stmt* q) { BindText(q, 1, id); });
   }
 
   // Runs `body` in one BEGIN IMMEDIATE ... COMMIT transaction; rolled back
@@ -1051,12 +1024,10 @@ class SqliteStore final : public NetworkStore,
   Stmt commit_ ABSL_GUARDED_BY(mu_);
   Stmt rollback_ ABSL_GUARDED_BY(mu_);
   Stmt exp_insert_ ABSL_GUARDED_BY(mu_);
-  Stmt exp_spec_insert_ ABSL_GUARDED_BY(mu_);
   Stmt exp_select_ ABSL_GUARDED_BY(mu_);
   Stmt exp_list_ ABSL_GUARDED_BY(mu_);
   Stmt exp_update_ ABSL_GUARDED_BY(mu_);
   Stmt exp_delete_ ABSL_GUARDED_BY(mu_);
-  Stmt exp_spec_delete_ ABSL_GUARDED_BY(mu_);
   Stmt m_last_ ABSL_GUARDED_BY(mu_);
   Stmt m_insert_ ABSL_GUARDED_BY(mu_);
   Stmt m_trim_ ABSL_GUARDED_BY(mu_);
