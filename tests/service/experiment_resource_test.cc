@@ -399,6 +399,60 @@ TEST_F(DurableExperimentTest, Restart_KeepsCurvesAndSummary) {
   ExpectCurvesEqual(got->curves(), run.curves);
 }
 
+// The workers start before the experiment's record is written, and hold
+// what they complete until it commits. Two calls race for one new id:
+// while one writes the record (a 2.2 MB inline data set), the other's
+// claim waits on it and its workers train on spare compute threads; that
+// claim then fails, and its call must have streamed no epoch of an
+// experiment the store does not have.
+TEST_F(DurableExperimentTest, RacingForOneId_TheLoserStreamsNoEpoch) {
+  TearDown();
+  server_.reset();
+  options_.compute_threads = 4;
+  Start();
+  constexpr int kRows = 4096, kFeatures = 64;
+  v1::RunExperimentRequest request = Long("raced");
+  request.mutable_spec()->set_epochs(4);
+  request.mutable_spec()->set_batch_size(64);
+  std::vector<double> inputs(kRows * kFeatures), targets(kRows * 2, 0.0);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    inputs[i] = static_cast<double>((i * 7919) % 1000) / 1000.0;
+  }
+  for (size_t r = 0; r < kRows; ++r) targets[r * 2 + r % 2] = 1.0;
+  v1::Minibatch* data =
+      request.mutable_spec()->mutable_dataset()->mutable_inline_();
+  *data->mutable_inputs() = MakeTensor(kRows, kFeatures, inputs);
+  *data->mutable_targets() = MakeTensor(kRows, 2, targets);
+  for (int round = 0; round < 10; ++round) {
+    request.set_experiment_id(absl::StrCat("raced", round));
+    Streamed runs[2];
+    std::thread other([&] { runs[1] = RunStreamed(*client_, request); });
+    runs[0] = RunStreamed(*client_, request);
+    other.join();
+    ASSERT_NE(runs[0].status.ok(), runs[1].status.ok())
+        << "round " << round << ": " << runs[0].status << " / "
+        << runs[1].status;
+    for (const Streamed& run : runs) {
+      if (run.status.ok()) {
+        EXPECT_EQ(run.curves.size(), 2u * 5) << "round " << round;
+        continue;
+      }
+      EXPECT_EQ(run.status.code(), absl::StatusCode::kAlreadyExists)
+          << "round " << round << ": " << run.status;
+      EXPECT_THAT(run.status.message(), HasSubstr(request.experiment_id()));
+      EXPECT_TRUE(run.curves.empty())
+          << "round " << round << ": the call failed (" << run.status
+          << ") after streaming " << run.curves.size()
+          << " epochs of an experiment it did not own";
+    }
+    auto got = client_->GetExperiment(
+        absl::StrCat("experiments/", request.experiment_id()));
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->state(), v1::EXPERIMENT_STATE_SUCCEEDED);
+    EXPECT_EQ(got->curves_size(), 2 * 5);
+  }
+}
+
 TEST(ExperimentRecordTest, ProgressRecordOf_IsRecordOfWithoutTheSpec) {
   v1::Experiment experiment;
   experiment.set_name("experiments/e1");
