@@ -309,11 +309,13 @@ class ExperimentReactor final
     // what they complete is held until it commits, so the client sees no
     // epoch of an experiment the store does not have.
     if (status.ok() && !replay_ && service_->experiment_claims() == nullptr) {
+      bool started;
       {
         absl::MutexLock lock(&mu_);
         StartWorkers();
+        started = !final_status_.has_value();  // e.g. the queue was full
       }
-      status = Claim();
+      if (started) status = Claim();
     }
     if (status.ok() && !replay_ && service_->experiment_claims() != nullptr) {
       pb::Experiment record;
