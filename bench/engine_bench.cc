@@ -1,8 +1,10 @@
 // satlab's engine in process: TrainStep, Forward and ComputeGradients of the
 // bench cases (bench/bench_cases.h), plus the batch validation the service
-// runs before each of them, the heap bytes one network costs, and the
+// runs before each of them, the heap bytes one network costs, the
 // softmax activation against its former Eigen code (the reference, in the
-// same run).
+// same run), and a digits-shaped experiment on one worker and on two (the
+// engine's share of issue 15 item 3: run with --threads=1, so the second
+// worker has the second core).
 //
 // Usage: engine_bench --threads=N [--passive] [--kernels=ISA]
 //                     [--engine_dir=DIR] [google benchmark flags]
@@ -28,6 +30,7 @@
 #include "bench/engine_cases.h"
 #include "benchmark/benchmark.h"
 #include "server/engine/activation.h"
+#include "server/engine/experiment.h"
 #include "server/engine/gemm.h"
 #include "server/engine/kernels.h"
 #include "server/engine/native_engine.h"
@@ -107,6 +110,50 @@ void BM_Softmax(benchmark::State& state, bool engine_code) {
     benchmark::ClobberMemory();
   }
   state.SetItemsProcessed(state.iterations() * rows);
+}
+
+// The `digits` preset's experiment (64-30-10, sigmoid hidden layer; softmax
+// + CCE, sigmoid + MSE, softmax + MSE; 30 epochs of batch 10, SGD 0.5) on
+// data of its shape (1,797 rows of 64 pixels in 0..16 / 16, one-hot labels
+// of 10 classes; the values are not the digits', the work is), through
+// engine::RunExperiment with state.range(0) workers: what the server's
+// RunExperiment computes, without the request, the record or the stream.
+void BM_Experiment(benchmark::State& state) {
+  engine::Dataset data;
+  data.inputs.resize(1797, 64);
+  data.targets.setZero(1797, 10);
+  for (Eigen::Index r = 0; r < 1797; ++r) {
+    for (Eigen::Index c = 0; c < 64; ++c) {
+      data.inputs(r, c) = static_cast<double>((r * 64 + c) * 7919 % 17) / 16;
+    }
+    data.targets(r, (r * 7) % 10) = 1;
+  }
+  engine::ExperimentSpec spec;
+  spec.hidden_layers = {{30, Activation::kSigmoid}};
+  spec.init.scheme = engine::InitScheme::kUniformFanIn;
+  spec.init.seed = 1;
+  for (const auto& [activation, loss] :
+       {std::pair{Activation::kSoftmax, Loss::kCce},
+        std::pair{Activation::kSigmoid, Loss::kMse},
+        std::pair{Activation::kSoftmax, Loss::kMse}}) {
+    engine::ExperimentVariantSpec& v = spec.variants.emplace_back();
+    v.output_activation = activation;
+    v.loss = loss;
+  }
+  spec.epochs = 30;
+  spec.batch_size = 10;
+  spec.shuffle_seed = 1;
+  spec.optimizer.learning_rate = 0.5;
+  const int workers = static_cast<int>(state.range(0));
+  for (auto _ : state) {
+    auto curves = engine::RunExperiment(spec, data, engine::Limits{},
+                                        engine::ExperimentLimits{}, workers);
+    if (!curves.ok()) {
+      state.SkipWithError(std::string(curves.status().message()).c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(curves->data());
+  }
 }
 
 // Heap bytes per network (HeapBytesInUse before and after creating
@@ -214,6 +261,12 @@ int main(int argc, char** argv) {
           ->UseRealTime();
     }
   }
+  benchmark::RegisterBenchmark("engine_experiment/digits_shape", BM_Experiment)
+      ->Arg(1)
+      ->Arg(2)
+      ->ArgName("workers")
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
   // Softmax shapes: a step's block of 128 rows and an evaluation of 1,797
   // (the digits data set), over 10 classes, and a wider 100.
   for (const auto& [rows, cols] :
