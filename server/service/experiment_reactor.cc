@@ -597,7 +597,9 @@ class ExperimentReactor final
           Leave();
           return;
         }
-        if (unsent_.size() >= kWindow) {  // the client reads slowly: park
+        // The client reads slowly, or the claim is still being written
+        // (held_ counts too, so a slow claim bounds what waits): park.
+        if (unsent_.size() + held_.size() >= kWindow) {
           ++parked_;
           Leave();
           return;
