@@ -453,6 +453,45 @@ TEST_F(DurableExperimentTest, RacingForOneId_TheLoserStreamsNoEpoch) {
   }
 }
 
+// Held epochs count toward the stream's window: a call whose claim waits
+// (here on another call's 2.2 MB record) while its workers finish many tiny
+// epochs parks them at the window, and they resume once the claim commits:
+// every epoch arrives, in order per variant.
+TEST_F(DurableExperimentTest, TinyEpochsWhileTheClaimWaits_AllArriveInOrder) {
+  TearDown();
+  server_.reset();
+  options_.compute_threads = 4;
+  Start();
+  constexpr int kRows = 4096, kFeatures = 64, kEpochs = 3000;
+  v1::RunExperimentRequest big = Long("");
+  big.mutable_spec()->set_epochs(1);
+  std::vector<double> inputs(kRows * kFeatures), targets(kRows * 2, 0.0);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    inputs[i] = static_cast<double>((i * 7919) % 1000) / 1000.0;
+  }
+  for (size_t r = 0; r < kRows; ++r) targets[r * 2 + r % 2] = 1.0;
+  v1::Minibatch* data =
+      big.mutable_spec()->mutable_dataset()->mutable_inline_();
+  *data->mutable_inputs() = MakeTensor(kRows, kFeatures, inputs);
+  *data->mutable_targets() = MakeTensor(kRows, 2, targets);
+  for (int round = 0; round < 5; ++round) {
+    big.set_experiment_id(absl::StrCat("big", round));
+    Streamed first;
+    std::thread other([&] { first = RunStreamed(*client_, big); });
+    Streamed tiny =
+        RunStreamed(*client_, Nielsen(absl::StrCat("tiny", round), kEpochs));
+    other.join();
+    ASSERT_TRUE(first.status.ok()) << first.status;
+    ASSERT_TRUE(tiny.status.ok()) << "round " << round << ": " << tiny.status;
+    ASSERT_EQ(tiny.curves.size(), 2u * (kEpochs + 1)) << "round " << round;
+    int next[2] = {0, 0};
+    for (const v1::EpochMetrics& epoch : tiny.curves) {
+      ASSERT_EQ(epoch.epoch(), next[epoch.variant()]++)
+          << "round " << round << ", variant " << epoch.variant();
+    }
+  }
+}
+
 TEST(ExperimentRecordTest, ProgressRecordOf_IsRecordOfWithoutTheSpec) {
   v1::Experiment experiment;
   experiment.set_name("experiments/e1");
