@@ -9,7 +9,9 @@
 // parallel on every compute thread; messages of different variants may
 // interleave (each is tagged with its variant); each variant's own
 // messages come in epoch order, and their values do not depend on the
-// interleaving or the number of workers.
+// interleaving or the number of workers. The workers start while Setup
+// writes the experiment's record (RUNNING); what they complete waits until
+// it commits, so no epoch of an unrecorded experiment reaches the client.
 //
 // Fairness and flow control: a worker gives its thread back (resubmits
 // itself) after ~kSliceTime of work, so other calls queued on the executor
