@@ -423,13 +423,16 @@ TEST_F(DurableExperimentTest, RacingForOneId_TheLoserStreamsNoEpoch) {
       request.mutable_spec()->mutable_dataset()->mutable_inline_();
   *data->mutable_inputs() = MakeTensor(kRows, kFeatures, inputs);
   *data->mutable_targets() = MakeTensor(kRows, 2, targets);
+  int lost = 0;
   for (int round = 0; round < 10; ++round) {
     request.set_experiment_id(absl::StrCat("raced", round));
     Streamed runs[2];
     std::thread other([&] { runs[1] = RunStreamed(*client_, request); });
     runs[0] = RunStreamed(*client_, request);
     other.join();
-    ASSERT_NE(runs[0].status.ok(), runs[1].status.ok())
+    // Both succeed only when one call came after the other had finished
+    // (a replay of the stored run, not a race).
+    ASSERT_TRUE(runs[0].status.ok() || runs[1].status.ok())
         << "round " << round << ": " << runs[0].status << " / "
         << runs[1].status;
     for (const Streamed& run : runs) {
@@ -437,6 +440,7 @@ TEST_F(DurableExperimentTest, RacingForOneId_TheLoserStreamsNoEpoch) {
         EXPECT_EQ(run.curves.size(), 2u * 5) << "round " << round;
         continue;
       }
+      ++lost;
       EXPECT_EQ(run.status.code(), absl::StatusCode::kAlreadyExists)
           << "round " << round << ": " << run.status;
       EXPECT_THAT(run.status.message(), HasSubstr(request.experiment_id()));
@@ -451,6 +455,8 @@ TEST_F(DurableExperimentTest, RacingForOneId_TheLoserStreamsNoEpoch) {
     EXPECT_EQ(got->state(), v1::EXPERIMENT_STATE_SUCCEEDED);
     EXPECT_EQ(got->curves_size(), 2 * 5);
   }
+  // The point is the race: a run where no call ever lost tested nothing.
+  EXPECT_GT(lost, 0) << "no round raced: the calls never overlapped";
 }
 
 // Held epochs count toward the stream's window: a call whose claim waits
