@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
   // block over 128 KiB afresh and unmaps it when freed, so the next one
   // faults its pages in again, and a page fault is expensive in a virtual
   // machine. From the heap, kept until exit, they reuse pages already
-  // mapped (`satlab experiment digits`: 1,580 -> 1,200 page faults).
+  // mapped (`satlab experiment digits`: 1,540 -> 1,170 page faults).
   mallopt(M_MMAP_THRESHOLD, 64 << 20);
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
   mallopt(M_TOP_PAD, 16 << 20);

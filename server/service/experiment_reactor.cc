@@ -457,9 +457,12 @@ class ExperimentReactor final
       record_.set_state(pb::EXPERIMENT_STATE_RUNNING);
       record_.set_epochs_total(epochs_total_);
       const absl::Time now = absl::Now();
-      TimeToProto(now, record_.mutable_create_time());
+      if (rerun_) {
+        *record_.mutable_create_time() = stored_.create_time();
+      } else {
+        TimeToProto(now, record_.mutable_create_time());
+      }
       TimeToProto(now, record_.mutable_update_time());
-      if (rerun_) *record_.mutable_create_time() = stored_.create_time();
       record_bytes_ = static_cast<int64_t>(record_.ByteSizeLong());
       last_record_ = now;
       stored = rerun_ ? ProgressRecordOf(record_) : RecordOf(record_);

@@ -399,30 +399,42 @@ TEST_F(DurableExperimentTest, Restart_KeepsCurvesAndSummary) {
   ExpectCurvesEqual(got->curves(), run.curves);
 }
 
+// Spare compute threads, for a call whose claim waits while its workers
+// train, and requests whose inline data set (4,096 x 64 values, 2.2 MB)
+// makes writing their record a long claim.
+class ClaimWaitTest : public DurableExperimentTest {
+ protected:
+  void SetUp() override {
+    options_.compute_threads = 4;
+    DurableExperimentTest::SetUp();
+  }
+
+  static v1::RunExperimentRequest WithLargeData(
+      v1::RunExperimentRequest request) {
+    constexpr int kRows = 4096, kFeatures = 64;
+    std::vector<double> inputs(kRows * kFeatures), targets(kRows * 2, 0.0);
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      inputs[i] = static_cast<double>((i * 7919) % 1000) / 1000.0;
+    }
+    for (size_t r = 0; r < kRows; ++r) targets[r * 2 + r % 2] = 1.0;
+    v1::Minibatch* data =
+        request.mutable_spec()->mutable_dataset()->mutable_inline_();
+    *data->mutable_inputs() = MakeTensor(kRows, kFeatures, inputs);
+    *data->mutable_targets() = MakeTensor(kRows, 2, targets);
+    return request;
+  }
+};
+
 // The workers start before the experiment's record is written, and hold
 // what they complete until it commits. Two calls race for one new id:
 // while one writes the record (a 2.2 MB inline data set), the other's
 // claim waits on it and its workers train on spare compute threads; that
 // claim then fails, and its call must have streamed no epoch of an
 // experiment the store does not have.
-TEST_F(DurableExperimentTest, RacingForOneId_TheLoserStreamsNoEpoch) {
-  TearDown();
-  server_.reset();
-  options_.compute_threads = 4;
-  Start();
-  constexpr int kRows = 4096, kFeatures = 64;
-  v1::RunExperimentRequest request = Long("raced");
+TEST_F(ClaimWaitTest, RacingForOneId_TheLoserStreamsNoEpoch) {
+  v1::RunExperimentRequest request = WithLargeData(Long("raced"));
   request.mutable_spec()->set_epochs(4);
   request.mutable_spec()->set_batch_size(64);
-  std::vector<double> inputs(kRows * kFeatures), targets(kRows * 2, 0.0);
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    inputs[i] = static_cast<double>((i * 7919) % 1000) / 1000.0;
-  }
-  for (size_t r = 0; r < kRows; ++r) targets[r * 2 + r % 2] = 1.0;
-  v1::Minibatch* data =
-      request.mutable_spec()->mutable_dataset()->mutable_inline_();
-  *data->mutable_inputs() = MakeTensor(kRows, kFeatures, inputs);
-  *data->mutable_targets() = MakeTensor(kRows, 2, targets);
   int lost = 0;
   for (int round = 0; round < 10; ++round) {
     request.set_experiment_id(absl::StrCat("raced", round));
@@ -463,23 +475,10 @@ TEST_F(DurableExperimentTest, RacingForOneId_TheLoserStreamsNoEpoch) {
 // (here on another call's 2.2 MB record) while its workers finish many tiny
 // epochs parks them at the window, and they resume once the claim commits:
 // every epoch arrives, in order per variant.
-TEST_F(DurableExperimentTest, TinyEpochsWhileTheClaimWaits_AllArriveInOrder) {
-  TearDown();
-  server_.reset();
-  options_.compute_threads = 4;
-  Start();
-  constexpr int kRows = 4096, kFeatures = 64, kEpochs = 3000;
-  v1::RunExperimentRequest big = Long("");
+TEST_F(ClaimWaitTest, TinyEpochsWhileTheClaimWaits_AllArriveInOrder) {
+  constexpr int kEpochs = 3000;
+  v1::RunExperimentRequest big = WithLargeData(Long(""));
   big.mutable_spec()->set_epochs(1);
-  std::vector<double> inputs(kRows * kFeatures), targets(kRows * 2, 0.0);
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    inputs[i] = static_cast<double>((i * 7919) % 1000) / 1000.0;
-  }
-  for (size_t r = 0; r < kRows; ++r) targets[r * 2 + r % 2] = 1.0;
-  v1::Minibatch* data =
-      big.mutable_spec()->mutable_dataset()->mutable_inline_();
-  *data->mutable_inputs() = MakeTensor(kRows, kFeatures, inputs);
-  *data->mutable_targets() = MakeTensor(kRows, 2, targets);
   for (int round = 0; round < 5; ++round) {
     big.set_experiment_id(absl::StrCat("big", round));
     Streamed first;
